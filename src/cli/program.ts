@@ -1,0 +1,66 @@
+import { Command, CommanderError } from 'commander';
+import { BerthError, errorMessage } from '../lib/errors.js';
+import { CliContext, type GlobalOptions } from './context.js';
+import { registerVersion } from './version.js';
+
+export type Register = (program: Command, ctx: () => CliContext) => void;
+
+/** Command families, one file each; a new family adds its register function here. */
+const FAMILIES: Register[] = [];
+
+export function buildProgram(): { program: Command; context: () => CliContext } {
+  const program = new Command('berth');
+  program
+    .description(
+      'berth: an edge device agent — images over MQTT, btrfs/devmapper/overlay storage, its own OCI runtime',
+    )
+    .option(
+      '--state-dir <dir>',
+      'state directory: database, blobs, snapshots (env BERTH_STATE_DIR)',
+      undefined,
+    )
+    .option('--config <file>', 'config file, YAML or JSON (env BERTH_CONFIG)')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+    .option(
+      '--platform <os/arch[/variant]>',
+      'platform to select from multi-arch images (default: this machine)',
+    )
+    .option('--storage-driver <driver>', 'auto|overlay|btrfs|devmapper')
+    .enablePositionalOptions()
+    .showHelpAfterError()
+    .exitOverride();
+  let ctx: CliContext | undefined;
+  const context = () => {
+    if (!ctx) ctx = new CliContext(program.opts<GlobalOptions>());
+    return ctx;
+  };
+  registerVersion(program);
+  for (const register of FAMILIES) register(program, context);
+  return { program, context: () => ctx ?? context() };
+}
+
+/** Parse argv, run the command, print a clean error (code + message) and pick an exit code. */
+export async function runCli(argv: string[]): Promise<number> {
+  const { program, context } = buildProgram();
+  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  let code = 0;
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      code = err.exitCode;
+    } else if (err instanceof BerthError) {
+      process.stderr.write(`berth: ${err.code}: ${err.message}\n`);
+      code = err.code === 'InvalidInput' ? 2 : 1;
+    } else {
+      process.stderr.write(`berth: ${errorMessage(err)}\n`);
+      if (process.env.BERTH_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+      code = 1;
+    }
+  } finally {
+    await context()
+      .close()
+      .catch(() => undefined);
+  }
+  return code;
+}

@@ -1,0 +1,39 @@
+import type { Command } from 'commander';
+import { BUILD } from '../version.js';
+import { printJson } from './output.js';
+
+export interface VersionInfo {
+  version: string;
+  commit: string;
+  arch: string;
+  platform: string;
+  node: string;
+  native: Record<string, string>;
+}
+
+/** Hooks the packaged executable fills in (hashes of the embedded native parts). */
+export const versionExtras: { native: () => Record<string, string> } = { native: () => ({}) };
+
+export function versionInfo(): VersionInfo {
+  return {
+    version: BUILD.version,
+    commit: BUILD.commit,
+    arch: process.arch,
+    platform: process.platform,
+    node: process.version,
+    native: versionExtras.native(),
+  };
+}
+
+export function registerVersion(program: Command): void {
+  program
+    .command('version')
+    .description('print version, commit, architecture, Node version and embedded native parts')
+    .option('--json', 'print JSON')
+    .action((opts: { json?: boolean }) => {
+      const v = versionInfo();
+      if (opts.json) return printJson(v);
+      process.stdout.write(`berth ${v.version}\ncommit: ${v.commit}\narch: ${v.arch}\nnode: ${v.node}\n`);
+      for (const [name, hash] of Object.entries(v.native)) process.stdout.write(`native ${name}: ${hash}\n`);
+    });
+}

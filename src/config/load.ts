@@ -1,0 +1,105 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import type { ZodError } from 'zod';
+import { invalidInput, withContext } from '../lib/errors.js';
+import { type Config, ConfigSchema } from './schema.js';
+
+type Tree = Record<string, unknown>;
+
+/** Deep-merge plain objects; later sources win; undefined never overrides. */
+export function mergeTrees(...trees: Tree[]): Tree {
+  const out: Tree = {};
+  for (const t of trees) {
+    for (const [k, v] of Object.entries(t)) {
+      if (v === undefined) continue;
+      const prev = out[k];
+      if (isPlain(v) && isPlain(prev)) out[k] = mergeTrees(prev, v);
+      else if (isPlain(v)) out[k] = mergeTrees(v);
+      else out[k] = v;
+    }
+  }
+  return out;
+}
+
+function isPlain(v: unknown): v is Tree {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Names of config keys as the environment spells them. */
+const ENV_KEYS: Record<string, string[]> = {
+  BERTH_STATE_DIR: ['stateDir'],
+  BERTH_LOG_LEVEL: ['logLevel'],
+  BERTH_PLATFORM: ['platform'],
+  BERTH_STORAGE_DRIVER: ['storage', 'driver'],
+  BERTH_DEVMAPPER_POOL_NAME: ['storage', 'devmapper', 'poolName'],
+  BERTH_RUNTIME: ['runtime', 'name'],
+  BERTH_RUNTIME_PATH: ['runtime', 'path'],
+  BERTH_MQTT_BROKER: ['mqtt', 'broker'],
+  BERTH_DEVICE_ID: ['mqtt', 'deviceId'],
+  BERTH_FLEET: ['mqtt', 'fleet'],
+  BERTH_MQTT_USERNAME: ['mqtt', 'username'],
+  BERTH_MQTT_PASSWORD: ['mqtt', 'password'],
+};
+
+export function envTree(env: NodeJS.ProcessEnv): Tree {
+  const out: Tree = {};
+  for (const [name, keyPath] of Object.entries(ENV_KEYS)) {
+    const v = env[name];
+    if (v === undefined || v === '') continue;
+    setPath(out, keyPath, v);
+  }
+  return out;
+}
+
+export function setPath(tree: Tree, keyPath: string[], value: unknown): void {
+  let node = tree;
+  for (const k of keyPath.slice(0, -1)) {
+    if (!isPlain(node[k])) node[k] = {};
+    node = node[k] as Tree;
+  }
+  node[keyPath[keyPath.length - 1]!] = value;
+}
+
+export function readConfigFile(file: string): Tree {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw withContext(`cannot read config file ${file}`, err);
+  }
+  let parsed: unknown;
+  try {
+    parsed = parseYaml(text); // YAML is a superset of JSON
+  } catch (err) {
+    throw invalidInput(`config file ${file} is not valid YAML/JSON: ${(err as Error).message}`);
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (!isPlain(parsed)) throw invalidInput(`config file ${file}: expected a mapping at the top level`);
+  return parsed;
+}
+
+export function formatZodError(err: ZodError, what: string): string {
+  return err.issues
+    .map((i) => {
+      const key = i.path.length ? i.path.join('.') : '(root)';
+      if (i.code === 'unrecognized_keys')
+        return `${what}: unknown key(s) ${i.keys.map((k) => (i.path.length ? `${key}.${k}` : k)).join(', ')}`;
+      return `${what}: ${key}: ${i.message}`;
+    })
+    .join('; ');
+}
+
+export interface LoadConfigInput {
+  file?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+  flags?: Tree;
+}
+
+/** Build the effective configuration: defaults < file < environment < flags. Throws InvalidInput naming the key. */
+export function loadConfig(input: LoadConfigInput = {}): Config {
+  const fileTree = input.file ? readConfigFile(input.file) : {};
+  const merged = mergeTrees(fileTree, envTree(input.env ?? process.env), input.flags ?? {});
+  const res = ConfigSchema.safeParse(merged);
+  if (!res.success) throw invalidInput(formatZodError(res.error, 'invalid configuration'));
+  return res.data;
+}

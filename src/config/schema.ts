@@ -1,0 +1,60 @@
+import { z } from 'zod';
+
+/**
+ * The one configuration schema. Values come from (lowest to highest): defaults here, the config file
+ * (YAML or JSON), environment variables (BERTH_<SECTION>_<KEY>, e.g. BERTH_STORAGE_DRIVER), CLI flags.
+ */
+export const ConfigSchema = z
+  .object({
+    stateDir: z.string().min(1).default('/var/lib/berth'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    platform: z
+      .string()
+      .regex(/^linux\/[a-z0-9]+(\/v[0-9]+)?$/, 'an OCI platform like linux/arm64 or linux/arm/v7')
+      .optional(),
+    storage: z
+      .object({
+        driver: z.enum(['auto', 'overlay', 'btrfs', 'devmapper']).default('auto'),
+        devmapper: z
+          .object({
+            poolName: z.string().optional(),
+            dataDevice: z.string().optional(),
+            metadataDevice: z.string().optional(),
+            dataSize: z.string().default('10G'),
+            metadataSize: z.string().default('256M'),
+            baseSize: z.string().default('8G'),
+            discard: z.boolean().default(true),
+            fsType: z.literal('ext4').default('ext4'),
+          })
+          .strict()
+          .default({}),
+      })
+      .strict()
+      .default({}),
+    runtime: z
+      .object({
+        name: z.enum(['berth', 'runc', 'crun']).default('berth'),
+        path: z.string().optional(),
+      })
+      .strict()
+      .default({}),
+    mqtt: z
+      .object({
+        broker: z.string().url().optional(),
+        deviceId: z.string().optional(),
+        fleet: z.string().default('default'),
+        username: z.string().optional(),
+        password: z.string().optional(),
+        ca: z.string().optional(),
+        cert: z.string().optional(),
+        key: z.string().optional(),
+        protocolVersion: z.union([z.literal(4), z.literal(5)]).default(5),
+        fleetPublicKey: z.string().optional(),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type ConfigInput = z.input<typeof ConfigSchema>;

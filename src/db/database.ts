@@ -1,0 +1,93 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import * as path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { BerthError, corrupt, withContext } from '../lib/errors.js';
+import { MIGRATIONS, type Migration } from './migrations.js';
+
+export type Db = BetterSqlite3.Database;
+
+export interface OpenOptions {
+  /** Defaults to the ordered list in migrations.ts; tests pass their own. */
+  migrations?: readonly Migration[];
+  readonly?: boolean;
+  /** Run `PRAGMA quick_check` at open (default true). */
+  integrityCheck?: boolean;
+  /** The loaded better-sqlite3 addon, for the packaged executable (see src/lib/native.ts). */
+  nativeBinding?: unknown;
+}
+
+let nativeBindingOverride: unknown;
+/** The packaged executable hands in the addon it extracted; development uses the node_modules build. */
+export function setSqliteNativeBinding(binding: unknown): void {
+  nativeBindingOverride = binding;
+}
+
+/**
+ * Open (creating if needed) berth's SQLite database: WAL journal, foreign keys on, a busy timeout so
+ * two processes on one state dir wait instead of failing, an integrity check that turns a corrupt file
+ * into a clear error, and migrations applied in one transaction each by `user_version`.
+ */
+export function openDatabase(file: string, opts: OpenOptions = {}): Db {
+  if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
+  const existed = file !== ':memory:' && existsSync(file);
+  let db: Db;
+  try {
+    const binding = opts.nativeBinding ?? nativeBindingOverride;
+    db = new BetterSqlite3(file, {
+      readonly: opts.readonly ?? false,
+      ...(binding ? { nativeBinding: binding as string } : {}),
+    });
+  } catch (err) {
+    throw withContext(`cannot open database ${file}`, err);
+  }
+  try {
+    db.pragma('busy_timeout = 5000');
+    if (!opts.readonly) {
+      db.pragma('journal_mode = WAL');
+      // NORMAL in WAL mode: a power cut may lose the last commits but never corrupts the file.
+      db.pragma('synchronous = NORMAL');
+    }
+    db.pragma('foreign_keys = ON');
+    if (existed && opts.integrityCheck !== false) {
+      const rows = db.pragma('quick_check') as Array<{ quick_check: string }>;
+      const bad = rows.map((r) => r.quick_check).filter((r) => r !== 'ok');
+      if (bad.length > 0)
+        throw corrupt(`database ${file} failed its integrity check: ${bad.slice(0, 3).join('; ')}`);
+    }
+    if (!opts.readonly) migrate(db, opts.migrations ?? MIGRATIONS);
+    return db;
+  } catch (err) {
+    db.close();
+    if (err instanceof BerthError) throw err;
+    const e = err as { code?: string; message?: string };
+    if (e.code === 'SQLITE_NOTADB' || e.code === 'SQLITE_CORRUPT') {
+      throw corrupt(
+        `database ${file} is not a valid SQLite database (${e.message}); move it aside to start fresh`,
+        err,
+      );
+    }
+    throw withContext(`cannot open database ${file}`, err);
+  }
+}
+
+export function migrate(db: Db, migrations: readonly Migration[]): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > migrations.length) {
+    throw new BerthError(
+      'Unsupported',
+      `database schema version ${current} is newer than this berth understands (${migrations.length}); upgrade berth`,
+    );
+  }
+  for (let v = current; v < migrations.length; v++) {
+    const m = migrations[v]!;
+    db.transaction(() => {
+      m.up(db);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}
+
+/** Run fn in a transaction (IMMEDIATE, so writers queue instead of failing on upgrade). */
+export function tx<T>(db: Db, fn: () => T): T {
+  return db.transaction(fn).immediate();
+}

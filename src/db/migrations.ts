@@ -1,0 +1,44 @@
+import type BetterSqlite3 from 'better-sqlite3';
+
+export interface Migration {
+  name: string;
+  up(db: BetterSqlite3.Database): void;
+}
+
+/**
+ * The schema, in order. `user_version` = number of migrations applied. Append only: never edit or reorder
+ * a migration that has shipped; add a new one.
+ */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    name: 'content and images',
+    up(db) {
+      db.exec(`
+        CREATE TABLE blobs (
+          digest     TEXT PRIMARY KEY,
+          size       INTEGER NOT NULL,
+          media_type TEXT,
+          created_at INTEGER NOT NULL
+        );
+        CREATE TABLE images (
+          name          TEXT PRIMARY KEY,           -- reference, e.g. "busybox:latest"
+          digest        TEXT NOT NULL,              -- of the manifest chosen for this device
+          media_type    TEXT NOT NULL,
+          index_digest  TEXT,                       -- of the multi-arch index, when there was one
+          config_digest TEXT NOT NULL,
+          platform      TEXT NOT NULL,              -- "linux/arm/v7"
+          size          INTEGER NOT NULL,           -- manifest + config + layers, compressed
+          created_at    INTEGER NOT NULL
+        );
+        CREATE INDEX images_digest ON images(digest);
+        CREATE TABLE leases (
+          -- extra GC roots (in-flight imports and pulls): blobs named here are never collected
+          id         TEXT NOT NULL,
+          digest     TEXT NOT NULL,
+          expires_at INTEGER NOT NULL,
+          PRIMARY KEY (id, digest)
+        );
+      `);
+    },
+  },
+];

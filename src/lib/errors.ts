@@ -1,0 +1,87 @@
+/**
+ * Few error kinds, rich context. Every error berth raises on purpose is a BerthError with a code; the
+ * message names the thing that was wrong. Going up the stack, wrap with `withContext` instead of
+ * re-throwing bare strings so the chain of "while doing X" stays readable.
+ */
+export const ErrorCodes = [
+  'NotFound',
+  'InvalidInput',
+  'Conflict',
+  'Unavailable',
+  'Corrupt',
+  'NoSpace',
+  'Unsupported',
+  'PermissionDenied',
+  'Timeout',
+  'Internal',
+] as const;
+export type ErrorCode = (typeof ErrorCodes)[number];
+
+export class BerthError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown; details?: Record<string, unknown> },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'BerthError';
+    this.code = code;
+    this.details = options?.details;
+  }
+}
+
+export const notFound = (msg: string, cause?: unknown) => new BerthError('NotFound', msg, { cause });
+export const invalidInput = (msg: string, cause?: unknown) => new BerthError('InvalidInput', msg, { cause });
+export const conflict = (msg: string, cause?: unknown) => new BerthError('Conflict', msg, { cause });
+export const corrupt = (msg: string, cause?: unknown) => new BerthError('Corrupt', msg, { cause });
+export const unavailable = (msg: string, cause?: unknown) => new BerthError('Unavailable', msg, { cause });
+export const noSpace = (msg: string, cause?: unknown) => new BerthError('NoSpace', msg, { cause });
+export const unsupported = (msg: string, cause?: unknown) => new BerthError('Unsupported', msg, { cause });
+
+export function isBerthError(err: unknown, code?: ErrorCode): err is BerthError {
+  return err instanceof BerthError && (code === undefined || err.code === code);
+}
+
+/** errno codes from node's fs layer mapped onto berth's error kinds. */
+export function codeForErrno(errno: string | undefined): ErrorCode {
+  switch (errno) {
+    case 'ENOENT':
+      return 'NotFound';
+    case 'EEXIST':
+    case 'ENOTEMPTY':
+    case 'EBUSY':
+      return 'Conflict';
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return 'NoSpace';
+    case 'EACCES':
+    case 'EPERM':
+    case 'EROFS':
+      return 'PermissionDenied';
+    case 'EINVAL':
+      return 'InvalidInput';
+    case 'ENOSYS':
+    case 'EOPNOTSUPP':
+    case 'ENOTSUP':
+      return 'Unsupported';
+    default:
+      return 'Internal';
+  }
+}
+
+/** Wrap any error with "context: message", keeping the code of a BerthError or deriving one from errno. */
+export function withContext(context: string, err: unknown): BerthError {
+  if (err instanceof BerthError) {
+    return new BerthError(err.code, `${context}: ${err.message}`, { cause: err, details: err.details });
+  }
+  const e = err as NodeJS.ErrnoException;
+  const msg = e && typeof e.message === 'string' ? e.message : String(err);
+  return new BerthError(codeForErrno(e?.code), `${context}: ${msg}`, { cause: err });
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
