@@ -371,7 +371,10 @@ async function ensureBlob(
     const fh = await fsp.open(file, 'r');
     try {
       await track(d.digest, () =>
-        store.putStream(fh.createReadStream({ autoClose: false, highWaterMark: 1 << 20 }), { expected: d.digest, size: d.size }),
+        store.putStream(fh.createReadStream({ autoClose: false, highWaterMark: 1 << 20 }), {
+          expected: d.digest,
+          size: d.size,
+        }),
       );
     } finally {
       await fh.close();
