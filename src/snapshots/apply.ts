@@ -248,7 +248,7 @@ class LayerApplier {
       case 'directory': {
         const st = await lstatOrNull(full);
         if (st && !st.isDirectory()) await this.removeExisting(full, st);
-        if (!st || !st.isDirectory()) await fsp.mkdir(full, { mode: 0o700 });
+        if (!st?.isDirectory()) await fsp.mkdir(full, { mode: 0o700 });
         this.created.add(rel);
         await this.setMeta(full, h, true);
         break;
