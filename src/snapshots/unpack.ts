@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ContentStore } from '../content/store.js';
 import { invalidInput, isBerthError, withContext } from '../lib/errors.js';
+import { exec } from '../lib/exec.js';
 import type { Logger } from '../lib/logger.js';
 import { chainIds, type Digest } from '../oci/digest.js';
 import { layerCompression } from '../oci/media-types.js';
@@ -95,6 +98,9 @@ export async function unpackLayer(o: {
     const src = await o.open();
     result = await applyInto(mounts, sn.driver, (target) => applyLayer(src, o.compression, target, o.diffId));
   } catch (err) {
+    // On a full disk the database may share the filesystem: free the partial layer's blocks first so
+    // recording the removal (intent, then result) has room, then remove the snapshot properly.
+    if (isBerthError(err, 'NoSpace')) await emptyPartialLayer(mounts);
     await sn.remove(key).catch(() => undefined);
     throw err;
   }
@@ -108,6 +114,20 @@ export async function unpackLayer(o: {
     throw err;
   }
   return { chainId: o.chainId, diffId: o.diffId, reused: false, size: result.size };
+}
+
+async function emptyPartialLayer(mounts: readonly Mount[]): Promise<void> {
+  const target = directTarget(mounts);
+  if (!target) return; // mounted through a temp mount (devmapper): the thin device goes with remove()
+  try {
+    for (const name of await fsp.readdir(target.root)) {
+      await fsp.rm(path.join(target.root, name), { recursive: true, force: true });
+    }
+    // btrfs frees extents when the transaction commits
+    await exec('sync', ['-f', target.root], { allowFailure: true });
+  } catch {
+    // best effort: remove() below is the real cleanup
+  }
 }
 
 async function isCommitted(sn: Snapshotter, name: string): Promise<boolean> {

@@ -15,7 +15,7 @@ import { makeLoopFs } from './storage-loop.js';
 /** A fresh snapshotter of one backend on a fresh root: overlay in a temp dir, btrfs on a loop image. */
 export async function freshSnapshotter(
   driver: 'overlay' | 'btrfs',
-  opts: { sizeMiB?: number; fs?: 'ext4' } = {},
+  opts: { sizeMiB?: number; fs?: 'ext4'; dbElsewhere?: boolean } = {},
 ): Promise<{ sn: Snapshotter; root: string; db: Db; cleanup: () => Promise<void> }> {
   let base: string;
   let release: () => Promise<void>;
@@ -30,7 +30,16 @@ export async function freshSnapshotter(
     base = mkdtempSync(path.join(tmpdir(), 'berth-sn-'));
     release = () => rm(base, { recursive: true, force: true });
   }
-  const db = openDatabase(path.join(base, 'berth.db'));
+  let dbDir = base;
+  if (opts.dbElsewhere) {
+    dbDir = mkdtempSync(path.join(tmpdir(), 'berth-sn-db-'));
+    const inner = release;
+    release = async () => {
+      await inner();
+      await rm(dbDir, { recursive: true, force: true });
+    };
+  }
+  const db = openDatabase(path.join(dbDir, 'berth.db'));
   const sn =
     driver === 'btrfs'
       ? new BtrfsSnapshotter(db, path.join(base, 'btrfs'))

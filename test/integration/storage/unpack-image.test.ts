@@ -3,7 +3,7 @@ import { promises as fsp, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { ImageRepo } from '../../../src/content/images.js';
 import { importImage } from '../../../src/content/import.js';
 import { ContentStore } from '../../../src/content/store.js';
