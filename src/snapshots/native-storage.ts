@@ -12,6 +12,7 @@ const ERRNO_CODES: Record<number, ErrorCode> = {
   13: 'PermissionDenied', // EACCES
   16: 'Conflict', // EBUSY
   17: 'Conflict', // EEXIST
+  20: 'InvalidInput', // ENOTDIR: a symlink or file where a parent directory was required
   22: 'InvalidInput', // EINVAL
   25: 'Unsupported', // ENOTTY: not a btrfs filesystem
   28: 'NoSpace', // ENOSPC
