@@ -516,10 +516,13 @@ function writeStreamTo(fh: fsp.FileHandle, stream: EntryStream): Promise<void> {
   return new Promise((resolve, reject) => {
     let pos = 0;
     let failed = false;
+    // The stream may emit 'end' while the last chunk's write is still in flight (pause() does not
+    // hold back 'end' once nothing is buffered), so 'end' waits for that write before resolving.
+    let inFlight: Promise<void> = Promise.resolve();
     stream.on('data', (data: unknown) => {
       const chunk = data as Buffer;
       stream.pause();
-      (async () => {
+      inFlight = (async () => {
         let off = 0;
         while (off < chunk.length) {
           const { bytesWritten } = await fh.write(chunk, off, chunk.length - off, pos);
@@ -527,7 +530,9 @@ function writeStreamTo(fh: fsp.FileHandle, stream: EntryStream): Promise<void> {
           pos += bytesWritten;
         }
       })().then(
-        () => stream.resume(),
+        () => {
+          stream.resume();
+        },
         (err: unknown) => {
           failed = true;
           reject(err);
@@ -535,7 +540,9 @@ function writeStreamTo(fh: fsp.FileHandle, stream: EntryStream): Promise<void> {
       );
     });
     stream.on('end', () => {
-      if (!failed) resolve();
+      void inFlight.then(() => {
+        if (!failed) resolve();
+      });
     });
     stream.on('error', reject);
   });
