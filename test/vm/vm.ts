@@ -257,6 +257,9 @@ export async function ensureInitramfs(
   return out;
 }
 
+// mitigations=off: a throw-away test guest; retpolines and friends make every syscall dearer under TCG
+const KERNEL_ARGS = 'console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off rdinit=/init';
+
 const SHARE_PATH = /^\/[A-Za-z0-9_./+@-]*$/;
 
 /** Boot the VM, run `opts.script` as root, return its exit code and output. */
@@ -291,7 +294,7 @@ export async function runInVm(opts: RunInVmOptions): Promise<RunInVmResult> {
     const cwd = shares[0]?.hostPath ?? '/root';
     args.push(
       '-append',
-      `console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init berth.shares=${shareArg || '-'} berth.cwd=${cwd}`,
+      `${KERNEL_ARGS} ${process.env.BERTH_VM_KERNEL_ARGS ?? ''} berth.shares=${shareArg || '-'} berth.cwd=${cwd}`,
     );
     args.push('-virtfs', 'local,path=/usr,mount_tag=hostusr,security_model=none,readonly=on');
     args.push('-virtfs', `local,path=${runDir},mount_tag=berthrun,security_model=none`);

@@ -199,7 +199,8 @@ export class PoolDevice {
       ...(snapshotId === undefined ? {} : { snapshotId }),
     });
     await this.transition(name, 'creating', 'created', async () => {
-      const live = await dm.info(origin);
+      // an active origin must be suspended around create_snap; a deactivated one has nothing in flight
+      const live = o.state === 'deactivated' || o.state === 'created' ? undefined : await dm.info(origin);
       const suspend = live !== undefined && !live.suspended;
       if (suspend) await this.suspend(origin);
       try {
@@ -231,8 +232,11 @@ export class PoolDevice {
 
   async activate(name: string): Promise<void> {
     const dev = this.meta.require(name);
+    // created/deactivated devices are known to be absent from the kernel (recovery reconciled the states
+    // at start): skip the query, each dmsetup run costs
+    const mayBeLive = dev.state !== 'created' && dev.state !== 'deactivated';
     await this.transition(name, 'activating', 'activated', async () => {
-      const live = await dm.info(name);
+      const live = mayBeLive ? await dm.info(name) : undefined;
       if (!live) {
         await dm.createDevice(
           name,
@@ -244,8 +248,14 @@ export class PoolDevice {
     });
   }
 
+  /** Asks the kernel. */
   async isActivated(name: string): Promise<boolean> {
     return (await dm.info(name)) !== undefined;
+  }
+
+  /** Activated as far as the recorded state goes (recovery makes records and kernel agree at start). */
+  isRecordedActive(name: string): boolean {
+    return this.meta.get(name)?.state === 'activated';
   }
 
   async suspend(name: string): Promise<void> {
@@ -258,7 +268,9 @@ export class PoolDevice {
 
   async deactivate(name: string): Promise<void> {
     await this.transition(name, 'deactivating', 'deactivated', async () => {
-      if (await dm.info(name)) await dm.removeDevice(name);
+      await dm.removeDevice(name).catch((err: unknown) => {
+        if (!isBerthError(err, 'NotFound')) throw err; // already gone: deactivated all the same
+      });
     });
   }
 
@@ -270,7 +282,8 @@ export class PoolDevice {
     const dev = this.meta.get(name);
     if (!dev) return 'removed';
     this.meta.setState(name, 'removing');
-    const live = await dm.info(name);
+    // a deactivated device is not in the kernel (see activate): nothing to remove there
+    const live = dev.state === 'deactivated' || dev.state === 'created' ? undefined : await dm.info(name);
     if (live) {
       if (live.suspended) await dm.resumeDevice(name);
       if (this.cfg.discard && live.openCount === 0) {

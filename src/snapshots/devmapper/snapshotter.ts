@@ -132,7 +132,7 @@ export class DevmapperSnapshotter extends BaseSnapshotter {
         `thin device ${dev.name} is faulty: ${dev.error ?? 'unknown error'}`,
       );
     }
-    if (!(await this.pool.isActivated(dev.name))) await this.pool.activate(dev.name);
+    if (!this.pool.isRecordedActive(dev.name)) await this.pool.activate(dev.name);
     return this.pool.devicePath(dev.name);
   }
 
@@ -146,7 +146,7 @@ export class DevmapperSnapshotter extends BaseSnapshotter {
 
   protected async commitOnDisk(rec: SnapshotRecord): Promise<Usage> {
     let dev = this.deviceOf(rec);
-    if (await this.pool.isActivated(dev.name)) {
+    if (dev.state !== 'deactivated') {
       this.pool.meta.setFsInodes(dev.name, await dm.ext4UsedInodes(this.pool.devicePath(dev.name)));
       await this.pool.deactivate(dev.name);
       dev = this.deviceOf(rec);
