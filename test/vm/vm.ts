@@ -123,6 +123,8 @@ export async function ensureKernel(): Promise<Kernel> {
   const dir = path.join(vmCacheDir(), pkg);
   const kernel = { version, vmlinux: path.join(dir, 'vmlinux'), moduleDir: path.join(dir, 'modules') };
   if (existsSync(kernel.vmlinux) && existsSync(kernel.moduleDir)) return kernel;
+  // a dir without both parts was not made by us (we rename complete dirs into place): start over
+  if (existsSync(dir)) await fs.rm(dir, { recursive: true, force: true });
 
   await fs.mkdir(vmCacheDir(), { recursive: true });
   const tmp = await fs.mkdtemp(path.join(vmCacheDir(), `.${pkg}-`));
@@ -141,8 +143,13 @@ export async function ensureKernel(): Promise<Kernel> {
     await fs.writeFile(path.join(tmp, 'out', 'vmlinux.xz'), vmlinuz.subarray(off));
     await exec('xz', ['-d', '--single-stream', path.join(tmp, 'out', 'vmlinux.xz')]);
     await fs.rename(path.join(x, 'lib', 'modules', version, 'kernel'), path.join(tmp, 'out', 'modules'));
-    await fs.rm(dir, { recursive: true, force: true });
-    await fs.rename(path.join(tmp, 'out'), dir);
+    // The cache dir appears complete or not at all. Another test may have won the race (CI starts VM
+    // tests in parallel on a fresh cache): then use its copy, never delete one that may be booting.
+    try {
+      await fs.rename(path.join(tmp, 'out'), dir);
+    } catch (err) {
+      if (!existsSync(kernel.vmlinux) || !existsSync(kernel.moduleDir)) throw err;
+    }
     return kernel;
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });

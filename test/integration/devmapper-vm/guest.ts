@@ -9,7 +9,7 @@
  * a pool made from block devices.
  */
 import { existsSync, mkdtempSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { TestFn } from 'ava';
 import { type Db, openDatabase } from '../../../src/db/database.js';
@@ -223,6 +223,17 @@ dmTest('status reports pool data and metadata usage, which grows with data', asy
   const after = await sn.status();
   t.true(after.usedBytes >= before.usedBytes + 4 * MiB, `${before.usedBytes} -> ${after.usedBytes}`);
   t.is(after.availableBytes, after.capacityBytes - after.usedBytes);
+});
+
+// The harness itself (test/vm), checked in the same boot: what the runtime's cgroup v2 tests rely on.
+test('vm: a pure cgroup v2 hierarchy with controllers delegated, /usr from the host read-only', async (t: T) => {
+  const mounts = await readFile('/proc/self/mounts', 'utf8');
+  t.regex(mounts, /^cgroup2 \/sys\/fs\/cgroup cgroup2 /m);
+  t.false(/^\S+ \S+ cgroup /m.test(mounts), 'no cgroup v1 hierarchy');
+  const delegated = (await readFile('/sys/fs/cgroup/cgroup.subtree_control', 'utf8')).trim().split(' ');
+  for (const c of ['cpu', 'memory', 'pids', 'io']) t.true(delegated.includes(c), `${c} in subtree_control`);
+  t.regex(mounts, /^hostusr \/usr 9p ro,/m);
+  t.is(process.env.BERTH_IN_VM, '1');
 });
 
 const filter = process.env.BERTH_VM_FILTER ? new RegExp(process.env.BERTH_VM_FILTER) : undefined;
