@@ -68,4 +68,29 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    name: 'devmapper devices',
+    up(db) {
+      db.exec(`
+        CREATE TABLE devmapper_devices (
+          -- one row per thin device of a pool (src/snapshots/devmapper/metadata.ts); state is recorded
+          -- before each dmsetup step (intent) and after it (result)
+          pool        TEXT NOT NULL,                 -- thin-pool DM name
+          name        TEXT NOT NULL,                 -- DM device name (/dev/mapper/<name>)
+          device_id   INTEGER NOT NULL,              -- thin device id inside the pool (24 bits)
+          snapshot_id INTEGER,                       -- snapshots.id it backs; NULL for the base device
+          parent      TEXT,                          -- DM name of the origin of create_snap
+          size        INTEGER NOT NULL,              -- virtual size, bytes
+          state       TEXT NOT NULL,
+          error       TEXT,                          -- why it became faulty
+          fs_inodes   INTEGER,                       -- used inodes of its ext4 when last deactivated
+          created_at  INTEGER NOT NULL,
+          updated_at  INTEGER NOT NULL,
+          PRIMARY KEY (pool, name),
+          UNIQUE (pool, device_id)
+        );
+        CREATE INDEX devmapper_devices_snapshot ON devmapper_devices(pool, snapshot_id);
+      `);
+    },
+  },
 ];

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { type BigIntStats, constants as fsc, promises as fsp } from 'node:fs';
+import * as fs from 'node:fs';
+import { type BigIntStats, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
 import { PassThrough, type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -41,7 +42,14 @@ import { applySpecials, type SpecialRecord } from './native-storage.js';
  * Errors: ENOSPC anywhere becomes NoSpace; a DiffID mismatch is Corrupt. The caller (unpack.ts) removes
  * the active snapshot on any error, so a failed layer leaves nothing behind.
  *
- * zstd: Node 20's zlib has no zstd, so zstd layers are decompressed by the `zstd` CLI (Debian package
+ * Speed: the applier uses synchronous fs calls, as GNU tar does. Unpacking is a tight sequence of
+ * small syscalls (open, write, futimes, close per file); through libuv's thread pool each one costs a
+ * round trip several times the call itself (measured: 12k-file layer 4.9 s async vs ~1.5 s for tar).
+ * The event loop is held for one call at a time, never for a whole file or layer: bytes are written
+ * chunk by chunk as the stream delivers them.
+ *
+ * Decompression: gzip through a `gzip -dc` child process when gzip is on PATH (it then runs on another
+ * core, as with GNU tar -xz), else zlib. zstd: Node 20's zlib has none, so the `zstd` CLI (Debian package
  * zstd) in a streaming child process; on Node ≥ 22.15 zlib.createZstdDecompress is used instead.
  */
 export interface ApplyTarget {
@@ -136,9 +144,23 @@ function mapApplyError(err: unknown, root: string): BerthError {
   return withContext('applying layer', err);
 }
 
+/** A decompressor program on PATH (first hit), looked up once per process. */
+const programCache = new Map<string, string | null>();
+function findProgram(name: string): string | undefined {
+  if (!programCache.has(name)) {
+    const dirs = (process.env.PATH ?? '/usr/bin:/bin').split(':').filter(Boolean);
+    programCache.set(name, dirs.map((d) => path.join(d, name)).find((f) => fs.existsSync(f)) ?? null);
+  }
+  return programCache.get(name) ?? undefined;
+}
+
 function decompress(src: Readable, compression: Compression): { stream: Readable; done: Promise<void> } {
   if (compression === 'none') return { stream: src, done: Promise.resolve() };
   if (compression === 'gzip') {
+    // gzip -d in a child process runs on another core while this one writes files (GNU tar -xz does
+    // the same); zlib in-process when there is no gzip binary
+    const gzip = findProgram('gzip');
+    if (gzip) return externalDecompress(src, gzip, 'gzip');
     const gunzip = zlib.createGunzip({ chunkSize: 256 * 1024 });
     return { stream: src.pipe(gunzip), done: errorOf(src, gunzip) };
   }
@@ -147,29 +169,42 @@ function decompress(src: Readable, compression: Compression): { stream: Readable
     const z = zlibZstd();
     return { stream: src.pipe(z), done: errorOf(src, z) };
   }
-  const child = spawn('zstd', ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  return externalDecompress(src, findProgram('zstd') ?? 'zstd', 'zstd');
+}
+
+function externalDecompress(
+  src: Readable,
+  program: string,
+  what: 'gzip' | 'zstd',
+): { stream: Readable; done: Promise<void> } {
+  const child = spawn(program, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
   const stderr: Buffer[] = [];
   child.stderr.on('data', (b: Buffer) => stderr.push(b));
-  const out = new PassThrough({ highWaterMark: 256 * 1024 });
+  const out = new PassThrough({ highWaterMark: 1024 * 1024 });
   const done = new Promise<void>((resolve, reject) => {
     child.on('error', (e: NodeJS.ErrnoException) =>
       reject(
         new BerthError(
           e.code === 'ENOENT' ? 'Unsupported' : 'Internal',
-          `zstd layer: cannot run zstd (install Debian package zstd): ${e.message}`,
+          `${what} layer: cannot run ${program} (install Debian package ${what}): ${e.message}`,
         ),
       ),
     );
-    child.on('close', (code) => {
+    child.on('close', (code, signal) => {
       if (code === 0) resolve();
+      else if (signal === 'SIGKILL' && out.destroyed)
+        resolve(); // we stopped it after a failure elsewhere
       else {
-        const msg = `zstd layer: zstd -d failed (exit ${code}): ${Buffer.concat(stderr).toString().trim()}`;
+        const msg = `${what} layer: ${program} -d failed (exit ${code}): ${Buffer.concat(stderr).toString().trim()}`;
         out.destroy(corrupt(msg));
         reject(corrupt(msg));
       }
     });
   });
-  src.on('error', (e) => child.kill('SIGKILL') && out.destroy(e));
+  src.on('error', (e) => {
+    child.kill('SIGKILL');
+    out.destroy(e);
+  });
   child.stdin.on('error', () => undefined);
   src.pipe(child.stdin);
   child.stdout.pipe(out);
@@ -246,9 +281,9 @@ class LayerApplier {
     if (this.pendingSpecial.has(rel)) await this.flushSpecials();
     switch (h.type) {
       case 'directory': {
-        const st = await lstatOrNull(full);
+        const st = lstatOrNull(full);
         if (st && !st.isDirectory()) await this.removeExisting(full, st);
-        if (!st?.isDirectory()) await fsp.mkdir(full, { mode: 0o700 });
+        if (!st?.isDirectory()) fs.mkdirSync(full, { mode: 0o700 });
         this.created.add(rel);
         await this.setMeta(full, h, true);
         break;
@@ -260,7 +295,7 @@ class LayerApplier {
         break;
       case 'symlink': {
         await this.clear(full);
-        await fsp.symlink(h.linkname ?? '', full);
+        fs.symlinkSync(h.linkname ?? '', full);
         this.created.add(rel);
         this.resolved.clear();
         await this.setMeta(full, h, false);
@@ -272,7 +307,7 @@ class LayerApplier {
         const srcDir = await this.resolveDir(srcParts.slice(0, -1), false);
         const source = path.join(srcDir, srcParts[srcParts.length - 1]!);
         if (this.pendingSpecial.has(path.relative(this.root, source))) await this.flushSpecials();
-        let sst = await lstatOrNull(source);
+        let sst = lstatOrNull(source);
         if (!sst && this.overlay) sst = await this.copyUp(srcParts, source);
         if (!sst)
           throw invalidInput(
@@ -281,7 +316,7 @@ class LayerApplier {
         if (sst.isDirectory()) throw invalidInput(`hardlink ${JSON.stringify(h.name)} points at a directory`);
         if (source === full) break;
         await this.clear(full);
-        await fsp.link(source, full);
+        fs.linkSync(source, full);
         this.created.add(rel);
         break;
       }
@@ -328,52 +363,53 @@ class LayerApplier {
 
   private async writeFile(full: string, h: Header, stream: EntryStream): Promise<void> {
     const mode = (h.mode ?? 0o644) & 0o7777;
-    let fh: fsp.FileHandle;
+    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+    let fd: number;
     try {
-      fh = await fsp.open(full, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode & 0o777);
+      fd = fs.openSync(full, flags, mode & 0o777);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       await this.clear(full);
-      fh = await fsp.open(full, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode & 0o777);
+      fd = fs.openSync(full, flags, mode & 0o777);
     }
     try {
-      await writeStreamTo(fh, stream);
+      await writeStreamTo(fd, stream);
       const uid = h.uid ?? 0;
       const gid = h.gid ?? 0;
-      if (uid !== this.euid || gid !== this.egid) await fh.chown(uid, gid);
+      if (uid !== this.euid || gid !== this.egid) fs.fchownSync(fd, uid, gid);
       // chown clears set-id bits, and open() applied the umask: set the exact mode when it matters
       if ((mode & ~this.umask) !== mode || mode & 0o7000 || uid !== this.euid || gid !== this.egid) {
-        await fh.chmod(mode);
+        fs.fchmodSync(fd, mode);
       }
       const t = h.mtime ?? new Date(0);
-      await fh.utimes(t, t);
+      fs.futimesSync(fd, t, t);
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
   }
 
   private async setMeta(full: string, h: Header, isDir: boolean): Promise<void> {
     const uid = h.uid ?? 0;
     const gid = h.gid ?? 0;
-    await fsp.lchown(full, uid, gid);
-    if (h.type !== 'symlink') await fsp.chmod(full, (h.mode ?? (isDir ? 0o755 : 0o644)) & 0o7777);
+    fs.lchownSync(full, uid, gid);
+    if (h.type !== 'symlink') fs.chmodSync(full, (h.mode ?? (isDir ? 0o755 : 0o644)) & 0o7777);
     const t = h.mtime ?? new Date(0);
     if (isDir) this.dirTimes.push([full, t]);
-    else await fsp.lutimes(full, t, t);
+    else fs.lutimesSync(full, t, t);
   }
 
   /** Remove whatever is at `full` (not following it), so a new entry can take its place. */
   private async clear(full: string): Promise<void> {
-    const st = await lstatOrNull(full);
+    const st = lstatOrNull(full);
     if (st) await this.removeExisting(full, st);
   }
 
   private async removeExisting(full: string, st: BigIntStats): Promise<void> {
     if (st.isDirectory()) {
-      await fsp.rm(full, { recursive: true, force: true });
+      fs.rmSync(full, { recursive: true, force: true });
       this.resolved.clear();
     } else {
-      await fsp.unlink(full);
+      fs.unlinkSync(full);
     }
   }
 
@@ -397,7 +433,7 @@ class LayerApplier {
         continue;
       }
       const p = path.join(this.root, ...real, c);
-      const st = await lstatOrNull(p);
+      const st = lstatOrNull(p);
       if (st === null) {
         if (!create) throw invalidInput(`path ${JSON.stringify(key)} does not exist in the layer`);
         await this.makeParent(p, [...real, c]);
@@ -406,7 +442,7 @@ class LayerApplier {
         real.push(c);
       } else if (st.isSymbolicLink()) {
         if (++hops > MAX_SYMLINK_HOPS) throw invalidInput(`path ${JSON.stringify(key)}: too many symlinks`);
-        const link = await fsp.readlink(p);
+        const link = fs.readlinkSync(p);
         if (link.startsWith('/')) real.length = 0;
         todo.unshift(...link.split('/'));
       } else {
@@ -420,15 +456,15 @@ class LayerApplier {
 
   /** A missing parent: in overlay mode it takes the lower layers' metadata, so the merged view keeps it. */
   private async makeParent(full: string, relParts: string[]): Promise<void> {
-    await fsp.mkdir(full, { mode: 0o755 });
+    fs.mkdirSync(full, { mode: 0o755 });
     this.created.add(relParts.join('/'));
     if (!this.overlay) return;
     for (const lower of this.lowers) {
-      const st = await lstatOrNull(path.join(lower, ...relParts));
+      const st = lstatOrNull(path.join(lower, ...relParts));
       if (!st) continue;
       if (!st.isDirectory()) break;
-      await fsp.chown(full, Number(st.uid), Number(st.gid));
-      await fsp.chmod(full, Number(st.mode) & 0o7777);
+      fs.chownSync(full, Number(st.uid), Number(st.gid));
+      fs.chmodSync(full, Number(st.mode) & 0o7777);
       const t = new Date(Number(st.mtimeMs));
       this.dirTimes.push([full, t]);
       break;
@@ -439,14 +475,14 @@ class LayerApplier {
   private async copyUp(parts: string[], dest: string): Promise<BigIntStats | null> {
     for (const lower of this.lowers) {
       const src = path.join(lower, ...parts);
-      const st = await lstatOrNull(src);
+      const st = lstatOrNull(src);
       if (!st) continue;
       if (!st.isFile()) return null;
-      await fsp.copyFile(src, dest);
-      await fsp.chown(dest, Number(st.uid), Number(st.gid));
-      await fsp.chmod(dest, Number(st.mode) & 0o7777);
+      fs.copyFileSync(src, dest);
+      fs.chownSync(dest, Number(st.uid), Number(st.gid));
+      fs.chmodSync(dest, Number(st.mode) & 0o7777);
       const t = new Date(Number(st.mtimeMs));
-      await fsp.utimes(dest, t, t);
+      fs.utimesSync(dest, t, t);
       return lstatOrNull(dest);
     }
     return null;
@@ -485,14 +521,14 @@ class LayerApplier {
       // so empty the view the only way it allows — whiteouts for each lower entry
       if (rel === '') {
         for (const lower of this.lowers)
-          for (const name of await fsp.readdir(lower)) await this.whiteout([name]);
+          for (const name of fs.readdirSync(lower)) await this.whiteout([name]);
         return;
       }
       this.queueSpecial({ op: 'xattr', rel, name: 'trusted.overlay.opaque', value: Buffer.from('y') });
       return;
     }
     if (this.pendingSpecial.size > 0) await this.flushSpecials();
-    for (const name of await fsp.readdir(dir)) {
+    for (const name of fs.readdirSync(dir)) {
       const childRel = rel === '' ? name : `${rel}/${name}`;
       if (this.created.has(childRel)) continue;
       await this.clear(path.join(dir, name));
@@ -504,53 +540,45 @@ class LayerApplier {
     // directories last (children changed their mtimes), deepest first
     for (let i = this.dirTimes.length - 1; i >= 0; i--) {
       const [p, t] = this.dirTimes[i]!;
-      await fsp.utimes(p, t, t).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err;
-      });
+      try {
+        fs.utimesSync(p, t, t);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
     }
   }
 }
 
-/** Copy an entry's bytes into fh with backpressure (pause while a write is in flight). */
-function writeStreamTo(fh: fsp.FileHandle, stream: EntryStream): Promise<void> {
+/** Write an entry's bytes to fd as they arrive (synchronous writes: see the note on speed above). */
+function writeStreamTo(fd: number, stream: EntryStream): Promise<void> {
   return new Promise((resolve, reject) => {
     let pos = 0;
     let failed = false;
-    // The stream may emit 'end' while the last chunk's write is still in flight (pause() does not
-    // hold back 'end' once nothing is buffered), so 'end' waits for that write before resolving.
-    let inFlight: Promise<void> = Promise.resolve();
     stream.on('data', (data: unknown) => {
+      if (failed) return;
       const chunk = data as Buffer;
-      stream.pause();
-      inFlight = (async () => {
+      try {
         let off = 0;
         while (off < chunk.length) {
-          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off, pos);
-          off += bytesWritten;
-          pos += bytesWritten;
+          const n = fs.writeSync(fd, chunk, off, chunk.length - off, pos);
+          off += n;
+          pos += n;
         }
-      })().then(
-        () => {
-          stream.resume();
-        },
-        (err: unknown) => {
-          failed = true;
-          reject(err);
-        },
-      );
+      } catch (err) {
+        failed = true;
+        reject(err);
+      }
     });
     stream.on('end', () => {
-      void inFlight.then(() => {
-        if (!failed) resolve();
-      });
+      if (!failed) resolve();
     });
     stream.on('error', reject);
   });
 }
 
-async function lstatOrNull(p: string): Promise<BigIntStats | null> {
+function lstatOrNull(p: string): BigIntStats | null {
   try {
-    return await fsp.lstat(p, { bigint: true });
+    return fs.lstatSync(p, { bigint: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;
