@@ -41,6 +41,10 @@ export interface AgentConnectionOptions {
   db: Db;
   publicKey: KeyObject;
   log: Logger;
+  /** Defaults to berth-agent-<deviceId>; a second process for one device (berth pull) needs its own. */
+  clientId?: string;
+  /** Publish online/offline (default true; off for one-shot pulls that must not mark the device offline). */
+  presence?: boolean;
   transfer?: Partial<
     Pick<BlobFetcherOptions, 'window' | 'requestTimeoutMs' | 'fanout' | 'fanoutMinChunks' | 'maxChunk'>
   >;
@@ -60,6 +64,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
     if (this.targetTopics.has(topic)) this.onTarget(topic, payload);
   };
   private readonly onConnect = () => {
+    if (this.opts.presence === false) return;
     this.publishStatus('online').catch((err) =>
       this.opts.log.warn({ err: errorMessage(err) }, 'status not sent'),
     );
@@ -74,9 +79,12 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
     ]);
     this.conn = new MqttConnection({
       ...opts.mqtt,
-      clientId: `berth-agent-${opts.deviceId}`,
+      clientId: opts.clientId ?? `berth-agent-${opts.deviceId}`,
       log: opts.log,
-      will: { topic: this.statusTopic, payload: encodeJson(this.status('offline')), qos: 1, retain: true },
+      will:
+        opts.presence === false
+          ? undefined
+          : { topic: this.statusTopic, payload: encodeJson(this.status('offline')), qos: 1, retain: true },
     });
     this.fetcher = new BlobFetcher({
       conn: this.conn,
@@ -103,7 +111,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
 
   async stop(): Promise<void> {
     this.fetcher.stop();
-    if (this.conn.connected) {
+    if (this.conn.connected && this.opts.presence !== false) {
       await this.conn
         .publish(this.statusTopic, encodeJson(this.status('offline')), { qos: 1, retain: true })
         .catch(() => undefined);
