@@ -225,10 +225,17 @@ export class BlobServer {
           if (bytesRead !== length) throw new Error(`short read of ${digest} at ${offset}`);
           await this.limiter.take(length + FRAME_HEADER_SIZE);
           const frame = encodeFrame({ type: FrameType.Chunk, digest, offset, index, chunkSize, payload });
-          if (isStream) this.stats.streamBytes += frame.length;
-          else this.stats.unicastBytes += frame.length;
-          this.stats.chunksServed++;
-          pending.push(this.opts.conn.publish(topic, frame, { qos }).finally(release));
+          pending.push(
+            this.opts.conn
+              .publish(topic, frame, { qos })
+              .then(() => {
+                // Counted once the broker took it (QoS 1: PUBACK): egress, not attempts.
+                if (isStream) this.stats.streamBytes += frame.length;
+                else this.stats.unicastBytes += frame.length;
+                this.stats.chunksServed++;
+              })
+              .finally(release),
+          );
         } catch (err) {
           release();
           throw err;

@@ -1,6 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Writable } from 'node:stream';
 import type { ExecutionContext } from 'ava';
 import { AgentConnection, type AgentConnectionOptions } from '../../src/agent/connection.js';
 import { ContentStore } from '../../src/content/store.js';
@@ -13,6 +14,27 @@ export const FLEET = 'test';
 
 export function testLog(): Logger {
   return createLogger({ level: process.env.BERTH_TEST_LOG ?? 'silent' });
+}
+
+/** A logger whose JSON lines are kept in memory, for tests that assert a rejection was logged. */
+export function memoryLog(): { log: Logger; lines: () => Array<{ msg: string; [k: string]: unknown }> } {
+  const chunks: string[] = [];
+  const dest = new Writable({
+    write(chunk, _enc, cb) {
+      chunks.push(String(chunk));
+      cb();
+    },
+  });
+  const log = createLogger({ level: 'debug', destination: dest });
+  return {
+    log,
+    lines: () =>
+      chunks
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l)),
+  };
 }
 
 export async function tempDir(t: ExecutionContext, name: string): Promise<string> {
@@ -33,7 +55,7 @@ export interface FleetSide {
 /** A fleet server on its own state dir (key generated), on `mqtt` or an embedded broker. */
 export async function startFleet(
   t: ExecutionContext,
-  opts: { mqtt?: FleetServerOptions['mqtt']; blob?: FleetServerOptions['blob'] } = {},
+  opts: { mqtt?: FleetServerOptions['mqtt']; blob?: FleetServerOptions['blob']; log?: Logger } = {},
 ): Promise<FleetSide> {
   const dir = await tempDir(t, 'fleet');
   const k = await keygen(dir);
@@ -44,7 +66,7 @@ export async function startFleet(
     db,
     store,
     privateKey: await loadFleetPrivateKey(dir),
-    log: testLog(),
+    log: opts.log ?? testLog(),
     mqtt: opts.mqtt,
     listen: { port: 0 },
     blob: opts.blob,
@@ -74,6 +96,7 @@ export async function startAgent(
     protocolVersion?: 4 | 5 | 'auto';
     transfer?: AgentConnectionOptions['transfer'];
     platform?: AgentConnectionOptions['platform'];
+    log?: Logger;
   },
 ): Promise<AgentSide> {
   const dir = await tempDir(t, `agent-${opts.deviceId}`);
@@ -93,7 +116,7 @@ export async function startAgent(
     store,
     db,
     publicKey: await resolvePublicKey(fleet.publicKeyFile),
-    log: testLog(),
+    log: opts.log ?? testLog(),
     transfer: opts.transfer,
   });
   await agent.start();
