@@ -451,7 +451,7 @@ export class BlobFetcher {
       t.onProgress?.(t.done, t.plan.size);
     }
     if (t.done === t.plan.size) t.wake?.();
-    else this.pump(t);
+    else if (this.window - t.inflight.size >= Math.max(1, this.window >> 2)) this.pump(t);
   }
 
   private frameMatchesPlan(t: Transfer, f: Frame, buf: Buffer): boolean {

@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import type { ContentStore } from '../content/store.js';
 import type { Db } from '../db/database.js';
 import { errorMessage, invalidInput, isBerthError, notFound } from '../lib/errors.js';
@@ -23,6 +24,7 @@ import {
   chunkSizeFor,
   MAX_CHUNK,
   MIN_CHUNK,
+  planChunkHash,
   planSigningBytes,
 } from './plan.js';
 import { RateLimiter, Semaphore } from './semaphore.js';
@@ -57,6 +59,13 @@ export interface BlobServerOptions {
   rateLimit?: number;
 }
 
+interface OpenBlob {
+  fh: FileHandle;
+  size: number;
+  users: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
 interface FanoutState {
   chunkSize: number;
   wanters: Map<string, string>; // deviceId → reqId
@@ -82,6 +91,8 @@ export class BlobServer {
   private readonly sem: Semaphore;
   private readonly limiter: RateLimiter;
   private readonly plans = new Map<string, Promise<ChunkPlan & { sig: Buffer }>>();
+  private readonly plansDone = new Map<string, ChunkPlan>();
+  private readonly handles = new Map<Digest, OpenBlob>();
   private readonly fanouts = new Map<Digest, FanoutState>();
   private readonly keyId: string;
   private readonly onMessage = (topic: string, payload: Buffer) => {
@@ -106,6 +117,11 @@ export class BlobServer {
 
   stop(): void {
     this.opts.conn.off('message', this.onMessage);
+    for (const b of this.handles.values()) {
+      if (b.timer) clearTimeout(b.timer);
+      b.fh.close().catch(() => undefined);
+    }
+    this.handles.clear();
   }
 
   get egressBytes(): number {
@@ -172,13 +188,10 @@ export class BlobServer {
         return;
       }
       case 'chunks': {
-        const info = await this.opts.store.info(req.digest);
-        const count = chunkCount(info.size, req.chunkSize);
-        if (req.chunkSize < MIN_CHUNK || req.chunkSize > MAX_CHUNK || req.indexes.some((i) => i >= count))
-          throw invalidInput(`chunk request out of range for ${req.digest}`);
+        if (req.chunkSize < MIN_CHUNK || req.chunkSize > MAX_CHUNK)
+          throw invalidInput(`chunk size ${req.chunkSize} out of range for ${req.digest}`);
         await this.sendChunks(
           req.digest,
-          info.size,
           req.chunkSize,
           req.indexes,
           deviceTopic(this.opts.fleet, deviceId, 'chunks'),
@@ -196,21 +209,56 @@ export class BlobServer {
     return this.opts.conn.publish(deviceTopic(this.opts.fleet, deviceId, 'reply'), encodeJson(r), { qos: 1 });
   }
 
+  /** An open handle on a blob, shared by requests and closed after a quiet spell. */
+  private async openBlob(digest: Digest): Promise<OpenBlob> {
+    let b = this.handles.get(digest);
+    if (!b) {
+      const info = await this.opts.store.info(digest);
+      const fh = await fsp.open(this.opts.store.blobPath(digest), 'r');
+      const opened: OpenBlob = { fh, size: info.size, users: 0, timer: undefined };
+      // Another request may have opened it meanwhile.
+      b = this.handles.get(digest);
+      if (b) await fh.close();
+      else {
+        b = opened;
+        this.handles.set(digest, b);
+      }
+    }
+    b.users++;
+    if (b.timer) clearTimeout(b.timer);
+    b.timer = undefined;
+    return b;
+  }
+
+  private releaseBlob(digest: Digest, b: OpenBlob): void {
+    if (--b.users > 0) return;
+    b.timer = setTimeout(() => {
+      if (b.users === 0 && this.handles.get(digest) === b) {
+        this.handles.delete(digest);
+        b.fh.close().catch(() => undefined);
+      }
+    }, 5000);
+    b.timer.unref?.();
+  }
+
   /** Read chunks and publish them as frames, at most `maxInflight` buffers alive across all requests. */
   private async sendChunks(
     digest: Digest,
-    size: number,
     chunkSize: number,
     indexes: readonly number[],
     topic: string,
     qos: 0 | 1,
     isStream = false,
   ): Promise<void> {
-    const fh = await fsp.open(this.opts.store.blobPath(digest), 'r');
+    const blob = await this.openBlob(digest);
+    const size = blob.size;
+    // The plan already holds every chunk's hash: frames need not hash their payload again.
+    const plan = this.plansDone.get(`${digest}/${chunkSize}`);
     const pending: Promise<void>[] = [];
     try {
       for (const index of indexes) {
         const { offset, length } = chunkRange(size, chunkSize, index);
+        if (length <= 0) throw invalidInput(`chunk ${index} is beyond the end of ${digest}`);
         await this.sem.acquire();
         let released = false;
         const release = () => {
@@ -221,10 +269,13 @@ export class BlobServer {
         };
         try {
           const payload = Buffer.allocUnsafe(length);
-          const { bytesRead } = await fh.read(payload, 0, length, offset);
+          const { bytesRead } = await blob.fh.read(payload, 0, length, offset);
           if (bytesRead !== length) throw new Error(`short read of ${digest} at ${offset}`);
           await this.limiter.take(length + FRAME_HEADER_SIZE);
-          const frame = encodeFrame({ type: FrameType.Chunk, digest, offset, index, chunkSize, payload });
+          const frame = encodeFrame(
+            { type: FrameType.Chunk, digest, offset, index, chunkSize, payload },
+            plan ? planChunkHash(plan, index) : undefined,
+          );
           pending.push(
             this.opts.conn
               .publish(topic, frame, { qos })
@@ -244,7 +295,7 @@ export class BlobServer {
       await Promise.all(pending);
     } finally {
       await Promise.allSettled(pending);
-      await fh.close();
+      this.releaseBlob(digest, blob);
     }
   }
 
@@ -295,7 +346,7 @@ export class BlobServer {
       for (let i = 0; i < count; i++) {
         batch.push(i);
         if (batch.length === 16 || i === count - 1) {
-          await this.sendChunks(digest, size, state.chunkSize, batch.splice(0), topic, 1, true);
+          await this.sendChunks(digest, state.chunkSize, batch.splice(0), topic, 1, true);
         }
       }
       const end = encodeFrame({
@@ -320,7 +371,13 @@ export class BlobServer {
     if (!p) {
       p = this.computePlan(digest, chunkSize);
       this.plans.set(key, p);
-      p.catch(() => this.plans.delete(key));
+      p.then(
+        (plan) => {
+          this.plansDone.set(key, plan);
+          if (this.plansDone.size > 256) this.plansDone.delete(this.plansDone.keys().next().value!);
+        },
+        () => this.plans.delete(key),
+      );
       if (this.plans.size > 256) this.plans.delete(this.plans.keys().next().value!);
     }
     return p;

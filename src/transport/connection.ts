@@ -101,6 +101,8 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
     let gotConnack = false;
     client.on('connect', (connack) => {
       gotConnack = true;
+      // Requests are small and latency-bound: no Nagle delay on our side of the socket.
+      (client.stream as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
       this.attempt = 0;
       this.connected = true;
       this.connects++;

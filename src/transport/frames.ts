@@ -36,7 +36,8 @@ export interface Frame {
   payload: Buffer;
 }
 
-export function encodeFrame(f: Omit<Frame, 'payload'> & { payload: Buffer }): Buffer {
+/** Encode a frame; `hash` (the payload's sha256, e.g. from the chunk plan) saves hashing it again. */
+export function encodeFrame(f: Frame, hash?: Buffer): Buffer {
   const out = Buffer.allocUnsafe(FRAME_HEADER_SIZE + f.payload.length);
   FRAME_MAGIC.copy(out, 0);
   out.writeUInt8(FRAME_VERSION, 4);
@@ -47,7 +48,7 @@ export function encodeFrame(f: Omit<Frame, 'payload'> & { payload: Buffer }): Bu
   out.writeUInt32BE(f.payload.length, 48);
   out.writeUInt32BE(f.index, 52);
   out.writeUInt32BE(f.chunkSize, 56);
-  createHash('sha256').update(f.payload).digest().copy(out, 60);
+  (hash ?? createHash('sha256').update(f.payload).digest()).copy(out, 60);
   f.payload.copy(out, FRAME_HEADER_SIZE);
   return out;
 }

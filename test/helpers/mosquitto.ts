@@ -57,6 +57,7 @@ export class Mosquitto {
         `listener ${port} 127.0.0.1`,
         'allow_anonymous true',
         'max_queued_messages 10000',
+        'set_tcp_nodelay true',
         ...extraConf,
         '',
       ].join('\n'),
