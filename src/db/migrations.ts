@@ -35,6 +35,7 @@ export const MIGRATIONS: readonly Migration[] = [
           -- extra GC roots (in-flight imports and pulls): blobs named here are never collected
           id         TEXT NOT NULL,
           digest     TEXT NOT NULL,
+          owner_pid  INTEGER,                     -- a lease dies with its process
           expires_at INTEGER NOT NULL,
           PRIMARY KEY (id, digest)
         );

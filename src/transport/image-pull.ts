@@ -1,5 +1,8 @@
+import { randomBytes } from 'node:crypto';
+import { ImageRepo } from '../content/images.js';
+import { Leases } from '../content/leases.js';
 import type { ContentStore } from '../content/store.js';
-import { type Db, tx } from '../db/database.js';
+import type { Db } from '../db/database.js';
 import { notFound, unsupported } from '../lib/errors.js';
 import type { Digest } from '../oci/digest.js';
 import { MediaTypes } from '../oci/media-types.js';
@@ -45,11 +48,8 @@ export async function pullImage(opts: {
 }): Promise<PulledImage> {
   const { fetcher, store, db, ref, platform } = opts;
   const before = fetcher.stats.receivedBytes;
-  const lease = `pull:${ref}:${process.pid}:${Date.now()}`;
-  const addLease = (d: Digest) =>
-    db
-      .prepare('INSERT OR IGNORE INTO leases (id, digest, expires_at) VALUES (?, ?, ?)')
-      .run(lease, d, Date.now() + 24 * 3600_000);
+  const lease = new Leases(db).create(`pull-${randomBytes(6).toString('hex')}`, 24 * 3600_000);
+  const addLease = (d: Digest) => lease.add(d);
   try {
     const top = await fetcher.resolve(ref);
     if (opts.expectDigest && top.digest !== opts.expectDigest)
@@ -89,26 +89,14 @@ export async function pullImage(opts: {
       variant: config.variant,
     });
     const size = manifestDesc.size + total;
-    tx(db, () => {
-      db.prepare(
-        `INSERT OR REPLACE INTO images (name, digest, media_type, index_digest, config_digest, platform, size, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        ref,
-        manifestDesc.digest,
-        manifestDesc.mediaType,
-        indexDigest ?? null,
-        manifest.config.digest,
-        plat,
-        size,
-        Date.now(),
-      );
-      const blob = db.prepare(
-        'INSERT OR IGNORE INTO blobs (digest, size, media_type, created_at) VALUES (?, ?, ?, ?)',
-      );
-      if (indexDigest) blob.run(indexDigest, top.size, top.mediaType, Date.now());
-      blob.run(manifestDesc.digest, manifestDesc.size, manifestDesc.mediaType, Date.now());
-      for (const b of blobs) blob.run(b.digest, b.size, b.mediaType, Date.now());
+    new ImageRepo(db, store).put({
+      name: ref,
+      digest: manifestDesc.digest,
+      mediaType: manifestDesc.mediaType,
+      indexDigest,
+      configDigest: manifest.config.digest,
+      platform: plat,
+      size,
     });
     return {
       name: ref,
@@ -120,6 +108,6 @@ export async function pullImage(opts: {
       fetchedBytes: fetcher.stats.receivedBytes - before,
     };
   } finally {
-    db.prepare('DELETE FROM leases WHERE id = ?').run(lease);
+    lease.release();
   }
 }
