@@ -312,17 +312,18 @@ export class BlobServer {
       await this.reply(deviceId, { v: 1, kind: 'fanout', reqId, digest, mode: 'unicast' });
       return;
     }
-    const info = await this.opts.store.info(digest);
+    // State first, synchronously: wants arriving while this one awaits must find it.
     const state: FanoutState = { chunkSize, wanters: new Map([[deviceId, reqId]]), streaming: false };
     this.fanouts.set(digest, state);
     setTimeout(() => {
-      this.decideFanout(digest, info.size, state).catch((err) =>
-        this.opts.log.error({ digest, err: errorMessage(err) }, 'fan-out stream failed'),
-      );
+      this.decideFanout(digest, state).catch((err) => {
+        this.fanouts.delete(digest);
+        this.opts.log.error({ digest, err: errorMessage(err) }, 'fan-out stream failed');
+      });
     }, this.opts.gatherMs ?? 150);
   }
 
-  private async decideFanout(digest: Digest, size: number, state: FanoutState): Promise<void> {
+  private async decideFanout(digest: Digest, state: FanoutState): Promise<void> {
     if (state.wanters.size < 2) {
       this.fanouts.delete(digest);
       for (const [dev, reqId] of state.wanters)
@@ -331,6 +332,7 @@ export class BlobServer {
         );
       return;
     }
+    const { size } = await this.opts.store.info(digest);
     state.streaming = true;
     this.stats.streams++;
     this.opts.log.info({ digest, devices: state.wanters.size }, 'fan-out stream start');

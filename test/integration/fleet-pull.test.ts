@@ -62,3 +62,29 @@ for (const broker of ['embedded', 'mosquitto'] as const) {
     t.deepEqual(fleet.server.registry.devices()[0]!.groups, ['g1']);
   });
 }
+
+test('fan-out: 6 devices pulling one image at once cost the server about one copy', async (t) => {
+  const m = await Mosquitto.start();
+  t.teardown(() => m.stop());
+  const fleet = await startFleet(t, { mqtt: { url: m.url, protocolVersion: 5 } });
+  const img = await putTestImage(fleet.store, { layerSizes: [6 * 1024 * 1024] });
+  await fleet.server.registry.addImage(fleet.store, 'fan:1', img.digest, img.mediaType);
+  const devs = await Promise.all(
+    Array.from({ length: 6 }, (_, i) =>
+      startAgent(t, fleet, { deviceId: `fan-${i}`, url: m.url, protocolVersion: 5 }),
+    ),
+  );
+  await Promise.all(devs.map((d) => d.agent.pullImage('fan:1')));
+  const imageBytes = img.blobs.reduce((n, b) => n + b.size, 0);
+  const st = fleet.server.blobs!.stats;
+  for (const d of devs) {
+    await t.notThrowsAsync(d.store.verify(img.blobs[1]!.digest));
+    t.true(d.agent.fetcher.stats.streamBytes > 0, 'took chunks from the stream');
+  }
+  const ratio = (st.unicastBytes + st.streamBytes) / imageBytes;
+  t.log(
+    `6 devices: server egress ${(ratio).toFixed(2)}x the image (stream ${st.streamBytes} B, unicast ${st.unicastBytes} B)`,
+  );
+  t.is(st.streams, 1);
+  t.true(ratio < 1.5, `egress ${ratio}x`);
+});
