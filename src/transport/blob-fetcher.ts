@@ -1,4 +1,4 @@
-import { createHash, type KeyObject, randomBytes } from 'node:crypto';
+import { createHash, type Hash, type KeyObject, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { ContentStore } from '../content/store.js';
 import { type Db, tx } from '../db/database.js';
@@ -37,7 +37,9 @@ import { deviceTopic, fanoutTopic, parseTopic } from './topics.js';
  * offset, and its bit set in `transport_transfers.bitmap` — one row per blob, updated per chunk, so a
  * kill -9 loses at most the chunks in flight. Lost requests (broker restart, network loss) time out and
  * are asked again; on reconnect everything in flight is asked again at once. When the bitmap is full
- * the file is committed through ContentStore.commitIngestFile, which rehashes it against the digest.
+ * the file is committed through ContentStore.commitIngestFile, checked against the digest: the fetcher
+ * hashes the blob as chunks are written in order (reading back only chunks that came out of order), so
+ * the commit needs no second pass over the file.
  * On resume, chunks marked present are re-read and checked against the plan (a reboot may have lost
  * page cache that the bitmap already counted), so only verified bytes are kept.
  *
@@ -96,6 +98,9 @@ interface Transfer {
   lastStreamFrame: number;
   /** Requests are only sent in the unicast phase; during a fan-out stream the device listens. */
   unicast: boolean;
+  /** sha256 of the blob's leading chunks, fed as they are written in order (see hashAhead). */
+  hasher: Hash;
+  hashedChunks: number;
 }
 
 interface PendingReply {
@@ -260,17 +265,27 @@ export class BlobFetcher {
     t.onProgress = onProgress;
     this.active.set(desc.digest, t);
     try {
+      this.hashAhead(t); // a resumed transfer: hash its verified prefix once, now
+
       onProgress?.(t.done, t.plan.size);
       const count = t.bitmap.count;
       if ((this.opts.fanout ?? true) && count >= (this.opts.fanoutMinChunks ?? 8) && !t.bitmap.complete()) {
         await this.fanoutPhase(t);
       }
       await this.unicastPhase(t);
+      this.hashAhead(t);
+      const hashed =
+        t.hashedChunks === t.bitmap.count ? (`sha256:${t.hasher.digest('hex')}` as Digest) : undefined;
       fs.fsyncSync(t.fd);
       fs.closeSync(t.fd);
       t.fd = -1;
       try {
-        await this.opts.store.commitIngestFile(t.file, desc.digest, desc.size);
+        await this.opts.store.commitIngestFile(
+          t.file,
+          desc.digest,
+          desc.size,
+          hashed ? { hashedAsWritten: hashed } : {},
+        );
       } finally {
         this.opts.db.prepare('DELETE FROM transport_transfers WHERE digest = ?').run(desc.digest);
       }
@@ -352,6 +367,8 @@ export class BlobFetcher {
       streamEnded: false,
       lastStreamFrame: Date.now(),
       unicast: false,
+      hasher: createHash('sha256'),
+      hashedChunks: 0,
     };
   }
 
@@ -445,6 +462,11 @@ export class BlobFetcher {
     } else {
       fs.writeSync(t.fd, f.payload, 0, f.payload.length, f.offset);
       t.bitmap.set(f.index);
+      if (f.index === t.hashedChunks) {
+        t.hasher.update(f.payload);
+        t.hashedChunks++;
+        this.hashAhead(t);
+      }
       this.persist(f.digest, t.bitmap);
       this.stats.receivedBytes += f.payload.length;
       t.done += f.payload.length;
@@ -452,6 +474,23 @@ export class BlobFetcher {
     }
     if (t.done === t.plan.size) t.wake?.();
     else if (this.window - t.inflight.size >= Math.max(1, this.window >> 2)) this.pump(t);
+  }
+
+  /**
+   * Feed the running blob hash with chunks already on disk that now follow the hashed prefix (they
+   * arrived out of order). Chunks mostly arrive in order, so this rarely reads anything.
+   */
+  private hashAhead(t: Transfer): void {
+    const p = t.plan;
+    let buf: Buffer | undefined;
+    while (t.hashedChunks < t.bitmap.count && t.bitmap.has(t.hashedChunks)) {
+      const { offset, length } = chunkRange(p.size, p.chunkSize, t.hashedChunks);
+      buf ??= Buffer.allocUnsafe(p.chunkSize);
+      const n = fs.readSync(t.fd, buf, 0, length, offset);
+      if (n !== length) throw corrupt(`short read of ${t.file} at ${offset}`);
+      t.hasher.update(buf.subarray(0, length));
+      t.hashedChunks++;
+    }
   }
 
   private frameMatchesPlan(t: Transfer, f: Frame, buf: Buffer): boolean {
