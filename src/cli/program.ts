@@ -1,14 +1,18 @@
 import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
+import { registerAgent } from './agent.js';
 import { CliContext, type GlobalOptions } from './context.js';
+import { registerFleet } from './fleet.js';
 import { registerImage } from './image.js';
+import { registerPull } from './pull.js';
 import { registerStorage } from './storage.js';
 import { registerVersion } from './version.js';
 
 export type Register = (program: Command, ctx: () => CliContext) => void;
 
 /** Command families, one file each; a new family adds its register function here. */
-const FAMILIES: Register[] = [registerImage, registerStorage];
+
+const FAMILIES: Register[] = [registerImage, registerStorage, registerFleet, registerAgent, registerPull];
 
 export function buildProgram(): { program: Command; context: () => CliContext } {
   const program = new Command('berth');

@@ -50,7 +50,7 @@ export const ConfigSchema = z
         ca: z.string().optional(),
         cert: z.string().optional(),
         key: z.string().optional(),
-        protocolVersion: z.union([z.literal(4), z.literal(5)]).default(5),
+        protocolVersion: z.union([z.literal(4), z.literal(5), z.literal('auto')]).default('auto'),
         fleetPublicKey: z.string().optional(),
       })
       .strict()

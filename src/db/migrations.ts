@@ -93,4 +93,75 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    name: 'fleet server: devices, deployments, images, chunk plans',
+    up(db) {
+      db.exec(`
+        CREATE TABLE fleet_devices (
+          id             TEXT PRIMARY KEY,
+          online         INTEGER NOT NULL DEFAULT 0,
+          last_seen      INTEGER NOT NULL,          -- ms since epoch of the last status message
+          platform       TEXT,
+          agent_version  TEXT,
+          groups_json    TEXT NOT NULL DEFAULT '[]',
+          device_version INTEGER,                  -- target versions the device reports as received
+          group_version  INTEGER
+        );
+        CREATE TABLE fleet_deployments (
+          scope_kind  TEXT NOT NULL CHECK (scope_kind IN ('device', 'group')),
+          scope_id    TEXT NOT NULL,
+          version     INTEGER NOT NULL,
+          signed_json TEXT NOT NULL,                -- the exact signed target published (retained)
+          created_at  INTEGER NOT NULL,
+          PRIMARY KEY (scope_kind, scope_id, version)
+        );
+        CREATE TABLE fleet_images (
+          name       TEXT PRIMARY KEY,              -- "name:tag"
+          digest     TEXT NOT NULL,                 -- top-level: index (multi-arch kept) or manifest
+          media_type TEXT NOT NULL,
+          size       INTEGER NOT NULL,              -- of the top-level document
+          total_size INTEGER NOT NULL,              -- every blob it references, all platforms
+          platforms  TEXT NOT NULL,                 -- "linux/amd64,linux/arm64"
+          pushed_at  INTEGER NOT NULL
+        );
+        CREATE TABLE fleet_chunk_plans (
+          -- derived data (rebuildable from the blob): per-chunk sha256 and its fleet-key signature
+          digest     TEXT NOT NULL,
+          chunk_size INTEGER NOT NULL,
+          size       INTEGER NOT NULL,
+          hashes     BLOB NOT NULL,
+          key_id     TEXT NOT NULL,
+          sig        BLOB NOT NULL,
+          PRIMARY KEY (digest, chunk_size, key_id)
+        );
+      `);
+    },
+  },
+  {
+    name: 'agent transport: received targets, resumable blob transfers',
+    up(db) {
+      db.exec(`
+        CREATE TABLE transport_targets (
+          scope_kind  TEXT NOT NULL CHECK (scope_kind IN ('device', 'group')),
+          scope_id    TEXT NOT NULL,
+          version     INTEGER NOT NULL,              -- highest accepted; older or equal are replays
+          signed_json TEXT NOT NULL,
+          received_at INTEGER NOT NULL,
+          PRIMARY KEY (scope_kind, scope_id)
+        );
+        CREATE TABLE transport_transfers (
+          digest      TEXT PRIMARY KEY,
+          size        INTEGER NOT NULL,
+          chunk_size  INTEGER NOT NULL,
+          hashes      BLOB NOT NULL,               -- the signed chunk plan
+          key_id      TEXT NOT NULL,
+          sig         BLOB NOT NULL,
+          bitmap      BLOB NOT NULL,               -- bit i set = chunk i written and checked
+          ingest_name TEXT NOT NULL,
+          started_at  INTEGER NOT NULL,
+          updated_at  INTEGER NOT NULL
+        );
+      `);
+    },
+  },
 ];
