@@ -1,0 +1,62 @@
+/**
+ * Hidden self-checks used to verify a packaged executable on its target (tests and `packaging/README.md`):
+ * `db-check` opens the state dir's SQLite database through the embedded addon, `mqtt-ping` connects to a
+ * broker and publishes a retained online status. They stay small and stable; the agent and image commands
+ * exercise the same parts for real.
+ */
+import type { Command } from 'commander';
+import { connectAsync } from 'mqtt';
+import { invalidInput, withContext } from '../lib/errors.js';
+import { assertSafeName } from '../lib/ids.js';
+import { nativeArch } from '../lib/native.js';
+import { BUILD } from '../version.js';
+import type { CliContext } from './context.js';
+import { printJson } from './output.js';
+
+export function registerDiagnostics(program: Command, ctx: () => CliContext): void {
+  program
+    .command('db-check', { hidden: true })
+    .description('open (creating if needed) the state database and print its schema version')
+    .action(() => {
+      const c = ctx();
+      const db = c.db;
+      const row = db.prepare('SELECT sqlite_version() AS sqlite').get() as { sqlite: string };
+      printJson({
+        stateDir: c.stateDir,
+        sqlite: row.sqlite,
+        schemaVersion: db.pragma('user_version', { simple: true }),
+        journalMode: db.pragma('journal_mode', { simple: true }),
+      });
+    });
+
+  program
+    .command('mqtt-ping', { hidden: true })
+    .description('connect to the broker, publish a retained online status, disconnect')
+    .option('--broker <url>', 'broker URL (default: config mqtt.broker)')
+    .option('--topic <topic>', 'topic (default: berth/v1/<fleet>/devices/<deviceId>/status)')
+    .option('--timeout <ms>', 'connect timeout', '10000')
+    .action(async (opts: { broker?: string; topic?: string; timeout: string }) => {
+      const mqttConfig = ctx().config.mqtt;
+      const broker = opts.broker ?? mqttConfig.broker;
+      if (!broker) throw invalidInput('no broker: pass --broker or set mqtt.broker');
+      const deviceId = mqttConfig.deviceId ?? 'unnamed';
+      assertSafeName('device id', deviceId);
+      const topic = opts.topic ?? `berth/v1/${mqttConfig.fleet}/devices/${deviceId}/status`;
+      let client: Awaited<ReturnType<typeof connectAsync>>;
+      try {
+        client = await connectAsync(broker, {
+          connectTimeout: Number(opts.timeout),
+          reconnectPeriod: 0,
+          protocolVersion: mqttConfig.protocolVersion,
+          ...(mqttConfig.username ? { username: mqttConfig.username } : {}),
+          ...(mqttConfig.password ? { password: mqttConfig.password } : {}),
+        });
+      } catch (err) {
+        throw withContext(`cannot connect to ${broker}`, err);
+      }
+      const status = { online: true, deviceId, version: BUILD.version, arch: nativeArch(), ts: Date.now() };
+      await client.publishAsync(topic, JSON.stringify(status), { qos: 1, retain: true });
+      await client.endAsync();
+      printJson({ broker, topic, status });
+    });
+}
