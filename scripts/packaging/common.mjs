@@ -13,7 +13,7 @@ export const CACHE_DIR = process.env.BERTH_PACKAGE_CACHE ?? path.join(homedir(),
 export const BETTER_SQLITE3_VERSION = '12.11.1';
 
 /** @typedef {{ arch: string, nodeArch: string, node: { package: string, version: string },
- *   packager: 'pkg' | 'sea', pkgTarget?: string, seaBlobOnTarget?: boolean, repairDynamicSections?: boolean,
+ *   packager: 'pkg' | 'sea', pkgTarget?: string, seaBlobOnTarget?: boolean,
  *   triple: string, gypArch: string, ociPlatform: string, debArch: string, qemu: string | null }} ArchDef */
 
 /** @returns {ArchDef[]} */

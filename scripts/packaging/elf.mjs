@@ -42,7 +42,10 @@ export async function dynSyms(file, readelf = 'readelf') {
     .map((l) => l.trim().replace(/\s+/g, ' '));
 }
 
-/** Sections the dynamic linker reads to resolve an addon's references to the executable's symbols. */
+/**
+ * Sections the dynamic linker reads to resolve symbols (the executable's own, and an addon's references to
+ * them), with the relocations that index the symbol table.
+ */
 export const DYNAMIC_SECTIONS = [
   '.gnu.hash',
   '.hash',
@@ -51,13 +54,19 @@ export const DYNAMIC_SECTIONS = [
   '.gnu.version',
   '.gnu.version_r',
   '.gnu.version_d',
+  '.rel.dyn',
+  '.rel.plt',
+  '.rela.dyn',
+  '.rela.plt',
   '.dynamic',
 ];
 
 /**
  * Copy the pristine bytes of the dynamic-linking sections from `base` back into `injected`. postject
- * (1.0.0-alpha.6, through LIEF) rewrites them on ppc64le with an all-zero bloom filter, after which no addon
- * can resolve `node_module_register`; it moves none of them, so the bytes go back at the same offsets.
+ * (1.0.0-alpha.6, through LIEF) rebuilds them although it only adds a note: on ppc64le with an all-zero
+ * bloom filter (no addon can then resolve `node_module_register`), on armv7 with the symbols reordered and
+ * the relocations renumbered. It moves none of them, so the original bytes go back at the same offsets and
+ * the executable links exactly like the official node binary.
  * @returns {string[]} the sections restored
  */
 export function restoreDynamicSections(base, injected) {

@@ -40,10 +40,8 @@ export async function buildSea(def, { nodeDir, bundle, work, output }) {
   copyFileSync(base, tmp);
   const postject = require.resolve('postject/dist/cli.js');
   await run(process.execPath, [postject, tmp, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SEA_FUSE]);
-  if (def.repairDynamicSections) {
-    const restored = restoreDynamicSections(base, tmp);
-    log(`${def.arch}: restored ${restored.join(' ')} after postject`);
-  }
+  const restored = restoreDynamicSections(base, tmp);
+  log(`${def.arch}: restored ${restored.join(' ')} after postject`);
   const syms = await assertDynSymsUnchanged(base, tmp);
   log(`${def.arch}: ${syms} dynamic symbols unchanged by injection`);
   return { tmp, base };
