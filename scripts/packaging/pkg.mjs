@@ -4,8 +4,8 @@
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import { CACHE_DIR, loadArch, run } from './common.mjs';
-import { assertDynSymsUnchanged } from './elf.mjs';
+import { CACHE_DIR, loadArch, log, run } from './common.mjs';
+import { assertDynSymsUnchanged, restoreDynamicSections } from './elf.mjs';
 import { nodeDistFor } from './node-dist.mjs';
 
 const require = createRequire(import.meta.url);
@@ -46,6 +46,10 @@ export async function buildPkg(def, { nodeDir, bundle, work, output }) {
     cwd: work,
     env: { ...process.env, HOME: home, PKG_CACHE_PATH: path.join(home, '.pkg-cache') },
   });
-  await assertDynSymsUnchanged(base, tmp);
+  // pkg injects with the same postject: same repair and guard as the SEA path.
+  const restored = restoreDynamicSections(base, tmp);
+  log(`${def.arch}: restored ${restored.join(' ')} after pkg`);
+  const syms = await assertDynSymsUnchanged(base, tmp);
+  log(`${def.arch}: ${syms} dynamic symbols unchanged by injection`);
   return { tmp, base };
 }
