@@ -35,7 +35,8 @@ export function registerDiagnostics(program: Command, ctx: () => CliContext): vo
     .option('--broker <url>', 'broker URL (default: config mqtt.broker)')
     .option('--topic <topic>', 'topic (default: berth/v1/<fleet>/devices/<deviceId>/status)')
     .option('--timeout <ms>', 'connect timeout', '10000')
-    .action(async (opts: { broker?: string; topic?: string; timeout: string }) => {
+    .option('--hold <seconds>', 'stay connected (with the database open) this long, like an idle agent')
+    .action(async (opts: { broker?: string; topic?: string; timeout: string; hold?: string }) => {
       const mqttConfig = ctx().config.mqtt;
       const broker = opts.broker ?? mqttConfig.broker;
       if (!broker) throw invalidInput('no broker: pass --broker or set mqtt.broker');
@@ -56,6 +57,10 @@ export function registerDiagnostics(program: Command, ctx: () => CliContext): vo
       }
       const status = { online: true, deviceId, version: BUILD.version, arch: nativeArch(), ts: Date.now() };
       await client.publishAsync(topic, JSON.stringify(status), { qos: 1, retain: true });
+      if (opts.hold) {
+        ctx().db;
+        await new Promise((r) => setTimeout(r, Number(opts.hold) * 1000));
+      }
       await client.endAsync();
       printJson({ broker, topic, status });
     });
