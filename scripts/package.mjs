@@ -5,7 +5,16 @@
 // from `make -C native ARCH=<arch>` (every native/build/<arch>/berth-* present), an esbuild CJS bundle
 // with those embedded, then pkg (SEA mode) or Node SEA + postject, a dynamic-symbol guard, a start-up
 // check of the result (under qemu-user for foreign arches) and the .deb. See packaging/README.md.
-import { chmodSync, existsSync, mkdirSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildAddon } from './packaging/addon.mjs';
@@ -82,7 +91,16 @@ async function packageArch(def) {
   });
   const output = path.join(outDir, `berth-linux-${def.arch}`);
   const build = packager === 'pkg' ? buildPkg : buildSea;
-  const { tmp, base } = await build(def, { nodeDir, bundle, work, output });
+  let built;
+  try {
+    built = await build(def, { nodeDir, bundle, work, output });
+  } catch (err) {
+    for (const f of readdirSync(outDir)) {
+      if (f.startsWith(`berth-linux-${def.arch}.tmp-`)) rmSync(path.join(outDir, f), { force: true });
+    }
+    throw err;
+  }
+  const { tmp, base } = built;
   chmodSync(tmp, 0o755);
   renameSync(tmp, output);
   const v = await smokeTest(def, output, payload);

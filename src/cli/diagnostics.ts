@@ -5,7 +5,7 @@
  * exercise the same parts for real.
  */
 import type { Command } from 'commander';
-import { connectAsync } from 'mqtt';
+
 import { invalidInput, withContext } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import { nativeArch } from '../lib/native.js';
@@ -43,6 +43,8 @@ export function registerDiagnostics(program: Command, ctx: () => CliContext): vo
       const deviceId = mqttConfig.deviceId ?? 'unnamed';
       assertSafeName('device id', deviceId);
       const topic = opts.topic ?? `berth/v1/${mqttConfig.fleet}/devices/${deviceId}/status`;
+      // Loaded on use: mqtt and its transports cost start-up time every other command would pay.
+      const { connectAsync } = await import('mqtt');
       let client: Awaited<ReturnType<typeof connectAsync>>;
       try {
         client = await connectAsync(broker, {
