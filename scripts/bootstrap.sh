@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential make gcc libc6-dev jq
   mosquitto mosquitto-clients
-  btrfs-progs e2fsprogs xfsprogs busybox-static cpio zstd
+  btrfs-progs e2fsprogs xfsprogs busybox-static cpio zstd attr
   umoci skopeo runc
   iproute2 iptables nftables
   qemu-user-static qemu-system-x86 dmsetup thin-provisioning-tools

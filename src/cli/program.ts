@@ -2,12 +2,14 @@ import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import { registerDiagnostics } from './diagnostics.js';
+import { registerImage } from './image.js';
+import { registerStorage } from './storage.js';
 import { registerVersion } from './version.js';
 
 export type Register = (program: Command, ctx: () => CliContext) => void;
 
 /** Command families, one file each; a new family adds its register function here. */
-const FAMILIES: Register[] = [registerDiagnostics];
+const FAMILIES: Register[] = [registerImage, registerStorage, registerDiagnostics];
 
 export function buildProgram(): { program: Command; context: () => CliContext } {
   const program = new Command('berth');

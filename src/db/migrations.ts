@@ -35,9 +35,36 @@ export const MIGRATIONS: readonly Migration[] = [
           -- extra GC roots (in-flight imports and pulls): blobs named here are never collected
           id         TEXT NOT NULL,
           digest     TEXT NOT NULL,
+          owner_pid  INTEGER,                     -- a lease dies with its process
           expires_at INTEGER NOT NULL,
           PRIMARY KEY (id, digest)
         );
+      `);
+    },
+  },
+  {
+    name: 'snapshots',
+    up(db) {
+      db.exec(`
+        CREATE TABLE snapshots (
+          -- one row per snapshot of one backend (src/snapshots/metadata.ts)
+          id         INTEGER PRIMARY KEY AUTOINCREMENT, -- stable across commit; backends name dirs by it
+          driver     TEXT NOT NULL,                      -- overlay | btrfs | devmapper
+          name       TEXT NOT NULL,                      -- key (active/view) or name (committed)
+          kind       TEXT NOT NULL CHECK (kind IN ('active', 'view', 'committed')),
+          parent     TEXT,                               -- name of a committed snapshot of the same driver
+          backend_id TEXT,                               -- backend-specific (thin device id, subvolume id...)
+          labels     TEXT NOT NULL DEFAULT '{}',         -- JSON object of strings
+          state      TEXT NOT NULL CHECK (state IN ('preparing', 'ready', 'committing', 'removing')),
+          intent     TEXT,                               -- JSON: what the in-flight operation will do
+          size       INTEGER,                            -- usage recorded at commit (bytes), when known
+          inodes     INTEGER,
+          created_at INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL,
+          UNIQUE (driver, name)
+        );
+        CREATE INDEX snapshots_parent ON snapshots(driver, parent);
+        CREATE INDEX snapshots_state ON snapshots(driver, state) WHERE state <> 'ready';
       `);
     },
   },
