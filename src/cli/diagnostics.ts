@@ -1,17 +1,20 @@
 /**
  * Hidden self-checks used to verify a packaged executable on its target (tests and `packaging/README.md`):
  * `db-check` opens the state dir's SQLite database through the embedded addon, `mqtt-ping` connects to a
- * broker and publishes a retained online status. They stay small and stable; the agent and image commands
+ * broker and publishes a retained online status, `native-path` resolves a native program (extracting the
+ * embedded ones). They stay small and stable; the agent and image commands
  * exercise the same parts for real.
  */
 import type { Command } from 'commander';
 
 import { invalidInput, withContext } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
-import { nativeArch } from '../lib/native.js';
+import { type NativeProgram, nativeArch, nativePath } from '../lib/native.js';
 import { BUILD } from '../version.js';
 import type { CliContext } from './context.js';
 import { printJson } from './output.js';
+
+const NATIVE_PROGRAMS: NativeProgram[] = ['runtime', 'monitor', 'storage'];
 
 export function registerDiagnostics(program: Command, ctx: () => CliContext): void {
   program
@@ -27,6 +30,19 @@ export function registerDiagnostics(program: Command, ctx: () => CliContext): vo
         schemaVersion: db.pragma('user_version', { simple: true }),
         journalMode: db.pragma('journal_mode', { simple: true }),
       });
+    });
+
+  program
+    .command('native-path', { hidden: true })
+    .description('print where a native program is run from (extracting the embedded ones if needed)')
+    .argument('<name>', 'runtime | monitor | storage')
+    .action((name: string) => {
+      if (!NATIVE_PROGRAMS.includes(name as NativeProgram)) {
+        throw invalidInput(`unknown native program ${JSON.stringify(name)}: ${NATIVE_PROGRAMS.join(', ')}`);
+      }
+      // The state dir (an extraction candidate) is known once the config is loaded.
+      void ctx().config;
+      process.stdout.write(`${nativePath(name as NativeProgram)}\n`);
     });
 
   program

@@ -49,6 +49,11 @@ export async function runExe(
   }
 }
 
+/** Run one of the extracted native programs (static binaries: qemu-user needs no sysroot). */
+export function runNative(def: ArchDef, file: string, args: string[]): Promise<RunResult> {
+  return runExe(def, file, args);
+}
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();

@@ -19,6 +19,7 @@ import {
   ROOT,
   retained,
   runExe,
+  runNative,
   startMosquitto,
 } from '../helpers/package-fixtures.js';
 import { needPrivileges } from '../helpers/privileged.js';
@@ -91,22 +92,41 @@ for (const arch of ARCHES) {
     t.is(info.node, `v${def.node.version}`);
     for (const e of m.embedded) t.is(info.native[e.name], e.sha256, e.name);
 
-    // SQLite through the extracted addon, in a fresh state dir
+    // SQLite through the extracted addon, in a fresh state dir (the image store's database)
     const state = tempDir(t, `${arch}-state`);
     const env = { ...process.env, HOME: tempDir(t, `${arch}-home`), BERTH_LOG_LEVEL: 'warn' };
+    const ls = await runExe(def, exe, ['--state-dir', state, 'image', 'ls', '--json'], env);
+    t.is(ls.code, 0, ls.stderr);
+    t.deepEqual(JSON.parse(ls.stdout), []);
+    t.true(existsSync(path.join(state, 'berth.db')));
+    const extracted = (await execFileAsync('find', [path.join(state, 'native'), '-type', 'f'])).stdout
+      .trim()
+      .split('\n');
+    const addon = extracted.find((f) => f.endsWith('/better_sqlite3.node'));
+    t.truthy(addon, 'addon extracted into <state>/native');
+    t.is(sha256(addon!), m.embedded.find((e) => e.name === 'better_sqlite3.node')!.sha256);
     const db = await runExe(def, exe, ['--state-dir', state, 'db-check'], env);
     t.is(db.code, 0, db.stderr);
     const dbInfo = JSON.parse(db.stdout) as { journalMode: string; schemaVersion: number };
     t.is(dbInfo.journalMode, 'wal');
     t.true(dbInfo.schemaVersion >= 1);
-    t.true(existsSync(path.join(state, 'berth.db')));
-    const addonSha = m.embedded.find((e) => e.name === 'better_sqlite3.node')!.sha256;
-    const nativeDirs = (await execFileAsync('find', [path.join(state, 'native'), '-type', 'f'])).stdout
-      .trim()
-      .split('\n');
-    const addon = nativeDirs.find((f) => f.endsWith('/better_sqlite3.node'));
-    t.truthy(addon, 'addon extracted into <state>/native');
-    t.is(sha256(addon!), addonSha);
+
+    // every embedded native program resolves to its extracted, sha256-identical copy, which runs
+    for (const part of m.embedded.filter((e) => e.name.startsWith('berth-'))) {
+      const r = await runExe(
+        def,
+        exe,
+        ['--state-dir', state, 'native-path', part.name.slice('berth-'.length)],
+        env,
+      );
+      t.is(r.code, 0, r.stderr);
+      const file = r.stdout.trim();
+      t.true(file.startsWith(path.join(state, 'native')), file);
+      t.is(sha256(file), part.sha256);
+      const run = await runNative(def, file, []);
+      t.true(run.code >= 0 && run.code < 126, `${part.name} did not run: ${run.code} ${run.stderr}`);
+      if (part.name === 'berth-storage') t.regex(run.stderr, /usage: berth-storage/);
+    }
 
     // online status on a real broker, read back as the retained message
     const topic = `berth/v1/test/devices/pkg-${arch}/status`;
