@@ -70,7 +70,7 @@ export async function bundleApp(def, { addon, natives, outfile }) {
     legalComments: 'none',
     plugins: [payloadPlugin],
     define: { __BERTH_BUILD__: JSON.stringify(buildInfo()) },
-    logLevel: 'error',
+    logLevel: 'warning',
   });
   const list = [payload.sqlite, ...payload.native].map(({ name, sha256, size }) => ({ name, sha256, size }));
   return { outfile, payload: list };

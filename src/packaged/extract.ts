@@ -7,8 +7,9 @@
  * sha256 and renamed; later starts re-check the sha256 of what is there and rewrite anything that differs.
  * `<dir>` is the first usable of: $BERTH_NATIVE_CACHE (alone, when set), `<state dir>/native`,
  * `$XDG_CACHE_HOME/berth/native` (or ~/.cache/berth/native), `<tmpdir>/berth-<uid>/native`. A candidate is
- * skipped when it cannot be created or written, or when its filesystem is mounted noexec (programs could
- * not run and the addon could not be mapped); when none is usable the error names each and why.
+ * skipped when it cannot be created or written, when it (or its parent candidate dir) is not owned by this
+ * user or is writable by group/others (a shared /tmp), or when its filesystem is mounted noexec (programs
+ * could not run and the addon could not be mapped); when none is usable the error names each and why.
  */
 import { createHash } from 'node:crypto';
 import {
@@ -16,6 +17,7 @@ import {
   closeSync,
   existsSync,
   fsyncSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -129,6 +131,11 @@ export function extractPayload(payload: EmbeddedPayload, opts: ExtractOptions): 
       reasons.push(`${base}: cannot create (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
       continue;
     }
+    const unsafe = unsafeOwnership([base, dir]);
+    if (unsafe) {
+      reasons.push(`${base}: ${unsafe}`);
+      continue;
+    }
     mounts ??= parseMountinfo(opts.mountinfo ?? safeRead('/proc/self/mountinfo'));
     const mount = mountOf(realpathSync(dir), mounts);
     if (mount?.options.includes('noexec')) {
@@ -149,6 +156,21 @@ export function extractPayload(payload: EmbeddedPayload, opts: ExtractOptions): 
     `cannot extract berth's embedded native parts: no writable, exec-capable directory (${reasons.join('; ')}); ` +
       'set BERTH_NATIVE_CACHE to a writable directory on a filesystem mounted without noexec',
   );
+}
+
+/**
+ * Programs berth runs (as root, for the agent) must not come from a directory someone else could swap
+ * files in after the sha256 check: each level must be ours and not writable by group or others.
+ */
+function unsafeOwnership(dirs: string[]): string | undefined {
+  const uid = process.getuid?.();
+  for (const d of dirs) {
+    const st = lstatSync(d);
+    if (!st.isDirectory()) return `${d} is not a directory`;
+    if (uid !== undefined && st.uid !== uid) return `${d} is owned by uid ${st.uid}, not ${uid}`;
+    if ((st.mode & 0o022) !== 0) return `${d} is writable by group or others`;
+  }
+  return undefined;
 }
 
 function safeRead(file: string): string {

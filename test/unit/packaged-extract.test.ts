@@ -90,6 +90,18 @@ test('no usable candidate is a PermissionDenied error naming each and why', (t) 
   t.regex(err.message, /BERTH_NATIVE_CACHE/);
 });
 
+test('a candidate writable by others is refused (files could be swapped after the check)', (t) => {
+  const shared = tempDir(t);
+  chmodSync(shared, 0o777);
+  const fallback = tempDir(t);
+  const dir = extractPayload(PAYLOAD, { candidates: [shared, fallback], mountinfo: mountinfo() });
+  t.true(dir.startsWith(fallback));
+  const err = t.throws(() => extractPayload(PAYLOAD, { candidates: [shared], mountinfo: mountinfo() }), {
+    instanceOf: BerthError,
+  });
+  t.regex(err.message, /writable by group or others/);
+});
+
 test('a payload whose bytes do not match their build-time sha256 is refused as Corrupt', (t) => {
   const base = tempDir(t);
   const bad: EmbeddedPayload = {
