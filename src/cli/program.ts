@@ -3,6 +3,7 @@ import { BerthError, errorMessage } from '../lib/errors.js';
 import { registerAgent } from './agent.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import { registerFleet } from './fleet.js';
+import { registerDiagnostics } from './diagnostics.js';
 import { registerImage } from './image.js';
 import { registerPull } from './pull.js';
 import { registerStorage } from './storage.js';
@@ -12,7 +13,14 @@ export type Register = (program: Command, ctx: () => CliContext) => void;
 
 /** Command families, one file each; a new family adds its register function here. */
 
-const FAMILIES: Register[] = [registerImage, registerStorage, registerFleet, registerAgent, registerPull];
+const FAMILIES: Register[] = [
+  registerImage,
+  registerStorage,
+  registerFleet,
+  registerAgent,
+  registerPull,
+  registerDiagnostics,
+];
 
 export function buildProgram(): { program: Command; context: () => CliContext } {
   const program = new Command('berth');
