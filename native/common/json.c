@@ -322,3 +322,32 @@ int json_as_uint64(const json_value *v, uint64_t *out) {
   *out = v->u;
   return 0;
 }
+
+void json_serialize(const json_value *v, berth_buf *out) {
+  if (!v) {
+    berth_buf_puts(out, "null");
+    return;
+  }
+  switch (v->type) {
+  case JSON_NULL: berth_buf_puts(out, "null"); break;
+  case JSON_BOOL: berth_buf_puts(out, v->boolean ? "true" : "false"); break;
+  case JSON_NUMBER:
+    if (v->is_int) berth_buf_printf(out, "%s%llu", v->negative && v->u ? "-" : "", (unsigned long long) v->u);
+    else berth_buf_printf(out, "%.17g", v->d);
+    break;
+  case JSON_STRING: berth_buf_json_string(out, v->str); break;
+  case JSON_ARRAY:
+  case JSON_OBJECT:
+    berth_buf_puts(out, v->type == JSON_ARRAY ? "[" : "{");
+    for (size_t i = 0; i < v->len; i++) {
+      if (i) berth_buf_puts(out, ",");
+      if (v->type == JSON_OBJECT) {
+        berth_buf_json_string(out, v->keys[i]);
+        berth_buf_puts(out, ":");
+      }
+      json_serialize(v->items[i], out);
+    }
+    berth_buf_puts(out, v->type == JSON_ARRAY ? "]" : "}");
+    break;
+  }
+}

@@ -39,4 +39,9 @@ json_value *json_path(const json_value *obj, const char *path);
 int json_as_int64(const json_value *v, int64_t *out);
 int json_as_uint64(const json_value *v, uint64_t *out);
 
+
+
+/* Serialize a value back to compact JSON. */
+#include "util.h"
+void json_serialize(const json_value *v, berth_buf *out);
 #endif
