@@ -64,7 +64,7 @@ static int kv_list(json_value *obj, const char *what, struct cg_kv **out, size_t
 static const struct cg_dev_rule default_allows[] = {
     {true, 'c', -1, -1, "m"},  {true, 'b', -1, -1, "m"},  {true, 'c', 1, 3, "rwm"}, {true, 'c', 1, 5, "rwm"},
     {true, 'c', 1, 7, "rwm"},  {true, 'c', 1, 8, "rwm"},  {true, 'c', 1, 9, "rwm"}, {true, 'c', 5, 0, "rwm"},
-    {true, 'c', 5, 1, "rwm"},  {true, 'c', 5, 2, "rwm"},  {true, 'c', 136, -1, "rwm"},
+    {true, 'c', 5, 2, "rwm"},  {true, 'c', 136, -1, "rwm"}, {true, 'c', 10, 200, "rwm"},
 };
 
 int cgroup_resources_parse(json_value *res, struct cgroup_resources *r, berth_err_t *err) {

@@ -137,6 +137,42 @@ static int lookup_executable(const char *file, char **env, char **out, berth_err
   return berth_make_error(err, ENOENT, "exec `%s`: executable file not found in $PATH", file);
 }
 
+/* Like runc: when process.env has no HOME, take it from the container's /etc/passwd (default "/"). */
+static void ensure_home(struct container_spec *s) {
+  for (char **e = s->env; *e; e++)
+    if (strncmp(*e, "HOME=", 5) == 0) return;
+  const char *home = "/";
+  cleanup_free char *text = NULL;
+  berth_err_t e = NULL;
+  char *found = NULL;
+  if (berth_read_file("/etc/passwd", &text, NULL, &e) == 0) {
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+      char *f[7] = {0};
+      int n = 0;
+      for (char *p = line; n < 7; n++) {
+        f[n] = p;
+        p = strchr(p, ':');
+        if (!p) break;
+        *p++ = 0;
+      }
+      if (n >= 5 && f[2] && f[5] && (uid_t) strtoul(f[2], NULL, 10) == s->uid) {
+        found = f[5];
+        break;
+      }
+    }
+  }
+  berth_error_release(&e);
+  if (found && *found) home = found;
+  size_t n = 0;
+  while (s->env[n]) n++;
+  char **env = xmalloc0((n + 2) * sizeof(char *));
+  memcpy(env, s->env, n * sizeof(char *));
+  env[n] = xasprintf("HOME=%s", home); /* lives until exec */
+  free(s->env);
+  s->env = env;
+}
+
 static int set_rlimits(struct container_spec *s, berth_err_t *err) {
   for (size_t i = 0; i < s->n_rlimits; i++) {
     struct rlimit rl = {.rlim_cur = s->rlimits[i].soft, .rlim_max = s->rlimits[i].hard};
@@ -201,6 +237,7 @@ static void init_process(struct init_ctx *ctx) {
   }
   if (write_sysctls(s, &err) < 0) fail_and_exit(ctx, &err);
   if (rootfs_finalize(ctx, &err) < 0) fail_and_exit(ctx, &err);
+  ensure_home(s);
   cleanup_free char *exe = NULL;
   if (lookup_executable(s->args[0], s->env, &exe, &err) < 0) fail_and_exit(ctx, &err);
   if (s->has_umask) umask(s->umask);

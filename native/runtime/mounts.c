@@ -73,6 +73,11 @@ static int resolve_in_root(const char *root, const char *path, char **out, berth
   return 0;
 }
 
+static char *xstrndup_upto(const char *s, char stop) {
+  const char *e = strchr(s, stop);
+  return e ? xasprintf("%.*s", (int) (e - s), s) : xstrdup(s);
+}
+
 static int mkdir_in(const char *path, berth_err_t *err) { return berth_mkdir_p(path, 0755, err); }
 
 static int create_file(const char *path, berth_err_t *err) {
@@ -109,6 +114,28 @@ static int remount_bind(const char *dest, unsigned long flags, bool rec, berth_e
   return berth_make_error(err, errno, "remount `%s`", dest);
 }
 
+/* Super options of the host's cgroup v1 mount at mp ("cpu,cpuacct", "name=systemd"), for a cgroupns mount. */
+static char *cgroup_super_options(const char *mp) {
+  cleanup_fclose FILE *f = fopen("/proc/self/mountinfo", "re");
+  char line[4096];
+  while (f && fgets(line, sizeof line, f)) {
+    char point[PATH_MAX];
+    if (sscanf(line, "%*s %*s %*s %*s %4095s", point) != 1 || strcmp(point, mp) != 0) continue;
+    char *sep = strstr(line, " - ");
+    char fstype[64], source[256], opts[1024];
+    if (!sep || sscanf(sep + 3, "%63s %255s %1023s", fstype, source, opts) != 3 || strcmp(fstype, "cgroup") != 0) continue;
+    berth_buf b = {0};
+    char *save = NULL;
+    for (char *o = strtok_r(opts, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+      if (!strcmp(o, "rw") || !strcmp(o, "ro")) continue;
+      if (b.len) berth_buf_puts(&b, ",");
+      berth_buf_puts(&b, o);
+    }
+    return b.buf;
+  }
+  return NULL;
+}
+
 static int mount_cgroup_v1(struct init_ctx *ctx, const char *dest, const struct spec_mount *m, berth_err_t *err) {
   if (mount("tmpfs", dest, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0) return berth_make_error(err, errno, "mount tmpfs on `%s`", dest);
   cleanup_dir DIR *d = opendir("/sys/fs/cgroup");
@@ -137,8 +164,16 @@ static int mount_cgroup_v1(struct init_ctx *ctx, const char *dest, const struct 
       src = xstrdup(host);
     }
     if (mkdir(target, 0755) < 0 && errno != EEXIST) return berth_make_error(err, errno, "mkdir `%s`", target);
+    unsigned long f = (m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME)) | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    cleanup_free char *super = spec_has_namespace(ctx->spec, CLONE_NEWCGROUP) ? cgroup_super_options(host) : NULL;
+    if (super) {
+      /* in a cgroup namespace the hierarchy is mounted for real; its root is the container's cgroup */
+      char *name = strstr(super, "name=");
+      cleanup_free char *source = name ? xstrndup_upto(name + 5, ',') : xstrdup("cgroup");
+      if (mount(source, target, "cgroup", f, super) == 0) continue;
+    }
     if (mount(src, target, NULL, MS_BIND | MS_REC, NULL) < 0) return berth_make_error(err, errno, "bind `%s` on `%s`", src, target);
-    if (remount_bind(target, (m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) | MS_NOSUID | MS_NODEV | MS_NOEXEC, false, err) < 0) return -1;
+    if (remount_bind(target, f, false, err) < 0) return -1;
   }
   return 0;
 }
