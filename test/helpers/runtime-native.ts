@@ -2,9 +2,11 @@
  * Fixtures for driving OCI runtimes (berth-runtime and runc) directly: a busybox rootfs, runtime-spec
  * configs, bundles in temp dirs, unique ids / state roots / cgroup paths, all removed in teardown.
  */
+
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
@@ -221,6 +223,38 @@ export function runtimeExec(
       UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1',
     },
   });
+}
+
+/**
+ * Run a verb whose children outlive it (`create`, `run --detach`): the container inherits the runtime's
+ * stdio, so stdout/stderr go to files and we wait for the runtime's exit, not for the pipes to close.
+ * Returns the runtime's exit code and its stderr; the container's output lands in `<dir>/<id>.out`.
+ */
+export async function runtimeSpawn(
+  env: RuntimeEnv,
+  runtime: RuntimeName,
+  args: string[],
+  id: string,
+  opts: { binary?: string } = {},
+): Promise<{ code: number; stderr: string; out: string }> {
+  const bin = runtime === 'runc' ? 'runc' : (opts.binary ?? berthRuntimeBinary());
+  const out = path.join(env.dir, `${id}.out`);
+  const errFile = path.join(env.dir, `${id}.${Date.now()}.err`);
+  const outFd = openSync(out, 'a');
+  const errFd = openSync(errFile, 'w');
+  try {
+    const child = spawn(bin, ['--root', env.stateRoot(runtime), ...args], {
+      stdio: ['ignore', outFd, errFd],
+    });
+    const code = await new Promise<number>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('exit', (c, sig) => resolve(c ?? 128 + (sig ? 9 : 0)));
+    });
+    return { code, stderr: await readFile(errFile, 'utf8'), out };
+  } finally {
+    closeSync(outFd);
+    closeSync(errFd);
+  }
 }
 
 /** Create a bundle from config and `run` it to completion under a runtime. */
