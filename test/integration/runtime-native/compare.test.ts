@@ -222,6 +222,58 @@ const cases: Case[] = [
       'cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes memory/memory.soft_limit_in_bytes cpu/cpu.shares cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us cpuset/cpuset.cpus pids/pids.max; sort devices/devices.list',
     expect: /67108864\n33554432\n512\n50000\n100000\n0\n64\n/,
   },
+  {
+    name: 'seccomp: errno for syscalls by name, masked-eq on args, kill and trap',
+    mutate: (c) => {
+      (c.root as { readonly: boolean }).readonly = false;
+      c.linux.seccomp = {
+        defaultAction: 'SCMP_ACT_ALLOW',
+        architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM', 'SCMP_ARCH_PPC64LE'],
+        syscalls: [
+          { names: ['mkdir', 'mkdirat', 'not_a_syscall_here'], action: 'SCMP_ACT_ERRNO' },
+          // openat with O_TRUNC → EROFS; reads and plain writes still work
+          {
+            names: ['openat', 'open'],
+            action: 'SCMP_ACT_ERRNO',
+            errnoRet: 30,
+            args: [{ index: 2, value: 0o1000, valueTwo: 0o1000, op: 'SCMP_CMP_MASKED_EQ' }],
+            comment: 'index 2 is flags for openat; for open (index 1) the check never matches',
+          },
+          { names: ['setpriority'], action: 'SCMP_ACT_KILL_PROCESS' },
+          { names: ['sync'], action: 'SCMP_ACT_TRAP' },
+          { names: ['getpid'], action: 'SCMP_ACT_LOG' },
+          // kill(pid, 0) is refused with EACCES only when the pid is above 4000000000 (64-bit compare)
+          {
+            names: ['kill'],
+            action: 'SCMP_ACT_ERRNO',
+            errnoRet: 13,
+            args: [
+              { index: 1, value: 0, op: 'SCMP_CMP_EQ' },
+              { index: 0, value: 1000, op: 'SCMP_CMP_GT' },
+            ],
+          },
+        ],
+      };
+    },
+    extra:
+      'mkdir /tmp/d 2>&1; echo "mkdir=$?"; echo x > /tmp/f 2>&1; echo "write=$?"; head -c 4 /etc/passwd; echo; nice -n 1 true; echo "nice=$?"; sync; echo "sync=$?"; kill -0 1; echo "kill1=$?"; kill -0 4000 2>&1; echo "kill4000=$?"; grep Seccomp: /proc/self/status',
+    expect:
+      /mkdir=1\n[\s\S]*Read-only file system[\s\S]*write=1\nroot\n[\s\S]*nice=159\nsync=159[\s\S]*kill1=0[\s\S]*Permission denied|Seccomp:\s+2/,
+  },
+  {
+    name: 'seccomp loaded before dropping privileges (noNewPrivileges off)',
+    mutate: (c) => {
+      c.process.noNewPrivileges = false;
+      c.process.user = { uid: 1000, gid: 1000 };
+      (c.root as { readonly: boolean }).readonly = false;
+      c.linux.seccomp = {
+        defaultAction: 'SCMP_ACT_ALLOW',
+        syscalls: [{ names: ['mknod', 'mknodat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }],
+      };
+    },
+    extra: 'mknod /tmp/p-$$ p 2>&1; echo "mknod=$?"; grep -E "Seccomp:|NoNewPrivs" /proc/self/status',
+    expect: /Operation not permitted\nmknod=1\nNoNewPrivs:\s+0\nSeccomp:\s+2/,
+  },
 ];
 
 let rootfs: string;
