@@ -211,7 +211,7 @@ export function runtimeExec(
   env: RuntimeEnv,
   runtime: RuntimeName,
   args: string[],
-  opts: { timeoutMs?: number; binary?: string } = {},
+  opts: { timeoutMs?: number; binary?: string; env?: Record<string, string> } = {},
 ): Promise<ExecResult> {
   const bin = runtime === 'runc' ? 'runc' : (opts.binary ?? berthRuntimeBinary());
   return exec(bin, ['--root', env.stateRoot(runtime), ...args], {
@@ -221,6 +221,7 @@ export function runtimeExec(
       ...process.env,
       ASAN_OPTIONS: 'detect_leaks=1:abort_on_error=0',
       UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1',
+      ...opts.env,
     },
   });
 }
@@ -235,7 +236,7 @@ export async function runtimeSpawn(
   runtime: RuntimeName,
   args: string[],
   id: string,
-  opts: { binary?: string } = {},
+  opts: { binary?: string; env?: Record<string, string> } = {},
 ): Promise<{ code: number; stderr: string; out: string }> {
   const bin = runtime === 'runc' ? 'runc' : (opts.binary ?? berthRuntimeBinary());
   const out = path.join(env.dir, `${id}.out`);
@@ -245,6 +246,7 @@ export async function runtimeSpawn(
   try {
     const child = spawn(bin, ['--root', env.stateRoot(runtime), ...args], {
       stdio: ['ignore', outFd, errFd],
+      env: { ...process.env, ...opts.env },
     });
     const code = await new Promise<number>((resolve, reject) => {
       child.on('error', reject);
