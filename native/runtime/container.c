@@ -129,7 +129,7 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
     berth_make_error(err, 0, "`linux.namespaces` must include a mount namespace");
     goto out;
   }
-  if (spec->terminal && !co->console_socket && !run) {
+  if (spec->terminal && !co->console_socket) {
     berth_make_error(err, 0, "process.terminal is set: --console-socket is required");
     goto out;
   }
@@ -187,7 +187,8 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
     if (!*err) berth_make_error(err, errno, "sync with the container process");
     goto out;
   }
-  for (bool ready = false; !ready;) {
+  /* init's SYNC_HOOKS can overtake stage 1's SYNC_PID (two processes, one socket): hooks wait for the pid */
+  for (bool ready = false, hooks_pending = false; !ready;) {
     struct sync_msg m;
     if (sync_recv(sv[0], &m, err) < 0) goto fail_procs;
     switch (m.type) {
@@ -198,18 +199,24 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
       sync_send(sv[0], SYNC_USERMAP_ACK, 0, NULL);
       break;
     case SYNC_PID:
-      init_pid = m.value;
-      waitpid(stage1, NULL, 0);
-      stage1 = 0;
+    case SYNC_HOOKS:
+      if (m.type == SYNC_PID) {
+        init_pid = m.value;
+        waitpid(stage1, NULL, 0);
+        stage1 = 0;
+      } else {
+        hooks_pending = true;
+      }
+      if (hooks_pending && init_pid > 0) {
+        hooks_pending = false;
+        char *state = state_json_build(id, "creating", init_pid, spec->bundle, spec->annotations, -1);
+        int hr = hooks_run(spec->hooks[HOOK_PRESTART], spec->n_hooks[HOOK_PRESTART], "prestart", state, err);
+        if (hr == 0) hr = hooks_run(spec->hooks[HOOK_CREATE_RUNTIME], spec->n_hooks[HOOK_CREATE_RUNTIME], "createRuntime", state, err);
+        free(state);
+        if (hr < 0) goto fail_procs;
+        sync_send(sv[0], SYNC_HOOKS_ACK, init_pid, NULL);
+      }
       break;
-    case SYNC_HOOKS: {
-      cleanup_free char *state = state_json_build(id, "creating", init_pid, spec->bundle, spec->annotations, -1);
-      if (hooks_run(spec->hooks[HOOK_PRESTART], spec->n_hooks[HOOK_PRESTART], "prestart", state, err) < 0 ||
-          hooks_run(spec->hooks[HOOK_CREATE_RUNTIME], spec->n_hooks[HOOK_CREATE_RUNTIME], "createRuntime", state, err) < 0)
-        goto fail_procs;
-      sync_send(sv[0], SYNC_HOOKS_ACK, init_pid, NULL);
-      break;
-    }
     case SYNC_READY: ready = true; break;
     case SYNC_ERROR: berth_make_error(err, 0, "%s", m.text); goto fail_procs;
     default: berth_make_error(err, 0, "unexpected message %d from the container process", m.type); goto fail_procs;

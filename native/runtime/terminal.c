@@ -35,7 +35,8 @@ int terminal_setup(int console_fd, berth_err_t *err) {
   int slave = open(name, O_RDWR | O_NOCTTY);
   if (slave < 0) return berth_make_error(err, errno, "open `%s`", name);
   if (mount(name, "/dev/console", NULL, MS_BIND, NULL) < 0) return berth_make_error(err, errno, "bind `%s` on /dev/console", name);
-  if (send_fd(console_fd, master, name, err) < 0) return -1;
+  /* the name sent along is the master's, as runc sends it */
+  if (send_fd(console_fd, master, "/dev/ptmx", err) < 0) return -1;
   for (int i = 0; i < 3; i++)
     if (dup2(slave, i) < 0) return berth_make_error(err, errno, "dup2 pty");
   if (slave > 2) close(slave);
