@@ -3,6 +3,8 @@
  * both runtimes (same bundle, same rootfs) and what the process sees must match section by section.
  * The sanitizer build of berth-runtime is used here, so leaks and UB in every config path fail the case.
  */
+
+import { type ChildProcess, spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -274,15 +276,40 @@ const cases: Case[] = [
     extra: 'mknod /tmp/p-$$ p 2>&1; echo "mknod=$?"; grep -E "Seccomp:|NoNewPrivs" /proc/self/status',
     expect: /Operation not permitted\nmknod=1\nNoNewPrivs:\s+0\nSeccomp:\s+2/,
   },
+  {
+    name: 'joining network and uts namespaces by path',
+    mutate: (c) => {
+      c.linux.namespaces = c.linux.namespaces.map((ns) =>
+        ns.type === 'network' || ns.type === 'uts'
+          ? { type: ns.type, path: `/proc/${holder()}/ns/${ns.type === 'network' ? 'net' : 'uts'}` }
+          : ns,
+      );
+      delete c.hostname;
+    },
+    extra:
+      'readlink /proc/self/ns/net /proc/self/ns/uts 2>/dev/null || (readlink /proc/self/ns/net; readlink /proc/self/ns/uts)',
+    expect: /== hostname\nberth-holder\n/,
+  },
 ];
 
 let rootfs: string;
+/** A process holding its own net and uts namespaces (hostname berth-holder) for the join-by-path case. */
+let holderProcess: ChildProcess | undefined;
+const holder = () => holderProcess?.pid ?? 0;
 test.before(async () => {
   if (process.getuid?.() !== 0) return;
+  holderProcess = spawn('unshare', ['--net', '--uts', 'sh', '-c', 'hostname berth-holder; exec sleep 600'], {
+    stdio: 'ignore',
+  });
+  await new Promise((r) => setTimeout(r, 200));
   await buildNativeRuntime();
   const dir = await mkdtemp(path.join(tmpdir(), 'berth-rootfs-'));
   await chmod(dir, 0o755); // user-namespace cases reach the rootfs as a mapped uid
   rootfs = await makeBusyboxRootfs(dir);
+});
+
+test.after.always(() => {
+  holderProcess?.kill('SIGKILL');
 });
 
 for (const c of cases) {
