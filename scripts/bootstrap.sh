@@ -10,7 +10,7 @@ APT_PACKAGES=(
   btrfs-progs e2fsprogs xfsprogs busybox-static cpio zstd
   umoci skopeo runc
   iproute2 iptables nftables
-  qemu-user-static qemu-system-x86 dmsetup thin-provisioning-tools
+  qemu-user-static qemu-system-x86 qemu-system-data dmsetup thin-provisioning-tools xz-utils
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf
   gcc-powerpc64le-linux-gnu g++-powerpc64le-linux-gnu
 )

@@ -23,6 +23,8 @@ export const ConfigSchema = z
             dataSize: z.string().default('10G'),
             metadataSize: z.string().default('256M'),
             baseSize: z.string().default('8G'),
+            /** Thin-pool allocation unit (copy-on-write granularity): a multiple of 64K. */
+            blockSize: z.string().default('64K'),
             discard: z.boolean().default(true),
             fsType: z.literal('ext4').default('ext4'),
           })
