@@ -2,10 +2,11 @@ import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
 import { registerAgent } from './agent.js';
 import { CliContext, type GlobalOptions } from './context.js';
-import { registerFleet } from './fleet.js';
 import { registerDiagnostics } from './diagnostics.js';
+import { registerFleet } from './fleet.js';
 import { registerImage } from './image.js';
 import { registerPull } from './pull.js';
+import { registerRuntime } from './runtime.js';
 import { registerStorage } from './storage.js';
 import { registerVersion } from './version.js';
 
@@ -16,6 +17,7 @@ export type Register = (program: Command, ctx: () => CliContext) => void;
 const FAMILIES: Register[] = [
   registerImage,
   registerStorage,
+  registerRuntime,
   registerFleet,
   registerAgent,
   registerPull,
