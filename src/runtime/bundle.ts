@@ -421,7 +421,6 @@ export function buildBundleConfig(input: BundleInput): BundleResult {
       env,
       cwd,
       capabilities: { bounding: caps, effective: caps, permitted: caps },
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1048576, soft: 1048576 }],
       noNewPrivileges: !privileged,
     },
     root: { path: input.rootfs, readonly: app.readOnlyRootfs === true },
