@@ -11,7 +11,8 @@
  *   2. becomes a child subreaper, makes two pipes, runs `<runtime> create` with them as the container's
  *      stdout/stderr, then `<runtime> start`. The container's init is reparented to the monitor when the
  *      runtime's create process exits, so the monitor reaps it and gets its real exit status.
- *   3. reports {"ok":true,"pid":N} (or the failure) on --sync-fd and closes it: berth waits for that line.
+ *   3. reports {"ok":true,"pid":N} (or the failure) on --sync-fd (berth passes 1, its stdout pipe) and
+ *      then points that fd at /dev/null: berth reads until EOF, so it waits exactly until this line.
  *   4. copies stdout/stderr into <dir>/log.json (see log.c), until the container exits and the pipes close.
  *   5. writes <dir>/exit.json atomically: {"exitCode","signal","oomKilled","pid","finishedAt"}, then
  *      execs --exit-command if given (used for `run --rm -d`), else exits.
@@ -127,7 +128,15 @@ report (options *o, const char *json)
   if (o->sync_fd < 0)
     return;
   (void) write_all (o->sync_fd, json, strlen (json));
-  close (o->sync_fd);
+  /* Point the descriptor at /dev/null rather than closing it: it may be fd 1 (berth reads our stdout). */
+  int null = open ("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (null >= 0)
+    {
+      dup2 (null, o->sync_fd);
+      close (null);
+    }
+  else
+    close (o->sync_fd);
   o->sync_fd = -1;
 }
 
@@ -357,7 +366,8 @@ detach (options *o, mon_err *err)
   if (fd < 0 || null < 0)
     return mon_fail (err, errno, "open %s", path);
   dup2 (null, 0);
-  dup2 (null, 1);
+  if (o->sync_fd != 1)
+    dup2 (null, 1);
   dup2 (fd, 2);
   close (fd);
   close (null);

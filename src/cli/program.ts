@@ -1,12 +1,13 @@
 import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
+import { registerContainers } from './containers.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import { registerVersion } from './version.js';
 
 export type Register = (program: Command, ctx: () => CliContext) => void;
 
 /** Command families, one file each; a new family adds its register function here. */
-const FAMILIES: Register[] = [];
+const FAMILIES: Register[] = [registerContainers];
 
 export function buildProgram(): { program: Command; context: () => CliContext } {
   const program = new Command('berth');
@@ -62,5 +63,6 @@ export async function runCli(argv: string[]): Promise<number> {
       .close()
       .catch(() => undefined);
   }
-  return code;
+  // Commands that pass on a child's status (run, exec) set process.exitCode.
+  return code || (typeof process.exitCode === 'number' ? process.exitCode : 0);
 }
