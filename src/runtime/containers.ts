@@ -540,11 +540,13 @@ export class ContainerManager {
       '--pid',
       ...(spec.linux.namespaces.some((n) => n.type === 'network') ? ['--net'] : []),
       '--root',
-      `--wd=${opts.cwd ?? spec.process.cwd}`,
+      // no path: the init's cwd (/proc/<pid>/cwd). A path would be opened on the HOST before the
+      // chroot, so -w is done by the container's own shell instead.
+      '--wd',
       `--setuid=${uid}`,
       `--setgid=${gid}`,
       '--',
-      ...cmd,
+      ...(opts.cwd ? ['/bin/sh', '-c', 'cd "$0" && exec "$@"', opts.cwd, ...cmd] : cmd),
     ];
     const env: NodeJS.ProcessEnv = {};
     for (const kv of spec.process.env) {
