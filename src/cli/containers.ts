@@ -15,6 +15,7 @@ import {
   type ContainerRecord,
   ContainerManager as Manager,
   ociArch,
+  statDevice,
 } from '../runtime/containers.js';
 import { followLogs, type LogEntry, readLogs } from '../runtime/logs.js';
 import { NetworkManager, parsePortMapping } from '../runtime/network/network.js';
@@ -135,6 +136,7 @@ interface RunOptions {
   stopSignal?: string;
   restart: string;
   label: string[];
+  device: string[];
 }
 
 export function registerContainers(program: Command, ctx: () => CliContext): void {
@@ -173,6 +175,7 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
     .option('--stop-signal <signal>', 'signal for stop (default: image StopSignal or SIGTERM)')
     .option('--restart <policy>', 'no | always | on-failure | unless-stopped (recorded for the agent)', 'no')
     .option('-l, --label <k=v>', 'label (repeatable)', collect, [])
+    .option('--device <host[:ctr]>', 'expose a host device node (repeatable)', collect, [])
     .passThroughOptions()
     .action(async (image: string | undefined, command: string[], o: RunOptions) => {
       const m = mgr();
@@ -183,7 +186,14 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
         throw invalidInput(`unknown network mode ${o.network}`);
       if (!['no', 'always', 'on-failure', 'unless-stopped'].includes(o.restart))
         throw invalidInput(`unknown restart policy ${o.restart}`);
+      const devices = await Promise.all(
+        o.device.map((d) => {
+          const [host, ctr] = d.split(':');
+          return statDevice(path.resolve(host!), ctr || host!);
+        }),
+      );
       const app: AppSpec = {
+        ...(devices.length ? { devices } : {}),
         ...(cmd.length ? { command: cmd } : {}),
         ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint ? [o.entrypoint] : [] } : {}),
         env: parseEnv(o.env),

@@ -35,7 +35,7 @@ import { type AppSpec, buildBundleConfig, type RestartPolicy } from './bundle.js
 import type { NetworkAttachment, NetworkManager, PortMapping } from './network/network.js';
 import type { RootfsProvider, RootfsSource } from './rootfs.js';
 import type { OciRuntime } from './runtime.js';
-import type { RuntimeSpec } from './spec.js';
+import type { LinuxDevice, RuntimeSpec } from './spec.js';
 import { resolveUserInRootfs } from './users.js';
 
 export type ContainerState = 'creating' | 'created' | 'running' | 'exited' | 'removing';
@@ -150,6 +150,25 @@ export interface ContainerManagerOptions {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A host device node as runtime-spec linux.devices wants it (`--device /dev/x[:/dev/y]`). */
+export async function statDevice(hostPath: string, containerPath = hostPath): Promise<LinuxDevice> {
+  const st = await fsp.stat(hostPath).catch((e) => {
+    throw withContext(`device ${hostPath}`, e);
+  });
+  if (!st.isCharacterDevice() && !st.isBlockDevice()) throw invalidInput(`${hostPath} is not a device node`);
+  const rdev = st.rdev;
+  return {
+    path: containerPath,
+    type: st.isBlockDevice() ? 'b' : 'c',
+    // glibc's gnu_dev_major/minor for 32-bit dev_t values
+    major: ((rdev >> 8) & 0xfff) | ((rdev >>> 32) & ~0xfff),
+    minor: (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
+    fileMode: st.mode & 0o777,
+    uid: 0,
+    gid: 0,
+  };
+}
 
 export function ociArch(nodeArch: string = process.arch): string {
   return (
