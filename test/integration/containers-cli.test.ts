@@ -355,3 +355,48 @@ test('OOM kill is recorded', async (t) => {
   t.not(r.code, 0);
   t.true(c.oomKilled, JSON.stringify(c));
 });
+
+test('limits enforced: pids limit stops forks, cpu quota set, logs -f follows until exit', async (t) => {
+  if (!needPrivileges(t)) return;
+  const env = await cliEnv(t);
+  const pids = await env.berth(
+    [
+      'run',
+      '--name',
+      'forky',
+      '--pids-limit',
+      '6',
+      '--cpus',
+      '0.5',
+      '--network',
+      'none',
+      '--rootfs',
+      env.rootfs,
+      'sh',
+      '-c',
+      'cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us; (for i in 1 2 3 4 5 6 7 8 9 10; do sleep 5 & done); set -- /proc/[0-9]*; echo procs=$#',
+    ],
+    { allowFailure: true },
+  );
+  const lines = pids.stdout.trim().split('\n');
+  t.is(lines[0], '50000', 'cpu quota 0.5 × 100000 period');
+  const procs = Number(/procs=(\d+)/.exec(pids.stdout)?.[1] ?? -1);
+  t.true(procs >= 1 && procs <= 6, `pids limit 6, yet ${procs} processes in the container`);
+  t.regex(pids.stderr, /can't fork|Resource temporarily unavailable|fork/i);
+
+  await env.berth([
+    'run',
+    '-d',
+    '--name',
+    'ticker',
+    '--network',
+    'none',
+    '--rootfs',
+    env.rootfs,
+    'sh',
+    '-c',
+    'for i in 1 2 3 4 5; do echo tick $i; sleep 0.2; done',
+  ]);
+  const followed = await env.berth(['logs', '-f', 'ticker'], { timeoutMs: 20_000 });
+  t.is(followed.stdout, 'tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n');
+});
