@@ -2,7 +2,8 @@
  * berth-monitor: one per container, the container's parent for its whole life (conmon's job, small).
  *
  *   berth-monitor --runtime <bin> --id <id> --bundle <dir> --dir <container dir>
- *                 [--runtime-root <dir>] [--cgroup-path /berth/<id>] [--log-max-size bytes]
+ *                 [--runtime-root <dir>] [--runtime-arg <global flag>]… [--cgroup-path /berth/<id>]
+ *                 [--log-max-size bytes]
  *                 [--log-max-files n] [--sync-fd n] [--exit-command <argv0> [args…]]   (must come last)
  *
  * Lifecycle:
@@ -38,6 +39,7 @@
 
 #define FLUSH_INTERVAL_MS 250
 #define MAX_EXIT_ARGS 32
+#define MAX_RUNTIME_ARGS 8
 
 typedef struct options {
   const char *runtime;
@@ -50,6 +52,8 @@ typedef struct options {
   int log_max_files;
   int sync_fd;
   char *exit_command[MAX_EXIT_ARGS + 1];
+  char *runtime_args[MAX_RUNTIME_ARGS]; /* extra global flags, e.g. "--log-format" "json" for runc */
+  int n_runtime_args;
 } options;
 
 static int
@@ -100,6 +104,12 @@ parse_args (int argc, char **argv, options *o, mon_err *err)
         o->bundle = v;
       else if (strcmp (a, "--dir") == 0)
         o->dir = v;
+      else if (strcmp (a, "--runtime-arg") == 0)
+        {
+          if (o->n_runtime_args >= MAX_RUNTIME_ARGS)
+            return mon_fail (err, 0, "too many --runtime-arg");
+          o->runtime_args[o->n_runtime_args++] = (char *) v;
+        }
       else if (strcmp (a, "--cgroup-path") == 0)
         o->cgroup_path = v;
       else if (strcmp (a, "--log-max-size") == 0)
@@ -140,7 +150,7 @@ report (options *o, const char *json)
   o->sync_fd = -1;
 }
 
-/* argv for `<runtime> [--root r] --log <dir>/runtime.log --log-format json <verb> …`. */
+/* argv for `<runtime> [--root r] --log <dir>/runtime.log [runtime args…] <verb> …` (argv has room for 32). */
 static int
 runtime_argv (options *o, char **argv, char *logpath, size_t logcap, const char *verb)
 {
@@ -154,8 +164,8 @@ runtime_argv (options *o, char **argv, char *logpath, size_t logcap, const char 
     }
   argv[n++] = "--log";
   argv[n++] = logpath;
-  argv[n++] = "--log-format";
-  argv[n++] = "json";
+  for (int i = 0; i < o->n_runtime_args; i++)
+    argv[n++] = o->runtime_args[i];
   argv[n++] = (char *) verb;
   return n;
 }
@@ -163,7 +173,7 @@ runtime_argv (options *o, char **argv, char *logpath, size_t logcap, const char 
 static int
 create_container (options *o, int out_w, int err_w, pid_t *pid, mon_err *err)
 {
-  char *argv[16], logpath[4200], pidfile[4200];
+  char *argv[32], logpath[4200], pidfile[4200];
   int n = runtime_argv (o, argv, logpath, sizeof logpath, "create");
   snprintf (pidfile, sizeof pidfile, "%s/pidfile", o->dir);
   argv[n++] = "--bundle";
@@ -192,7 +202,7 @@ create_container (options *o, int out_w, int err_w, pid_t *pid, mon_err *err)
 static int
 start_container (options *o, mon_err *err)
 {
-  char *argv[16], logpath[4200];
+  char *argv[32], logpath[4200];
   int n = runtime_argv (o, argv, logpath, sizeof logpath, "start");
   argv[n++] = (char *) o->id;
   argv[n] = NULL;

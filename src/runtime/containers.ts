@@ -373,12 +373,13 @@ export class ContainerManager {
     const dir = this.containerDir(rec.id);
     if (await this.o.runtime.state(rec.id)) await this.o.runtime.delete(rec.id, { force: true });
     for (const f of ['exit.json', 'pidfile', 'monitor.pid']) await fsp.rm(path.join(dir, f), { force: true });
-    const { runtime, runtimeRoot } = this.o.runtime.monitorArgs();
+    const { runtime, runtimeRoot, runtimeArgs } = this.o.runtime.monitorArgs();
     const args = [
       '--runtime',
       runtime,
       '--runtime-root',
       runtimeRoot,
+      ...runtimeArgs.flatMap((a) => ['--runtime-arg', a]),
       '--id',
       rec.id,
       '--bundle',

@@ -53,8 +53,8 @@ export interface OciRuntime {
   state(id: string): Promise<OciState | undefined>;
   kill(id: string, signal?: string, opts?: { all?: boolean }): Promise<void>;
   delete(id: string, opts?: { force?: boolean }): Promise<void>;
-  /** What berth-monitor needs to run create/start itself. */
-  monitorArgs(): { runtime: string; runtimeRoot: string };
+  /** What berth-monitor needs to run create/start itself (extra global flags in runtimeArgs). */
+  monitorArgs(): { runtime: string; runtimeRoot: string; runtimeArgs: string[] };
 }
 
 const NOT_EXIST = /does not exist|not exist|no such container|not found/i;
@@ -137,8 +137,13 @@ export class OciCliRuntime implements OciRuntime {
     if (r.code !== 0) throw this.fail('delete', id, r.stderr, r.code);
   }
 
-  monitorArgs(): { runtime: string; runtimeRoot: string } {
-    return { runtime: this.binary, runtimeRoot: this.root };
+  monitorArgs(): { runtime: string; runtimeRoot: string; runtimeArgs: string[] } {
+    // runc and crun log JSON on request; berth-runtime's --log has one format (only --root/--log are standard).
+    return {
+      runtime: this.binary,
+      runtimeRoot: this.root,
+      runtimeArgs: this.name === 'runc' || this.name === 'crun' ? ['--log-format', 'json'] : [],
+    };
   }
 }
 
