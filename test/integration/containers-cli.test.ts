@@ -10,72 +10,78 @@ import test from 'ava';
 import { exec } from '../../src/lib/exec.js';
 import { needPrivileges } from '../helpers/privileged.js';
 import { cliEnv, waitUntil } from '../helpers/runtime-cli.js';
+import { availableRuntimes } from '../helpers/runtime-rootfs.js';
 
 const LOOP = 'while true; do sleep 0.1; done';
 
-test('run -d → ps → logs → stop honours StopSignal → rm cleans cgroup, bundle, runtime state', async (t) => {
-  if (!needPrivileges(t)) return;
-  const env = await cliEnv(t);
-  const script = `trap 'echo got-usr1; exit 42' USR1; echo started; echo to-stderr >&2; ${LOOP}`;
-  const id = (
-    await env.berth([
-      'run',
-      '-d',
-      '--name',
-      'life',
-      '--network',
-      'none',
-      '--stop-signal',
-      'SIGUSR1',
-      '--memory',
-      '64m',
-      '--pids-limit',
-      '32',
-      '--rootfs',
-      env.rootfs,
-      'sh',
-      '-c',
-      script,
-    ])
-  ).stdout.trim();
-  t.regex(id, /^[0-9a-f]{32}$/);
-  const running = (await env.ps()).find((c) => c.id === id);
-  t.is(running?.state, 'running');
-  t.is(running?.name, 'life');
-  const table = (await env.berth(['ps'])).stdout;
-  t.regex(table, /life\s+rootfs:.*Up/);
+for (const rt of availableRuntimes()) {
+  test(`${rt.name}: run -d → ps → logs → stop honours StopSignal → rm cleans cgroup, bundle, runtime state`, async (t) => {
+    if (!needPrivileges(t)) return;
+    const env = await cliEnv(t, { runtime: { name: rt.name, path: rt.binary } });
+    const script = `trap 'echo got-usr1; exit 42' USR1; echo started; echo to-stderr >&2; ${LOOP}`;
+    const id = (
+      await env.berth([
+        'run',
+        '-d',
+        '--name',
+        'life',
+        '--network',
+        'none',
+        '--stop-signal',
+        'SIGUSR1',
+        '--memory',
+        '64m',
+        '--pids-limit',
+        '32',
+        '--rootfs',
+        env.rootfs,
+        'sh',
+        '-c',
+        script,
+      ])
+    ).stdout.trim();
+    t.regex(id, /^[0-9a-f]{32}$/);
+    const running = (await env.ps()).find((c) => c.id === id);
+    t.is(running?.state, 'running');
+    t.is(running?.name, 'life');
+    const table = (await env.berth(['ps'])).stdout;
+    t.regex(table, /life\s+rootfs:.*Up/);
 
-  // limits reached the cgroup
-  const cg = `/sys/fs/cgroup/memory/berth/${id}/memory.limit_in_bytes`;
-  t.is((await fsp.readFile(cg, 'utf8')).trim(), String(64 * 1024 * 1024));
-  t.is((await fsp.readFile(`/sys/fs/cgroup/pids/berth/${id}/pids.max`, 'utf8')).trim(), '32');
+    // limits reached the cgroup
+    const cg = `/sys/fs/cgroup/memory/berth/${id}/memory.limit_in_bytes`;
+    t.is((await fsp.readFile(cg, 'utf8')).trim(), String(64 * 1024 * 1024));
+    t.is((await fsp.readFile(`/sys/fs/cgroup/pids/berth/${id}/pids.max`, 'utf8')).trim(), '32');
 
-  await waitUntil('logs', async () => (await env.berth(['logs', 'life'])).stdout.includes('started'));
-  const logs = await env.berth(['logs', 'life']);
-  t.is(logs.stdout, 'started\n');
-  t.is(logs.stderr, 'to-stderr\n');
+    await waitUntil('logs', async () => (await env.berth(['logs', 'life'])).stdout.includes('started'));
+    const logs = await env.berth(['logs', 'life']);
+    t.is(logs.stdout, 'started\n');
+    t.is(logs.stderr, 'to-stderr\n');
 
-  await env.berth(['stop', '-t', '10', 'life']);
-  const stopped = (await env.ps()).find((c) => c.id === id);
-  t.is(stopped?.state, 'exited');
-  t.is(stopped?.exitCode, 42, 'the container exited through its USR1 trap');
-  t.true((await env.berth(['logs', 'life'])).stdout.includes('got-usr1'));
-  t.false(existsSync(cg.replace('/memory.limit_in_bytes', '')), 'cgroup removed once the exit was recorded');
+    await env.berth(['stop', '-t', '10', 'life']);
+    const stopped = (await env.ps()).find((c) => c.id === id);
+    t.is(stopped?.state, 'exited');
+    t.is(stopped?.exitCode, 42, 'the container exited through its USR1 trap');
+    t.true((await env.berth(['logs', 'life'])).stdout.includes('got-usr1'));
+    t.false(
+      existsSync(cg.replace('/memory.limit_in_bytes', '')),
+      'cgroup removed once the exit was recorded',
+    );
 
-  await env.berth(['rm', 'life']);
-  t.deepEqual(await env.ps(), []);
-  t.false(existsSync(path.join(env.stateDir, 'containers', id)));
-  const runcState = await exec(
-    '/usr/sbin/runc',
-    ['--root', path.join(env.stateDir, 'runtime', 'runc'), 'state', id],
-    {
-      allowFailure: true,
-    },
-  );
-  t.not(runcState.code, 0);
-  const again = await env.berth(['logs', 'life'], { allowFailure: true });
-  t.regex(again.stderr, /NotFound: no such container: life/);
-});
+    await env.berth(['rm', 'life']);
+    t.deepEqual(await env.ps(), []);
+    t.false(existsSync(path.join(env.stateDir, 'containers', id)));
+    const runtimeState = await exec(
+      rt.binary,
+      ['--root', path.join(env.stateDir, 'runtime', rt.name), 'state', id],
+      {
+        allowFailure: true,
+      },
+    );
+    t.not(runtimeState.code, 0);
+    const again = await env.berth(['logs', 'life'], { allowFailure: true });
+    t.regex(again.stderr, /NotFound: no such container: life/);
+  });
+}
 
 test('stop: a process ignoring the signal is SIGKILLed after -t seconds', async (t) => {
   if (!needPrivileges(t)) return;
@@ -399,4 +405,38 @@ test('limits enforced: pids limit stops forks, cpu quota set, logs -f follows un
   ]);
   const followed = await env.berth(['logs', '-f', 'ticker'], { timeoutMs: 20_000 });
   t.is(followed.stdout, 'tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n');
+});
+
+test('volumes: -v rw and :ro binds, working dir and user from flags', async (t) => {
+  if (!needPrivileges(t)) return;
+  const env = await cliEnv(t);
+  const data = path.join(env.dir, 'data');
+  const conf = path.join(env.dir, 'conf');
+  await fsp.mkdir(data);
+  await fsp.mkdir(conf);
+  await fsp.writeFile(path.join(conf, 'app.conf'), 'setting=1\n');
+  const r = await env.berth(
+    [
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      '-v',
+      `${data}:/data`,
+      '-v',
+      `${conf}:/etc/app:ro`,
+      '-w',
+      '/data',
+      '--rootfs',
+      env.rootfs,
+      'sh',
+      '-c',
+      'echo written > out.txt; cat /etc/app/app.conf; echo x > /etc/app/new 2>/dev/null && echo ro-broken || echo ro-ok',
+    ],
+    { allowFailure: true },
+  );
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout, 'setting=1\nro-ok\n');
+  t.is(await fsp.readFile(path.join(data, 'out.txt'), 'utf8'), 'written\n');
+  t.false(existsSync(path.join(conf, 'new')));
 });
