@@ -62,8 +62,8 @@ export const ConfigSchema = z
           .string()
           .regex(/^[A-Za-z0-9_]{1,32}$/)
           .default('berth'),
-        /** NAT/ports backend: nftables (preferred), or none (no masquerade, no published ports). */
-        firewall: z.enum(['auto', 'nftables', 'none']).default('auto'),
+        /** NAT/ports backend: auto = nftables when `nft` works, else iptables, else none (no NAT, no ports). */
+        firewall: z.enum(['auto', 'nftables', 'iptables', 'none']).default('auto'),
       })
       .strict()
       .default({}),

@@ -7,6 +7,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { type ExecResult, exec } from '../../src/lib/exec.js';
+import { deleteChains } from '../../src/runtime/network/iptables.js';
 import { buildBusyboxRootfs, tempDir } from './runtime-rootfs.js';
 
 export const BERTH = path.resolve('dist', 'berth.mjs');
@@ -77,7 +78,12 @@ export async function cliEnv(
       logLevel: 'warn',
       ...extraConfig,
       runtime: { name: 'runc', ...runtime },
-      network: { bridge, subnet, nftTable },
+      network: {
+        bridge,
+        subnet,
+        nftTable,
+        ...((extraConfig.network as Record<string, unknown> | undefined) ?? {}),
+      },
     }),
   );
   const berth: CliEnv['berth'] = (args, opts = {}) =>
@@ -91,6 +97,7 @@ export async function cliEnv(
     const list = await ps().catch(() => []);
     for (const c of list) await berth(['rm', '-f', c.id], { allowFailure: true });
     await exec('/usr/sbin/nft', ['delete', 'table', 'ip', nftTable], { allowFailure: true });
+    await deleteChains(nftTable).catch(() => undefined);
     await exec('/usr/sbin/ip', ['link', 'del', bridge], { allowFailure: true });
   });
   return {

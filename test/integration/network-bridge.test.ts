@@ -9,6 +9,7 @@ import * as http from 'node:http';
 import test from 'ava';
 import { openDatabase } from '../../src/db/database.js';
 import { exec } from '../../src/lib/exec.js';
+import { chainNames } from '../../src/runtime/network/iptables.js';
 import { needPrivileges } from '../helpers/privileged.js';
 import { cliEnv, waitUntil } from '../helpers/runtime-cli.js';
 
@@ -97,6 +98,47 @@ test('bridge: two containers reach each other; published port reaches httpd; rm 
     'only the client keeps a lease',
   );
   await t.throwsAsync(httpGet(env.gateway, hostPort));
+});
+
+test('iptables backend: published port, masquerade chain, rules removed with the container', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: ['/usr/sbin/iptables'] })) return;
+  const env = await cliEnv(t, { network: { firewall: 'iptables' } });
+  const hostPort = randomInt(30000, 40000);
+  const id = (
+    await env.berth([
+      'run',
+      '-d',
+      '-p',
+      `${hostPort}:8080`,
+      '--rootfs',
+      env.rootfs,
+      'httpd',
+      '-f',
+      '-p',
+      '8080',
+      '-h',
+      '/var/www',
+    ])
+  ).stdout.trim();
+  const body = await waitUntil(
+    'published port',
+    () => httpGet(env.gateway, hostPort).catch(() => undefined),
+    10_000,
+  );
+  t.is(body, 'hello from berth\n');
+  const chains = chainNames(env.nftTable);
+  const dnat = (await exec('/usr/sbin/iptables', ['-w', '5', '-t', 'nat', '-S', chains.dnat])).stdout;
+  t.regex(dnat, new RegExp(`--dport ${hostPort} .*berth:${id}.*--to-destination`));
+  const post = (await exec('/usr/sbin/iptables', ['-w', '5', '-t', 'nat', '-S', chains.post])).stdout;
+  t.regex(post, /MASQUERADE/);
+  t.not(
+    (await exec('/usr/sbin/nft', ['list', 'table', 'ip', env.nftTable], { allowFailure: true })).code,
+    0,
+    'no nft table used',
+  );
+  await env.berth(['rm', '-f', id]);
+  const after = (await exec('/usr/sbin/iptables', ['-w', '5', '-t', 'nat', '-S', chains.dnat])).stdout;
+  t.notRegex(after, new RegExp(`berth:${id}`));
 });
 
 test('none and host modes', async (t) => {

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { openDatabase } from '../../src/db/database.js';
 import { gatewayOf, Ipam, intToIp, ipToInt, parseSubnet } from '../../src/runtime/network/ipam.js';
+import { chainNames, splitRuleSpec } from '../../src/runtime/network/iptables.js';
 import { parsePortMapping } from '../../src/runtime/network/network.js';
 
 test('subnet math', (t) => {
@@ -43,4 +44,28 @@ test('port mappings like docker -p', (t) => {
   t.throws(() => parsePortMapping('0:80'));
   t.throws(() => parsePortMapping('70000:80'));
   t.throws(() => parsePortMapping('1:2/sctp'));
+});
+
+test('iptables -S lines split back into argv', (t) => {
+  t.deepEqual(
+    splitRuleSpec('-A BERTH-DNAT -p tcp -m tcp --dport 8080 -m comment --comment "berth:abc" -j DNAT'),
+    [
+      '-A',
+      'BERTH-DNAT',
+      '-p',
+      'tcp',
+      '-m',
+      'tcp',
+      '--dport',
+      '8080',
+      '-m',
+      'comment',
+      '--comment',
+      'berth:abc',
+      '-j',
+      'DNAT',
+    ],
+  );
+  t.deepEqual(splitRuleSpec('-A X --comment "a \\"b\\" c"'), ['-A', 'X', '--comment', 'a "b" c']);
+  t.deepEqual(chainNames('berth'), { post: 'BERTH-POST', dnat: 'BERTH-DNAT', fwd: 'BERTH-FWD' });
 });

@@ -6,7 +6,8 @@
  * No hook is needed, so berth-runtime, runc and crun behave the same; the network outlives a container
  * restart; and a failure is reported by berth before any container exists. Steps: bridge (idempotent,
  * gateway = subnet .1) → IPAM lease → netns → veth pair (host side on the bridge, peer renamed eth0
- * inside) → address + default route → nftables table (masquerade) → published ports (DNAT). Teardown
+ * inside) → address + default route → firewall: nftables table, or iptables chains when nft is missing
+ * (masquerade) → published ports (DNAT). Teardown
  * reverses it and tolerates pieces that are already gone, so it is also the recovery path.
  */
 import { promises as fsp } from 'node:fs';
@@ -15,6 +16,7 @@ import { invalidInput, unsupported } from '../../lib/errors.js';
 import type { NetworkMode } from '../bundle.js';
 import * as iproute from './ip.js';
 import { gatewayOf, Ipam, parseSubnet } from './ipam.js';
+import * as ipt from './iptables.js';
 import * as nft from './nft.js';
 
 export type { PortMapping } from './nft.js';
@@ -23,7 +25,39 @@ export interface NetworkConfig {
   bridge: string;
   subnet: string;
   nftTable: string;
-  firewall: 'auto' | 'nftables' | 'none';
+  firewall: 'auto' | 'nftables' | 'iptables' | 'none';
+}
+
+/** NAT + published ports, one implementation per tool (nft.ts, iptables.ts). */
+export interface Firewall {
+  readonly name: 'nftables' | 'iptables';
+  ensure(bridge: string, subnet: string): Promise<void>;
+  addPorts(containerId: string, containerIp: string, ports: readonly nft.PortMapping[]): Promise<void>;
+  removeContainer(containerId: string): Promise<number>;
+  listContainer(containerId: string): Promise<string[]>;
+  destroy(): Promise<void>;
+}
+
+function nftFirewall(table: string): Firewall {
+  return {
+    name: 'nftables',
+    ensure: (bridge, subnet) => nft.ensureTable(table, bridge, subnet),
+    addPorts: (id, ip, ports) => nft.addPortMappings(table, id, ip, ports),
+    removeContainer: (id) => nft.removeContainerRules(table, id),
+    listContainer: (id) => nft.listContainerRules(table, id),
+    destroy: () => nft.deleteTable(table),
+  };
+}
+
+function iptablesFirewall(table: string): Firewall {
+  return {
+    name: 'iptables',
+    ensure: (bridge, subnet) => ipt.ensureChains(table, bridge, subnet),
+    addPorts: (id, ip, ports) => ipt.addPortMappings(table, id, ip, ports),
+    removeContainer: (id) => ipt.removeContainerRules(table, id),
+    listContainer: (id) => ipt.listContainerRules(table, id),
+    destroy: () => ipt.deleteChains(table),
+  };
 }
 
 export interface NetworkAttachment {
@@ -71,12 +105,32 @@ export class NetworkManager {
     this.ipam = new Ipam(db, cfg.bridge, parseSubnet(cfg.subnet));
   }
 
-  private async firewallEnabled(): Promise<boolean> {
-    if (this.cfg.firewall === 'none') return false;
-    const ok = await nft.nftAvailable();
-    if (!ok && this.cfg.firewall === 'nftables')
-      throw unsupported('nftables requested but `nft` does not work here');
-    return ok;
+  private fw: Promise<Firewall | undefined> | undefined;
+
+  /** The firewall backend from config (auto: nftables, else iptables, else none). */
+  firewall(): Promise<Firewall | undefined> {
+    if (!this.fw) {
+      this.fw = (async () => {
+        const table = this.cfg.nftTable;
+        switch (this.cfg.firewall) {
+          case 'none':
+            return undefined;
+          case 'nftables':
+            if (!(await nft.nftAvailable()))
+              throw unsupported('network.firewall is nftables but `nft` does not work here');
+            return nftFirewall(table);
+          case 'iptables':
+            if (!(await ipt.iptablesAvailable()))
+              throw unsupported('network.firewall is iptables but `iptables` does not work here');
+            return iptablesFirewall(table);
+          default:
+            if (await nft.nftAvailable()) return nftFirewall(table);
+            if (await ipt.iptablesAvailable()) return iptablesFirewall(table);
+            return undefined;
+        }
+      })();
+    }
+    return this.fw;
   }
 
   async attach(id: string, mode: NetworkMode, ports: nft.PortMapping[]): Promise<NetworkAttachment> {
@@ -96,11 +150,12 @@ export class NetworkManager {
       await iproute.addVethPair(host, peer, netnsName);
       await iproute.setMaster(host, this.cfg.bridge);
       await iproute.configureInside(netnsName, peer, 'eth0', `${ip}/${subnet.prefix}`, gateway);
-      if (await this.firewallEnabled()) {
-        await nft.ensureTable(this.cfg.nftTable, this.cfg.bridge, this.cfg.subnet);
-        await nft.addPortMappings(this.cfg.nftTable, id, ip, ports);
+      const fw = await this.firewall();
+      if (fw) {
+        await fw.ensure(this.cfg.bridge, this.cfg.subnet);
+        await fw.addPorts(id, ip, ports);
       } else if (ports.length) {
-        throw unsupported('published ports need nftables (network.firewall)');
+        throw unsupported('published ports need nftables or iptables (network.firewall)');
       }
     } catch (err) {
       await this.detach(id);
@@ -111,9 +166,8 @@ export class NetworkManager {
 
   /** Undo attach; every step tolerates "already gone". */
   async detach(id: string): Promise<void> {
-    if (this.cfg.firewall !== 'none' && (await nft.nftAvailable())) {
-      await nft.removeContainerRules(this.cfg.nftTable, id);
-    }
+    const fw = await this.firewall().catch(() => undefined);
+    if (fw) await fw.removeContainer(id);
     await iproute.deleteLink(vethNames(id).host);
     await iproute.deleteNetns(netnsNameFor(id));
     this.ipam.release(id);
@@ -123,9 +177,10 @@ export class NetworkManager {
     return this.ipam.leaseOf(id);
   }
 
-  /** Remove the bridge and berth's nft table (tests; `berth network prune` later). */
+  /** Remove the bridge and berth's firewall rules (tests; `berth network prune` later). */
   async destroyBridge(): Promise<void> {
-    await nft.deleteTable(this.cfg.nftTable);
+    const fw = await this.firewall().catch(() => undefined);
+    if (fw) await fw.destroy();
     await iproute.deleteLink(this.cfg.bridge);
   }
 }
