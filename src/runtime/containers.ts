@@ -372,6 +372,16 @@ export class ContainerManager {
       throw conflict(`container ${rec.name} is ${rec.state}, cannot start`);
     const dir = this.containerDir(rec.id);
     if (await this.o.runtime.state(rec.id)) await this.o.runtime.delete(rec.id, { force: true });
+    if (rec.networkMode === 'bridge' && rec.netns && !existsSync(rec.netns)) {
+      // /run/netns is a tmpfs: after a reboot the netns, veth, bridge and rules are gone; the lease
+      // (and so the address in /etc/hosts) is kept, so attach again with the same IP.
+      const net = await this.o.network.attach(rec.id, 'bridge', rec.ports);
+      if (net.netnsPath !== rec.netns || net.ipAddress !== rec.ipAddress)
+        throw new BerthError(
+          'Internal',
+          `network for ${rec.name} came back different (${net.ipAddress}, ${net.netnsPath})`,
+        );
+    }
     for (const f of ['exit.json', 'pidfile', 'monitor.pid']) await fsp.rm(path.join(dir, f), { force: true });
     const { runtime, runtimeRoot, runtimeArgs } = this.o.runtime.monitorArgs();
     const args = [

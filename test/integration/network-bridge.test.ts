@@ -141,6 +141,26 @@ test('iptables backend: published port, masquerade chain, rules removed with the
   t.notRegex(after, new RegExp(`berth:${id}`));
 });
 
+test('restart after the network vanished (as after a reboot): re-attached with the same address', async (t) => {
+  if (!needPrivileges(t)) return;
+  const env = await cliEnv(t);
+  const id = (await env.berth(['run', '-d', '--rootfs', env.rootfs, 'sh', '-c', LOOP])).stdout.trim();
+  const ip = (await env.ps())[0]!.ipAddress;
+  await env.berth(['stop', '-t', '0', id]);
+  await exec('/usr/sbin/ip', ['netns', 'del', `berth-${id}`]);
+  await exec('/usr/sbin/ip', ['link', 'del', env.bridge]);
+  await env.berth(['start', id]);
+  const c = (await env.ps())[0]!;
+  t.is(c.state, 'running');
+  t.is(c.ipAddress, ip);
+  const inside = await env.berth(['exec', id, 'ip', '-4', '-o', 'addr', 'show', 'eth0']);
+  t.true(inside.stdout.includes(`inet ${ip}/24`));
+  const ping = await exec('/usr/bin/busybox', ['ping', '-c', '1', '-W', '3', ip as string], {
+    allowFailure: true,
+  });
+  t.is(ping.code, 0, 'host reaches the container over the re-created bridge');
+});
+
 test('none and host modes', async (t) => {
   if (!needPrivileges(t)) return;
   const env = await cliEnv(t);

@@ -153,6 +153,7 @@ export class NetworkManager {
       const fw = await this.firewall();
       if (fw) {
         await fw.ensure(this.cfg.bridge, this.cfg.subnet);
+        await fw.removeContainer(id); // re-attach after a reboot must not duplicate rules
         await fw.addPorts(id, ip, ports);
       } else if (ports.length) {
         throw unsupported('published ports need nftables or iptables (network.firewall)');
