@@ -1,6 +1,7 @@
 /**
  * berth-monitor footprint and `run` latency, on runc, with a busybox rootfs.
- *   npx tsx bench/monitor-rss.ts [containers=10] [runs=20]
+ *   npx tsx bench/monitor-rss.ts [containers=10] [runs=20] [--cli]
+ *   BENCH_RUNTIME=/path/to/berth-runtime BENCH_RUNTIME_NAME=berth npx tsx bench/monitor-rss.ts   (default runc)
  * Prints: monitor VmRSS (median/max over N idle containers), and latency medians for
  *   - ContainerManager create+start (berth's path: bundle + monitor + runtime create/start)
  *   - the same with `runc run` of /bin/true directly, for the ratio
@@ -22,6 +23,8 @@ import { buildBusyboxRootfs } from '../test/helpers/runtime-rootfs.js';
 const N = Number(process.argv[2] ?? 10);
 const RUNS = Number(process.argv[3] ?? 20);
 const RUNC = '/usr/sbin/runc';
+const RUNTIME = process.env.BENCH_RUNTIME ?? RUNC;
+const RUNTIME_NAME = process.env.BENCH_RUNTIME_NAME ?? 'runc';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
@@ -36,7 +39,7 @@ async function main(): Promise<void> {
   const rootfs = await buildBusyboxRootfs(path.join(dir, 'rootfs'));
   const stateDir = path.join(dir, 'state');
   const db = openDatabase(path.join(stateDir, 'berth.db'));
-  const runtime = new OciCliRuntime('runc', RUNC, path.join(stateDir, 'runtime', 'runc'));
+  const runtime = new OciCliRuntime(RUNTIME_NAME, RUNTIME, path.join(stateDir, 'runtime', RUNTIME_NAME));
   const mgr = new ContainerManager({
     db,
     stateDir,
@@ -104,16 +107,19 @@ async function main(): Promise<void> {
     const bm = median(berthTimes);
     const rm = median(runcTimes);
     console.log(
-      `create+start via berth (bundle + monitor + runc create/start), median of ${RUNS}: ${bm.toFixed(1)} ms`,
+      `create+start via berth (bundle + monitor + ${RUNTIME_NAME} create/start), median of ${RUNS}: ${bm.toFixed(1)} ms`,
     );
     console.log(
-      `runc run /bin/true, median of ${RUNS}: ${rm.toFixed(1)} ms; berth/runc ratio ${(bm / rm).toFixed(2)}`,
+      `runc run /bin/true, median of ${RUNS}: ${rm.toFixed(1)} ms; ratio berth-path/runc-run ${(bm / rm).toFixed(2)}`,
     );
 
     // 3. end to end through the CLI
     if (process.argv.includes('--cli')) {
       const cfg = path.join(dir, 'config.json');
-      await fsp.writeFile(cfg, JSON.stringify({ runtime: { name: 'runc' }, logLevel: 'warn' }));
+      await fsp.writeFile(
+        cfg,
+        JSON.stringify({ runtime: { name: RUNTIME_NAME, path: RUNTIME }, logLevel: 'warn' }),
+      );
       const cli: number[] = [];
       for (let i = 0; i < Math.min(RUNS, 10); i++) {
         const t0 = process.hrtime.bigint();

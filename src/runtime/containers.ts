@@ -371,7 +371,10 @@ export class ContainerManager {
     if (rec.state !== 'created' && rec.state !== 'exited')
       throw conflict(`container ${rec.name} is ${rec.state}, cannot start`);
     const dir = this.containerDir(rec.id);
-    if (await this.o.runtime.state(rec.id)) await this.o.runtime.delete(rec.id, { force: true });
+    // A leftover runtime container (earlier run, crash, reboot) would make `create` fail. A container never
+    // started has none (a failed start deletes its own), which saves a runtime call on the hot path.
+    if ((rec.startedAt !== null || rec.error !== null) && (await this.o.runtime.state(rec.id)))
+      await this.o.runtime.delete(rec.id, { force: true });
     if (rec.networkMode === 'bridge' && rec.netns && !existsSync(rec.netns)) {
       // /run/netns is a tmpfs: after a reboot the netns, veth, bridge and rules are gone; the lease
       // (and so the address in /etc/hosts) is kept, so attach again with the same IP.
