@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
 import { registerAgent } from './agent.js';
+import { registerContainers } from './containers.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import { registerDiagnostics } from './diagnostics.js';
 import { registerFleet } from './fleet.js';
@@ -18,6 +19,7 @@ const FAMILIES: Register[] = [
   registerImage,
   registerStorage,
   registerRuntime,
+  registerContainers,
   registerFleet,
   registerAgent,
   registerPull,
@@ -78,5 +80,6 @@ export async function runCli(argv: string[]): Promise<number> {
       .close()
       .catch(() => undefined);
   }
-  return code;
+  // Commands that pass on a child's status (run, exec) set process.exitCode.
+  return code || (typeof process.exitCode === 'number' ? process.exitCode : 0);
 }
