@@ -300,8 +300,9 @@ export function canonicalJson(v: unknown): string {
  * current?". The target itself is signed; this is identity, not security.
  */
 export function specHash(service: Service): string {
-  // The update policy changes how we roll out, not what runs: editing it must not restart the container.
-  const { update: _update, ...runtime } = service;
+  // The update policy changes how we roll out, and labels are berth metadata (updateMetadata step), not what
+  // runs: editing either must not restart the container.
+  const { update: _update, labels: _labels, ...runtime } = service;
   return createHash('sha256').update(canonicalJson(runtime)).digest('hex');
 }
 
