@@ -38,11 +38,20 @@ export function createExecutors({ ports, store, clock, backoff }: ExecutorDeps):
   const { engine, images, volumes, networks, locks } = ports;
   const record = (id: string) => store.containers().find((c) => c.id === id);
   return {
-    fetch: (s) => images.fetch(s.image),
+    fetch: async (s) => {
+      store.addManagedImage(s.image, clock.now()); // intent first: a half-fetched image is still ours to collect
+      await images.fetch(s.image);
+    },
     unpack: (s) => images.unpack(s.image),
-    removeImage: (s) => images.remove(s.image),
+    removeImage: async (s) => {
+      await images.remove(s.image);
+      store.forgetManagedImages([s.image]);
+    },
     cleanup: async (s) => {
-      await images.gc(s.keepImages);
+      // Keep everything stored except what the plan collects: images pulled by hand are not the agent's.
+      const drop = new Set(s.images);
+      await images.gc((await images.list()).filter((i) => !drop.has(i)));
+      store.forgetManagedImages(s.images);
     },
     createVolume: (s) => volumes.create(s.app, s.name, s.labels),
     removeVolume: (s) => volumes.remove(s.app, s.name),

@@ -398,13 +398,17 @@ export class Reconciler {
     if (n.length === 0) return;
     let check = checkSpace(n, await images.availableBytes(), this.o.reserveBytes);
     if (check.ok) return;
-    // Collect what no kept target uses, then look again.
+    // Collect the agent's own images no kept target uses, then look again.
     const keep = new Set([
       ...targetImages(target),
       ...(previous ? targetImages(previous) : []),
       ...state.containers.map((c) => c.image),
     ]);
-    await images.gc([...keep].sort());
+    const collectable = new Set(this.opts.store.managedImages().filter((i) => !keep.has(i)));
+    if (collectable.size > 0) {
+      await images.gc((await images.list()).filter((i) => !collectable.has(i)));
+      this.opts.store.forgetManagedImages([...collectable]);
+    }
     check = checkSpace(n, await images.availableBytes(), this.o.reserveBytes);
     if (check.ok) return;
     for (const app of Object.keys(target.apps))
@@ -459,13 +463,18 @@ export class Reconciler {
       };
     });
 
-    const refs = new Set([...targetImages(target), ...(previous ? targetImages(previous) : []), ...stored]);
+    // Images the planner may see: the targets' and the ones the agent fetched itself. Images pulled by hand
+    // (`berth pull`, `berth run`) stay out of its sight, so its cleanup never collects them.
+    const storedSet = new Set(stored);
+    const refs = new Set([
+      ...targetImages(target),
+      ...(previous ? targetImages(previous) : []),
+      ...this.opts.store.managedImages().filter((i) => storedSet.has(i)),
+    ]);
     const imageStates: CurrentState['images'] = {};
     await Promise.all(
       [...refs].map(async (ref) => {
-        const s = await images.has(ref);
-        if (s.fetched || s.unpacked || stored.includes(ref) || targetImages(target).includes(ref))
-          imageStates[ref] = s;
+        imageStates[ref] = await images.has(ref);
       }),
     );
 

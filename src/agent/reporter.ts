@@ -36,6 +36,7 @@ export interface ReporterOptions {
   stateDir: string;
   sys?: SystemInformation;
   thresholds?: Thresholds;
+  /** 0 disables the metrics loop (default 60 s) */
   metricsIntervalMs?: number;
   /** per-container stats; default: the container's cgroup (v1 or v2), else the engine's stats */
   containerStats?: (c: EngineContainer) => Promise<CgroupStats>;
@@ -56,7 +57,7 @@ export class Reporter {
   start(): void {
     this.stopped = false;
     this.offOnline = this.o.transport.onOnline(() => void this.onOnline());
-    this.scheduleMetrics(0);
+    if (this.o.metricsIntervalMs !== 0) this.scheduleMetrics(0);
     if (this.o.transport.online) void this.onOnline();
   }
 

@@ -266,6 +266,25 @@ export class AgentStore {
     ).map((r) => ({ name: r.name, status: r.status, ...(r.last_error ? { lastError: r.last_error } : {}) }));
   }
 
+  // --- images fetched for targets ---------------------------------------------------------------
+
+  addManagedImage(image: string, now: number): void {
+    this.db.prepare('INSERT OR IGNORE INTO agent_images (image, fetched_at) VALUES (?, ?)').run(image, now);
+  }
+
+  forgetManagedImages(images: readonly string[]): void {
+    const del = this.db.prepare('DELETE FROM agent_images WHERE image = ?');
+    tx(this.db, () => {
+      for (const i of images) del.run(i);
+    });
+  }
+
+  managedImages(): string[] {
+    return (
+      this.db.prepare('SELECT image FROM agent_images ORDER BY image').all() as Array<{ image: string }>
+    ).map((r) => r.image);
+  }
+
   // --- step intents -------------------------------------------------------------------------------
 
   beginStep(step: Step, now: number): number {

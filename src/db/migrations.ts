@@ -42,7 +42,7 @@ export const MIGRATIONS: readonly Migration[] = [
     },
   },
   {
-    name: 'agent state: targets, rollout, containers, step intents, outbox',
+    name: 'agent state: targets, rollout, apps, containers, images, step intents, outbox',
     up(db) {
       db.exec(`
         CREATE TABLE agent_targets (
@@ -84,6 +84,11 @@ export const MIGRATIONS: readonly Migration[] = [
           last_error      TEXT,
           created_at      INTEGER NOT NULL,
           updated_at      INTEGER NOT NULL
+        );
+        CREATE TABLE agent_images (
+          -- images the agent fetched for targets: the only ones its GC may collect (not \`berth pull\` ones)
+          image      TEXT PRIMARY KEY,
+          fetched_at INTEGER NOT NULL
         );
         CREATE TABLE agent_step_intents (
           -- a step recorded before it runs and deleted after: what is left at start was interrupted

@@ -329,3 +329,23 @@ test('the interrupted step of a killed agent is reported at start', async (t) =>
   await b.rec.stop();
   t.true(Crash.name === 'Crash');
 });
+
+test('GC: images two targets back are collected; the previous target and hand-pulled images are kept', async (t) => {
+  const w = world(t);
+  w.device.images.set('tool:1', { fetched: true, unpacked: true, size: 1 }); // `berth pull` by hand
+  const { rec } = w.make();
+  rec.start();
+  for (const [version, web] of [
+    [1, 'web:1'],
+    [2, 'web:2'],
+    [3, 'web:3'],
+  ] as const) {
+    rec.setTarget(v(version, web));
+    await rec.idle();
+    await w.clock.advance(30_000);
+    await rec.idle();
+  }
+  t.deepEqual([...w.device.images.keys()].sort(), ['db:1', 'tool:1', 'web:2', 'web:3']);
+  t.true(w.device.calls.some((c) => c.op === 'gc' && c.id === 'web:1'));
+  await rec.stop();
+});
