@@ -9,6 +9,7 @@
  * - Order: drain() publishes in sequence order and deletes what the transport acknowledged; it stops at the
  *   first failure, so a later entry never overtakes an earlier one.
  */
+import type { Statement } from 'better-sqlite3';
 import type { Db } from '../db/database.js';
 import { tx } from '../db/database.js';
 import type { Channel, Clock, TimerHandle, Transport } from './ports.js';
@@ -40,14 +41,23 @@ export class Outbox {
   private readonly batchSize: number;
   private readonly batchMs: number;
 
+  private stmts = new Map<string, Statement>();
+
+  private stmt(sql: string): Statement {
+    let st = this.stmts.get(sql);
+    if (!st) {
+      st = this.o.db.prepare(sql);
+      this.stmts.set(sql, st);
+    }
+    return st;
+  }
+
   constructor(private readonly o: OutboxOptions) {
     this.maxBytes = o.maxBytes ?? 8 * 1024 * 1024;
     this.maxAgeMs = o.maxAgeMs ?? 7 * 24 * 3600_000;
     this.batchSize = o.batchSize ?? 64;
     this.batchMs = o.batchMs ?? 2000;
-    this.totalBytes = (
-      o.db.prepare('SELECT COALESCE(SUM(bytes), 0) AS n FROM outbox').get() as { n: number }
-    ).n;
+    this.totalBytes = (this.stmt('SELECT COALESCE(SUM(bytes), 0) AS n FROM outbox').get() as { n: number }).n;
   }
 
   enqueue(channel: Channel, payload: Record<string, unknown>): void {
@@ -66,9 +76,7 @@ export class Outbox {
     const { db } = this.o;
     tx(db, () => {
       if (rows.length > 0) {
-        const ins = db.prepare(
-          'INSERT INTO outbox (channel, payload, bytes, created_at) VALUES (?, ?, ?, ?)',
-        );
+        const ins = this.stmt('INSERT INTO outbox (channel, payload, bytes, created_at) VALUES (?, ?, ?, ?)');
         for (const r of rows) {
           const bytes = Buffer.byteLength(r.json);
           ins.run(r.channel, r.json, bytes, r.at);
@@ -81,17 +89,16 @@ export class Outbox {
   }
 
   private enforceCap(now: number) {
-    const { db } = this.o;
-    const old = db
-      .prepare('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox WHERE created_at < ?')
-      .get(now - this.maxAgeMs) as { n: number; b: number };
+    const old = this.stmt(
+      'SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox WHERE created_at < ?',
+    ).get(now - this.maxAgeMs) as { n: number; b: number };
     if (old.n > 0) {
-      db.prepare('DELETE FROM outbox WHERE created_at < ?').run(now - this.maxAgeMs);
+      this.stmt('DELETE FROM outbox WHERE created_at < ?').run(now - this.maxAgeMs);
       this.totalBytes -= old.b;
       this.stats.dropped += old.n;
     }
     if (this.totalBytes <= this.maxBytes) return;
-    const page = db.prepare('SELECT seq, bytes FROM outbox WHERE seq > ? ORDER BY seq LIMIT 256');
+    const page = this.stmt('SELECT seq, bytes FROM outbox WHERE seq > ? ORDER BY seq LIMIT 256');
     let excess = this.totalBytes - this.maxBytes;
     let lastSeq = -1;
     let n = 0;
@@ -107,14 +114,14 @@ export class Outbox {
         n++;
       }
     }
-    db.prepare('DELETE FROM outbox WHERE seq <= ?').run(lastSeq);
+    this.stmt('DELETE FROM outbox WHERE seq <= ?').run(lastSeq);
     this.totalBytes -= freed;
     this.stats.dropped += n;
   }
 
   /** Entries waiting (persisted and buffered). */
   size(): { count: number; bytes: number } {
-    const c = (this.o.db.prepare('SELECT COUNT(*) AS n FROM outbox').get() as { n: number }).n;
+    const c = (this.stmt('SELECT COUNT(*) AS n FROM outbox').get() as { n: number }).n;
     return {
       count: c + this.buffer.length,
       bytes: this.totalBytes + this.buffer.reduce((n, r) => n + r.json.length, 0),
@@ -123,9 +130,9 @@ export class Outbox {
 
   peek(limit = 100): OutboxEntry[] {
     return (
-      this.o.db
-        .prepare('SELECT seq, channel, payload, created_at FROM outbox ORDER BY seq LIMIT ?')
-        .all(limit) as Array<{
+      this.stmt('SELECT seq, channel, payload, created_at FROM outbox ORDER BY seq LIMIT ?').all(
+        limit,
+      ) as Array<{
         seq: number;
         channel: Channel;
         payload: string;
@@ -172,13 +179,13 @@ export class Outbox {
       }
       if (acked >= 0) {
         tx(db, () => {
-          const b = db
-            .prepare('SELECT COALESCE(SUM(bytes), 0) AS b, COUNT(*) AS n FROM outbox WHERE seq <= ?')
-            .get(acked) as {
+          const b = this.stmt(
+            'SELECT COALESCE(SUM(bytes), 0) AS b, COUNT(*) AS n FROM outbox WHERE seq <= ?',
+          ).get(acked) as {
             b: number;
             n: number;
           };
-          db.prepare('DELETE FROM outbox WHERE seq <= ?').run(acked);
+          this.stmt('DELETE FROM outbox WHERE seq <= ?').run(acked);
           this.totalBytes -= b.b;
           sent += b.n;
           this.stats.sent += b.n;

@@ -7,6 +7,7 @@
  * one is promoted while the current is healthy, current becomes previous.
  */
 
+import type { Statement } from 'better-sqlite3';
 import type { Rollout } from '../core/rollback.js';
 import type { HealthStatus } from '../core/state.js';
 import type { Step } from '../core/steps.js';
@@ -57,15 +58,35 @@ interface ContainerRow {
 }
 
 export class AgentStore {
+  /** parsed targets by body: the reconciler reads them every run, validation is not free */
+  private parsed = new Map<TargetRole, { body: string; target: Target }>();
+  /** last written app status, to skip writes that change nothing (flash) */
+  private appStatus = new Map<string, string>();
+
+  private stmts = new Map<string, Statement>();
+
   constructor(readonly db: Db) {}
 
+  /** Prepared once, reused: preparing dominated a reconcile cycle's CPU time. */
+  private stmt(sql: string): Statement {
+    let st = this.stmts.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.stmts.set(sql, st);
+    }
+    return st;
+  }
+
   getTarget(role: TargetRole): StoredTarget | undefined {
-    const row = this.db.prepare('SELECT * FROM agent_targets WHERE role = ?').get(role) as
-      | TargetRow
-      | undefined;
+    const row = this.stmt('SELECT * FROM agent_targets WHERE role = ?').get(role) as TargetRow | undefined;
     if (!row) return undefined;
+    let hit = this.parsed.get(role);
+    if (hit?.body !== row.body) {
+      hit = { body: row.body, target: parseTarget(JSON.parse(row.body), `stored ${role} target`) };
+      this.parsed.set(role, hit);
+    }
     return {
-      target: parseTarget(JSON.parse(row.body), `stored ${role} target`),
+      target: hit.target,
       status: row.status,
       reason: row.reason ?? undefined,
       updatedAt: row.updated_at,
@@ -73,17 +94,15 @@ export class AgentStore {
   }
 
   private putTarget(role: TargetRole, target: Target, status: TargetStatus, now: number, reason?: string) {
-    this.db
-      .prepare(
-        `INSERT INTO agent_targets (role, version, body, status, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+    this.stmt(
+      `INSERT INTO agent_targets (role, version, body, status, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT(role) DO UPDATE SET version = excluded.version, body = excluded.body, status = excluded.status,
            reason = excluded.reason, updated_at = excluded.updated_at`,
-      )
-      .run(role, target.version, JSON.stringify(target), status, reason ?? null, now);
+    ).run(role, target.version, JSON.stringify(target), status, reason ?? null, now);
   }
 
   private dropTarget(role: TargetRole) {
-    this.db.prepare('DELETE FROM agent_targets WHERE role = ?').run(role);
+    this.stmt('DELETE FROM agent_targets WHERE role = ?').run(role);
   }
 
   /**
@@ -92,9 +111,9 @@ export class AgentStore {
    */
   receiveTarget(target: Target, now: number): { accepted: boolean; reason?: string } {
     return tx(this.db, () => {
-      const rejected = this.db
-        .prepare('SELECT reason FROM agent_rejected_targets WHERE version = ?')
-        .get(target.version) as { reason: string } | undefined;
+      const rejected = this.stmt('SELECT reason FROM agent_rejected_targets WHERE version = ?').get(
+        target.version,
+      ) as { reason: string } | undefined;
       if (rejected)
         return {
           accepted: false,
@@ -122,17 +141,15 @@ export class AgentStore {
       if (cur?.status === 'healthy') this.putTarget('previous', cur.target, 'healthy', now);
       this.putTarget('current', pend.target, 'applying', now);
       this.dropTarget('pending');
-      this.db.prepare('DELETE FROM agent_rollout').run();
+      this.stmt('DELETE FROM agent_rollout').run();
       return pend.target;
     });
   }
 
   setCurrentStatus(status: TargetStatus, now: number, reason?: string): void {
-    this.db
-      .prepare(
-        'UPDATE agent_targets SET status = ?, reason = COALESCE(?, reason), updated_at = ? WHERE role = ?',
-      )
-      .run(status, reason ?? null, now, 'current');
+    this.stmt(
+      'UPDATE agent_targets SET status = ?, reason = COALESCE(?, reason), updated_at = ? WHERE role = ?',
+    ).run(status, reason ?? null, now, 'current');
   }
 
   /** The current target failed: remember never to apply it again, and go back to the previous one. */
@@ -141,10 +158,12 @@ export class AgentStore {
       const cur = this.getTarget('current');
       const prev = this.getTarget('previous');
       if (!cur) return undefined;
-      this.db
-        .prepare('INSERT OR REPLACE INTO agent_rejected_targets (version, reason, at) VALUES (?, ?, ?)')
-        .run(cur.target.version, reason, now);
-      this.db.prepare('DELETE FROM agent_rollout').run();
+      this.stmt('INSERT OR REPLACE INTO agent_rejected_targets (version, reason, at) VALUES (?, ?, ?)').run(
+        cur.target.version,
+        reason,
+        now,
+      );
+      this.stmt('DELETE FROM agent_rollout').run();
       if (!prev) {
         this.setCurrentStatus('failed', now, reason);
         return undefined;
@@ -162,7 +181,7 @@ export class AgentStore {
   }
 
   getRollout(): Rollout | undefined {
-    const row = this.db.prepare('SELECT * FROM agent_rollout WHERE id = 1').get() as
+    const row = this.stmt('SELECT * FROM agent_rollout WHERE id = 1').get() as
       | { version: number; converged_at: number; window_ms: number; baseline: string }
       | undefined;
     if (!row) return undefined;
@@ -175,11 +194,9 @@ export class AgentStore {
   }
 
   startRollout(r: Rollout): void {
-    this.db
-      .prepare(
-        'INSERT OR REPLACE INTO agent_rollout (id, version, converged_at, window_ms, baseline) VALUES (1, ?, ?, ?, ?)',
-      )
-      .run(r.version, r.convergedAt, r.windowMs, JSON.stringify(r.baselineRestarts));
+    this.stmt(
+      'INSERT OR REPLACE INTO agent_rollout (id, version, converged_at, window_ms, baseline) VALUES (1, ?, ?, ?, ?)',
+    ).run(r.version, r.convergedAt, r.windowMs, JSON.stringify(r.baselineRestarts));
   }
 
   /** The current target converged: its health window opens (one transaction, so the two never disagree). */
@@ -191,13 +208,13 @@ export class AgentStore {
   }
 
   endRollout(): void {
-    this.db.prepare('DELETE FROM agent_rollout').run();
+    this.stmt('DELETE FROM agent_rollout').run();
   }
 
   // --- containers -------------------------------------------------------------------------------
 
   containers(): ContainerRecord[] {
-    return (this.db.prepare('SELECT * FROM agent_containers').all() as ContainerRow[]).map((r) => ({
+    return (this.stmt('SELECT * FROM agent_containers').all() as ContainerRow[]).map((r) => ({
       id: r.id,
       app: r.app,
       service: r.service,
@@ -214,12 +231,10 @@ export class AgentStore {
     c: Pick<ContainerRecord, 'id' | 'app' | 'service' | 'specHash' | 'image'>,
     now: number,
   ): void {
-    this.db
-      .prepare(
-        `INSERT OR REPLACE INTO agent_containers (id, app, service, spec_hash, image, created_at, updated_at)
+    this.stmt(
+      `INSERT OR REPLACE INTO agent_containers (id, app, service, spec_hash, image, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(c.id, c.app, c.service, c.specHash, c.image, now, now);
+    ).run(c.id, c.app, c.service, c.specHash, c.image, now, now);
   }
 
   updateContainer(
@@ -235,30 +250,33 @@ export class AgentStore {
     if (patch.health !== undefined) sets.push('health = ?') && args.push(patch.health);
     if ('lastError' in patch) sets.push('last_error = ?') && args.push(patch.lastError ?? null);
     if (sets.length === 0) return;
-    this.db
-      .prepare(`UPDATE agent_containers SET ${sets.join(', ')}, updated_at = ? WHERE id = ?`)
-      .run(...args, now, id);
+    this.stmt(`UPDATE agent_containers SET ${sets.join(', ')}, updated_at = ? WHERE id = ?`).run(
+      ...args,
+      now,
+      id,
+    );
   }
 
   forgetContainer(id: string): void {
-    this.db.prepare('DELETE FROM agent_containers WHERE id = ?').run(id);
+    this.stmt('DELETE FROM agent_containers WHERE id = ?').run(id);
   }
 
   // --- apps ---------------------------------------------------------------------------------------
 
   setAppStatus(app: string, status: 'applying' | 'running' | 'error', now: number, lastError?: string): void {
-    this.db
-      .prepare(
-        `INSERT INTO agent_apps (name, status, last_error, updated_at) VALUES (?, ?, ?, ?)
+    const key = `${status}\0${lastError ?? ''}`;
+    if (this.appStatus.get(app) === key) return;
+    this.appStatus.set(app, key);
+    this.stmt(
+      `INSERT INTO agent_apps (name, status, last_error, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT(name) DO UPDATE SET status = excluded.status, last_error = excluded.last_error,
            updated_at = excluded.updated_at`,
-      )
-      .run(app, status, lastError ?? null, now);
+    ).run(app, status, lastError ?? null, now);
   }
 
   apps(): Array<{ name: string; status: string; lastError?: string }> {
     return (
-      this.db.prepare('SELECT name, status, last_error FROM agent_apps').all() as Array<{
+      this.stmt('SELECT name, status, last_error FROM agent_apps').all() as Array<{
         name: string;
         status: string;
         last_error: string | null;
@@ -269,43 +287,44 @@ export class AgentStore {
   // --- images fetched for targets ---------------------------------------------------------------
 
   addManagedImage(image: string, now: number): void {
-    this.db.prepare('INSERT OR IGNORE INTO agent_images (image, fetched_at) VALUES (?, ?)').run(image, now);
+    this.stmt('INSERT OR IGNORE INTO agent_images (image, fetched_at) VALUES (?, ?)').run(image, now);
   }
 
   forgetManagedImages(images: readonly string[]): void {
-    const del = this.db.prepare('DELETE FROM agent_images WHERE image = ?');
+    const del = this.stmt('DELETE FROM agent_images WHERE image = ?');
     tx(this.db, () => {
       for (const i of images) del.run(i);
     });
   }
 
   managedImages(): string[] {
-    return (
-      this.db.prepare('SELECT image FROM agent_images ORDER BY image').all() as Array<{ image: string }>
-    ).map((r) => r.image);
+    return (this.stmt('SELECT image FROM agent_images ORDER BY image').all() as Array<{ image: string }>).map(
+      (r) => r.image,
+    );
   }
 
   // --- step intents -------------------------------------------------------------------------------
 
   beginStep(step: Step, now: number): number {
     return Number(
-      this.db
-        .prepare('INSERT INTO agent_step_intents (step, started_at) VALUES (?, ?)')
-        .run(JSON.stringify(step), now).lastInsertRowid,
+      this.stmt('INSERT INTO agent_step_intents (step, started_at) VALUES (?, ?)').run(
+        JSON.stringify(step),
+        now,
+      ).lastInsertRowid,
     );
   }
 
   endStep(id: number): void {
-    this.db.prepare('DELETE FROM agent_step_intents WHERE id = ?').run(id);
+    this.stmt('DELETE FROM agent_step_intents WHERE id = ?').run(id);
   }
 
   /** Steps that were running when the agent died; cleared. The planner re-plans from what is really there. */
   takeInterruptedSteps(): Step[] {
     return tx(this.db, () => {
-      const rows = this.db.prepare('SELECT step FROM agent_step_intents ORDER BY id').all() as Array<{
+      const rows = this.stmt('SELECT step FROM agent_step_intents ORDER BY id').all() as Array<{
         step: string;
       }>;
-      this.db.prepare('DELETE FROM agent_step_intents').run();
+      this.stmt('DELETE FROM agent_step_intents').run();
       return rows.map((r) => JSON.parse(r.step) as Step);
     });
   }

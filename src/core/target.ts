@@ -299,7 +299,17 @@ export function canonicalJson(v: unknown): string {
  * sha256 of the canonical spec, as hex: a stable fingerprint for container names and "is this container
  * current?". The target itself is signed; this is identity, not security.
  */
+const hashes = new WeakMap<Service, string>();
+
 export function specHash(service: Service): string {
+  const hit = hashes.get(service);
+  if (hit) return hit;
+  const h = computeSpecHash(service);
+  hashes.set(service, h);
+  return h;
+}
+
+function computeSpecHash(service: Service): string {
   // The update policy changes how we roll out, and labels are berth metadata (updateMetadata step), not what
   // runs: editing either must not restart the container.
   const { update: _update, labels: _labels, ...runtime } = service;

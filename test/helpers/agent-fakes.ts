@@ -85,6 +85,8 @@ export class FakeDevice {
   heldLocks = new Set<string>();
   available = 10 * 1024 ** 3;
   calls: Call[] = [];
+  /** false: keep no call log (long benchmarks) */
+  recordCalls = true;
   /** ops in flight right now, and the most seen at once */
   active = 0;
   maxActive = 0;
@@ -110,7 +112,7 @@ export class FakeDevice {
         if (this.crashAfter === 0) throw new Crash(`crash before ${op} ${id}`);
         this.crashAfter--;
       }
-      if (mutating) this.calls.push({ op, id, at: this.clock.now() });
+      if (mutating && this.recordCalls) this.calls.push({ op, id, at: this.clock.now() });
     } finally {
       this.active--;
     }
