@@ -1,12 +1,13 @@
 import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
 import { CliContext, type GlobalOptions } from './context.js';
+import { registerTarget } from './target.js';
 import { registerVersion } from './version.js';
 
 export type Register = (program: Command, ctx: () => CliContext) => void;
 
 /** Command families, one file each; a new family adds its register function here. */
-const FAMILIES: Register[] = [];
+const FAMILIES: Register[] = [registerTarget];
 
 export function buildProgram(): { program: Command; context: () => CliContext } {
   const program = new Command('berth');

@@ -15,7 +15,9 @@ import {
   type DependencyCondition,
   type Healthcheck,
   type Port,
+  parseTarget,
   type ServiceInput,
+  type Target,
   TargetSchema,
   UPDATE_STRATEGIES,
   type UpdateStrategy,
@@ -462,4 +464,33 @@ export function composeToApp(text: string): App {
 export function composeProjectName(text: string): string | undefined {
   const doc = parseYaml(text) as unknown;
   return isObj(doc) && typeof doc.name === 'string' ? doc.name : undefined;
+}
+
+/** A one-app target from a compose file (what `berth fleet deploy compose.yml` publishes). */
+export function targetFromCompose(text: string, app: string, version: number): Target {
+  return parseTarget({ version, apps: { [app]: composeToApp(text) } }, 'target from compose file');
+}
+
+/**
+ * A target from a file's text: compose YAML (by extension .yml/.yaml) or target JSON. `app` names the app
+ * a compose file becomes (default: its `name:` key).
+ */
+export function loadTargetText(
+  text: string,
+  fileName: string,
+  opts: { app?: string; version?: number } = {},
+): Target {
+  if (/\.ya?ml$/i.test(fileName)) {
+    const app = opts.app ?? composeProjectName(text);
+    if (!app) throw invalidInput(`${fileName}: name the app (--app) or give the compose file a name: key`);
+    return targetFromCompose(text, app, opts.version ?? 0);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw invalidInput(`${fileName} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (opts.version !== undefined && raw && typeof raw === 'object') raw = { ...raw, version: opts.version };
+  return parseTarget(raw, fileName);
 }

@@ -226,3 +226,26 @@ test('compose helpers: sizes, durations and command splitting', (t) => {
   t.deepEqual(splitCommand(`a "b c" 'd e' f\\ g ""`), ['a', 'b c', 'd e', 'f g', '']);
   t.throws(() => splitCommand('a "b'));
 });
+
+test('loadTargetText: compose YAML becomes a one-app target, JSON is validated; versions can be set', (t) => {
+  const y = loadTargetText('name: demo\nservices:\n  web:\n    image: busybox:1\n', 'app.yml', {
+    version: 7,
+  });
+  t.is(y.version, 7);
+  t.deepEqual(Object.keys(y.apps), ['demo']);
+  t.is(
+    loadTargetText('services:\n  w:\n    image: x\n', 'c.yaml', { app: 'named' }).apps.named!.services.w!
+      .image,
+    'x',
+  );
+  t.throws(() => loadTargetText('services:\n  w:\n    image: x\n', 'c.yaml'), { message: /name the app/ });
+  const j = loadTargetText(
+    JSON.stringify({ version: 1, apps: { a: { services: { s: { image: 'i' } } } } }),
+    't.json',
+    {
+      version: 9,
+    },
+  );
+  t.is(j.version, 9);
+  t.throws(() => loadTargetText('{nope', 't.json'), { message: /t\.json is not valid JSON/ });
+});
