@@ -9,6 +9,7 @@ import { registerImage } from './image.js';
 import { registerPull } from './pull.js';
 import { registerRuntime } from './runtime.js';
 import { registerStorage } from './storage.js';
+import { registerTarget } from './target.js';
 import { registerVersion } from './version.js';
 
 export type Register = (program: Command, ctx: () => CliContext) => void;
@@ -24,6 +25,7 @@ const FAMILIES: Register[] = [
   registerAgent,
   registerPull,
   registerDiagnostics,
+  registerTarget,
 ];
 
 export function buildProgram(): { program: Command; context: () => CliContext } {

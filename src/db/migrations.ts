@@ -202,4 +202,70 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    name: 'agent state: targets, rollout, apps, containers, images, step intents, outbox',
+    up(db) {
+      db.exec(`
+        CREATE TABLE agent_targets (
+          role       TEXT PRIMARY KEY CHECK (role IN ('current', 'previous', 'pending')),
+          version    INTEGER NOT NULL,
+          body       TEXT NOT NULL,               -- the validated target JSON
+          status     TEXT NOT NULL,               -- received | applying | converged | healthy | failed
+          reason     TEXT,                        -- why (rollback, failure)
+          updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE agent_rejected_targets (
+          -- versions that failed their health window: never applied again, even if re-published
+          version INTEGER PRIMARY KEY,
+          reason  TEXT NOT NULL,
+          at      INTEGER NOT NULL
+        );
+        CREATE TABLE agent_rollout (
+          id           INTEGER PRIMARY KEY CHECK (id = 1),
+          version      INTEGER NOT NULL,
+          converged_at INTEGER NOT NULL,
+          window_ms    INTEGER NOT NULL,
+          baseline     TEXT NOT NULL              -- JSON {containerId: restarts}
+        );
+        CREATE TABLE agent_apps (
+          name       TEXT PRIMARY KEY,
+          status     TEXT NOT NULL,               -- applying | running | error
+          last_error TEXT,
+          updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE agent_containers (
+          id              TEXT PRIMARY KEY,
+          app             TEXT NOT NULL,
+          service         TEXT NOT NULL,
+          spec_hash       TEXT NOT NULL,
+          image           TEXT NOT NULL,
+          restarts        INTEGER NOT NULL DEFAULT 0,
+          stopped_by_user INTEGER NOT NULL DEFAULT 0,
+          health          TEXT NOT NULL DEFAULT 'none',
+          last_error      TEXT,
+          created_at      INTEGER NOT NULL,
+          updated_at      INTEGER NOT NULL
+        );
+        CREATE TABLE agent_images (
+          -- images the agent fetched for targets: the only ones its GC may collect (not \`berth pull\` ones)
+          image      TEXT PRIMARY KEY,
+          fetched_at INTEGER NOT NULL
+        );
+        CREATE TABLE agent_step_intents (
+          -- a step recorded before it runs and deleted after: what is left at start was interrupted
+          id         INTEGER PRIMARY KEY AUTOINCREMENT,
+          step       TEXT NOT NULL,
+          started_at INTEGER NOT NULL
+        );
+        CREATE TABLE outbox (
+          seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+          channel    TEXT NOT NULL,
+          payload    TEXT NOT NULL,
+          bytes      INTEGER NOT NULL,
+          created_at INTEGER NOT NULL
+        );
+        CREATE INDEX outbox_created ON outbox(created_at);
+      `);
+    },
+  },
 ];
