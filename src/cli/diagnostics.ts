@@ -66,7 +66,7 @@ export function registerDiagnostics(program: Command, ctx: () => CliContext): vo
         client = await connectAsync(broker, {
           connectTimeout: Number(opts.timeout),
           reconnectPeriod: 0,
-          protocolVersion: mqttConfig.protocolVersion,
+          protocolVersion: mqttConfig.protocolVersion === 4 ? 4 : 5,
           ...(mqttConfig.username ? { username: mqttConfig.username } : {}),
           ...(mqttConfig.password ? { password: mqttConfig.password } : {}),
         });
