@@ -7,12 +7,14 @@
  *   node --import tsx bench/unpack-throughput.ts [runs] [MiB]
  */
 import { createReadStream, promises as fsp } from 'node:fs';
+import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { openDatabase } from '../src/db/database.js';
 import { exec } from '../src/lib/exec.js';
 import { type Digest, sha256Digest } from '../src/oci/digest.js';
 import { BtrfsSnapshotter } from '../src/snapshots/btrfs.js';
+import { syncReadStream } from '../src/snapshots/fsutil.js';
 import { OverlaySnapshotter } from '../src/snapshots/overlay.js';
 import type { Snapshotter } from '../src/snapshots/snapshotter.js';
 import { unpackLayer } from '../src/snapshots/unpack.js';
@@ -94,7 +96,7 @@ async function main() {
               chainId,
               parent: undefined,
               diffId: layer.diffId,
-              open: async () => createReadStream(file, { highWaterMark: 1024 * 1024 }),
+              open: async () => syncReadStream(file),
               compression,
             });
             await exec('sync', ['-f', loop.mountpoint]);
@@ -103,10 +105,11 @@ async function main() {
             await exec('sync', ['-f', loop.mountpoint]);
           }
           const mib = layer.bytes / 1048576;
+          const load = loadavg()[0]!.toFixed(1);
           const t = median(tarMs);
           const b = median(berthMs);
           process.stdout.write(
-            `${driver.padEnd(8)} ${compression.padEnd(5)} tar -x ${t.toFixed(0).padStart(6)} ms (${(mib / (t / 1000)).toFixed(0)} MiB/s)  berth ${b.toFixed(0).padStart(6)} ms (${(mib / (b / 1000)).toFixed(0)} MiB/s)  ratio ${(t / b).toFixed(2)}x  (median of ${RUNS})\n`,
+            `${driver.padEnd(8)} ${compression.padEnd(5)} tar -x ${t.toFixed(0).padStart(6)} ms (${(mib / (t / 1000)).toFixed(0)} MiB/s)  berth ${b.toFixed(0).padStart(6)} ms (${(mib / (b / 1000)).toFixed(0)} MiB/s)  ratio ${(t / b).toFixed(2)}x  (median of ${RUNS}, load ${load})\n`,
           );
         }
         db.close();

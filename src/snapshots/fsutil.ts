@@ -1,5 +1,6 @@
-import { promises as fsp, lstatSync, readdirSync } from 'node:fs';
+import { closeSync, promises as fsp, lstatSync, openSync, readdirSync, readSync } from 'node:fs';
 import * as path from 'node:path';
+import { Readable } from 'node:stream';
 import { withContext } from '../lib/errors.js';
 import type { Usage } from './snapshotter.js';
 
@@ -54,4 +55,40 @@ export async function fsCapacity(
 /** rm -rf that tolerates a missing path. */
 export async function removeTree(p: string): Promise<void> {
   await fsp.rm(p, { recursive: true, force: true, maxRetries: 3 });
+}
+
+/**
+ * A file as a stream read with synchronous 1 MiB reads. For layer blobs: fs.createReadStream hands
+ * every read to the thread pool and waits for the wake-up, which on a busy (or small) CPU costs far
+ * more than the read itself (measured: ~3 s of idle waiting on a 200 MiB layer under load).
+ */
+export function syncReadStream(file: string, chunkSize = 1024 * 1024): Readable {
+  let fd: number | undefined;
+  let pos = 0;
+  return new Readable({
+    highWaterMark: chunkSize,
+    construct(cb) {
+      try {
+        fd = openSync(file, 'r');
+        cb();
+      } catch (err) {
+        cb(err as Error);
+      }
+    },
+    read() {
+      try {
+        const buf = Buffer.allocUnsafe(chunkSize);
+        const n = readSync(fd!, buf, 0, chunkSize, pos);
+        pos += n;
+        this.push(n === 0 ? null : n < chunkSize ? buf.subarray(0, n) : buf);
+      } catch (err) {
+        this.destroy(err as Error);
+      }
+    },
+    destroy(err, cb) {
+      if (fd !== undefined) closeSync(fd);
+      fd = undefined;
+      cb(err);
+    },
+  });
 }

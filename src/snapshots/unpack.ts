@@ -10,6 +10,7 @@ import { chainIds, type Digest } from '../oci/digest.js';
 import { layerCompression } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
 import { type ApplyResult, type ApplyTarget, applyLayer } from './apply.js';
+import { syncReadStream } from './fsutil.js';
 import { withTempMount } from './mount.js';
 import type { Mount, Snapshotter } from './snapshotter.js';
 
@@ -66,7 +67,10 @@ export async function unpackImage(
       chainId,
       parent,
       diffId: diffIds[i]!,
-      open: () => store.reader(desc.digest),
+      open: async () => {
+        await store.info(desc.digest); // NotFound with the blob's name when it is missing
+        return syncReadStream(store.blobPath(desc.digest));
+      },
       compression,
       labels: opts.labels,
     }).catch((err: unknown) => {
