@@ -28,10 +28,16 @@ async function layerOf(n: number): Promise<Buffer> {
   return makeTar(entries);
 }
 
+async function tracked<T extends { cleanup: () => Promise<void> }>(p: Promise<T>): Promise<T> {
+  const loop = await p;
+  cleanups.push(loop.cleanup);
+  return loop;
+}
+
 async function main() {
   const rows: string[] = [];
   for (const driver of ['btrfs', 'overlay'] as const) {
-    const loop = await makeLoopFs({ fs: driver === 'btrfs' ? 'btrfs' : 'ext4', sizeMiB: 1024 });
+    const loop = await tracked(makeLoopFs({ fs: driver === 'btrfs' ? 'btrfs' : 'ext4', sizeMiB: 1024 }));
     try {
       const db = openDatabase(path.join(loop.mountpoint, 'berth.db'));
       const root = path.join(loop.mountpoint, driver);
@@ -66,6 +72,14 @@ async function main() {
       await loop.cleanup();
     }
   }
+}
+
+// a killed benchmark must not leave loop mounts behind
+const cleanups: Array<() => Promise<void>> = [];
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    void Promise.allSettled(cleanups.map((c) => c())).then(() => process.exit(130));
+  });
 }
 
 await main();

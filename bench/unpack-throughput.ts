@@ -52,8 +52,14 @@ async function makeLayer(
   return { tar, gz: `${tar}.gz`, diffId: h.digest, bytes: h.size, files: list.length };
 }
 
+async function tracked<T extends { cleanup: () => Promise<void> }>(p: Promise<T>): Promise<T> {
+  const loop = await p;
+  cleanups.push(loop.cleanup);
+  return loop;
+}
+
 async function main() {
-  const src = await makeLoopFs({ fs: 'ext4', sizeMiB: 1024 });
+  const src = await tracked(makeLoopFs({ fs: 'ext4', sizeMiB: 1024 }));
   try {
     process.stdout.write(`building a ~${MIB} MiB layer from /usr files...\n`);
     const layer = await makeLayer(src.mountpoint);
@@ -61,7 +67,7 @@ async function main() {
       `layer: ${(layer.bytes / 1048576).toFixed(0)} MiB uncompressed, ${layer.files} files, gzip ${((await fsp.stat(layer.gz)).size / 1048576).toFixed(0)} MiB\n`,
     );
     for (const driver of ['overlay', 'btrfs'] as const) {
-      const loop = await makeLoopFs({ fs: driver === 'btrfs' ? 'btrfs' : 'ext4', sizeMiB: 2048 });
+      const loop = await tracked(makeLoopFs({ fs: driver === 'btrfs' ? 'btrfs' : 'ext4', sizeMiB: 2048 }));
       try {
         const db = openDatabase(path.join(loop.mountpoint, 'berth.db'));
         const root = path.join(loop.mountpoint, driver);
@@ -120,6 +126,14 @@ async function main() {
   } finally {
     await src.cleanup();
   }
+}
+
+// a killed benchmark must not leave loop mounts behind
+const cleanups: Array<() => Promise<void>> = [];
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    void Promise.allSettled(cleanups.map((c) => c())).then(() => process.exit(130));
+  });
 }
 
 await main();
