@@ -7,12 +7,14 @@
  *   node --import tsx bench/unpack-throughput.ts [runs] [MiB]
  */
 import { createReadStream, promises as fsp } from 'node:fs';
+import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { openDatabase } from '../src/db/database.js';
 import { exec } from '../src/lib/exec.js';
 import { type Digest, sha256Digest } from '../src/oci/digest.js';
 import { BtrfsSnapshotter } from '../src/snapshots/btrfs.js';
+import { syncReadStream } from '../src/snapshots/fsutil.js';
 import { OverlaySnapshotter } from '../src/snapshots/overlay.js';
 import type { Snapshotter } from '../src/snapshots/snapshotter.js';
 import { unpackLayer } from '../src/snapshots/unpack.js';
@@ -22,7 +24,9 @@ const RUNS = Number(process.argv[2] ?? 3);
 const MIB = Number(process.argv[3] ?? 200);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function makeLayer(dir: string): Promise<{ tar: string; gz: string; diffId: Digest; bytes: number; files: number }> {
+async function makeLayer(
+  dir: string,
+): Promise<{ tar: string; gz: string; diffId: Digest; bytes: number; files: number }> {
   // single-link files only (tar stores hardlinks once, which would make the layer smaller than counted)
   const args = ['usr/share', 'usr/bin', 'usr/lib/x86_64-linux-gnu', '-xdev', '-type', 'f', '-links', '1'];
   const out = await exec('find', [...args, '-size', '-8M', '-printf', '%s %p\\n'], {
@@ -48,8 +52,14 @@ async function makeLayer(dir: string): Promise<{ tar: string; gz: string; diffId
   return { tar, gz: `${tar}.gz`, diffId: h.digest, bytes: h.size, files: list.length };
 }
 
+async function tracked<T extends { cleanup: () => Promise<void> }>(p: Promise<T>): Promise<T> {
+  const loop = await p;
+  cleanups.push(loop.cleanup);
+  return loop;
+}
+
 async function main() {
-  const src = await makeLoopFs({ fs: 'ext4', sizeMiB: 1024 });
+  const src = await tracked(makeLoopFs({ fs: 'ext4', sizeMiB: 1024 }));
   try {
     process.stdout.write(`building a ~${MIB} MiB layer from /usr files...\n`);
     const layer = await makeLayer(src.mountpoint);
@@ -57,11 +67,12 @@ async function main() {
       `layer: ${(layer.bytes / 1048576).toFixed(0)} MiB uncompressed, ${layer.files} files, gzip ${((await fsp.stat(layer.gz)).size / 1048576).toFixed(0)} MiB\n`,
     );
     for (const driver of ['overlay', 'btrfs'] as const) {
-      const loop = await makeLoopFs({ fs: driver === 'btrfs' ? 'btrfs' : 'ext4', sizeMiB: 2048 });
+      const loop = await tracked(makeLoopFs({ fs: driver === 'btrfs' ? 'btrfs' : 'ext4', sizeMiB: 2048 }));
       try {
         const db = openDatabase(path.join(loop.mountpoint, 'berth.db'));
         const root = path.join(loop.mountpoint, driver);
-        const sn: Snapshotter = driver === 'btrfs' ? new BtrfsSnapshotter(db, root) : new OverlaySnapshotter(db, root);
+        const sn: Snapshotter =
+          driver === 'btrfs' ? new BtrfsSnapshotter(db, root) : new OverlaySnapshotter(db, root);
         await sn.recover();
         for (const compression of ['none', 'gzip'] as const) {
           const file = compression === 'none' ? layer.tar : layer.gz;
@@ -71,7 +82,14 @@ async function main() {
             const dir = path.join(loop.mountpoint, `tar-${r}`);
             await fsp.mkdir(dir);
             let t0 = performance.now();
-            await exec('tar', [compression === 'gzip' ? '-xzf' : '-xf', file, '-C', dir, '--numeric-owner', '-p']);
+            await exec('tar', [
+              compression === 'gzip' ? '-xzf' : '-xf',
+              file,
+              '-C',
+              dir,
+              '--numeric-owner',
+              '-p',
+            ]);
             await exec('sync', ['-f', dir]);
             tarMs.push(performance.now() - t0);
             await fsp.rm(dir, { recursive: true, force: true });
@@ -84,7 +102,7 @@ async function main() {
               chainId,
               parent: undefined,
               diffId: layer.diffId,
-              open: async () => createReadStream(file, { highWaterMark: 1024 * 1024 }),
+              open: async () => syncReadStream(file),
               compression,
             });
             await exec('sync', ['-f', loop.mountpoint]);
@@ -93,10 +111,11 @@ async function main() {
             await exec('sync', ['-f', loop.mountpoint]);
           }
           const mib = layer.bytes / 1048576;
+          const load = loadavg()[0]!.toFixed(1);
           const t = median(tarMs);
           const b = median(berthMs);
           process.stdout.write(
-            `${driver.padEnd(8)} ${compression.padEnd(5)} tar -x ${t.toFixed(0).padStart(6)} ms (${(mib / (t / 1000)).toFixed(0)} MiB/s)  berth ${b.toFixed(0).padStart(6)} ms (${(mib / (b / 1000)).toFixed(0)} MiB/s)  ratio ${(t / b).toFixed(2)}x  (median of ${RUNS})\n`,
+            `${driver.padEnd(8)} ${compression.padEnd(5)} tar -x ${t.toFixed(0).padStart(6)} ms (${(mib / (t / 1000)).toFixed(0)} MiB/s)  berth ${b.toFixed(0).padStart(6)} ms (${(mib / (b / 1000)).toFixed(0)} MiB/s)  ratio ${(t / b).toFixed(2)}x  (median of ${RUNS}, load ${load})\n`,
           );
         }
         db.close();
@@ -107,6 +126,14 @@ async function main() {
   } finally {
     await src.cleanup();
   }
+}
+
+// a killed benchmark must not leave loop mounts behind
+const cleanups: Array<() => Promise<void>> = [];
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    void Promise.allSettled(cleanups.map((c) => c())).then(() => process.exit(130));
+  });
 }
 
 await main();
