@@ -107,7 +107,14 @@ test('chooseDriver: explicit wins; auto prefers btrfs, then a configured thin po
   t.is(chooseDriver('auto', { onBtrfs: true, devmapperConfigured: true }), 'btrfs');
   t.is(chooseDriver('auto', { onBtrfs: false, devmapperConfigured: true }), 'devmapper');
   t.is(chooseDriver('auto', { onBtrfs: false, devmapperConfigured: false }), 'overlay');
-  const dm = { dataSize: '1G', metadataSize: '1M', baseSize: '1G', discard: true, fsType: 'ext4' as const };
+  const dm = {
+    dataSize: '1G',
+    metadataSize: '1M',
+    baseSize: '1G',
+    blockSize: '64K',
+    discard: true,
+    fsType: 'ext4' as const,
+  };
   t.false(devmapperConfigured(dm));
   t.true(devmapperConfigured({ ...dm, poolName: 'p' }));
   t.true(devmapperConfigured({ ...dm, dataDevice: '/d', metadataDevice: '/m' }));
