@@ -1,5 +1,11 @@
 import test from 'ava';
-import { composeToApp, loadTargetText, parseBytes, parseDuration, splitCommand } from '../../src/core/compose.js';
+import {
+  composeToApp,
+  loadTargetText,
+  parseBytes,
+  parseDuration,
+  splitCommand,
+} from '../../src/core/compose.js';
 import { containerName, parseTarget, specHash, targetImages } from '../../src/core/target.js';
 
 test('a minimal target gets secure, documented defaults', (t) => {
