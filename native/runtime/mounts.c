@@ -195,12 +195,12 @@ static int do_mount(struct init_ctx *ctx, const struct spec_mount *m, berth_err_
       bool v2 = ctx->cgroup && ctx->cgroup->ops == &cgroup_v2_ops && strcmp(ctx->cgroup->root, "/sys/fs/cgroup") == 0;
       if (!v2) return mount_cgroup_v1(ctx, dest, m, err);
       unsigned long f = (m->flags & ~(MS_BIND | MS_REC)) | MS_NOSUID | MS_NODEV | MS_NOEXEC;
-      if (mount("cgroup2", dest, "cgroup2", f, NULL) < 0) {
-        /* without a cgroup namespace, bind the container's own cgroup */
-        cleanup_free char *src = xasprintf("%s%s", ctx->cgroup->root, ctx->cgroup->path);
-        if (mount(src, dest, NULL, MS_BIND | MS_REC, NULL) < 0) return berth_make_error(err, errno, "mount cgroup2 on `%s`", m->destination);
-        if (remount_bind(dest, f, false, err) < 0) return -1;
-      }
+      /* in a cgroup namespace a fresh cgroup2 mount is rooted at the container's cgroup; without one it
+       * would show the whole hierarchy, so the container's own cgroup is bound instead (as runc does) */
+      if (spec_has_namespace(ctx->spec, CLONE_NEWCGROUP) && mount("cgroup2", dest, "cgroup2", f, NULL) == 0) return 0;
+      cleanup_free char *src = xasprintf("%s%s", ctx->cgroup->root, ctx->cgroup->path);
+      if (mount(src, dest, NULL, MS_BIND | MS_REC, NULL) < 0) return berth_make_error(err, errno, "bind cgroup2 `%s` on `%s`", src, m->destination);
+      if (remount_bind(dest, f, false, err) < 0) return -1;
       return 0;
     }
     unsigned long f = m->flags & ~(MS_BIND | MS_REC | MS_REMOUNT);
