@@ -78,7 +78,13 @@ static char *xstrndup_upto(const char *s, char stop) {
   return e ? xasprintf("%.*s", (int) (e - s), s) : xstrdup(s);
 }
 
-static int mkdir_in(const char *path, berth_err_t *err) { return berth_mkdir_p(path, 0755, err); }
+/* mkdir -p, trying the leaf first: most destinations (or their parents) already exist */
+static int mkdir_in(const char *path, berth_err_t *err) {
+  struct stat st;
+  if (stat(path, &st) == 0) return 0;
+  if (mkdir(path, 0755) == 0 || errno == EEXIST) return 0;
+  return berth_mkdir_p(path, 0755, err);
+}
 
 static int create_file(const char *path, berth_err_t *err) {
   cleanup_free char *dir = xstrdup(path);
