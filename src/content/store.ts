@@ -1,8 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp, type ReadStream } from 'node:fs';
 import * as path from 'node:path';
-import { type Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import { fsyncDir } from '../lib/atomic.js';
 import { BerthError, corrupt, notFound, withContext } from '../lib/errors.js';
 import { type Digest, digestHex, isDigest, parseDigest } from '../oci/digest.js';
@@ -10,6 +9,8 @@ import { type Digest, digestHex, isDigest, parseDigest } from '../oci/digest.js'
 export interface BlobInfo {
   digest: Digest;
   size: number;
+  /** Set by put/putStream: true when this call made the blob present (it was not there before). */
+  created?: boolean;
 }
 
 export interface PutOptions {
@@ -94,7 +95,7 @@ export class ContentStore {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
     const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Digest;
     checkExpected(digest, bytes.length, opts);
-    if (await this.has(digest)) return { digest, size: bytes.length };
+    if (await this.has(digest)) return { digest, size: bytes.length, created: false };
     await this.ensureDirs();
     const tmp = this.tempPath();
     try {
@@ -105,12 +106,13 @@ export class ContentStore {
       } finally {
         await fh.close();
       }
+      const existed = await this.has(digest);
       await this.publish(tmp, digest);
+      return { digest, size: bytes.length, created: !existed };
     } catch (err) {
       await fsp.rm(tmp, { force: true });
       throw mapWriteError(err, digest);
     }
-    return { digest, size: bytes.length };
   }
 
   /** Store a stream: hashed while written, verified before it becomes visible. */
@@ -119,39 +121,35 @@ export class ContentStore {
       // Still drain and check the bytes, so a caller never mistakes bad input for success.
       const { digest, size } = await hashStream(src);
       checkExpected(digest, size, opts);
-      return { digest, size };
+      return { digest, size, created: false };
     }
     await this.ensureDirs();
     const tmp = this.tempPath();
     const hash = createHash('sha256');
     let size = 0;
-    const tap = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
-        size += chunk.length;
-        if (opts.size !== undefined && size > opts.size) {
-          cb(
-            corrupt(
-              `blob ${opts.expected ?? ''} is larger than its declared size ${opts.size}`.replace('  ', ' '),
-            ),
-          );
-          return;
-        }
-        cb(null, chunk);
-      },
-    });
     try {
       const fh = await fsp.open(tmp, 'wx', 0o644);
       try {
-        await pipeline(src, tap, fh.createWriteStream({ autoClose: false }));
+        for await (const chunk of src) {
+          const b = chunk as Buffer;
+          size += b.length;
+          if (opts.size !== undefined && size > opts.size) {
+            throw corrupt(
+              `blob ${opts.expected ?? ''} is larger than its declared size ${opts.size}`.replace('  ', ' '),
+            );
+          }
+          hash.update(b);
+          await fh.write(b);
+        }
         await fh.sync();
       } finally {
         await fh.close();
       }
       const digest = `sha256:${hash.digest('hex')}` as Digest;
       checkExpected(digest, size, opts);
+      const existed = await this.has(digest);
       await this.publish(tmp, digest);
-      return { digest, size };
+      return { digest, size, created: !existed };
     } catch (err) {
       await fsp.rm(tmp, { force: true });
       throw mapWriteError(err, opts.expected);
@@ -162,15 +160,27 @@ export class ContentStore {
    * Adopt a file that a caller wrote into ingest/ (resumable transfers write chunks at offsets, then
    * commit). The file is fsynced, rehashed and renamed into place, or removed if it does not match.
    */
-  async commitIngestFile(file: string, expected: Digest, size?: number): Promise<BlobInfo> {
+  async commitIngestFile(
+    file: string,
+    expected: Digest,
+    size?: number,
+    opts: { hashedAsWritten?: Digest } = {},
+  ): Promise<BlobInfo> {
     try {
       const fh = await fsp.open(file, 'r+');
+      let st: { size: number };
       try {
         await fh.sync();
+        st = await fh.stat();
       } finally {
         await fh.close();
       }
-      const got = await hashStream(createReadStream(file));
+      // A writer that hashed every byte in order as it wrote them (the MQTT fetcher) hands in that
+      // digest; reading the whole file back would only check the page cache against itself.
+      const got =
+        opts.hashedAsWritten !== undefined
+          ? { digest: opts.hashedAsWritten, size: st.size }
+          : await hashStream(createReadStream(file));
       try {
         checkExpected(got.digest, got.size, { expected, size });
       } catch (err) {

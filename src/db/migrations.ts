@@ -35,6 +35,7 @@ export const MIGRATIONS: readonly Migration[] = [
           -- extra GC roots (in-flight imports and pulls): blobs named here are never collected
           id         TEXT NOT NULL,
           digest     TEXT NOT NULL,
+          owner_pid  INTEGER,                     -- a lease dies with its process
           expires_at INTEGER NOT NULL,
           PRIMARY KEY (id, digest)
         );
@@ -89,6 +90,181 @@ export const MIGRATIONS: readonly Migration[] = [
           UNIQUE (pool, device_id)
         );
         CREATE INDEX devmapper_devices_snapshot ON devmapper_devices(pool, snapshot_id);
+      `);
+    },
+  },
+  {
+    name: 'fleet server: devices, deployments, images, chunk plans',
+    up(db) {
+      db.exec(`
+        CREATE TABLE fleet_devices (
+          id             TEXT PRIMARY KEY,
+          online         INTEGER NOT NULL DEFAULT 0,
+          last_seen      INTEGER NOT NULL,          -- ms since epoch of the last status message
+          platform       TEXT,
+          agent_version  TEXT,
+          groups_json    TEXT NOT NULL DEFAULT '[]',
+          device_version INTEGER,                  -- target versions the device reports as received
+          group_version  INTEGER
+        );
+        CREATE TABLE fleet_deployments (
+          scope_kind  TEXT NOT NULL CHECK (scope_kind IN ('device', 'group')),
+          scope_id    TEXT NOT NULL,
+          version     INTEGER NOT NULL,
+          signed_json TEXT NOT NULL,                -- the exact signed target published (retained)
+          created_at  INTEGER NOT NULL,
+          PRIMARY KEY (scope_kind, scope_id, version)
+        );
+        CREATE TABLE fleet_images (
+          name       TEXT PRIMARY KEY,              -- "name:tag"
+          digest     TEXT NOT NULL,                 -- top-level: index (multi-arch kept) or manifest
+          media_type TEXT NOT NULL,
+          size       INTEGER NOT NULL,              -- of the top-level document
+          total_size INTEGER NOT NULL,              -- every blob it references, all platforms
+          platforms  TEXT NOT NULL,                 -- "linux/amd64,linux/arm64"
+          pushed_at  INTEGER NOT NULL
+        );
+        CREATE TABLE fleet_chunk_plans (
+          -- derived data (rebuildable from the blob): per-chunk sha256 and its fleet-key signature
+          digest     TEXT NOT NULL,
+          chunk_size INTEGER NOT NULL,
+          size       INTEGER NOT NULL,
+          hashes     BLOB NOT NULL,
+          key_id     TEXT NOT NULL,
+          sig        BLOB NOT NULL,
+          PRIMARY KEY (digest, chunk_size, key_id)
+        );
+      `);
+    },
+  },
+  {
+    name: 'agent transport: received targets, resumable blob transfers',
+    up(db) {
+      db.exec(`
+        CREATE TABLE transport_targets (
+          scope_kind  TEXT NOT NULL CHECK (scope_kind IN ('device', 'group')),
+          scope_id    TEXT NOT NULL,
+          version     INTEGER NOT NULL,              -- highest accepted; older or equal are replays
+          signed_json TEXT NOT NULL,
+          received_at INTEGER NOT NULL,
+          PRIMARY KEY (scope_kind, scope_id)
+        );
+        CREATE TABLE transport_transfers (
+          digest      TEXT PRIMARY KEY,
+          size        INTEGER NOT NULL,
+          chunk_size  INTEGER NOT NULL,
+          hashes      BLOB NOT NULL,               -- the signed chunk plan
+          key_id      TEXT NOT NULL,
+          sig         BLOB NOT NULL,
+          bitmap      BLOB NOT NULL,               -- bit i set = chunk i written and checked
+          ingest_name TEXT NOT NULL,
+          started_at  INTEGER NOT NULL,
+          updated_at  INTEGER NOT NULL
+        );
+      `);
+    },
+  },
+  {
+    name: 'containers and IP leases',
+    up(db) {
+      db.exec(`
+        CREATE TABLE containers (
+          id            TEXT PRIMARY KEY,             -- 32 hex chars; runtime id, dir name
+          name          TEXT NOT NULL UNIQUE,
+          image         TEXT NOT NULL,                -- image reference, or "rootfs:<dir>"
+          spec_hash     TEXT NOT NULL,                -- sha256 of the canonical create request
+          spec          TEXT NOT NULL,                -- the create request (JSON), to re-create on restart
+          state         TEXT NOT NULL,                -- creating | created | running | exited | removing
+          pid           INTEGER,                      -- container init, host pid namespace
+          monitor_pid   INTEGER,
+          stop_signal   TEXT NOT NULL,
+          restart_policy TEXT NOT NULL DEFAULT 'no',
+          restart_count INTEGER NOT NULL DEFAULT 0,
+          exit_code     INTEGER,
+          oom_killed    INTEGER NOT NULL DEFAULT 0,
+          error         TEXT,
+          created_at    INTEGER NOT NULL,
+          started_at    INTEGER,
+          finished_at   INTEGER,
+          network_mode  TEXT NOT NULL,                -- none | host | bridge
+          ip_address    TEXT,
+          netns         TEXT,
+          ports         TEXT NOT NULL DEFAULT '[]'    -- JSON PortMapping[]
+        );
+        CREATE TABLE ip_leases (
+          network      TEXT NOT NULL,                 -- bridge name
+          address      TEXT NOT NULL,
+          container_id TEXT NOT NULL,
+          created_at   INTEGER NOT NULL,
+          PRIMARY KEY (network, address)
+        );
+        CREATE UNIQUE INDEX ip_leases_container ON ip_leases(network, container_id);
+      `);
+    },
+  },
+  {
+    name: 'agent state: targets, rollout, apps, containers, images, step intents, outbox',
+    up(db) {
+      db.exec(`
+        CREATE TABLE agent_targets (
+          role       TEXT PRIMARY KEY CHECK (role IN ('current', 'previous', 'pending')),
+          version    INTEGER NOT NULL,
+          body       TEXT NOT NULL,               -- the validated target JSON
+          status     TEXT NOT NULL,               -- received | applying | converged | healthy | failed
+          reason     TEXT,                        -- why (rollback, failure)
+          updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE agent_rejected_targets (
+          -- versions that failed their health window: never applied again, even if re-published
+          version INTEGER PRIMARY KEY,
+          reason  TEXT NOT NULL,
+          at      INTEGER NOT NULL
+        );
+        CREATE TABLE agent_rollout (
+          id           INTEGER PRIMARY KEY CHECK (id = 1),
+          version      INTEGER NOT NULL,
+          converged_at INTEGER NOT NULL,
+          window_ms    INTEGER NOT NULL,
+          baseline     TEXT NOT NULL              -- JSON {containerId: restarts}
+        );
+        CREATE TABLE agent_apps (
+          name       TEXT PRIMARY KEY,
+          status     TEXT NOT NULL,               -- applying | running | error
+          last_error TEXT,
+          updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE agent_containers (
+          id              TEXT PRIMARY KEY,
+          app             TEXT NOT NULL,
+          service         TEXT NOT NULL,
+          spec_hash       TEXT NOT NULL,
+          image           TEXT NOT NULL,
+          restarts        INTEGER NOT NULL DEFAULT 0,
+          stopped_by_user INTEGER NOT NULL DEFAULT 0,
+          health          TEXT NOT NULL DEFAULT 'none',
+          last_error      TEXT,
+          created_at      INTEGER NOT NULL,
+          updated_at      INTEGER NOT NULL
+        );
+        CREATE TABLE agent_images (
+          -- images the agent fetched for targets: the only ones its GC may collect (not \`berth pull\` ones)
+          image      TEXT PRIMARY KEY,
+          fetched_at INTEGER NOT NULL
+        );
+        CREATE TABLE agent_step_intents (
+          -- a step recorded before it runs and deleted after: what is left at start was interrupted
+          id         INTEGER PRIMARY KEY AUTOINCREMENT,
+          step       TEXT NOT NULL,
+          started_at INTEGER NOT NULL
+        );
+        CREATE TABLE outbox (
+          seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+          channel    TEXT NOT NULL,
+          payload    TEXT NOT NULL,
+          bytes      INTEGER NOT NULL,
+          created_at INTEGER NOT NULL
+        );
+        CREATE INDEX outbox_created ON outbox(created_at);
       `);
     },
   },

@@ -1,0 +1,240 @@
+import type { KeyObject } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { ContentStore } from '../content/store.js';
+import { type Db, tx } from '../db/database.js';
+import { errorMessage } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { Digest } from '../oci/digest.js';
+import { formatPlatform, type PlatformSpec } from '../oci/platform.js';
+import { BlobFetcher, type BlobFetcherOptions } from '../transport/blob-fetcher.js';
+import { MqttConnection, type MqttConnectionOptions } from '../transport/connection.js';
+import { type PulledImage, type PullProgress, pullImage } from '../transport/image-pull.js';
+import {
+  decodeJson,
+  encodeJson,
+  MAX_TARGET_BYTES,
+  type SignedTarget,
+  SignedTargetSchema,
+  type StatusMessage,
+} from '../transport/messages.js';
+import { verifyTarget } from '../transport/targets.js';
+import { deviceTopic, groupTargetTopic, parseTopic } from '../transport/topics.js';
+
+/**
+ * The agent's link to its fleet: one MQTT connection carrying presence (retained `online`, and a
+ * retained `offline` last will), signed targets for the device and its groups, and blob transfers.
+ *
+ * A target is accepted only if it parses, sits on the topic its scope names, verifies against the fleet
+ * key provisioned at install, and has a higher version than the last one accepted for that scope
+ * (`transport_targets`); anything else is logged and dropped without touching state. Accepted targets
+ * are recorded, then emitted as `target` for the reconciler; `receivedTargets()` gives the latest per
+ * scope at any time (e.g. after a restart without a broker).
+ */
+export interface AgentConnectionOptions {
+  fleet: string;
+  deviceId: string;
+  groups: string[];
+  platform: PlatformSpec;
+  agentVersion: string;
+  mqtt: Omit<MqttConnectionOptions, 'clientId' | 'will' | 'log'>;
+  store: ContentStore;
+  db: Db;
+  publicKey: KeyObject;
+  log: Logger;
+  /** Defaults to berth-agent-<deviceId>; a second process for one device (berth pull) needs its own. */
+  clientId?: string;
+  /** Publish online/offline (default true; off for one-shot pulls that must not mark the device offline). */
+  presence?: boolean;
+  transfer?: Partial<
+    Pick<BlobFetcherOptions, 'window' | 'requestTimeoutMs' | 'fanout' | 'fanoutMinChunks' | 'maxChunk'>
+  >;
+}
+
+export interface AgentConnectionEvents {
+  target: [target: SignedTarget];
+  rejected: [reason: string, topic: string];
+}
+
+export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
+  readonly conn: MqttConnection;
+  readonly fetcher: BlobFetcher;
+  private readonly statusTopic: string;
+  private readonly targetTopics: Set<string>;
+  private readonly onMessage = (topic: string, payload: Buffer) => {
+    if (this.targetTopics.has(topic)) this.onTarget(topic, payload);
+  };
+  private readonly onConnect = () => {
+    if (this.opts.presence === false) return;
+    this.publishStatus('online').catch((err) =>
+      this.opts.log.warn({ err: errorMessage(err) }, 'status not sent'),
+    );
+  };
+
+  constructor(private readonly opts: AgentConnectionOptions) {
+    super();
+    this.statusTopic = deviceTopic(opts.fleet, opts.deviceId, 'status');
+    this.targetTopics = new Set([
+      deviceTopic(opts.fleet, opts.deviceId, 'target'),
+      ...opts.groups.map((g) => groupTargetTopic(opts.fleet, g)),
+    ]);
+    this.conn = new MqttConnection({
+      ...opts.mqtt,
+      clientId: opts.clientId ?? `berth-agent-${opts.deviceId}`,
+      log: opts.log,
+      will:
+        opts.presence === false
+          ? undefined
+          : { topic: this.statusTopic, payload: encodeJson(this.status('offline')), qos: 1, retain: true },
+    });
+    this.fetcher = new BlobFetcher({
+      conn: this.conn,
+      fleet: opts.fleet,
+      deviceId: opts.deviceId,
+      store: opts.store,
+      db: opts.db,
+      publicKey: opts.publicKey,
+      log: opts.log,
+      ...opts.transfer,
+    });
+  }
+
+  /** Connect (resolves on the first CONNACK unless `waitForBroker` is false: then it keeps retrying). */
+  async start(waitForBroker = true): Promise<void> {
+    this.conn.on('message', this.onMessage);
+    this.conn.on('connect', this.onConnect);
+    const started = this.conn.start();
+    await this.fetcher.start();
+    for (const t of this.targetTopics) await this.conn.subscribe(t, 1);
+    if (waitForBroker) await started;
+    else started.catch(() => undefined);
+  }
+
+  async stop(): Promise<void> {
+    this.fetcher.stop();
+    if (this.conn.connected && this.opts.presence !== false) {
+      await this.conn
+        .publish(this.statusTopic, encodeJson(this.status('offline')), { qos: 1, retain: true })
+        .catch(() => undefined);
+    }
+    await this.conn.close(true);
+  }
+
+  /** Pull an image from the fleet into the device's content store and record it. */
+  pullImage(
+    ref: string,
+    opts: { expectDigest?: Digest; onProgress?: PullProgress } = {},
+  ): Promise<PulledImage> {
+    return pullImage({
+      fetcher: this.fetcher,
+      store: this.opts.store,
+      db: this.opts.db,
+      ref,
+      platform: this.opts.platform,
+      expectDigest: opts.expectDigest,
+      onProgress: opts.onProgress,
+    });
+  }
+
+  /** The latest accepted target per scope. */
+  receivedTargets(): SignedTarget[] {
+    const rows = this.opts.db
+      .prepare('SELECT signed_json FROM transport_targets ORDER BY scope_kind, scope_id')
+      .all() as Array<{ signed_json: string }>;
+    return rows.map((r) => SignedTargetSchema.parse(JSON.parse(r.signed_json)));
+  }
+
+  private status(state: 'online' | 'offline'): StatusMessage {
+    const versions = this.versions();
+    return {
+      v: 1,
+      deviceId: this.opts.deviceId,
+      state,
+      at: new Date().toISOString(),
+      platform: formatPlatform(this.opts.platform),
+      agentVersion: this.opts.agentVersion,
+      groups: this.opts.groups,
+      ...(versions ? { target: versions } : {}),
+    };
+  }
+
+  private versions(): { device?: number; group?: number } | undefined {
+    try {
+      const rows = this.opts.db
+        .prepare('SELECT scope_kind, MAX(version) AS v FROM transport_targets GROUP BY scope_kind')
+        .all() as Array<{
+        scope_kind: 'device' | 'group';
+        v: number;
+      }>;
+      const out: { device?: number; group?: number } = {};
+      for (const r of rows) out[r.scope_kind] = r.v;
+      return rows.length ? out : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private publishStatus(state: 'online' | 'offline'): Promise<void> {
+    return this.conn.publish(this.statusTopic, encodeJson(this.status(state)), { qos: 1, retain: true });
+  }
+
+  private reject(topic: string, reason: string): void {
+    this.opts.log.warn({ topic, reason }, 'rejected target');
+    this.emit('rejected', reason, topic);
+  }
+
+  private onTarget(topic: string, payload: Buffer): void {
+    if (payload.length === 0) return; // a cleared retained target
+    const msg = decodeJson(SignedTargetSchema, payload, MAX_TARGET_BYTES);
+    if (!msg.ok) {
+      this.reject(topic, msg.reason);
+      return;
+    }
+    const signed = msg.value;
+    const { scope, fleet, version } = signed.target;
+    const t = parseTopic(topic);
+    const topicScope =
+      t?.kind === 'device'
+        ? { kind: 'device', id: t.deviceId }
+        : t?.kind === 'group-target'
+          ? { kind: 'group', id: t.group }
+          : undefined;
+    if (
+      !topicScope ||
+      fleet !== this.opts.fleet ||
+      topicScope.kind !== scope.kind ||
+      topicScope.id !== scope.id
+    ) {
+      this.reject(topic, `target for ${fleet}/${scope.kind}/${scope.id} arrived on the wrong topic`);
+      return;
+    }
+    const check = verifyTarget(signed, this.opts.publicKey);
+    if (!check.ok) {
+      this.reject(topic, check.reason);
+      return;
+    }
+    const db = this.opts.db;
+    const accepted = tx(db, () => {
+      const row = db
+        .prepare('SELECT version, signed_json FROM transport_targets WHERE scope_kind = ? AND scope_id = ?')
+        .get(scope.kind, scope.id) as { version: number; signed_json: string } | undefined;
+      if (row && version <= row.version) {
+        // The retained copy of the target we already hold comes back on every reconnect: not a replay.
+        return row.version === version && row.signed_json === JSON.stringify(signed)
+          ? 'same'
+          : `replay: version ${version} is not newer than ${row.version}`;
+      }
+      db.prepare(
+        `INSERT OR REPLACE INTO transport_targets (scope_kind, scope_id, version, signed_json, received_at) VALUES (?, ?, ?, ?, ?)`,
+      ).run(scope.kind, scope.id, version, JSON.stringify(signed), Date.now());
+      return 'new';
+    });
+    if (accepted === 'same') return;
+    if (accepted !== 'new') {
+      this.reject(topic, accepted);
+      return;
+    }
+    this.opts.log.info({ scope: `${scope.kind}/${scope.id}`, version }, 'target accepted');
+    this.emit('target', signed);
+    this.onConnect();
+  }
+}

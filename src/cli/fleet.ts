@@ -1,0 +1,179 @@
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { buildTarget, parseDeployFile, publishTarget } from '../fleet/deploy.js';
+import { keygen, loadFleetPrivateKey } from '../fleet/keys.js';
+import { FleetRegistry } from '../fleet/registry.js';
+import { FleetServer } from '../fleet/server.js';
+import { writeFileAtomic } from '../lib/atomic.js';
+import { invalidInput } from '../lib/errors.js';
+import { assertSafeName } from '../lib/ids.js';
+import { MqttConnection } from '../transport/connection.js';
+import type { CliContext } from './context.js';
+import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
+import { humanSize, printJson, printTable } from './output.js';
+import { pushImage } from './push.js';
+
+/** Where `fleet serve` notes the broker it uses, so `fleet deploy` on the same state dir finds it. */
+const SERVE_FILE = 'fleet-serve.json';
+
+export function registerFleet(program: Command, ctx: () => CliContext): void {
+  const fleet = program
+    .command('fleet')
+    .description('fleet server: images, signed targets, blob service over MQTT');
+
+  fleet
+    .command('keygen')
+    .description(
+      'create the fleet ed25519 signing key in the state dir (prints the public key to provision on devices)',
+    )
+    .option('--force', 'replace an existing key (devices must be re-provisioned)')
+    .action(async (opts: { force?: boolean }) => {
+      const k = await keygen(ctx().stateDir, opts.force ?? false);
+      process.stderr.write(`fleet key ${k.keyId} written to ${k.privateFile}; public key: ${k.publicFile}\n`);
+      process.stdout.write(k.publicKeyPem);
+    });
+
+  addMqttOptions(
+    fleet
+      .command('serve')
+      .description('run the fleet server: on --broker, or on an embedded MQTT broker when none is given')
+      .option('--listen <host:port>', 'embedded broker address', '127.0.0.1:1883')
+      .option('--rate-limit <bytes/s>', 'cap blob egress (0 = none)', '0')
+      .option('--gather-ms <ms>', 'how long to gather fan-out interest in a blob', '150'),
+  ).action(async (opts: MqttFlags & { listen: string; rateLimit: string; gatherMs: string }) => {
+    const c = ctx();
+    const flt = assertSafeName('fleet', opts.fleet ?? c.config.mqtt.fleet);
+    const external = opts.broker ?? c.config.mqtt.broker;
+    const [host, portStr] = splitHostPort(opts.listen);
+    const server = new FleetServer({
+      fleet: flt,
+      db: c.db,
+      store: c.store,
+      privateKey: await loadFleetPrivateKey(c.stateDir),
+      log: c.log,
+      mqtt: external ? mqttOptionsFrom(opts, c.config) : undefined,
+      listen: { host, port: Number(portStr) },
+      blob: { rateLimit: Number(opts.rateLimit), gatherMs: Number(opts.gatherMs) },
+    });
+    await server.start();
+    await writeFileAtomic(
+      path.join(c.stateDir, SERVE_FILE),
+      JSON.stringify({ broker: server.brokerUrl, fleet: flt, pid: process.pid }),
+    );
+    c.log.info({ broker: server.brokerUrl, fleet: flt }, 'fleet server ready');
+    process.stdout.write(`fleet ${flt} serving on ${server.brokerUrl}\n`);
+    await untilSignal();
+    await server.stop();
+  });
+
+  fleet
+    .command('push <source>')
+    .description(
+      'import an image (OCI layout dir, oci-archive or docker-archive) into the fleet, every platform kept',
+    )
+    .requiredOption('--tag <name:tag>', 'name the image is deployed and pulled by')
+    .action(async (source: string, opts: { tag: string }) => {
+      const c = ctx();
+      const row = await pushImage(c, source, opts.tag);
+      process.stdout.write(`${row.name} ${row.digest} ${row.platforms} ${humanSize(row.totalSize)}\n`);
+    });
+
+  fleet
+    .command('images')
+    .description('list images in the fleet')
+    .option('--json', 'print JSON')
+    .action((opts: { json?: boolean }) => {
+      const rows = new FleetRegistry(ctx().db).images();
+      if (opts.json) return printJson(rows);
+      printTable(
+        rows.map((r) => ({
+          name: r.name,
+          digest: r.digest.slice(0, 19),
+          platforms: r.platforms,
+          size: humanSize(r.totalSize),
+          pushed: new Date(r.pushedAt).toISOString(),
+        })),
+        ['name', 'digest', 'platforms', 'size', 'pushed'],
+      );
+    });
+
+  fleet
+    .command('devices')
+    .description('list devices: online/offline, last seen, platform, target versions received')
+    .option('--json', 'print JSON')
+    .action((opts: { json?: boolean }) => {
+      const reg = new FleetRegistry(ctx().db);
+      const rows = reg.devices();
+      if (opts.json) return printJson(rows);
+      printTable(
+        rows.map((d) => ({
+          id: d.id,
+          state: d.online ? 'online' : 'offline',
+          'last seen': new Date(d.lastSeen).toISOString(),
+          platform: d.platform ?? '',
+          groups: d.groups.join(','),
+          target: `device v${d.deviceVersion ?? '-'} group v${d.groupVersion ?? '-'}`,
+        })),
+        ['id', 'state', 'last seen', 'platform', 'groups', 'target'],
+      );
+    });
+
+  addMqttOptions(
+    fleet
+      .command('deploy <target.json>')
+      .description('sign and publish (retained) a new target version for a device or a group')
+      .option('--device <id>', 'target one device')
+      .option('--group <name>', 'target a group of devices'),
+  ).action(async (file: string, opts: MqttFlags & { device?: string; group?: string }) => {
+    const c = ctx();
+    if (Boolean(opts.device) === Boolean(opts.group))
+      throw invalidInput('pass exactly one of --device ID or --group NAME');
+    const scope = opts.device
+      ? { kind: 'device' as const, id: assertSafeName('device id', opts.device) }
+      : { kind: 'group' as const, id: assertSafeName('group', opts.group!) };
+    let raw: unknown;
+    try {
+      raw = JSON.parse(await fsp.readFile(file, 'utf8'));
+    } catch (err) {
+      throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
+    }
+    const served = await readServeFile(c.stateDir);
+    const flt = assertSafeName('fleet', opts.fleet ?? served?.fleet ?? c.config.mqtt.fleet);
+    const registry = new FleetRegistry(c.db);
+    const signed = buildTarget(
+      registry,
+      flt,
+      scope,
+      parseDeployFile(raw),
+      await loadFleetPrivateKey(c.stateDir),
+    );
+    const conn = new MqttConnection({
+      ...mqttOptionsFrom(opts, c.config, served?.broker),
+      clientId: `berth-deploy-${process.pid}`,
+      log: c.log,
+    });
+    try {
+      await Promise.race([conn.start(), conn.waitConnected(15_000)]);
+      await publishTarget(conn, signed);
+    } finally {
+      await conn.close(true);
+    }
+    registry.recordDeployment(signed);
+    process.stdout.write(`deployed ${scope.kind} ${scope.id} version ${signed.target.version}\n`);
+  });
+}
+
+function splitHostPort(s: string): [string, string] {
+  const i = s.lastIndexOf(':');
+  if (i <= 0 || !/^\d+$/.test(s.slice(i + 1))) throw invalidInput(`--listen ${s}: expected host:port`);
+  return [s.slice(0, i), s.slice(i + 1)];
+}
+
+async function readServeFile(stateDir: string): Promise<{ broker: string; fleet: string } | undefined> {
+  try {
+    return JSON.parse(await fsp.readFile(path.join(stateDir, SERVE_FILE), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}

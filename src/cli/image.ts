@@ -1,0 +1,118 @@
+import type { Command } from 'commander';
+import { exportImages } from '../content/export.js';
+import { collectGarbage } from '../content/gc.js';
+import { ImageRepo } from '../content/images.js';
+import { importImage } from '../content/import.js';
+import { formatPlatform, hostPlatform, type PlatformSpec, parsePlatform } from '../oci/platform.js';
+import type { CliContext } from './context.js';
+import { humanSize, printJson, printTable } from './output.js';
+import type { Register } from './program.js';
+
+export function devicePlatform(ctx: CliContext): PlatformSpec {
+  return ctx.config.platform ? parsePlatform(ctx.config.platform) : hostPlatform();
+}
+
+export const registerImage: Register = (program: Command, ctx: () => CliContext) => {
+  const image = program.command('image').description('manage images in the local store');
+
+  image
+    .command('import <path>')
+    .description('import an OCI image layout directory, an oci-archive tar or a docker-archive tar')
+    .option('--tag <name:tag>', 'name the imported image (default: names found in the source)')
+    .option('--all-platforms', 'keep every platform of a multi-arch image')
+    .option('--json', 'print the result as JSON')
+    .action(async (source: string, opts: { tag?: string; allPlatforms?: boolean; json?: boolean }) => {
+      const c = ctx();
+      const res = await importImage(
+        source,
+        { store: c.store, db: c.db },
+        { platform: devicePlatform(c), tag: opts.tag, allPlatforms: opts.allPlatforms ?? false },
+      );
+      if (opts.json) return printJson(res);
+      for (const img of res.images) {
+        process.stdout.write(
+          `imported ${img.name} ${img.digest} (${img.platform}, ${humanSize(img.size)})\n`,
+        );
+      }
+    });
+
+  image
+    .command('ls')
+    .alias('list')
+    .description('list images')
+    .option('--json', 'print JSON')
+    .action((opts: { json?: boolean }) => {
+      const c = ctx();
+      const list = new ImageRepo(c.db, c.store).list();
+      if (opts.json) return printJson(list);
+      printTable(
+        list.map((i) => ({
+          name: i.name,
+          digest: i.digest.slice(7, 19),
+          platform: i.platform,
+          size: humanSize(i.size),
+          created: new Date(i.createdAt).toISOString(),
+        })),
+        ['name', 'digest', 'platform', 'size', 'created'],
+      );
+    });
+
+  image
+    .command('inspect <ref>')
+    .description('show an image: record, manifest and config')
+    .action(async (ref: string) => {
+      const c = ctx();
+      const repo = new ImageRepo(c.db, c.store);
+      const rec = repo.get(ref);
+      if (rec.configDigest) {
+        const r = await repo.resolve(ref);
+        return printJson({ ...rec, manifest: r.manifest, config: r.config });
+      }
+      printJson({ ...rec, index: await repo.readIndex(rec.digest) });
+    });
+
+  image
+    .command('rm <ref...>')
+    .alias('remove')
+    .description('remove image names and collect blobs no image uses any more')
+    .action(async (refs: string[]) => {
+      const c = ctx();
+      const repo = new ImageRepo(c.db, c.store);
+      for (const ref of refs) {
+        const rec = repo.remove(ref);
+        process.stdout.write(`untagged ${rec.name}\n`);
+      }
+      const gc = await collectGarbage({ store: c.store, db: c.db });
+      process.stdout.write(`deleted ${gc.removed.length} blobs (${humanSize(gc.freedBytes)})\n`);
+    });
+
+  image
+    .command('export <ref> <dir>')
+    .description('write an image (or several, comma-separated) as an OCI image layout directory')
+    .action(async (refs: string, dir: string) => {
+      const c = ctx();
+      const repo = new ImageRepo(c.db, c.store);
+      const recs = refs.split(',').map((r) => repo.get(r));
+      await exportImages(c.store, recs, dir);
+      process.stdout.write(`exported ${recs.map((r) => r.name).join(', ')} to ${dir}\n`);
+    });
+
+  image
+    .command('prune')
+    .description('delete blobs that no image references')
+    .option('--dry-run', 'only list what would be deleted')
+    .action(async (opts: { dryRun?: boolean }) => {
+      const c = ctx();
+      const gc = await collectGarbage({ store: c.store, db: c.db }, { dryRun: opts.dryRun ?? false });
+      process.stdout.write(
+        `${opts.dryRun ? 'would delete' : 'deleted'} ${gc.removed.length} blobs (${humanSize(gc.freedBytes)}), kept ${gc.kept}\n`,
+      );
+    });
+
+  image
+    .command('platform')
+    .description('print the platform this device selects from multi-arch images')
+    .action(() => {
+      process.stdout.write(`${formatPlatform(devicePlatform(ctx()))}\n`);
+    });
+};

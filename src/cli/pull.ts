@@ -1,0 +1,44 @@
+import type { Command } from 'commander';
+import { invalidInput } from '../lib/errors.js';
+import { ImageRefSchema } from '../transport/messages.js';
+import { buildAgentConnection, pullProgress } from './agent.js';
+import type { CliContext } from './context.js';
+import { addMqttOptions, type MqttFlags } from './mqtt-options.js';
+import { humanSize } from './output.js';
+
+/** `berth pull name:tag --broker …`: one image from the fleet into the local store, resumable. */
+export function registerPull(program: Command, ctx: () => CliContext): void {
+  addMqttOptions(
+    program
+      .command('pull <name:tag>')
+      .description('pull an image from the fleet over MQTT without running it (resumes an interrupted pull)')
+      .option('--device-id <id>', 'device identity for topics (config mqtt.deviceId)')
+      .option('--fleet-key <file|pem>', 'fleet public key (config mqtt.fleetPublicKey)')
+      .option('--window <chunks>', 'chunk requests in flight', '16')
+      .option('--no-fanout', 'never join a fan-out stream'),
+  ).action(
+    async (
+      ref: string,
+      opts: MqttFlags & { deviceId?: string; fleetKey?: string; window: string; fanout: boolean },
+    ) => {
+      if (!ImageRefSchema.safeParse(ref).success)
+        throw invalidInput(`image reference ${ref}: expected name:tag`);
+      const c = ctx();
+      const agent = await buildAgentConnection(c, opts, false, `berth-pull-${process.pid}`);
+      const started = Date.now();
+      await agent.start(true);
+      const { bar, fn } = pullProgress(`pull ${ref}`);
+      try {
+        const r = await agent.pullImage(ref, { onProgress: fn });
+        bar.finish();
+        const s = agent.fetcher.stats;
+        c.log.info({ ...s, ms: Date.now() - started }, 'pull stats');
+        process.stdout.write(
+          `${r.name} ${r.digest} ${r.platform} ${humanSize(r.size)} (fetched ${humanSize(r.fetchedBytes)}, resumed ${humanSize(s.resumedBytes)}, re-sent ${humanSize(s.duplicateBytes)})\n`,
+        );
+      } finally {
+        await agent.stop();
+      }
+    },
+  );
+}

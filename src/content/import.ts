@@ -1,0 +1,627 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import tarStream from 'tar-stream';
+import { z } from 'zod';
+import type { Db } from '../db/database.js';
+import { BerthError, corrupt, invalidInput, withContext } from '../lib/errors.js';
+import { type Digest, digestHex, sha256Digest } from '../oci/digest.js';
+import {
+  isConfigType,
+  isIndexType,
+  isManifestType,
+  layerCompression,
+  MediaTypes,
+} from '../oci/media-types.js';
+import { formatPlatform, normalizePlatform, type PlatformSpec, selectManifest } from '../oci/platform.js';
+import {
+  type Descriptor,
+  type ImageConfig,
+  ImageConfigSchema,
+  type Index,
+  IndexSchema,
+  type Manifest,
+  ManifestSchema,
+  parseJsonDoc,
+} from '../oci/types.js';
+import { type ImageRecord, ImageRepo, normalizeRef, reachableBlobs } from './images.js';
+import { Leases } from './leases.js';
+import type { BlobInfo, ContentStore } from './store.js';
+
+export type SourceFormat = 'oci-layout' | 'oci-archive' | 'docker-archive';
+
+export interface ImportOptions {
+  /** Platform to select from multi-arch images (the device's). */
+  platform: PlatformSpec;
+  /** Keep every platform of an index (the fleet server does); names then point at the index. */
+  allPlatforms?: boolean;
+  /** Name for the image, overriding names found in the source. */
+  tag?: string;
+  /** Called with bytes read from the source so far (progress bars). */
+  onProgress?: (bytes: number) => void;
+}
+
+export interface ImportResult {
+  format: SourceFormat;
+  images: ImageRecord[];
+  /** Blobs this import wrote (not present before). */
+  added: Digest[];
+}
+
+const MAX_JSON = 4 * 1024 * 1024;
+
+/** Where an import reads blobs from once the source has been scanned: always the content store. */
+interface Scanned {
+  format: SourceFormat;
+  /** OCI: top-level index.json; docker: manifest.json */
+  indexJson: Buffer;
+  /** docker-archive: archive path → blob digest (files stored as they streamed past) */
+  paths: Map<string, { digest: Digest; size: number }>;
+}
+
+/**
+ * Import an image from an OCI image layout directory, an oci-archive tar or a docker-archive tar
+ * (`docker save`, `skopeo copy … docker-archive:`). Every blob is verified against its digest before it
+ * becomes present; on any error the blobs this import added are removed again (unless another image or
+ * import holds them), so bad input leaves nothing behind.
+ */
+export async function importImage(
+  source: string,
+  deps: { store: ContentStore; db: Db },
+  opts: ImportOptions,
+): Promise<ImportResult> {
+  const images = new ImageRepo(deps.db, deps.store);
+  const leases = new Leases(deps.db);
+  const lease = leases.create(`import-${randomBytes(6).toString('hex')}`);
+  const added: Digest[] = [];
+  // Every blob this import touches is leased first (so a concurrent GC or failed import keeps it),
+  // and remembered when this import is what made it present (so a failure can take it back).
+  const track: Track = async (digest, write) => {
+    if (digest) lease.add(digest);
+    const info = await write();
+    if (!digest) lease.add(info.digest);
+    if (info.created) added.push(info.digest);
+  };
+  try {
+    const scanned = await scanSource(source, deps.store, track, opts.onProgress);
+    const plans =
+      scanned.format === 'docker-archive'
+        ? await planDockerArchive(scanned, deps.store, track, source)
+        : await planOciLayout(scanned, deps.store, track, source);
+    if (plans.length === 0) throw invalidInput(`${source}: no image found in the source`);
+    if (opts.tag && plans.length > 1) {
+      throw invalidInput(
+        `${source} holds ${plans.length} images; --tag names only one (import them without --tag)`,
+      );
+    }
+    const records: Array<Omit<ImageRecord, 'createdAt'>> = [];
+    for (const plan of plans) {
+      const name = normalizeRef(opts.tag ?? plan.name ?? defaultName(source));
+      const fetch: Fetch =
+        scanned.format === 'oci-layout'
+          ? (d, what) => ensureBlob(d, deps.store, track, source, what)
+          : (d, what) => ensureBlobFromStore(d, deps.store, what);
+      records.push(await resolvePlan(plan, name, deps.store, fetch, opts));
+    }
+    const recorded = images.putMany(records);
+    // Blobs that arrived with the source but no recorded image reaches (other platforms, metadata
+    // files of a docker-archive) go now, unless something else holds them.
+    await dropUnreferenced(added, deps, lease.id);
+    lease.release();
+    const kept: Digest[] = [];
+    for (const d of added) if (await deps.store.has(d)) kept.push(d);
+    return { format: scanned.format, images: recorded, added: kept };
+  } catch (err) {
+    await dropUnreferenced(added, deps, lease.id).catch(() => undefined);
+    lease.release();
+    if (err instanceof BerthError) throw err;
+    throw withContext(`import ${source}`, err);
+  }
+}
+
+function defaultName(source: string): string {
+  const base = path
+    .basename(source)
+    .replace(/\.(tar|tgz|tar\.gz|oci|docker)$/i, '')
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, '-')
+    .replace(/^[^a-z0-9]+/, '');
+  return base || 'image';
+}
+
+/** Delete blobs in `candidates` that no image and no other live lease reaches. */
+async function dropUnreferenced(
+  candidates: Digest[],
+  deps: { store: ContentStore; db: Db },
+  ownLease: string,
+) {
+  if (candidates.length === 0) return;
+  const keep = new Set<Digest>();
+  for (const img of new ImageRepo(deps.db, deps.store).list()) {
+    const { digests } = await reachableBlobs(deps.store, { digest: img.digest, mediaType: img.mediaType });
+    for (const d of digests) keep.add(d);
+  }
+  for (const d of new Leases(deps.db).heldDigests(ownLease)) keep.add(d);
+  for (const d of candidates) if (!keep.has(d)) await deps.store.delete(d);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Scanning: one streaming pass over the source; every blob goes into the content store verified.
+
+type Track = (digest: Digest | undefined, write: () => Promise<BlobInfo>) => Promise<void>;
+
+async function scanSource(
+  source: string,
+  store: ContentStore,
+  track: Track,
+  onProgress?: (bytes: number) => void,
+): Promise<Scanned> {
+  let st: import('node:fs').Stats;
+  try {
+    st = await fsp.stat(source);
+  } catch (err) {
+    throw withContext(`cannot read image source ${source}`, err);
+  }
+  if (st.isDirectory()) return scanOciDir(source);
+  if (!st.isFile()) throw invalidInput(`${source} is neither an OCI layout directory nor an archive file`);
+  return scanTar(source, store, track, onProgress);
+}
+
+async function scanOciDir(dir: string): Promise<Scanned> {
+  const layout = await readSmallFile(
+    path.join(dir, 'oci-layout'),
+    `${dir}: not an OCI image layout (no oci-layout file)`,
+  );
+  checkOciLayout(layout, dir);
+  const indexJson = await readSmallFile(
+    path.join(dir, 'index.json'),
+    `${dir}: OCI layout without index.json`,
+  );
+  return { format: 'oci-layout', indexJson, paths: new Map() };
+}
+
+async function readSmallFile(file: string, missingMsg: string): Promise<Buffer> {
+  try {
+    const st = await fsp.stat(file);
+    if (st.size > MAX_JSON) throw invalidInput(`${file} is too large (${st.size} bytes) for image metadata`);
+    return await fsp.readFile(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw invalidInput(missingMsg);
+    throw err;
+  }
+}
+
+function checkOciLayout(bytes: Buffer, where: string): void {
+  const doc = parseJsonDoc(z.object({ imageLayoutVersion: z.string() }), bytes, `${where}: oci-layout`);
+  if (!doc.imageLayoutVersion.startsWith('1.')) {
+    throw invalidInput(`${where}: unsupported OCI layout version ${doc.imageLayoutVersion}`);
+  }
+}
+
+/** Normalise an archive entry name; reject anything that would leave the archive's root. */
+export function archiveEntryPath(name: string): string {
+  const raw = name.replace(/\\/g, '/');
+  if (raw.startsWith('/') || raw.split('/').includes('..')) {
+    throw invalidInput(`archive entry ${JSON.stringify(name)} escapes the archive root`);
+  }
+  return path.posix
+    .normalize(raw)
+    .replace(/^(\.\/)+/, '')
+    .replace(/\/$/, '');
+}
+
+async function scanTar(
+  file: string,
+  store: ContentStore,
+  track: Track,
+  onProgress?: (bytes: number) => void,
+): Promise<Scanned> {
+  const extract = tarStream.extract();
+  const small = new Map<string, Buffer>();
+  const paths = new Map<string, { digest: Digest; size: number }>();
+  const links = new Map<string, string>();
+  let sawOciLayout = false;
+  let sawDockerManifest = false;
+  let sawAnything = false;
+
+  extract.on('entry', (header, stream, next) => {
+    const handle = async () => {
+      sawAnything = true;
+      const name = archiveEntryPath(header.name);
+      if (header.type === 'symlink' || header.type === 'link') {
+        const target = header.linkname ?? '';
+        // docker save shares layers between images as symlinks ("../<id>/layer.tar").
+        const resolved =
+          header.type === 'symlink' ? path.posix.join(path.posix.dirname(name), target) : target;
+        links.set(name, archiveEntryPath(resolved));
+        stream.resume();
+        return;
+      }
+      if (header.type !== 'file' && header.type !== 'contiguous-file') {
+        stream.resume();
+        return;
+      }
+      const blobMatch = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(name);
+      if (
+        name === 'oci-layout' ||
+        name === 'index.json' ||
+        name === 'manifest.json' ||
+        name === 'repositories'
+      ) {
+        if ((header.size ?? 0) > MAX_JSON)
+          throw invalidInput(`${file}: ${name} is too large for image metadata`);
+        small.set(name, await collect(stream as unknown as Readable));
+        if (name === 'oci-layout') sawOciLayout = true;
+        if (name === 'manifest.json') sawDockerManifest = true;
+        return;
+      }
+      if (blobMatch) {
+        const digest = `sha256:${blobMatch[1]}` as Digest;
+        await track(digest, async () => {
+          try {
+            return await store.putStream(stream as unknown as Readable, {
+              expected: digest,
+              size: header.size,
+            });
+          } catch (err) {
+            if (err instanceof BerthError && err.code === 'Corrupt') {
+              throw corrupt(`${file}: ${name} does not match its digest (${err.message})`);
+            }
+            throw err;
+          }
+        });
+        paths.set(name, { digest, size: header.size ?? 0 });
+        return;
+      }
+      // docker-archive: layers and configs are named by path, so hash what streams past.
+      let info: BlobInfo | undefined;
+      await track(undefined, async () => {
+        info = await store.putStream(stream as unknown as Readable);
+        return info;
+      });
+      paths.set(name, { digest: info!.digest, size: info!.size });
+    };
+    handle().then(
+      () => next(),
+      (err) => {
+        stream.resume();
+        next(err);
+      },
+    );
+  });
+
+  const src = createReadStream(file);
+  if (onProgress) {
+    let n = 0;
+    src.on('data', (b) => {
+      n += (b as Buffer).length;
+      onProgress(n);
+    });
+  }
+  try {
+    const head = await peek(file, 2);
+    if (head[0] === 0x1f && head[1] === 0x8b) await pipeline(src, createGunzip(), extract);
+    else await pipeline(src, extract);
+  } catch (err) {
+    if (err instanceof BerthError) throw err;
+    const msg = (err as Error).message ?? String(err);
+    throw invalidInput(`${file}: not a readable tar archive (${msg})`, err);
+  }
+  if (!sawAnything) throw invalidInput(`${file}: empty or not a tar archive`);
+  for (const [from, to] of links) {
+    const target = paths.get(to);
+    if (target) paths.set(from, target);
+  }
+  if (sawOciLayout) {
+    checkOciLayout(small.get('oci-layout')!, file);
+    const indexJson = small.get('index.json');
+    if (!indexJson) throw invalidInput(`${file}: oci-archive without index.json`);
+    return { format: 'oci-archive', indexJson, paths };
+  }
+  if (sawDockerManifest) return { format: 'docker-archive', indexJson: small.get('manifest.json')!, paths };
+  throw invalidInput(
+    `${file}: neither an oci-archive (no oci-layout) nor a docker-archive (no manifest.json)`,
+  );
+}
+
+async function peek(file: string, n: number): Promise<Buffer> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.alloc(n);
+    await fh.read(buf, 0, n, 0);
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}
+
+async function collect(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of stream) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Planning: which images the source holds, as root descriptors already in the content store.
+
+interface Plan {
+  name: string | undefined;
+  root: Descriptor;
+}
+
+async function ensureBlob(
+  d: Descriptor,
+  store: ContentStore,
+  track: Track,
+  source: string,
+  what: string,
+): Promise<void> {
+  if (await store.has(d.digest)) {
+    const info = await store.info(d.digest);
+    if (info.size !== d.size)
+      throw corrupt(`${what} ${d.digest} has ${info.size} bytes, descriptor says ${d.size}`);
+    return;
+  }
+  const file = path.join(source, 'blobs', 'sha256', digestHex(d.digest));
+  try {
+    // Open first: a missing file is then an error here, not an unhandled stream event.
+    const fh = await fsp.open(file, 'r');
+    try {
+      await track(d.digest, () =>
+        store.putStream(fh.createReadStream({ autoClose: false, highWaterMark: 1 << 20 }), {
+          expected: d.digest,
+          size: d.size,
+        }),
+      );
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    if ((err as BerthError).code === 'NotFound' || (err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw invalidInput(`${what} ${d.digest} is missing from ${source}`);
+    }
+    if (err instanceof BerthError && err.code === 'Corrupt')
+      throw corrupt(`${what} ${d.digest} in ${source}: ${err.message}`);
+    throw err;
+  }
+}
+
+async function planOciLayout(
+  scanned: Scanned,
+  store: ContentStore,
+  track: Track,
+  source: string,
+): Promise<Plan[]> {
+  const index = parseJsonDoc(IndexSchema, scanned.indexJson, `${source}: index.json`);
+  const named = index.manifests.filter((m) => m.annotations?.['org.opencontainers.image.ref.name']);
+  if (named.length > 0 || index.manifests.length === 1) {
+    return (named.length > 0 ? named : index.manifests).map((root) => ({
+      name: refName(root.annotations?.['org.opencontainers.image.ref.name'], source),
+      root,
+    }));
+  }
+  // index.json itself is the multi-platform index (entries carry platforms, no names).
+  const bytes = scanned.indexJson;
+  const digest = sha256Digest(bytes);
+  await track(digest, () => store.put(bytes, { expected: digest }));
+  return [{ name: undefined, root: { mediaType: MediaTypes.OciIndex, digest, size: bytes.length } }];
+}
+
+/** OCI ref.name is a full reference ("busybox:1.36") or just a tag ("1.36", "latest"). */
+function refName(ann: string | undefined, source: string): string | undefined {
+  if (!ann) return undefined;
+  if (ann.includes('/') || ann.includes(':')) return ann;
+  return `${defaultName(source)}:${ann}`;
+}
+
+const DockerManifestSchema = z.array(
+  z.object({
+    Config: z.string().min(1),
+    RepoTags: z.array(z.string()).nullish(),
+    Layers: z.array(z.string().min(1)),
+  }),
+);
+
+async function planDockerArchive(
+  scanned: Scanned,
+  store: ContentStore,
+  track: Track,
+  source: string,
+): Promise<Plan[]> {
+  const entries = parseJsonDoc(DockerManifestSchema, scanned.indexJson, `${source}: manifest.json`);
+  const plans: Plan[] = [];
+  for (const e of entries) {
+    const find = (p: string, what: string) => {
+      const hit = scanned.paths.get(archiveEntryPath(p));
+      if (!hit)
+        throw invalidInput(`${source}: manifest.json names ${what} ${p}, which is not in the archive`);
+      return hit;
+    };
+    const cfg = find(e.Config, 'config');
+    const configBytes = await store.get(cfg.digest);
+    const config = parseJsonDoc(ImageConfigSchema, configBytes, `${source}: config ${e.Config}`);
+    const nameHex = /([a-f0-9]{64})(\.json)?$/.exec(e.Config)?.[1];
+    if (nameHex && `sha256:${nameHex}` !== cfg.digest) {
+      throw corrupt(`${source}: config ${e.Config} does not match its name (hashes to ${cfg.digest})`);
+    }
+    if (config.rootfs.diff_ids.length !== e.Layers.length) {
+      throw corrupt(
+        `${source}: config lists ${config.rootfs.diff_ids.length} diff_ids for ${e.Layers.length} layers`,
+      );
+    }
+    const layers: Descriptor[] = [];
+    for (const [i, p] of e.Layers.entries()) {
+      const blob = find(p, `layer ${i}`);
+      const head = (await await store.reader(blob.digest, { start: 0, end: 1 }).then(collect)) as Buffer;
+      const gz = head[0] === 0x1f && head[1] === 0x8b;
+      if (!gz && blob.digest !== config.rootfs.diff_ids[i]) {
+        throw corrupt(
+          `${source}: layer ${p} hashes to ${blob.digest}, config says diff_id ${config.rootfs.diff_ids[i]}`,
+        );
+      }
+      layers.push({
+        mediaType: gz ? MediaTypes.OciLayerGzip : MediaTypes.OciLayer,
+        digest: blob.digest,
+        size: blob.size,
+      });
+    }
+    const manifest: Manifest = {
+      schemaVersion: 2,
+      mediaType: MediaTypes.OciManifest,
+      config: { mediaType: MediaTypes.OciConfig, digest: cfg.digest, size: cfg.size },
+      layers,
+    };
+    const mbytes = Buffer.from(JSON.stringify(manifest));
+    const mdigest = sha256Digest(mbytes);
+    await track(mdigest, () => store.put(mbytes, { expected: mdigest }));
+    const root: Descriptor = { mediaType: MediaTypes.OciManifest, digest: mdigest, size: mbytes.length };
+    const tags = e.RepoTags ?? [];
+    if (tags.length === 0) plans.push({ name: undefined, root });
+    for (const t of tags) plans.push({ name: t.replace(/^docker\.io\/(library\/)?/, ''), root });
+  }
+  return plans;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Resolution: pick the platform, check every referenced blob is present, known and verified.
+
+type Fetch = (d: Descriptor, what: string) => Promise<void>;
+
+async function resolvePlan(
+  plan: Plan,
+  name: string,
+  store: ContentStore,
+  fetch: Fetch,
+  opts: ImportOptions,
+): Promise<Omit<ImageRecord, 'createdAt'>> {
+  const root = plan.root;
+  await fetch(root, `root of ${name}`);
+  if (isIndexType(root.mediaType)) {
+    const index = parseJsonDoc(IndexSchema, await store.get(root.digest), `index ${root.digest}`);
+    if (opts.allPlatforms) {
+      let size = root.size;
+      const platforms: string[] = [];
+      for (const m of index.manifests) {
+        if (!isManifestType(m.mediaType)) continue;
+        const r = await checkManifest(m, store, fetch, name);
+        size += r.size;
+        if (m.platform) platforms.push(formatPlatform(normalizePlatform(m.platform)));
+      }
+      return {
+        name,
+        digest: root.digest,
+        mediaType: root.mediaType,
+        indexDigest: root.digest,
+        configDigest: undefined,
+        platform: platforms.join(',') || 'unknown',
+        size,
+      };
+    }
+    const chosen = selectFromIndex(index, opts.platform, name);
+    const r = await checkManifest(chosen, store, fetch, name);
+    return {
+      name,
+      digest: chosen.digest,
+      mediaType: chosen.mediaType,
+      indexDigest: root.digest,
+      configDigest: r.configDigest,
+      platform: r.platform,
+      size: r.size,
+    };
+  }
+  if (!isManifestType(root.mediaType)) {
+    throw invalidInput(
+      `image ${name}: unknown media type ${root.mediaType} (expected an OCI/Docker manifest or index)`,
+    );
+  }
+  const r = await checkManifest(root, store, fetch, name);
+  const want = normalizePlatform(opts.platform);
+  const have = parsePlatformString(r.platform);
+  if (!opts.allPlatforms && (have.os !== want.os || have.architecture !== want.architecture)) {
+    throw invalidInput(
+      `image ${name} is for ${r.platform}, this device is ${formatPlatform(want)} (use --platform to import it anyway)`,
+    );
+  }
+  return {
+    name,
+    digest: root.digest,
+    mediaType: root.mediaType,
+    indexDigest: undefined,
+    configDigest: r.configDigest,
+    platform: r.platform,
+    size: r.size,
+  };
+}
+
+function parsePlatformString(s: string): PlatformSpec {
+  const [os, architecture, variant] = s.split('/');
+  return { os: os ?? '', architecture: architecture ?? '', variant };
+}
+
+function selectFromIndex(index: Index, want: PlatformSpec, name: string): Descriptor {
+  const chosen = selectManifest(
+    index.manifests.filter((m) => isManifestType(m.mediaType)),
+    want,
+  );
+  if (!chosen) {
+    const have = index.manifests
+      .filter((m) => m.platform)
+      .map((m) => formatPlatform(normalizePlatform(m.platform!)))
+      .join(', ');
+    throw new BerthError(
+      'NotFound',
+      `image ${name} has no manifest for ${formatPlatform(normalizePlatform(want))} (it has: ${have || 'none'})`,
+    );
+  }
+  return chosen;
+}
+
+async function ensureBlobFromStore(d: Descriptor, store: ContentStore, what: string): Promise<void> {
+  if (!(await store.has(d.digest))) throw invalidInput(`${what} ${d.digest} is missing from the source`);
+  const info = await store.info(d.digest);
+  if (info.size !== d.size)
+    throw corrupt(`${what} ${d.digest} has ${info.size} bytes, its descriptor says ${d.size}`);
+}
+
+async function checkManifest(
+  d: Descriptor,
+  store: ContentStore,
+  fetch: Fetch,
+  name: string,
+): Promise<{ configDigest: Digest; platform: string; size: number }> {
+  await fetch(d, `manifest of ${name}`);
+  const manifest = parseJsonDoc(ManifestSchema, await store.get(d.digest), `manifest ${d.digest} of ${name}`);
+  if (!isConfigType(manifest.config.mediaType)) {
+    throw invalidInput(`image ${name}: unknown config media type ${manifest.config.mediaType}`);
+  }
+  await fetch(manifest.config, `config of ${name}`);
+  const config: ImageConfig = parseJsonDoc(
+    ImageConfigSchema,
+    await store.get(manifest.config.digest),
+    `config of ${name}`,
+  );
+  if (config.rootfs.diff_ids.length !== manifest.layers.length) {
+    throw corrupt(
+      `image ${name}: config lists ${config.rootfs.diff_ids.length} diff_ids for ${manifest.layers.length} layers`,
+    );
+  }
+  let size = d.size + manifest.config.size;
+  for (const [i, l] of manifest.layers.entries()) {
+    if (layerCompression(l.mediaType) === undefined) {
+      throw invalidInput(`image ${name}: layer ${i} has unknown media type ${l.mediaType}`);
+    }
+    await fetch(l, `layer ${i} of ${name}`);
+    size += l.size;
+  }
+  const platform = formatPlatform(
+    normalizePlatform({
+      os: config.os,
+      architecture: config.architecture,
+      variant: config.variant ?? d.platform?.variant,
+    }),
+  );
+  return { configDigest: manifest.config.digest, platform, size };
+}

@@ -1,0 +1,62 @@
+import type { KeyObject } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { writeFileAtomic } from '../lib/atomic.js';
+import { conflict, notFound } from '../lib/errors.js';
+import { generateFleetKey, keyId, loadPrivateKey, loadPublicKey } from '../transport/signing.js';
+
+/** The fleet signing key lives in the fleet server's state dir: private 0600, public next to it. */
+export const PRIVATE_KEY_FILE = 'fleet-key.pem';
+export const PUBLIC_KEY_FILE = 'fleet-key.pub.pem';
+
+export async function keygen(
+  stateDir: string,
+  force = false,
+): Promise<{ keyId: string; publicKeyPem: string; privateFile: string; publicFile: string }> {
+  const privateFile = path.join(stateDir, PRIVATE_KEY_FILE);
+  const publicFile = path.join(stateDir, PUBLIC_KEY_FILE);
+  if (!force && (await exists(privateFile)))
+    throw conflict(`fleet key ${privateFile} exists; pass --force to replace it`);
+  await fsp.mkdir(stateDir, { recursive: true });
+  const k = generateFleetKey();
+  await writeFileAtomic(privateFile, k.privateKeyPem, 0o600);
+  await writeFileAtomic(publicFile, k.publicKeyPem, 0o644);
+  return {
+    keyId: keyId(loadPublicKey(k.publicKeyPem)),
+    publicKeyPem: k.publicKeyPem,
+    privateFile,
+    publicFile,
+  };
+}
+
+export async function loadFleetPrivateKey(stateDir: string): Promise<KeyObject> {
+  const file = path.join(stateDir, PRIVATE_KEY_FILE);
+  try {
+    return loadPrivateKey(await fsp.readFile(file, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw notFound(`no fleet key at ${file}: run \`berth fleet keygen\` first`);
+    throw err;
+  }
+}
+
+/** A public key given as PEM text or as a path to a PEM file (config mqtt.fleetPublicKey). */
+export async function resolvePublicKey(value: string): Promise<KeyObject> {
+  if (value.includes('-----BEGIN')) return loadPublicKey(value);
+  try {
+    return loadPublicKey(await fsp.readFile(value, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw notFound(`fleet public key file ${value} not found`);
+    throw err;
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fsp.stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,188 @@
+import { z } from 'zod';
+import { isSafeName } from '../lib/ids.js';
+import { type Digest, isDigest } from '../oci/digest.js';
+import { formatIssues } from '../oci/validate.js';
+
+/**
+ * JSON payload schemas for every control topic (pure). Every message carries `v` (schema version, 1);
+ * a receiver drops messages that are too large, not JSON, or fail the schema, with a log line, before
+ * anything acts on them. See docs/protocol.md for which topic carries which message.
+ */
+export const MESSAGE_VERSION = 1;
+
+/** Size caps per topic kind, checked before JSON.parse. */
+export const MAX_CONTROL_BYTES = 64 * 1024;
+export const MAX_TARGET_BYTES = 1024 * 1024;
+export const MAX_REPLY_BYTES = 4 * 1024 * 1024;
+
+const digest = z
+  .string()
+  .refine(isDigest, { message: 'expected sha256:<64 hex>' }) as unknown as z.ZodType<Digest>;
+const safeName = z.string().refine(isSafeName, { message: 'expected 1-128 of [A-Za-z0-9_.-]' });
+const reqId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
+const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/);
+/** name:tag or name@digest, as the fleet's image list keys them. */
+export const ImageRefSchema = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$/, 'expected name:tag');
+
+export const StatusSchema = z
+  .object({
+    v: z.literal(1),
+    deviceId: safeName,
+    state: z.enum(['online', 'offline']),
+    at: z.string().max(64),
+    platform: z.string().max(64).optional(),
+    agentVersion: z.string().max(64).optional(),
+    groups: z.array(safeName).max(32).optional(),
+    target: z
+      .object({
+        device: z.number().int().nonnegative().optional(),
+        group: z.number().int().nonnegative().optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+export type StatusMessage = z.infer<typeof StatusSchema>;
+
+export const TargetScopeSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('device'), id: safeName }).strict(),
+  z.object({ kind: z.literal('group'), id: safeName }).strict(),
+]);
+export type TargetScope = z.infer<typeof TargetScopeSchema>;
+
+/** JSON value (the `apps` body is the agent-core schema's business; here it must only be plain JSON). */
+const JsonValue: z.ZodType<unknown> = z.lazy(() =>
+  z.union([z.null(), z.boolean(), z.number().finite(), z.string(), z.array(JsonValue), z.record(JsonValue)]),
+);
+
+/** The envelope berth signs. Stable: fields may be added in a new `v`, never repurposed. */
+export const TargetSchema = z
+  .object({
+    v: z.literal(1),
+    fleet: safeName,
+    scope: TargetScopeSchema,
+    version: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+    issuedAt: z.string().datetime(),
+    images: z.array(z.object({ name: ImageRefSchema, digest }).strict()).max(256),
+    apps: JsonValue,
+  })
+  .strict();
+export type Target = z.infer<typeof TargetSchema>;
+
+export const SignedTargetSchema = z
+  .object({
+    v: z.literal(1),
+    target: TargetSchema,
+    signature: z
+      .object({ alg: z.literal('ed25519'), keyId: z.string().max(64), sig: base64.max(128) })
+      .strict(),
+  })
+  .strict();
+export type SignedTarget = z.infer<typeof SignedTargetSchema>;
+
+export const RequestSchema = z.discriminatedUnion('kind', [
+  z.object({ v: z.literal(1), kind: z.literal('resolve'), reqId, name: ImageRefSchema }).strict(),
+  z
+    .object({
+      v: z.literal(1),
+      kind: z.literal('plan'),
+      reqId,
+      digest,
+      maxChunk: z
+        .number()
+        .int()
+        .min(1024)
+        .max(256 * 1024 * 1024),
+    })
+    .strict(),
+  z
+    .object({
+      v: z.literal(1),
+      kind: z.literal('chunks'),
+      reqId,
+      digest,
+      chunkSize: z.number().int().positive(),
+      indexes: z.array(z.number().int().nonnegative()).min(1).max(64),
+    })
+    .strict(),
+  z.object({ v: z.literal(1), kind: z.literal('want'), reqId, digest, chunkSize: z.number().int() }).strict(),
+]);
+export type BlobRequest = z.infer<typeof RequestSchema>;
+
+export const DescriptorRefSchema = z
+  .object({
+    mediaType: z.string().min(1).max(256),
+    digest,
+    size: z.number().int().nonnegative(),
+  })
+  .strict();
+
+export const ReplySchema = z.discriminatedUnion('kind', [
+  z
+    .object({
+      v: z.literal(1),
+      kind: z.literal('resolved'),
+      reqId,
+      name: ImageRefSchema,
+      descriptor: DescriptorRefSchema,
+    })
+    .strict(),
+  z
+    .object({
+      v: z.literal(1),
+      kind: z.literal('plan'),
+      reqId,
+      digest,
+      size: z.number().int().nonnegative(),
+      chunkSize: z.number().int().positive(),
+      hashes: base64,
+      keyId: z.string().max(64),
+      sig: base64.max(128),
+    })
+    .strict(),
+  z
+    .object({
+      v: z.literal(1),
+      kind: z.literal('fanout'),
+      reqId,
+      digest,
+      mode: z.enum(['stream', 'unicast']),
+    })
+    .strict(),
+  z
+    .object({
+      v: z.literal(1),
+      kind: z.literal('error'),
+      reqId,
+      code: z.string().max(32),
+      message: z.string().max(1024),
+    })
+    .strict(),
+]);
+export type Reply = z.infer<typeof ReplySchema>;
+
+export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+/** Size-check, parse and validate a JSON payload. Never throws. */
+export function decodeJson<T>(schema: z.ZodType<T>, payload: Buffer, maxBytes: number): Decoded<T> {
+  if (!Buffer.isBuffer(payload)) return { ok: false, reason: 'payload is not bytes' };
+  if (payload.length > maxBytes)
+    return { ok: false, reason: `payload of ${payload.length} bytes exceeds ${maxBytes}` };
+  let raw: unknown;
+  try {
+    raw = JSON.parse(payload.toString('utf8'));
+  } catch (err) {
+    return { ok: false, reason: `not JSON: ${(err as Error).message}` };
+  }
+  const res = schema.safeParse(raw);
+  if (!res.success) return { ok: false, reason: `schema: ${formatIssues(res.error)}` };
+  return { ok: true, value: res.data };
+}
+
+export function encodeJson(value: unknown): Buffer {
+  return Buffer.from(JSON.stringify(value));
+}

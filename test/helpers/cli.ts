@@ -1,0 +1,37 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+
+export const REPO = path.resolve(import.meta.dirname, '..', '..');
+export const BERTH_BUNDLE = path.join(REPO, 'dist', 'berth.mjs');
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(path.join(tmpdir(), `berth-${prefix}-`));
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run the built berth CLI (dist/berth.mjs, built by `npm test`'s bootstrap) synchronously. */
+export function berth(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): CliResult {
+  const r = spawnSync(process.execPath, [BERTH_BUNDLE, ...args], {
+    env: { ...process.env, BERTH_LOG_LEVEL: 'warn', ...opts.env },
+    input: opts.input,
+    encoding: 'utf8',
+    cwd: REPO,
+  });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Start the berth CLI without waiting (for kill -9 tests). */
+export function berthSpawn(args: string[], env: NodeJS.ProcessEnv = {}) {
+  return spawn(process.execPath, [BERTH_BUNDLE, ...args], {
+    env: { ...process.env, BERTH_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: REPO,
+  });
+}
