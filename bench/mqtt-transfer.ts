@@ -106,7 +106,7 @@ async function agent(url: string, publicKeyFile: string, id: string, fanout: boo
     db,
     publicKey: await resolvePublicKey(publicKeyFile),
     log,
-    transfer: { fanout, window: 16 },
+    transfer: { fanout, window: Number(arg('window', '16')) },
   });
   await a.start();
   return { a, db, dir };
