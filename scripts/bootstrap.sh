@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential make gcc libc6-dev jq
   mosquitto mosquitto-clients
-  btrfs-progs e2fsprogs xfsprogs busybox-static cpio zstd
+  btrfs-progs e2fsprogs xfsprogs busybox-static cpio zstd attr
   umoci skopeo runc
   iproute2 iptables nftables
-  qemu-user-static qemu-system-x86 dmsetup thin-provisioning-tools
+  qemu-user-static qemu-system-x86 qemu-system-data dmsetup thin-provisioning-tools xz-utils
+  binutils python3 time
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf
   gcc-powerpc64le-linux-gnu g++-powerpc64le-linux-gnu
 )

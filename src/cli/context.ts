@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js';
 import { ContentStore } from '../content/store.js';
 import { type Db, openDatabase } from '../db/database.js';
 import { createLogger, type Logger } from '../lib/logger.js';
+import { nativeHints } from '../lib/native.js';
 
 /** Global options every command accepts (commander puts them on the root program). */
 export interface GlobalOptions {
@@ -36,6 +37,7 @@ export class CliContext {
       if (this.globals.storageDriver) flags.storage = { driver: this.globals.storageDriver };
       const file = this.globals.config ?? process.env.BERTH_CONFIG;
       this._config = loadConfig({ file, env: process.env, flags });
+      nativeHints.stateDir = this._config.stateDir;
     }
     return this._config;
   }

@@ -1,16 +1,32 @@
 import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
 import { registerAgent } from './agent.js';
+import { registerContainers } from './containers.js';
 import { CliContext, type GlobalOptions } from './context.js';
+import { registerDiagnostics } from './diagnostics.js';
 import { registerFleet } from './fleet.js';
 import { registerImage } from './image.js';
 import { registerPull } from './pull.js';
+import { registerRuntime } from './runtime.js';
+import { registerStorage } from './storage.js';
+import { registerTarget } from './target.js';
 import { registerVersion } from './version.js';
 
 export type Register = (program: Command, ctx: () => CliContext) => void;
 
 /** Command families, one file each; a new family adds its register function here. */
-const FAMILIES: Register[] = [registerImage, registerFleet, registerAgent, registerPull];
+
+const FAMILIES: Register[] = [
+  registerImage,
+  registerStorage,
+  registerRuntime,
+  registerContainers,
+  registerFleet,
+  registerAgent,
+  registerPull,
+  registerDiagnostics,
+  registerTarget,
+];
 
 export function buildProgram(): { program: Command; context: () => CliContext } {
   const program = new Command('berth');
@@ -66,5 +82,6 @@ export async function runCli(argv: string[]): Promise<number> {
       .close()
       .catch(() => undefined);
   }
-  return code;
+  // Commands that pass on a child's status (run, exec) set process.exitCode.
+  return code || (typeof process.exitCode === 'number' ? process.exitCode : 0);
 }

@@ -23,6 +23,8 @@ export const ConfigSchema = z
             dataSize: z.string().default('10G'),
             metadataSize: z.string().default('256M'),
             baseSize: z.string().default('8G'),
+            /** Thin-pool allocation unit (copy-on-write granularity): a multiple of 64K. */
+            blockSize: z.string().default('64K'),
             discard: z.boolean().default(true),
             fsType: z.literal('ext4').default('ext4'),
           })
@@ -35,6 +37,35 @@ export const ConfigSchema = z
       .object({
         name: z.enum(['berth', 'runc', 'crun']).default('berth'),
         path: z.string().optional(),
+        /** Per-container log cap: log.json rotates at logMaxSize bytes, logMaxFiles files kept. */
+        logMaxSize: z
+          .number()
+          .int()
+          .min(4096)
+          .default(10 * 1024 * 1024),
+        logMaxFiles: z.number().int().min(1).max(20).default(3),
+      })
+      .strict()
+      .default({}),
+    network: z
+      .object({
+        /** The bridge for `--network bridge` containers. */
+        bridge: z
+          .string()
+          .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'an interface name of at most 15 characters')
+          .default('berth0'),
+        /** IPv4 subnet for the bridge; .1 is the gateway. Chosen to be unlikely to clash with LANs. */
+        subnet: z
+          .string()
+          .regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/, 'an IPv4 CIDR like 172.31.250.0/24')
+          .default('172.31.250.0/24'),
+        /** nftables table (family ip) holding berth's NAT and port rules. */
+        nftTable: z
+          .string()
+          .regex(/^[A-Za-z0-9_]{1,32}$/)
+          .default('berth'),
+        /** NAT/ports backend: auto = nftables when `nft` works, else iptables, else none (no NAT, no ports). */
+        firewall: z.enum(['auto', 'nftables', 'iptables', 'none']).default('auto'),
       })
       .strict()
       .default({}),

@@ -17,9 +17,17 @@ export interface OpenOptions {
 }
 
 let nativeBindingOverride: unknown;
+let nativeBindingLoader: (() => unknown) | undefined;
 /** The packaged executable hands in the addon it extracted; development uses the node_modules build. */
 export function setSqliteNativeBinding(binding: unknown): void {
   nativeBindingOverride = binding;
+}
+/**
+ * Like setSqliteNativeBinding, but the addon is loaded (extracted) only when a database is first opened,
+ * so commands that never touch SQLite never write the native parts out.
+ */
+export function setSqliteNativeBindingLoader(load: () => unknown): void {
+  nativeBindingLoader = load;
 }
 
 /**
@@ -32,6 +40,8 @@ export function openDatabase(file: string, opts: OpenOptions = {}): Db {
   const existed = file !== ':memory:' && existsSync(file);
   let db: Db;
   try {
+    if (nativeBindingOverride === undefined && nativeBindingLoader)
+      nativeBindingOverride = nativeBindingLoader();
     const binding = opts.nativeBinding ?? nativeBindingOverride;
     db = new BetterSqlite3(file, {
       readonly: opts.readonly ?? false,

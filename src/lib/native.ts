@@ -18,8 +18,14 @@ export function nativeArch(nodeArch: string = process.arch): string {
 }
 
 /**
+ * What the packaged executable needs to know to pick an extraction directory; the CLI context sets
+ * `stateDir` once the config is loaded (see src/packaged/extract.ts).
+ */
+export const nativeHints: { stateDir?: string } = {};
+
+/**
  * Where native programs are found. The packaged executable replaces `locate` with one that extracts the
- * embedded, sha256-checked copies (src/packaging); in development they come from native/build/<arch>/.
+ * embedded, sha256-checked copies (src/packaged); in development they come from native/build/<arch>/.
  */
 export const nativeLocator: { locate: (name: NativeProgram) => string } = {
   locate: (name) => {

@@ -1,0 +1,112 @@
+/**
+ * Unpack throughput: one ~200 MiB layer made of real files (the host's /usr: libraries, binaries,
+ * data; thousands of files) unpacked by berth into a fresh snapshot vs `tar -x` of the same tar into a
+ * fresh directory on the SAME loop filesystem, each followed by `sync -f` so both pay for writeback.
+ * Median of N runs, printed as a ratio berth/tar in throughput (aim ≥ 0.8×). Uncompressed and gzip.
+ *
+ *   node --import tsx bench/unpack-throughput.ts [runs] [MiB]
+ */
+import { createReadStream, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { openDatabase } from '../src/db/database.js';
+import { exec } from '../src/lib/exec.js';
+import { type Digest, sha256Digest } from '../src/oci/digest.js';
+import { BtrfsSnapshotter } from '../src/snapshots/btrfs.js';
+import { OverlaySnapshotter } from '../src/snapshots/overlay.js';
+import type { Snapshotter } from '../src/snapshots/snapshotter.js';
+import { unpackLayer } from '../src/snapshots/unpack.js';
+import { makeLoopFs } from '../test/helpers/storage-loop.js';
+
+const RUNS = Number(process.argv[2] ?? 3);
+const MIB = Number(process.argv[3] ?? 200);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function makeLayer(dir: string): Promise<{ tar: string; gz: string; diffId: Digest; bytes: number; files: number }> {
+  // single-link files only (tar stores hardlinks once, which would make the layer smaller than counted)
+  const args = ['usr/share', 'usr/bin', 'usr/lib/x86_64-linux-gnu', '-xdev', '-type', 'f', '-links', '1'];
+  const out = await exec('find', [...args, '-size', '-8M', '-printf', '%s %p\\n'], {
+    cwd: '/',
+    allowFailure: true,
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  const list: string[] = [];
+  let total = 0;
+  for (const line of out.stdout.split('\n')) {
+    const i = line.indexOf(' ');
+    if (i < 0) continue;
+    total += Number(line.slice(0, i));
+    if (total > MIB * 1024 * 1024) break;
+    list.push(line.slice(i + 1));
+  }
+  await fsp.writeFile(path.join(dir, 'list'), `${list.join('\n')}\n`);
+  const tar = path.join(dir, 'layer.tar');
+  await exec('tar', ['-cf', tar, '-C', '/', '--numeric-owner', '-T', path.join(dir, 'list')]);
+  await exec('gzip', ['-1', '-k', '-f', tar]);
+  const { hashStream } = await import('../src/content/store.js');
+  const h = await hashStream(createReadStream(tar));
+  return { tar, gz: `${tar}.gz`, diffId: h.digest, bytes: h.size, files: list.length };
+}
+
+async function main() {
+  const src = await makeLoopFs({ fs: 'ext4', sizeMiB: 1024 });
+  try {
+    process.stdout.write(`building a ~${MIB} MiB layer from /usr files...\n`);
+    const layer = await makeLayer(src.mountpoint);
+    process.stdout.write(
+      `layer: ${(layer.bytes / 1048576).toFixed(0)} MiB uncompressed, ${layer.files} files, gzip ${((await fsp.stat(layer.gz)).size / 1048576).toFixed(0)} MiB\n`,
+    );
+    for (const driver of ['overlay', 'btrfs'] as const) {
+      const loop = await makeLoopFs({ fs: driver === 'btrfs' ? 'btrfs' : 'ext4', sizeMiB: 2048 });
+      try {
+        const db = openDatabase(path.join(loop.mountpoint, 'berth.db'));
+        const root = path.join(loop.mountpoint, driver);
+        const sn: Snapshotter = driver === 'btrfs' ? new BtrfsSnapshotter(db, root) : new OverlaySnapshotter(db, root);
+        await sn.recover();
+        for (const compression of ['none', 'gzip'] as const) {
+          const file = compression === 'none' ? layer.tar : layer.gz;
+          const tarMs: number[] = [];
+          const berthMs: number[] = [];
+          for (let r = 0; r < RUNS; r++) {
+            const dir = path.join(loop.mountpoint, `tar-${r}`);
+            await fsp.mkdir(dir);
+            let t0 = performance.now();
+            await exec('tar', [compression === 'gzip' ? '-xzf' : '-xf', file, '-C', dir, '--numeric-owner', '-p']);
+            await exec('sync', ['-f', dir]);
+            tarMs.push(performance.now() - t0);
+            await fsp.rm(dir, { recursive: true, force: true });
+            await exec('sync', ['-f', loop.mountpoint]);
+
+            const chainId = sha256Digest(`${compression}-${r}`);
+            t0 = performance.now();
+            await unpackLayer({
+              snapshotter: sn,
+              chainId,
+              parent: undefined,
+              diffId: layer.diffId,
+              open: async () => createReadStream(file, { highWaterMark: 1024 * 1024 }),
+              compression,
+            });
+            await exec('sync', ['-f', loop.mountpoint]);
+            berthMs.push(performance.now() - t0);
+            await sn.remove(chainId);
+            await exec('sync', ['-f', loop.mountpoint]);
+          }
+          const mib = layer.bytes / 1048576;
+          const t = median(tarMs);
+          const b = median(berthMs);
+          process.stdout.write(
+            `${driver.padEnd(8)} ${compression.padEnd(5)} tar -x ${t.toFixed(0).padStart(6)} ms (${(mib / (t / 1000)).toFixed(0)} MiB/s)  berth ${b.toFixed(0).padStart(6)} ms (${(mib / (b / 1000)).toFixed(0)} MiB/s)  ratio ${(t / b).toFixed(2)}x  (median of ${RUNS})\n`,
+          );
+        }
+        db.close();
+      } finally {
+        await loop.cleanup();
+      }
+    }
+  } finally {
+    await src.cleanup();
+  }
+}
+
+await main();

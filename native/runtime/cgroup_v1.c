@@ -1,0 +1,235 @@
+/* cgroup v1: one hierarchy per controller under /sys/fs/cgroup/<ctrl>; the container gets the same
+ * relative path in each. */
+#include "cgroup.h"
+#include "cleanup.h"
+#include "util.h"
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef int (*hier_fn)(struct cgroup_manager *m, const char *hier, const char *dir, void *data, berth_err_t *err);
+
+/* Call fn for each controller hierarchy (real directories; cpu → cpu,cpuacct symlinks are skipped). */
+static int each_hierarchy(struct cgroup_manager *m, hier_fn fn, void *data, berth_err_t *err) {
+  cleanup_dir DIR *d = opendir(m->root);
+  if (!d) return berth_make_error(err, errno, "opendir `%s`", m->root);
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (de->d_name[0] == '.' || strcmp(de->d_name, "unified") == 0) continue;
+    cleanup_free char *hier = xasprintf("%s/%s", m->root, de->d_name);
+    struct stat st;
+    if (lstat(hier, &st) < 0 || !S_ISDIR(st.st_mode)) continue;
+    cleanup_free char *dir = xasprintf("%s%s", hier, m->path);
+    if (fn(m, de->d_name, dir, data, err) < 0) return -1;
+  }
+  return 0;
+}
+
+static bool has_ctrl(const char *hier, const char *ctrl) {
+  size_t n = strlen(ctrl);
+  for (const char *p = hier; (p = strstr(p, ctrl)); p += n)
+    if ((p == hier || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return true;
+  return false;
+}
+
+static bool file_empty(const char *dir, const char *file) {
+  cleanup_free char *p = xasprintf("%s/%s", dir, file);
+  cleanup_free char *text = NULL;
+  berth_err_t e = NULL;
+  if (berth_read_file(p, &text, NULL, &e) < 0) {
+    berth_error_release(&e);
+    return false;
+  }
+  return text[strspn(text, " \n")] == 0;
+}
+
+static int copy_from_parent(const char *dir, const char *file, berth_err_t *err) {
+  if (!file_empty(dir, file)) return 0;
+  cleanup_free char *parent = xstrdup(dir);
+  *strrchr(parent, '/') = 0;
+  cleanup_free char *p = xasprintf("%s/%s", parent, file);
+  cleanup_free char *text = NULL;
+  if (berth_read_file(p, &text, NULL, err) < 0) return -1;
+  if (text[strspn(text, " \n")] == 0) return 0;
+  return cg_write(dir, file, text, err);
+}
+
+static int v1_create_one(struct cgroup_manager *m, const char *hier, const char *dir, void *data, berth_err_t *err) {
+  bool cpuset = has_ctrl(hier, "cpuset");
+  struct stat st;
+  if (stat(dir, &st) == 0) return 0;
+  /* mkdir -p, copying cpuset.cpus/mems into each new level (v1 leaves them empty). */
+  size_t base = strlen(m->root) + 1 + strlen(hier);
+  cleanup_free char *p = xstrdup(dir);
+  for (size_t i = base + 1; i <= strlen(dir); i++) {
+    if (p[i] != '/' && p[i] != 0) continue;
+    char saved = p[i];
+    p[i] = 0;
+    if (mkdir(p, 0755) == 0) {
+      if (cpuset && (copy_from_parent(p, "cpuset.cpus", err) < 0 || copy_from_parent(p, "cpuset.mems", err) < 0)) return -1;
+    } else if (errno != EEXIST) {
+      return berth_make_error(err, errno, "mkdir `%s`", p);
+    }
+    p[i] = saved;
+  }
+  m->created_leaf = true;
+  return 0;
+}
+
+static int v1_create(struct cgroup_manager *m, berth_err_t *err) { return each_hierarchy(m, v1_create_one, NULL, err); }
+
+static int v1_enter_one(struct cgroup_manager *m, const char *hier, const char *dir, void *data, berth_err_t *err) {
+  return cg_write(dir, "cgroup.procs", data, err);
+}
+
+static int v1_enter(struct cgroup_manager *m, pid_t pid, berth_err_t *err) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "%d", pid);
+  return each_hierarchy(m, v1_enter_one, buf, err);
+}
+
+static int dev_rule_string(const struct cg_dev_rule *r, char *buf, size_t n) {
+  char maj[24], min[24];
+  if (r->type == 'a') return snprintf(buf, n, "a");
+  if (r->major < 0) strcpy(maj, "*");
+  else snprintf(maj, sizeof maj, "%lld", (long long) r->major);
+  if (r->minor < 0) strcpy(min, "*");
+  else snprintf(min, sizeof min, "%lld", (long long) r->minor);
+  return snprintf(buf, n, "%c %s:%s %s", r->type, maj, min, r->access);
+}
+
+static int write_throttles(const char *dir, const char *file, const struct cg_blkio_dev *d, size_t n, berth_err_t *err) {
+  for (size_t i = 0; i < n; i++) {
+    char buf[96];
+    snprintf(buf, sizeof buf, "%lld:%lld %llu", (long long) d[i].major, (long long) d[i].minor, (unsigned long long) d[i].value);
+    if (cg_write(dir, file, buf, err) < 0) return -1;
+  }
+  return 0;
+}
+
+static int v1_apply_one(struct cgroup_manager *m, const char *hier, const char *dir, void *data, berth_err_t *err) {
+  const struct cgroup_resources *r = data;
+  if (has_ctrl(hier, "memory")) {
+    if (r->mem_limit.set) {
+      int64_t limit = r->mem_limit.v;
+      /* memsw must stay >= limit: when raising both, swap first; when it fails, try the other order */
+      if (r->mem_swap.set) {
+        if (cg_write_i64(dir, "memory.limit_in_bytes", limit, err) < 0) {
+          berth_error_release(err);
+          if (cg_write_i64(dir, "memory.memsw.limit_in_bytes", r->mem_swap.v, err) < 0 || cg_write_i64(dir, "memory.limit_in_bytes", limit, err) < 0) return -1;
+        } else if (cg_write_i64(dir, "memory.memsw.limit_in_bytes", r->mem_swap.v, err) < 0) {
+          return -1;
+        }
+      } else if (cg_write_i64(dir, "memory.limit_in_bytes", limit, err) < 0) {
+        return -1;
+      }
+    } else if (r->mem_swap.set && cg_write_i64(dir, "memory.memsw.limit_in_bytes", r->mem_swap.v, err) < 0) {
+      return -1;
+    }
+    if (r->mem_reservation.set && cg_write_i64(dir, "memory.soft_limit_in_bytes", r->mem_reservation.v, err) < 0) return -1;
+    if (r->mem_swappiness.set && r->mem_swappiness.v >= 0 && r->mem_swappiness.v <= 100 && cg_write_i64(dir, "memory.swappiness", r->mem_swappiness.v, err) < 0) return -1;
+    if (r->mem_disable_oom_killer && cg_write(dir, "memory.oom_control", "1", err) < 0) return -1;
+  }
+  if (has_ctrl(hier, "cpu")) {
+    if (r->cpu_shares.set && r->cpu_shares.v > 0 && cg_write_i64(dir, "cpu.shares", r->cpu_shares.v, err) < 0) return -1;
+    if (r->cpu_period.set && r->cpu_period.v > 0 && cg_write_i64(dir, "cpu.cfs_period_us", r->cpu_period.v, err) < 0) return -1;
+    if (r->cpu_quota.set && r->cpu_quota.v != 0 && cg_write_i64(dir, "cpu.cfs_quota_us", r->cpu_quota.v, err) < 0) return -1;
+    if (r->cpu_rt_period.set && cg_write_i64(dir, "cpu.rt_period_us", r->cpu_rt_period.v, err) < 0) return -1;
+    if (r->cpu_rt_runtime.set && cg_write_i64(dir, "cpu.rt_runtime_us", r->cpu_rt_runtime.v, err) < 0) return -1;
+  }
+  if (has_ctrl(hier, "cpuset")) {
+    if (r->cpus && *r->cpus && cg_write(dir, "cpuset.cpus", r->cpus, err) < 0) return -1;
+    if (r->mems && *r->mems && cg_write(dir, "cpuset.mems", r->mems, err) < 0) return -1;
+  }
+  if (has_ctrl(hier, "pids") && r->pids_limit.set) {
+    if (r->pids_limit.v > 0 ? cg_write_i64(dir, "pids.max", r->pids_limit.v, err) < 0 : cg_write(dir, "pids.max", "max", err) < 0) return -1;
+  }
+  if (has_ctrl(hier, "blkio")) {
+    if (r->blkio_weight.set && r->blkio_weight.v) {
+      if (cg_write_i64(dir, "blkio.weight", r->blkio_weight.v, err) < 0) {
+        berth_error_release(err);
+        if (cg_write_i64(dir, "blkio.bfq.weight", r->blkio_weight.v, err) < 0) return -1;
+      }
+    }
+    if (r->blkio_leaf_weight.set && r->blkio_leaf_weight.v && cg_write_i64(dir, "blkio.leaf_weight", r->blkio_leaf_weight.v, err) < 0) return -1;
+    for (size_t i = 0; i < r->n_weight_dev; i++) {
+      const struct cg_blkio_dev *d = &r->weight_dev[i];
+      char buf[96];
+      if (d->weight.set) {
+        snprintf(buf, sizeof buf, "%lld:%lld %lld", (long long) d->major, (long long) d->minor, (long long) d->weight.v);
+        if (cg_write(dir, "blkio.weight_device", buf, err) < 0) {
+          berth_error_release(err);
+          if (cg_write(dir, "blkio.bfq.weight_device", buf, err) < 0) return -1;
+        }
+      }
+    }
+    static const char *const files[4] = {"blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device", "blkio.throttle.read_iops_device", "blkio.throttle.write_iops_device"};
+    for (int k = 0; k < 4; k++)
+      if (write_throttles(dir, files[k], r->throttle[k], r->n_throttle[k], err) < 0) return -1;
+  }
+  if (has_ctrl(hier, "devices") && r->has_dev_rules) {
+    if (cg_write(dir, "devices.deny", "a", err) < 0) return -1;
+    for (size_t i = 0; i < r->n_dev_rules; i++) {
+      char buf[96];
+      dev_rule_string(&r->dev_rules[i], buf, sizeof buf);
+      if (cg_write(dir, r->dev_rules[i].allow ? "devices.allow" : "devices.deny", buf, err) < 0) return -1;
+    }
+  }
+  if (has_ctrl(hier, "hugetlb"))
+    for (size_t i = 0; i < r->n_hugetlb; i++) {
+      cleanup_free char *f = xasprintf("hugetlb.%s.limit_in_bytes", r->hugetlb[i].key);
+      if (cg_write(dir, f, r->hugetlb[i].value, err) < 0) return -1;
+    }
+  return 0;
+}
+
+static int v1_apply(struct cgroup_manager *m, const struct cgroup_resources *r, berth_err_t *err) {
+  if (r->n_unified) return berth_make_error(err, ENOTSUP, "`linux.resources.unified` needs cgroup v2");
+  return each_hierarchy(m, v1_apply_one, (void *) r, err);
+}
+
+static int v1_destroy_one(struct cgroup_manager *m, const char *hier, const char *dir, void *data, berth_err_t *err) {
+  int *failed = data;
+  if (cg_rmdir(dir, err) < 0) {
+    /* keep going so one busy hierarchy does not leak the others */
+    if (!*failed) *failed = 1;
+    else berth_error_release(err);
+  }
+  return 0;
+}
+
+static int v1_destroy(struct cgroup_manager *m, berth_err_t *err) {
+  int failed = 0;
+  if (each_hierarchy(m, v1_destroy_one, &failed, err) < 0) return -1;
+  return failed ? -1 : 0;
+}
+
+static int v1_pids(struct cgroup_manager *m, pid_t **out, size_t *n, berth_err_t *err) {
+  cleanup_free char *dir = xasprintf("%s/pids%s", m->root, m->path);
+  if (access(dir, F_OK) < 0) {
+    free(dir);
+    dir = xasprintf("%s/memory%s", m->root, m->path);
+  }
+  return cg_read_pids(dir, out, n, err);
+}
+
+static int v1_oom_killed(struct cgroup_manager *m) {
+  cleanup_free char *p = xasprintf("%s/memory%s/memory.oom_control", m->root, m->path);
+  cleanup_free char *text = NULL;
+  berth_err_t e = NULL;
+  if (berth_read_file(p, &text, NULL, &e) < 0) {
+    berth_error_release(&e);
+    return -1;
+  }
+  char *k = strstr(text, "oom_kill ");
+  return k ? atoll(k + 9) > 0 : -1;
+}
+
+const struct cgroup_ops cgroup_v1_ops = {
+    .name = "v1", .create = v1_create, .enter = v1_enter, .apply = v1_apply, .destroy = v1_destroy, .pids = v1_pids, .oom_killed = v1_oom_killed,
+};

@@ -1,0 +1,77 @@
+// The app as one CommonJS file for a single-executable app (SEA main scripts are CommonJS): src/packaged/
+// main.ts with every dependency bundled and the arch's payload (SQLite addon + native programs, base64,
+// with build-time sha256) generated in place of src/packaged/payload.ts.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import * as path from 'node:path';
+import * as esbuild from 'esbuild';
+import { ROOT, sha256File } from './common.mjs';
+
+export function buildInfo() {
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  let commit = process.env.BERTH_COMMIT ?? 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
+      .toString()
+      .trim();
+  } catch {
+    /* not a git checkout */
+  }
+  return { version: pkg.version, commit };
+}
+
+async function embed(file, name) {
+  const bytes = readFileSync(file);
+  return {
+    name,
+    sha256: await sha256File(file),
+    size: statSync(file).size,
+    base64: bytes.toString('base64'),
+  };
+}
+
+/**
+ * @param {import('./common.mjs').ArchDef} def
+ * @param {{ addon: string, natives: string[], outfile: string }} parts
+ * @returns {Promise<{ outfile: string, payload: { name: string, sha256: string, size: number }[] }>}
+ */
+export async function bundleApp(def, { addon, natives, outfile }) {
+  const payload = {
+    arch: def.arch,
+    sqlite: await embed(addon, 'better_sqlite3.node'),
+    native: await Promise.all(natives.map((f) => embed(f, path.basename(f)))),
+  };
+  const payloadModule = path.join(ROOT, 'src', 'packaged', 'payload.ts');
+  /** @type {esbuild.Plugin} */
+  const payloadPlugin = {
+    name: 'berth-payload',
+    setup(build) {
+      build.onResolve({ filter: /\/payload\.js$/ }, (args) => {
+        const resolved = path.resolve(args.resolveDir, args.path.replace(/\.js$/, '.ts'));
+        return resolved === payloadModule ? { path: 'payload', namespace: 'berth-payload' } : undefined;
+      });
+      build.onLoad({ filter: /.*/, namespace: 'berth-payload' }, () => ({
+        contents: `exports.PAYLOAD = ${JSON.stringify(payload)};`,
+        loader: 'js',
+      }));
+    },
+  };
+  await esbuild.build({
+    entryPoints: [path.join(ROOT, 'src', 'packaged', 'main.ts')],
+    bundle: true,
+    platform: 'node',
+    target: `node${def.node.version.split('.')[0]}`,
+    format: 'cjs',
+    outfile,
+    minify: true,
+    legalComments: 'none',
+    plugins: [payloadPlugin],
+    define: { __BERTH_BUILD__: JSON.stringify(buildInfo()) },
+    logLevel: 'warning',
+  });
+  const list = [payload.sqlite, ...payload.native].map(({ name, sha256, size }) => ({ name, sha256, size }));
+  return { outfile, payload: list };
+}

@@ -1,0 +1,55 @@
+// @yao-pkg/pkg in SEA mode, offline: pkg runs on the npm x64 Node 22 binary, with its download cache
+// ($HOME/.pkg-cache/sea, HOME pointed into our cache) pre-seeded with the stripped target node from npm, so
+// it neither downloads nor verifies anything.
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { CACHE_DIR, loadArch, log, run } from './common.mjs';
+import { assertDynSymsUnchanged, restoreDynamicSections } from './elf.mjs';
+import { nodeDistFor } from './node-dist.mjs';
+
+const require = createRequire(import.meta.url);
+
+/** Seed pkg's cache for `def`; returns the (stripped) node binary pkg will copy. */
+async function seedPkgCache(def, home, nodeDir) {
+  const name = `node-v${def.node.version}-linux-${def.nodeArch}`;
+  const sea = path.join(home, '.pkg-cache', 'sea');
+  const bin = path.join(sea, name, 'bin', 'node');
+  if (!existsSync(`${bin}.ok`)) {
+    mkdirSync(path.dirname(bin), { recursive: true });
+    rmSync(bin, { force: true });
+    await run(`${def.triple}-strip`, ['-o', bin, path.join(nodeDir, 'bin', 'node')]);
+    writeFileSync(`${bin}.ok`, '');
+    // pkg checks only that the archive and its sentinel exist once the binary is extracted.
+    writeFileSync(path.join(sea, `${name}.tar.gz`), '');
+    writeFileSync(path.join(sea, `${name}.tar.gz.ok`), '');
+  }
+  return bin;
+}
+
+/**
+ * @param {import('./common.mjs').ArchDef} def
+ * @param {{ nodeDir: string, bundle: string, work: string, output: string }} o
+ */
+export async function buildPkg(def, { nodeDir, bundle, work, output }) {
+  if (!def.pkgTarget) throw new Error(`${def.arch}: arch/${def.arch}.json names no pkgTarget`);
+  // pkg itself needs Node >= 22 on the build host: the x64 22.x from npm (same version as the x64 target).
+  const hostDef = loadArch('x64');
+  const hostNode = path.join(await nodeDistFor(hostDef), 'bin', 'node');
+  const home = path.join(CACHE_DIR, 'pkg-home');
+  const base = await seedPkgCache(def, home, nodeDir);
+  mkdirSync(work, { recursive: true });
+  const tmp = `${output}.tmp-${process.pid}`;
+  rmSync(tmp, { force: true });
+  const pkgBin = require.resolve('@yao-pkg/pkg/lib-es5/bin.js');
+  await run(hostNode, [pkgBin, bundle, '--sea', '-t', def.pkgTarget, '-o', tmp], {
+    cwd: work,
+    env: { ...process.env, HOME: home, PKG_CACHE_PATH: path.join(home, '.pkg-cache') },
+  });
+  // pkg injects with the same postject: same repair and guard as the SEA path.
+  const restored = restoreDynamicSections(base, tmp);
+  log(`${def.arch}: restored ${restored.join(' ')} after pkg`);
+  const syms = await assertDynSymsUnchanged(base, tmp);
+  log(`${def.arch}: ${syms} dynamic symbols unchanged by injection`);
+  return { tmp, base };
+}

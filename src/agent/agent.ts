@@ -1,0 +1,140 @@
+/**
+ * The agent, assembled from its parts over the ports. The composition root (`berth agent`, wired by the
+ * lead with the runtime, storage and transport implementations) builds the ports and hands them in:
+ *
+ *   const agent = new Agent({ db, ports, transport, log, stateDir });
+ *   await agent.start();                 // converges to the target in SQLite at once, broker or not
+ *   transport.onTarget((t) => agent.receiveTarget(t));      // verified + parsed by the transport layer
+ *   transport.onCommand(async (c) => reply(await agent.command(c)));
+ *   …
+ *   await agent.stop();
+ */
+
+import type { Target } from '../core/target.js';
+import type { Db } from '../db/database.js';
+import type { SystemInformation } from '../device/info.js';
+import type { Logger } from '../lib/logger.js';
+import { AgentApi } from './api.js';
+import { agentSocketPath } from './api-client.js';
+import { type CommandDeps, type CommandResult, dispatchCommand } from './commands.js';
+import { Mutex } from './mutex.js';
+import { Outbox, type OutboxOptions } from './outbox.js';
+import { type AgentPorts, type Clock, systemClock, type Transport } from './ports.js';
+import { type AgentEvent, Reconciler, type ReconcilerOptions } from './reconciler.js';
+import { Reporter } from './reporter.js';
+import { AgentStore } from './store.js';
+
+export interface AgentOptions {
+  db: Db;
+  ports: AgentPorts;
+  transport: Transport;
+  log: Logger;
+  stateDir: string;
+  clock?: Clock;
+  socketPath?: string;
+  /** false: no local API socket (tests of other parts) */
+  api?: boolean;
+  sys?: SystemInformation;
+  metricsIntervalMs?: number;
+  reconciler?: Partial<Omit<ReconcilerOptions, 'ports' | 'store' | 'clock' | 'log' | 'emit' | 'mutex'>>;
+  outbox?: Partial<Omit<OutboxOptions, 'db' | 'clock'>>;
+}
+
+export class Agent {
+  readonly store: AgentStore;
+  readonly outbox: Outbox;
+  readonly reconciler: Reconciler;
+  readonly reporter: Reporter;
+  readonly api: AgentApi;
+  readonly mutex = new Mutex();
+  private readonly commandDeps: CommandDeps;
+  private reportQueued = false;
+
+  constructor(private readonly o: AgentOptions) {
+    const clock = o.clock ?? systemClock;
+    this.store = new AgentStore(o.db);
+    this.outbox = new Outbox({ db: o.db, clock, ...o.outbox });
+    this.reconciler = new Reconciler({
+      ...o.reconciler,
+      ports: o.ports,
+      store: this.store,
+      clock,
+      log: o.log,
+      mutex: this.mutex,
+      emit: (e) => this.onEvent(e),
+    });
+    this.reporter = new Reporter({
+      transport: o.transport,
+      outbox: this.outbox,
+      store: this.store,
+      reconciler: this.reconciler,
+      engine: o.ports.engine,
+      clock,
+      log: o.log,
+      stateDir: o.stateDir,
+      ...(o.sys ? { sys: o.sys } : {}),
+      ...(o.metricsIntervalMs !== undefined ? { metricsIntervalMs: o.metricsIntervalMs } : {}),
+    });
+    this.commandDeps = {
+      engine: o.ports.engine,
+      volumes: o.ports.volumes,
+      store: this.store,
+      clock,
+      mutex: this.mutex,
+      isLocked: (app) => o.ports.locks.held(app),
+      reconcile: () => void this.reconciler.trigger(),
+      report: async () => {
+        await this.reporter.reportInfo(true);
+        await this.reporter.reportState(true);
+      },
+    };
+    this.api = new AgentApi({
+      engine: o.ports.engine,
+      images: o.ports.images,
+      store: this.store,
+      clock,
+      mutex: this.mutex,
+      log: o.log,
+      commands: this.commandDeps,
+      state: () => this.reporter.currentState(),
+    });
+  }
+
+  private onEvent(e: AgentEvent & { at: number }) {
+    // health "starting" and per-step successes are chatty: they change the reported state, not the event log
+    if (!(e.type === 'step' && e.ok) && !(e.type === 'health' && e.status === 'starting'))
+      this.outbox.enqueue('event', e);
+    if (!this.reportQueued && this.o.transport.online) {
+      this.reportQueued = true;
+      queueMicrotask(() => {
+        this.reportQueued = false;
+        void this.reporter
+          .reportState()
+          .catch((err: unknown) => this.o.log.debug({ err }, 'state report failed'));
+        void this.outbox.drain(this.o.transport);
+      });
+    }
+  }
+
+  async start(): Promise<void> {
+    if (this.o.api !== false) await this.api.listen(this.o.socketPath ?? agentSocketPath(this.o.stateDir));
+    this.reconciler.start();
+    this.reporter.start();
+  }
+
+  async stop(): Promise<void> {
+    this.reporter.stop();
+    await this.reconciler.stop();
+    await this.api.close();
+    this.outbox.close();
+  }
+
+  /** A verified, parsed target from the fleet (or a file). */
+  receiveTarget(target: Target): boolean {
+    return this.reconciler.setTarget(target);
+  }
+
+  command(raw: unknown): Promise<CommandResult> {
+    return dispatchCommand(raw, this.commandDeps);
+  }
+}

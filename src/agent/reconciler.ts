@@ -1,0 +1,508 @@
+/**
+ * The reconcile loop. Single-flight: one run at a time; a trigger during a run makes the run go once more
+ * when it ends. A run: promote a pending target, check the health window, check disk space, then
+ * plan → run the batch → plan again from fresh state, until the plan is empty (converged), only waits
+ * (blocked: retry later) or a step fails (retry later). "Later" backs off exponentially, from `minDelayMs`
+ * to `maxDelayMs`, and resets on progress. All timers go through the injected Clock.
+ *
+ * State lives in SQLite (AgentStore) and in what the ports report, never in this object: a new Reconciler
+ * over the same database and device picks up exactly where a killed one stopped.
+ */
+import { checkSpace, type ImageNeed } from '../core/disk.js';
+import { plan } from '../core/planner.js';
+import { DEFAULT_RESTART_BACKOFF, type RestartBackoff } from '../core/restart.js';
+import { evaluateRollout, type RolloutVerdict } from '../core/rollback.js';
+import type { CurrentContainer, CurrentState, HealthStatus } from '../core/state.js';
+import { describeStep, isIdleStep, type Step } from '../core/steps.js';
+import {
+  emptyTarget,
+  type Healthcheck,
+  type Service,
+  specHash,
+  type Target,
+  targetImages,
+} from '../core/target.js';
+import { BerthError, errorMessage, withContext } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import { createExecutors, type Executors, runStep } from './executors.js';
+import { HealthMonitor, type NetProbes, resolveHealthcheck } from './health.js';
+import { Mutex } from './mutex.js';
+import {
+  type AgentPorts,
+  type Clock,
+  type EngineContainer,
+  LABEL_APP,
+  LABEL_DEPENDS_ON,
+  LABEL_SERVICE,
+  LABEL_SPEC_HASH,
+  type TimerHandle,
+} from './ports.js';
+import type { AgentStore } from './store.js';
+
+export type AgentEvent =
+  | { type: 'target-accepted'; version: number }
+  | { type: 'target-ignored'; version: number; reason: string }
+  | { type: 'step'; step: string; ok: boolean; error?: string }
+  | { type: 'converged'; version: number }
+  | { type: 'rollout-healthy'; version: number }
+  | { type: 'rollback'; from: number; to: number; reason: string }
+  | { type: 'rollout-failed'; version: number; reason: string }
+  | { type: 'error'; code: string; message: string; app?: string }
+  | { type: 'interrupted'; steps: string[] }
+  | { type: 'health'; container: string; status: HealthStatus; output?: string };
+
+export interface ReconcilerOptions {
+  ports: AgentPorts;
+  store: AgentStore;
+  clock: Clock;
+  log: Logger;
+  emit?: (e: AgentEvent & { at: number }) => void;
+  /** health window after converging to a new target (default 60 s) */
+  healthWindowMs?: number;
+  minDelayMs?: number;
+  maxDelayMs?: number;
+  /** re-check a converged device this often (restart policies, health window) */
+  idleIntervalMs?: number;
+  /** bytes to leave free when checking space for an update */
+  reserveBytes?: number;
+  restartBackoff?: RestartBackoff;
+  /** safety valve: batches per run before backing off (a step that "succeeds" without effect) */
+  maxBatchesPerRun?: number;
+  probes?: NetProbes;
+  mutex?: Mutex;
+  executors?: Executors;
+}
+
+export type RunOutcome =
+  | { status: 'converged'; version: number }
+  | { status: 'waiting'; reasons: string[] }
+  | { status: 'error'; error: BerthError }
+  | { status: 'stopped' };
+
+export class Reconciler {
+  readonly mutex: Mutex;
+  readonly health: HealthMonitor;
+  private readonly executors: Executors;
+  private readonly o: Required<
+    Pick<
+      ReconcilerOptions,
+      | 'healthWindowMs'
+      | 'minDelayMs'
+      | 'maxDelayMs'
+      | 'idleIntervalMs'
+      | 'reserveBytes'
+      | 'restartBackoff'
+      | 'maxBatchesPerRun'
+    >
+  >;
+  private inFlight: Promise<RunOutcome> | undefined;
+  private again = false;
+  private stopped = true;
+  private timer: TimerHandle | undefined;
+  private failures = 0;
+  private checkCache = new Map<string, Healthcheck>();
+  /** counters for tests and the bench */
+  readonly stats = { runs: 0, batches: 0, steps: 0 };
+  lastOutcome: RunOutcome | undefined;
+
+  constructor(private readonly opts: ReconcilerOptions) {
+    this.o = {
+      healthWindowMs: opts.healthWindowMs ?? 60_000,
+      minDelayMs: opts.minDelayMs ?? 1000,
+      maxDelayMs: opts.maxDelayMs ?? 5 * 60_000,
+      idleIntervalMs: opts.idleIntervalMs ?? 10_000,
+      reserveBytes: opts.reserveBytes ?? 32 * 1024 * 1024,
+      restartBackoff: opts.restartBackoff ?? DEFAULT_RESTART_BACKOFF,
+      maxBatchesPerRun: opts.maxBatchesPerRun ?? 200,
+    };
+    this.mutex = opts.mutex ?? new Mutex();
+    this.executors =
+      opts.executors ??
+      createExecutors({
+        ports: opts.ports,
+        store: opts.store,
+        clock: opts.clock,
+        backoff: this.o.restartBackoff,
+      });
+    this.health = new HealthMonitor({
+      engine: opts.ports.engine,
+      clock: opts.clock,
+      ...(opts.probes ? { probes: opts.probes } : {}),
+      onChange: (id, status, output) => {
+        this.opts.store.updateContainer(id, { health: status }, this.opts.clock.now());
+        this.emit({ type: 'health', container: id, status, ...(output ? { output } : {}) });
+        if (status !== 'starting') void this.trigger();
+      },
+    });
+  }
+
+  private emit(e: AgentEvent) {
+    this.opts.emit?.({ ...e, at: this.opts.clock.now() });
+  }
+
+  /** Start the loop: report interrupted steps of a previous life, then converge to what SQLite holds. */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    const interrupted = this.opts.store.takeInterruptedSteps();
+    if (interrupted.length > 0) {
+      this.opts.log.warn(
+        { steps: interrupted.map(describeStep) },
+        'steps interrupted by a restart; re-planning',
+      );
+      this.emit({ type: 'interrupted', steps: interrupted.map(describeStep) });
+    }
+    void this.trigger();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) this.opts.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.health.close();
+    await this.inFlight;
+  }
+
+  /** A new target from the fleet (already verified and validated). Stored, then applied. */
+  setTarget(target: Target): boolean {
+    const r = this.opts.store.receiveTarget(target, this.opts.clock.now());
+    if (!r.accepted) {
+      this.emit({ type: 'target-ignored', version: target.version, reason: r.reason! });
+      return false;
+    }
+    this.emit({ type: 'target-accepted', version: target.version });
+    void this.trigger();
+    return true;
+  }
+
+  /** Run now (single-flight). Resolves with the outcome of the run that covers this trigger. */
+  trigger(): Promise<RunOutcome> {
+    if (this.stopped) return Promise.resolve({ status: 'stopped' });
+    if (this.inFlight) {
+      this.again = true;
+      return this.inFlight;
+    }
+    if (this.timer) this.opts.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    const p = (async () => {
+      let out: RunOutcome;
+      do {
+        this.again = false;
+        out = await this.runOnce();
+      } while (this.again && !this.stopped);
+      return out;
+    })().finally(() => {
+      this.inFlight = undefined;
+    });
+    this.inFlight = p;
+    return p;
+  }
+
+  /** Resolves when no run is in flight. */
+  async idle(): Promise<void> {
+    while (this.inFlight) await this.inFlight;
+  }
+
+  private schedule(ms: number) {
+    if (this.stopped) return;
+    if (this.timer) this.opts.clock.clearTimeout(this.timer);
+    this.timer = this.opts.clock.setTimeout(
+      () => {
+        this.timer = undefined;
+        void this.trigger();
+      },
+      Math.max(0, ms),
+    );
+  }
+
+  private backoffDelay(): number {
+    const d = Math.min(this.o.maxDelayMs, this.o.minDelayMs * 2 ** Math.min(this.failures, 30));
+    this.failures++;
+    return d;
+  }
+
+  private async runOnce(): Promise<RunOutcome> {
+    this.stats.runs++;
+    const out = await this.runOnceInner().catch((err: unknown): RunOutcome => {
+      const e = err instanceof BerthError ? err : withContext('reconcile', err);
+      return { status: 'error', error: e };
+    });
+    this.lastOutcome = out;
+    if (out.status === 'error') {
+      this.opts.log.warn({ err: out.error.message, code: out.error.code }, 'reconcile failed; backing off');
+      this.emit({ type: 'error', code: out.error.code, message: out.error.message });
+      this.schedule(this.backoffDelay());
+    }
+    return out;
+  }
+
+  private async runOnceInner(): Promise<RunOutcome> {
+    const { store, clock } = this.opts;
+    const promoted = store.promotePending(clock.now());
+    if (promoted) this.opts.log.info({ version: promoted.version }, 'applying new target');
+    let spaceChecked = false;
+
+    for (let batch = 0; batch < this.o.maxBatchesPerRun; batch++) {
+      if (this.stopped) return { status: 'stopped' };
+      const cur = store.getTarget('current');
+      const target = cur?.target ?? emptyTarget();
+      const previous = store.getTarget('previous')?.target;
+      const state = await this.gather(target, previous);
+
+      // A target on probation is judged before anything else, so a crash loop cannot keep it alive.
+      if (cur?.status === 'converged') {
+        const verdict = this.judge(target, state);
+        if (verdict.status === 'failed') {
+          this.rollBack(target, verdict.reason);
+          continue;
+        }
+        if (verdict.status === 'healthy') {
+          store.setCurrentStatus('healthy', clock.now());
+          store.endRollout();
+          this.emit({ type: 'rollout-healthy', version: target.version });
+        }
+      }
+
+      if (!spaceChecked && cur && cur.status === 'applying') {
+        await this.checkSpace(target, previous, state);
+        spaceChecked = true;
+      }
+
+      const steps = plan(state, target, {
+        now: clock.now(),
+        keepImages: previous ? targetImages(previous) : [],
+        backoff: this.o.restartBackoff,
+      });
+
+      if (steps.length === 0) return this.converged(target, state);
+
+      const actionable = steps.filter((s) => !isIdleStep(s));
+      if (actionable.length === 0) {
+        const reasons = steps.map(describeStep);
+        const untils = steps.flatMap((s) => (s.kind === 'wait' && s.until !== undefined ? [s.until] : []));
+        const backoff = this.backoffDelay();
+        const delay = untils.length > 0 ? Math.min(backoff, Math.min(...untils) - clock.now()) : backoff;
+        this.schedule(Math.max(delay, 10));
+        return { status: 'waiting', reasons };
+      }
+
+      this.stats.batches++;
+      await this.mutex.run(() => this.runBatch(actionable));
+      this.failures = 0;
+      for (const app of Object.keys(target.apps)) store.setAppStatus(app, 'applying', clock.now());
+    }
+    this.schedule(this.backoffDelay());
+    return { status: 'waiting', reasons: [`no convergence after ${this.o.maxBatchesPerRun} batches`] };
+  }
+
+  private async runBatch(steps: Step[]): Promise<void> {
+    const { store, clock, log } = this.opts;
+    for (const step of steps) {
+      const intent = store.beginStep(step, clock.now());
+      this.stats.steps++;
+      try {
+        await runStep(this.executors, step);
+        log.debug({ step: describeStep(step) }, 'step done');
+      } catch (err) {
+        const e = withContext(describeStep(step), err);
+        const app = 'app' in step ? step.app : undefined;
+        if (app) store.setAppStatus(app, 'error', clock.now(), e.message);
+        if ('id' in step) store.updateContainer(step.id, { lastError: e.message }, clock.now());
+        this.emit({ type: 'step', step: describeStep(step), ok: false, error: e.message });
+        throw e;
+      } finally {
+        store.endStep(intent);
+      }
+      this.emit({ type: 'step', step: describeStep(step), ok: true });
+    }
+  }
+
+  private converged(target: Target, state: CurrentState): RunOutcome {
+    const { store, clock } = this.opts;
+    this.failures = 0;
+    const cur = store.getTarget('current');
+    for (const app of Object.keys(target.apps)) store.setAppStatus(app, 'running', clock.now());
+    let next = this.o.idleIntervalMs;
+    if (cur?.status === 'applying') {
+      const baseline: Record<string, number> = {};
+      for (const c of state.containers) baseline[c.id] = c.restarts;
+      store.markConverged(
+        {
+          version: target.version,
+          convergedAt: clock.now(),
+          windowMs: this.o.healthWindowMs,
+          baselineRestarts: baseline,
+        },
+        clock.now(),
+      );
+      this.emit({ type: 'converged', version: target.version });
+      next = Math.min(next, this.o.healthWindowMs);
+    } else if (cur?.status === 'converged') {
+      const r = store.getRollout();
+      if (r) next = Math.min(next, Math.max(10, r.convergedAt + r.windowMs - clock.now()));
+    }
+    this.schedule(next);
+    return { status: 'converged', version: target.version };
+  }
+
+  private judge(target: Target, state: CurrentState): RolloutVerdict {
+    const r = this.opts.store.getRollout();
+    if (!r || r.version !== target.version) {
+      // converged without a window on record (older database): open one now
+      this.opts.store.markConverged(
+        {
+          version: target.version,
+          convergedAt: this.opts.clock.now(),
+          windowMs: this.o.healthWindowMs,
+          baselineRestarts: {},
+        },
+        this.opts.clock.now(),
+      );
+      return { status: 'pending', until: 0, reason: 'health window opened' };
+    }
+    return evaluateRollout(target, state.containers, r, this.opts.clock.now());
+  }
+
+  private rollBack(failed: Target, reason: string) {
+    const { store, clock, log } = this.opts;
+    const back = store.rollBack(reason, clock.now());
+    if (back) {
+      log.warn(
+        { from: failed.version, to: back.version, reason },
+        'target failed its health window; rolling back',
+      );
+      this.emit({ type: 'rollback', from: failed.version, to: back.version, reason });
+    } else {
+      log.error(
+        { version: failed.version, reason },
+        'target failed its health window and there is nothing to roll back to',
+      );
+      this.emit({ type: 'rollout-failed', version: failed.version, reason });
+    }
+    for (const app of Object.keys(failed.apps)) store.setAppStatus(app, 'error', clock.now(), reason);
+  }
+
+  /** Refuse an update that cannot fit — before the first step, so a running app is never left half-updated. */
+  private async checkSpace(target: Target, previous: Target | undefined, state: CurrentState): Promise<void> {
+    const { images } = this.opts.ports;
+    const needs = async (): Promise<ImageNeed[]> => {
+      const out: ImageNeed[] = [];
+      for (const image of targetImages(target)) {
+        const s = state.images[image];
+        if (s?.fetched && s.unpacked) continue;
+        out.push({ image, ...(await images.missingBytes(image)) });
+      }
+      return out;
+    };
+    const n = await needs();
+    if (n.length === 0) return;
+    let check = checkSpace(n, await images.availableBytes(), this.o.reserveBytes);
+    if (check.ok) return;
+    // Collect the agent's own images no kept target uses, then look again.
+    const keep = new Set([
+      ...targetImages(target),
+      ...(previous ? targetImages(previous) : []),
+      ...state.containers.map((c) => c.image),
+    ]);
+    const collectable = new Set(this.opts.store.managedImages().filter((i) => !keep.has(i)));
+    if (collectable.size > 0) {
+      await images.gc((await images.list()).filter((i) => !collectable.has(i)));
+      this.opts.store.forgetManagedImages([...collectable]);
+    }
+    check = checkSpace(n, await images.availableBytes(), this.o.reserveBytes);
+    if (check.ok) return;
+    for (const app of Object.keys(target.apps))
+      this.opts.store.setAppStatus(app, 'error', this.opts.clock.now(), check.error!.message);
+    throw check.error!;
+  }
+
+  /** What is on the device now, as plain data for the planner. */
+  async gather(target: Target, previous?: Target): Promise<CurrentState> {
+    const { engine, images, volumes, networks, locks } = this.opts.ports;
+    const [list, vols, nets, stored] = await Promise.all([
+      engine.list(),
+      volumes.list(),
+      networks.list(),
+      images.list(),
+    ]);
+    const records = new Map(this.opts.store.containers().map((r) => [r.id, r]));
+    const managed = list.filter(
+      (c) => c.labels[LABEL_APP] && c.labels[LABEL_SERVICE] && c.labels[LABEL_SPEC_HASH],
+    );
+
+    // Health: every running managed container with a real check is watched; until its first verdict it is
+    // "starting", so depends_on/hand-over never treat an unchecked container as healthy.
+    const watch: Array<{ container: EngineContainer; check: Healthcheck }> = [];
+    for (const c of managed) {
+      if (c.status !== 'running') continue;
+      const spec = target.apps[c.labels[LABEL_APP]!]?.services[c.labels[LABEL_SERVICE]!];
+      const specForCheck = spec && specHash(spec) === c.labels[LABEL_SPEC_HASH] ? spec : undefined;
+      watch.push({ container: c, check: await this.checkFor(c, specForCheck) });
+    }
+    this.health.sync(watch);
+
+    const containers: CurrentContainer[] = managed.map((c) => {
+      const r = records.get(c.id);
+      const labels: Record<string, string> = {};
+      for (const [k, v] of Object.entries(c.labels)) if (!k.startsWith('io.berth.')) labels[k] = v;
+      return {
+        id: c.id,
+        app: c.labels[LABEL_APP]!,
+        service: c.labels[LABEL_SERVICE]!,
+        specHash: c.labels[LABEL_SPEC_HASH]!,
+        image: c.image,
+        status: c.status,
+        exitCode: c.exitCode,
+        startedAt: c.startedAt,
+        finishedAt: c.finishedAt,
+        health: c.status === 'running' ? this.health.status(c.id) : 'none',
+        restarts: r?.restarts ?? 0,
+        stoppedByUser: r?.stoppedByUser ?? false,
+        dependsOn: (c.labels[LABEL_DEPENDS_ON] ?? '').split(',').filter(Boolean),
+        labels,
+      };
+    });
+
+    // Images the planner may see: the targets' and the ones the agent fetched itself. Images pulled by hand
+    // (`berth pull`, `berth run`) stay out of its sight, so its cleanup never collects them.
+    const storedSet = new Set(stored);
+    const refs = new Set([
+      ...targetImages(target),
+      ...(previous ? targetImages(previous) : []),
+      ...this.opts.store.managedImages().filter((i) => storedSet.has(i)),
+    ]);
+    const imageStates: CurrentState['images'] = {};
+    await Promise.all(
+      [...refs].map(async (ref) => {
+        imageStates[ref] = await images.has(ref);
+      }),
+    );
+
+    const apps = new Set([...Object.keys(target.apps), ...containers.map((c) => c.app)]);
+    const lockState: Record<string, boolean> = {};
+    await Promise.all(
+      [...apps].map(async (a) => {
+        lockState[a] = await locks.held(a);
+      }),
+    );
+    return { containers, images: imageStates, volumes: vols, networks: nets, locks: lockState };
+  }
+
+  private async checkFor(c: EngineContainer, spec: Service | undefined): Promise<Healthcheck> {
+    const key = `${c.labels[LABEL_SPEC_HASH]}:${c.image}`;
+    const hit = this.checkCache.get(key);
+    if (hit) return hit;
+    let imageCheck: Awaited<ReturnType<AgentPorts['images']['healthcheck']>>;
+    try {
+      imageCheck = await this.opts.ports.images.healthcheck(c.image);
+    } catch (err) {
+      this.opts.log.debug({ image: c.image, err: errorMessage(err) }, 'no image health check');
+    }
+    const check = spec
+      ? resolveHealthcheck(spec, imageCheck)
+      : resolveHealthcheck({ healthcheck: undefined } as Service, imageCheck);
+    if (this.checkCache.size > 256) this.checkCache.clear();
+    this.checkCache.set(key, check);
+    return check;
+  }
+}

@@ -1,0 +1,392 @@
+/**
+ * Container commands, docker-like: run, ps, logs, stop, start, kill, rm, exec.
+ * The image → rootfs seam: `berth run <image>` goes through `DefaultRootfsProvider`'s ImageRootfs, which
+ * the composition root wires to the image store + snapshotter; until then `--rootfs <dir>` runs a plain
+ * directory (see src/runtime/rootfs.ts).
+ */
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { invalidInput } from '../lib/errors.js';
+import { nativePath } from '../lib/native.js';
+import type { AppSpec, BindVolume, NetworkMode, RestartPolicy } from '../runtime/bundle.js';
+import {
+  type ContainerManager,
+  type ContainerRecord,
+  ContainerManager as Manager,
+  ociArch,
+  statDevice,
+} from '../runtime/containers.js';
+import { followLogs, type LogEntry, readLogs } from '../runtime/logs.js';
+import { NetworkManager, parsePortMapping } from '../runtime/network/network.js';
+import { DefaultRootfsProvider, type ImageRootfs } from '../runtime/rootfs.js';
+import { runtimeFromConfig } from '../runtime/runtime.js';
+import type { CliContext } from './context.js';
+import { printJson, printTable } from './output.js';
+
+/** Set by the composition root once the image store and snapshotter exist (lead wires at merge). */
+export const imageRootfsSeam: { get?: (ctx: CliContext) => ImageRootfs } = {};
+
+export function containerManager(
+  ctx: CliContext,
+  globals: { config?: string; stateDir?: string } = {},
+): ContainerManager {
+  const cfg = ctx.config;
+  const script = process.argv[1] ? path.resolve(process.argv[1]) : undefined;
+  return new Manager({
+    db: ctx.db,
+    stateDir: ctx.stateDir,
+    runtime: runtimeFromConfig(cfg.runtime, ctx.stateDir),
+    monitorPath: nativePath('monitor'),
+    network: new NetworkManager(ctx.db, cfg.network),
+    rootfs: new DefaultRootfsProvider(imageRootfsSeam.get?.(ctx)),
+    arch: ociArch(),
+    logMaxSize: cfg.runtime.logMaxSize,
+    logMaxFiles: cfg.runtime.logMaxFiles,
+    log: ctx.log,
+    ...(script
+      ? {
+          autoRemoveCommand: (id: string) => [
+            process.execPath,
+            script,
+            '--state-dir',
+            ctx.stateDir,
+            ...(globals.config ? ['--config', path.resolve(globals.config)] : []),
+            'rm',
+            '-f',
+            id,
+          ],
+        }
+      : {}),
+  });
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** "64m", "1g", "512k", "1048576" → bytes (docker's --memory units). */
+export function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)([bkmg]?)b?$/i.exec(s.trim());
+  if (!m) throw invalidInput(`invalid size ${JSON.stringify(s)}: use e.g. 64m, 1g`);
+  const mult = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as 'k'];
+  return Math.round(Number(m[1]) * mult);
+}
+
+export function parseVolume(s: string): BindVolume {
+  const parts = s.split(':');
+  if (parts.length < 2 || parts.length > 3)
+    throw invalidInput(`invalid volume ${s}: use /host:/container[:ro]`);
+  const [source, target, mode] = parts as [string, string, string | undefined];
+  if (mode !== undefined && mode !== 'ro' && mode !== 'rw')
+    throw invalidInput(`invalid volume mode ${mode} in ${s}`);
+  return { source: path.resolve(source), target, readOnly: mode === 'ro' };
+}
+
+function parseEnv(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const i = kv.indexOf('=');
+    if (i < 0) {
+      const v = process.env[kv];
+      if (v !== undefined) out[kv] = v;
+    } else out[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return out;
+}
+
+function status(c: ContainerRecord): string {
+  const ago = (t: number | null) => {
+    if (!t) return '';
+    const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+    return s < 60
+      ? `${s} seconds`
+      : s < 3600
+        ? `${Math.round(s / 60)} minutes`
+        : `${Math.round(s / 3600)} hours`;
+  };
+  if (c.state === 'running') return `Up ${ago(c.startedAt)}`;
+  if (c.state === 'exited')
+    return `Exited (${c.exitCode}) ${ago(c.finishedAt)} ago${c.oomKilled ? ' (OOM)' : ''}`;
+  return c.state[0]!.toUpperCase() + c.state.slice(1);
+}
+
+function writeEntry(e: LogEntry): void {
+  (e.stream === 'stderr' ? process.stderr : process.stdout).write(e.log);
+}
+
+interface RunOptions {
+  detach?: boolean;
+  name?: string;
+  env: string[];
+  volume: string[];
+  publish: string[];
+  memory?: string;
+  cpus?: string;
+  pidsLimit?: string;
+  network: string;
+  rm?: boolean;
+  readOnly?: boolean;
+  capAdd: string[];
+  capDrop: string[];
+  privileged?: boolean;
+  rootfs?: string;
+  user?: string;
+  workdir?: string;
+  hostname?: string;
+  entrypoint?: string;
+  stopSignal?: string;
+  restart: string;
+  label: string[];
+  device: string[];
+}
+
+export function registerContainers(program: Command, ctx: () => CliContext): void {
+  const globals = () => program.opts<{ config?: string; stateDir?: string }>();
+  const mgr = () => containerManager(ctx(), globals());
+
+  program
+    .command('run')
+    .description('create and start a container from an image, or from a plain rootfs directory (--rootfs)')
+    .argument('[image]', 'image reference (omit with --rootfs)')
+    .argument('[command...]', 'command and arguments (override the image Cmd)')
+    .option('-d, --detach', 'run in the background and print the container id')
+    .option('--name <name>', 'container name')
+    .option('-e, --env <K=V>', 'environment variable (repeatable)', collect, [])
+    .option('-v, --volume <host:ctr[:ro]>', 'bind mount (repeatable)', collect, [])
+    .option(
+      '-p, --publish <[ip:]host:ctr[/proto]>',
+      'publish a port (bridge network; repeatable)',
+      collect,
+      [],
+    )
+    .option('-m, --memory <size>', 'memory limit, e.g. 64m')
+    .option('--cpus <n>', 'CPU quota in cores, e.g. 0.5')
+    .option('--pids-limit <n>', 'maximum number of processes')
+    .option('--network <mode>', 'none | host | bridge', 'bridge')
+    .option('--rm', 'remove the container when it exits')
+    .option('--read-only', 'mount the root filesystem read-only')
+    .option('--cap-add <cap>', 'add a capability (repeatable, ALL)', collect, [])
+    .option('--cap-drop <cap>', 'drop a capability (repeatable, ALL)', collect, [])
+    .option('--privileged', 'all capabilities, no seccomp, no masked paths, all devices')
+    .option('--rootfs <dir>', 'run this root filesystem directory instead of an image')
+    .option('-u, --user <user[:group]>', 'user to run as (name or id, resolved in the rootfs)')
+    .option('-w, --workdir <dir>', 'working directory inside the container')
+    .option('-h, --hostname <name>', 'container hostname')
+    .option('--entrypoint <cmd>', 'override the image entrypoint')
+    .option('--stop-signal <signal>', 'signal for stop (default: image StopSignal or SIGTERM)')
+    .option('--restart <policy>', 'no | always | on-failure | unless-stopped (recorded for the agent)', 'no')
+    .option('-l, --label <k=v>', 'label (repeatable)', collect, [])
+    .option('--device <host[:ctr]>', 'expose a host device node (repeatable)', collect, [])
+    .passThroughOptions()
+    .action(async (image: string | undefined, command: string[], o: RunOptions) => {
+      const m = mgr();
+      let cmd = command;
+      if (o.rootfs && image !== undefined) cmd = [image, ...command];
+      if (!o.rootfs && !image) throw invalidInput('run needs an image or --rootfs <dir>');
+      if (!['none', 'host', 'bridge'].includes(o.network))
+        throw invalidInput(`unknown network mode ${o.network}`);
+      if (!['no', 'always', 'on-failure', 'unless-stopped'].includes(o.restart))
+        throw invalidInput(`unknown restart policy ${o.restart}`);
+      const devices = await Promise.all(
+        o.device.map((d) => {
+          const [host, ctr] = d.split(':');
+          return statDevice(path.resolve(host!), ctr || host!);
+        }),
+      );
+      const app: AppSpec = {
+        ...(devices.length ? { devices } : {}),
+        ...(cmd.length ? { command: cmd } : {}),
+        ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint ? [o.entrypoint] : [] } : {}),
+        env: parseEnv(o.env),
+        volumes: o.volume.map(parseVolume),
+        resources: {
+          ...(o.memory ? { memoryBytes: parseSize(o.memory) } : {}),
+          ...(o.cpus ? { cpus: Number(o.cpus) } : {}),
+          ...(o.pidsLimit ? { pidsLimit: Number(o.pidsLimit) } : {}),
+        },
+        network: o.network as NetworkMode,
+        restart: o.restart as RestartPolicy,
+        capAdd: o.capAdd,
+        capDrop: o.capDrop,
+        privileged: o.privileged === true,
+        readOnlyRootfs: o.readOnly === true,
+        labels: parseEnv(o.label),
+        ...(o.user ? { user: o.user } : {}),
+        ...(o.workdir ? { workingDir: o.workdir } : {}),
+        ...(o.hostname ? { hostname: o.hostname } : {}),
+        ...(o.stopSignal ? { stopSignal: o.stopSignal } : {}),
+      };
+      const rec = await m.create({
+        ...(o.name ? { name: o.name } : {}),
+        source: o.rootfs ? { kind: 'dir', path: path.resolve(o.rootfs) } : { kind: 'image', ref: image! },
+        app,
+        ports: o.publish.map(parsePortMapping),
+        autoRemove: o.rm === true && o.detach === true,
+      });
+      try {
+        await m.start(rec.id);
+      } catch (err) {
+        if (o.rm) await m.remove(rec.id, { force: true }).catch(() => undefined);
+        throw err;
+      }
+      if (o.detach) {
+        process.stdout.write(`${rec.id}\n`);
+        return;
+      }
+      // Foreground: stream logs until exit; Ctrl-C stops the container (StopSignal).
+      const onSignal = () => void m.stop(rec.id, 10).catch(() => undefined);
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        const dir = m.containerDir(rec.id);
+        await followLogs(dir, writeEntry, {
+          isDone: async () =>
+            m.readExitFile(rec.id) !== undefined || (await m.inspect(rec.id)).state !== 'running',
+          pollMs: 100,
+        });
+        const final = await m.inspect(rec.id);
+        process.exitCode = final.exitCode ?? 1;
+        if (o.rm) await m.remove(rec.id, { force: true });
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+
+  program
+    .command('ps')
+    .description('list containers (running; -a for all)')
+    .option('-a, --all', 'include containers that are not running')
+    .option('--json', 'print JSON')
+    .action(async (o: { all?: boolean; json?: boolean }) => {
+      const list = await mgr().list({ all: o.all === true });
+      if (o.json) {
+        printJson(list);
+        return;
+      }
+      printTable(
+        list.map((c) => ({
+          id: c.id.slice(0, 12),
+          name: c.name,
+          image: c.image,
+          status: status(c),
+          ip: c.ipAddress ?? '',
+          ports: c.ports
+            .map((p) => `${p.hostIp ?? '0.0.0.0'}:${p.hostPort}->${p.containerPort}/${p.protocol}`)
+            .join(','),
+        })),
+        ['id', 'name', 'image', 'status', 'ip', 'ports'],
+      );
+    });
+
+  program
+    .command('logs')
+    .description("print a container's output (stdout and stderr)")
+    .argument('<container>', 'name or id')
+    .option('-f, --follow', 'follow new output until the container exits')
+    .option('-n, --tail <n>', 'only the last n lines')
+    .action(async (ref: string, o: { follow?: boolean; tail?: string }) => {
+      const m = mgr();
+      const rec = await m.inspect(ref);
+      const dir = m.containerDir(rec.id);
+      const tail = o.tail !== undefined ? Number(o.tail) : undefined;
+      if (tail !== undefined && (!Number.isInteger(tail) || tail < 0))
+        throw invalidInput(`invalid --tail ${o.tail}`);
+      if (!o.follow) {
+        for (const e of await readLogs(dir, tail !== undefined ? { tail } : {})) writeEntry(e);
+        return;
+      }
+      const ac = new AbortController();
+      process.once('SIGINT', () => ac.abort());
+      await followLogs(dir, writeEntry, {
+        ...(tail !== undefined ? { tail } : {}),
+        isDone: async () => (await m.inspect(rec.id)).state !== 'running',
+        signal: ac.signal,
+      });
+    });
+
+  program
+    .command('stop')
+    .description('stop containers: StopSignal, then SIGKILL after the timeout')
+    .argument('<containers...>')
+    .option('-t, --time <secs>', 'seconds to wait before SIGKILL', '10')
+    .action(async (refs: string[], o: { time: string }) => {
+      const m = mgr();
+      const t = Number(o.time);
+      if (!(t >= 0)) throw invalidInput(`invalid --time ${o.time}`);
+      for (const r of refs) {
+        await m.stop(r, t);
+        process.stdout.write(`${r}\n`);
+      }
+    });
+
+  program
+    .command('start')
+    .description('start created or exited containers')
+    .argument('<containers...>')
+    .action(async (refs: string[]) => {
+      const m = mgr();
+      for (const r of refs) {
+        await m.start(r);
+        process.stdout.write(`${r}\n`);
+      }
+    });
+
+  program
+    .command('kill')
+    .description('send a signal to containers (default SIGKILL)')
+    .argument('<containers...>')
+    .option('-s, --signal <sig>', 'signal', 'SIGKILL')
+    .action(async (refs: string[], o: { signal: string }) => {
+      const m = mgr();
+      for (const r of refs) {
+        await m.kill(r, o.signal);
+        process.stdout.write(`${r}\n`);
+      }
+    });
+
+  program
+    .command('rm')
+    .description('remove containers (cgroup, network, IP lease, bundle, logs)')
+    .argument('<containers...>')
+    .option('-f, --force', 'kill running containers first')
+    .action(async (refs: string[], o: { force?: boolean }) => {
+      const m = mgr();
+      for (const r of refs) {
+        await m.remove(r, { force: o.force === true });
+        process.stdout.write(`${r}\n`);
+      }
+    });
+
+  program
+    .command('exec')
+    .description('run a command in a running container (nsenter into its namespaces)')
+    .argument('<container>', 'name or id')
+    .argument('<command...>')
+    .option('-i, --interactive', 'keep stdin open')
+    .option('-e, --env <K=V>', 'extra environment variable (repeatable)', collect, [])
+    .option('-w, --workdir <dir>', 'working directory inside the container')
+    .passThroughOptions()
+    .action(
+      async (
+        ref: string,
+        command: string[],
+        o: { interactive?: boolean; env: string[]; workdir?: string },
+      ) => {
+        const m = mgr();
+        const { file, args, env } = await m.execCommand(ref, command, {
+          env: parseEnv(o.env),
+          ...(o.workdir ? { cwd: o.workdir } : {}),
+        });
+        // Not through exec(): an exec session shares the terminal (stdio inherited), like docker exec.
+        const code = await new Promise<number>((resolve, reject) => {
+          const child = spawn(file, args, {
+            env,
+            stdio: [o.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'],
+          });
+          child.on('error', reject);
+          child.on('exit', (c, sig) => resolve(c ?? (sig ? 128 + 9 : 1)));
+        });
+        process.exitCode = code;
+      },
+    );
+}

@@ -1,0 +1,85 @@
+/**
+ * Hidden self-checks used to verify a packaged executable on its target (tests and `packaging/README.md`):
+ * `db-check` opens the state dir's SQLite database through the embedded addon, `mqtt-ping` connects to a
+ * broker and publishes a retained online status, `native-path` resolves a native program (extracting the
+ * embedded ones). They stay small and stable; the agent and image commands
+ * exercise the same parts for real.
+ */
+import type { Command } from 'commander';
+
+import { invalidInput, withContext } from '../lib/errors.js';
+import { assertSafeName } from '../lib/ids.js';
+import { type NativeProgram, nativeArch, nativePath } from '../lib/native.js';
+import { BUILD } from '../version.js';
+import type { CliContext } from './context.js';
+import { printJson } from './output.js';
+
+const NATIVE_PROGRAMS: NativeProgram[] = ['runtime', 'monitor', 'storage'];
+
+export function registerDiagnostics(program: Command, ctx: () => CliContext): void {
+  program
+    .command('db-check', { hidden: true })
+    .description('open (creating if needed) the state database and print its schema version')
+    .action(() => {
+      const c = ctx();
+      const db = c.db;
+      const row = db.prepare('SELECT sqlite_version() AS sqlite').get() as { sqlite: string };
+      printJson({
+        stateDir: c.stateDir,
+        sqlite: row.sqlite,
+        schemaVersion: db.pragma('user_version', { simple: true }),
+        journalMode: db.pragma('journal_mode', { simple: true }),
+      });
+    });
+
+  program
+    .command('native-path', { hidden: true })
+    .description('print where a native program is run from (extracting the embedded ones if needed)')
+    .argument('<name>', 'runtime | monitor | storage')
+    .action((name: string) => {
+      if (!NATIVE_PROGRAMS.includes(name as NativeProgram)) {
+        throw invalidInput(`unknown native program ${JSON.stringify(name)}: ${NATIVE_PROGRAMS.join(', ')}`);
+      }
+      // The state dir (an extraction candidate) is known once the config is loaded.
+      void ctx().config;
+      process.stdout.write(`${nativePath(name as NativeProgram)}\n`);
+    });
+
+  program
+    .command('mqtt-ping', { hidden: true })
+    .description('connect to the broker, publish a retained online status, disconnect')
+    .option('--broker <url>', 'broker URL (default: config mqtt.broker)')
+    .option('--topic <topic>', 'topic (default: berth/v1/<fleet>/devices/<deviceId>/status)')
+    .option('--timeout <ms>', 'connect timeout', '10000')
+    .option('--hold <seconds>', 'stay connected (with the database open) this long, like an idle agent')
+    .action(async (opts: { broker?: string; topic?: string; timeout: string; hold?: string }) => {
+      const mqttConfig = ctx().config.mqtt;
+      const broker = opts.broker ?? mqttConfig.broker;
+      if (!broker) throw invalidInput('no broker: pass --broker or set mqtt.broker');
+      const deviceId = mqttConfig.deviceId ?? 'unnamed';
+      assertSafeName('device id', deviceId);
+      const topic = opts.topic ?? `berth/v1/${mqttConfig.fleet}/devices/${deviceId}/status`;
+      // Loaded on use: mqtt and its transports cost start-up time every other command would pay.
+      const { connectAsync } = await import('mqtt');
+      let client: Awaited<ReturnType<typeof connectAsync>>;
+      try {
+        client = await connectAsync(broker, {
+          connectTimeout: Number(opts.timeout),
+          reconnectPeriod: 0,
+          protocolVersion: mqttConfig.protocolVersion === 4 ? 4 : 5,
+          ...(mqttConfig.username ? { username: mqttConfig.username } : {}),
+          ...(mqttConfig.password ? { password: mqttConfig.password } : {}),
+        });
+      } catch (err) {
+        throw withContext(`cannot connect to ${broker}`, err);
+      }
+      const status = { online: true, deviceId, version: BUILD.version, arch: nativeArch(), ts: Date.now() };
+      await client.publishAsync(topic, JSON.stringify(status), { qos: 1, retain: true });
+      if (opts.hold) {
+        ctx().db;
+        await new Promise((r) => setTimeout(r, Number(opts.hold) * 1000));
+      }
+      await client.endAsync();
+      printJson({ broker, topic, status });
+    });
+}

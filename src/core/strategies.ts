@@ -1,0 +1,168 @@
+/**
+ * Update strategies: how one service moves from its old container(s) to a container of the target spec.
+ * A pure switch over the strategy, fed a snapshot of the service's situation; it returns the steps that
+ * can run now (the reconciler re-plans after each batch, so each call is one move of the state machine).
+ *
+ *   download-then-kill   fetch+unpack while the old one runs; then stop old, remove old, create, start.
+ *                        Least downtime without running both at once (the default).
+ *   kill-then-download   stop and remove the old one first, then fetch. For devices where the old
+ *                        container must not run alongside a download (CPU, bandwidth, hardware access).
+ *   delete-then-download like kill-then-download, and also deletes the old image before fetching, for
+ *                        devices without room for two versions (rollback then has to fetch again).
+ *   hand-over            fetch, create and start the new one while the old one still runs; kill the old one
+ *                        when the new one is healthy or after handoverTimeoutMs. Zero downtime.
+ *
+ * Update lock: while the app holds its lock (updates.lock in its lock dir), no running container of the app
+ * is stopped or killed — the step becomes a `wait` — unless the target sets update.overrideLock.
+ */
+import { type RestartBackoff, restartDecision } from './restart.js';
+import type { CurrentContainer, CurrentImage } from './state.js';
+import type { Step } from './steps.js';
+import type { Service, UpdateStrategy } from './target.js';
+
+export interface ServiceSituation {
+  app: string;
+  service: string;
+  target: Service;
+  targetHash: string;
+  /** the container name create would use */
+  name: string;
+  image: CurrentImage;
+  /** the container created from the target spec, if any */
+  fresh: CurrentContainer | undefined;
+  /** other containers of this service: older specs, duplicates */
+  old: CurrentContainer[];
+  /** the app's update lock is held and the target does not override it */
+  locked: boolean;
+  /** every depends_on condition holds */
+  depsReady: boolean;
+  /** why not, when depsReady is false */
+  depsReason?: string | undefined;
+  /** volumes and networks the container needs exist */
+  resourcesReady: boolean;
+  /** the old image may be deleted (delete-then-download): no other service or kept target uses it */
+  oldImageDeletable: (image: string) => boolean;
+  now: number;
+  backoff: RestartBackoff;
+}
+
+const ref = (c: CurrentContainer) => ({ id: c.id, app: c.app, service: c.service });
+
+/** Steps that take an old container out of service: stop (if running, lock permitting), then remove. */
+export function retireSteps(
+  c: CurrentContainer,
+  locked: boolean,
+  stopTimeoutMs: number,
+  stopSignal?: string,
+): Step[] {
+  if (c.status === 'running') {
+    if (locked) return [{ kind: 'wait', reason: `update lock held by app ${c.app}` }];
+    return [{ kind: 'stop', ...ref(c), timeoutMs: stopTimeoutMs, signal: stopSignal }];
+  }
+  return [{ kind: 'remove', ...ref(c) }];
+}
+
+function imageSteps(s: ServiceSituation): Step[] {
+  if (!s.image.fetched) return [{ kind: 'fetch', image: s.target.image }];
+  if (!s.image.unpacked) return [{ kind: 'unpack', image: s.target.image }];
+  return [];
+}
+
+const imageReady = (s: ServiceSituation) => s.image.fetched && s.image.unpacked;
+
+/** Create/start/restart the target container; the part every strategy ends with. */
+export function bringUpSteps(s: ServiceSituation): Step[] {
+  const f = s.fresh;
+  if (!f) {
+    if (!imageReady(s)) return imageSteps(s);
+    if (!s.resourcesReady) return []; // the volume/network steps of this plan come first
+    if (!s.depsReady)
+      return [{ kind: 'wait', reason: `${s.app}/${s.service}: ${s.depsReason ?? 'dependencies'}` }];
+    return [
+      {
+        kind: 'create',
+        app: s.app,
+        service: s.service,
+        name: s.name,
+        specHash: s.targetHash,
+        spec: s.target,
+      },
+    ];
+  }
+  if (f.status === 'created') {
+    if (!s.depsReady)
+      return [{ kind: 'wait', reason: `${s.app}/${s.service}: ${s.depsReason ?? 'dependencies'}` }];
+    return [{ kind: 'start', ...ref(f), restart: false }];
+  }
+  if (f.status === 'stopped') {
+    const d = restartDecision(s.target.restart, f, s.now, s.backoff);
+    if (d.action === 'start') return [{ kind: 'start', ...ref(f), restart: true }];
+    if (d.action === 'wait')
+      return [{ kind: 'wait', reason: `${s.app}/${s.service}: restart backoff`, until: d.until }];
+    return [];
+  }
+  return [];
+}
+
+function retireAll(s: ServiceSituation): Step[] {
+  return s.old.flatMap((c) => retireSteps(c, s.locked, s.target.stopTimeoutMs, s.target.stopSignal));
+}
+
+export function updateSteps(strategy: UpdateStrategy, s: ServiceSituation): Step[] {
+  switch (strategy) {
+    case 'download-then-kill':
+      if (s.old.length > 0) return imageReady(s) ? retireAll(s) : imageSteps(s);
+      return bringUpSteps(s);
+
+    case 'kill-then-download':
+      if (s.old.length > 0) return retireAll(s);
+      return bringUpSteps(s);
+
+    case 'delete-then-download': {
+      if (s.old.length === 0) return bringUpSteps(s);
+      const steps = retireAll(s);
+      // Delete the old image in the same batch as the last container that used it goes away.
+      const removing = new Set(steps.filter((x) => x.kind === 'remove').map((x) => (x as { id: string }).id));
+      const images = new Set<string>();
+      for (const c of s.old) {
+        if (removing.has(c.id) && c.image !== s.target.image && s.oldImageDeletable(c.image))
+          images.add(c.image);
+      }
+      for (const image of images) steps.push({ kind: 'removeImage', image });
+      return steps;
+    }
+
+    case 'hand-over': {
+      const f = s.fresh;
+      if (f?.status !== 'running') {
+        // Old containers that are not running any more are just removed; running ones keep serving.
+        const dead = s.old
+          .filter((c) => c.status !== 'running')
+          .map((c): Step => ({ kind: 'remove', ...ref(c) }));
+        return [...dead, ...bringUpSteps(s)];
+      }
+      const out: Step[] = [];
+      const handedOver = f.health === 'healthy';
+      const deadline = (f.startedAt ?? s.now) + s.target.update.handoverTimeoutMs;
+      for (const c of s.old) {
+        if (c.status !== 'running') out.push({ kind: 'remove', ...ref(c) });
+        else if (s.locked) out.push({ kind: 'wait', reason: `update lock held by app ${c.app}` });
+        else if (handedOver)
+          out.push({
+            kind: 'stop',
+            ...ref(c),
+            timeoutMs: s.target.stopTimeoutMs,
+            signal: s.target.stopSignal,
+          });
+        else if (s.now >= deadline) out.push({ kind: 'kill', ...ref(c) });
+        else
+          out.push({
+            kind: 'wait',
+            reason: `${s.app}/${s.service}: hand-over until healthy`,
+            until: deadline,
+          });
+      }
+      return out;
+    }
+  }
+}

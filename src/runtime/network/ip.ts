@@ -1,0 +1,62 @@
+/**
+ * Typed wrappers over iproute2 (`ip`), through the exec helper. Each returns when the kernel has done
+ * the change or throws a BerthError naming the link/namespace.
+ */
+import { exec } from '../../lib/exec.js';
+
+const IP = '/usr/sbin/ip';
+
+async function ip(args: string[], allowFailure = false) {
+  return exec(IP, args, { timeoutMs: 10_000, allowFailure });
+}
+
+export async function linkExists(name: string, netns?: string): Promise<boolean> {
+  const r = await ip([...(netns ? ['-n', netns] : []), 'link', 'show', 'dev', name], true);
+  return r.code === 0;
+}
+
+export async function addBridge(name: string, cidr: string): Promise<void> {
+  if (!(await linkExists(name))) {
+    const r = await ip(['link', 'add', 'name', name, 'type', 'bridge'], true);
+    if (r.code !== 0 && !(await linkExists(name))) throw new Error(`ip link add ${name}: ${r.stderr.trim()}`);
+  }
+  const addrs = await ip(['-4', '-o', 'addr', 'show', 'dev', name]);
+  if (!addrs.stdout.includes(` ${cidr} `)) await ip(['addr', 'replace', cidr, 'dev', name]);
+  await ip(['link', 'set', name, 'up']);
+}
+
+export async function deleteLink(name: string): Promise<void> {
+  await ip(['link', 'del', name], true);
+}
+
+export async function addNetns(name: string): Promise<void> {
+  await ip(['netns', 'add', name]);
+}
+
+export async function deleteNetns(name: string): Promise<void> {
+  await ip(['netns', 'del', name], true);
+}
+
+/** A veth pair: `host` stays on the host, `peer` is created directly inside `netns`. */
+export async function addVethPair(host: string, peer: string, netns: string): Promise<void> {
+  await ip(['link', 'add', host, 'type', 'veth', 'peer', 'name', peer, 'netns', netns]);
+}
+
+export async function setMaster(dev: string, bridge: string): Promise<void> {
+  await ip(['link', 'set', dev, 'master', bridge, 'up']);
+}
+
+/** Inside netns: rename `dev` to `name`, address it, bring it and lo up, default route via gateway. */
+export async function configureInside(
+  netns: string,
+  dev: string,
+  name: string,
+  cidr: string,
+  gateway: string,
+): Promise<void> {
+  await ip(['-n', netns, 'link', 'set', dev, 'name', name]);
+  await ip(['-n', netns, 'addr', 'add', cidr, 'dev', name]);
+  await ip(['-n', netns, 'link', 'set', name, 'up']);
+  await ip(['-n', netns, 'link', 'set', 'lo', 'up']);
+  await ip(['-n', netns, 'route', 'add', 'default', 'via', gateway]);
+}

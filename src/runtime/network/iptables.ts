@@ -1,0 +1,126 @@
+/**
+ * The iptables backend, for devices without a working `nft`: the same rules as nft.ts, in berth's own
+ * chains (`<PREFIX>-POST` masquerade, `<PREFIX>-DNAT` published ports, `<PREFIX>-FWD` accept for the
+ * bridge) jumped to from the built-in chains. Per-container rules carry `-m comment --comment berth:<id>`
+ * and are removed by replaying their `-S` spec with -D. `-w` waits for the xtables lock.
+ */
+import { exec } from '../../lib/exec.js';
+import type { PortMapping } from './nft.js';
+
+const IPT = '/usr/sbin/iptables';
+
+async function ipt(args: string[], allowFailure = false) {
+  return exec(IPT, ['-w', '5', ...args], { allowFailure, timeoutMs: 15_000 });
+}
+
+export async function iptablesAvailable(): Promise<boolean> {
+  const r = await exec(IPT, ['-w', '5', '-t', 'nat', '-S', 'POSTROUTING'], {
+    allowFailure: true,
+    timeoutMs: 5000,
+  }).catch(() => undefined);
+  return r?.code === 0;
+}
+
+export function chainNames(table: string): { post: string; dnat: string; fwd: string } {
+  const p = table.toUpperCase().slice(0, 20);
+  return { post: `${p}-POST`, dnat: `${p}-DNAT`, fwd: `${p}-FWD` };
+}
+
+/** Append `rule` to `chain` unless an identical rule is there (-C). */
+async function ensureRule(table: string, chain: string, rule: string[], insert = false): Promise<void> {
+  if ((await ipt(['-t', table, '-C', chain, ...rule], true)).code === 0) return;
+  await ipt(['-t', table, insert ? '-I' : '-A', chain, ...rule]);
+}
+
+async function ensureChain(table: string, chain: string): Promise<void> {
+  if ((await ipt(['-t', table, '-S', chain], true)).code === 0) return;
+  await ipt(['-t', table, '-N', chain], true);
+}
+
+export async function ensureChains(table: string, bridge: string, subnet: string): Promise<void> {
+  const c = chainNames(table);
+  await ensureChain('nat', c.post);
+  await ensureChain('nat', c.dnat);
+  await ensureChain('filter', c.fwd);
+  await ensureRule('nat', 'POSTROUTING', ['-j', c.post]);
+  await ensureRule('nat', 'PREROUTING', ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', c.dnat]);
+  await ensureRule('nat', 'OUTPUT', ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', c.dnat]);
+  await ensureRule('filter', 'FORWARD', ['-j', c.fwd], true);
+  await ensureRule('nat', c.post, ['-s', subnet, '!', '-o', bridge, '-j', 'MASQUERADE']);
+  await ensureRule('filter', c.fwd, ['-i', bridge, '-j', 'ACCEPT']);
+  await ensureRule('filter', c.fwd, ['-o', bridge, '-j', 'ACCEPT']);
+}
+
+export async function addPortMappings(
+  table: string,
+  containerId: string,
+  containerIp: string,
+  ports: readonly PortMapping[],
+): Promise<void> {
+  const { dnat } = chainNames(table);
+  for (const p of ports) {
+    await ipt([
+      '-t',
+      'nat',
+      '-A',
+      dnat,
+      ...(p.hostIp ? ['-d', p.hostIp] : []),
+      '-p',
+      p.protocol,
+      '--dport',
+      String(p.hostPort),
+      '-m',
+      'comment',
+      '--comment',
+      `berth:${containerId}`,
+      '-j',
+      'DNAT',
+      '--to-destination',
+      `${containerIp}:${p.containerPort}`,
+    ]);
+  }
+}
+
+/** Split an `iptables -S` line into argv (double quotes as iptables prints them). */
+export function splitRuleSpec(line: string): string[] {
+  const out: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
+  for (let m = re.exec(line); m; m = re.exec(line))
+    out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]!);
+  return out;
+}
+
+export async function removeContainerRules(table: string, containerId: string): Promise<number> {
+  const { dnat } = chainNames(table);
+  const r = await ipt(['-t', 'nat', '-S', dnat], true);
+  if (r.code !== 0) return 0;
+  const mine = r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('-A ') && splitRuleSpec(l).includes(`berth:${containerId}`));
+  for (const line of mine) {
+    const spec = splitRuleSpec(line);
+    await ipt(['-t', 'nat', '-D', ...spec.slice(1)], true);
+  }
+  return mine.length;
+}
+
+export async function listContainerRules(table: string, containerId: string): Promise<string[]> {
+  const r = await ipt(['-t', 'nat', '-S', chainNames(table).dnat], true);
+  return r.stdout.split('\n').filter((l) => l.includes(`berth:${containerId}`));
+}
+
+export async function deleteChains(table: string): Promise<void> {
+  const c = chainNames(table);
+  await ipt(['-t', 'nat', '-D', 'POSTROUTING', '-j', c.post], true);
+  await ipt(['-t', 'nat', '-D', 'PREROUTING', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', c.dnat], true);
+  await ipt(['-t', 'nat', '-D', 'OUTPUT', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', c.dnat], true);
+  await ipt(['-t', 'filter', '-D', 'FORWARD', '-j', c.fwd], true);
+  for (const [t, ch] of [
+    ['nat', c.post],
+    ['nat', c.dnat],
+    ['filter', c.fwd],
+  ] as const) {
+    await ipt(['-t', t, '-F', ch], true);
+    await ipt(['-t', t, '-X', ch], true);
+  }
+}

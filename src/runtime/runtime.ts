@@ -1,0 +1,172 @@
+/**
+ * The runtime contract and its one driver: the OCI runtime command line (runtime-spec "runtime.md"
+ * operations) that berth-runtime, runc and crun all speak.
+ *
+ * Lifecycle of a container, as the runtime sees it:
+ *   create(id, bundle) → state "created" (init process waiting, namespaces and cgroup set up)
+ *   start(id)          → "running" (the user process is exec'd)
+ *   kill(id, signal)   → the process gets the signal; when it exits → "stopped"
+ *   delete(id)         → gone (cgroup and runtime state removed); `force` kills a running one first
+ * `state(id)` returns the spec's state JSON, or undefined when the runtime does not know the id.
+ * A failed operation leaves the state unchanged (the spec's rule); errors name the runtime and verb.
+ *
+ * In production `create` + `start` are run by berth-monitor (native/monitor), which must be the parent of
+ * the container to hold its stdio and reap it; `monitorArgs()` hands it the binary and global flags.
+ * The driver's own `create` is for tests and tooling: the container inherits the runtime's stdio, so it
+ * goes to files, not to pipes we would wait on.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, promises as fsp, openSync } from 'node:fs';
+import * as path from 'node:path';
+import type { Config } from '../config/schema.js';
+import { BerthError, conflict, notFound } from '../lib/errors.js';
+import { exec } from '../lib/exec.js';
+import { assertSafeName } from '../lib/ids.js';
+import { nativePath } from '../lib/native.js';
+
+export type OciStatus = 'creating' | 'created' | 'running' | 'stopped' | 'paused';
+
+export interface OciState {
+  ociVersion: string;
+  id: string;
+  status: OciStatus;
+  pid?: number;
+  bundle: string;
+  annotations?: Record<string, string>;
+}
+
+export interface CreateOptions {
+  pidFile?: string;
+  consoleSocket?: string;
+  /** Where the container's stdout/stderr go (the driver's own create only); default /dev/null. */
+  stdioFile?: string;
+}
+
+export interface OciRuntime {
+  /** "berth", "runc", "crun": for messages and the state root. */
+  readonly name: string;
+  readonly binary: string;
+  /** The runtime's --root (its state directory). */
+  readonly root: string;
+  create(id: string, bundle: string, opts?: CreateOptions): Promise<void>;
+  start(id: string): Promise<void>;
+  state(id: string): Promise<OciState | undefined>;
+  kill(id: string, signal?: string, opts?: { all?: boolean }): Promise<void>;
+  delete(id: string, opts?: { force?: boolean }): Promise<void>;
+  /** What berth-monitor needs to run create/start itself (extra global flags in runtimeArgs). */
+  monitorArgs(): { runtime: string; runtimeRoot: string; runtimeArgs: string[] };
+}
+
+const NOT_EXIST = /does not exist|not exist|no such container|not found/i;
+const NOT_RUNNING = /not running|container is stopped|cannot kill a stopped|is not running/i;
+
+/** One driver for every runtime that speaks the OCI CLI; only the binary and the root differ. */
+export class OciCliRuntime implements OciRuntime {
+  constructor(
+    readonly name: string,
+    readonly binary: string,
+    readonly root: string,
+    private readonly timeoutMs = 30_000,
+  ) {}
+
+  private async run(verb: string, args: string[], allowFailure = false) {
+    return exec(this.binary, ['--root', this.root, verb, ...args], {
+      timeoutMs: this.timeoutMs,
+      allowFailure,
+    });
+  }
+
+  private fail(verb: string, id: string, stderr: string, code: number): BerthError {
+    const msg = `${this.name} ${verb} ${id}: ${stderr.trim().split('\n').slice(-3).join('; ') || `exit ${code}`}`;
+    if (NOT_EXIST.test(stderr)) return notFound(msg);
+    if (NOT_RUNNING.test(stderr)) return conflict(msg);
+    return new BerthError('Internal', msg);
+  }
+
+  async create(id: string, bundle: string, opts: CreateOptions = {}): Promise<void> {
+    assertSafeName('container id', id);
+    await fsp.mkdir(this.root, { recursive: true, mode: 0o700 });
+    const args = ['--root', this.root, 'create', '--bundle', bundle];
+    if (opts.pidFile) args.push('--pid-file', opts.pidFile);
+    if (opts.consoleSocket) args.push('--console-socket', opts.consoleSocket);
+    args.push(id);
+    const out = openSync(opts.stdioFile ?? '/dev/null', 'a');
+    const errFile = path.join(bundle, `.create-${id}.err`);
+    const err = openSync(errFile, 'w');
+    try {
+      // Not through exec(): the container inherits these descriptors, so they must be files.
+      const code = await new Promise<number>((resolve, reject) => {
+        const child = spawn(this.binary, args, { stdio: ['ignore', out, opts.stdioFile ? out : err] });
+        child.on('error', reject);
+        child.on('exit', (c) => resolve(c ?? -1));
+      });
+      if (code !== 0) {
+        const stderr = await fsp.readFile(errFile, 'utf8').catch(() => '');
+        throw this.fail('create', id, stderr, code);
+      }
+    } finally {
+      closeSync(out);
+      closeSync(err);
+      await fsp.rm(errFile, { force: true });
+    }
+  }
+
+  async start(id: string): Promise<void> {
+    const r = await this.run('start', [id], true);
+    if (r.code !== 0) throw this.fail('start', id, r.stderr, r.code);
+  }
+
+  async state(id: string): Promise<OciState | undefined> {
+    const r = await this.run('state', [id], true);
+    if (r.code !== 0) {
+      if (NOT_EXIST.test(r.stderr)) return undefined;
+      throw this.fail('state', id, r.stderr, r.code);
+    }
+    const s = JSON.parse(r.stdout) as OciState;
+    if (s.pid === 0) delete s.pid;
+    return s;
+  }
+
+  async kill(id: string, signal = 'SIGTERM', opts: { all?: boolean } = {}): Promise<void> {
+    const r = await this.run('kill', [...(opts.all ? ['--all'] : []), id, signal], true);
+    if (r.code !== 0) throw this.fail('kill', id, r.stderr, r.code);
+  }
+
+  async delete(id: string, opts: { force?: boolean } = {}): Promise<void> {
+    const r = await this.run('delete', [...(opts.force ? ['--force'] : []), id], true);
+    if (r.code !== 0) throw this.fail('delete', id, r.stderr, r.code);
+  }
+
+  monitorArgs(): { runtime: string; runtimeRoot: string; runtimeArgs: string[] } {
+    // runc and crun log JSON on request; berth-runtime's --log has one format (only --root/--log are standard).
+    return {
+      runtime: this.binary,
+      runtimeRoot: this.root,
+      runtimeArgs: this.name === 'runc' || this.name === 'crun' ? ['--log-format', 'json'] : [],
+    };
+  }
+}
+
+const WELL_KNOWN: Record<string, string[]> = {
+  runc: ['/usr/sbin/runc', '/usr/bin/runc', '/usr/local/sbin/runc', '/usr/local/bin/runc'],
+  crun: ['/usr/bin/crun', '/usr/local/bin/crun', '/usr/sbin/crun'],
+};
+
+/** Find a runtime binary: an explicit path wins; berth's own comes from nativePath; runc/crun from PATH-ish dirs. */
+export function locateRuntime(name: Config['runtime']['name'], explicit?: string): string {
+  if (explicit) {
+    if (!existsSync(explicit)) throw notFound(`runtime binary ${explicit} (runtime.path) does not exist`);
+    return path.resolve(explicit);
+  }
+  if (name === 'berth') return nativePath('runtime');
+  const found = WELL_KNOWN[name]?.find((p) => existsSync(p));
+  if (!found)
+    throw notFound(`runtime ${name} not found (looked in ${WELL_KNOWN[name]?.join(', ')}); set runtime.path`);
+  return found;
+}
+
+/** The runtime from config: runtime.name selects, runtime.path overrides; state under <stateDir>/runtime/<name>. */
+export function runtimeFromConfig(cfg: Config['runtime'], stateDir: string): OciCliRuntime {
+  const binary = locateRuntime(cfg.name, cfg.path);
+  return new OciCliRuntime(cfg.name, binary, path.join(stateDir, 'runtime', cfg.name));
+}

@@ -1,0 +1,587 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { type BigIntStats, constants as fsc } from 'node:fs';
+import * as path from 'node:path';
+import { PassThrough, type Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import * as zlib from 'node:zlib';
+import * as tar from 'tar-stream';
+import { BerthError, corrupt, invalidInput, withContext } from '../lib/errors.js';
+import type { Digest } from '../oci/digest.js';
+import type { Compression } from '../oci/media-types.js';
+import { classifyWhiteout, entryParts, layerXattrs } from './layer-paths.js';
+import { applySpecials, type SpecialRecord } from './native-storage.js';
+
+/**
+ * Applying one OCI layer (a tar, possibly compressed) onto a directory, streaming: bytes are
+ * decompressed, hashed (the DiffID) and extracted in one pass; nothing is buffered whole.
+ *
+ * Where it writes (ApplyTarget):
+ *   - `whiteouts: 'delete'`  — the directory already holds the parent's content (btrfs snapshot,
+ *     devmapper thin snapshot, or the first layer): `.wh.x` deletes x, `.wh..wh..opq` empties the
+ *     directory of what lower layers put there.
+ *   - `whiteouts: 'overlay'` — the directory is an overlay upperdir, `lowers` its lowerdirs: `.wh.x`
+ *     becomes overlay's whiteout (a 0/0 character device), `.wh..wh..opq` sets trusted.overlay.opaque=y.
+ *     Like containerd's overlay applier, missing parent directories are created with the metadata of the
+ *     same directory in the lowers, and a hardlink to a file of a lower layer copies it up first.
+ *
+ * Safety (test/integration/storage/unpack-safety.test.ts has one test per trick):
+ *   - names are made relative and `..` refused (layer-paths.ts);
+ *   - parent directories are resolved INSIDE the root, component by component, symlinks evaluated with
+ *     the root as `/` (the securejoin / openat2 RESOLVE_IN_ROOT rule): a symlink pointing at /etc or at
+ *     ../../.. lands inside the root, never outside;
+ *   - the last component is never followed: an existing entry there is removed first, files are created
+ *     with O_EXCL|O_NOFOLLOW semantics, hardlink sources are resolved the same way (inside the root);
+ *   - a directory replaced by a symlink invalidates every cached resolution, so writing "through" it
+ *     resolves the new symlink inside the root;
+ *   - device nodes, fifos and xattrs go through berth-storage, which re-walks parents with O_NOFOLLOW.
+ * Overlay mode resolves symlinks in the upperdir only (as containerd does): a symlinked directory that
+ * exists only in a lower layer is not followed, the entry lands at its literal path.
+ *
+ * Errors: ENOSPC anywhere becomes NoSpace; a DiffID mismatch is Corrupt. The caller (unpack.ts) removes
+ * the active snapshot on any error, so a failed layer leaves nothing behind.
+ *
+ * Speed: the applier uses synchronous fs calls, as GNU tar does. Unpacking is a tight sequence of
+ * small syscalls (open, write, futimes, close per file); through libuv's thread pool each one costs a
+ * round trip several times the call itself (measured: 12k-file layer 4.9 s async vs ~1.5 s for tar).
+ * The event loop is held for one call at a time, never for a whole file or layer: bytes are written
+ * chunk by chunk as the stream delivers them.
+ *
+ * Decompression: gzip through a `gzip -dc` child process when gzip is on PATH (it then runs on another
+ * core, as with GNU tar -xz), else zlib. zstd: Node 20's zlib has none, so the `zstd` CLI (Debian package
+ * zstd) in a streaming child process; on Node ≥ 22.15 zlib.createZstdDecompress is used instead.
+ */
+export interface ApplyTarget {
+  root: string;
+  whiteouts: 'delete' | 'overlay';
+  /** overlay: the parent layers' directories, nearest first */
+  lowers?: string[];
+}
+
+export interface ApplyResult {
+  diffId: Digest;
+  /** uncompressed bytes */
+  size: number;
+  entries: number;
+}
+
+const MAX_SYMLINK_HOPS = 255;
+
+export async function applyLayer(
+  src: Readable,
+  compression: Compression,
+  target: ApplyTarget,
+  expected?: Digest,
+): Promise<ApplyResult> {
+  const hash = createHash('sha256');
+  let size = 0;
+  const hasher = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  const applier = new LayerApplier(target);
+  const extract = tar.extract();
+  extract.on('entry', (header, stream, next) => {
+    let ended = false;
+    stream.on('end', () => {
+      ended = true;
+    });
+    applier.entry(header, stream).then(
+      () => {
+        if (ended) next();
+        else {
+          stream.on('end', () => next());
+          stream.resume();
+        }
+      },
+      (err: unknown) => {
+        stream.resume();
+        next(err as Error);
+      },
+    );
+  });
+  const { stream: decompressed, done } = decompress(src, compression);
+  try {
+    await Promise.all([pipeline(decompressed, hasher, extract), done]);
+    await applier.finish();
+  } catch (err) {
+    src.destroy();
+    throw mapApplyError(err, target.root);
+  }
+  const diffId = `sha256:${hash.digest('hex')}` as Digest;
+  if (expected !== undefined && diffId !== expected) {
+    throw corrupt(`layer DiffID mismatch: expected ${expected}, the uncompressed layer hashes to ${diffId}`);
+  }
+  return { diffId, size, entries: applier.count };
+}
+
+function mapApplyError(err: unknown, root: string): BerthError {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || (err instanceof BerthError && err.code === 'NoSpace')) {
+    return new BerthError('NoSpace', `layer does not fit: no space left on the filesystem of ${root}`, {
+      cause: err,
+    });
+  }
+  if (err instanceof BerthError) return err;
+  if (
+    e &&
+    typeof e.message === 'string' &&
+    /unexpected end of data|invalid header|invalid tar/i.test(e.message)
+  ) {
+    return corrupt(`layer is not a valid tar: ${e.message}`, err);
+  }
+  if (
+    e &&
+    typeof e.message === 'string' &&
+    /incorrect header check|unexpected end of file|zstd/i.test(e.message)
+  ) {
+    return corrupt(`layer does not decompress: ${e.message}`, err);
+  }
+  return withContext('applying layer', err);
+}
+
+/** A decompressor program on PATH (first hit), looked up once per process. */
+const programCache = new Map<string, string | null>();
+function findProgram(name: string): string | undefined {
+  if (!programCache.has(name)) {
+    const dirs = (process.env.PATH ?? '/usr/bin:/bin').split(':').filter(Boolean);
+    programCache.set(name, dirs.map((d) => path.join(d, name)).find((f) => fs.existsSync(f)) ?? null);
+  }
+  return programCache.get(name) ?? undefined;
+}
+
+function decompress(src: Readable, compression: Compression): { stream: Readable; done: Promise<void> } {
+  if (compression === 'none') return { stream: src, done: Promise.resolve() };
+  if (compression === 'gzip') {
+    // gzip -d in a child process runs on another core while this one writes files (GNU tar -xz does
+    // the same); zlib in-process when there is no gzip binary
+    const gzip = findProgram('gzip');
+    if (gzip) return externalDecompress(src, gzip, 'gzip');
+    const gunzip = zlib.createGunzip({ chunkSize: 256 * 1024 });
+    return { stream: src.pipe(gunzip), done: errorOf(src, gunzip) };
+  }
+  const zlibZstd = (zlib as unknown as { createZstdDecompress?: () => Transform }).createZstdDecompress;
+  if (typeof zlibZstd === 'function') {
+    const z = zlibZstd();
+    return { stream: src.pipe(z), done: errorOf(src, z) };
+  }
+  return externalDecompress(src, findProgram('zstd') ?? 'zstd', 'zstd');
+}
+
+function externalDecompress(
+  src: Readable,
+  program: string,
+  what: 'gzip' | 'zstd',
+): { stream: Readable; done: Promise<void> } {
+  const child = spawn(program, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const stderr: Buffer[] = [];
+  child.stderr.on('data', (b: Buffer) => stderr.push(b));
+  const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+  const done = new Promise<void>((resolve, reject) => {
+    child.on('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        new BerthError(
+          e.code === 'ENOENT' ? 'Unsupported' : 'Internal',
+          `${what} layer: cannot run ${program} (install Debian package ${what}): ${e.message}`,
+        ),
+      ),
+    );
+    child.on('close', (code, signal) => {
+      if (code === 0) resolve();
+      else if (signal === 'SIGKILL' && out.destroyed)
+        resolve(); // we stopped it after a failure elsewhere
+      else {
+        const msg = `${what} layer: ${program} -d failed (exit ${code}): ${Buffer.concat(stderr).toString().trim()}`;
+        out.destroy(corrupt(msg));
+        reject(corrupt(msg));
+      }
+    });
+  });
+  src.on('error', (e) => {
+    child.kill('SIGKILL');
+    out.destroy(e);
+  });
+  child.stdin.on('error', () => undefined);
+  src.pipe(child.stdin);
+  child.stdout.pipe(out);
+  out.on('close', () => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  return { stream: out, done };
+}
+
+function errorOf(src: Readable, t: Transform): Promise<void> {
+  return new Promise((resolve, reject) => {
+    src.on('error', (e) => {
+      t.destroy(e);
+      reject(e);
+    });
+    t.on('end', resolve);
+    t.on('close', resolve);
+    t.on('error', reject);
+  });
+}
+
+type Header = tar.Header;
+/** tar-stream's entry stream (a streamx Readable; destroying it would destroy the whole extract). */
+type EntryStream = Parameters<
+  tar.ExtractEvents['entry'] extends [unknown, infer S, unknown] ? (s: S) => void : never
+>[0];
+
+class LayerApplier {
+  count = 0;
+  private readonly root: string;
+  private readonly lowers: string[];
+  private readonly overlay: boolean;
+  /** logical parent path → real path inside the root, for directories we resolved or created */
+  private readonly resolved = new Map<string, string>();
+  /** real paths (relative to root) created by this layer: whiteouts never delete those */
+  private readonly created = new Set<string>();
+  private readonly dirTimes: Array<[string, Date]> = [];
+  private specials: SpecialRecord[] = [];
+  private readonly pendingSpecial = new Set<string>();
+  private readonly euid = process.geteuid?.() ?? 0;
+  private readonly egid = process.getegid?.() ?? 0;
+  private readonly umask = process.umask();
+
+  constructor(target: ApplyTarget) {
+    this.root = path.resolve(target.root);
+    this.overlay = target.whiteouts === 'overlay';
+    this.lowers = target.lowers ?? [];
+  }
+
+  async entry(h: Header, stream: EntryStream): Promise<void> {
+    this.count++;
+    const parts = entryParts(h.name);
+    try {
+      await this.apply(h, parts, stream);
+    } catch (err) {
+      if (err instanceof BerthError) throw err;
+      throw withContext(`tar entry ${JSON.stringify(h.name)}`, err);
+    }
+  }
+
+  private async apply(h: Header, parts: string[], stream: EntryStream): Promise<void> {
+    const wh = classifyWhiteout(parts);
+    if (wh.kind === 'opaque') return this.opaque(wh.dir);
+    if (wh.kind === 'whiteout') return this.whiteout(wh.target);
+    if (parts.length === 0) {
+      // the layer's root directory itself ("./")
+      if (h.type === 'directory') await this.setMeta(this.root, h, true);
+      return;
+    }
+    const dir = await this.resolveDir(parts.slice(0, -1), true);
+    const base = parts[parts.length - 1]!;
+    const full = path.join(dir, base);
+    const rel = path.relative(this.root, full);
+    if (this.pendingSpecial.has(rel)) await this.flushSpecials();
+    switch (h.type) {
+      case 'directory': {
+        const st = lstatOrNull(full);
+        if (st && !st.isDirectory()) await this.removeExisting(full, st);
+        if (!st?.isDirectory()) fs.mkdirSync(full, { mode: 0o700 });
+        this.created.add(rel);
+        await this.setMeta(full, h, true);
+        break;
+      }
+      case 'file':
+      case 'contiguous-file':
+        await this.writeFile(full, h, stream);
+        this.created.add(rel);
+        break;
+      case 'symlink': {
+        await this.clear(full);
+        fs.symlinkSync(h.linkname ?? '', full);
+        this.created.add(rel);
+        this.resolved.clear();
+        await this.setMeta(full, h, false);
+        break;
+      }
+      case 'link': {
+        const srcParts = entryParts(h.linkname ?? '', 'hardlink target');
+        if (srcParts.length === 0) throw invalidInput(`hardlink ${JSON.stringify(h.name)} has no target`);
+        const srcDir = await this.resolveDir(srcParts.slice(0, -1), false);
+        const source = path.join(srcDir, srcParts[srcParts.length - 1]!);
+        if (this.pendingSpecial.has(path.relative(this.root, source))) await this.flushSpecials();
+        let sst = lstatOrNull(source);
+        if (!sst && this.overlay) sst = await this.copyUp(srcParts, source);
+        if (!sst)
+          throw invalidInput(
+            `hardlink ${JSON.stringify(h.name)}: target ${JSON.stringify(h.linkname)} does not exist in the layer`,
+          );
+        if (sst.isDirectory()) throw invalidInput(`hardlink ${JSON.stringify(h.name)} points at a directory`);
+        if (source === full) break;
+        await this.clear(full);
+        fs.linkSync(source, full);
+        this.created.add(rel);
+        break;
+      }
+      case 'character-device':
+      case 'block-device':
+      case 'fifo': {
+        await this.clear(full);
+        const typeBits =
+          h.type === 'fifo' ? fsc.S_IFIFO : h.type === 'block-device' ? fsc.S_IFBLK : fsc.S_IFCHR;
+        this.queueSpecial({
+          op: 'mknod',
+          rel,
+          mode: typeBits | ((h.mode ?? 0o644) & 0o7777),
+          major: h.devmajor ?? 0,
+          minor: h.devminor ?? 0,
+          uid: h.uid ?? 0,
+          gid: h.gid ?? 0,
+          mtimeSec: (h.mtime?.getTime() ?? 0) / 1000,
+        });
+        this.created.add(rel);
+        break;
+      }
+      default:
+        // pax/gnu long headers are consumed by tar-stream; anything else (sockets do not exist in tar,
+        // 'gnu-volume-header', unknown types) carries no file: skip, like GNU tar with a warning.
+        return;
+    }
+    for (const [name, value] of layerXattrs(h.pax as Record<string, string> | undefined)) {
+      this.queueSpecial({ op: 'xattr', rel, name, value });
+    }
+  }
+
+  private queueSpecial(r: SpecialRecord): void {
+    this.specials.push(r);
+    this.pendingSpecial.add(r.rel);
+  }
+
+  private async flushSpecials(): Promise<void> {
+    const batch = this.specials;
+    this.specials = [];
+    this.pendingSpecial.clear();
+    await applySpecials(this.root, batch);
+  }
+
+  private async writeFile(full: string, h: Header, stream: EntryStream): Promise<void> {
+    const mode = (h.mode ?? 0o644) & 0o7777;
+    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+    let fd: number;
+    try {
+      fd = fs.openSync(full, flags, mode & 0o777);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      await this.clear(full);
+      fd = fs.openSync(full, flags, mode & 0o777);
+    }
+    try {
+      await writeStreamTo(fd, stream);
+      const uid = h.uid ?? 0;
+      const gid = h.gid ?? 0;
+      if (uid !== this.euid || gid !== this.egid) fs.fchownSync(fd, uid, gid);
+      // chown clears set-id bits, and open() applied the umask: set the exact mode when it matters
+      if ((mode & ~this.umask) !== mode || mode & 0o7000 || uid !== this.euid || gid !== this.egid) {
+        fs.fchmodSync(fd, mode);
+      }
+      const t = h.mtime ?? new Date(0);
+      fs.futimesSync(fd, t, t);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  private async setMeta(full: string, h: Header, isDir: boolean): Promise<void> {
+    const uid = h.uid ?? 0;
+    const gid = h.gid ?? 0;
+    fs.lchownSync(full, uid, gid);
+    if (h.type !== 'symlink') fs.chmodSync(full, (h.mode ?? (isDir ? 0o755 : 0o644)) & 0o7777);
+    const t = h.mtime ?? new Date(0);
+    if (isDir) this.dirTimes.push([full, t]);
+    else fs.lutimesSync(full, t, t);
+  }
+
+  /** Remove whatever is at `full` (not following it), so a new entry can take its place. */
+  private async clear(full: string): Promise<void> {
+    const st = lstatOrNull(full);
+    if (st) await this.removeExisting(full, st);
+  }
+
+  private async removeExisting(full: string, st: BigIntStats): Promise<void> {
+    if (st.isDirectory()) {
+      fs.rmSync(full, { recursive: true, force: true });
+      this.resolved.clear();
+    } else {
+      fs.unlinkSync(full);
+    }
+  }
+
+  /**
+   * Real path of the directory named by `parts`, resolved inside the root: each component is looked up
+   * with lstat; a symlink is replaced by its target (absolute targets restart at the root, `..` never
+   * climbs above it); a missing directory is created when `create` is set.
+   */
+  private async resolveDir(parts: string[], create: boolean): Promise<string> {
+    const key = parts.join('/');
+    const hit = this.resolved.get(key);
+    if (hit !== undefined) return hit;
+    const real: string[] = [];
+    const todo = [...parts];
+    let hops = 0;
+    while (todo.length > 0) {
+      const c = todo.shift()!;
+      if (c === '' || c === '.') continue;
+      if (c === '..') {
+        real.pop();
+        continue;
+      }
+      const p = path.join(this.root, ...real, c);
+      const st = lstatOrNull(p);
+      if (st === null) {
+        if (!create) throw invalidInput(`path ${JSON.stringify(key)} does not exist in the layer`);
+        await this.makeParent(p, [...real, c]);
+        real.push(c);
+      } else if (st.isDirectory()) {
+        real.push(c);
+      } else if (st.isSymbolicLink()) {
+        if (++hops > MAX_SYMLINK_HOPS) throw invalidInput(`path ${JSON.stringify(key)}: too many symlinks`);
+        const link = fs.readlinkSync(p);
+        if (link.startsWith('/')) real.length = 0;
+        todo.unshift(...link.split('/'));
+      } else {
+        throw invalidInput(`path ${JSON.stringify(key)}: ${[...real, c].join('/')} is not a directory`);
+      }
+    }
+    const out = path.join(this.root, ...real);
+    this.resolved.set(key, out);
+    return out;
+  }
+
+  /** A missing parent: in overlay mode it takes the lower layers' metadata, so the merged view keeps it. */
+  private async makeParent(full: string, relParts: string[]): Promise<void> {
+    fs.mkdirSync(full, { mode: 0o755 });
+    this.created.add(relParts.join('/'));
+    if (!this.overlay) return;
+    for (const lower of this.lowers) {
+      const st = lstatOrNull(path.join(lower, ...relParts));
+      if (!st) continue;
+      if (!st.isDirectory()) break;
+      fs.chownSync(full, Number(st.uid), Number(st.gid));
+      fs.chmodSync(full, Number(st.mode) & 0o7777);
+      const t = new Date(Number(st.mtimeMs));
+      this.dirTimes.push([full, t]);
+      break;
+    }
+  }
+
+  /** overlay: a hardlink whose target lives in a lower layer — copy the target up, then link to it. */
+  private async copyUp(parts: string[], dest: string): Promise<BigIntStats | null> {
+    for (const lower of this.lowers) {
+      const src = path.join(lower, ...parts);
+      const st = lstatOrNull(src);
+      if (!st) continue;
+      if (!st.isFile()) return null;
+      fs.copyFileSync(src, dest);
+      fs.chownSync(dest, Number(st.uid), Number(st.gid));
+      fs.chmodSync(dest, Number(st.mode) & 0o7777);
+      const t = new Date(Number(st.mtimeMs));
+      fs.utimesSync(dest, t, t);
+      return lstatOrNull(dest);
+    }
+    return null;
+  }
+
+  private async whiteout(targetParts: string[]): Promise<void> {
+    const dir = await this.resolveDir(targetParts.slice(0, -1), true);
+    const full = path.join(dir, targetParts[targetParts.length - 1]!);
+    const rel = path.relative(this.root, full);
+    // OCI: a whiteout only hides lower layers; what this layer itself created stays
+    if (this.created.has(rel)) return;
+    if (this.overlay) {
+      if (this.pendingSpecial.has(rel)) await this.flushSpecials();
+      await this.clear(full);
+      this.queueSpecial({
+        op: 'mknod',
+        rel,
+        mode: fsc.S_IFCHR,
+        major: 0,
+        minor: 0,
+        uid: 0,
+        gid: 0,
+        mtimeSec: 0,
+      });
+      this.created.add(rel);
+    } else {
+      await this.clear(full);
+    }
+  }
+
+  private async opaque(dirParts: string[]): Promise<void> {
+    const dir = await this.resolveDir(dirParts, true);
+    const rel = path.relative(this.root, dir);
+    if (this.overlay) {
+      // an opaque root would mean "hide every lower layer": overlayfs ignores it on the upper root,
+      // so empty the view the only way it allows — whiteouts for each lower entry
+      if (rel === '') {
+        for (const lower of this.lowers)
+          for (const name of fs.readdirSync(lower)) await this.whiteout([name]);
+        return;
+      }
+      this.queueSpecial({ op: 'xattr', rel, name: 'trusted.overlay.opaque', value: Buffer.from('y') });
+      return;
+    }
+    if (this.pendingSpecial.size > 0) await this.flushSpecials();
+    for (const name of fs.readdirSync(dir)) {
+      const childRel = rel === '' ? name : `${rel}/${name}`;
+      if (this.created.has(childRel)) continue;
+      await this.clear(path.join(dir, name));
+    }
+  }
+
+  async finish(): Promise<void> {
+    await this.flushSpecials();
+    // directories last (children changed their mtimes), deepest first
+    for (let i = this.dirTimes.length - 1; i >= 0; i--) {
+      const [p, t] = this.dirTimes[i]!;
+      try {
+        fs.utimesSync(p, t, t);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+  }
+}
+
+/** Write an entry's bytes to fd as they arrive (synchronous writes: see the note on speed above). */
+function writeStreamTo(fd: number, stream: EntryStream): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let pos = 0;
+    let failed = false;
+    stream.on('data', (data: unknown) => {
+      if (failed) return;
+      const chunk = data as Buffer;
+      try {
+        let off = 0;
+        while (off < chunk.length) {
+          const n = fs.writeSync(fd, chunk, off, chunk.length - off, pos);
+          off += n;
+          pos += n;
+        }
+      } catch (err) {
+        failed = true;
+        reject(err);
+      }
+    });
+    stream.on('end', () => {
+      if (!failed) resolve();
+    });
+    stream.on('error', reject);
+  });
+}
+
+function lstatOrNull(p: string): BigIntStats | null {
+  try {
+    return fs.lstatSync(p, { bigint: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw err;
+  }
+}

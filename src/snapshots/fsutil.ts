@@ -1,0 +1,55 @@
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { withContext } from '../lib/errors.js';
+import type { Usage } from './snapshotter.js';
+
+/**
+ * Disk usage of a directory tree: allocated bytes (st_blocks × 512, so sparse files count what they use)
+ * and inodes, each inode counted once however many hard links point at it. `shared(rel, st)` lets a
+ * caller skip entries that belong to a parent snapshot (btrfs without quotas).
+ */
+export async function diskUsage(
+  root: string,
+  shared?: (rel: string, st: import('node:fs').BigIntStats) => Promise<boolean>,
+): Promise<Usage> {
+  const seen = new Set<bigint>();
+  let size = 0n;
+  let inodes = 0;
+  const visit = async (rel: string): Promise<void> => {
+    const full = rel === '' ? root : path.join(root, rel);
+    let st: import('node:fs').BigIntStats;
+    try {
+      st = await fsp.lstat(full, { bigint: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw withContext(`usage of ${full}`, err);
+    }
+    const isShared = rel !== '' && shared ? await shared(rel, st) : false;
+    if (!isShared && !seen.has(st.ino)) {
+      seen.add(st.ino);
+      size += st.blocks * 512n;
+      inodes++;
+    }
+    if (st.isDirectory()) {
+      const names = await fsp.readdir(full);
+      for (const n of names) await visit(rel === '' ? n : path.join(rel, n));
+    }
+  };
+  await visit('');
+  return { size: Number(size), inodes };
+}
+
+/** statfs of the filesystem holding `dir`, in bytes. */
+export async function fsCapacity(
+  dir: string,
+): Promise<{ capacity: number; used: number; available: number }> {
+  const s = await fsp.statfs(dir);
+  const capacity = s.blocks * s.bsize;
+  const available = s.bavail * s.bsize;
+  return { capacity, used: capacity - s.bfree * s.bsize, available };
+}
+
+/** rm -rf that tolerates a missing path. */
+export async function removeTree(p: string): Promise<void> {
+  await fsp.rm(p, { recursive: true, force: true, maxRetries: 3 });
+}

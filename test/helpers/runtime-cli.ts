@@ -1,0 +1,129 @@
+/**
+ * Drive the built CLI (`node dist/berth.mjs`) against a private state dir, config, busybox rootfs, bridge,
+ * subnet and nftables table; teardown removes every container, the bridge, the table and the dirs.
+ */
+import { randomBytes, randomInt } from 'node:crypto';
+import { existsSync, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { ExecutionContext } from 'ava';
+import { type ExecResult, exec } from '../../src/lib/exec.js';
+import { deleteChains } from '../../src/runtime/network/iptables.js';
+import { buildBusyboxRootfs, tempDir } from './runtime-rootfs.js';
+
+export const BERTH = path.resolve('dist', 'berth.mjs');
+
+async function isStale(): Promise<boolean> {
+  const built = (await fsp.stat(BERTH)).mtimeMs;
+  for (const dir of ['src/runtime', 'src/runtime/network', 'src/cli']) {
+    for (const f of await fsp.readdir(dir)) {
+      const st = await fsp.stat(path.join(dir, f));
+      if (st.isFile() && st.mtimeMs > built) return true;
+    }
+  }
+  return false;
+}
+
+let built: Promise<void> | undefined;
+/** Build dist/berth.mjs when it is missing or older than the sources we test (CI builds before testing). */
+export function ensureBuilt(): Promise<void> {
+  if (!built) {
+    built = (async () => {
+      if (!existsSync(BERTH) || (await isStale())) {
+        await exec(process.execPath, ['scripts/build.mjs'], { timeoutMs: 120_000 });
+      }
+      if (!existsSync(path.resolve('native/build/x64/berth-monitor')) && process.arch === 'x64') {
+        await exec('make', ['-C', 'native'], { timeoutMs: 120_000 });
+      }
+    })();
+  }
+  return built;
+}
+
+export interface CliEnv {
+  dir: string;
+  stateDir: string;
+  rootfs: string;
+  configPath: string;
+  bridge: string;
+  subnet: string;
+  gateway: string;
+  nftTable: string;
+  berth(
+    args: string[],
+    opts?: { allowFailure?: boolean; env?: NodeJS.ProcessEnv; timeoutMs?: number },
+  ): Promise<ExecResult>;
+  /** `ps -a --json` as objects. */
+  ps(): Promise<Array<Record<string, unknown> & { id: string; name: string; state: string }>>;
+}
+
+export async function cliEnv(
+  t: ExecutionContext,
+  extraConfig: Record<string, unknown> = {},
+  env: NodeJS.ProcessEnv = {},
+): Promise<CliEnv> {
+  await ensureBuilt();
+  const dir = await tempDir(t, 'berth-cli-');
+  const tag = randomBytes(4).toString('hex');
+  const octet = randomInt(100, 250);
+  const bridge = `bt${tag}`;
+  const nftTable = `berth_t${tag}`;
+  const subnet = `172.31.${octet}.0/24`;
+  const rootfs = await buildBusyboxRootfs(path.join(dir, 'rootfs'));
+  const stateDir = path.join(dir, 'state');
+  const configPath = path.join(dir, 'config.json');
+  const runtime = (extraConfig.runtime as Record<string, unknown> | undefined) ?? {};
+  await fsp.writeFile(
+    configPath,
+    JSON.stringify({
+      logLevel: 'warn',
+      ...extraConfig,
+      runtime: { name: 'runc', ...runtime },
+      network: {
+        bridge,
+        subnet,
+        nftTable,
+        ...((extraConfig.network as Record<string, unknown> | undefined) ?? {}),
+      },
+    }),
+  );
+  const berth: CliEnv['berth'] = (args, opts = {}) =>
+    exec(process.execPath, [BERTH, '--state-dir', stateDir, '--config', configPath, ...args], {
+      timeoutMs: opts.timeoutMs ?? 60_000,
+      allowFailure: opts.allowFailure ?? false,
+      env: { ...process.env, ...env, ...(opts.env ?? {}) },
+    });
+  const ps: CliEnv['ps'] = async () => JSON.parse((await berth(['ps', '-a', '--json'])).stdout);
+  t.teardown(async () => {
+    const list = await ps().catch(() => []);
+    for (const c of list) await berth(['rm', '-f', c.id], { allowFailure: true });
+    await exec('/usr/sbin/nft', ['delete', 'table', 'ip', nftTable], { allowFailure: true });
+    await deleteChains(nftTable).catch(() => undefined);
+    await exec('/usr/sbin/ip', ['link', 'del', bridge], { allowFailure: true });
+  });
+  return {
+    dir,
+    stateDir,
+    rootfs,
+    configPath,
+    bridge,
+    subnet,
+    gateway: `172.31.${octet}.1`,
+    nftTable,
+    berth,
+    ps,
+  };
+}
+
+export async function waitUntil<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  ms = 10_000,
+): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

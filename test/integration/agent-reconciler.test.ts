@@ -1,0 +1,351 @@
+/**
+ * The reconcile loop against FAKE ports (test/helpers/agent-fakes.ts) and a real SQLite file: convergence,
+ * single-flight, backoff, health-window rollback, crash-between-steps recovery, offline restart, no space.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import test from 'ava';
+import { type AgentEvent, Reconciler, type ReconcilerOptions } from '../../src/agent/reconciler.js';
+import { AgentStore } from '../../src/agent/store.js';
+import { parseTarget, type TargetInput } from '../../src/core/target.js';
+import { openDatabase } from '../../src/db/database.js';
+import { silentLogger } from '../../src/lib/logger.js';
+import { Crash, FakeClock, FakeDevice, flush } from '../helpers/agent-fakes.js';
+
+const MiB = 1024 * 1024;
+
+function world(t: { teardown: (fn: () => void) => void }) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'berth-agent-'));
+  const clock = new FakeClock();
+  const device = new FakeDevice(clock);
+  for (const [ref, size] of [
+    ['db:1', 20 * MiB],
+    ['web:1', 10 * MiB],
+    ['web:2', 10 * MiB],
+    ['web:3', 10 * MiB],
+  ] as const)
+    device.registry.set(ref, size);
+  const dbs: Array<{ close(): void }> = [];
+  t.teardown(() => {
+    for (const d of dbs) d.close();
+  });
+  const events: Array<AgentEvent & { at: number }> = [];
+  const make = (opts: Partial<ReconcilerOptions> = {}) => {
+    const db = openDatabase(path.join(dir, 'berth.db'));
+    dbs.push(db);
+    const store = new AgentStore(db);
+    const rec = new Reconciler({
+      ports: device.ports,
+      store,
+      clock,
+      log: silentLogger(),
+      emit: (e) => events.push(e),
+      healthWindowMs: 30_000,
+      ...opts,
+    });
+    return { rec, store, db };
+  };
+  return { dir, clock, device, make, events };
+}
+
+const v = (version: number, web: string, extra: Record<string, unknown> = {}) =>
+  parseTarget({
+    version,
+    apps: {
+      shop: {
+        services: {
+          db: { image: 'db:1', volumes: [{ type: 'volume', source: 'data', target: '/data' }] },
+          web: { image: web, dependsOn: ['db'], ...extra },
+        },
+        volumes: { data: {} },
+      },
+    },
+  } as TargetInput);
+
+test('converges a fresh device, then an update touches only the changed service', async (t) => {
+  const w = world(t);
+  const { rec, store } = w.make();
+  rec.start();
+  rec.setTarget(v(1, 'web:1'));
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'converged', version: 1 });
+  t.deepEqual(
+    w.device.running().map((x) => x.split('_').slice(0, 2).join('_')),
+    ['shop_db', 'shop_web'],
+  );
+  t.is(store.getTarget('current')?.status, 'converged');
+  // health window passes
+  await w.clock.advance(30_000);
+  await rec.idle();
+  t.is(store.getTarget('current')?.status, 'healthy');
+  t.true(w.events.some((e) => e.type === 'rollout-healthy'));
+
+  const before = w.device.calls.length;
+  rec.setTarget(v(2, 'web:2'));
+  await rec.idle();
+  const ops = w.device.calls.slice(before).map((c) => `${c.op} ${c.id.split('_').slice(0, 2).join('_')}`);
+  t.deepEqual(ops, [
+    'fetch web:2',
+    'unpack web:2',
+    'stop shop_web',
+    'remove shop_web',
+    'create shop_web',
+    'start shop_web',
+  ]);
+  t.is(store.getTarget('previous')?.target.version, 1);
+  t.true(w.device.images.has('web:1'), 'previous target images are kept');
+  await rec.stop();
+});
+
+test('single-flight: concurrent triggers never run two batches at once', async (t) => {
+  const w = world(t);
+  w.device.latencyTurns = 3;
+  const { rec } = w.make();
+  rec.start();
+  rec.setTarget(v(1, 'web:1'));
+  const outs = await Promise.all([rec.trigger(), rec.trigger(), rec.trigger(), rec.trigger(), rec.trigger()]);
+  await rec.idle();
+  t.is(w.device.maxActive, 1, 'one device operation at a time');
+  t.true(
+    outs.every((o) => o === outs[0]),
+    'triggers during a run share it',
+  );
+  t.true(rec.stats.runs <= 3, `runs: ${rec.stats.runs}`);
+  t.like(rec.lastOutcome, { status: 'converged' });
+  await rec.stop();
+});
+
+test('errors back off exponentially up to the cap, and progress resets the backoff', async (t) => {
+  const w = world(t);
+  const { rec } = w.make({ minDelayMs: 1000, maxDelayMs: 8000 });
+  w.device.failures.set('fetch', new Error('broker unreachable'));
+  rec.start();
+  rec.setTarget(v(1, 'web:1'));
+  await rec.idle();
+  const delays: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const d = w.clock.pending()[0]!;
+    delays.push(d);
+    await w.clock.advance(d);
+    await rec.idle();
+  }
+  t.deepEqual(delays, [1000, 2000, 4000, 8000, 8000, 8000]);
+  t.like(rec.lastOutcome, { status: 'error' });
+  t.regex((rec.lastOutcome as { error: Error }).error.message, /fetch (db|web):1: broker unreachable/);
+  w.device.failures.delete('fetch');
+  await w.clock.advance(w.clock.pending()[0]!);
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'converged' });
+  await rec.stop();
+});
+
+test('noop-only plans (update lock held) back off exponentially; the app keeps running', async (t) => {
+  const w = world(t);
+  const { rec } = w.make({ minDelayMs: 500, maxDelayMs: 4000 });
+  rec.start();
+  rec.setTarget(v(1, 'web:1'));
+  await rec.idle();
+  w.device.heldLocks.add('shop');
+  rec.setTarget(v(2, 'web:2'));
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'waiting', reasons: ['wait: update lock held by app shop'] });
+  const delays: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const d = w.clock.pending()[0]!;
+    delays.push(d);
+    await w.clock.advance(d);
+    await rec.idle();
+  }
+  t.deepEqual(delays, [500, 1000, 2000, 4000, 4000]);
+  t.true(
+    w.device.running().some((id) => w.device.containers.get(id)!.image === 'web:1'),
+    'old version untouched',
+  );
+  t.true(w.device.images.get('web:2')?.unpacked, 'download happened while waiting');
+  w.device.heldLocks.delete('shop');
+  await w.clock.advance(w.clock.pending()[0]!);
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'converged', version: 2 });
+  await rec.stop();
+});
+
+test('a crash in the health window rolls back to the previous target and reports why', async (t) => {
+  const w = world(t);
+  const { rec, store } = w.make();
+  rec.start();
+  rec.setTarget(v(1, 'web:1'));
+  await rec.idle();
+  await w.clock.advance(30_000);
+  await rec.idle();
+  rec.setTarget(v(2, 'web:3'));
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'converged', version: 2 });
+  const web3 = w.device.running().find((id) => w.device.containers.get(id)!.image === 'web:3')!;
+  await w.clock.advance(5000);
+  w.device.exit(web3, 139);
+  await rec.trigger();
+  await rec.idle();
+  const rb = w.events.find((e) => e.type === 'rollback');
+  t.truthy(rb);
+  t.like(rb, { from: 2, to: 1 });
+  t.regex((rb as { reason: string }).reason, /shop\/web: exited with code 139/);
+  t.is(store.getTarget('current')?.target.version, 1);
+  t.regex(store.getTarget('current')?.reason ?? '', /rollback from 2/);
+  t.true(w.device.running().some((id) => w.device.containers.get(id)!.image === 'web:1'));
+  t.false(w.device.running().some((id) => w.device.containers.get(id)!.image === 'web:3'));
+  t.false(rec.setTarget(v(2, 'web:3')), 'the failed version is not applied again');
+  t.true(w.events.some((e) => e.type === 'target-ignored' && /rolled back before/.test(e.reason)));
+  t.regex(
+    store.getTarget('current')?.reason ?? '',
+    /exited with code 139/,
+    'the why stays on record for the report',
+  );
+  await rec.stop();
+});
+
+test('an unhealthy exec health check in the window rolls back; healthy passes', async (t) => {
+  const w = world(t);
+  const { rec, store } = w.make({ healthWindowMs: 20_000 });
+  const check = { probe: { type: 'exec', command: ['check'] }, intervalMs: 1000, timeoutMs: 500, retries: 2 };
+  rec.start();
+  rec.setTarget(v(1, 'web:1', { healthcheck: check }));
+  await rec.idle();
+  for (let i = 0; i < 25; i++) await w.clock.advance(1000);
+  await rec.idle();
+  t.is(store.getTarget('current')?.status, 'healthy');
+  w.device.execHandler = (id) => (w.device.containers.get(id)?.image === 'web:2' ? 1 : 0);
+  rec.setTarget(v(2, 'web:2', { healthcheck: check }));
+  await rec.idle();
+  for (let i = 0; i < 10; i++) await w.clock.advance(1000);
+  await rec.idle();
+  const rb = w.events.find((e) => e.type === 'rollback');
+  t.like(rb, { from: 2, to: 1 });
+  t.regex((rb as { reason: string }).reason, /health check failed/);
+  await rec.stop();
+});
+
+test('no space: the update is refused whole with a NoSpace error; the running app is untouched', async (t) => {
+  const w = world(t);
+  const { rec, store } = w.make({ reserveBytes: 8 * MiB });
+  rec.start();
+  rec.setTarget(v(1, 'web:1'));
+  await rec.idle();
+  w.device.available = 25 * MiB; // web:2 needs 10 fetch + 10 unpack + 8 reserve
+  const before = w.device.calls.length;
+  rec.setTarget(v(2, 'web:2', { update: { strategy: 'kill-then-download' } }));
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'error' });
+  const err = (rec.lastOutcome as { error: { code: string; message: string } }).error;
+  t.is(err.code, 'NoSpace');
+  t.regex(err.message, /need 20\.0 MiB plus 8\.0 MiB reserve, 25\.0 MiB available \(web:2/);
+  t.deepEqual(w.device.calls.slice(before), [], 'no step ran (not even the kill of kill-then-download)');
+  t.is(w.device.running().length, 2);
+  t.regex(store.apps().find((a) => a.name === 'shop')!.lastError!, /not enough disk space/);
+  w.device.available = 1024 * MiB;
+  await w.clock.advance(w.clock.pending()[0]!);
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'converged', version: 2 });
+  await rec.stop();
+});
+
+test('crash between any two steps: a new agent over the same SQLite file converges to the same state', async (t) => {
+  // reference run
+  const ref = world(t);
+  const r0 = ref.make();
+  r0.rec.start();
+  r0.rec.setTarget(v(1, 'web:1'));
+  await r0.rec.idle();
+  r0.rec.setTarget(v(2, 'web:2', { update: { strategy: 'hand-over', handoverTimeoutMs: 0 } }));
+  await r0.rec.idle();
+  const expected = ref.device.running();
+  const totalOps = ref.device.calls.length;
+  await r0.rec.stop();
+  t.true(totalOps > 10);
+
+  for (let crashAt = 0; crashAt < totalOps; crashAt += 2) {
+    const w = world(t);
+    w.device.crashAfter = crashAt;
+    const a = w.make();
+    a.rec.start();
+    a.rec.setTarget(v(1, 'web:1'));
+    await a.rec.idle();
+    a.rec.setTarget(v(2, 'web:2', { update: { strategy: 'hand-over', handoverTimeoutMs: 0 } }));
+    await a.rec.idle();
+    await a.rec.stop(); // the agent "dies"
+    w.device.crashAfter = undefined;
+    const b = w.make(); // new process, same database and device
+    b.rec.start();
+    await b.rec.idle();
+    for (let i = 0; i < 5 && b.rec.lastOutcome?.status !== 'converged'; i++) {
+      await w.clock.advance(w.clock.pending()[0] ?? 1000);
+      await b.rec.idle();
+    }
+    t.like(b.rec.lastOutcome, { status: 'converged', version: 2 }, `crash after ${crashAt} ops`);
+    t.deepEqual(w.device.running(), expected, `crash after ${crashAt} ops`);
+    await b.rec.stop();
+  }
+  t.pass();
+});
+
+test('offline reboot: with no broker and no new target, the last applied target comes back from SQLite', async (t) => {
+  const w = world(t);
+  const a = w.make();
+  a.rec.start();
+  a.rec.setTarget(v(1, 'web:1'));
+  await a.rec.idle();
+  const running = w.device.running();
+  await a.rec.stop();
+  w.device.reboot();
+  t.deepEqual(w.device.running(), []);
+  const b = w.make(); // no setTarget: nothing from the fleet
+  b.rec.start();
+  await b.rec.idle();
+  for (let i = 0; i < 5 && w.device.running().length < 2; i++) {
+    await w.clock.advance(w.clock.pending()[0] ?? 1000);
+    await b.rec.idle();
+  }
+  t.deepEqual(w.device.running(), running);
+  await b.rec.stop();
+});
+
+test('the interrupted step of a killed agent is reported at start', async (t) => {
+  const w = world(t);
+  const a = w.make();
+  w.device.crashAfter = 3;
+  a.rec.start();
+  a.rec.setTarget(v(1, 'web:1'));
+  await a.rec.idle();
+  t.like(a.rec.lastOutcome, { status: 'error' });
+  // a Crash leaves the intent behind only if the process really died; simulate by re-recording it
+  a.store.beginStep({ kind: 'unpack', image: 'web:1' }, w.clock.now());
+  await a.rec.stop();
+  w.device.crashAfter = undefined;
+  const b = w.make();
+  b.rec.start();
+  await b.rec.idle();
+  t.true(w.events.some((e) => e.type === 'interrupted' && e.steps.includes('unpack web:1')));
+  await flush();
+  await b.rec.stop();
+  t.true(Crash.name === 'Crash');
+});
+
+test('GC: images two targets back are collected; the previous target and hand-pulled images are kept', async (t) => {
+  const w = world(t);
+  w.device.images.set('tool:1', { fetched: true, unpacked: true, size: 1 }); // `berth pull` by hand
+  const { rec } = w.make();
+  rec.start();
+  for (const [version, web] of [
+    [1, 'web:1'],
+    [2, 'web:2'],
+    [3, 'web:3'],
+  ] as const) {
+    rec.setTarget(v(version, web));
+    await rec.idle();
+    await w.clock.advance(30_000);
+    await rec.idle();
+  }
+  t.deepEqual([...w.device.images.keys()].sort(), ['db:1', 'tool:1', 'web:2', 'web:3']);
+  t.true(w.device.calls.some((c) => c.op === 'gc' && c.id === 'web:1'));
+  await rec.stop();
+});

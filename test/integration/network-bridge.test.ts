@@ -1,0 +1,199 @@
+/**
+ * Networking through the CLI on a private bridge/subnet/nft table per test: none, host, bridge; two
+ * containers on the bridge reach each other; a published port reaches busybox httpd from the host;
+ * rm removes veth, netns, nft rules and the IP lease.
+ */
+import { randomInt } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import * as http from 'node:http';
+import test from 'ava';
+import { openDatabase } from '../../src/db/database.js';
+import { exec } from '../../src/lib/exec.js';
+import { chainNames } from '../../src/runtime/network/iptables.js';
+import { needPrivileges } from '../helpers/privileged.js';
+import { cliEnv, waitUntil } from '../helpers/runtime-cli.js';
+
+const LOOP = 'while true; do sleep 0.1; done';
+
+function httpGet(host: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host, port, path: '/', timeout: 3000 }, (res) => {
+      let body = '';
+      res.on('data', (d) => {
+        body += d;
+      });
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+  });
+}
+
+test('bridge: two containers reach each other; published port reaches httpd; rm cleans up', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: ['/usr/sbin/nft', '/usr/sbin/ip'] })) return;
+  const env = await cliEnv(t);
+  const hostPort = randomInt(20000, 30000);
+  const a = (
+    await env.berth([
+      'run',
+      '-d',
+      '--name',
+      'web',
+      '--read-only',
+      '-p',
+      `${hostPort}:8080`,
+      '--rootfs',
+      env.rootfs,
+      'httpd',
+      '-f',
+      '-p',
+      '8080',
+      '-h',
+      '/var/www',
+    ])
+  ).stdout.trim();
+  const b = (
+    await env.berth(['run', '-d', '--name', 'client', '--rootfs', env.rootfs, 'sh', '-c', LOOP])
+  ).stdout.trim();
+  const list = await env.ps();
+  const ipA = list.find((c) => c.id === a)!.ipAddress as string;
+  const ipB = list.find((c) => c.id === b)!.ipAddress as string;
+  t.regex(ipA, new RegExp(`^${env.gateway.replace(/\.1$/, '').replace(/\./g, '\\.')}\\.\\d+$`));
+  t.not(ipA, ipB);
+
+  const ping = await env.berth(['exec', 'client', 'ping', '-c', '1', '-W', '3', ipA], { allowFailure: true });
+  t.is(ping.code, 0, ping.stdout + ping.stderr);
+  const fetched = await env.berth(['exec', 'client', 'wget', '-q', '-O', '-', `http://${ipA}:8080/`]);
+  t.is(fetched.stdout, 'hello from berth\n');
+  const inside = await env.berth(['exec', 'client', 'ip', '-4', '-o', 'addr']);
+  t.regex(inside.stdout, new RegExp(`eth0\\s+inet ${ipB.replace(/\./g, '\\.')}/24`));
+
+  // from the host, through the published port (DNAT in berth's nft table)
+  const body = await waitUntil(
+    'published port',
+    () => httpGet(env.gateway, hostPort).catch(() => undefined),
+    10_000,
+  );
+  t.is(body, 'hello from berth\n');
+  const rules = await exec('/usr/sbin/nft', ['list', 'table', 'ip', env.nftTable]);
+  t.regex(rules.stdout, new RegExp(`dport ${hostPort} dnat to ${ipA.replace(/\./g, '\\.')}:8080`));
+
+  await env.berth(['rm', '-f', 'web']);
+  t.false(existsSync(`/run/netns/berth-${a}`), 'netns removed');
+  t.not(
+    (await exec('/usr/sbin/ip', ['link', 'show', `bv${a.slice(0, 12)}`], { allowFailure: true })).code,
+    0,
+    'veth removed',
+  );
+  t.notRegex(
+    (await exec('/usr/sbin/nft', ['list', 'table', 'ip', env.nftTable])).stdout,
+    new RegExp(`dport ${hostPort}`),
+  );
+  const db = openDatabase(`${env.stateDir}/berth.db`);
+  const leases = db.prepare('SELECT container_id FROM ip_leases').all() as Array<{ container_id: string }>;
+  db.close();
+  t.deepEqual(
+    leases.map((l) => l.container_id),
+    [b],
+    'only the client keeps a lease',
+  );
+  await t.throwsAsync(httpGet(env.gateway, hostPort));
+});
+
+test('iptables backend: published port, masquerade chain, rules removed with the container', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: ['/usr/sbin/iptables'] })) return;
+  const env = await cliEnv(t, { network: { firewall: 'iptables' } });
+  const hostPort = randomInt(30000, 40000);
+  const id = (
+    await env.berth([
+      'run',
+      '-d',
+      '-p',
+      `${hostPort}:8080`,
+      '--rootfs',
+      env.rootfs,
+      'httpd',
+      '-f',
+      '-p',
+      '8080',
+      '-h',
+      '/var/www',
+    ])
+  ).stdout.trim();
+  const body = await waitUntil(
+    'published port',
+    () => httpGet(env.gateway, hostPort).catch(() => undefined),
+    10_000,
+  );
+  t.is(body, 'hello from berth\n');
+  const chains = chainNames(env.nftTable);
+  const dnat = (await exec('/usr/sbin/iptables', ['-w', '5', '-t', 'nat', '-S', chains.dnat])).stdout;
+  t.regex(dnat, new RegExp(`--dport ${hostPort} .*berth:${id}.*--to-destination`));
+  const post = (await exec('/usr/sbin/iptables', ['-w', '5', '-t', 'nat', '-S', chains.post])).stdout;
+  t.regex(post, /MASQUERADE/);
+  t.not(
+    (await exec('/usr/sbin/nft', ['list', 'table', 'ip', env.nftTable], { allowFailure: true })).code,
+    0,
+    'no nft table used',
+  );
+  await env.berth(['rm', '-f', id]);
+  const after = (await exec('/usr/sbin/iptables', ['-w', '5', '-t', 'nat', '-S', chains.dnat])).stdout;
+  t.notRegex(after, new RegExp(`berth:${id}`));
+});
+
+test('restart after the network vanished (as after a reboot): re-attached with the same address', async (t) => {
+  if (!needPrivileges(t)) return;
+  const env = await cliEnv(t);
+  const id = (await env.berth(['run', '-d', '--rootfs', env.rootfs, 'sh', '-c', LOOP])).stdout.trim();
+  const ip = (await env.ps())[0]!.ipAddress;
+  await env.berth(['stop', '-t', '0', id]);
+  await exec('/usr/sbin/ip', ['netns', 'del', `berth-${id}`]);
+  await exec('/usr/sbin/ip', ['link', 'del', env.bridge]);
+  await env.berth(['start', id]);
+  const c = (await env.ps())[0]!;
+  t.is(c.state, 'running');
+  t.is(c.ipAddress, ip);
+  const inside = await env.berth(['exec', id, 'ip', '-4', '-o', 'addr', 'show', 'eth0']);
+  t.true(inside.stdout.includes(`inet ${ip}/24`));
+  const ping = await exec('/usr/bin/busybox', ['ping', '-c', '1', '-W', '3', ip as string], {
+    allowFailure: true,
+  });
+  t.is(ping.code, 0, 'host reaches the container over the re-created bridge');
+});
+
+test('none and host modes', async (t) => {
+  if (!needPrivileges(t)) return;
+  const env = await cliEnv(t);
+  const none = await env.berth([
+    'run',
+    '--rm',
+    '--network',
+    'none',
+    '--rootfs',
+    env.rootfs,
+    'sh',
+    '-c',
+    'ls /sys/class/net',
+  ]);
+  t.is(none.stdout, 'lo\n');
+  const host = await env.berth([
+    'run',
+    '--rm',
+    '--network',
+    'host',
+    '--rootfs',
+    env.rootfs,
+    'sh',
+    '-c',
+    'ls /sys/class/net',
+  ]);
+  const hostLinks = (await exec('/usr/sbin/ip', ['-o', 'link'])).stdout;
+  t.true(host.stdout.split('\n').filter(Boolean).length > 1);
+  for (const l of host.stdout.split('\n').filter(Boolean))
+    t.true(hostLinks.includes(`${l}:`) || hostLinks.includes(`${l}@`), l);
+  const bad = await env.berth(['run', '--network', 'none', '-p', '1234:80', '--rootfs', env.rootfs, 'true'], {
+    allowFailure: true,
+  });
+  t.regex(bad.stderr, /published ports need --network bridge/);
+  t.deepEqual(await env.ps(), [], 'a failed create leaves nothing behind');
+});

@@ -1,0 +1,121 @@
+/**
+ * The cgroup v2 backend on this host's unified hierarchy (/sys/fs/cgroup/unified: only hugetlb is
+ * delegated there, but cgroup.procs, subtree_control and the eBPF device controller work on any v2
+ * cgroup). The full v2 limits (memory.max, pids.max, cpu.max) run in the VM harness (test/vm).
+ * BERTH_RUNTIME_CGROUP_MODE / BERTH_RUNTIME_CGROUP_V2_ROOT point berth-runtime at that hierarchy.
+ */
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, rmdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import test from 'ava';
+import { needPrivileges } from '../../helpers/privileged.js';
+import {
+  baseConfig,
+  berthRuntimeBinary,
+  buildNativeRuntime,
+  makeBusyboxRootfs,
+  runtimeEnv,
+  runtimeExec,
+  runtimeSpawn,
+  uniq,
+} from '../../helpers/runtime-native.js';
+
+const UNIFIED = '/sys/fs/cgroup/unified';
+const V2 = { BERTH_RUNTIME_CGROUP_MODE: 'v2', BERTH_RUNTIME_CGROUP_V2_ROOT: UNIFIED };
+
+let rootfs: string;
+test.before(async () => {
+  if (process.getuid?.() !== 0) return;
+  await buildNativeRuntime();
+  const dir = await mkdtemp(path.join(tmpdir(), 'berth-rootfs-'));
+  await chmod(dir, 0o755);
+  rootfs = await makeBusyboxRootfs(dir);
+});
+
+test('v2 backend: cgroup created under the unified root, hugetlb limit and unified keys applied, removed on delete', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: [`${UNIFIED}/cgroup.controllers`] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  const cg = env.cgroup();
+  const config = baseConfig(rootfs, ['sleep', '60'], cg);
+  config.linux.resources = {
+    ...config.linux.resources,
+    hugepageLimits: [{ pageSize: '2MB', limit: 4 * 1024 * 1024 }],
+    unified: { 'hugetlb.2MB.rsvd.max': '2097152' },
+  };
+  const bundle = await env.bundle(config);
+  const id = uniq('v2');
+  const r = await runtimeSpawn(env, 'berth', ['create', '--bundle', bundle, id], id, {
+    binary: berthRuntimeBinary(true),
+    env: V2,
+  });
+  t.is(r.code, 0, r.stderr);
+  const dir = path.join(UNIFIED, cg);
+  const { pid } = JSON.parse((await runtimeExec(env, 'berth', ['state', id], { env: V2 })).stdout) as {
+    pid: number;
+  };
+  t.true((await readFile(path.join(dir, 'cgroup.procs'), 'utf8')).split('\n').includes(String(pid)));
+  t.is((await readFile(path.join(dir, 'hugetlb.2MB.max'), 'utf8')).trim(), '4194304');
+  t.is((await readFile(path.join(dir, 'hugetlb.2MB.rsvd.max'), 'utf8')).trim(), '2097152');
+  t.regex(await readFile(path.join(UNIFIED, 'cgroup.subtree_control'), 'utf8'), /hugetlb/);
+  t.regex(await readFile(`/proc/${pid}/cgroup`, 'utf8'), new RegExp(`^0::${cg}$`, 'm'));
+  t.is((await runtimeExec(env, 'berth', ['delete', '--force', id], { env: V2 })).code, 0);
+  t.false(existsSync(dir));
+});
+
+test('v2 backend: the eBPF device program allows and denies by rule', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: [`${UNIFIED}/cgroup.controllers`] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  // an unassigned char major: opening it gives ENXIO when the cgroup allows it, EPERM when it does not
+  const script =
+    'cat /dev/fake-r 2>&1; echo x 2>&1 > /dev/fake-r; cat /dev/fake-none 2>&1; cat /dev/null && echo null-ok; head -c 1 /dev/zero | wc -c';
+  const config = baseConfig(rootfs, ['sh', '-c', script], env.cgroup());
+  config.linux.devices = [
+    { path: '/dev/fake-r', type: 'c', major: 240, minor: 1 },
+    { path: '/dev/fake-none', type: 'c', major: 240, minor: 2 },
+  ];
+  config.linux.resources = {
+    devices: [
+      { allow: false, access: 'rwm' },
+      { allow: true, type: 'c', major: 240, access: 'rwm' },
+      { allow: false, type: 'c', major: 240, minor: 2, access: 'rwm' },
+      { allow: false, type: 'c', major: 240, minor: 1, access: 'w' },
+    ],
+  };
+  const bundle = await env.bundle(config);
+  const r = await runtimeExec(env, 'berth', ['run', '--bundle', bundle, uniq('v2dev')], {
+    binary: berthRuntimeBinary(true),
+    env: V2,
+  });
+  t.is(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  t.regex(lines[0] ?? '', /fake-r': No such device or address/, 'read allowed (major wildcard rule)');
+  t.regex(lines[1] ?? '', /fake-r: Operation not permitted/, 'write denied by the later rule');
+  t.regex(lines[2] ?? '', /fake-none': Operation not permitted/, 'denied minor');
+  t.is(lines[3], 'null-ok', 'default devices stay allowed');
+  t.is(lines[4], '1');
+});
+
+test('v2 backend: systemd-style cgroupsPath maps to a slice/scope path', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: [`${UNIFIED}/cgroup.controllers`] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  const slice = `berthtest${uniq('x').slice(2)}`;
+  const id = uniq('scope');
+  const config = baseConfig(
+    rootfs,
+    ['sh', '-c', 'grep ^0:: /proc/self/cgroup'],
+    `${slice}-sub.slice:berth:${id}`,
+  );
+  t.teardown(async () => {
+    for (const d of [
+      `${slice}.slice/${slice}-sub.slice/berth-${id}.scope`,
+      `${slice}.slice/${slice}-sub.slice`,
+      `${slice}.slice`,
+    ])
+      await rmdir(path.join(UNIFIED, d)).catch(() => undefined);
+  });
+  const bundle = await env.bundle(config);
+  const r = await runtimeExec(env, 'berth', ['run', '--bundle', bundle, id], { env: V2 });
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout.trim(), `0::/${slice}.slice/${slice}-sub.slice/berth-${id}.scope`);
+});

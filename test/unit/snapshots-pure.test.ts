@@ -1,0 +1,121 @@
+import test from 'ava';
+import { chooseDriver, devmapperConfigured } from '../../src/snapshots/factory.js';
+import { classifyWhiteout, entryParts, layerXattrs } from '../../src/snapshots/layer-paths.js';
+import { compactOverlayOptions, MOUNT_DATA_LIMIT, mountArgs } from '../../src/snapshots/mount.js';
+import { encodeSpecials } from '../../src/snapshots/native-storage.js';
+import { directTarget } from '../../src/snapshots/unpack.js';
+
+test('entryParts makes names relative and refuses ..', (t) => {
+  t.deepEqual(entryParts('/etc/passwd'), ['etc', 'passwd']);
+  t.deepEqual(entryParts('./a//b/./c/'), ['a', 'b', 'c']);
+  t.deepEqual(entryParts('./'), []);
+  for (const bad of ['../x', 'a/../../x', 'a/..', '..'])
+    t.throws(() => entryParts(bad), { message: /climbs out/ });
+  t.throws(() => entryParts('a\0b'), { message: /NUL/ });
+});
+
+test('classifyWhiteout: plain, opaque, malformed', (t) => {
+  t.deepEqual(classifyWhiteout(['etc', 'passwd']), { kind: 'none' });
+  t.deepEqual(classifyWhiteout(['etc', '.wh.passwd']), { kind: 'whiteout', target: ['etc', 'passwd'] });
+  t.deepEqual(classifyWhiteout(['.wh.top']), { kind: 'whiteout', target: ['top'] });
+  t.deepEqual(classifyWhiteout(['d', '.wh..wh..opq']), { kind: 'opaque', dir: ['d'] });
+  t.deepEqual(classifyWhiteout(['.wh..wh..opq']), { kind: 'opaque', dir: [] });
+  for (const bad of ['.wh.', '.wh..', '.wh...', '.wh..wh.x']) t.throws(() => classifyWhiteout([bad]));
+});
+
+test('layerXattrs keeps SCHILY xattrs, drops trusted.overlay.* and damaged binary values', (t) => {
+  const x = layerXattrs({
+    'SCHILY.xattr.user.a': 'b',
+    'SCHILY.xattr.trusted.overlay.opaque': 'y',
+    'SCHILY.xattr.security.capability': 'bad\uFFFD',
+    path: 'ignored',
+  });
+  t.deepEqual(x, [['user.a', Buffer.from('b')]]);
+  t.deepEqual(layerXattrs(undefined), []);
+});
+
+test('compactOverlayOptions leaves short options alone and relativizes long ones', (t) => {
+  const short = ['lowerdir=/a/1/fs:/a/2/fs', 'upperdir=/a/3/fs', 'workdir=/a/3/work'];
+  t.deepEqual(compactOverlayOptions(short), { options: short });
+  const root = `/var/lib/berth/${'x'.repeat(60)}/snapshots`;
+  const lowers = Array.from({ length: 200 }, (_, i) => `${root}/${i + 1}/fs`);
+  const opts = [
+    'index=off',
+    `workdir=${root}/999/work`,
+    `upperdir=${root}/999/fs`,
+    `lowerdir=${lowers.join(':')}`,
+  ];
+  t.true(opts.join(',').length > MOUNT_DATA_LIMIT);
+  const c = compactOverlayOptions(opts);
+  t.is(c.cwd, root);
+  t.true(c.options.join(',').length <= MOUNT_DATA_LIMIT);
+  t.is(c.options[0], 'index=off');
+  t.is(c.options[1], 'workdir=999/work');
+  t.true(c.options[3]!.startsWith('lowerdir=1/fs:2/fs:'));
+});
+
+test('mountArgs: bind without -t, overlay with -t and the compaction cwd', (t) => {
+  t.deepEqual(mountArgs({ type: 'bind', source: '/s', options: ['ro'] }, '/t'), {
+    args: ['-o', 'rbind,ro', '/s', '/t'],
+  });
+  t.deepEqual(mountArgs({ type: 'overlay', source: 'overlay', options: ['lowerdir=/a:/b'] }, '/t'), {
+    args: ['-t', 'overlay', '-o', 'lowerdir=/a:/b', 'overlay', '/t'],
+  });
+});
+
+test('directTarget: rw bind and overlay upperdir are written directly; ro and others mount', (t) => {
+  t.deepEqual(directTarget([{ type: 'bind', source: '/s', options: ['rbind', 'rw'] }]), {
+    root: '/s',
+    whiteouts: 'delete',
+  });
+  t.deepEqual(
+    directTarget([
+      { type: 'overlay', source: 'overlay', options: ['workdir=/w', 'upperdir=/u', 'lowerdir=/l1:/l2'] },
+    ]),
+    { root: '/u', whiteouts: 'overlay', lowers: ['/l1', '/l2'] },
+  );
+  t.is(directTarget([{ type: 'bind', source: '/s', options: ['rbind', 'ro'] }]), undefined);
+  t.is(directTarget([{ type: 'ext4', source: '/dev/mapper/x', options: [] }]), undefined);
+});
+
+test('encodeSpecials frames records as NUL-terminated fields', (t) => {
+  const b = encodeSpecials([
+    { op: 'mknod', rel: 'dev/null', mode: 0o20666, major: 1, minor: 3, uid: 0, gid: 0, mtimeSec: 12.5 },
+    { op: 'xattr', rel: 'f', name: 'user.x', value: Buffer.from([0, 255]) },
+  ]);
+  t.deepEqual(b.toString('latin1').split('\0'), [
+    'mknod',
+    'dev/null',
+    '20666',
+    '1',
+    '3',
+    '0',
+    '0',
+    '12',
+    '0',
+    'xattr',
+    'f',
+    'user.x',
+    '00ff',
+    '',
+  ]);
+  t.throws(() => encodeSpecials([{ op: 'xattr', rel: 'a\0b', name: 'n', value: Buffer.alloc(0) }]));
+});
+
+test('chooseDriver: explicit wins; auto prefers btrfs, then a configured thin pool, then overlay', (t) => {
+  t.is(chooseDriver('overlay', { onBtrfs: true, devmapperConfigured: true }), 'overlay');
+  t.is(chooseDriver('auto', { onBtrfs: true, devmapperConfigured: true }), 'btrfs');
+  t.is(chooseDriver('auto', { onBtrfs: false, devmapperConfigured: true }), 'devmapper');
+  t.is(chooseDriver('auto', { onBtrfs: false, devmapperConfigured: false }), 'overlay');
+  const dm = {
+    dataSize: '1G',
+    metadataSize: '1M',
+    baseSize: '1G',
+    blockSize: '64k',
+    discard: true,
+    fsType: 'ext4' as const,
+  };
+  t.false(devmapperConfigured(dm));
+  t.true(devmapperConfigured({ ...dm, poolName: 'p' }));
+  t.true(devmapperConfigured({ ...dm, dataDevice: '/d', metadataDevice: '/m' }));
+});
