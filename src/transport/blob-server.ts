@@ -73,6 +73,9 @@ interface FanoutState {
 }
 
 export interface BlobServerStats {
+  /** Frame bytes handed to the MQTT client (including those a broker restart then lost). */
+  attemptedBytes: number;
+  /** Frame bytes the broker acknowledged, per kind. */
   unicastBytes: number;
   streamBytes: number;
   chunksServed: number;
@@ -82,6 +85,7 @@ export interface BlobServerStats {
 
 export class BlobServer {
   readonly stats: BlobServerStats = {
+    attemptedBytes: 0,
     unicastBytes: 0,
     streamBytes: 0,
     chunksServed: 0,
@@ -276,6 +280,7 @@ export class BlobServer {
             { type: FrameType.Chunk, digest, offset, index, chunkSize, payload },
             plan ? planChunkHash(plan, index) : undefined,
           );
+          if (this.opts.conn.connected) this.stats.attemptedBytes += frame.length;
           pending.push(
             this.opts.conn
               .publish(topic, frame, { qos })
