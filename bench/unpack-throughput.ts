@@ -22,7 +22,9 @@ const RUNS = Number(process.argv[2] ?? 3);
 const MIB = Number(process.argv[3] ?? 200);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function makeLayer(dir: string): Promise<{ tar: string; gz: string; diffId: Digest; bytes: number; files: number }> {
+async function makeLayer(
+  dir: string,
+): Promise<{ tar: string; gz: string; diffId: Digest; bytes: number; files: number }> {
   // single-link files only (tar stores hardlinks once, which would make the layer smaller than counted)
   const args = ['usr/share', 'usr/bin', 'usr/lib/x86_64-linux-gnu', '-xdev', '-type', 'f', '-links', '1'];
   const out = await exec('find', [...args, '-size', '-8M', '-printf', '%s %p\\n'], {
@@ -61,7 +63,8 @@ async function main() {
       try {
         const db = openDatabase(path.join(loop.mountpoint, 'berth.db'));
         const root = path.join(loop.mountpoint, driver);
-        const sn: Snapshotter = driver === 'btrfs' ? new BtrfsSnapshotter(db, root) : new OverlaySnapshotter(db, root);
+        const sn: Snapshotter =
+          driver === 'btrfs' ? new BtrfsSnapshotter(db, root) : new OverlaySnapshotter(db, root);
         await sn.recover();
         for (const compression of ['none', 'gzip'] as const) {
           const file = compression === 'none' ? layer.tar : layer.gz;
@@ -71,7 +74,14 @@ async function main() {
             const dir = path.join(loop.mountpoint, `tar-${r}`);
             await fsp.mkdir(dir);
             let t0 = performance.now();
-            await exec('tar', [compression === 'gzip' ? '-xzf' : '-xf', file, '-C', dir, '--numeric-owner', '-p']);
+            await exec('tar', [
+              compression === 'gzip' ? '-xzf' : '-xf',
+              file,
+              '-C',
+              dir,
+              '--numeric-owner',
+              '-p',
+            ]);
             await exec('sync', ['-f', dir]);
             tarMs.push(performance.now() - t0);
             await fsp.rm(dir, { recursive: true, force: true });
