@@ -7,12 +7,14 @@
  *   node --import tsx bench/unpack-throughput.ts [runs] [MiB]
  */
 import { createReadStream, promises as fsp } from 'node:fs';
+import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { openDatabase } from '../src/db/database.js';
 import { exec } from '../src/lib/exec.js';
 import { type Digest, sha256Digest } from '../src/oci/digest.js';
 import { BtrfsSnapshotter } from '../src/snapshots/btrfs.js';
+import { syncReadStream } from '../src/snapshots/fsutil.js';
 import { OverlaySnapshotter } from '../src/snapshots/overlay.js';
 import type { Snapshotter } from '../src/snapshots/snapshotter.js';
 import { unpackLayer } from '../src/snapshots/unpack.js';
@@ -50,8 +52,14 @@ async function makeLayer(
   return { tar, gz: `${tar}.gz`, diffId: h.digest, bytes: h.size, files: list.length };
 }
 
+async function tracked<T extends { cleanup: () => Promise<void> }>(p: Promise<T>): Promise<T> {
+  const loop = await p;
+  cleanups.push(loop.cleanup);
+  return loop;
+}
+
 async function main() {
-  const src = await makeLoopFs({ fs: 'ext4', sizeMiB: 1024 });
+  const src = await tracked(makeLoopFs({ fs: 'ext4', sizeMiB: 1024 }));
   try {
     process.stdout.write(`building a ~${MIB} MiB layer from /usr files...\n`);
     const layer = await makeLayer(src.mountpoint);
@@ -59,7 +67,7 @@ async function main() {
       `layer: ${(layer.bytes / 1048576).toFixed(0)} MiB uncompressed, ${layer.files} files, gzip ${((await fsp.stat(layer.gz)).size / 1048576).toFixed(0)} MiB\n`,
     );
     for (const driver of ['overlay', 'btrfs'] as const) {
-      const loop = await makeLoopFs({ fs: driver === 'btrfs' ? 'btrfs' : 'ext4', sizeMiB: 2048 });
+      const loop = await tracked(makeLoopFs({ fs: driver === 'btrfs' ? 'btrfs' : 'ext4', sizeMiB: 2048 }));
       try {
         const db = openDatabase(path.join(loop.mountpoint, 'berth.db'));
         const root = path.join(loop.mountpoint, driver);
@@ -94,7 +102,7 @@ async function main() {
               chainId,
               parent: undefined,
               diffId: layer.diffId,
-              open: async () => createReadStream(file, { highWaterMark: 1024 * 1024 }),
+              open: async () => syncReadStream(file),
               compression,
             });
             await exec('sync', ['-f', loop.mountpoint]);
@@ -103,10 +111,11 @@ async function main() {
             await exec('sync', ['-f', loop.mountpoint]);
           }
           const mib = layer.bytes / 1048576;
+          const load = loadavg()[0]!.toFixed(1);
           const t = median(tarMs);
           const b = median(berthMs);
           process.stdout.write(
-            `${driver.padEnd(8)} ${compression.padEnd(5)} tar -x ${t.toFixed(0).padStart(6)} ms (${(mib / (t / 1000)).toFixed(0)} MiB/s)  berth ${b.toFixed(0).padStart(6)} ms (${(mib / (b / 1000)).toFixed(0)} MiB/s)  ratio ${(t / b).toFixed(2)}x  (median of ${RUNS})\n`,
+            `${driver.padEnd(8)} ${compression.padEnd(5)} tar -x ${t.toFixed(0).padStart(6)} ms (${(mib / (t / 1000)).toFixed(0)} MiB/s)  berth ${b.toFixed(0).padStart(6)} ms (${(mib / (b / 1000)).toFixed(0)} MiB/s)  ratio ${(t / b).toFixed(2)}x  (median of ${RUNS}, load ${load})\n`,
           );
         }
         db.close();
@@ -117,6 +126,14 @@ async function main() {
   } finally {
     await src.cleanup();
   }
+}
+
+// a killed benchmark must not leave loop mounts behind
+const cleanups: Array<() => Promise<void>> = [];
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    void Promise.allSettled(cleanups.map((c) => c())).then(() => process.exit(130));
+  });
 }
 
 await main();

@@ -37,5 +37,6 @@ fi
 
 if [[ -f native/Makefile ]]; then
   make -s -C native -j2
+  make -s -C native -j2 SANITIZE=1   # ASan+UBSan builds the tests drive
 fi
 node scripts/build.mjs

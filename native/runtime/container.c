@@ -135,6 +135,8 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
   }
   ctx.cgroup = cg;
   ctx.cap_last_cap = read_cap_last_cap();
+  for (int k = HOOK_PRESTART; k <= HOOK_START_CONTAINER; k++)
+    if (spec->n_hooks[k]) ctx.hooks_sync = true;
   /* side effects from here: state dir, fifo, cgroup, processes */
   if (berth_mkdir_p(ro->root, 0700, err) < 0) goto out;
   dir = status_dir(ro->root, id);

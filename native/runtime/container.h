@@ -33,6 +33,7 @@ struct init_ctx {
   int cap_last_cap;
   struct sock_fprog seccomp; /* .len == 0: none */
   pid_t host_pid;        /* init's pid as the host sees it (sent by the parent) */
+  bool hooks_sync;       /* init stops for prestart/createRuntime hooks and to learn host_pid */
 };
 
 enum sync_type { SYNC_GO = 1, SYNC_USERMAP, SYNC_USERMAP_ACK, SYNC_PID, SYNC_HOOKS, SYNC_HOOKS_ACK, SYNC_READY, SYNC_ERROR };

@@ -206,10 +206,13 @@ static void init_process(struct init_ctx *ctx) {
     berth_make_error(&err, errno, "setsid");
     fail_and_exit(ctx, &err);
   }
-  /* the parent runs prestart/createRuntime hooks now and tells us our host pid */
-  if (sync_send(ctx->sync_fd, SYNC_HOOKS, 0, NULL) < 0 || sync_recv(ctx->sync_fd, &m, &err) < 0) _exit(1);
-  if (m.type != SYNC_HOOKS_ACK) _exit(1);
-  ctx->host_pid = m.value;
+  /* the parent runs prestart/createRuntime hooks now and tells us our host pid (for our own hooks'
+   * state); without hooks that round trip is skipped */
+  if (ctx->hooks_sync) {
+    if (sync_send(ctx->sync_fd, SYNC_HOOKS, 0, NULL) < 0 || sync_recv(ctx->sync_fd, &m, &err) < 0) _exit(1);
+    if (m.type != SYNC_HOOKS_ACK) _exit(1);
+    ctx->host_pid = m.value;
+  }
   if (s->has_oom_score_adj) {
     char buf[16];
     snprintf(buf, sizeof buf, "%d", s->oom_score_adj);

@@ -78,7 +78,13 @@ static char *xstrndup_upto(const char *s, char stop) {
   return e ? xasprintf("%.*s", (int) (e - s), s) : xstrdup(s);
 }
 
-static int mkdir_in(const char *path, berth_err_t *err) { return berth_mkdir_p(path, 0755, err); }
+/* mkdir -p, trying the leaf first: most destinations (or their parents) already exist */
+static int mkdir_in(const char *path, berth_err_t *err) {
+  struct stat st;
+  if (stat(path, &st) == 0) return 0;
+  if (mkdir(path, 0755) == 0 || errno == EEXIST) return 0;
+  return berth_mkdir_p(path, 0755, err);
+}
 
 static int create_file(const char *path, berth_err_t *err) {
   cleanup_free char *dir = xstrdup(path);
@@ -195,12 +201,12 @@ static int do_mount(struct init_ctx *ctx, const struct spec_mount *m, berth_err_
       bool v2 = ctx->cgroup && ctx->cgroup->ops == &cgroup_v2_ops && strcmp(ctx->cgroup->root, "/sys/fs/cgroup") == 0;
       if (!v2) return mount_cgroup_v1(ctx, dest, m, err);
       unsigned long f = (m->flags & ~(MS_BIND | MS_REC)) | MS_NOSUID | MS_NODEV | MS_NOEXEC;
-      if (mount("cgroup2", dest, "cgroup2", f, NULL) < 0) {
-        /* without a cgroup namespace, bind the container's own cgroup */
-        cleanup_free char *src = xasprintf("%s%s", ctx->cgroup->root, ctx->cgroup->path);
-        if (mount(src, dest, NULL, MS_BIND | MS_REC, NULL) < 0) return berth_make_error(err, errno, "mount cgroup2 on `%s`", m->destination);
-        if (remount_bind(dest, f, false, err) < 0) return -1;
-      }
+      /* in a cgroup namespace a fresh cgroup2 mount is rooted at the container's cgroup; without one it
+       * would show the whole hierarchy, so the container's own cgroup is bound instead (as runc does) */
+      if (spec_has_namespace(ctx->spec, CLONE_NEWCGROUP) && mount("cgroup2", dest, "cgroup2", f, NULL) == 0) return 0;
+      cleanup_free char *src = xasprintf("%s%s", ctx->cgroup->root, ctx->cgroup->path);
+      if (mount(src, dest, NULL, MS_BIND | MS_REC, NULL) < 0) return berth_make_error(err, errno, "bind cgroup2 `%s` on `%s`", src, m->destination);
+      if (remount_bind(dest, f, false, err) < 0) return -1;
       return 0;
     }
     unsigned long f = m->flags & ~(MS_BIND | MS_REC | MS_REMOUNT);

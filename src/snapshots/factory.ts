@@ -5,6 +5,7 @@ import type { Db } from '../db/database.js';
 import { invalidInput, unsupported } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { BtrfsSnapshotter, isOnBtrfs } from './btrfs.js';
+import { DevmapperSnapshotter, devmapperOptionsFromConfig } from './devmapper/snapshotter.js';
 import { OverlaySnapshotter } from './overlay.js';
 import type { Snapshotter } from './snapshotter.js';
 
@@ -43,17 +44,6 @@ export async function detectDriver(stateDir: string, storage: Config['storage'])
   });
 }
 
-/**
- * Devmapper plugs in here: the devmapper helper's backend (src/snapshots/devmapper/) registers its
- * constructor, e.g. `registerDevmapper((db, root, cfg, log) => new DevmapperSnapshotter(...))`, from the
- * composition root or its own index module. Until then, choosing devmapper fails with Unsupported.
- */
-export type DevmapperFactory = (db: Db, root: string, cfg: DevmapperConfig, log?: Logger) => Snapshotter;
-let devmapperFactory: DevmapperFactory | undefined;
-export function registerDevmapper(f: DevmapperFactory): void {
-  devmapperFactory = f;
-}
-
 export interface CreateSnapshotterOptions {
   db: Db;
   stateDir: string;
@@ -81,9 +71,8 @@ export async function createSnapshotter(o: CreateSnapshotterOptions): Promise<Sn
       sn = new BtrfsSnapshotter(o.db, root);
       break;
     case 'devmapper':
-      // ---- devmapper hook: see registerDevmapper above ----
-      if (!devmapperFactory) throw unsupported('storage driver devmapper is not built into this berth yet');
-      sn = devmapperFactory(o.db, root, o.storage.devmapper, o.log);
+      // loop files (when no devices are configured) live in <stateDir>/snapshots/devmapper
+      sn = new DevmapperSnapshotter(o.db, devmapperOptionsFromConfig(o.storage.devmapper, root), o.log);
       break;
     default:
       throw invalidInput(`unknown storage driver ${String(driver)}`);

@@ -1,5 +1,6 @@
-import { promises as fsp } from 'node:fs';
+import { closeSync, promises as fsp, lstatSync, openSync, readdirSync, readSync } from 'node:fs';
 import * as path from 'node:path';
+import { Readable } from 'node:stream';
 import { withContext } from '../lib/errors.js';
 import type { Usage } from './snapshotter.js';
 
@@ -19,7 +20,9 @@ export async function diskUsage(
     const full = rel === '' ? root : path.join(root, rel);
     let st: import('node:fs').BigIntStats;
     try {
-      st = await fsp.lstat(full, { bigint: true });
+      // synchronous: a walk is thousands of tiny calls, and a thread-pool round trip each costs more
+      // than the call (measured 3-6 s async vs ~0.2 s sync for 12k files)
+      st = lstatSync(full, { bigint: true });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw withContext(`usage of ${full}`, err);
@@ -31,7 +34,7 @@ export async function diskUsage(
       inodes++;
     }
     if (st.isDirectory()) {
-      const names = await fsp.readdir(full);
+      const names = readdirSync(full);
       for (const n of names) await visit(rel === '' ? n : path.join(rel, n));
     }
   };
@@ -52,4 +55,40 @@ export async function fsCapacity(
 /** rm -rf that tolerates a missing path. */
 export async function removeTree(p: string): Promise<void> {
   await fsp.rm(p, { recursive: true, force: true, maxRetries: 3 });
+}
+
+/**
+ * A file as a stream read with synchronous 1 MiB reads. For layer blobs: fs.createReadStream hands
+ * every read to the thread pool and waits for the wake-up, which on a busy (or small) CPU costs far
+ * more than the read itself (measured: ~3 s of idle waiting on a 200 MiB layer under load).
+ */
+export function syncReadStream(file: string, chunkSize = 1024 * 1024): Readable {
+  let fd: number | undefined;
+  let pos = 0;
+  return new Readable({
+    highWaterMark: chunkSize,
+    construct(cb) {
+      try {
+        fd = openSync(file, 'r');
+        cb();
+      } catch (err) {
+        cb(err as Error);
+      }
+    },
+    read() {
+      try {
+        const buf = Buffer.allocUnsafe(chunkSize);
+        const n = readSync(fd!, buf, 0, chunkSize, pos);
+        pos += n;
+        this.push(n === 0 ? null : n < chunkSize ? buf.subarray(0, n) : buf);
+      } catch (err) {
+        this.destroy(err as Error);
+      }
+    },
+    destroy(err, cb) {
+      if (fd !== undefined) closeSync(fd);
+      fd = undefined;
+      cb(err);
+    },
+  });
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ContentStore } from '../content/store.js';
@@ -10,6 +10,7 @@ import { chainIds, type Digest } from '../oci/digest.js';
 import { layerCompression } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
 import { type ApplyResult, type ApplyTarget, applyLayer } from './apply.js';
+import { syncReadStream } from './fsutil.js';
 import { withTempMount } from './mount.js';
 import type { Mount, Snapshotter } from './snapshotter.js';
 
@@ -52,6 +53,7 @@ export async function unpackImage(
   }
   if (layers.length === 0) throw invalidInput('image has no layers');
   const chain = chainIds(diffIds);
+  await removeStaleExtracts(snapshotter, opts.log);
   const results: UnpackLayerResult[] = [];
   for (let i = 0; i < layers.length; i++) {
     const desc = layers[i]!;
@@ -65,7 +67,10 @@ export async function unpackImage(
       chainId,
       parent,
       diffId: diffIds[i]!,
-      open: () => store.reader(desc.digest),
+      open: async () => {
+        await store.info(desc.digest); // NotFound with the blob's name when it is missing
+        return syncReadStream(store.blobPath(desc.digest));
+      },
       compression,
       labels: opts.labels,
     }).catch((err: unknown) => {
@@ -92,7 +97,11 @@ export async function unpackLayer(o: {
   const sn = o.snapshotter;
   if (await isCommitted(sn, o.chainId)) return { chainId: o.chainId, diffId: o.diffId, reused: true };
   const key = `extract-${randomBytes(6).toString('hex')}-${o.chainId}`;
-  const mounts = await sn.prepare(key, o.parent, { 'berth.unpack': o.chainId });
+  const mounts = await sn.prepare(key, o.parent, {
+    'berth.unpack': o.chainId,
+    'berth.unpack.pid': String(process.pid),
+    'berth.unpack.boot': bootId(),
+  });
   let result: ApplyResult;
   try {
     const src = await o.open();
@@ -114,6 +123,50 @@ export async function unpackLayer(o: {
     throw err;
   }
   return { chainId: o.chainId, diffId: o.diffId, reused: false, size: result.size };
+}
+
+/**
+ * Active `extract-*` snapshots left by an unpack that died (killed, power cut) are ordinary ready
+ * snapshots to the snapshotter, so recover() keeps them. They carry the unpacking process's pid and the
+ * boot id: when that process is gone (or the machine rebooted since), the snapshot is removed.
+ */
+export async function removeStaleExtracts(sn: Snapshotter, log?: Logger): Promise<string[]> {
+  const stale: string[] = [];
+  await sn.walk((i) => {
+    if (i.kind !== 'active' || !i.labels['berth.unpack']) return;
+    const pid = Number(i.labels['berth.unpack.pid']);
+    const sameBoot = i.labels['berth.unpack.boot'] === bootId();
+    if (!sameBoot || !Number.isInteger(pid) || !processAlive(pid)) stale.push(i.name);
+  });
+  for (const key of stale) {
+    await sn
+      .remove(key)
+      .catch((err: unknown) => log?.warn({ key, err }, 'cannot remove stale extract snapshot'));
+    log?.info({ key }, 'removed the snapshot of an interrupted unpack');
+  }
+  return stale;
+}
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+let bootIdCache: string | undefined;
+function bootId(): string {
+  if (bootIdCache === undefined) {
+    try {
+      bootIdCache = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    } catch {
+      bootIdCache = 'unknown';
+    }
+  }
+  return bootIdCache;
 }
 
 async function emptyPartialLayer(mounts: readonly Mount[]): Promise<void> {

@@ -219,3 +219,54 @@ test('offline: events wait in the outbox; on reconnect info, retained state and 
     ['info', 'state'],
   );
 });
+
+test('metrics: device + per-container stats are queued only when they move beyond the thresholds', async (t) => {
+  const { agent, device } = await setup(t);
+  agent.receiveTarget(TARGET);
+  await agent.reconciler.idle();
+  let memory = 10 * 1024 * 1024;
+  let cpuNs = 0;
+  const reporter = new (await import('../../src/agent/reporter.js')).Reporter({
+    transport: new FakeTransport(),
+    outbox: agent.outbox,
+    store: agent.store,
+    reconciler: agent.reconciler,
+    engine: device.engine,
+    clock: device.clock,
+    log: silentLogger(),
+    stateDir: '/',
+    sys: sysStub,
+    metricsIntervalMs: 0,
+    containerStats: async () => ({ cpuUsageNs: cpuNs, memoryBytes: memory }),
+  });
+  const countMetrics = () => {
+    agent.outbox.persist();
+    return agent.outbox.peek(1000).filter((e) => e.channel === 'metrics').length;
+  };
+  t.true((await reporter.sampleMetrics()).length > 0, 'the first sample always goes');
+  t.is(countMetrics(), 1);
+  agent.outbox.persist();
+  await device.clock.advance(10_000);
+  cpuNs += 100_000_000; // 1 % of a core over 10 s
+  memory += 1024 * 1024; // +1 MiB
+  t.deepEqual(await reporter.sampleMetrics(), [], 'small moves are not sent');
+  await device.clock.advance(10_000);
+  cpuNs += 5_000_000_000; // 50 % over 10 s
+  memory += 64 * 1024 * 1024;
+  const changed = await reporter.sampleMetrics();
+  const id = device.running()[0]!;
+  t.deepEqual(changed, [`containers.${id}.cpuPercent`, `containers.${id}.memoryBytes`]);
+  agent.outbox.persist();
+  t.is(countMetrics(), 2);
+  const last = agent.outbox
+    .peek(1000)
+    .filter((e) => e.channel === 'metrics')
+    .at(-1)!.payload as {
+    containers: Record<string, { cpuPercent: number }>;
+    cpuPercent: number;
+    temperatureC: number;
+  };
+  t.is(last.containers[id]!.cpuPercent, 50);
+  t.is(last.cpuPercent, 12.5);
+  t.is(last.temperatureC, 45);
+});

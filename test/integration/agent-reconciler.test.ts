@@ -349,3 +349,68 @@ test('GC: images two targets back are collected; the previous target and hand-pu
   t.true(w.device.calls.some((c) => c.op === 'gc' && c.id === 'web:1'));
   await rec.stop();
 });
+
+test('hand-over through the health monitor: the old container stops once the new one passes its check', async (t) => {
+  const w = world(t);
+  const { rec } = w.make();
+  const check = { probe: { type: 'exec', command: ['ready'] }, intervalMs: 1000, timeoutMs: 500, retries: 1 };
+  const update = { strategy: 'hand-over', handoverTimeoutMs: 60_000 };
+  rec.start();
+  rec.setTarget(v(1, 'web:1', { healthcheck: check, update }));
+  await rec.idle();
+  await w.clock.advance(31_000);
+  await rec.idle();
+  let ready = false;
+  w.device.execHandler = (id) => (w.device.containers.get(id)?.image === 'web:2' && !ready ? 1 : 0);
+  rec.setTarget(v(2, 'web:2', { healthcheck: check, update }));
+  await rec.idle();
+  await w.clock.advance(3000);
+  await rec.idle();
+  const images = () =>
+    w.device
+      .running()
+      .map((id) => w.device.containers.get(id)!.image)
+      .sort();
+  t.deepEqual(
+    images(),
+    ['db:1', 'web:1', 'web:2'],
+    'old and new run side by side while the new one is not ready',
+  );
+  ready = true;
+  await w.clock.advance(1000);
+  await rec.idle();
+  await w.clock.advance(10);
+  await rec.idle();
+  t.deepEqual(images(), ['db:1', 'web:2'], 'old one stopped after the hand-over');
+  const stop = w.device.calls.find((c) => c.op === 'stop')!;
+  const start2 = w.device.calls.filter((c) => c.op === 'start').at(-1)!;
+  t.true(start2.at < stop.at, 'new started before old stopped');
+  await rec.stop();
+});
+
+test('no space at first, but collecting old images of the agent makes room: the update goes on', async (t) => {
+  const w = world(t);
+  const { rec } = w.make({ reserveBytes: 0 });
+  rec.start();
+  for (const [version, web] of [
+    [1, 'web:1'],
+    [2, 'web:2'],
+  ] as const) {
+    rec.setTarget(v(version, web));
+    await rec.idle();
+    await w.clock.advance(30_000);
+    await rec.idle();
+  }
+  // web:1 is the previous target's (kept); pretend an older target left web:0 behind
+  w.device.images.set('web:0', { fetched: true, unpacked: true, size: 40 * MiB });
+  (
+    rec as unknown as { opts: { store: { addManagedImage(i: string, n: number): void } } }
+  ).opts.store.addManagedImage('web:0', 0);
+  w.device.available = 5 * MiB; // web:3 needs 20 MiB; collecting web:0 frees 80
+  rec.setTarget(v(3, 'web:3'));
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'converged', version: 3 });
+  t.false(w.device.images.has('web:0'));
+  t.true(w.device.images.has('web:2'), 'the previous target is kept');
+  await rec.stop();
+});

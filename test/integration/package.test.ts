@@ -7,7 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -105,11 +105,16 @@ for (const arch of ARCHES) {
     const addon = extracted.find((f) => f.endsWith('/better_sqlite3.node'));
     t.truthy(addon, 'addon extracted into <state>/native');
     t.is(sha256(addon!), m.embedded.find((e) => e.name === 'better_sqlite3.node')!.sha256);
-    const db = await runExe(def, exe, ['--state-dir', state, 'db-check'], env);
-    t.is(db.code, 0, db.stderr);
-    const dbInfo = JSON.parse(db.stdout) as { journalMode: string; schemaVersion: number };
-    t.is(dbInfo.journalMode, 'wal');
-    t.true(dbInfo.schemaVersion >= 1);
+
+    // what `make -C native ARCH=<arch>` built is what got embedded
+    const nativeBuild = path.join(ROOT, 'native', 'build', arch);
+    const built = existsSync(nativeBuild)
+      ? readdirSync(nativeBuild).filter((f) => f.startsWith('berth-'))
+      : [];
+    t.deepEqual(
+      m.embedded.filter((e) => e.name.startsWith('berth-')).map((e) => e.name),
+      built.sort(),
+    );
 
     // every embedded native program resolves to its extracted, sha256-identical copy, which runs
     for (const part of m.embedded.filter((e) => e.name.startsWith('berth-'))) {
@@ -153,20 +158,19 @@ for (const arch of ARCHES) {
     t.is(readFileSync(path.join(root, 'DEBIAN/conffiles'), 'utf8'), '/etc/berth/config.yaml\n');
     if (arch === 'armv7') t.regex(readFileSync(path.join(root, 'DEBIAN/control'), 'utf8'), /libatomic1/);
 
-    // the packaged default config is one berth accepts
-    const withConfig = await runExe(
-      def,
-      path.join(root, 'usr/bin/berth'),
-      [
-        '--config',
-        path.join(root, 'etc/berth/config.yaml'),
-        '--state-dir',
-        tempDir(t, `${arch}-cfg`),
-        'db-check',
-      ],
-      env,
-    );
-    t.is(withConfig.code, 0, withConfig.stderr);
+    // the packaged default config is one berth accepts (arch-independent: checked natively only)
+    if (!def.qemu) {
+      const withConfig = await runExe(
+        def,
+        path.join(root, 'usr/bin/berth'),
+        ['--config', path.join(root, 'etc/berth/config.yaml'), '--state-dir', tempDir(t, 'cfg'), 'db-check'],
+        env,
+      );
+      t.is(withConfig.code, 0, withConfig.stderr);
+      const dbInfo = JSON.parse(withConfig.stdout) as { journalMode: string; schemaVersion: number };
+      t.is(dbInfo.journalMode, 'wal');
+      t.true(dbInfo.schemaVersion >= 1);
+    }
   });
 }
 

@@ -134,9 +134,9 @@ test('sizes and options from the config', (t) => {
   t.is(parseByteSize('4096'), 4096);
   t.throws(() => parseByteSize('lots'), { code: 'InvalidInput' } as never);
   const cfg = ConfigSchema.parse({ storage: { driver: 'devmapper', devmapper: { baseSize: '1G' } } });
-  const o = devmapperOptionsFromConfig(cfg.storage.devmapper, '/var/lib/berth');
+  const o = devmapperOptionsFromConfig(cfg.storage.devmapper, '/var/lib/berth/snapshots/devmapper');
   t.is(o.poolName, 'berth-thinpool');
-  t.is(o.loopDir, '/var/lib/berth/devmapper');
+  t.is(o.loopDir, '/var/lib/berth/snapshots/devmapper');
   t.is(o.baseSizeBytes, 1024 ** 3);
   t.is(o.blockSizeSectors, 128);
   t.true(o.discard);

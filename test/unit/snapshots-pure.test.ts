@@ -111,7 +111,7 @@ test('chooseDriver: explicit wins; auto prefers btrfs, then a configured thin po
     dataSize: '1G',
     metadataSize: '1M',
     baseSize: '1G',
-    blockSize: '64k',
+    blockSize: '64K',
     discard: true,
     fsType: 'ext4' as const,
   };

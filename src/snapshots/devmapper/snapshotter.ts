@@ -17,7 +17,6 @@
  * Usage: bytes are the device's exclusive blocks (thin_ls on a metadata snapshot), inodes the used
  * inodes of its ext4 minus its parent's; recorded at commit, when they stop changing.
  */
-import * as path from 'node:path';
 import type { Config } from '../../config/schema.js';
 import type { Db } from '../../db/database.js';
 import { BerthError, invalidInput, notFound, withContext } from '../../lib/errors.js';
@@ -43,10 +42,10 @@ export function parseByteSize(s: string): number {
   return Math.floor(Number(m[1]) * UNITS[m[2]!.toUpperCase()]!);
 }
 
-/** Options from `storage.devmapper` in the config; loop files default to <stateDir>/devmapper. */
+/** Options from `storage.devmapper` in the config; without devices, loop files go to `loopDir`. */
 export function devmapperOptionsFromConfig(
   c: Config['storage']['devmapper'],
-  stateDir: string,
+  loopDir: string,
 ): DevmapperOptions {
   const blockSize = parseByteSize(c.blockSize);
   if (blockSize % (64 * 1024) !== 0 || blockSize > 1024 ** 3) {
@@ -56,7 +55,7 @@ export function devmapperOptionsFromConfig(
     poolName: c.poolName ?? 'berth-thinpool',
     dataDevice: c.dataDevice,
     metadataDevice: c.metadataDevice,
-    loopDir: c.dataDevice ? undefined : path.join(stateDir, 'devmapper'),
+    loopDir: c.dataDevice ? undefined : loopDir,
     dataSizeBytes: parseByteSize(c.dataSize),
     metadataSizeBytes: parseByteSize(c.metadataSize),
     baseSizeBytes: parseByteSize(c.baseSize),

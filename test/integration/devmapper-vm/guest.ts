@@ -9,15 +9,19 @@
  * a pool made from block devices.
  */
 import { existsSync, mkdtempSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import * as path from 'node:path';
+import { Readable } from 'node:stream';
 import type { TestFn } from 'ava';
 import { type Db, openDatabase } from '../../../src/db/database.js';
 import { exec } from '../../../src/lib/exec.js';
+import { chainIds, sha256Digest } from '../../../src/oci/digest.js';
 import * as dm from '../../../src/snapshots/devmapper/dmsetup.js';
 import { type DevmapperOptions, DevmapperSnapshotter } from '../../../src/snapshots/devmapper/snapshotter.js';
 import { withTempMount } from '../../../src/snapshots/mount.js';
+import { unpackLayer } from '../../../src/snapshots/unpack.js';
 import { type SuiteFixture, snapshotterSuite } from '../../conformance/snapshotter-suite.js';
+import { makeTar } from '../../helpers/layer-tar.js';
 import { createMiniAva, type MiniContext } from '../../vm/mini-ava.js';
 
 const MiB = 1024 * 1024;
@@ -223,6 +227,49 @@ dmTest('status reports pool data and metadata usage, which grows with data', asy
   const after = await sn.status();
   t.true(after.usedBytes >= before.usedBytes + 4 * MiB, `${before.usedBytes} -> ${after.usedBytes}`);
   t.is(after.availableBytes, after.capacityBytes - after.usedBytes);
+});
+
+dmTest('unpack applies OCI layers (whiteouts, opaque dirs, links) into thin snapshots', async (t, p) => {
+  const sn = await p.open();
+  await sn.recover();
+  const l1 = await makeTar([
+    { name: 'etc/', type: 'directory' },
+    { name: 'etc/a', content: 'A' },
+    { name: 'etc/b', content: 'B' },
+    { name: 'opq/', type: 'directory' },
+    { name: 'opq/x', content: 'x' },
+    { name: 'link', type: 'symlink', linkname: 'etc/a' },
+    { name: 'hard', type: 'link', linkname: 'etc/a' },
+  ]);
+  // whiteouts are empty regular files (tar-stream needs the empty body to close the entry)
+  const l2 = await makeTar([
+    { name: 'etc/.wh.b', content: '' },
+    { name: 'opq/.wh..wh..opq', content: '' },
+    { name: 'opq/y', content: 'y' },
+  ]);
+  const [d1, d2] = [sha256Digest(l1), sha256Digest(l2)];
+  const [c1, c2] = chainIds([d1, d2]);
+  const layer = (tarball: Buffer, chainId: typeof c1, parent: typeof c1 | undefined, diffId: typeof d1) =>
+    unpackLayer({
+      snapshotter: sn,
+      chainId: chainId!,
+      parent,
+      diffId,
+      open: async () => Readable.from([tarball]),
+      compression: 'none',
+    });
+  t.false((await layer(l1, c1, undefined, d1)).reused);
+  t.false((await layer(l2, c2, c1, d2)).reused);
+  t.true((await layer(l2, c2, c1, d2)).reused);
+  await withTempMount(await sn.view('check', c2!), async (d) => {
+    t.is(await readFile(path.join(d, 'etc/a'), 'utf8'), 'A');
+    t.false(existsSync(path.join(d, 'etc/b')));
+    t.false(existsSync(path.join(d, 'etc/.wh.b')));
+    t.deepEqual((await readdir(path.join(d, 'opq'))).sort(), ['y']);
+    t.is(await readlink(path.join(d, 'link')), 'etc/a');
+    t.is((await lstat(path.join(d, 'hard'))).ino, (await lstat(path.join(d, 'etc/a'))).ino);
+  });
+  t.is((await sn.stat(c2!)).parent, c1);
 });
 
 // The harness itself (test/vm), checked in the same boot: what the runtime's cgroup v2 tests rely on.

@@ -227,3 +227,20 @@ test('whiteouts cannot delete outside the root', async (t) => {
   t.is((await tree(sn, top)).keep, 'k');
   await expectRefused(t, sn, [{ name: '.wh..', content: '' }], /malformed whiteout/);
 });
+
+test('an unpack that died leaves an extract snapshot that the next unpack removes', async (t) => {
+  if (!priv(t)) return;
+  const { sn } = await setup(t);
+  const { removeStaleExtracts } = await import('../../../src/snapshots/unpack.js');
+  // a dead unpacker (pid that cannot exist) and a live one (this process)
+  await sn.prepare('extract-dead', undefined, { 'berth.unpack': 'x', 'berth.unpack.pid': '999999999' });
+  const boot = (await fsp.readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+  await sn.prepare('extract-live', undefined, {
+    'berth.unpack': 'y',
+    'berth.unpack.pid': String(process.pid),
+    'berth.unpack.boot': boot,
+  });
+  await sn.prepare('container-1');
+  t.deepEqual(await removeStaleExtracts(sn), ['extract-dead']);
+  t.deepEqual((await snapshots(sn)).sort(), ['active:container-1', 'active:extract-live']);
+});

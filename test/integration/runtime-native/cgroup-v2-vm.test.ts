@@ -1,0 +1,148 @@
+/**
+ * berth-runtime on a pure cgroup v2 hierarchy: one boot of the test VM (test/vm, Debian's kernel under
+ * QEMU/TCG) runs a shell script that drives the static berth-runtime over bundles prepared here and prints
+ * `RESULT <name> <value>` lines: memory.max / pids.max / cpu.max / cpu.weight / io.weight as the container
+ * sees them, an OOM kill recorded in memory.events, pids.max enforced, a CPU quota measured in cpu.stat,
+ * the eBPF device program, and cleanup (no cgroup left after delete).
+ */
+import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import test from 'ava';
+import { needPrivileges } from '../../helpers/privileged.js';
+import {
+  baseConfig,
+  berthRuntimeBinary,
+  buildNativeRuntime,
+  makeBusyboxRootfs,
+  type OciConfig,
+} from '../../helpers/runtime-native.js';
+import { runInVm, VM_HOST_TOOLS } from '../../vm/vm.js';
+
+const GUEST_SCRIPT = String.raw`
+set -u
+D=$SHARE
+R="$D/berth-runtime --root /run/rt"
+res() { echo "RESULT $1 $2"; }
+# limits as seen inside (the container's cgroup is bound at /sys/fs/cgroup)
+out=$($R run --bundle $D/limits limits 2>&1); res limits-exit $?
+echo "$out" | while read -r k v; do res "in-$k" "$v"; done
+# OOM: create/start, wait, state says oomKilled, memory.events counts it
+$R create --bundle $D/oom oom >/dev/null 2>&1 </dev/null; res oom-create $?
+$R start oom; for i in $(seq 100); do $R state oom | grep -q '"stopped"' && break; sleep 0.2; done
+res oom-state "$($R state oom | grep -o '"oomKilled":[a-z]*')"
+res oom-events "$(grep '^oom_kill ' /sys/fs/cgroup/berth-vm-oom/memory.events | cut -d' ' -f2)"
+$R delete oom; res oom-cgroup-left "$(test -e /sys/fs/cgroup/berth-vm-oom && echo yes || echo no)"
+# pids
+out=$($R run --bundle $D/pids pids 2>&1); res pids-exit $?
+res pids-current "$(echo "$out" | grep '^current' | cut -d' ' -f2)"
+res pids-forkfail "$(echo "$out" | grep -c "can't fork")"
+# CPU quota: busy loop for 3 s under cpu.max 20000 100000
+$R create --bundle $D/cpu cpu >/dev/null 2>&1 </dev/null; $R start cpu; sleep 3
+res cpu-usage-usec "$(grep '^usage_usec' /sys/fs/cgroup/berth-vm-cpu/cpu.stat | cut -d' ' -f2)"
+res cpu-throttled "$(grep '^nr_throttled' /sys/fs/cgroup/berth-vm-cpu/cpu.stat | cut -d' ' -f2)"
+$R kill cpu KILL; sleep 0.3; $R delete --force cpu
+# devices through the eBPF program
+out=$($R run --bundle $D/devices devices 2>&1); res devices-exit $?
+echo "$out" | while read -r k v; do res "dev-$k" "$v"; done
+res leftover "$(ls -d /sys/fs/cgroup/berth-vm-* 2>/dev/null | wc -l)"
+`;
+
+function config(rootfs: string, script: string, cg: string, resources: Record<string, unknown>): OciConfig {
+  const c = baseConfig(rootfs, ['sh', '-c', script], cg);
+  c.linux.resources = { ...c.linux.resources, ...resources };
+  return c;
+}
+
+test('cgroup v2 in a VM: limits, OOM, pids, CPU quota, eBPF devices', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: VM_HOST_TOOLS })) return;
+  t.timeout(15 * 60_000);
+  await buildNativeRuntime();
+  const dir = await mkdtemp(path.join(tmpdir(), 'berth-rt-vm-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await chmod(dir, 0o755);
+  const rootfs = await makeBusyboxRootfs(dir);
+  await copyFile(berthRuntimeBinary(false), path.join(dir, 'berth-runtime'));
+  await chmod(path.join(dir, 'berth-runtime'), 0o755);
+  const bundles: Record<string, OciConfig> = {
+    limits: config(
+      rootfs,
+      'cd /sys/fs/cgroup; for f in memory.max memory.low memory.swap.max pids.max cpu.max cpu.weight cpuset.cpus; do echo "$f $(cat $f | tr " " _)"; done',
+      '/berth-vm-limits',
+      {
+        memory: { limit: 64 * 1024 * 1024, reservation: 16 * 1024 * 1024, swap: 96 * 1024 * 1024 },
+        pids: { limit: 33 },
+        cpu: { quota: 50000, period: 100000, shares: 1024, cpus: '0' },
+      },
+    ),
+    oom: config(rootfs, 'tail /dev/zero', '/berth-vm-oom', {
+      memory: { limit: 16 * 1024 * 1024, swap: 16 * 1024 * 1024 },
+    }),
+    pids: config(
+      rootfs,
+      'sh -c "for i in \\$(seq 20); do sleep 2 & done" 2>&1; echo "current $(cat /sys/fs/cgroup/pids.current)"',
+      '/berth-vm-pids',
+      { pids: { limit: 6 } },
+    ),
+    cpu: config(rootfs, 'while :; do :; done', '/berth-vm-cpu', { cpu: { quota: 20000, period: 100000 } }),
+    devices: config(
+      rootfs,
+      'cat /dev/fake-ok 2>&1 | sed "s/.*: //;s/ /_/g;s/^/ok /"; cat /dev/fake-no 2>&1 | sed "s/.*: //;s/ /_/g;s/^/no /"; echo "null $(cat /dev/null && echo readable)"',
+      '/berth-vm-devices',
+      {
+        devices: [
+          { allow: false, access: 'rwm' },
+          { allow: true, type: 'c', major: 240, minor: 1, access: 'r' },
+        ],
+      },
+    ),
+  };
+  (bundles.devices as OciConfig).linux.devices = [
+    { path: '/dev/fake-ok', type: 'c', major: 240, minor: 1 },
+    { path: '/dev/fake-no', type: 'c', major: 240, minor: 2 },
+  ];
+  for (const [name, c] of Object.entries(bundles)) {
+    await mkdir(path.join(dir, name));
+    await writeFile(path.join(dir, name, 'config.json'), JSON.stringify(c));
+  }
+  const r = await runInVm({
+    script: GUEST_SCRIPT,
+    shareDir: dir,
+    env: { SHARE: dir },
+    timeoutMs: 14 * 60_000,
+  });
+  t.log(`VM: wall ${(r.wallMs / 1000).toFixed(1)} s, exit ${r.code}`);
+  if (r.code !== 0) t.log(r.console.slice(-4000));
+  const results = new Map<string, string>();
+  for (const line of r.output.split('\n')) {
+    const m = /^RESULT (\S+) ?(.*)$/.exec(line.trim());
+    if (m?.[1]) results.set(m[1], m[2] ?? '');
+  }
+  t.log([...results].map(([k, v]) => `${k}=${v}`).join(' '));
+  t.is(results.get('limits-exit'), '0');
+  t.is(results.get('in-memory.max'), String(64 * 1024 * 1024));
+  t.is(results.get('in-memory.low'), String(16 * 1024 * 1024));
+  t.is(
+    results.get('in-memory.swap.max'),
+    String(32 * 1024 * 1024),
+    'spec swap (memory+swap) minus the limit',
+  );
+  t.is(results.get('in-pids.max'), '33');
+  t.is(results.get('in-cpu.max'), '50000_100000');
+  t.is(results.get('in-cpu.weight'), '39', 'shares 1024 → weight 39 (runc/crun conversion)');
+  t.is(results.get('in-cpuset.cpus'), '0');
+  t.is(results.get('oom-create'), '0');
+  t.is(results.get('oom-state'), '"oomKilled":true');
+  t.true(Number(results.get('oom-events')) >= 1);
+  t.is(results.get('oom-cgroup-left'), 'no');
+  t.true(Number(results.get('pids-current')) <= 6);
+  t.true(Number(results.get('pids-forkfail')) >= 1);
+  const usage = Number(results.get('cpu-usage-usec')) / 1e6;
+  t.true(usage > 0.1 && usage < 0.2 * 3 + 0.3, `CPU ${usage} s in 3 s under a 20% quota`);
+  t.true(Number(results.get('cpu-throttled')) > 0);
+  t.is(results.get('devices-exit'), '0');
+  t.is(results.get('dev-ok'), 'No_such_device_or_address');
+  t.is(results.get('dev-no'), 'Operation_not_permitted');
+  t.is(results.get('dev-null'), 'readable');
+  t.is(results.get('leftover'), '0');
+});
