@@ -106,7 +106,7 @@ async function agent(url: string, publicKeyFile: string, id: string, fanout: boo
     db,
     publicKey: await resolvePublicKey(publicKeyFile),
     log,
-    transfer: { fanout, window: 16 },
+    transfer: { fanout, window: Number(arg('window', '16')) },
   });
   await a.start();
   return { a, db, dir };
@@ -169,7 +169,8 @@ try {
       const egress = f.server.blobs!.egressBytes - before;
       const stream = f.server.blobs!.stats.streamBytes - streamBefore;
       console.log(
-        `    ${n} agents at once: ${ms.toFixed(0)} ms (${(ms / soloMs).toFixed(2)}x single, aim <= 3), server egress ${(egress / MiB).toFixed(1)} MiB = ${(egress / imageBytes).toFixed(2)}x image (aim <= 1.5; stream ${(stream / MiB).toFixed(1)} MiB, unicast ${((egress - stream) / MiB).toFixed(1)} MiB)`,
+        `    ${n} agents at once: ${ms.toFixed(0)} ms (${(ms / soloMs).toFixed(2)}x single, aim <= 3), server egress ${(egress / MiB).toFixed(1)} MiB = ${(egress / imageBytes).toFixed(2)}x image (aim <= 1.5; stream ${(stream / MiB).toFixed(1)} MiB, unicast ${((egress - stream) / MiB).toFixed(1)} MiB); ` +
+          `delivered ${((n * imageBytes) / MiB).toFixed(0)} MiB to ${n} in-process agents = ${mbps(n * imageBytes, ms).toFixed(1)} MiB/s aggregate`,
       );
       await Promise.all(
         agents.map(async (x) => {

@@ -119,6 +119,7 @@ export class BlobFetcher {
     streamBytes: 0,
   };
   private readonly active = new Map<Digest, Transfer>();
+  private readonly fetches = new Map<Digest, Promise<void>>();
   private readonly pending = new Map<string, PendingReply>();
   private readonly window: number;
   private readonly requestTimeoutMs: number;
@@ -253,14 +254,26 @@ export class BlobFetcher {
     return r.descriptor;
   }
 
-  /** Fetch one blob into the content store (no-op when present). */
-  async fetchBlob(desc: { digest: Digest; size: number }, onProgress?: ProgressFn): Promise<void> {
+  /**
+   * Fetch one blob into the content store (no-op when present). Two callers wanting the same blob
+   * (two images sharing a layer) share one transfer.
+   */
+  fetchBlob(desc: { digest: Digest; size: number }, onProgress?: ProgressFn): Promise<void> {
+    const running = this.fetches.get(desc.digest);
+    if (running) return running.then(() => onProgress?.(desc.size, desc.size));
+    const p = this.fetchBlobOnce(desc, onProgress).finally(() => this.fetches.delete(desc.digest));
+    this.fetches.set(desc.digest, p);
+    return p;
+  }
+
+  private async fetchBlobOnce(
+    desc: { digest: Digest; size: number },
+    onProgress?: ProgressFn,
+  ): Promise<void> {
     if (await this.opts.store.has(desc.digest)) {
       onProgress?.(desc.size, desc.size);
       return;
     }
-    if (this.active.has(desc.digest))
-      throw new BerthError('Conflict', `blob ${desc.digest} is already being fetched`);
     const t = await this.openTransfer(desc);
     t.onProgress = onProgress;
     this.active.set(desc.digest, t);

@@ -70,9 +70,17 @@ interface FanoutState {
   chunkSize: number;
   wanters: Map<string, string>; // deviceId → reqId
   streaming: boolean;
+  /** Carousel: chunks still to send, and the next index (wraps to 0 at the end). */
+  count: number;
+  remaining: number;
+  pos: number;
+  sent: number;
 }
 
 export interface BlobServerStats {
+  /** Frame bytes handed to the MQTT client (including those a broker restart then lost). */
+  attemptedBytes: number;
+  /** Frame bytes the broker acknowledged, per kind. */
   unicastBytes: number;
   streamBytes: number;
   chunksServed: number;
@@ -82,6 +90,7 @@ export interface BlobServerStats {
 
 export class BlobServer {
   readonly stats: BlobServerStats = {
+    attemptedBytes: 0,
     unicastBytes: 0,
     streamBytes: 0,
     chunksServed: 0,
@@ -276,6 +285,7 @@ export class BlobServer {
             { type: FrameType.Chunk, digest, offset, index, chunkSize, payload },
             plan ? planChunkHash(plan, index) : undefined,
           );
+          if (this.opts.conn.connected) this.stats.attemptedBytes += frame.length;
           pending.push(
             this.opts.conn
               .publish(topic, frame, { qos })
@@ -302,9 +312,19 @@ export class BlobServer {
   private async want(deviceId: string, reqId: string, digest: Digest, chunkSize: number): Promise<void> {
     const existing = this.fanouts.get(digest);
     if (existing && existing.chunkSize === chunkSize) {
-      existing.wanters.set(deviceId, reqId);
-      if (existing.streaming)
+      if (existing.streaming) {
+        // A late joiner: the carousel runs one full turn from here (it wraps past the end to where
+        // this device joined), unless the stream has already turned three times: then unicast.
+        if (existing.sent + existing.count > 3 * existing.count) {
+          await this.reply(deviceId, { v: 1, kind: 'fanout', reqId, digest, mode: 'unicast' });
+          return;
+        }
+        existing.remaining = existing.count;
+        existing.wanters.set(deviceId, reqId);
         await this.reply(deviceId, { v: 1, kind: 'fanout', reqId, digest, mode: 'stream' });
+        return;
+      }
+      existing.wanters.set(deviceId, reqId);
       return;
     }
     if (existing) {
@@ -313,7 +333,15 @@ export class BlobServer {
       return;
     }
     // State first, synchronously: wants arriving while this one awaits must find it.
-    const state: FanoutState = { chunkSize, wanters: new Map([[deviceId, reqId]]), streaming: false };
+    const state: FanoutState = {
+      chunkSize,
+      wanters: new Map([[deviceId, reqId]]),
+      streaming: false,
+      count: 0,
+      remaining: 0,
+      pos: 0,
+      sent: 0,
+    };
     this.fanouts.set(digest, state);
     setTimeout(() => {
       this.decideFanout(digest, state).catch((err) => {
@@ -333,6 +361,8 @@ export class BlobServer {
       return;
     }
     const { size } = await this.opts.store.info(digest);
+    state.count = chunkCount(size, state.chunkSize);
+    state.remaining = state.count;
     state.streaming = true;
     this.stats.streams++;
     this.opts.log.info({ digest, devices: state.wanters.size }, 'fan-out stream start');
@@ -343,13 +373,16 @@ export class BlobServer {
         ),
       );
       const topic = fanoutTopic(this.opts.fleet, digest);
-      const count = chunkCount(size, state.chunkSize);
-      const batch: number[] = [];
-      for (let i = 0; i < count; i++) {
-        batch.push(i);
-        if (batch.length === 16 || i === count - 1) {
-          await this.sendChunks(digest, state.chunkSize, batch.splice(0), topic, 1, true);
+      const count = state.count;
+      while (state.remaining > 0) {
+        const batch: number[] = [];
+        while (batch.length < 16 && state.remaining > 0) {
+          batch.push(state.pos);
+          state.pos = (state.pos + 1) % count;
+          state.remaining--;
+          state.sent++;
         }
+        await this.sendChunks(digest, state.chunkSize, batch, topic, 1, true);
       }
       const end = encodeFrame({
         type: FrameType.StreamEnd,

@@ -16,24 +16,31 @@ export class Semaphore {
   }
 }
 
-/** A token bucket in bytes per second (0 = unlimited); `take` waits until the bytes may go. */
+/**
+ * A token bucket in bytes per second (0 = unlimited) holding at most 100 ms of tokens, so a fresh
+ * limiter does not let a whole second's worth out in one burst; `take` waits until the bytes may go.
+ */
 export class RateLimiter {
-  private tokens: number;
+  private tokens = 0;
   private last = Date.now();
+  private readonly capacity: number;
   constructor(private readonly bytesPerSec: number) {
-    this.tokens = bytesPerSec;
+    this.capacity = Math.max(64 * 1024, bytesPerSec / 10);
+    this.tokens = this.capacity;
   }
   async take(n: number): Promise<void> {
     if (this.bytesPerSec <= 0) return;
     for (;;) {
       const now = Date.now();
-      this.tokens = Math.min(this.bytesPerSec, this.tokens + ((now - this.last) / 1000) * this.bytesPerSec);
+      this.tokens = Math.min(this.capacity, this.tokens + ((now - this.last) / 1000) * this.bytesPerSec);
       this.last = now;
-      if (this.tokens >= n || this.tokens >= this.bytesPerSec) {
+      // A request larger than the bucket goes once the bucket is full (and drives it negative).
+      if (this.tokens >= Math.min(n, this.capacity)) {
         this.tokens -= n;
         return;
       }
-      await new Promise((r) => setTimeout(r, Math.ceil(((n - this.tokens) / this.bytesPerSec) * 1000)));
+      const wait = ((Math.min(n, this.capacity) - this.tokens) / this.bytesPerSec) * 1000;
+      await new Promise((r) => setTimeout(r, Math.max(1, Math.ceil(wait))));
     }
   }
 }

@@ -97,6 +97,10 @@ export async function startAgent(
     transfer?: AgentConnectionOptions['transfer'];
     platform?: AgentConnectionOptions['platform'];
     log?: Logger;
+    /** Extra MQTT options (TLS material, credentials). */
+    mqtt?: Partial<AgentConnectionOptions['mqtt']>;
+    /** Wait for the first CONNACK (default true). */
+    wait?: boolean;
   },
 ): Promise<AgentSide> {
   const dir = await tempDir(t, `agent-${opts.deviceId}`);
@@ -112,6 +116,7 @@ export async function startAgent(
       url: opts.url ?? fleet.server.brokerUrl,
       protocolVersion: opts.protocolVersion ?? 'auto',
       backoff: { initialMs: 50, maxMs: 500 },
+      ...opts.mqtt,
     },
     store,
     db,
@@ -119,7 +124,7 @@ export async function startAgent(
     log: opts.log ?? testLog(),
     transfer: opts.transfer,
   });
-  await agent.start();
+  await agent.start(opts.wait ?? true);
   t.teardown(async () => {
     await agent.stop();
     db.close();

@@ -88,3 +88,31 @@ test('fan-out: 6 devices pulling one image at once cost the server about one cop
   t.is(st.streams, 1);
   t.true(ratio < 1.5, `egress ${ratio}x`);
 });
+
+test('fan-out carousel: a device that asks mid-stream gets the part it missed from the stream, not by unicast', async (t) => {
+  const m = await Mosquitto.start();
+  t.teardown(() => m.stop());
+  const fleet = await startFleet(t, {
+    mqtt: { url: m.url, protocolVersion: 5 },
+    blob: { rateLimit: 6 * 1024 * 1024 },
+  });
+  const img = await putTestImage(fleet.store, { layerSizes: [6 * 1024 * 1024] });
+  await fleet.server.registry.addImage(fleet.store, 'late:1', img.digest, img.mediaType);
+  const early = await Promise.all(
+    [0, 1, 2].map((i) => startAgent(t, fleet, { deviceId: `early-${i}`, url: m.url, protocolVersion: 5 })),
+  );
+  const late = await startAgent(t, fleet, { deviceId: 'late', url: m.url, protocolVersion: 5 });
+  const pulls = early.map((d) => d.agent.pullImage('late:1'));
+  const st = fleet.server.blobs!.stats;
+  await waitFor(() => st.streamBytes > 1024 * 1024, 30_000, 'stream under way');
+  await Promise.all([...pulls, late.agent.pullImage('late:1')]);
+  const layer = img.blobs[1]!;
+  await t.notThrowsAsync(late.store.verify(layer.digest));
+  const imageBytes = img.blobs.reduce((n, b) => n + b.size, 0);
+  const ratio = (st.unicastBytes + st.streamBytes) / imageBytes;
+  t.log(
+    `late joiner: stream gave it ${late.agent.fetcher.stats.streamBytes} B; server egress ${ratio.toFixed(2)}x the image`,
+  );
+  t.true(late.agent.fetcher.stats.streamBytes > layer.size / 2, 'most of the blob came from the stream');
+  t.true(ratio < 2.1, `egress ${ratio}x: one late joiner costs at most one extra turn`);
+});
