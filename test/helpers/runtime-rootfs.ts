@@ -15,6 +15,7 @@ export async function buildBusyboxRootfs(dir: string): Promise<string> {
   for (const d of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'root', 'home/app', 'var/www']) {
     await fsp.mkdir(path.join(dir, d), { recursive: true });
   }
+  await fsp.chmod(dir, 0o755);
   await fsp.chmod(path.join(dir, 'tmp'), 0o1777);
   await fsp.copyFile(BUSYBOX, path.join(dir, 'bin', 'busybox'));
   await fsp.chmod(path.join(dir, 'bin', 'busybox'), 0o755);
@@ -31,6 +32,8 @@ export async function buildBusyboxRootfs(dir: string): Promise<string> {
     'root:x:0:\nstaff:x:50:app\napp:x:1000:\nnogroup:x:65534:\n',
   );
   await fsp.writeFile(path.join(dir, 'var', 'www', 'index.html'), 'hello from berth\n');
+  // bind-mount targets exist up front, so parallel containers on a shared rootfs never race to create them
+  for (const f of ['hosts', 'hostname', 'resolv.conf']) await fsp.writeFile(path.join(dir, 'etc', f), '');
   return dir;
 }
 
@@ -58,7 +61,8 @@ export function sharedBusyboxRootfs(): Promise<string> {
           /* best effort */
         }
       });
-      return buildBusyboxRootfs(dir);
+      // not the mkdtemp dir itself: that is 0700, and a non-root container user could not search "/"
+      return buildBusyboxRootfs(path.join(dir, 'rootfs'));
     })();
   }
   return shared;
