@@ -3,7 +3,7 @@
  * and /etc/group with a non-root user), unique ids and temp dirs removed at teardown.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp, rmSync } from 'node:fs';
+import { existsSync, promises as fsp, mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
@@ -48,24 +48,26 @@ export function uniqueId(prefix = 't'): string {
   return `${prefix}${process.pid.toString(36)}${randomBytes(4).toString('hex')}`;
 }
 
-let shared: Promise<string> | undefined;
-/** One read-only busybox rootfs per test process (containers that write use their own). */
+let shared: { dir: string; rootfs: Promise<string> } | undefined;
+/**
+ * One busybox rootfs per test process (containers that write use their own). Test files that use it
+ * call `test.after.always(removeSharedBusyboxRootfs)`: ava workers do not reliably run 'exit' handlers.
+ */
 export function sharedBusyboxRootfs(): Promise<string> {
   if (!shared) {
-    shared = (async () => {
-      const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'berth-rootfs-'));
-      process.on('exit', () => {
-        try {
-          rmSync(dir, { recursive: true, force: true });
-        } catch {
-          /* best effort */
-        }
-      });
-      // not the mkdtemp dir itself: that is 0700, and a non-root container user could not search "/"
-      return buildBusyboxRootfs(path.join(dir, 'rootfs'));
-    })();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-rootfs-'));
+    // not the mkdtemp dir itself: that is 0700, and a non-root container user could not search "/"
+    shared = { dir, rootfs: buildBusyboxRootfs(path.join(dir, 'rootfs')) };
   }
-  return shared;
+  return shared.rootfs;
+}
+
+export async function removeSharedBusyboxRootfs(): Promise<void> {
+  if (!shared) return;
+  const { dir, rootfs } = shared;
+  shared = undefined;
+  await rootfs.catch(() => undefined);
+  rmSync(dir, { recursive: true, force: true });
 }
 
 /** Runtimes available on this machine: runc, crun, and berth-runtime once native/build has it. */

@@ -10,7 +10,9 @@ import test from 'ava';
 import { exec } from '../../src/lib/exec.js';
 import { needPrivileges } from '../helpers/privileged.js';
 import { cliEnv, waitUntil } from '../helpers/runtime-cli.js';
-import { availableRuntimes } from '../helpers/runtime-rootfs.js';
+import { availableRuntimes, removeSharedBusyboxRootfs } from '../helpers/runtime-rootfs.js';
+
+test.after.always(removeSharedBusyboxRootfs);
 
 const LOOP = 'while true; do sleep 0.1; done';
 

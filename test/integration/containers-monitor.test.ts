@@ -9,7 +9,14 @@ import { exec } from '../../src/lib/exec.js';
 import { buildBundleConfig } from '../../src/runtime/bundle.js';
 import { ociArch } from '../../src/runtime/containers.js';
 import { needPrivileges } from '../helpers/privileged.js';
-import { sharedBusyboxRootfs, tempDir, uniqueId } from '../helpers/runtime-rootfs.js';
+import {
+  removeSharedBusyboxRootfs,
+  sharedBusyboxRootfs,
+  tempDir,
+  uniqueId,
+} from '../helpers/runtime-rootfs.js';
+
+test.after.always(removeSharedBusyboxRootfs);
 
 const ASAN_MONITOR = path.resolve('native/build/x64-asan/berth-monitor');
 const RUNC = '/usr/sbin/runc';

@@ -12,6 +12,9 @@ import { exec } from '../../src/lib/exec.js';
 import { chainNames } from '../../src/runtime/network/iptables.js';
 import { needPrivileges } from '../helpers/privileged.js';
 import { cliEnv, waitUntil } from '../helpers/runtime-cli.js';
+import { removeSharedBusyboxRootfs } from '../helpers/runtime-rootfs.js';
+
+test.after.always(removeSharedBusyboxRootfs);
 
 const LOOP = 'while true; do sleep 0.1; done';
 
