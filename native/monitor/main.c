@@ -15,8 +15,9 @@
  *   3. reports {"ok":true,"pid":N} (or the failure) on --sync-fd (berth passes 1, its stdout pipe) and
  *      then points that fd at /dev/null: berth reads until EOF, so it waits exactly until this line.
  *   4. copies stdout/stderr into <dir>/log.json (see log.c), until the container exits and the pipes close.
- *   5. writes <dir>/exit.json atomically: {"exitCode","signal","oomKilled","pid","finishedAt"}, then
- *      execs --exit-command if given (used for `run --rm -d`), else exits.
+ *   5. writes <dir>/exit.json atomically: {"exitCode","signal","oomKilled","pid","finishedAt"}, runs
+ *      `<runtime> delete <id>` (frees the cgroup even while berth is down), then execs --exit-command if
+ *      given (used for `run --rm -d`), else exits.
  * Files in <dir>: monitor.pid, pidfile (container init, written by the runtime), log.json*, exit.json,
  * runtime.log (the runtime's --log), monitor.log (the monitor's own errors).
  */
@@ -271,6 +272,22 @@ write_exit_file (options *o, pid_t pid, int status, const char *error)
     dprintf (2, "berth-monitor: %s\n", err.msg);
 }
 
+/* After exit.json: `<runtime> delete <id>`, so the cgroup and runtime state do not linger while berth is
+ * away. Best effort: berth's reconcile deletes again (NotFound ignored). */
+static void
+delete_container (options *o)
+{
+  char *argv[32], logpath[4200];
+  mon_err err;
+  int n = runtime_argv (o, argv, logpath, sizeof logpath, "delete");
+  argv[n++] = (char *) o->id;
+  argv[n] = NULL;
+  pid_t child = spawn_process (argv, -1, -1, -1, &err);
+  int status;
+  if (child < 0 || wait_for (child, &status, &err) < 0)
+    dprintf (2, "berth-monitor: %s\n", err.msg);
+}
+
 static long long
 now_ms (void)
 {
@@ -452,6 +469,7 @@ main (int argc, char **argv)
       wait_for (cpid, &cstatus, &err);
     }
   write_exit_file (&o, cpid, cstatus, NULL);
+  delete_container (&o);
   if (o.exit_command[0])
     {
       execv (o.exit_command[0], o.exit_command);

@@ -20,7 +20,7 @@ import {
 import { followLogs, type LogEntry, readLogs } from '../runtime/logs.js';
 import { NetworkManager, parsePortMapping } from '../runtime/network/network.js';
 import { DefaultRootfsProvider, type ImageRootfs } from '../runtime/rootfs.js';
-import { runtimeFromConfig } from '../runtime/runtime.js';
+import { LazyRuntime, runtimeFromConfig } from '../runtime/runtime.js';
 import type { CliContext } from './context.js';
 import { printJson, printTable } from './output.js';
 
@@ -36,8 +36,10 @@ export function containerManager(
   return new Manager({
     db: ctx.db,
     stateDir: ctx.stateDir,
-    runtime: runtimeFromConfig(cfg.runtime, ctx.stateDir),
-    monitorPath: nativePath('monitor'),
+    runtime: new LazyRuntime(() => runtimeFromConfig(cfg.runtime, ctx.stateDir)),
+    get monitorPath() {
+      return nativePath('monitor');
+    },
     network: new NetworkManager(ctx.db, cfg.network),
     rootfs: new DefaultRootfsProvider(imageRootfsSeam.get?.(ctx)),
     arch: ociArch(),

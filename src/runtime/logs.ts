@@ -57,28 +57,39 @@ export async function followLogs(
     const done = await opts.isDone();
     st = await fsp.stat(file).catch(() => undefined);
     if (st && st.ino !== ino) {
-      // rotated: finish the old file is not possible (renamed); start the new one from 0
+      // rotated: the old file is now log.json.1 (same inode); drain what was written after our last read
+      const rotated = path.join(dir, 'log.json.1');
+      const old = await fsp.stat(rotated).catch(() => undefined);
+      if (old && old.ino === ino && old.size > offset) {
+        const rest = await readRange(rotated, offset, old.size);
+        const text = partial + rest;
+        for (const e of parseLines(text)) emit(e);
+      }
       ino = st.ino;
       offset = 0;
       partial = '';
     }
     if (st && st.size > offset) {
-      const fh = await fsp.open(file, 'r');
-      try {
-        const buf = Buffer.alloc(st.size - offset);
-        await fh.read(buf, 0, buf.length, offset);
-        offset = st.size;
-        const text = partial + buf.toString('utf8');
-        const cut = text.lastIndexOf('\n');
-        partial = cut < 0 ? text : text.slice(cut + 1);
-        for (const e of parseLines(cut < 0 ? '' : text.slice(0, cut))) emit(e);
-      } finally {
-        await fh.close();
-      }
+      const text = partial + (await readRange(file, offset, st.size));
+      offset = st.size;
+      const cut = text.lastIndexOf('\n');
+      partial = cut < 0 ? text : text.slice(cut + 1);
+      for (const e of parseLines(cut < 0 ? '' : text.slice(0, cut))) emit(e);
       continue;
     }
     if (done) return;
     await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
+  }
+}
+
+async function readRange(file: string, from: number, to: number): Promise<string> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.alloc(to - from);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, from);
+    return buf.subarray(0, bytesRead).toString('utf8');
+  } finally {
+    await fh.close();
   }
 }
 

@@ -170,3 +170,43 @@ export function runtimeFromConfig(cfg: Config['runtime'], stateDir: string): Oci
   const binary = locateRuntime(cfg.name, cfg.path);
   return new OciCliRuntime(cfg.name, binary, path.join(stateDir, 'runtime', cfg.name));
 }
+
+/**
+ * A runtime located on first use, so commands that may not need it (`ps`, `logs` of exited containers)
+ * work even when the configured runtime binary is missing.
+ */
+export class LazyRuntime implements OciRuntime {
+  private inner?: OciRuntime;
+  constructor(private readonly make: () => OciRuntime) {}
+  private get r(): OciRuntime {
+    if (!this.inner) this.inner = this.make();
+    return this.inner;
+  }
+  get name() {
+    return this.r.name;
+  }
+  get binary() {
+    return this.r.binary;
+  }
+  get root() {
+    return this.r.root;
+  }
+  create(id: string, bundle: string, opts?: CreateOptions) {
+    return this.r.create(id, bundle, opts);
+  }
+  start(id: string) {
+    return this.r.start(id);
+  }
+  state(id: string) {
+    return this.r.state(id);
+  }
+  kill(id: string, signal?: string, opts?: { all?: boolean }) {
+    return this.r.kill(id, signal, opts);
+  }
+  delete(id: string, opts?: { force?: boolean }) {
+    return this.r.delete(id, opts);
+  }
+  monitorArgs() {
+    return this.r.monitorArgs();
+  }
+}

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { type ExecResult, exec } from '../../src/lib/exec.js';
 import { deleteChains } from '../../src/runtime/network/iptables.js';
-import { buildBusyboxRootfs, tempDir } from './runtime-rootfs.js';
+import { buildBusyboxRootfs, sharedBusyboxRootfs, tempDir } from './runtime-rootfs.js';
 
 export const BERTH = path.resolve('dist', 'berth.mjs');
 
@@ -56,10 +56,15 @@ export interface CliEnv {
   ps(): Promise<Array<Record<string, unknown> & { id: string; name: string; state: string }>>;
 }
 
+/**
+ * A private berth setup for one test. The busybox rootfs is shared by the tests of a process (containers
+ * must not write into it: use --read-only, /tmp on tmpfs, or volumes) unless `privateRootfs` is set.
+ */
 export async function cliEnv(
   t: ExecutionContext,
   extraConfig: Record<string, unknown> = {},
   env: NodeJS.ProcessEnv = {},
+  opts: { privateRootfs?: boolean } = {},
 ): Promise<CliEnv> {
   await ensureBuilt();
   const dir = await tempDir(t, 'berth-cli-');
@@ -68,7 +73,9 @@ export async function cliEnv(
   const bridge = `bt${tag}`;
   const nftTable = `berth_t${tag}`;
   const subnet = `172.31.${octet}.0/24`;
-  const rootfs = await buildBusyboxRootfs(path.join(dir, 'rootfs'));
+  const rootfs = opts.privateRootfs
+    ? await buildBusyboxRootfs(path.join(dir, 'rootfs'))
+    : await sharedBusyboxRootfs();
   const stateDir = path.join(dir, 'state');
   const configPath = path.join(dir, 'config.json');
   const runtime = (extraConfig.runtime as Record<string, unknown> | undefined) ?? {};
@@ -117,7 +124,7 @@ export async function cliEnv(
 export async function waitUntil<T>(
   what: string,
   fn: () => Promise<T | undefined | false>,
-  ms = 10_000,
+  ms = 30_000,
 ): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {

@@ -3,7 +3,7 @@
  * and /etc/group with a non-root user), unique ids and temp dirs removed at teardown.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp, rmSync } from 'node:fs';
+import { existsSync, promises as fsp, mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
@@ -15,6 +15,7 @@ export async function buildBusyboxRootfs(dir: string): Promise<string> {
   for (const d of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'root', 'home/app', 'var/www']) {
     await fsp.mkdir(path.join(dir, d), { recursive: true });
   }
+  await fsp.chmod(dir, 0o755);
   await fsp.chmod(path.join(dir, 'tmp'), 0o1777);
   await fsp.copyFile(BUSYBOX, path.join(dir, 'bin', 'busybox'));
   await fsp.chmod(path.join(dir, 'bin', 'busybox'), 0o755);
@@ -31,6 +32,8 @@ export async function buildBusyboxRootfs(dir: string): Promise<string> {
     'root:x:0:\nstaff:x:50:app\napp:x:1000:\nnogroup:x:65534:\n',
   );
   await fsp.writeFile(path.join(dir, 'var', 'www', 'index.html'), 'hello from berth\n');
+  // bind-mount targets exist up front, so parallel containers on a shared rootfs never race to create them
+  for (const f of ['hosts', 'hostname', 'resolv.conf']) await fsp.writeFile(path.join(dir, 'etc', f), '');
   return dir;
 }
 
@@ -45,23 +48,26 @@ export function uniqueId(prefix = 't'): string {
   return `${prefix}${process.pid.toString(36)}${randomBytes(4).toString('hex')}`;
 }
 
-let shared: Promise<string> | undefined;
-/** One read-only busybox rootfs per test process (containers that write use their own). */
+let shared: { dir: string; rootfs: Promise<string> } | undefined;
+/**
+ * One busybox rootfs per test process (containers that write use their own). Test files that use it
+ * call `test.after.always(removeSharedBusyboxRootfs)`: ava workers do not reliably run 'exit' handlers.
+ */
 export function sharedBusyboxRootfs(): Promise<string> {
   if (!shared) {
-    shared = (async () => {
-      const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'berth-rootfs-'));
-      process.on('exit', () => {
-        try {
-          rmSync(dir, { recursive: true, force: true });
-        } catch {
-          /* best effort */
-        }
-      });
-      return buildBusyboxRootfs(dir);
-    })();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-rootfs-'));
+    // not the mkdtemp dir itself: that is 0700, and a non-root container user could not search "/"
+    shared = { dir, rootfs: buildBusyboxRootfs(path.join(dir, 'rootfs')) };
   }
-  return shared;
+  return shared.rootfs;
+}
+
+export async function removeSharedBusyboxRootfs(): Promise<void> {
+  if (!shared) return;
+  const { dir, rootfs } = shared;
+  shared = undefined;
+  await rootfs.catch(() => undefined);
+  rmSync(dir, { recursive: true, force: true });
 }
 
 /** Runtimes available on this machine: runc, crun, and berth-runtime once native/build has it. */

@@ -10,7 +10,9 @@ import test from 'ava';
 import { exec } from '../../src/lib/exec.js';
 import { needPrivileges } from '../helpers/privileged.js';
 import { cliEnv, waitUntil } from '../helpers/runtime-cli.js';
-import { availableRuntimes } from '../helpers/runtime-rootfs.js';
+import { availableRuntimes, removeSharedBusyboxRootfs } from '../helpers/runtime-rootfs.js';
+
+test.after.always(removeSharedBusyboxRootfs);
 
 const LOOP = 'while true; do sleep 0.1; done';
 
@@ -168,7 +170,7 @@ test('a container that exits at once: exit code recorded (detached and foregroun
 
 test('the monitor keeps the container alive when the CLI is SIGKILLed; status recovered afterwards', async (t) => {
   if (!needPrivileges(t)) return;
-  const env = await cliEnv(t);
+  const env = await cliEnv(t, {}, {}, { privateRootfs: true });
   const flag = path.join(env.rootfs, 'tmp', 'go');
   // foreground run: the CLI process is the "agent" here; kill it hard mid-run
   const cli = spawn(
@@ -190,14 +192,20 @@ test('the monitor keeps the container alive when the CLI is SIGKILLed; status re
       '-c',
       'echo up; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo finishing; exit 5',
     ],
-    { stdio: 'ignore' },
+    { stdio: ['ignore', 'ignore', 'pipe'] },
   );
+  let cliErr = '';
+  cli.stderr!.on('data', (d) => {
+    cliErr += d;
+  });
   t.teardown(() => cli.kill('SIGKILL'));
   await waitUntil(
-    'running',
+    `running (cli stderr: ${cliErr})`,
     async () => (await env.ps()).find((c) => c.name === 'survivor' && c.state === 'running'),
-    20_000,
-  );
+    60_000,
+  ).catch((e) => {
+    throw new Error(`${e.message}; cli stderr: ${cliErr}`);
+  });
   cli.kill('SIGKILL');
   await new Promise((r) => cli.once('exit', r));
   const c = (await env.ps()).find((x) => x.name === 'survivor')!;

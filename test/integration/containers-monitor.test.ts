@@ -2,14 +2,21 @@
  * berth-monitor on its own (ASan + UBSan build), driven with a bundle and runc: JSON escaping, lines over
  * 16 KiB split like docker's json-file, a last line without newline, exit by signal, and argument errors.
  */
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
 import { exec } from '../../src/lib/exec.js';
 import { buildBundleConfig } from '../../src/runtime/bundle.js';
 import { ociArch } from '../../src/runtime/containers.js';
 import { needPrivileges } from '../helpers/privileged.js';
-import { sharedBusyboxRootfs, tempDir, uniqueId } from '../helpers/runtime-rootfs.js';
+import {
+  removeSharedBusyboxRootfs,
+  sharedBusyboxRootfs,
+  tempDir,
+  uniqueId,
+} from '../helpers/runtime-rootfs.js';
+
+test.after.always(removeSharedBusyboxRootfs);
 
 const ASAN_MONITOR = path.resolve('native/build/x64-asan/berth-monitor');
 const RUNC = '/usr/sbin/runc';
@@ -64,7 +71,7 @@ async function runMonitor(t: import('ava').ExecutionContext, script: string) {
     .filter(Boolean)
     .map((l) => JSON.parse(l) as { log: string; stream: string; time: string });
   const exit = JSON.parse(await fsp.readFile(path.join(dir, 'exit.json'), 'utf8'));
-  return { r, entries, exit, dir };
+  return { r, entries, exit, dir, id, root };
 }
 
 test('log encoding: escapes, 16 KiB split, trailing partial line; ASan clean', async (t) => {
@@ -90,10 +97,13 @@ test('log encoding: escapes, 16 KiB split, trailing partial line; ASan clean', a
   t.is(exit.signal, 0);
 });
 
-test('exit code recorded in exit.json', async (t) => {
+test('exit code recorded in exit.json; runtime container and cgroup deleted by the monitor', async (t) => {
   if (!needPrivileges(t)) return;
-  const { exit } = await runMonitor(t, 'exit 3');
+  const { exit, id, root } = await runMonitor(t, 'exit 3');
   t.is(exit.exitCode, 3);
+  const st = await exec(RUNC, ['--root', root, 'state', id], { allowFailure: true });
+  t.not(st.code, 0, 'the monitor deleted the runtime container after recording the exit');
+  t.false(existsSync(`/sys/fs/cgroup/memory/berth/${id}`), 'cgroup freed without berth');
   t.is(exit.signal, 0);
   t.false(exit.oomKilled);
   t.is(exit.error, null);

@@ -9,7 +9,15 @@ import { buildBundleConfig } from '../../src/runtime/bundle.js';
 import { OciCliRuntime } from '../../src/runtime/runtime.js';
 import { resolveUserInRootfs } from '../../src/runtime/users.js';
 import { needPrivileges } from '../helpers/privileged.js';
-import { availableRuntimes, sharedBusyboxRootfs, tempDir, uniqueId } from '../helpers/runtime-rootfs.js';
+import {
+  availableRuntimes,
+  removeSharedBusyboxRootfs,
+  sharedBusyboxRootfs,
+  tempDir,
+  uniqueId,
+} from '../helpers/runtime-rootfs.js';
+
+test.after.always(removeSharedBusyboxRootfs);
 
 async function waitFor<T>(fn: () => Promise<T | undefined>, ms = 5000): Promise<T> {
   const end = Date.now() + ms;

@@ -13,7 +13,9 @@ import { DefaultRootfsProvider } from '../../src/runtime/rootfs.js';
 import { OciCliRuntime } from '../../src/runtime/runtime.js';
 import { needPrivileges } from '../helpers/privileged.js';
 import { ensureBuilt, waitUntil } from '../helpers/runtime-cli.js';
-import { sharedBusyboxRootfs, tempDir } from '../helpers/runtime-rootfs.js';
+import { removeSharedBusyboxRootfs, sharedBusyboxRootfs, tempDir } from '../helpers/runtime-rootfs.js';
+
+test.after.always(removeSharedBusyboxRootfs);
 
 async function setup(t: ExecutionContext) {
   await ensureBuilt();
