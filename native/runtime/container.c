@@ -53,7 +53,7 @@ static char *now_rfc3339(void) {
   return xasprintf("%s.%09ldZ", buf, ts.tv_nsec);
 }
 
-static int read_cap_last_cap(void) {
+int read_cap_last_cap(void) {
   cleanup_free char *text = NULL;
   berth_err_t e = NULL;
   if (berth_read_file("/proc/sys/kernel/cap_last_cap", &text, NULL, &e) < 0) {
@@ -73,7 +73,7 @@ static int write_id_map(pid_t pid, const char *file, const struct spec_idmap *ma
   return r;
 }
 
-static int connect_console(const char *path, berth_err_t *err) {
+int connect_console(const char *path, berth_err_t *err) {
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof addr.sun_path) return berth_make_error(err, ENAMETOOLONG, "console socket `%s`", path);
   strcpy(addr.sun_path, path);
