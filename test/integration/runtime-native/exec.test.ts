@@ -4,7 +4,7 @@
  * codes pass through, --detach writes the pid file, and a frozen container stops making progress.
  * exec runs with the sanitizer build of berth-runtime.
  */
-import { chmod, mkdtemp, readFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
