@@ -234,6 +234,19 @@ test('pause/resume: a frozen counter stops, state says paused, exec refused whil
     t.is((await status(env, runtime, id)).status, 'running', runtime);
     await sleep(400);
     t.true((await counter()) > c1 + 3, `${runtime}: the counter moves again`);
+    if (runtime === 'berth') {
+      // a paused container: delete refuses without --force; --force thaws and kills it
+      t.is((await runtimeExec(env, runtime, ['pause', id], opts)).code, 0);
+      const del = await runtimeExec(env, runtime, ['delete', id], opts);
+      t.is(del.code, 1);
+      t.regex(del.stderr, /state paused/);
+      const force = await runtimeExec(env, runtime, ['delete', '--force', id], {
+        ...opts,
+        timeoutMs: 20_000,
+      });
+      t.is(force.code, 0, force.stderr);
+      t.is((await runtimeExec(env, runtime, ['state', id])).code, 1);
+    }
   }
 });
 
