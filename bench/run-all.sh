@@ -8,6 +8,7 @@ run bash bench/import.sh 3
 run bash bench/snapshot.sh 10
 run bash bench/unpack.sh 3 200
 run bash bench/runtime-run.sh 50
+run bash bench/runtime-exec.sh 30
 run node --import tsx bench/monitor-rss.ts
 run node --import tsx bench/mqtt-transfer.ts
 run node --expose-gc --max-semi-space-size=1 --import tsx bench/agent-reconcile.ts 10000

@@ -57,6 +57,10 @@ struct cgroup_ops {
   int (*pids)(struct cgroup_manager *m, pid_t **out, size_t *n, berth_err_t *err);
   /* 1 when the kernel recorded an OOM kill in this cgroup, 0 when not, <0 when unknown */
   int (*oom_killed)(struct cgroup_manager *m);
+  /* pause/resume: v1 freezer.state, v2 cgroup.freeze; waits until the kernel reports the new state */
+  int (*freeze)(struct cgroup_manager *m, bool frozen, berth_err_t *err);
+  /* 1 frozen, 0 not, <0 unknown */
+  int (*frozen)(struct cgroup_manager *m);
 };
 
 struct cgroup_manager {

@@ -230,6 +230,30 @@ static int v1_oom_killed(struct cgroup_manager *m) {
   return k ? atoll(k + 9) > 0 : -1;
 }
 
+static int v1_frozen(struct cgroup_manager *m) {
+  cleanup_free char *p = xasprintf("%s/freezer%s/freezer.state", m->root, m->path);
+  cleanup_free char *text = NULL;
+  berth_err_t e = NULL;
+  if (berth_read_file(p, &text, NULL, &e) < 0) {
+    berth_error_release(&e);
+    return -1;
+  }
+  return strncmp(text, "FROZEN", 6) == 0;
+}
+
+static int v1_freeze(struct cgroup_manager *m, bool frozen, berth_err_t *err) {
+  cleanup_free char *dir = xasprintf("%s/freezer%s", m->root, m->path);
+  if (access(dir, F_OK) < 0) return berth_make_error(err, ENOTSUP, "no freezer cgroup `%s`", dir);
+  /* FREEZING can last while tasks are in uninterruptible sleep: rewrite until the state settles */
+  for (int i = 0; i < 1000; i++) {
+    if (cg_write(dir, "freezer.state", frozen ? "FROZEN" : "THAWED", err) < 0) return -1;
+    if (v1_frozen(m) == (frozen ? 1 : 0)) return 0;
+    usleep(1000);
+  }
+  return berth_make_error(err, ETIMEDOUT, "freezer `%s` did not reach %s", dir, frozen ? "FROZEN" : "THAWED");
+}
+
 const struct cgroup_ops cgroup_v1_ops = {
     .name = "v1", .create = v1_create, .enter = v1_enter, .apply = v1_apply, .destroy = v1_destroy, .pids = v1_pids, .oom_killed = v1_oom_killed,
+    .freeze = v1_freeze, .frozen = v1_frozen,
 };

@@ -141,6 +141,30 @@ static int v2_oom_killed(struct cgroup_manager *m) {
   return k ? atoll(k + 9) > 0 : -1;
 }
 
+static int v2_frozen(struct cgroup_manager *m) {
+  cleanup_free char *dir = dir_of(m);
+  cleanup_free char *p = xasprintf("%s/cgroup.events", dir);
+  cleanup_free char *text = NULL;
+  berth_err_t e = NULL;
+  if (berth_read_file(p, &text, NULL, &e) < 0) {
+    berth_error_release(&e);
+    return -1;
+  }
+  char *f = strstr(text, "frozen ");
+  return f ? atoi(f + 7) == 1 : -1;
+}
+
+static int v2_freeze(struct cgroup_manager *m, bool frozen, berth_err_t *err) {
+  cleanup_free char *dir = dir_of(m);
+  if (cg_write(dir, "cgroup.freeze", frozen ? "1" : "0", err) < 0) return -1;
+  for (int i = 0; i < 1000; i++) {
+    if (v2_frozen(m) == (frozen ? 1 : 0)) return 0;
+    usleep(1000);
+  }
+  return berth_make_error(err, ETIMEDOUT, "cgroup `%s` did not become %s", dir, frozen ? "frozen" : "thawed");
+}
+
 const struct cgroup_ops cgroup_v2_ops = {
     .name = "v2", .create = v2_create, .enter = v2_enter, .apply = v2_apply, .destroy = v2_destroy, .pids = v2_pids, .oom_killed = v2_oom_killed,
+    .freeze = v2_freeze, .frozen = v2_frozen,
 };

@@ -53,7 +53,7 @@ static char *now_rfc3339(void) {
   return xasprintf("%s.%09ldZ", buf, ts.tv_nsec);
 }
 
-static int read_cap_last_cap(void) {
+int read_cap_last_cap(void) {
   cleanup_free char *text = NULL;
   berth_err_t e = NULL;
   if (berth_read_file("/proc/sys/kernel/cap_last_cap", &text, NULL, &e) < 0) {
@@ -73,7 +73,7 @@ static int write_id_map(pid_t pid, const char *file, const struct spec_idmap *ma
   return r;
 }
 
-static int connect_console(const char *path, berth_err_t *err) {
+int connect_console(const char *path, berth_err_t *err) {
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof addr.sun_path) return berth_make_error(err, ENAMETOOLONG, "console socket `%s`", path);
   strcpy(addr.sun_path, path);
@@ -415,8 +415,8 @@ int container_delete(const struct runtime_opts *ro, const char *id, bool force, 
   const char *status = status_compute(dir, &st);
   int ret = 0;
   struct cgroup_manager *cg = NULL;
-  if (strcmp(status, "running") == 0 && !force) {
-    ret = berth_make_error(err, 0, "cannot delete container `%s` in state running (use --force)", id);
+  if ((strcmp(status, "running") == 0 || strcmp(status, "paused") == 0) && !force) {
+    ret = berth_make_error(err, 0, "cannot delete container `%s` in state %s (use --force)", id, status);
     goto out;
   }
   berth_err_t e2 = NULL;
@@ -429,6 +429,8 @@ int container_delete(const struct runtime_opts *ro, const char *id, bool force, 
       if (cg->ops->pids(cg, &pids, &n, &e2) == 0)
         for (size_t i = 0; i < n; i++) kill(pids[i], SIGKILL);
       berth_error_release(&e2);
+      /* frozen tasks only die once thawed */
+      if (strcmp(status, "paused") == 0 && cg->ops->freeze(cg, false, &e2) < 0) berth_error_release(&e2);
     }
     for (int i = 0; i < 1000 && strcmp(status_compute(dir, &st), "stopped") != 0; i++) {
       waitpid(st.pid, NULL, WNOHANG);

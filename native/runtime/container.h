@@ -70,6 +70,24 @@ int seccomp_load(const struct sock_fprog *prog, berth_err_t *err);
 int hooks_run(struct spec_hook *hooks, size_t n, const char *kind, const char *state_json, berth_err_t *err);
 char *state_json_build(const char *id, const char *status, pid_t pid, const char *bundle, const json_value *annotations, int oom_killed);
 /* terminal.c */
-int terminal_setup(int console_fd, berth_err_t *err);
+int terminal_setup(int console_fd, bool bind_console, berth_err_t *err);
+/* linux.c helpers exec.c shares */
+int lookup_executable(const char *file, char **env, char **out, berth_err_t *err);
+void ensure_home(struct container_spec *s);
+int set_rlimits(struct container_spec *s, berth_err_t *err);
+/* exec.c */
+struct exec_opts {
+  const char *process_file, *pid_file, *console_socket, *cwd, *user;
+  const char **env;      /* --env K=V, appended (later wins) */
+  size_t n_env;
+  char **args;           /* replaces process.args when non-empty */
+  size_t n_args;
+  bool detach, tty;
+};
+int container_exec(const struct runtime_opts *ro, const char *id, const struct exec_opts *eo, int *exit_code, berth_err_t *err);
+int container_pause(const struct runtime_opts *ro, const char *id, bool pause, berth_err_t *err);
+int container_ps(const struct runtime_opts *ro, const char *id, bool json, berth_err_t *err);
+int connect_console(const char *path, berth_err_t *err);
+int read_cap_last_cap(void);
 
 #endif

@@ -115,7 +115,7 @@ void linux_stage1(struct init_ctx *ctx) {
 }
 
 /* Find args[0] the way execvp will, with the container's PATH, to fail at create time like runc. */
-static int lookup_executable(const char *file, char **env, char **out, berth_err_t *err) {
+int lookup_executable(const char *file, char **env, char **out, berth_err_t *err) {
   if (strchr(file, '/')) {
     if (access(file, X_OK) < 0) return berth_make_error(err, errno, "exec `%s`", file);
     *out = xstrdup(file);
@@ -138,7 +138,7 @@ static int lookup_executable(const char *file, char **env, char **out, berth_err
 }
 
 /* Like runc: when process.env has no HOME, take it from the container's /etc/passwd (default "/"). */
-static void ensure_home(struct container_spec *s) {
+void ensure_home(struct container_spec *s) {
   for (char **e = s->env; *e; e++)
     if (strncmp(*e, "HOME=", 5) == 0) return;
   const char *home = "/";
@@ -173,7 +173,7 @@ static void ensure_home(struct container_spec *s) {
   s->env = env;
 }
 
-static int set_rlimits(struct container_spec *s, berth_err_t *err) {
+int set_rlimits(struct container_spec *s, berth_err_t *err) {
   for (size_t i = 0; i < s->n_rlimits; i++) {
     struct rlimit rl = {.rlim_cur = s->rlimits[i].soft, .rlim_max = s->rlimits[i].hard};
     if (setrlimit(s->rlimits[i].resource, &rl) < 0) return berth_make_error(err, errno, "setrlimit %d", s->rlimits[i].resource);
@@ -227,7 +227,7 @@ static void init_process(struct init_ctx *ctx) {
       berth_make_error(&err, 0, "process.terminal is set: --console-socket is required");
       fail_and_exit(ctx, &err);
     }
-    if (terminal_setup(ctx->console_fd, &err) < 0) fail_and_exit(ctx, &err);
+    if (terminal_setup(ctx->console_fd, true, &err) < 0) fail_and_exit(ctx, &err);
     close(ctx->console_fd);
   }
   if (s->hostname && *s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0) {

@@ -23,7 +23,7 @@ struct verb {
 
 /* Options: "--name value", "--name=value", boolean flags; anything else is positional. */
 struct parsed {
-  const char *bundle, *pid_file, *console_socket;
+  const char *bundle, *pid_file, *console_socket, *format;
   bool force, detach, all;
   const char *pos[4];
   int npos;
@@ -47,11 +47,12 @@ static int parse_args(int argc, char **argv, struct parsed *p, berth_err_t *err)
     if (!strcmp(name, "bundle") || !strcmp(name, "b")) target = &p->bundle;
     else if (!strcmp(name, "pid-file")) target = &p->pid_file;
     else if (!strcmp(name, "console-socket")) target = &p->console_socket;
+    else if (!strcmp(name, "format")) target = &p->format;
     else if (!strcmp(name, "force") || !strcmp(name, "f")) p->force = true;
     else if (!strcmp(name, "detach") || !strcmp(name, "d")) p->detach = true;
     else if (!strcmp(name, "all") || !strcmp(name, "a")) p->all = true;
     else if (!strcmp(name, "no-pivot") || !strcmp(name, "no-new-keyring") || !strcmp(name, "systemd-cgroup")) { /* accepted */
-    } else if (!strcmp(name, "preserve-fds") || !strcmp(name, "format") || !strcmp(name, "keep")) {
+    } else if (!strcmp(name, "preserve-fds") || !strcmp(name, "keep")) {
       if (!eq) i++;
     } else return berth_make_error(err, EINVAL, "unknown option `%s`", argv[i]);
     if (target) {
@@ -114,6 +115,69 @@ static int cmd_delete(struct runtime_opts *ro, int argc, char **argv, berth_err_
   return container_delete(ro, p.pos[0], p.force, err);
 }
 
+/* exec's options stop at the id: what follows is the command, whatever its dashes */
+static int cmd_exec(struct runtime_opts *ro, int argc, char **argv, berth_err_t *err) {
+  struct exec_opts eo = {0};
+  cleanup_free const char **env = xmalloc0((size_t) (argc + 1) * sizeof(char *));
+  eo.env = env;
+  const char *id = NULL;
+  int i = 0;
+  for (; i < argc && !id; i++) {
+    char *a = argv[i];
+    if (a[0] != '-' || !a[1]) {
+      id = a;
+      break;
+    }
+    while (*a == '-') a++;
+    char *eq = strchr(a, '=');
+    char name[64];
+    snprintf(name, sizeof name, "%.*s", eq ? (int) (eq - a) : (int) strlen(a), a);
+    if (!strcmp(name, "detach") || !strcmp(name, "d")) eo.detach = true;
+    else if (!strcmp(name, "tty") || !strcmp(name, "t")) eo.tty = true;
+    else if (!strcmp(name, "no-new-privs")) { /* accepted: the spec decides */
+    } else {
+      const char **target = NULL;
+      if (!strcmp(name, "process") || !strcmp(name, "p")) target = &eo.process_file;
+      else if (!strcmp(name, "pid-file")) target = &eo.pid_file;
+      else if (!strcmp(name, "console-socket")) target = &eo.console_socket;
+      else if (!strcmp(name, "cwd")) target = &eo.cwd;
+      else if (!strcmp(name, "user") || !strcmp(name, "u")) target = &eo.user;
+      else if (!strcmp(name, "env") || !strcmp(name, "e")) target = &env[eo.n_env++];
+      else if (!strcmp(name, "preserve-fds") || !strcmp(name, "process-label") || !strcmp(name, "apparmor")) {
+        if (!eq) i++;
+        continue;
+      } else return berth_make_error(err, EINVAL, "unknown exec option `%s`", argv[i]);
+      if (eq) *target = eq + 1;
+      else if (i + 1 < argc) *target = argv[++i];
+      else return berth_make_error(err, EINVAL, "option `%s` needs a value", argv[i]);
+    }
+  }
+  if (!id) return berth_make_error(err, EINVAL, "a container id is required");
+  eo.args = argv + i + 1;
+  eo.n_args = (size_t) (argc - i - 1);
+  int code = 0;
+  if (container_exec(ro, id, &eo, &code, err) < 0) return -1;
+  return code;
+}
+
+static int cmd_pause(struct runtime_opts *ro, int argc, char **argv, berth_err_t *err) {
+  struct parsed p;
+  if (parse_args(argc, argv, &p, err) < 0 || need_id(&p, err) < 0) return -1;
+  return container_pause(ro, p.pos[0], true, err);
+}
+
+static int cmd_resume(struct runtime_opts *ro, int argc, char **argv, berth_err_t *err) {
+  struct parsed p;
+  if (parse_args(argc, argv, &p, err) < 0 || need_id(&p, err) < 0) return -1;
+  return container_pause(ro, p.pos[0], false, err);
+}
+
+static int cmd_ps(struct runtime_opts *ro, int argc, char **argv, berth_err_t *err) {
+  struct parsed p;
+  if (parse_args(argc, argv, &p, err) < 0 || need_id(&p, err) < 0) return -1;
+  return container_ps(ro, p.pos[0], p.format && strcmp(p.format, "json") == 0, err);
+}
+
 static int cmd_list(struct runtime_opts *ro, int argc, char **argv, berth_err_t *err) { return container_list(ro, err); }
 
 static const struct verb verbs[] = {
@@ -124,6 +188,10 @@ static const struct verb verbs[] = {
     {"delete", cmd_delete, "delete [--force] <id>"},
     {"run", cmd_run, "run <id> [--bundle dir] [--pid-file f] [--console-socket s] [--detach]"},
     {"list", cmd_list, "list"},
+    {"exec", cmd_exec, "exec [--process f] [--detach] [--pid-file f] [--cwd d] [--env K=V]... [--user uid[:gid]] [--tty --console-socket s] <id> [cmd args...]"},
+    {"pause", cmd_pause, "pause <id>"},
+    {"resume", cmd_resume, "resume <id>"},
+    {"ps", cmd_ps, "ps [--format table|json] <id>"},
 };
 
 static void usage(FILE *f) {

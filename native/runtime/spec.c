@@ -389,6 +389,37 @@ int spec_load(const char *bundle, struct container_spec **out, berth_err_t *err)
   return 0;
 }
 
+int spec_replace_process(struct container_spec *s, const char *file, berth_err_t *err) {
+  cleanup_free char *text = NULL;
+  size_t len;
+  json_value *p = NULL;
+  if (berth_read_file(file, &text, &len, err) < 0) return -1;
+  if (json_parse(text, len, &p, err) < 0 || p->type != JSON_OBJECT) {
+    if (!*err) berth_make_error(err, 0, "not a JSON object");
+    json_free(p);
+    return berth_error_prepend(err, "process `%s`", file);
+  }
+  size_t i = 0;
+  while (i < s->doc->len && strcmp(s->doc->keys[i], "process") != 0) i++;
+  if (i == s->doc->len) {
+    json_free(p);
+    return berth_make_error(err, 0, "config.json has no `process` to replace");
+  }
+  json_free(s->doc->items[i]);
+  s->doc->items[i] = p;
+  free(s->args);
+  free(s->env);
+  free(s->additional_gids);
+  free(s->rlimits);
+  s->args = s->env = NULL;
+  s->additional_gids = NULL;
+  s->rlimits = NULL;
+  s->n_additional_gids = s->n_rlimits = 0;
+  s->has_umask = s->has_oom_score_adj = false;
+  if (parse_process(s, err) < 0) return berth_error_prepend(err, "process `%s`", file);
+  return 0;
+}
+
 bool spec_has_namespace(const struct container_spec *s, int flag) { return spec_namespace(s, flag) != NULL; }
 
 const struct spec_namespace *spec_namespace(const struct container_spec *s, int flag) {

@@ -102,6 +102,8 @@ struct container_spec {
 
 int spec_load(const char *bundle, struct container_spec **out, berth_err_t *err);
 void spec_free(struct container_spec *s);
+/* exec --process: replace `process` with the object in file and decode it again */
+int spec_replace_process(struct container_spec *s, const char *file, berth_err_t *err);
 bool spec_has_namespace(const struct container_spec *s, int flag);
 const struct spec_namespace *spec_namespace(const struct container_spec *s, int flag);
 /* Parse "rw,nosuid,mode=755" style mount options. Unknown options go to data. */

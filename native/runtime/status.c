@@ -107,7 +107,14 @@ const char *status_compute(const char *dir, const struct container_status *st) {
   unsigned long long t = process_start_time(st->pid, &zombie);
   if (t == 0 || t != st->start_time || zombie) return "stopped";
   cleanup_free char *fifo = xasprintf("%s/exec.fifo", dir);
-  return access(fifo, F_OK) == 0 ? "created" : "running";
+  if (access(fifo, F_OK) == 0) return "created";
+  struct cgroup_manager *cg = NULL;
+  berth_err_t e = NULL;
+  int frozen = -1;
+  if (st->cgroup_path && *st->cgroup_path && status_cgroup(st, &cg, &e) == 0) frozen = cg->ops->frozen(cg);
+  berth_error_release(&e);
+  cgroup_manager_free(cg);
+  return frozen == 1 ? "paused" : "running";
 }
 
 int status_cgroup(const struct container_status *st, struct cgroup_manager **out, berth_err_t *err) {

@@ -22,7 +22,7 @@ int status_read(const char *root, const char *id, struct container_status *st, b
 void status_free(struct container_status *st);
 /* Field 22 of /proc/<pid>/stat, 0 when the process is gone; *zombie set when it is a zombie. */
 unsigned long long process_start_time(pid_t pid, bool *zombie);
-/* "creating" | "created" | "running" | "stopped" */
+/* "creating" | "created" | "running" | "paused" | "stopped" */
 const char *status_compute(const char *dir, const struct container_status *st);
 int status_cgroup(const struct container_status *st, struct cgroup_manager **out, berth_err_t *err);
 

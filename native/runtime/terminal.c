@@ -26,7 +26,7 @@ static int send_fd(int sock, int fd, const char *name, berth_err_t *err) {
   return 0;
 }
 
-int terminal_setup(int console_fd, berth_err_t *err) {
+int terminal_setup(int console_fd, bool bind_console, berth_err_t *err) {
   cleanup_close int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
   if (master < 0) return berth_make_error(err, errno, "open /dev/ptmx");
   if (unlockpt(master) < 0) return berth_make_error(err, errno, "unlockpt");
@@ -34,7 +34,7 @@ int terminal_setup(int console_fd, berth_err_t *err) {
   if (ptsname_r(master, name, sizeof name) != 0) return berth_make_error(err, errno, "ptsname");
   int slave = open(name, O_RDWR | O_NOCTTY);
   if (slave < 0) return berth_make_error(err, errno, "open `%s`", name);
-  if (mount(name, "/dev/console", NULL, MS_BIND, NULL) < 0) return berth_make_error(err, errno, "bind `%s` on /dev/console", name);
+  if (bind_console && mount(name, "/dev/console", NULL, MS_BIND, NULL) < 0) return berth_make_error(err, errno, "bind `%s` on /dev/console", name);
   /* the name sent along is the master's, as runc sends it */
   if (send_fd(console_fd, master, "/dev/ptmx", err) < 0) return -1;
   for (int i = 0; i < 3; i++)

@@ -361,7 +361,7 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
 
   program
     .command('exec')
-    .description('run a command in a running container (nsenter into its namespaces)')
+    .description("run a command in a running container (the runtime's exec; nsenter for runtimes without it)")
     .argument('<container>', 'name or id')
     .argument('<command...>')
     .option('-i, --interactive', 'keep stdin open')

@@ -16,11 +16,11 @@
  * Files per container, <state>/containers/<id>/: bundle/config.json, log.json*, exit.json,
  * monitor.pid, pidfile, runtime.log, monitor.log, etc/{hosts,hostname,resolv.conf}, volumes/.
  *
- * exec: the minimal OCI CLI has no `exec`, so berth enters the container's namespaces with nsenter(1)
- * (mount, uts, ipc, net, pid; root and cwd of the container; uid/gid and env from config.json). Not
- * applied to exec'd processes: the container's cgroup, capabilities bounding set, seccomp and
- * no_new_privs — they run with the caller's privileges inside the container's view. A runtime `exec`
- * verb in berth-runtime can replace this later without changing the CLI.
+ * exec: through the runtime's `exec` verb (berth-runtime, runc, crun): the process joins the container's
+ * namespaces AND cgroup and gets its capabilities, seccomp filter, no_new_privs and rlimits from
+ * config.json. For a runtime without exec, the fallback is nsenter(1) (mount, uts, ipc, net, pid; root
+ * and cwd of the container; uid/gid and env from config.json) — without the cgroup, capability bounding
+ * set, seccomp and no_new_privs: such processes run with the caller's privileges in the container's view.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
@@ -560,6 +560,8 @@ export class ContainerManager {
     if (rec.state !== 'running') throw conflict(`container ${rec.name} is not running`);
     const st = await this.o.runtime.state(rec.id);
     if (!st?.pid || st.status !== 'running') throw conflict(`container ${rec.name} is not running (runtime)`);
+    const viaRuntime = this.o.runtime.execArgv(rec.id, cmd, opts);
+    if (viaRuntime) return { ...viaRuntime, env: process.env };
     const spec = JSON.parse(
       await fsp.readFile(path.join(this.containerDir(rec.id), 'bundle', 'config.json'), 'utf8'),
     ) as RuntimeSpec;

@@ -42,6 +42,21 @@ export interface CreateOptions {
   stdioFile?: string;
 }
 
+/** A process to run in a running container (`<runtime> exec`); unset fields come from its config.json. */
+export interface ExecOptions {
+  user?: { uid: number; gid: number };
+  /** Added to (and overriding) the container's process.env. */
+  env?: Record<string, string>;
+  cwd?: string;
+  /** A whole runtime-spec process object (written to a file for --process); args then come from it. */
+  processFile?: string;
+  detach?: boolean;
+  pidFile?: string;
+}
+
+/** Runtimes whose CLI has runc's `exec`, `pause`, `resume` (berth-runtime since exec.c, runc, crun). */
+const HAS_EXEC = new Set(['berth', 'runc', 'crun']);
+
 export interface OciRuntime {
   /** "berth", "runc", "crun": for messages and the state root. */
   readonly name: string;
@@ -55,6 +70,20 @@ export interface OciRuntime {
   delete(id: string, opts?: { force?: boolean }): Promise<void>;
   /** What berth-monitor needs to run create/start itself (extra global flags in runtimeArgs). */
   monitorArgs(): { runtime: string; runtimeRoot: string; runtimeArgs: string[] };
+  /**
+   * argv for `<runtime> exec` of cmd in the running container, or undefined when the runtime has no exec
+   * (the caller falls back to nsenter). The caller spawns it to share its stdio; the exit code is cmd's.
+   */
+  execArgv(id: string, cmd: string[], opts?: ExecOptions): { file: string; args: string[] } | undefined;
+  /** Run cmd in the container and collect its output (tests, tooling; stdio are pipes). */
+  exec(
+    id: string,
+    cmd: string[],
+    opts?: ExecOptions,
+  ): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** Freeze / thaw every process of the container (state "paused" while frozen). */
+  pause(id: string): Promise<void>;
+  resume(id: string): Promise<void>;
 }
 
 const NOT_EXIST = /does not exist|not exist|no such container|not found/i;
@@ -137,6 +166,44 @@ export class OciCliRuntime implements OciRuntime {
     if (r.code !== 0) throw this.fail('delete', id, r.stderr, r.code);
   }
 
+  execArgv(id: string, cmd: string[], opts: ExecOptions = {}): { file: string; args: string[] } | undefined {
+    if (!HAS_EXEC.has(this.name)) return undefined;
+    assertSafeName('container id', id);
+    const args = ['--root', this.root, 'exec'];
+    if (opts.processFile) args.push('--process', opts.processFile);
+    if (opts.detach) args.push('--detach');
+    if (opts.pidFile) args.push('--pid-file', opts.pidFile);
+    if (opts.cwd) args.push('--cwd', opts.cwd);
+    if (opts.user) args.push('--user', `${opts.user.uid}:${opts.user.gid}`);
+    for (const [k, v] of Object.entries(opts.env ?? {})) args.push('--env', `${k}=${v}`);
+    args.push(id, ...(opts.processFile ? [] : cmd));
+    return { file: this.binary, args };
+  }
+
+  async exec(
+    id: string,
+    cmd: string[],
+    opts: ExecOptions = {},
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
+    const argv = this.execArgv(id, cmd, opts);
+    if (!argv) throw new BerthError('Unsupported', `${this.name} has no exec verb`);
+    const r = await exec(argv.file, argv.args, { timeoutMs: this.timeoutMs, allowFailure: true });
+    // the runtime's own failures (no such container, not running) are errors; cmd's exit codes are not
+    if (r.code !== 0 && /^(berth-runtime|time=|level=error|ERRO)/m.test(r.stderr) && NOT_EXIST.test(r.stderr))
+      throw this.fail('exec', id, r.stderr, r.code);
+    return { code: r.code, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  async pause(id: string): Promise<void> {
+    const r = await this.run('pause', [id], true);
+    if (r.code !== 0) throw this.fail('pause', id, r.stderr, r.code);
+  }
+
+  async resume(id: string): Promise<void> {
+    const r = await this.run('resume', [id], true);
+    if (r.code !== 0) throw this.fail('resume', id, r.stderr, r.code);
+  }
+
   monitorArgs(): { runtime: string; runtimeRoot: string; runtimeArgs: string[] } {
     // runc and crun log JSON on request; berth-runtime's --log has one format (only --root/--log are standard).
     return {
@@ -208,5 +275,17 @@ export class LazyRuntime implements OciRuntime {
   }
   monitorArgs() {
     return this.r.monitorArgs();
+  }
+  execArgv(id: string, cmd: string[], opts?: ExecOptions) {
+    return this.r.execArgv(id, cmd, opts);
+  }
+  exec(id: string, cmd: string[], opts?: ExecOptions) {
+    return this.r.exec(id, cmd, opts);
+  }
+  pause(id: string) {
+    return this.r.pause(id);
+  }
+  resume(id: string) {
+    return this.r.resume(id);
   }
 }

@@ -314,6 +314,45 @@ test('exec enters the running container; exit status passes through', async (t) 
   t.regex(ps.stdout, /^\s*1\s+sh$/m, 'sees the container pid namespace');
 });
 
+for (const rt of availableRuntimes()) {
+  test(`${rt.name}: berth exec goes through the runtime: container cgroup, seccomp, no_new_privs, bounding set`, async (t) => {
+    if (!needPrivileges(t)) return;
+    const env = await cliEnv(t, { runtime: { name: rt.name, path: rt.binary } });
+    const name = `exc-${rt.name}`;
+    await env.berth([
+      'run',
+      '-d',
+      '--name',
+      name,
+      '--network',
+      'none',
+      '--rootfs',
+      env.rootfs,
+      'sh',
+      '-c',
+      LOOP,
+    ]);
+    const v1 = (text: string) =>
+      text
+        .split('\n')
+        .filter((l) => l && !l.startsWith('0::'))
+        .sort()
+        .join('\n');
+    const mine = await env.berth(['exec', name, 'cat', '/proc/self/cgroup']);
+    const init = await env.berth(['exec', name, 'cat', '/proc/1/cgroup']);
+    t.regex(mine.stdout, /memory:\/.+/, 'not the host root cgroup');
+    t.is(v1(mine.stdout), v1(init.stdout), 'the exec process is in the init cgroups');
+    const status = (
+      await env.berth(['exec', name, 'grep', '-E', '^(CapBnd|NoNewPrivs|Seccomp):', '/proc/self/status'])
+    ).stdout;
+    const initStatus = (
+      await env.berth(['exec', name, 'grep', '-E', '^(CapBnd|NoNewPrivs|Seccomp):', '/proc/1/status'])
+    ).stdout;
+    t.regex(status, /Seccomp:\s+2/);
+    t.is(status, initStatus, 'same bounding set, no_new_privs and seccomp mode as the init');
+  });
+}
+
 test('security defaults seen from inside: caps, no_new_privs, seccomp, masked paths, read-only rootfs', async (t) => {
   if (!needPrivileges(t)) return;
   const env = await cliEnv(t);
