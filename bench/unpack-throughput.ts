@@ -6,7 +6,7 @@
  *
  *   node --import tsx bench/unpack-throughput.ts [runs] [MiB]
  */
-import { createReadStream, promises as fsp } from 'node:fs';
+import { createReadStream, promises as fsp, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -23,6 +23,24 @@ import { makeLoopFs } from '../test/helpers/storage-loop.js';
 const RUNS = Number(process.argv[2] ?? 3);
 const MIB = Number(process.argv[3] ?? 200);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * CPU time (user+sys, ms) of this process plus its waited-for children (tar and its gzip, berth's
+ * `gzip -d` child, sync): less noisy than wall time on a shared machine. Children's times come from
+ * /proc/self/stat cutime+cstime (clock ticks, 100 Hz on Linux).
+ */
+function cpuMs(): { self: number; children: number } {
+  const r = process.resourceUsage();
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // fields after the command name start at field 3 (state): cutime is field 16, cstime 17
+  const children = (Number(f[13]) + Number(f[14])) * 10;
+  return { self: (r.userCPUTime + r.systemCPUTime) / 1000, children };
+}
+const cpuSince = (a: { self: number; children: number }) => {
+  const b = cpuMs();
+  return b.self - a.self + b.children - a.children;
+};
 
 async function makeLayer(
   dir: string,
@@ -78,9 +96,12 @@ async function main() {
           const file = compression === 'none' ? layer.tar : layer.gz;
           const tarMs: number[] = [];
           const berthMs: number[] = [];
+          const tarCpu: number[] = [];
+          const berthCpu: number[] = [];
           for (let r = 0; r < RUNS; r++) {
             const dir = path.join(loop.mountpoint, `tar-${r}`);
             await fsp.mkdir(dir);
+            let c0 = cpuMs();
             let t0 = performance.now();
             await exec('tar', [
               compression === 'gzip' ? '-xzf' : '-xf',
@@ -92,10 +113,12 @@ async function main() {
             ]);
             await exec('sync', ['-f', dir]);
             tarMs.push(performance.now() - t0);
+            tarCpu.push(cpuSince(c0));
             await fsp.rm(dir, { recursive: true, force: true });
             await exec('sync', ['-f', loop.mountpoint]);
 
             const chainId = sha256Digest(`${compression}-${r}`);
+            c0 = cpuMs();
             t0 = performance.now();
             await unpackLayer({
               snapshotter: sn,
@@ -107,6 +130,7 @@ async function main() {
             });
             await exec('sync', ['-f', loop.mountpoint]);
             berthMs.push(performance.now() - t0);
+            berthCpu.push(cpuSince(c0));
             await sn.remove(chainId);
             await exec('sync', ['-f', loop.mountpoint]);
           }
@@ -115,7 +139,7 @@ async function main() {
           const t = median(tarMs);
           const b = median(berthMs);
           process.stdout.write(
-            `${driver.padEnd(8)} ${compression.padEnd(5)} tar -x ${t.toFixed(0).padStart(6)} ms (${(mib / (t / 1000)).toFixed(0)} MiB/s)  berth ${b.toFixed(0).padStart(6)} ms (${(mib / (b / 1000)).toFixed(0)} MiB/s)  ratio ${(t / b).toFixed(2)}x  (median of ${RUNS}, load ${load})\n`,
+            `${driver.padEnd(8)} ${compression.padEnd(5)} tar -x ${t.toFixed(0).padStart(6)} ms (${(mib / (t / 1000)).toFixed(0)} MiB/s)  berth ${b.toFixed(0).padStart(6)} ms (${(mib / (b / 1000)).toFixed(0)} MiB/s)  ratio ${(t / b).toFixed(2)}x  cpu tar ${median(tarCpu).toFixed(0)} ms berth ${median(berthCpu).toFixed(0)} ms (${(median(berthCpu) / median(tarCpu)).toFixed(1)}x)  (median of ${RUNS}, load ${load})\n`,
           );
         }
         db.close();

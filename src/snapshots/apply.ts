@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { type BigIntStats, constants as fsc } from 'node:fs';
+import { constants as fsc, type Stats } from 'node:fs';
 import * as path from 'node:path';
 import { PassThrough, type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -237,8 +237,11 @@ class LayerApplier {
   private readonly root: string;
   private readonly lowers: string[];
   private readonly overlay: boolean;
-  /** logical parent path → real path inside the root, for directories we resolved or created */
-  private readonly resolved = new Map<string, string>();
+  /**
+   * logical directory path → its real path inside the root (full, and as components), for directories
+   * we resolved or created; cleared whenever a symlink is created or a directory removed
+   */
+  private readonly resolved = new Map<string, { full: string; real: string[] }>();
   /** real paths (relative to root) created by this layer: whiteouts never delete those */
   private readonly created = new Set<string>();
   private readonly dirTimes: Array<[string, Date]> = [];
@@ -285,6 +288,9 @@ class LayerApplier {
         if (st && !st.isDirectory()) await this.removeExisting(full, st);
         if (!st?.isDirectory()) fs.mkdirSync(full, { mode: 0o700 });
         this.created.add(rel);
+        // a real directory (never a symlink: lstat above, or just made) below a resolved parent: later
+        // entries under it start their walk here (see resolveDir)
+        this.resolved.set(parts.join('/'), { full, real: rel.split('/') });
         await this.setMeta(full, h, true);
         break;
       }
@@ -404,7 +410,7 @@ class LayerApplier {
     if (st) await this.removeExisting(full, st);
   }
 
-  private async removeExisting(full: string, st: BigIntStats): Promise<void> {
+  private async removeExisting(full: string, st: Stats): Promise<void> {
     if (st.isDirectory()) {
       fs.rmSync(full, { recursive: true, force: true });
       this.resolved.clear();
@@ -417,45 +423,74 @@ class LayerApplier {
    * Real path of the directory named by `parts`, resolved inside the root: each component is looked up
    * with lstat; a symlink is replaced by its target (absolute targets restart at the root, `..` never
    * climbs above it); a missing directory is created when `create` is set.
+   *
+   * Speed (each step keeps the rule above intact):
+   *   - the walk starts at the deepest ancestor already in `resolved`, and caches every prefix it
+   *     completes, so an entry lstats only components no earlier entry has walked. A cached
+   *     resolution stays true because the cache only holds directories resolved inside the root, and
+   *     it is cleared whenever this layer creates a symlink or removes a directory — the only ways an
+   *     ancestor's resolution can change while the layer is applied (the snapshot is ours alone until
+   *     commit).
+   *   - below a directory this walk just created (empty, nothing else writes the snapshot) every
+   *     further component is missing too: it is created without an lstat first. mkdir never follows a
+   *     symlink in its last component, so even a wrong guess would fail (EEXIST), not escape.
    */
   private async resolveDir(parts: string[], create: boolean): Promise<string> {
     const key = parts.join('/');
     const hit = this.resolved.get(key);
-    if (hit !== undefined) return hit;
-    const real: string[] = [];
-    const todo = [...parts];
-    let hops = 0;
-    while (todo.length > 0) {
-      const c = todo.shift()!;
-      if (c === '' || c === '.') continue;
-      if (c === '..') {
-        real.pop();
-        continue;
-      }
-      const p = path.join(this.root, ...real, c);
-      const st = lstatOrNull(p);
-      if (st === null) {
-        if (!create) throw invalidInput(`path ${JSON.stringify(key)} does not exist in the layer`);
-        await this.makeParent(p, [...real, c]);
-        real.push(c);
-      } else if (st.isDirectory()) {
-        real.push(c);
-      } else if (st.isSymbolicLink()) {
-        if (++hops > MAX_SYMLINK_HOPS) throw invalidInput(`path ${JSON.stringify(key)}: too many symlinks`);
-        const link = fs.readlinkSync(p);
-        if (link.startsWith('/')) real.length = 0;
-        todo.unshift(...link.split('/'));
-      } else {
-        throw invalidInput(`path ${JSON.stringify(key)}: ${[...real, c].join('/')} is not a directory`);
+    if (hit !== undefined) return hit.full;
+    let from = 0;
+    let real: string[] = [];
+    let prefix = '';
+    for (let i = parts.length - 1; i > 0; i--) {
+      const k = parts.slice(0, i).join('/');
+      const base = this.resolved.get(k);
+      if (base !== undefined) {
+        from = i;
+        real = [...base.real];
+        prefix = k;
+        break;
       }
     }
-    const out = path.join(this.root, ...real);
-    this.resolved.set(key, out);
-    return out;
+    let hops = 0;
+    let fresh = false; // real names a directory this walk created
+    for (let i = from; i < parts.length; i++) {
+      const todo = [parts[i]!];
+      while (todo.length > 0) {
+        const c = todo.shift()!;
+        if (c === '' || c === '.') continue;
+        if (c === '..') {
+          real.pop();
+          fresh = false;
+          continue;
+        }
+        const p = path.join(this.root, ...real, c);
+        const st = fresh ? null : lstatOrNull(p);
+        if (st === null) {
+          if (!create) throw invalidInput(`path ${JSON.stringify(key)} does not exist in the layer`);
+          real.push(c);
+          this.makeParent(p, real);
+          fresh = true;
+        } else if (st.isDirectory()) {
+          real.push(c);
+        } else if (st.isSymbolicLink()) {
+          if (++hops > MAX_SYMLINK_HOPS) throw invalidInput(`path ${JSON.stringify(key)}: too many symlinks`);
+          const link = fs.readlinkSync(p);
+          if (link.startsWith('/')) real.length = 0;
+          todo.unshift(...link.split('/'));
+        } else {
+          throw invalidInput(`path ${JSON.stringify(key)}: ${[...real, c].join('/')} is not a directory`);
+        }
+      }
+      // real now resolves parts[0..i]
+      prefix = i === 0 ? parts[0]! : `${prefix}/${parts[i]}`;
+      this.resolved.set(prefix, { full: path.join(this.root, ...real), real: [...real] });
+    }
+    return this.resolved.get(key)?.full ?? this.root;
   }
 
   /** A missing parent: in overlay mode it takes the lower layers' metadata, so the merged view keeps it. */
-  private async makeParent(full: string, relParts: string[]): Promise<void> {
+  private makeParent(full: string, relParts: string[]): void {
     fs.mkdirSync(full, { mode: 0o755 });
     this.created.add(relParts.join('/'));
     if (!this.overlay) return;
@@ -472,7 +507,7 @@ class LayerApplier {
   }
 
   /** overlay: a hardlink whose target lives in a lower layer — copy the target up, then link to it. */
-  private async copyUp(parts: string[], dest: string): Promise<BigIntStats | null> {
+  private async copyUp(parts: string[], dest: string): Promise<Stats | null> {
     for (const lower of this.lowers) {
       const src = path.join(lower, ...parts);
       const st = lstatOrNull(src);
@@ -576,9 +611,11 @@ function writeStreamTo(fd: number, stream: EntryStream): Promise<void> {
   });
 }
 
-function lstatOrNull(p: string): BigIntStats | null {
+function lstatOrNull(p: string): Stats | null {
   try {
-    return fs.lstatSync(p, { bigint: true });
+    // throwIfNoEntry: a missing path is the common case while unpacking, and building an exception for
+    // it costs more than the syscall
+    return fs.lstatSync(p, { throwIfNoEntry: false }) ?? null;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;
