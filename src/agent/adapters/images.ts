@@ -123,7 +123,7 @@ export class AgentImages implements ImageService {
     this.counters.pulls.push({ image, fetchedBytes: r.fetchedBytes, ms });
     this.o.log?.info(
       { image, digest: r.digest, fetchedBytes: r.fetchedBytes, ms: Math.round(ms) },
-      'image fetched',
+      'image pulled',
     );
   }
 
