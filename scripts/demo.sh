@@ -87,6 +87,7 @@ services:
   web:
     image: sample:$v
     network_mode: none
+    stop_grace_period: 1s   # the sample's /bin/sh is PID 1 and ignores SIGTERM: SIGKILL after 1 s
 YML
   cat "$WORK/compose-$v.yml"
   fleetc fleet deploy "$WORK/compose-$v.yml" --device "$DEVICE" --mqtt-version 4
