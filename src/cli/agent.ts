@@ -1,8 +1,10 @@
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
+import { startDeviceAgent } from '../agent/adapters/device-agent.js';
+import { agentSocketPath } from '../agent/api-client.js';
 import { AgentConnection } from '../agent/connection.js';
 import { resolvePublicKey } from '../fleet/keys.js';
-import { errorMessage, invalidInput } from '../lib/errors.js';
+import { invalidInput } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import { hostPlatform, parsePlatform } from '../oci/platform.js';
 import { BUILD } from '../version.js';
@@ -11,35 +13,42 @@ import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './
 import { ProgressBar } from './progress.js';
 
 /**
- * `berth agent` (transport part): connect, announce presence, receive and verify targets, pull the
- * images they reference. Running the apps is the reconciler's (src/agent/) job; it builds on
- * AgentConnection the same way.
+ * `berth agent`: the full device agent (see src/agent/adapters/device-agent.ts for the wiring). SIGTERM
+ * or SIGINT stops the agent; the apps' containers keep running under their monitors.
  */
 export function registerAgent(program: Command, ctx: () => CliContext): void {
   addMqttOptions(
     program
       .command('agent')
-      .description('run the device agent: presence, signed targets, image pulls over MQTT')
+      .description(
+        'run the device agent: fleet connection, reconciler, health, reporting, local API on <state-dir>/berth.sock',
+      )
       .option('--device-id <id>', 'this device (config mqtt.deviceId)')
       .option('--group <name...>', 'groups whose targets this device follows')
       .option('--fleet-key <file|pem>', 'fleet public key (config mqtt.fleetPublicKey)')
-      .option('--no-pull', 'record targets without pulling their images'),
+      .option('--offline', 'no fleet connection: run the last applied target from the state dir'),
   ).action(
-    async (opts: MqttFlags & { deviceId?: string; group?: string[]; fleetKey?: string; pull: boolean }) => {
+    async (
+      opts: MqttFlags & { deviceId?: string; group?: string[]; fleetKey?: string; offline?: boolean },
+    ) => {
       const c = ctx();
-      const agent = await buildAgentConnection(c, opts, true);
-      agent.on('target', (signed) => {
-        if (!opts.pull) return;
-        (async () => {
-          for (const img of signed.target.images) {
-            const r = await agent.pullImage(img.name, { expectDigest: img.digest });
-            c.log.info({ image: img.name, digest: r.digest, fetched: r.fetchedBytes }, 'image pulled');
-          }
-        })().catch((err) => c.log.error({ err: errorMessage(err) }, 'pull for target failed'));
+      const hasFleet = !opts.offline && Boolean(opts.broker ?? c.config.mqtt.broker);
+      const connection = hasFleet ? await buildAgentConnection(c, opts, true) : undefined;
+      const deviceId = assertSafeName('device id', opts.deviceId ?? c.config.mqtt.deviceId ?? hostname());
+      const device = await startDeviceAgent({
+        db: c.db,
+        store: c.store,
+        config: c.config,
+        stateDir: c.stateDir,
+        log: c.log,
+        connection,
+        fleet: assertSafeName('fleet', opts.fleet ?? c.config.mqtt.fleet),
+        deviceId,
       });
-      await agent.start(false);
+      c.log.info({ deviceId, fleet: hasFleet, socket: agentSocketPath(c.stateDir) }, 'agent running');
       await untilSignal();
-      await agent.stop();
+      // containers keep running: their monitors own them; the next agent picks them up
+      await device.stop();
     },
   );
 }

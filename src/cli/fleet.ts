@@ -1,14 +1,16 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { buildTarget, parseDeployFile, publishTarget } from '../fleet/deploy.js';
+import { buildTarget, publishTarget } from '../fleet/deploy.js';
+import { readDeployText } from '../fleet/deploy-file.js';
 import { keygen, loadFleetPrivateKey } from '../fleet/keys.js';
 import { FleetRegistry } from '../fleet/registry.js';
 import { FleetServer } from '../fleet/server.js';
 import { writeFileAtomic } from '../lib/atomic.js';
-import { invalidInput } from '../lib/errors.js';
+import { invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import { MqttConnection } from '../transport/connection.js';
+import { deviceTopic } from '../transport/topics.js';
 import type { CliContext } from './context.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { humanSize, printJson, printTable } from './output.js';
@@ -121,33 +123,28 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
 
   addMqttOptions(
     fleet
-      .command('deploy <target.json>')
-      .description('sign and publish (retained) a new target version for a device or a group')
+      .command('deploy <file>')
+      .description(
+        'sign and publish (retained) a new target version for a device or a group: a target JSON or a docker-compose file',
+      )
+      .option('--app <name>', 'app name for a compose file (default: its name: key)')
       .option('--device <id>', 'target one device')
       .option('--group <name>', 'target a group of devices'),
-  ).action(async (file: string, opts: MqttFlags & { device?: string; group?: string }) => {
+  ).action(async (file: string, opts: MqttFlags & { device?: string; group?: string; app?: string }) => {
     const c = ctx();
     if (Boolean(opts.device) === Boolean(opts.group))
       throw invalidInput('pass exactly one of --device ID or --group NAME');
     const scope = opts.device
       ? { kind: 'device' as const, id: assertSafeName('device id', opts.device) }
       : { kind: 'group' as const, id: assertSafeName('group', opts.group!) };
-    let raw: unknown;
-    try {
-      raw = JSON.parse(await fsp.readFile(file, 'utf8'));
-    } catch (err) {
+    const text = await fsp.readFile(file, 'utf8').catch((err: unknown) => {
       throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
-    }
+    });
+    const input = readDeployText(text, file, opts.app ? { app: opts.app } : {});
     const served = await readServeFile(c.stateDir);
     const flt = assertSafeName('fleet', opts.fleet ?? served?.fleet ?? c.config.mqtt.fleet);
     const registry = new FleetRegistry(c.db);
-    const signed = buildTarget(
-      registry,
-      flt,
-      scope,
-      parseDeployFile(raw),
-      await loadFleetPrivateKey(c.stateDir),
-    );
+    const signed = buildTarget(registry, flt, scope, input, await loadFleetPrivateKey(c.stateDir));
     const conn = new MqttConnection({
       ...mqttOptionsFrom(opts, c.config, served?.broker),
       clientId: `berth-deploy-${process.pid}`,
@@ -161,6 +158,38 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
     }
     registry.recordDeployment(signed);
     process.stdout.write(`deployed ${scope.kind} ${scope.id} version ${signed.target.version}\n`);
+  });
+
+  addMqttOptions(
+    fleet
+      .command('state <device>')
+      .description("print a device's reported state (retained on berth/v1/<fleet>/devices/<id>/state)")
+      .option('--timeout <ms>', 'how long to wait for the retained message', '5000'),
+  ).action(async (device: string, opts: MqttFlags & { timeout: string }) => {
+    const c = ctx();
+    const served = await readServeFile(c.stateDir);
+    const flt = assertSafeName('fleet', opts.fleet ?? served?.fleet ?? c.config.mqtt.fleet);
+    const topic = deviceTopic(flt, assertSafeName('device id', device), 'state');
+    const conn = new MqttConnection({
+      ...mqttOptionsFrom(opts, c.config, served?.broker),
+      clientId: `berth-state-${process.pid}`,
+      log: c.log,
+    });
+    try {
+      const got = new Promise<Buffer>((resolve) =>
+        conn.on('message', (t: string, payload: Buffer) => {
+          if (t === topic && payload.length > 0) resolve(payload);
+        }),
+      );
+      await Promise.race([conn.start(), conn.waitConnected(15_000)]);
+      await conn.subscribe(topic, 1);
+      const timeout = new Promise<undefined>((r) => setTimeout(() => r(undefined), Number(opts.timeout)));
+      const payload = await Promise.race([got, timeout]);
+      if (!payload) throw notFound(`no reported state from device ${device} on ${topic}`);
+      printJson(JSON.parse(payload.toString('utf8')));
+    } finally {
+      await conn.close(true);
+    }
   });
 }
 

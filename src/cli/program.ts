@@ -1,11 +1,12 @@
 import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
 import { registerAgent } from './agent.js';
-import { registerContainers } from './containers.js';
+import { imageRootfsSeam, registerContainers } from './containers.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import { registerDiagnostics } from './diagnostics.js';
 import { registerFleet } from './fleet.js';
 import { registerImage } from './image.js';
+import { lazyImageRootfs } from './image-rootfs.js';
 import { registerPull } from './pull.js';
 import { registerRuntime } from './runtime.js';
 import { registerStorage } from './storage.js';
@@ -55,6 +56,7 @@ export function buildProgram(): { program: Command; context: () => CliContext } 
     return ctx;
   };
   registerVersion(program);
+  imageRootfsSeam.get = lazyImageRootfs;
   for (const register of FAMILIES) register(program, context);
   return { program, context: () => ctx ?? context() };
 }

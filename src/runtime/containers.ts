@@ -547,6 +547,17 @@ export class ContainerManager {
     return out;
   }
 
+  /** Replace the app labels kept in the record (io.berth.* ones survive unless given); the process is untouched. */
+  async updateLabels(ref: string, labels: Record<string, string>): Promise<void> {
+    const r = this.row(ref);
+    const req = JSON.parse(r.spec) as CreateRequest;
+    const kept = Object.fromEntries(
+      Object.entries(req.app.labels ?? {}).filter(([k]) => k.startsWith('io.berth.')),
+    );
+    req.app = { ...req.app, labels: { ...kept, ...labels } };
+    this.update(r.id, { spec: JSON.stringify(req) });
+  }
+
   // ---- exec ----------------------------------------------------------------------------------------
 
   /** The argv + env that runs `cmd` inside a running container (see the file comment for limits). */

@@ -10,8 +10,28 @@ import { type Digest, digestHex, isDigest } from '../oci/digest.js';
 export const PROTOCOL_VERSION = 'v1';
 export const SHARE_GROUP = 'berth-fleet';
 
-export type DeviceChannel = 'status' | 'target' | 'req' | 'reply' | 'chunks';
-const DEVICE_CHANNELS: ReadonlySet<string> = new Set(['status', 'target', 'req', 'reply', 'chunks']);
+export type DeviceChannel =
+  | 'status'
+  | 'target'
+  | 'req'
+  | 'reply'
+  | 'chunks'
+  // the agent's reports (src/agent/reporter.ts, outbox): retained state/info, queued metrics/events
+  | 'state'
+  | 'info'
+  | 'metrics'
+  | 'event';
+const DEVICE_CHANNELS: ReadonlySet<string> = new Set([
+  'status',
+  'target',
+  'req',
+  'reply',
+  'chunks',
+  'state',
+  'info',
+  'metrics',
+  'event',
+]);
 
 export type ParsedTopic =
   | { kind: 'device'; fleet: string; deviceId: string; channel: DeviceChannel }

@@ -70,6 +70,12 @@ test('CLI: fleet keygen, push (multi-arch kept), serve, agent receives a deploy 
     '--mqtt-version',
     '5',
   ]);
+  // the agent runs the deployed app and, by design, leaves it running when stopped: remove it after
+  t.teardown(() => {
+    const ps = berth(['--state-dir', adir, 'ps', '-a', '--json']);
+    for (const c of ps.code === 0 ? (JSON.parse(ps.stdout) as Array<{ name: string }>) : [])
+      berth(['--state-dir', adir, 'rm', '-f', c.name]);
+  });
   t.teardown(() => stop(agent.p));
   await waitFor(() => agent.out().includes('mqtt connected'), 15_000, 'agent connected');
 

@@ -1,0 +1,154 @@
+/**
+ * The device agent's composition root: database, content store, snapshotter, runtime (ContainerManager
+ * over berth-runtime/runc + berth-monitor), the fleet connection (optional) and the Agent on top.
+ * `berth agent` and the end-to-end tests build the agent here, so both run the same wiring.
+ *
+ * Targets: the fleet signs a target per scope (the device, each group), versioned per scope
+ * (transport_targets). The agent applies one: the device's own target when it has one, else the first
+ * group's; its version is merged into one increasing number (deviceVersion * 1e6 + sum of group
+ * versions), which only grows as long as each scope's version does.
+ */
+import * as path from 'node:path';
+import type { Config } from '../../config/schema.js';
+import type { ContentStore } from '../../content/store.js';
+import { parseTarget } from '../../core/target.js';
+import type { Db } from '../../db/database.js';
+import { errorMessage } from '../../lib/errors.js';
+import type { Logger } from '../../lib/logger.js';
+import { nativePath } from '../../lib/native.js';
+import { ContainerManager, ociArch } from '../../runtime/containers.js';
+import { NetworkManager } from '../../runtime/network/network.js';
+import { DefaultRootfsProvider } from '../../runtime/rootfs.js';
+import { runtimeFromConfig } from '../../runtime/runtime.js';
+import { createSnapshotter } from '../../snapshots/factory.js';
+import type { Snapshotter } from '../../snapshots/snapshotter.js';
+import type { SignedTarget } from '../../transport/messages.js';
+import { Agent, type AgentOptions } from '../agent.js';
+import type { AgentConnection } from '../connection.js';
+import { HostUpdateLocks } from '../locks.js';
+import type { Transport } from '../ports.js';
+import { HostVolumes } from '../volumes.js';
+import { RuntimeEngine } from './engine.js';
+import { AgentImages } from './images.js';
+import { RecordedNetworks } from './networks.js';
+import { MqttAgentTransport, offlineTransport } from './transport.js';
+
+export interface DeviceAgentOptions {
+  db: Db;
+  store: ContentStore;
+  config: Config;
+  stateDir: string;
+  log: Logger;
+  /** the fleet link; undefined runs the agent from SQLite alone (no fleet configured) */
+  connection?: AgentConnection | undefined;
+  fleet?: string;
+  deviceId?: string;
+  /** passed to Agent (tests shorten intervals) */
+  agent?: Partial<Omit<AgentOptions, 'db' | 'ports' | 'transport' | 'log' | 'stateDir'>>;
+}
+
+export interface DeviceAgent {
+  agent: Agent;
+  images: AgentImages;
+  engine: RuntimeEngine;
+  manager: ContainerManager;
+  snapshotter: Snapshotter;
+  /** stop the agent and the connection; containers keep running (their monitors own them) */
+  stop(): Promise<void>;
+}
+
+/** The one target to apply, from the latest signed target per scope (see the file comment). */
+export function mergeSignedTargets(
+  signed: readonly SignedTarget[],
+): { version: number; apps: unknown } | undefined {
+  if (signed.length === 0) return undefined;
+  const device = signed.find((s) => s.target.scope.kind === 'device');
+  const groups = signed.filter((s) => s.target.scope.kind === 'group');
+  const chosen = device ?? groups[0]!;
+  const version =
+    (device?.target.version ?? 0) * 1_000_000 + groups.reduce((n, g) => n + g.target.version, 0);
+  return { version, apps: chosen.target.apps };
+}
+
+export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAgent> {
+  const snapshotter = await createSnapshotter({
+    db: o.db,
+    stateDir: o.stateDir,
+    storage: o.config.storage,
+    log: o.log,
+  });
+  const images = new AgentImages({
+    db: o.db,
+    store: o.store,
+    snapshotter,
+    stateDir: o.stateDir,
+    puller: o.connection,
+    log: o.log,
+  });
+  const manager = new ContainerManager({
+    db: o.db,
+    stateDir: o.stateDir,
+    runtime: runtimeFromConfig(o.config.runtime, o.stateDir),
+    monitorPath: nativePath('monitor'),
+    network: new NetworkManager(o.db, o.config.network),
+    rootfs: new DefaultRootfsProvider(images),
+    arch: ociArch(),
+    logMaxSize: o.config.runtime.logMaxSize,
+    logMaxFiles: o.config.runtime.logMaxFiles,
+    log: o.log,
+  });
+  const recovered = await manager.recover();
+  o.log.info(recovered, 'containers recovered');
+  const engine = new RuntimeEngine(manager);
+  const transport: Transport =
+    o.connection && o.fleet && o.deviceId
+      ? new MqttAgentTransport(o.connection.conn, o.fleet, o.deviceId)
+      : offlineTransport;
+  const agent = new Agent({
+    ...o.agent,
+    db: o.db,
+    ports: {
+      engine,
+      images,
+      volumes: new HostVolumes(path.join(o.stateDir, 'volumes')),
+      networks: new RecordedNetworks(path.join(o.stateDir, 'networks')),
+      locks: new HostUpdateLocks(path.join(o.stateDir, 'locks')),
+    },
+    transport,
+    log: o.log,
+    stateDir: o.stateDir,
+  });
+
+  const conn = o.connection;
+  const applyReceived = () => {
+    if (!conn) return;
+    const signed = conn.receivedTargets();
+    for (const s of signed) for (const img of s.target.images) images.pin(img.name, img.digest);
+    const merged = mergeSignedTargets(signed);
+    if (!merged) return;
+    try {
+      const accepted = agent.receiveTarget(parseTarget(merged, `target version ${merged.version}`));
+      if (accepted) o.log.info({ version: merged.version }, 'target applied');
+    } catch (err) {
+      o.log.error({ err: errorMessage(err) }, 'target refused');
+    }
+  };
+  applyReceived();
+  await agent.start();
+  if (conn) {
+    conn.on('target', () => applyReceived());
+    await conn.start(false);
+  }
+  return {
+    agent,
+    images,
+    engine,
+    manager,
+    snapshotter,
+    stop: async () => {
+      await agent.stop();
+      if (conn) await conn.stop().catch(() => undefined);
+      await snapshotter.close().catch(() => undefined);
+    },
+  };
+}

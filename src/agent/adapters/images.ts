@@ -1,0 +1,245 @@
+/**
+ * ImageService and the image → rootfs seam over the content store, the image records, the snapshotter
+ * and (when the device has a fleet) the agent's MQTT connection:
+ *
+ *   fetch   → AgentConnection.pullImage (resumable, verified, pinned to the digest the signed target names)
+ *   unpack  → unpackImage: layers into committed snapshots named by ChainID
+ *   rootfs  → prepare(`container-<id>`, topChainID) → mounts → mounted at <container dir>/rootfs
+ *   gc      → planGc over image records, blobs and committed snapshots; collectGarbage sweeps the blobs
+ *
+ * `pin(name, digest)` is fed from the verified signed target: an image whose record no longer matches
+ * the pinned digest (a tag moved to a new version) counts as not fetched.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { collectGarbage } from '../../content/gc.js';
+import { ImageRepo, type ResolvedImage, reachableBlobs } from '../../content/images.js';
+import type { ContentStore } from '../../content/store.js';
+import { planGc, type StoredImage } from '../../core/disk.js';
+import type { CurrentImage } from '../../core/state.js';
+import type { Db } from '../../db/database.js';
+import { isBerthError, unavailable } from '../../lib/errors.js';
+import type { Logger } from '../../lib/logger.js';
+import { chainIds, type Digest } from '../../oci/digest.js';
+import type { PreparedRootfs } from '../../runtime/rootfs.js';
+import { fsCapacity } from '../../snapshots/fsutil.js';
+import { mountAll, unmountAll } from '../../snapshots/mount.js';
+import type { Snapshotter } from '../../snapshots/snapshotter.js';
+import { unpackImage } from '../../snapshots/unpack.js';
+import type { PulledImage } from '../../transport/image-pull.js';
+import type { ImageHealthcheck, ImageService } from '../ports.js';
+
+/** What the agent's fleet link offers for images (AgentConnection). */
+export interface ImagePuller {
+  pullImage(
+    ref: string,
+    opts: { expectDigest?: Digest; onProgress?: (done: number, total: number, what: string) => void },
+  ): Promise<PulledImage>;
+}
+
+export interface TransferCounters {
+  fetchedBytes: number;
+  fetchMs: number;
+  unpackMs: number;
+  pulls: Array<{ image: string; fetchedBytes: number; ms: number }>;
+}
+
+const NS_TO_MS = 1e-6;
+const containerKey = (id: string) => `container-${id}`;
+
+export class AgentImages implements ImageService {
+  private readonly repo: ImageRepo;
+  private readonly pins = new Map<string, Digest>();
+  readonly counters: TransferCounters = { fetchedBytes: 0, fetchMs: 0, unpackMs: 0, pulls: [] };
+
+  constructor(
+    private readonly o: {
+      db: Db;
+      store: ContentStore;
+      snapshotter: Snapshotter;
+      stateDir: string;
+      /** undefined: no fleet configured; fetch fails with Unavailable */
+      puller?: ImagePuller | undefined;
+      log?: Logger;
+    },
+  ) {
+    this.repo = new ImageRepo(o.db, o.store);
+  }
+
+  pin(name: string, digest: Digest): void {
+    this.pins.set(name, digest);
+  }
+
+  private topDigest(ref: string): Digest | undefined {
+    const r = this.repo.find(ref);
+    return r ? (r.indexDigest ?? r.digest) : undefined;
+  }
+
+  private async resolveFetched(ref: string): Promise<ResolvedImage | undefined> {
+    const top = this.topDigest(ref);
+    if (!top) return undefined;
+    const pin = this.pins.get(ref);
+    if (pin && pin !== top) return undefined;
+    return this.repo.resolve(ref).catch(() => undefined);
+  }
+
+  private async committed(chain: string): Promise<boolean> {
+    return this.o.snapshotter
+      .stat(chain)
+      .then((i) => i.kind === 'committed')
+      .catch(() => false);
+  }
+
+  async has(image: string): Promise<CurrentImage> {
+    const img = await this.resolveFetched(image);
+    if (!img) return { fetched: false, unpacked: false };
+    const { missing } = await reachableBlobs(this.o.store, {
+      digest: img.manifestDigest,
+      mediaType: img.record.mediaType,
+    });
+    const chain = chainIds(img.diffIds);
+    const top = chain[chain.length - 1];
+    return { fetched: missing.length === 0, unpacked: top !== undefined && (await this.committed(top)) };
+  }
+
+  async list(): Promise<string[]> {
+    return this.repo.list().map((r) => r.name);
+  }
+
+  async fetch(
+    image: string,
+    opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<void> {
+    if (!this.o.puller) throw unavailable(`cannot fetch ${image}: no fleet connection configured`);
+    const t0 = process.hrtime.bigint();
+    const pin = this.pins.get(image);
+    const r = await this.o.puller.pullImage(image, {
+      ...(pin ? { expectDigest: pin } : {}),
+      ...(opts.onProgress ? { onProgress: (d: number, t: number) => opts.onProgress?.(d, t) } : {}),
+    });
+    const ms = Number(process.hrtime.bigint() - t0) * NS_TO_MS;
+    this.counters.fetchedBytes += r.fetchedBytes;
+    this.counters.fetchMs += ms;
+    this.counters.pulls.push({ image, fetchedBytes: r.fetchedBytes, ms });
+    this.o.log?.info(
+      { image, digest: r.digest, fetchedBytes: r.fetchedBytes, ms: Math.round(ms) },
+      'image pulled',
+    );
+  }
+
+  async unpack(image: string): Promise<void> {
+    const t0 = process.hrtime.bigint();
+    const img = await this.repo.resolve(image);
+    await unpackImage({
+      store: this.o.store,
+      snapshotter: this.o.snapshotter,
+      layers: img.layers,
+      diffIds: img.diffIds,
+      ...(this.o.log ? { log: this.o.log } : {}),
+    });
+    this.counters.unpackMs += Number(process.hrtime.bigint() - t0) * NS_TO_MS;
+  }
+
+  async missingBytes(image: string): Promise<{ downloadBytes: number; unpackBytes: number }> {
+    const img = await this.repo.resolve(image).catch(() => undefined);
+    if (!img) return { downloadBytes: 0, unpackBytes: 0 }; // unknown until the manifest is fetched
+    let downloadBytes = 0;
+    let unpackBytes = 0;
+    const chain = chainIds(img.diffIds);
+    for (const [i, l] of img.layers.entries()) {
+      if (!(await this.o.store.has(l.digest))) downloadBytes += l.size;
+      // gzip layers unpack to about 2-3x; a plain tar to its size
+      if (!(await this.committed(chain[i]!)))
+        unpackBytes += l.mediaType.endsWith('gzip') || l.mediaType.endsWith('zstd') ? l.size * 3 : l.size;
+    }
+    return { downloadBytes, unpackBytes };
+  }
+
+  async availableBytes(): Promise<number> {
+    return (await fsCapacity(this.o.stateDir)).available;
+  }
+
+  async remove(image: string): Promise<void> {
+    this.repo.remove(image);
+  }
+
+  async gc(keepImages: readonly string[]): Promise<{ images: string[]; freedBytes: number }> {
+    const stored: StoredImage[] = [];
+    for (const r of this.repo.list()) {
+      const { digests } = await reachableBlobs(this.o.store, { digest: r.digest, mediaType: r.mediaType });
+      const img = await this.repo.resolve(r.name).catch(() => undefined);
+      stored.push({ image: r.name, blobs: [...digests], snapshots: img ? chainIds(img.diffIds) : [] });
+    }
+    const committed: Array<{ name: string; parent?: string | undefined }> = [];
+    await this.o.snapshotter.walk((i) => {
+      if (i.kind === 'committed') committed.push({ name: i.name, parent: i.parent });
+    });
+    const plan = planGc(
+      stored,
+      [],
+      committed.map((c) => c.name),
+      new Set(keepImages),
+    );
+    for (const image of plan.images) this.repo.remove(image);
+    const blobs = await collectGarbage({ store: this.o.store, db: this.o.db });
+    // Children before parents; a snapshot still under a container or a kept chain refuses (Conflict).
+    let pending = new Set(plan.snapshots);
+    for (let progress = true; progress && pending.size > 0; ) {
+      progress = false;
+      for (const name of [...pending]) {
+        try {
+          await this.o.snapshotter.remove(name);
+          pending.delete(name);
+          progress = true;
+        } catch (err) {
+          if (!isBerthError(err, 'Conflict')) throw err;
+        }
+      }
+    }
+    pending = new Set();
+    return { images: plan.images, freedBytes: blobs.freedBytes };
+  }
+
+  async healthcheck(image: string): Promise<ImageHealthcheck | undefined> {
+    const img = await this.repo.resolve(image).catch(() => undefined);
+    const hc = (img?.config.config as { Healthcheck?: Record<string, unknown> } | undefined)?.Healthcheck;
+    if (!hc || !Array.isArray(hc.Test)) return undefined;
+    const ns = (v: unknown) => (typeof v === 'number' && v > 0 ? v / 1e6 : undefined);
+    return {
+      test: hc.Test as string[],
+      intervalMs: ns(hc.Interval),
+      timeoutMs: ns(hc.Timeout),
+      retries: typeof hc.Retries === 'number' ? hc.Retries : undefined,
+      startPeriodMs: ns(hc.StartPeriod),
+    };
+  }
+
+  // ---- rootfs (ImageRootfs for the runtime's DefaultRootfsProvider) --------------------------------
+
+  async prepare(containerId: string, ref: string, containerDir: string): Promise<PreparedRootfs> {
+    const img = await this.repo.resolve(ref);
+    const chain = chainIds(img.diffIds);
+    const top = chain[chain.length - 1]!;
+    if (!(await this.committed(top))) await this.unpack(ref);
+    const key = containerKey(containerId);
+    const mounts = await this.o.snapshotter.prepare(key, top).catch(async (err: unknown) => {
+      if (isBerthError(err, 'Conflict')) return this.o.snapshotter.mounts(key);
+      throw err;
+    });
+    const target = path.join(containerDir, 'rootfs');
+    await fsp.mkdir(target, { recursive: true });
+    await mountAll(mounts, target);
+    return {
+      path: target,
+      ...(img.config.config ? { imageConfig: img.config.config } : {}),
+      architecture: img.config.architecture,
+    };
+  }
+
+  async release(containerId: string, containerDir: string): Promise<void> {
+    await unmountAll(path.join(containerDir, 'rootfs')).catch(() => undefined);
+    await this.o.snapshotter.remove(containerKey(containerId)).catch((err: unknown) => {
+      if (!isBerthError(err, 'NotFound')) throw err;
+    });
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * What `berth fleet deploy` reads: a deploy file ({apps, images}), a target JSON ({version?, apps}) or a
+ * docker-compose file (converted by src/core/compose.ts). Apps are validated against the agent's target
+ * schema here, so a fleet never signs a target its devices would refuse; images default to every
+ * name:tag image the services use.
+ */
+import { loadTargetText } from '../core/compose.js';
+import { targetImages } from '../core/target.js';
+import { invalidInput } from '../lib/errors.js';
+import { ImageRefSchema } from '../transport/messages.js';
+import { type DeployInput, parseDeployFile } from './deploy.js';
+
+export function readDeployText(text: string, fileName: string, opts: { app?: string } = {}): DeployInput {
+  if (!/\.ya?ml$/i.test(fileName)) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch (err) {
+      throw invalidInput(`${fileName} is not valid JSON: ${(err as Error).message}`);
+    }
+    if (raw && typeof raw === 'object' && 'images' in raw) {
+      const input = parseDeployFile(raw);
+      loadTargetText(JSON.stringify({ version: 0, apps: input.apps }), fileName);
+      return input;
+    }
+  }
+  const t = loadTargetText(text, fileName, { ...(opts.app ? { app: opts.app } : {}), version: 0 });
+  const images = targetImages(t).filter((i) => ImageRefSchema.safeParse(i).success);
+  return { apps: t.apps, images };
+}
