@@ -1,4 +1,5 @@
 import type { Db } from '../db/database.js';
+import { processAlive } from '../lib/process.js';
 import type { Digest } from '../oci/digest.js';
 
 /**
@@ -50,15 +51,5 @@ export class Leases {
       }
     }
     return n;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

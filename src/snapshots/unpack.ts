@@ -6,6 +6,7 @@ import type { ContentStore } from '../content/store.js';
 import { invalidInput, isBerthError, withContext } from '../lib/errors.js';
 import { exec } from '../lib/exec.js';
 import type { Logger } from '../lib/logger.js';
+import { processAlive } from '../lib/process.js';
 import { chainIds, type Digest } from '../oci/digest.js';
 import { layerCompression } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
@@ -145,16 +146,6 @@ export async function removeStaleExtracts(sn: Snapshotter, log?: Logger): Promis
     log?.info({ key }, 'removed the snapshot of an interrupted unpack');
   }
   return stale;
-}
-
-function processAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 let bootIdCache: string | undefined;

@@ -2,8 +2,8 @@
  * Builds the four single-file executables with `scripts/package.mjs` (addon builds cached under
  * ~/.cache/berth-package, two arches at a time) and checks each on its arch (qemu-user for the foreign
  * ones): it starts and reports its payload, opens SQLite through the extracted addon, publishes its online
- * status to a real Mosquitto, and its .deb unpacks with the expected files. Running a container natively
- * on x64 is added once the native runtime has landed (berth-runtime is embedded as soon as it builds).
+ * status to a real Mosquitto, and its .deb unpacks with the expected files. On x64 it also imports a
+ * busybox image and runs a container from it with the embedded berth-runtime and berth-monitor.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
+import { buildBusyboxImage } from '../helpers/images.js';
 import {
   type ArchDef,
   execFileAsync,
@@ -217,4 +218,43 @@ test('install.sh installs executable, unit and config into a root', async (t) =>
   );
   t.true(existsSync(path.join(root, 'etc/berth/config.yaml')));
   t.is(statSync(path.join(root, 'var/lib/berth')).mode & 0o777, 0o700);
+});
+
+test('x64: the executable imports a busybox image and runs a container from it (berth-runtime, monitor, overlay)', async (t) => {
+  t.timeout(BUILD_TIMEOUT);
+  if (!needPrivileges(t, { root: true })) return;
+  await packageAll();
+  const def = loadArchDef('x64');
+  const exe = path.join(outDir, 'berth-linux-x64');
+  const work = tempDir(t, 'run');
+  const img = buildBusyboxImage(work);
+  const state = path.join(work, 'state');
+  const env = { ...process.env, HOME: tempDir(t, 'run-home'), BERTH_LOG_LEVEL: 'warn' };
+  const berthX = (args: string[]) => runExe(def, exe, ['--state-dir', state, ...args], env);
+  const imp = await berthX(['image', 'import', img.layout, '--tag', 'bb:1']);
+  t.is(imp.code, 0, imp.stderr);
+  t.teardown(async () => {
+    await berthX(['rm', '-f', 'pkg-run']);
+  });
+  const run = await berthX([
+    'run',
+    '--name',
+    'pkg-run',
+    '--network',
+    'none',
+    'bb:1',
+    'sh',
+    '-c',
+    'echo packaged-$((6*7)); id -u',
+  ]);
+  t.is(run.code, 0, run.stderr);
+  t.is(run.stdout, 'packaged-42\n0\n');
+  const ps = await berthX(['ps', '-a', '--json']);
+  t.is(ps.code, 0, ps.stderr);
+  const list = JSON.parse(ps.stdout) as Array<{ name: string; exitCode?: number; state: string }>;
+  t.is(list.find((c) => c.name === 'pkg-run')?.exitCode, 0);
+  // the runtime and monitor that ran it are the embedded, extracted ones
+  const extracted = (await execFileAsync('find', [path.join(state, 'native'), '-name', 'berth-*'])).stdout;
+  t.regex(extracted, /berth-runtime/);
+  t.regex(extracted, /berth-monitor/);
 });
