@@ -147,5 +147,5 @@ test('CLI: fleet keygen, push (multi-arch kept), serve, agent receives a deploy 
     10_000,
     'device offline',
   );
-  t.pass();
+  t.false(JSON.parse(berth(['--state-dir', fdir, 'fleet', 'devices', '--json']).stdout)[0].online);
 });
