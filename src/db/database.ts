@@ -81,19 +81,26 @@ export function openDatabase(file: string, opts: OpenOptions = {}): Db {
 }
 
 export function migrate(db: Db, migrations: readonly Migration[]): void {
-  const current = db.pragma('user_version', { simple: true }) as number;
-  if (current > migrations.length) {
-    throw new BerthError(
-      'Unsupported',
-      `database schema version ${current} is newer than this berth understands (${migrations.length}); upgrade berth`,
-    );
-  }
-  for (let v = current; v < migrations.length; v++) {
-    const m = migrations[v]!;
-    db.transaction(() => {
-      m.up(db);
-      db.pragma(`user_version = ${v + 1}`);
-    })();
+  const version = () => db.pragma('user_version', { simple: true }) as number;
+  // One IMMEDIATE transaction per migration that re-reads user_version inside it: two processes opening
+  // a new state dir at once (the CLI and an agent, say) then queue on the write lock instead of both
+  // running migration 1 ("table already exists"). A failing migration rolls back alone.
+  const step = db.transaction((): boolean => {
+    const current = version();
+    if (current > migrations.length) {
+      throw new BerthError(
+        'Unsupported',
+        `database schema version ${current} is newer than this berth understands (${migrations.length}); upgrade berth`,
+      );
+    }
+    if (current === migrations.length) return false;
+    migrations[current]!.up(db);
+    db.pragma(`user_version = ${current + 1}`);
+    return true;
+  });
+  if (version() > migrations.length) step.immediate();
+  while (version() < migrations.length && step.immediate()) {
+    /* next migration */
   }
 }
 

@@ -74,3 +74,27 @@ test('a database from a newer berth is refused', (t) => {
   const err = t.throws(() => openDatabase(file, { migrations }));
   t.regex(err!.message, /newer than this berth understands/);
 });
+
+test('processes opening a new database at the same time do not both run its migrations', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const file = path.join(tmp(), 'race.db');
+  const script = `import { openDatabase } from ${JSON.stringify(path.resolve('src/db/database.ts'))}; openDatabase(${JSON.stringify(file)}).close();`;
+  const runs = Array.from(
+    { length: 6 },
+    () =>
+      new Promise<{ code: number | null; err: string }>((resolve) => {
+        const c = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let err = '';
+        c.stderr.on('data', (d) => {
+          err += d;
+        });
+        c.on('close', (code) => resolve({ code, err }));
+      }),
+  );
+  for (const r of await Promise.all(runs)) t.is(r.code, 0, r.err);
+  const db = openDatabase(file);
+  t.is(db.pragma('user_version', { simple: true }), MIGRATIONS.length);
+  db.close();
+});
