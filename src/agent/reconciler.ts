@@ -44,6 +44,8 @@ export type AgentEvent =
   | { type: 'target-ignored'; version: number; reason: string }
   | { type: 'step'; step: string; ok: boolean; error?: string }
   | { type: 'converged'; version: number }
+  /** the plan is blocked (update lock, hand-over, dependencies, restart backoff); sent when the reasons change */
+  | { type: 'waiting'; reasons: string[] }
   | { type: 'rollout-healthy'; version: number }
   | { type: 'rollback'; from: number; to: number; reason: string }
   | { type: 'rollout-failed'; version: number; reason: string }
@@ -101,9 +103,21 @@ export class Reconciler {
   private timer: TimerHandle | undefined;
   private failures = 0;
   private checkCache = new Map<string, Healthcheck>();
+  private waitingReasons: string[] = [];
   /** counters for tests and the bench */
   readonly stats = { runs: 0, batches: 0, steps: 0 };
   lastOutcome: RunOutcome | undefined;
+
+  /** Why the device is not converging right now (empty unless the last plan was only waits). */
+  get waiting(): readonly string[] {
+    return this.waitingReasons;
+  }
+
+  private setWaiting(reasons: string[]) {
+    const changed = reasons.join('\n') !== this.waitingReasons.join('\n');
+    this.waitingReasons = reasons;
+    if (changed && reasons.length > 0) this.emit({ type: 'waiting', reasons });
+  }
 
   constructor(private readonly opts: ReconcilerOptions) {
     this.o = {
@@ -279,6 +293,7 @@ export class Reconciler {
       const actionable = steps.filter((s) => !isIdleStep(s));
       if (actionable.length === 0) {
         const reasons = steps.map(describeStep);
+        this.setWaiting(reasons);
         const untils = steps.flatMap((s) => (s.kind === 'wait' && s.until !== undefined ? [s.until] : []));
         const backoff = this.backoffDelay();
         const delay = untils.length > 0 ? Math.min(backoff, Math.min(...untils) - clock.now()) : backoff;
@@ -287,6 +302,7 @@ export class Reconciler {
       }
 
       this.stats.batches++;
+      this.setWaiting([]);
       await this.mutex.run(() => this.runBatch(actionable));
       this.failures = 0;
       for (const app of Object.keys(target.apps)) store.setAppStatus(app, 'applying', clock.now());
@@ -320,6 +336,7 @@ export class Reconciler {
   private converged(target: Target, state: CurrentState): RunOutcome {
     const { store, clock } = this.opts;
     this.failures = 0;
+    this.setWaiting([]);
     const cur = store.getTarget('current');
     for (const app of Object.keys(target.apps)) store.setAppStatus(app, 'running', clock.now());
     let next = this.o.idleIntervalMs;
