@@ -104,6 +104,8 @@ export class Reconciler {
   private failures = 0;
   private checkCache = new Map<string, Healthcheck>();
   private waitingReasons: string[] = [];
+  /** reasons of the last `waiting` event; cleared on convergence, so a crash loop's backoff is told once */
+  private waitingTold = '';
   /** counters for tests and the bench */
   readonly stats = { runs: 0, batches: 0, steps: 0 };
   lastOutcome: RunOutcome | undefined;
@@ -114,9 +116,11 @@ export class Reconciler {
   }
 
   private setWaiting(reasons: string[]) {
-    const changed = reasons.join('\n') !== this.waitingReasons.join('\n');
     this.waitingReasons = reasons;
-    if (changed && reasons.length > 0) this.emit({ type: 'waiting', reasons });
+    const key = reasons.join('\n');
+    if (reasons.length === 0 || key === this.waitingTold) return;
+    this.waitingTold = key;
+    this.emit({ type: 'waiting', reasons });
   }
 
   constructor(private readonly opts: ReconcilerOptions) {
@@ -337,6 +341,7 @@ export class Reconciler {
     const { store, clock } = this.opts;
     this.failures = 0;
     this.setWaiting([]);
+    this.waitingTold = '';
     const cur = store.getTarget('current');
     for (const app of Object.keys(target.apps)) store.setAppStatus(app, 'running', clock.now());
     let next = this.o.idleIntervalMs;
