@@ -13,6 +13,8 @@
  *   v8 over v7 holding the lock      fetched, then waits (event + reported state say so) while old runs;
  *                                    lock released (rm inside the container) ≤ old stops
  *   v9 overrideLock over v8 holding  old stopped although the lock file is still there
+ *   v10 kill-then-download, locked   nothing fetched while the lock is held; lock file removed on the
+ *                                    host ≤ old stops ≤ fetch starts
  *
  * Orderings only, never durations: times are wall-clock ms from the same host clock.
  */
@@ -39,7 +41,7 @@ test('update strategies and the update lock, in container start/stop and image f
   t.timeout(240_000);
   const fleet = await startFleet(t);
   const work = await tempDir(t, 'strategies-images');
-  const tags = ['v1', 'v2', 'v3', 'v4', 'v5', 'v6', 'v7', 'v8', 'v9'];
+  const tags = ['v1', 'v2', 'v3', 'v4', 'v5', 'v6', 'v7', 'v8', 'v9', 'v10'];
   const layouts = await buildSampleImages(work, tags, { padBytes: PAD_BYTES });
   await pushSampleImages(fleet, layouts);
   const signalDir = await tempDir(t, 'strategies-signal');
@@ -304,5 +306,44 @@ test('update strategies and the update lock, in container start/stop and image f
     );
     t.true(pull.finishedAt <= old.finishedAt!, 'override: still download-then-kill');
     t.true(old.finishedAt! <= fresh.startedAt!);
+  }
+
+  // v10, kill-then-download while the lock (left by v8) is still there: not even the fetch starts until
+  // the lock goes; this time it is released from the host side of the lock dir
+  {
+    const before = await runningOnly();
+    const seen = events.length;
+    t.true(existsSync(lockFile));
+    await deploy('v10', { update: { strategy: 'kill-then-download' } });
+    await waitFor(
+      () =>
+        events
+          .slice(seen)
+          .some((e) => e.type === 'waiting' && (e.reasons as string[]).some((r) => r.includes(LOCK_WAIT))),
+      60_000,
+      'waiting event for the lock (kill-then-download)',
+    ).catch(diagnose);
+    t.false(
+      counters.pulls.some((p) => p.image === 'sample:v10'),
+      'locked kill-then-download: nothing fetched',
+    );
+    t.true(await stack.running('sample:v9'), 'locked: the old one keeps running');
+    const unlockAt = Date.now();
+    await fsp.rm(lockFile);
+    await waitFor(
+      async () => gone.has(before.id) && (await stack.running('sample:v10')),
+      60_000,
+      'v10 after the lock is released',
+    ).catch(diagnose);
+    const old = gone.get(before.id)!;
+    const pull = pullOf('v10');
+    timeline('v10 kill-then-download, locked', {
+      'lock released': unlockAt,
+      'old stopped': old.finishedAt,
+      'fetch start': pull.startedAt,
+      'fetch end': pull.finishedAt,
+    });
+    t.true(unlockAt <= old.finishedAt!, 'lock: old stopped only after the release');
+    t.true(old.removedAt <= pull.startedAt, 'kill-then-download: old gone before the fetch');
   }
 });
