@@ -88,6 +88,18 @@ test('update strategies and the update lock, in container start/stop and image f
     );
   const pullOf = (tag: string) => counters.pulls.find((p) => p.image === `sample:${tag}`)!;
   const unpackOf = (tag: string) => counters.unpacks.find((p) => p.image === `sample:${tag}`)!;
+  /** whether a `waiting` event on the app's update lock came after events[seen] */
+  const waitedOnLock = (seen: number) =>
+    events
+      .slice(seen)
+      .some((e) => e.type === 'waiting' && (e.reasons as string[]).some((r) => r.includes(LOCK_WAIT)));
+  /** until `before` was removed and a container of `tag` runs */
+  const replaced = (before: EngineContainer, tag: string) =>
+    waitFor(
+      async () => gone.has(before.id) && (await stack.running(`sample:${tag}`)),
+      60_000,
+      `${tag} replaced ${before.image}`,
+    ).catch(diagnose);
 
   /** The marks in time order, relative to the first: shows what the assertions below check. */
   const timeline = (label: string, marks: Record<string, number | undefined>) => {
@@ -101,11 +113,7 @@ test('update strategies and the update lock, in container start/stop and image f
   const update = async (tag: string, extra: Partial<ServiceInput> = {}) => {
     const before = await runningOnly();
     const v = await deploy(tag, extra);
-    await waitFor(
-      async () => gone.has(before.id) && (await stack.running(`sample:${tag}`)),
-      60_000,
-      `${tag} replaced ${before.image}`,
-    ).catch(diagnose);
+    await replaced(before, tag);
     await healthy(v).catch(diagnose);
     const fresh = await runningOnly();
     t.is(fresh.image, `sample:${tag}`);
@@ -247,11 +255,7 @@ test('update strategies and the update lock, in container start/stop and image f
     const before = await runningOnly();
     const seen = events.length;
     await deploy('v8', { command: LOCK_HOLDER });
-    const lockWaits = () =>
-      events
-        .slice(seen)
-        .some((e) => e.type === 'waiting' && (e.reasons as string[]).some((r) => r.includes(LOCK_WAIT)));
-    await waitFor(lockWaits, 60_000, 'waiting event for the lock').catch(diagnose);
+    await waitFor(() => waitedOnLock(seen), 60_000, 'waiting event for the lock').catch(diagnose);
     await waitFor(
       () => stack.reported()?.target.waiting?.some((r) => r.includes(LOCK_WAIT)) === true,
       10_000,
@@ -265,11 +269,7 @@ test('update strategies and the update lock, in container start/stop and image f
     const unlockAt = Date.now();
     const rm = await engine.exec(before.id, ['rm', '/tmp/berth-lock/updates.lock'], { timeoutMs: 10_000 });
     t.is(rm.exitCode, 0, rm.stderr);
-    await waitFor(
-      async () => gone.has(before.id) && (await stack.running('sample:v8')),
-      30_000,
-      'v8 after the lock is released',
-    ).catch(diagnose);
+    await replaced(before, 'v8');
     const old = gone.get(before.id)!;
     timeline('v8 locked', {
       'fetch end': pullOf('v8').finishedAt,
@@ -298,12 +298,7 @@ test('update strategies and the update lock, in container start/stop and image f
       'old stopped': old.finishedAt,
       'new started': fresh.startedAt,
     });
-    t.false(
-      events
-        .slice(seen)
-        .some((e) => e.type === 'waiting' && (e.reasons as string[]).some((r) => r.includes(LOCK_WAIT))),
-      'override: never waited on the lock',
-    );
+    t.false(waitedOnLock(seen), 'override: never waited on the lock');
     t.true(pull.finishedAt <= old.finishedAt!, 'override: still download-then-kill');
     t.true(old.finishedAt! <= fresh.startedAt!);
   }
@@ -315,14 +310,7 @@ test('update strategies and the update lock, in container start/stop and image f
     const seen = events.length;
     t.true(existsSync(lockFile));
     await deploy('v10', { update: { strategy: 'kill-then-download' } });
-    await waitFor(
-      () =>
-        events
-          .slice(seen)
-          .some((e) => e.type === 'waiting' && (e.reasons as string[]).some((r) => r.includes(LOCK_WAIT))),
-      60_000,
-      'waiting event for the lock (kill-then-download)',
-    ).catch(diagnose);
+    await waitFor(() => waitedOnLock(seen), 60_000, 'waiting event for the lock').catch(diagnose);
     t.false(
       counters.pulls.some((p) => p.image === 'sample:v10'),
       'locked kill-then-download: nothing fetched',
@@ -330,11 +318,7 @@ test('update strategies and the update lock, in container start/stop and image f
     t.true(await stack.running('sample:v9'), 'locked: the old one keeps running');
     const unlockAt = Date.now();
     await fsp.rm(lockFile);
-    await waitFor(
-      async () => gone.has(before.id) && (await stack.running('sample:v10')),
-      60_000,
-      'v10 after the lock is released',
-    ).catch(diagnose);
+    await replaced(before, 'v10');
     const old = gone.get(before.id)!;
     const pull = pullOf('v10');
     timeline('v10 kill-then-download, locked', {
