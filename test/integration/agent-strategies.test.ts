@@ -146,6 +146,7 @@ test('update strategies and the update lock, in container start/stop and image f
       'download-then-kill: old removed before the new one is created',
     );
     t.true(old.finishedAt! <= fresh.startedAt!, 'download-then-kill: new starts after the old one stopped');
+    t.is(old.exitCode, 0, 'stopped gracefully: the sample app exits 0 on SIGTERM');
   }
 
   // v3, kill-then-download: the old one is gone before the fetch begins
@@ -228,6 +229,7 @@ test('update strategies and the update lock, in container start/stop and image f
     t.true(fresh.startedAt! < old.finishedAt!, 'hand-over: new started before the old one stopped');
     t.true(readyAt <= old.finishedAt!, 'hand-over: old stopped only after the new one became healthy');
     t.true(old.finishedAt! < fresh.startedAt! + 60_000, 'hand-over: by health, not by the timeout');
+    t.is(old.exitCode, 0, 'hand-over after health: a graceful stop');
   }
 
   // v6, hand-over without a health check: the new one never reports healthy, so the old one is killed at
@@ -244,6 +246,7 @@ test('update strategies and the update lock, in container start/stop and image f
       fresh.startedAt! + handoverTimeoutMs <= old.finishedAt!,
       'hand-over: old killed at the timeout, not before',
     );
+    t.is(old.exitCode, 137, 'hand-over timeout: SIGKILL, no graceful stop');
   }
 
   // v7 holds the update lock (creates updates.lock in the mounted lock dir)
