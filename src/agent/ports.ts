@@ -132,6 +132,7 @@ export interface ImageService {
   missingBytes(image: string): Promise<{ downloadBytes: number; unpackBytes: number }>;
   /** free bytes on the filesystem that holds blobs and snapshots */
   availableBytes(): Promise<number>;
+  /** delete an image now: its record and the blobs and snapshots no other stored image uses */
   remove(image: string): Promise<void>;
   /** collect images, snapshots and blobs not reachable from `keepImages` (see core/disk.ts planGc) */
   gc(keepImages: readonly string[]): Promise<{ images: string[]; freedBytes: number }>;

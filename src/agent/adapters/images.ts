@@ -37,11 +37,21 @@ export interface ImagePuller {
   ): Promise<PulledImage>;
 }
 
+/** One image operation: wall-clock start and end (epoch ms, for ordering against container times). */
+export interface ImageOpRecord {
+  image: string;
+  startedAt: number;
+  finishedAt: number;
+}
+
+/** What the image service did, for tests and the bench (time from target to running, split by phase). */
 export interface TransferCounters {
   fetchedBytes: number;
   fetchMs: number;
   unpackMs: number;
-  pulls: Array<{ image: string; fetchedBytes: number; ms: number }>;
+  pulls: Array<ImageOpRecord & { fetchedBytes: number; ms: number }>;
+  unpacks: ImageOpRecord[];
+  removals: Array<ImageOpRecord & { freedBytes: number }>;
 }
 
 const NS_TO_MS = 1e-6;
@@ -50,7 +60,14 @@ const containerKey = (id: string) => `container-${id}`;
 export class AgentImages implements ImageService {
   private readonly repo: ImageRepo;
   private readonly pins = new Map<string, Digest>();
-  readonly counters: TransferCounters = { fetchedBytes: 0, fetchMs: 0, unpackMs: 0, pulls: [] };
+  readonly counters: TransferCounters = {
+    fetchedBytes: 0,
+    fetchMs: 0,
+    unpackMs: 0,
+    pulls: [],
+    unpacks: [],
+    removals: [],
+  };
 
   constructor(
     private readonly o: {
@@ -111,6 +128,7 @@ export class AgentImages implements ImageService {
     opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
   ): Promise<void> {
     if (!this.o.puller) throw unavailable(`cannot fetch ${image}: no fleet connection configured`);
+    const startedAt = Date.now();
     const t0 = process.hrtime.bigint();
     const pin = this.pins.get(image);
     const r = await this.o.puller.pullImage(image, {
@@ -120,7 +138,7 @@ export class AgentImages implements ImageService {
     const ms = Number(process.hrtime.bigint() - t0) * NS_TO_MS;
     this.counters.fetchedBytes += r.fetchedBytes;
     this.counters.fetchMs += ms;
-    this.counters.pulls.push({ image, fetchedBytes: r.fetchedBytes, ms });
+    this.counters.pulls.push({ image, fetchedBytes: r.fetchedBytes, ms, startedAt, finishedAt: Date.now() });
     this.o.log?.info(
       { image, digest: r.digest, fetchedBytes: r.fetchedBytes, ms: Math.round(ms) },
       'image pulled',
@@ -128,6 +146,7 @@ export class AgentImages implements ImageService {
   }
 
   async unpack(image: string): Promise<void> {
+    const startedAt = Date.now();
     const t0 = process.hrtime.bigint();
     const img = await this.repo.resolve(image);
     await unpackImage({
@@ -138,6 +157,7 @@ export class AgentImages implements ImageService {
       ...(this.o.log ? { log: this.o.log } : {}),
     });
     this.counters.unpackMs += Number(process.hrtime.bigint() - t0) * NS_TO_MS;
+    this.counters.unpacks.push({ image, startedAt, finishedAt: Date.now() });
   }
 
   async missingBytes(image: string): Promise<{ downloadBytes: number; unpackBytes: number }> {
@@ -159,8 +179,16 @@ export class AgentImages implements ImageService {
     return (await fsCapacity(this.o.stateDir)).available;
   }
 
+  /**
+   * Delete an image now, space included: its record, then the blobs and snapshots no other stored image
+   * uses (delete-then-download frees the old version before fetching the new one; leaving the bytes to
+   * the next cleanup would defeat that).
+   */
   async remove(image: string): Promise<void> {
+    const startedAt = Date.now();
     this.repo.remove(image);
+    const { freedBytes } = await this.gc(await this.list());
+    this.counters.removals.push({ image, startedAt, finishedAt: Date.now(), freedBytes });
   }
 
   async gc(keepImages: readonly string[]): Promise<{ images: string[]; freedBytes: number }> {
