@@ -7,12 +7,17 @@ import type { Logger } from '../lib/logger.js';
 import type { Digest } from '../oci/digest.js';
 import { formatPlatform, type PlatformSpec } from '../oci/platform.js';
 import { BlobFetcher, type BlobFetcherOptions } from '../transport/blob-fetcher.js';
+import { verifyCommand } from '../transport/commands.js';
 import { MqttConnection, type MqttConnectionOptions } from '../transport/connection.js';
 import { type PulledImage, type PullProgress, pullImage } from '../transport/image-pull.js';
 import {
+  type CommandEnvelope,
+  type CommandResultMessage,
   decodeJson,
   encodeJson,
+  MAX_CONTROL_BYTES,
   MAX_TARGET_BYTES,
+  SignedCommandSchema,
   type SignedTarget,
   SignedTargetSchema,
   type StatusMessage,
@@ -52,6 +57,8 @@ export interface AgentConnectionOptions {
 
 export interface AgentConnectionEvents {
   target: [target: SignedTarget];
+  /** a verified, unexpired command not seen before */
+  command: [command: CommandEnvelope];
   rejected: [reason: string, topic: string];
 }
 
@@ -60,8 +67,12 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
   readonly fetcher: BlobFetcher;
   private readonly statusTopic: string;
   private readonly targetTopics: Set<string>;
+  private readonly commandTopic: string;
+  /** ids of commands run, until they expire (a replayed copy is dropped) */
+  private readonly commandsSeen = new Map<string, number>();
   private readonly onMessage = (topic: string, payload: Buffer) => {
     if (this.targetTopics.has(topic)) this.onTarget(topic, payload);
+    else if (topic === this.commandTopic) this.onCommand(topic, payload);
   };
   private readonly onConnect = () => {
     if (this.opts.presence === false) return;
@@ -73,6 +84,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
   constructor(private readonly opts: AgentConnectionOptions) {
     super();
     this.statusTopic = deviceTopic(opts.fleet, opts.deviceId, 'status');
+    this.commandTopic = deviceTopic(opts.fleet, opts.deviceId, 'command');
     this.targetTopics = new Set([
       deviceTopic(opts.fleet, opts.deviceId, 'target'),
       ...opts.groups.map((g) => groupTargetTopic(opts.fleet, g)),
@@ -105,6 +117,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
     const started = this.conn.start();
     await this.fetcher.start();
     for (const t of this.targetTopics) await this.conn.subscribe(t, 1);
+    if (this.opts.presence !== false) await this.conn.subscribe(this.commandTopic, 1);
     if (waitForBroker) await started;
     else started.catch(() => undefined);
   }
@@ -143,6 +156,50 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
     return rows.map((r) => SignedTargetSchema.parse(JSON.parse(r.signed_json)));
   }
 
+  /** Answer a command on the device's `result` topic (QoS 1, not retained). */
+  publishResult(result: CommandResultMessage): Promise<void> {
+    return this.conn.publish(deviceTopic(this.opts.fleet, this.opts.deviceId, 'result'), encodeJson(result), {
+      qos: 1,
+      retain: false,
+    });
+  }
+
+  private onCommand(topic: string, payload: Buffer): void {
+    const msg = decodeJson(SignedCommandSchema, payload, MAX_CONTROL_BYTES);
+    if (!msg.ok) {
+      this.reject(topic, msg.reason, 'command');
+      return;
+    }
+    const { command } = msg.value;
+    if (command.fleet !== this.opts.fleet || command.deviceId !== this.opts.deviceId) {
+      this.reject(
+        topic,
+        `command for ${command.fleet}/${command.deviceId} arrived on the wrong topic`,
+        'command',
+      );
+      return;
+    }
+    const check = verifyCommand(msg.value, this.opts.publicKey);
+    if (!check.ok) {
+      this.reject(topic, check.reason, 'command');
+      return;
+    }
+    const now = Date.now();
+    const expires = Date.parse(command.expiresAt);
+    if (!(expires > now)) {
+      this.reject(topic, `command ${command.id} expired at ${command.expiresAt}`, 'command');
+      return;
+    }
+    for (const [id, until] of this.commandsSeen) if (until <= now) this.commandsSeen.delete(id);
+    if (this.commandsSeen.has(command.id)) {
+      this.reject(topic, `command ${command.id} was already run (replay)`, 'command');
+      return;
+    }
+    this.commandsSeen.set(command.id, expires);
+    this.opts.log.info({ id: command.id, kind: command.body.kind }, 'command accepted');
+    this.emit('command', command);
+  }
+
   private status(state: 'online' | 'offline'): StatusMessage {
     const versions = this.versions();
     return {
@@ -177,8 +234,8 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
     return this.conn.publish(this.statusTopic, encodeJson(this.status(state)), { qos: 1, retain: true });
   }
 
-  private reject(topic: string, reason: string): void {
-    this.opts.log.warn({ topic, reason }, 'rejected target');
+  private reject(topic: string, reason: string, what: 'target' | 'command' = 'target'): void {
+    this.opts.log.warn({ topic, reason }, `rejected ${what}`);
     this.emit('rejected', reason, topic);
   }
 

@@ -9,15 +9,13 @@ import { FleetServer } from '../fleet/server.js';
 import { writeFileAtomic } from '../lib/atomic.js';
 import { invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
-import { MqttConnection } from '../transport/connection.js';
 import { deviceTopic } from '../transport/topics.js';
 import type { CliContext } from './context.js';
+import { registerFleetCommand } from './fleet-command.js';
+import { SERVE_FILE, withFleetLink } from './fleet-link.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { humanSize, printJson, printTable } from './output.js';
 import { pushImage } from './push.js';
-
-/** Where `fleet serve` notes the broker it uses, so `fleet deploy` on the same state dir finds it. */
-const SERVE_FILE = 'fleet-serve.json';
 
 export function registerFleet(program: Command, ctx: () => CliContext): void {
   const fleet = program
@@ -141,21 +139,13 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
       throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
     });
     const input = readDeployText(text, file, opts.app ? { app: opts.app } : {});
-    const served = await readServeFile(c.stateDir);
-    const flt = assertSafeName('fleet', opts.fleet ?? served?.fleet ?? c.config.mqtt.fleet);
     const registry = new FleetRegistry(c.db);
-    const signed = buildTarget(registry, flt, scope, input, await loadFleetPrivateKey(c.stateDir));
-    const conn = new MqttConnection({
-      ...mqttOptionsFrom(opts, c.config, served?.broker),
-      clientId: `berth-deploy-${process.pid}`,
-      log: c.log,
+    const key = await loadFleetPrivateKey(c.stateDir);
+    const signed = await withFleetLink(c, opts, 'berth-deploy', async ({ fleet: flt, conn }) => {
+      const s = buildTarget(registry, flt, scope, input, key);
+      await publishTarget(conn, s);
+      return s;
     });
-    try {
-      await Promise.race([conn.start(), conn.waitConnected(15_000)]);
-      await publishTarget(conn, signed);
-    } finally {
-      await conn.close(true);
-    }
     registry.recordDeployment(signed);
     process.stdout.write(`deployed ${scope.kind} ${scope.id} version ${signed.target.version}\n`);
   });
@@ -167,42 +157,21 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
       .option('--timeout <ms>', 'how long to wait for the retained message', '5000'),
   ).action(async (device: string, opts: MqttFlags & { timeout: string }) => {
     const c = ctx();
-    const served = await readServeFile(c.stateDir);
-    const flt = assertSafeName('fleet', opts.fleet ?? served?.fleet ?? c.config.mqtt.fleet);
-    const topic = deviceTopic(flt, assertSafeName('device id', device), 'state');
-    const conn = new MqttConnection({
-      ...mqttOptionsFrom(opts, c.config, served?.broker),
-      clientId: `berth-state-${process.pid}`,
-      log: c.log,
-    });
-    try {
-      const got = new Promise<Buffer>((resolve) =>
-        conn.on('message', (t: string, payload: Buffer) => {
-          if (t === topic && payload.length > 0) resolve(payload);
-        }),
-      );
-      await Promise.race([conn.start(), conn.waitConnected(15_000)]);
+    await withFleetLink(c, opts, 'berth-state', async ({ fleet: flt, conn, next }) => {
+      const topic = deviceTopic(flt, assertSafeName('device id', device), 'state');
+      const got = next((t, payload) => t === topic && payload.length > 0, Number(opts.timeout));
       await conn.subscribe(topic, 1);
-      const timeout = new Promise<undefined>((r) => setTimeout(() => r(undefined), Number(opts.timeout)));
-      const payload = await Promise.race([got, timeout]);
+      const payload = await got;
       if (!payload) throw notFound(`no reported state from device ${device} on ${topic}`);
       printJson(JSON.parse(payload.toString('utf8')));
-    } finally {
-      await conn.close(true);
-    }
+    });
   });
+
+  registerFleetCommand(fleet, ctx);
 }
 
 function splitHostPort(s: string): [string, string] {
   const i = s.lastIndexOf(':');
   if (i <= 0 || !/^\d+$/.test(s.slice(i + 1))) throw invalidInput(`--listen ${s}: expected host:port`);
   return [s.slice(0, i), s.slice(i + 1)];
-}
-
-async function readServeFile(stateDir: string): Promise<{ broker: string; fleet: string } | undefined> {
-  try {
-    return JSON.parse(await fsp.readFile(path.join(stateDir, SERVE_FILE), 'utf8'));
-  } catch {
-    return undefined;
-  }
 }

@@ -84,6 +84,49 @@ export const SignedTargetSchema = z
   .strict();
 export type SignedTarget = z.infer<typeof SignedTargetSchema>;
 
+/**
+ * A remote command for one device (restart, logs, report, purgeVolume: the agent's CommandSchema checks
+ * `body`). Signed like targets; valid until `expiresAt`, and run at most once per `id`.
+ */
+export const CommandEnvelopeSchema = z
+  .object({
+    v: z.literal(1),
+    fleet: safeName,
+    deviceId: safeName,
+    id: reqId,
+    issuedAt: z.string().datetime(),
+    expiresAt: z.string().datetime(),
+    body: z.record(JsonValue),
+  })
+  .strict();
+export type CommandEnvelope = z.infer<typeof CommandEnvelopeSchema>;
+
+export const SignedCommandSchema = z
+  .object({
+    v: z.literal(1),
+    command: CommandEnvelopeSchema,
+    signature: z
+      .object({ alg: z.literal('ed25519'), keyId: z.string().max(64), sig: base64.max(128) })
+      .strict(),
+  })
+  .strict();
+export type SignedCommand = z.infer<typeof SignedCommandSchema>;
+
+/** The device's answer on its `result` topic: the agent's CommandResult, `id` = the command's. */
+export const CommandResultSchema = z
+  .object({
+    id: reqId,
+    kind: z.string().max(32),
+    ok: z.boolean(),
+    result: JsonValue.optional(),
+    error: z
+      .object({ code: z.string().max(32), message: z.string().max(4096) })
+      .strict()
+      .optional(),
+  })
+  .strict();
+export type CommandResultMessage = z.infer<typeof CommandResultSchema>;
+
 export const RequestSchema = z.discriminatedUnion('kind', [
   z.object({ v: z.literal(1), kind: z.literal('resolve'), reqId, name: ImageRefSchema }).strict(),
   z

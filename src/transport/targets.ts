@@ -14,28 +14,31 @@ export function targetSigningBytes(target: Target): Buffer {
 
 export function signTarget(target: Target, privateKey: KeyObject): SignedTarget {
   const checked = TargetSchema.parse(target);
-  return {
-    v: 1,
-    target: checked,
-    signature: {
-      alg: 'ed25519',
-      keyId: keyId(privateKey),
-      sig: signBytes(privateKey, targetSigningBytes(checked)).toString('base64'),
-    },
-  };
+  return { v: 1, target: checked, signature: signatureOf(targetSigningBytes(checked), privateKey) };
 }
 
 export type TargetCheck = { ok: true } | { ok: false; reason: string };
 
-export function verifyTarget(signed: SignedTarget, publicKey: KeyObject): TargetCheck {
+export interface Signature {
+  alg: 'ed25519';
+  keyId: string;
+  sig: string;
+}
+
+export function signatureOf(bytes: Buffer, privateKey: KeyObject): Signature {
+  return { alg: 'ed25519', keyId: keyId(privateKey), sig: signBytes(privateKey, bytes).toString('base64') };
+}
+
+/** Whether `signature` over `bytes` is the fleet key's (by key id first, so a wrong key is named). */
+export function checkSignature(bytes: Buffer, signature: Signature, publicKey: KeyObject): TargetCheck {
   const expectedKey = keyId(publicKey);
-  if (signed.signature.keyId !== expectedKey)
-    return {
-      ok: false,
-      reason: `signed with key ${signed.signature.keyId}, expected fleet key ${expectedKey}`,
-    };
-  const sig = Buffer.from(signed.signature.sig, 'base64');
-  if (!verifyBytes(publicKey, targetSigningBytes(signed.target), sig))
+  if (signature.keyId !== expectedKey)
+    return { ok: false, reason: `signed with key ${signature.keyId}, expected fleet key ${expectedKey}` };
+  if (!verifyBytes(publicKey, bytes, Buffer.from(signature.sig, 'base64')))
     return { ok: false, reason: 'signature does not verify (tampered or wrongly signed)' };
   return { ok: true };
+}
+
+export function verifyTarget(signed: SignedTarget, publicKey: KeyObject): TargetCheck {
+  return checkSignature(targetSigningBytes(signed.target), signed.signature, publicKey);
 }

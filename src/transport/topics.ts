@@ -20,7 +20,10 @@ export type DeviceChannel =
   | 'state'
   | 'info'
   | 'metrics'
-  | 'event';
+  | 'event'
+  // remote commands: signed, fleet → device; the device's results on `result`
+  | 'command'
+  | 'result';
 const DEVICE_CHANNELS: ReadonlySet<string> = new Set([
   'status',
   'target',
@@ -31,6 +34,8 @@ const DEVICE_CHANNELS: ReadonlySet<string> = new Set([
   'info',
   'metrics',
   'event',
+  'command',
+  'result',
 ]);
 
 export type ParsedTopic =

@@ -140,6 +140,16 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
   await agent.start();
   if (conn) {
     conn.on('target', () => applyReceived());
+    conn.on('command', (cmd) => {
+      void (async () => {
+        const res = await agent.command({ ...cmd.body, id: cmd.id });
+        await conn.publishResult(
+          res.ok
+            ? { id: cmd.id, kind: res.kind, ok: true, result: res.result }
+            : { id: cmd.id, kind: res.kind, ok: false, error: res.error },
+        );
+      })().catch((err) => o.log.warn({ id: cmd.id, err: errorMessage(err) }, 'command result not sent'));
+    });
     await conn.start(false);
   }
   return {
