@@ -8,7 +8,13 @@ import type { Digest } from '../oci/digest.js';
 import { formatPlatform, type PlatformSpec } from '../oci/platform.js';
 import { BlobFetcher, type BlobFetcherOptions } from '../transport/blob-fetcher.js';
 import { MqttConnection, type MqttConnectionOptions } from '../transport/connection.js';
-import { type PulledImage, type PullProgress, pullImage } from '../transport/image-pull.js';
+import {
+  type DescribedImage,
+  describeImage,
+  type PulledImage,
+  type PullProgress,
+  pullImage,
+} from '../transport/image-pull.js';
 import {
   decodeJson,
   encodeJson,
@@ -132,6 +138,21 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
       platform: this.opts.platform,
       expectDigest: opts.expectDigest,
       onProgress: opts.onProgress,
+    });
+  }
+
+  /**
+   * Manifest and config of an image for this device's platform, without its layers (what the free-space
+   * check needs). Offline, only what the store already holds can answer; anything else is Unavailable.
+   */
+  describeImage(ref: string, opts: { expectDigest?: Digest } = {}): Promise<DescribedImage> {
+    return describeImage({
+      fetcher: this.fetcher,
+      store: this.opts.store,
+      ref,
+      platform: this.opts.platform,
+      expectDigest: opts.expectDigest,
+      offline: !this.conn.connected,
     });
   }
 

@@ -1,0 +1,222 @@
+/**
+ * The agent against what a device in the field lives through, all real: the agent is a separate
+ * `berth agent` process (SIGKILLed, restarted), the broker a real Mosquitto (killed, restarted), the
+ * fleet server transfers real images (sample image, busybox + a 24 MiB random layer for v2, blobs
+ * rate-limited so a pull spans seconds), overlay snapshots, berth-runtime + berth-monitor containers.
+ *
+ *   - kill -9 during the fetch of v2, after the old container stopped, while the new one is created
+ *     → the restarted agent converges: one container for the service, the old one gone, no leftovers,
+ *       the interrupted transfer resumed (not started over), the content store verifies
+ *   - broker killed mid-pull → the running app keeps running; the update completes after it is back
+ *   - reboot without network (agent stopped, container processes killed, mounts gone, agent started
+ *     with no broker) → the app runs again from SQLite alone
+ */
+import { existsSync, promises as fsp } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import {
+  buildSampleImages,
+  type Device,
+  deadBrokerUrl,
+  type FleetStack,
+  type FleetView,
+  layoutBlobs,
+  makeDevice,
+  mountsUnder,
+  processAlive,
+  startFleetStack,
+  verifyContentStore,
+  watchDevice,
+} from '../helpers/agent-process.js';
+import { waitFor } from '../helpers/fleet-harness.js';
+import { needPrivileges } from '../helpers/privileged.js';
+
+const MiB = 1024 * 1024;
+/** v2's random layer: 24 MiB at 8 MiB/s keeps the pull going for ~3 s */
+const BIG_MIB = 24;
+const RATE = 8 * MiB;
+
+let images: Promise<{ dir: string; layouts: Record<string, string> }> | undefined;
+function sampleImages() {
+  images ??= (async () => {
+    const dir = await fsp.mkdtemp(path.join(tmpdir(), 'berth-resilience-img-'));
+    const layouts = await buildSampleImages(dir, [
+      { tag: 'v1' },
+      { tag: 'v2', bigMiB: BIG_MIB },
+      { tag: 'v3' },
+      { tag: 'v4' },
+    ]);
+    return { dir, layouts };
+  })();
+  return images;
+}
+test.after.always(async () => {
+  if (images) await fsp.rm((await images).dir, { recursive: true, force: true });
+});
+
+interface Setup {
+  stack: FleetStack;
+  dev: Device;
+  view: FleetView;
+  layouts: Record<string, string>;
+}
+
+async function setup(t: ExecutionContext, name: string): Promise<Setup> {
+  const { layouts } = await sampleImages();
+  const stack = await startFleetStack(t, { layouts, rateLimit: RATE });
+  const dev = await makeDevice(t, { name, fleetKeyFile: stack.fleet.publicKeyFile });
+  const view = await watchDevice(t, stack.mosquitto.url, dev.id);
+  return { stack, dev, view, layouts };
+}
+
+/** Wait until exactly one container exists and it runs `sample:<tag>` with a live init. */
+async function convergedTo(t: ExecutionContext, s: Setup, tag: string, timeoutMs = 60_000) {
+  await waitFor(
+    () => {
+      const cs = s.dev.db.containers();
+      return cs.length === 1 && s.dev.db.running(`sample:${tag}`) !== undefined;
+    },
+    timeoutMs,
+    `sample:${tag} alone running`,
+  ).catch((err) => {
+    t.log(JSON.stringify(s.dev.db.containers()), s.dev.agent.logTail());
+    throw err;
+  });
+  return s.dev.db.running(`sample:${tag}`)!;
+}
+
+async function deployAndRun(t: ExecutionContext, s: Setup, tag: string) {
+  await s.stack.deploy(s.dev.id, tag);
+  return convergedTo(t, s, tag);
+}
+
+/**
+ * Poll (about every millisecond) until `point()` names the moment wanted; then freeze the agent
+ * (SIGSTOP), read the point again from the frozen state — that is where it dies — and SIGKILL it.
+ */
+async function killAt(
+  t: ExecutionContext,
+  s: Setup,
+  what: string,
+  point: () => string | undefined,
+  missed: () => boolean,
+  timeoutMs = 60_000,
+): Promise<string> {
+  const pid = s.dev.agent.pid!;
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (point()) {
+      process.kill(pid, 'SIGSTOP');
+      const frozen = point();
+      await s.dev.agent.kill('SIGKILL');
+      if (!frozen) throw new Error(`${what}: the agent moved past the point before it froze`);
+      t.log(`kill -9 ${what}: ${frozen}`);
+      return frozen;
+    }
+    if (missed()) throw new Error(`${what}: the update finished before the kill point was seen`);
+    if (Date.now() > until) throw new Error(`timed out waiting to kill ${what}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/** After a restart: one container, the old one and its files and mounts gone, no transfer left, store intact. */
+async function assertConsistent(t: ExecutionContext, s: Setup, tag: string, oldId: string) {
+  const c = await convergedTo(t, s, tag);
+  const all = s.dev.db.containers();
+  t.is(all.length, 1, `one container for hello/web: ${JSON.stringify(all)}`);
+  t.is(c.service, 'web');
+  t.false(existsSync(path.join(s.dev.stateDir, 'containers', oldId)), 'the old container dir is gone');
+  const mounts = mountsUnder(s.dev.stateDir);
+  t.deepEqual(
+    mounts,
+    [path.join(s.dev.stateDir, 'containers', c.id, 'rootfs')],
+    'the only mount left is the running container rootfs',
+  );
+  t.is(s.dev.db.transfers(), 0, 'no transfer left in progress');
+  const blobs = await verifyContentStore(s.dev.stateDir);
+  t.true(blobs >= 4, `content store verifies (${blobs} blobs)`);
+  return c;
+}
+
+test.serial(
+  'agent kill -9 during fetch, after the old container stopped, while creating the new one → converges each time',
+  async (t) => {
+    if (!needPrivileges(t)) return;
+    t.timeout(240_000);
+    const s = await setup(t, 'kill9');
+    const broker = s.stack.mosquitto.url;
+    await s.dev.agent.start(broker);
+    const v1 = await deployAndRun(t, s, 'v1');
+
+    // (a) mid-fetch of v2's 24 MiB layer
+    const big = (await layoutBlobs(s.layouts.v2!)).find((b) => b.size > BIG_MIB * MiB)!;
+    await s.stack.deploy(s.dev.id, 'v2');
+    const atFetch = await killAt(
+      t,
+      s,
+      'during the fetch of v2',
+      () => {
+        const p = s.dev.db.transferProgress(big.digest);
+        return p && p.done >= p.total * 0.3 && p.done < p.total ? `${p.done}/${p.total} chunks` : undefined;
+      },
+      () => s.dev.db.running('sample:v2') !== undefined,
+    );
+    t.regex(atFetch, /chunks/);
+    t.truthy(s.dev.db.running('sample:v1'), 'v1 still running when the agent died');
+    t.is(s.dev.db.running('sample:v1')!.id, v1.id);
+    await s.dev.agent.start(broker);
+    const v2 = await assertConsistent(t, s, 'v2', v1.id);
+    const resumed = s.dev.agent
+      .logLines()
+      .find((l) => l.msg === 'resuming transfer' && l.digest === big.digest);
+    t.truthy(resumed, 'the second life resumed the transfer');
+    t.true(Number(resumed!.resumedBytes) > 0, `resumed ${resumed!.resumedBytes} verified bytes`);
+    await waitFor(
+      () =>
+        s.view.events.some(
+          (e) => e.type === 'interrupted' && (e.steps as string[]).includes('fetch sample:v2'),
+        ),
+      20_000,
+      'the interrupted fetch reported',
+    );
+
+    // (b) the old container stopped, the new one not created yet
+    await s.stack.deploy(s.dev.id, 'v3');
+    const atStop = await killAt(
+      t,
+      s,
+      'after v2 stopped',
+      () => {
+        const cs = s.dev.db.containers();
+        const old = cs.find((c) => c.id === v2.id);
+        if (cs.some((c) => c.image === 'sample:v3')) return undefined;
+        if (!old) return 'v2 removed, v3 not created';
+        return old.state === 'exited' || old.state === 'removing' ? `v2 ${old.state}` : undefined;
+      },
+      () => s.dev.db.running('sample:v3') !== undefined,
+    );
+    t.regex(atStop, /^v2 (exited|removing|removed)/);
+    await s.dev.agent.start(broker);
+    const v3 = await assertConsistent(t, s, 'v3', v2.id);
+
+    // (c) the new container created (or being created), not started
+    await s.stack.deploy(s.dev.id, 'v4');
+    const atCreate = await killAt(
+      t,
+      s,
+      'while v4 is created',
+      () => {
+        const fresh = s.dev.db.containers().find((c) => c.image === 'sample:v4');
+        return fresh && (fresh.state === 'creating' || fresh.state === 'created')
+          ? `v4 ${fresh.state}`
+          : undefined;
+      },
+      () => s.dev.db.running('sample:v4') !== undefined,
+    );
+    t.regex(atCreate, /^v4 (creating|created)$/);
+    await s.dev.agent.start(broker);
+    await assertConsistent(t, s, 'v4', v3.id);
+    t.is(s.dev.agent.starts, 4);
+  },
+);
