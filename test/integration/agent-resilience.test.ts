@@ -15,6 +15,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
+import { exec } from '../../src/lib/exec.js';
 import {
   buildSampleImages,
   type Device,
@@ -218,5 +219,132 @@ test.serial(
     await s.dev.agent.start(broker);
     await assertConsistent(t, s, 'v4', v3.id);
     t.is(s.dev.agent.starts, 4);
+  },
+);
+
+test.serial(
+  'broker killed mid-pull → the running app is untouched; the update completes after the broker is back',
+  async (t) => {
+    if (!needPrivileges(t)) return;
+    t.timeout(180_000);
+    const s = await setup(t, 'nobroker');
+    const m = s.stack.mosquitto;
+    await s.dev.agent.start(m.url);
+    const v1 = await deployAndRun(t, s, 'v1');
+
+    const blobs = await layoutBlobs(s.layouts.v2!);
+    const big = blobs.find((b) => b.size > BIG_MIB * MiB)!;
+    await s.stack.deploy(s.dev.id, 'v2');
+    await waitFor(
+      () => {
+        const p = s.dev.db.transferProgress(big.digest);
+        return p !== undefined && p.done >= p.total * 0.25;
+      },
+      60_000,
+      'a quarter of the big layer',
+    );
+    await m.kill();
+    const atKill = s.dev.db.transferProgress(big.digest)!;
+    t.log(`broker killed at ${atKill.done}/${atKill.total} chunks`);
+
+    // 5 s without a broker: v1 is the same container, same process, same start; v2 does not exist yet
+    for (const until = Date.now() + 5000; Date.now() < until; ) {
+      const cs = s.dev.db.containers();
+      t.deepEqual(
+        cs.map((c) => [c.id, c.image, c.state, c.pid, c.startedAt]),
+        [[v1.id, 'sample:v1', 'running', v1.pid, v1.startedAt]],
+      );
+      t.true(processAlive(v1.pid), 'v1 init alive');
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const stalled = s.dev.db.transferProgress(big.digest)!;
+    t.true(stalled.done < stalled.total, `transfer stalled at ${stalled.done}/${stalled.total}`);
+    t.truthy(s.dev.agent.pid, 'the agent lives on without its broker');
+
+    await m.restart(0); // same port
+    const v2 = await convergedTo(t, s, 'v2', 90_000);
+    t.not(v2.id, v1.id);
+    t.false(processAlive(v1.pid), 'v1 stopped only once v2 was there to replace it');
+    // every byte of v2's new blobs crossed once: the transfer went on from where the broker dropped
+    const v1Blobs = new Set((await layoutBlobs(s.layouts.v1!)).map((b) => b.digest));
+    const newBytes = blobs.filter((b) => !v1Blobs.has(b.digest)).reduce((n, b) => n + b.size, 0);
+    const pulled = s.dev.agent.logLines().find((l) => l.msg === 'image pulled' && l.image === 'sample:v2');
+    t.is(pulled?.fetchedBytes, newBytes, 'v2 fetched exactly its new blobs once');
+    await waitFor(
+      () => s.view.state()?.apps?.hello?.services.web?.image === 'sample:v2',
+      20_000,
+      'the fleet sees v2',
+    );
+    t.is(s.view.state()?.apps?.hello?.services.web?.state, 'running');
+    t.is(s.dev.db.transfers(), 0);
+  },
+);
+
+/** What a reboot takes from a container: its processes (no exit status written), mounts and cgroups. */
+async function powerCut(stateDir: string, c: { id: string; pid: number | null; monitorPid: number | null }) {
+  // monitor first: it must not live to write the exit status a power cut never leaves
+  for (const pid of [c.monitorPid, c.pid]) if (pid) process.kill(pid, 'SIGKILL');
+  await waitFor(
+    () => !processAlive(c.pid) && !processAlive(c.monitorPid),
+    10_000,
+    'container processes gone',
+  );
+  for (const m of mountsUnder(stateDir)) await exec('umount', [m]);
+  for (const ctrl of await fsp.readdir('/sys/fs/cgroup').catch(() => [] as string[])) {
+    const dir = path.join('/sys/fs/cgroup', ctrl, 'berth', c.id);
+    await waitFor(
+      async () => {
+        try {
+          await fsp.rmdir(dir);
+          return true;
+        } catch (err) {
+          return (
+            (err as NodeJS.ErrnoException).code === 'ENOENT' ||
+            (err as NodeJS.ErrnoException).code === 'ENOTDIR'
+          );
+        }
+      },
+      10_000,
+      `cgroup ${dir} removed`,
+    );
+  }
+}
+
+test.serial(
+  'reboot without network: container processes, mounts and cgroups gone, agent started with no broker → the app runs again',
+  async (t) => {
+    if (!needPrivileges(t)) return;
+    t.timeout(120_000);
+    const s = await setup(t, 'reboot');
+    await s.dev.agent.start(s.stack.mosquitto.url);
+    const v1 = await deployAndRun(t, s, 'v1');
+    await waitFor(() => s.view.events.some((e) => e.type === 'converged'), 20_000, 'converged reported');
+
+    await s.dev.agent.stop();
+    const before = s.dev.db.containers()[0]!;
+    t.true(processAlive(before.pid), 'the container outlives its agent');
+    await powerCut(s.dev.stateDir, before);
+    t.deepEqual(mountsUnder(s.dev.stateDir), [], 'nothing mounted under the state dir');
+    t.false(existsSync(path.join(s.dev.stateDir, 'containers', v1.id, 'exit.json')), 'no exit status left');
+    const rootfs = path.join(s.dev.stateDir, 'containers', v1.id, 'rootfs');
+    t.deepEqual(await fsp.readdir(rootfs), [], 'the rootfs mount point is empty');
+
+    await s.dev.agent.start(await deadBrokerUrl());
+    const back = await convergedTo(t, s, 'v1', 30_000);
+    t.is(back.id, v1.id, 'the same container, started again from its record');
+    t.not(back.pid, before.pid);
+    t.deepEqual(mountsUnder(s.dev.stateDir), [rootfs], 'its rootfs is mounted again');
+    t.is(
+      (await fsp.readFile(`/proc/${back.pid}/root/www/index.html`, 'utf8')).trim(),
+      'hello v1',
+      'the container sees its image',
+    );
+    t.truthy(
+      s.dev.agent.logLines().find((l) => l.msg === 'container rootfs mounted again'),
+      'the agent re-established the mount',
+    );
+    // and it keeps running (the image's app loops forever)
+    await new Promise((r) => setTimeout(r, 2000));
+    t.is(s.dev.db.running('sample:v1')?.pid, back.pid);
   },
 );
