@@ -101,6 +101,13 @@ export class Reconciler {
   private timer: TimerHandle | undefined;
   private failures = 0;
   private checkCache = new Map<string, Healthcheck>();
+  /**
+   * Set at start when the current target is on probation: until it has converged again (at the latest
+   * until one health window from now), it is not judged, and once it has, its window starts over.
+   * While the agent was down nobody watched, and what happened then — a reboot or power cut killing
+   * every container, the restarts that bring them back — is not the new version failing.
+   */
+  private reopenUntil: number | undefined;
   /** counters for tests and the bench */
   readonly stats = { runs: 0, batches: 0, steps: 0 };
   lastOutcome: RunOutcome | undefined;
@@ -144,6 +151,8 @@ export class Reconciler {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
+    if (this.opts.store.getTarget('current')?.status === 'converged')
+      this.reopenUntil = this.opts.clock.now() + this.o.healthWindowMs;
     const interrupted = this.opts.store.takeInterruptedSteps();
     if (interrupted.length > 0) {
       this.opts.log.warn(
@@ -239,7 +248,10 @@ export class Reconciler {
   private async runOnceInner(): Promise<RunOutcome> {
     const { store, clock } = this.opts;
     const promoted = store.promotePending(clock.now());
-    if (promoted) this.opts.log.info({ version: promoted.version }, 'applying new target');
+    if (promoted) {
+      this.opts.log.info({ version: promoted.version }, 'applying new target');
+      this.reopenUntil = undefined; // a new target gets its own window when it converges
+    }
     let spaceChecked = false;
 
     for (let batch = 0; batch < this.o.maxBatchesPerRun; batch++) {
@@ -250,7 +262,8 @@ export class Reconciler {
       const state = await this.gather(target, previous);
 
       // A target on probation is judged before anything else, so a crash loop cannot keep it alive.
-      if (cur?.status === 'converged') {
+      if (this.reopenUntil !== undefined && clock.now() >= this.reopenUntil) this.reopenUntil = undefined;
+      if (cur?.status === 'converged' && this.reopenUntil === undefined) {
         const verdict = this.judge(target, state);
         if (verdict.status === 'failed') {
           this.rollBack(target, verdict.reason);
@@ -336,6 +349,24 @@ export class Reconciler {
         clock.now(),
       );
       this.emit({ type: 'converged', version: target.version });
+      next = Math.min(next, this.o.healthWindowMs);
+    } else if (cur?.status === 'converged' && this.reopenUntil !== undefined) {
+      this.reopenUntil = undefined;
+      const baseline: Record<string, number> = {};
+      for (const c of state.containers) baseline[c.id] = c.restarts;
+      store.markConverged(
+        {
+          version: target.version,
+          convergedAt: clock.now(),
+          windowMs: this.o.healthWindowMs,
+          baselineRestarts: baseline,
+        },
+        clock.now(),
+      );
+      this.opts.log.info(
+        { version: target.version },
+        'health window started over: the agent restarted while the target was on probation',
+      );
       next = Math.min(next, this.o.healthWindowMs);
     } else if (cur?.status === 'converged') {
       const r = store.getRollout();

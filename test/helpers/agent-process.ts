@@ -352,6 +352,19 @@ export class DeviceDb {
     ).map((r) => r.name);
   }
 
+  /** The agent's current target: version and status (applying, converged, healthy, failed). */
+  currentTarget(): { version: number; status: string; reason: string | null } | undefined {
+    return this.open()
+      .prepare("SELECT version, status, reason FROM agent_targets WHERE role = 'current'")
+      .get() as { version: number; status: string; reason: string | null } | undefined;
+  }
+
+  apps(): Array<{ name: string; status: string; lastError: string | null }> {
+    return this.open()
+      .prepare('SELECT name, status, last_error AS lastError FROM agent_apps ORDER BY name')
+      .all() as Array<{ name: string; status: string; lastError: string | null }>;
+  }
+
   close(): void {
     this.db?.close();
     this.db = undefined;

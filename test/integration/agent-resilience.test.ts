@@ -311,7 +311,7 @@ async function powerCut(stateDir: string, c: { id: string; pid: number | null; m
 }
 
 test.serial(
-  'reboot without network: container processes, mounts and cgroups gone, agent started with no broker → the app runs again',
+  'reboot without network inside the health window: container processes, mounts and cgroups gone, agent started with no broker → the app runs again, no rollback',
   async (t) => {
     if (!needPrivileges(t)) return;
     t.timeout(120_000);
@@ -319,6 +319,7 @@ test.serial(
     await s.dev.agent.start(s.stack.mosquitto.url);
     const v1 = await deployAndRun(t, s, 'v1');
     await waitFor(() => s.view.events.some((e) => e.type === 'converged'), 20_000, 'converged reported');
+    t.is(s.dev.db.currentTarget()?.status, 'converged', 'v1 is on probation (60 s health window)');
 
     await s.dev.agent.stop();
     const before = s.dev.db.containers()[0]!;
@@ -343,6 +344,18 @@ test.serial(
       s.dev.agent.logLines().find((l) => l.msg === 'container rootfs mounted again'),
       'the agent re-established the mount',
     );
+    // the reboot is not the app failing its health window
+    await waitFor(
+      () => s.dev.agent.logLines().some((l) => l.msg.startsWith('health window started over')),
+      10_000,
+      'the window started over',
+    );
+    t.false(
+      s.dev.agent.logLines().some((l) => /failed its health window/.test(l.msg)),
+      'no rollback, no failed rollout',
+    );
+    t.like(s.dev.db.currentTarget(), { version: 1_000_000, status: 'converged' });
+    t.deepEqual(s.dev.db.apps(), [{ name: 'hello', status: 'running', lastError: null }]);
     // and it keeps running (the image's app loops forever)
     await new Promise((r) => setTimeout(r, 2000));
     t.is(s.dev.db.running('sample:v1')?.pid, back.pid);
