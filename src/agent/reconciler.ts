@@ -237,6 +237,7 @@ export class Reconciler {
       return { status: 'error', error: e };
     });
     this.lastOutcome = out;
+    if (out.status === 'error' && this.stopped) return { status: 'stopped' };
     if (out.status === 'error') {
       this.opts.log.warn({ err: out.error.message, code: out.error.code }, 'reconcile failed; backing off');
       this.emit({ type: 'error', code: out.error.code, message: out.error.message });
@@ -313,10 +314,15 @@ export class Reconciler {
     for (const step of steps) {
       const intent = store.beginStep(step, clock.now());
       this.stats.steps++;
+      let aborted = false;
       try {
         await runStep(this.executors, step);
         log.debug({ step: describeStep(step) }, 'step done');
       } catch (err) {
+        // Aborted by stop() (a pull cut short): not a failure of the step; the intent stays, so the next
+        // start reports it interrupted and re-plans.
+        aborted = this.stopped;
+        if (aborted) throw err;
         const e = withContext(describeStep(step), err);
         const app = 'app' in step ? step.app : undefined;
         if (app) store.setAppStatus(app, 'error', clock.now(), e.message);
@@ -324,7 +330,7 @@ export class Reconciler {
         this.emit({ type: 'step', step: describeStep(step), ok: false, error: e.message });
         throw e;
       } finally {
-        store.endStep(intent);
+        if (!aborted) store.endStep(intent);
       }
       this.emit({ type: 'step', step: describeStep(step), ok: true });
     }

@@ -361,3 +361,59 @@ test.serial(
     t.is(s.dev.db.running('sample:v1')?.pid, back.pid);
   },
 );
+
+test.serial(
+  'SIGTERM while a pull waits for the missing broker → the agent stops promptly; the next one resumes the pull',
+  async (t) => {
+    if (!needPrivileges(t)) return;
+    t.timeout(120_000);
+    const s = await setup(t, 'termpull');
+    const m = s.stack.mosquitto;
+    await s.dev.agent.start(m.url);
+    const v1 = await deployAndRun(t, s, 'v1');
+    const big = (await layoutBlobs(s.layouts.v2!)).find((b) => b.size > BIG_MIB * MiB)!;
+    await s.stack.deploy(s.dev.id, 'v2');
+    await waitFor(
+      () => {
+        const p = s.dev.db.transferProgress(big.digest);
+        return p !== undefined && p.done >= p.total * 0.25;
+      },
+      60_000,
+      'a quarter of the big layer',
+    );
+    await m.kill();
+    await new Promise((r) => setTimeout(r, 500));
+    const t0 = Date.now();
+    const stopping = s.dev.agent.stop();
+    const ms = await Promise.race([
+      stopping.then(() => Date.now() - t0),
+      new Promise<number>((r) => setTimeout(() => r(-1), 10_000)),
+    ]);
+    t.log(`agent stopped ${ms} ms after SIGTERM`);
+    t.true(ms >= 0, 'stopped within 10 s although its pull could not go on');
+    await stopping;
+    t.truthy(s.dev.db.running('sample:v1'), 'v1 runs on without an agent');
+    t.is(s.dev.db.running('sample:v1')!.id, v1.id);
+
+    await m.restart(0);
+    await s.dev.agent.start(m.url);
+    await convergedTo(t, s, 'v2', 60_000);
+    const resumed = s.dev.agent
+      .logLines()
+      .find((l) => l.msg === 'resuming transfer' && l.digest === big.digest);
+    t.true(Number(resumed?.resumedBytes) > 0, 'the pull went on from its persisted progress');
+    // the stop cut the fetch short: reported as interrupted by the next agent, not as a failed step
+    await waitFor(
+      () =>
+        s.view.events.some(
+          (e) => e.type === 'interrupted' && (e.steps as string[]).includes('fetch sample:v2'),
+        ),
+      20_000,
+      'the interrupted fetch reported',
+    );
+    t.false(
+      s.view.events.some((e) => (e.type === 'step' && e.ok === false) || e.type === 'error'),
+      'no failed step or error reported',
+    );
+  },
+);
