@@ -271,11 +271,18 @@ test.serial(
     const pulled = s.dev.agent.logLines().find((l) => l.msg === 'image pulled' && l.image === 'sample:v2');
     t.is(pulled?.fetchedBytes, newBytes, 'v2 fetched exactly its new blobs once');
     await waitFor(
-      () => s.view.state()?.apps?.hello?.services.web?.image === 'sample:v2',
+      () => {
+        const app = s.view.state()?.apps?.hello;
+        return (
+          app?.status === 'running' &&
+          app.services.web?.image === 'sample:v2' &&
+          app.services.web.state === 'running'
+        );
+      },
       20_000,
-      'the fleet sees v2',
+      'the fleet sees v2 running',
     );
-    t.is(s.view.state()?.apps?.hello?.services.web?.state, 'running');
+    t.is(s.view.state()?.target?.version, 2_000_000, 'the retained state names v2 target');
     t.is(s.dev.db.transfers(), 0);
   },
 );
