@@ -343,32 +343,12 @@ export class Reconciler {
     for (const app of Object.keys(target.apps)) store.setAppStatus(app, 'running', clock.now());
     let next = this.o.idleIntervalMs;
     if (cur?.status === 'applying') {
-      const baseline: Record<string, number> = {};
-      for (const c of state.containers) baseline[c.id] = c.restarts;
-      store.markConverged(
-        {
-          version: target.version,
-          convergedAt: clock.now(),
-          windowMs: this.o.healthWindowMs,
-          baselineRestarts: baseline,
-        },
-        clock.now(),
-      );
+      this.openHealthWindow(target, state);
       this.emit({ type: 'converged', version: target.version });
       next = Math.min(next, this.o.healthWindowMs);
     } else if (cur?.status === 'converged' && this.reopenUntil !== undefined) {
       this.reopenUntil = undefined;
-      const baseline: Record<string, number> = {};
-      for (const c of state.containers) baseline[c.id] = c.restarts;
-      store.markConverged(
-        {
-          version: target.version,
-          convergedAt: clock.now(),
-          windowMs: this.o.healthWindowMs,
-          baselineRestarts: baseline,
-        },
-        clock.now(),
-      );
+      this.openHealthWindow(target, state);
       this.opts.log.info(
         { version: target.version },
         'health window started over: the agent restarted while the target was on probation',
@@ -380,6 +360,17 @@ export class Reconciler {
     }
     this.schedule(next);
     return { status: 'converged', version: target.version };
+  }
+
+  /** Probation starts now; restarts so far are the baseline (only new ones count as crashes). */
+  private openHealthWindow(target: Target, state: CurrentState): void {
+    const baselineRestarts: Record<string, number> = {};
+    for (const c of state.containers) baselineRestarts[c.id] = c.restarts;
+    const now = this.opts.clock.now();
+    this.opts.store.markConverged(
+      { version: target.version, convergedAt: now, windowMs: this.o.healthWindowMs, baselineRestarts },
+      now,
+    );
   }
 
   private judge(target: Target, state: CurrentState): RolloutVerdict {

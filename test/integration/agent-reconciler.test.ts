@@ -413,3 +413,53 @@ test('no space at first, but collecting old images of the agent makes room: the 
   t.true(w.device.images.has('web:2'), 'the previous target is kept');
   await rec.stop();
 });
+
+test('reboot inside the health window of v2: v2 comes back, no rollback; the window starts over and still catches a crash', async (t) => {
+  const w = world(t);
+  const images = () => w.device.running().map((id) => w.device.containers.get(id)!.image);
+  const settle = async (rec: Reconciler, until: () => boolean) => {
+    for (let i = 0; i < 20 && !until(); i++) {
+      await w.clock.advance(w.clock.pending()[0] ?? 1000);
+      await rec.idle();
+    }
+  };
+  const a = w.make();
+  a.rec.start();
+  a.rec.setTarget(v(1, 'web:1'));
+  await a.rec.idle();
+  await w.clock.advance(30_000);
+  await a.rec.idle();
+  a.rec.setTarget(v(2, 'web:3'));
+  await a.rec.idle();
+  t.like(a.rec.lastOutcome, { status: 'converged', version: 2 });
+  await w.clock.advance(5000);
+
+  // power cut 5 s into v2's window: every container dies while no agent watches
+  await a.rec.stop();
+  w.device.reboot();
+  const b = w.make();
+  b.rec.start();
+  await b.rec.idle();
+  await settle(b.rec, () => images().length === 2);
+  t.deepEqual(images().sort(), ['db:1', 'web:3'], 'v2 is back');
+  t.false(
+    w.events.some((e) => e.type === 'rollback' || e.type === 'rollout-failed'),
+    'a reboot is not a failed rollout',
+  );
+  t.like(b.store.getTarget('current'), { status: 'converged', target: { version: 2 } });
+  t.is(b.store.getRollout()?.convergedAt, w.clock.now(), 'the window started over once v2 was back');
+
+  // the new window still judges: a crash in it rolls back to v1
+  await w.clock.advance(5000);
+  await b.rec.idle();
+  w.device.exit(w.device.running().find((id) => w.device.containers.get(id)!.image === 'web:3')!, 139);
+  await b.rec.trigger();
+  await b.rec.idle();
+  t.like(
+    w.events.find((e) => e.type === 'rollback'),
+    { from: 2, to: 1 },
+  );
+  await settle(b.rec, () => images().includes('web:1'));
+  t.deepEqual(images().sort(), ['db:1', 'web:1']);
+  await b.rec.stop();
+});

@@ -140,6 +140,20 @@ async function assertConsistent(t: ExecutionContext, s: Setup, tag: string, oldI
   return c;
 }
 
+/** The next agent resumed the transfer of `digest` from its persisted progress and reported the cut fetch. */
+async function resumedAfterInterruption(t: ExecutionContext, s: Setup, digest: string) {
+  const resumed = s.dev.agent.logLines().find((l) => l.msg === 'resuming transfer' && l.digest === digest);
+  t.true(Number(resumed?.resumedBytes) > 0, `resumed ${resumed?.resumedBytes} verified bytes`);
+  await waitFor(
+    () =>
+      s.view.events.some(
+        (e) => e.type === 'interrupted' && (e.steps as string[]).includes('fetch sample:v2'),
+      ),
+    20_000,
+    'the interrupted fetch reported',
+  );
+}
+
 test.serial(
   'agent kill -9 during fetch, after the old container stopped, while creating the new one → converges each time',
   async (t) => {
@@ -168,19 +182,7 @@ test.serial(
     t.is(s.dev.db.running('sample:v1')!.id, v1.id);
     await s.dev.agent.start(broker);
     const v2 = await assertConsistent(t, s, 'v2', v1.id);
-    const resumed = s.dev.agent
-      .logLines()
-      .find((l) => l.msg === 'resuming transfer' && l.digest === big.digest);
-    t.truthy(resumed, 'the second life resumed the transfer');
-    t.true(Number(resumed!.resumedBytes) > 0, `resumed ${resumed!.resumedBytes} verified bytes`);
-    await waitFor(
-      () =>
-        s.view.events.some(
-          (e) => e.type === 'interrupted' && (e.steps as string[]).includes('fetch sample:v2'),
-        ),
-      20_000,
-      'the interrupted fetch reported',
-    );
+    await resumedAfterInterruption(t, s, big.digest);
 
     // (b) the old container stopped, the new one not created yet
     await s.stack.deploy(s.dev.id, 'v3');
@@ -222,6 +224,27 @@ test.serial(
   },
 );
 
+/** v1 running, then v2 deployed and a quarter of its big layer fetched; the broker is killed there. */
+async function v1ThenBrokerLossMidPull(t: ExecutionContext, s: Setup) {
+  await s.dev.agent.start(s.stack.mosquitto.url);
+  const v1 = await deployAndRun(t, s, 'v1');
+  const v2Blobs = await layoutBlobs(s.layouts.v2!);
+  const big = v2Blobs.find((b) => b.size > BIG_MIB * MiB)!;
+  await s.stack.deploy(s.dev.id, 'v2');
+  await waitFor(
+    () => {
+      const p = s.dev.db.transferProgress(big.digest);
+      return p !== undefined && p.done >= p.total * 0.25;
+    },
+    60_000,
+    'a quarter of the big layer',
+  );
+  await s.stack.mosquitto.kill();
+  const at = s.dev.db.transferProgress(big.digest)!;
+  t.log(`broker killed at ${at.done}/${at.total} chunks`);
+  return { v1, big, v2Blobs };
+}
+
 test.serial(
   'broker killed mid-pull → the running app is untouched; the update completes after the broker is back',
   async (t) => {
@@ -229,23 +252,7 @@ test.serial(
     t.timeout(180_000);
     const s = await setup(t, 'nobroker');
     const m = s.stack.mosquitto;
-    await s.dev.agent.start(m.url);
-    const v1 = await deployAndRun(t, s, 'v1');
-
-    const blobs = await layoutBlobs(s.layouts.v2!);
-    const big = blobs.find((b) => b.size > BIG_MIB * MiB)!;
-    await s.stack.deploy(s.dev.id, 'v2');
-    await waitFor(
-      () => {
-        const p = s.dev.db.transferProgress(big.digest);
-        return p !== undefined && p.done >= p.total * 0.25;
-      },
-      60_000,
-      'a quarter of the big layer',
-    );
-    await m.kill();
-    const atKill = s.dev.db.transferProgress(big.digest)!;
-    t.log(`broker killed at ${atKill.done}/${atKill.total} chunks`);
+    const { v1, big, v2Blobs: blobs } = await v1ThenBrokerLossMidPull(t, s);
 
     // 5 s without a broker: v1 is the same container, same process, same start; v2 does not exist yet
     for (const until = Date.now() + 5000; Date.now() < until; ) {
@@ -376,19 +383,7 @@ test.serial(
     t.timeout(120_000);
     const s = await setup(t, 'termpull');
     const m = s.stack.mosquitto;
-    await s.dev.agent.start(m.url);
-    const v1 = await deployAndRun(t, s, 'v1');
-    const big = (await layoutBlobs(s.layouts.v2!)).find((b) => b.size > BIG_MIB * MiB)!;
-    await s.stack.deploy(s.dev.id, 'v2');
-    await waitFor(
-      () => {
-        const p = s.dev.db.transferProgress(big.digest);
-        return p !== undefined && p.done >= p.total * 0.25;
-      },
-      60_000,
-      'a quarter of the big layer',
-    );
-    await m.kill();
+    const { v1, big } = await v1ThenBrokerLossMidPull(t, s);
     await new Promise((r) => setTimeout(r, 500));
     const t0 = Date.now();
     const stopping = s.dev.agent.stop();
@@ -405,19 +400,8 @@ test.serial(
     await m.restart(0);
     await s.dev.agent.start(m.url);
     await convergedTo(t, s, 'v2', 60_000);
-    const resumed = s.dev.agent
-      .logLines()
-      .find((l) => l.msg === 'resuming transfer' && l.digest === big.digest);
-    t.true(Number(resumed?.resumedBytes) > 0, 'the pull went on from its persisted progress');
     // the stop cut the fetch short: reported as interrupted by the next agent, not as a failed step
-    await waitFor(
-      () =>
-        s.view.events.some(
-          (e) => e.type === 'interrupted' && (e.steps as string[]).includes('fetch sample:v2'),
-        ),
-      20_000,
-      'the interrupted fetch reported',
-    );
+    await resumedAfterInterruption(t, s, big.digest);
     t.false(
       s.view.events.some((e) => (e.type === 'step' && e.ok === false) || e.type === 'error'),
       'no failed step or error reported',
