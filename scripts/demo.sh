@@ -60,7 +60,8 @@ fi
 say "fleet server with its embedded MQTT broker"
 PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 fleetc fleet keygen >"$WORK/fleet.pub"
-fleetc fleet serve --listen "127.0.0.1:$PORT" &
+# node itself in the background (not through the function): its pid is the one cleanup stops
+node dist/berth.mjs --log-level warn --state-dir "$FLEET" fleet serve --listen "127.0.0.1:$PORT" &
 PIDS+=($!)
 wait_for 20 "the fleet broker on :$PORT" node -e 'require("net").connect(+process.argv[1],"127.0.0.1").on("connect",()=>process.exit(0)).on("error",()=>process.exit(1))' "$PORT"
 echo "broker mqtt://127.0.0.1:$PORT"

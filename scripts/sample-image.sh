@@ -3,7 +3,7 @@
 #   scripts/sample-image.sh <dir> [tag] [message]
 # Two layers: a shared base (busybox, tag "base" in <dir>, built once) and a small app layer with
 # <message>, so v1 and v2 built into one <dir> differ in one layer only. The image prints <message>
-# every 2 s and serves it over HTTP on :8080 (busybox httpd).
+# every 2 s and serves it over HTTP on :8080 (busybox httpd); it exits 0 on SIGTERM.
 set -euo pipefail
 dir=$1 tag=${2:-v1} msg=${3:-"hello from berth sample $tag"}
 work=$(mktemp -d)
@@ -25,10 +25,13 @@ fi
 umoci unpack --image "$dir:base" "$work/b" >/dev/null
 r=$work/b/rootfs
 echo "$msg" >"$r/www/index.html"
+# As PID 1 the shell gets no default action for SIGTERM: without the trap every stop would wait out the
+# stop timeout and end in SIGKILL. `sleep & wait` lets the trap run at once.
 cat >"$r/bin/app" <<APP
 #!/bin/sh
+trap 'exit 0' TERM INT
 httpd -p 8080 -h /www
-while true; do echo "\$(date -u +%H:%M:%S) $msg"; sleep 2; done
+while true; do echo "\$(date -u +%H:%M:%S) $msg"; sleep 2 & wait \$!; done
 APP
 chmod 755 "$r/bin/app"
 umoci repack --image "$dir:$tag" "$work/b" >/dev/null

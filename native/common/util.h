@@ -8,6 +8,9 @@
 #include <sys/types.h>
 
 void *xmalloc(size_t n);
+/* Default disposition for every signal and an empty mask, right before exec'ing a container's process:
+   SIG_IGN and the mask survive execve, and a caller's ignored SIGTERM would make the app deaf to `stop`. */
+void berth_reset_signals(void);
 void *xmalloc0(size_t n);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -144,6 +145,10 @@ spawn_process (char *const argv[], int in_fd, int out_fd, int err_fd, mon_err *e
       for (int i = 0; i < 3; i++)
         if (dup2 (fds[i] >= 0 ? fds[i] : null, i) < 0)
           _exit (127);
+      /* the monitor ignores SIGTERM & co. for itself; the runtime (and so the app) starts with defaults */
+      for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+          signal (sig, SIG_DFL);
       sigset_t none;
       sigemptyset (&none);
       sigprocmask (SIG_SETMASK, &none, NULL);

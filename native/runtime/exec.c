@@ -135,6 +135,7 @@ static void exec_process(struct exec_ctx *x) {
   if (s->no_new_privileges && x->seccomp.len && seccomp_load(&x->seccomp, &err) < 0) exec_fail(x, &err);
   /* the sync socket stays open (close-on-exec): EOF tells the parent the exec happened */
   syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+  berth_reset_signals();
   environ = s->env;
   execv(exe, s->args);
   berth_make_error(&err, errno, "exec `%s`", s->args[0]);

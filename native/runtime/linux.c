@@ -286,6 +286,7 @@ static void init_process(struct init_ctx *ctx) {
   if (s->capabilities && caps_apply(s->capabilities, ctx->cap_last_cap, &err) < 0) goto fatal;
   if (s->no_new_privileges && ctx->seccomp.len && seccomp_load(&ctx->seccomp, &err) < 0) goto fatal;
   syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+  berth_reset_signals();
   environ = s->env;
   execv(exe, s->args);
   berth_make_error(&err, errno, "exec `%s`", s->args[0]);

@@ -8,10 +8,22 @@ import * as path from 'node:path';
 import { BerthError, type ErrorCode, ErrorCodes, unavailable } from '../lib/errors.js';
 import type { ContainerView, RunRequest } from './api.js';
 import type { CommandResult } from './commands.js';
-import type { ExecResult } from './ports.js';
+import type { ExecResult, LogLine } from './ports.js';
 
 export const SOCKET_NAME = 'berth.sock';
 export const agentSocketPath = (stateDir: string) => path.join(stateDir, SOCKET_NAME);
+
+interface ApiError {
+  code?: string;
+  message?: string;
+}
+
+function toBerthError(e: ApiError | undefined, status: number | undefined): BerthError {
+  const code = (ErrorCodes as readonly string[]).includes(e?.code ?? '')
+    ? (e!.code as ErrorCode)
+    : 'Internal';
+  return new BerthError(code, e?.message ?? `agent answered ${status}`);
+}
 
 export class AgentClient {
   constructor(
@@ -44,11 +56,7 @@ export class AgentClient {
               return;
             }
             if ((res.statusCode ?? 500) >= 400) {
-              const e = (parsed as { error?: { code?: string; message?: string } }).error;
-              const code = (ErrorCodes as readonly string[]).includes(e?.code ?? '')
-                ? (e!.code as ErrorCode)
-                : 'Internal';
-              reject(new BerthError(code, e?.message ?? `agent answered ${res.statusCode}`));
+              reject(toBerthError((parsed as { error?: ApiError }).error, res.statusCode));
             } else resolve(parsed as T);
           });
         },
@@ -81,11 +89,72 @@ export class AgentClient {
       `/v1/containers/${encodeURIComponent(id)}/logs?tail=${tail}`,
     );
   }
+  /** the output as NDJSON lines (LogLine), live with `follow` until the container stops or `signal` aborts */
+  streamLogs(
+    id: string,
+    opts: { tail?: number | undefined; follow: boolean; signal?: AbortSignal },
+    emit: (line: LogLine) => void,
+  ): Promise<void> {
+    const q = new URLSearchParams({
+      stream: '1',
+      follow: opts.follow ? '1' : '0',
+      tail: opts.tail === undefined ? 'all' : String(opts.tail),
+    });
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          socketPath: this.socketPath,
+          method: 'GET',
+          path: `/v1/containers/${encodeURIComponent(id)}/logs?${q}`,
+          ...(opts.signal ? { signal: opts.signal } : {}),
+        },
+        (res) => {
+          let buf = '';
+          let failed: BerthError | undefined;
+          const lines = (text: string) => {
+            for (const l of text.split('\n')) {
+              if (!l) continue;
+              const j = JSON.parse(l) as LogLine & { error?: { code?: string; message?: string } };
+              if (j.error) failed = toBerthError(j.error, res.statusCode);
+              else emit(j);
+            }
+          };
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => {
+            buf += c;
+            const i = buf.lastIndexOf('\n');
+            if (i < 0) return;
+            lines(buf.slice(0, i));
+            buf = buf.slice(i + 1);
+          });
+          res.on('end', () => {
+            try {
+              lines(buf);
+            } catch {
+              failed ??= unavailable(`agent at ${this.socketPath} sent a bad log stream`);
+            }
+            if (failed) reject(failed);
+            else resolve();
+          });
+          res.on('error', (err) => (opts.signal?.aborted ? resolve() : reject(err)));
+        },
+      );
+      req.on('error', (err) =>
+        opts.signal?.aborted
+          ? resolve()
+          : reject(unavailable(`agent at ${this.socketPath}: ${err.message}`, err)),
+      );
+      req.end();
+    });
+  }
   start(id: string) {
     return this.request<object>('POST', `/v1/containers/${encodeURIComponent(id)}/start`, {});
   }
   stop(id: string, timeoutMs = 10_000) {
     return this.request<object>('POST', `/v1/containers/${encodeURIComponent(id)}/stop`, { timeoutMs });
+  }
+  kill(id: string, signal = 'SIGKILL') {
+    return this.request<object>('POST', `/v1/containers/${encodeURIComponent(id)}/kill`, { signal });
   }
   rm(id: string, force = false) {
     return this.request<object>(
@@ -93,10 +162,17 @@ export class AgentClient {
       `/v1/containers/${encodeURIComponent(id)}${force ? '?force=1' : ''}`,
     );
   }
-  exec(id: string, argv: string[], timeoutMs = 60_000) {
+  exec(
+    id: string,
+    argv: string[],
+    opts: { timeoutMs?: number; env?: Record<string, string>; cwd?: string; input?: string } = {},
+  ) {
     return this.request<ExecResult>('POST', `/v1/containers/${encodeURIComponent(id)}/exec`, {
       argv,
-      timeoutMs,
+      timeoutMs: opts.timeoutMs ?? 60_000,
+      ...(opts.env ? { env: opts.env } : {}),
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+      ...(opts.input !== undefined ? { input: opts.input } : {}),
     });
   }
   state() {

@@ -36,9 +36,22 @@ import {
 } from './ports.js';
 import type { AgentStore } from './store.js';
 
+const PortRequestSchema = z
+  .object({
+    hostIp: z.string().optional(),
+    hostPort: z.number().int().min(1).max(65535).optional(),
+    containerPort: z.number().int().min(1).max(65535),
+    protocol: z.enum(['tcp', 'udp']).default('tcp'),
+  })
+  .strict();
+
+/** An ad-hoc container (`berth run` while an agent runs): the CLI's options, in the target's terms. */
 export const RunRequestSchema = z
   .object({
-    image: z.string().min(1),
+    /** the image to run; with `rootfs`, only the name shown in `ps` (default: the directory) */
+    image: z.string().min(1).optional(),
+    /** run this host directory as the root filesystem instead of the image (`berth run --rootfs`) */
+    rootfs: z.string().startsWith('/').optional(),
     name: NameSchema.optional(),
     command: z.array(z.string()).optional(),
     entrypoint: z.array(z.string()).optional(),
@@ -52,31 +65,50 @@ export const RunRequestSchema = z
         }),
       )
       .default([]),
-    ports: z
-      .array(
-        z.object({
-          hostPort: z.number().int().min(1).max(65535).optional(),
-          containerPort: z.number().int().min(1).max(65535),
-          protocol: z.enum(['tcp', 'udp']).default('tcp'),
-        }),
-      )
-      .default([]),
+    ports: z.array(PortRequestSchema).default([]),
     networkMode: z.enum(['bridge', 'host', 'none']).default('bridge'),
     memoryBytes: z.number().int().positive().optional(),
     cpus: z.number().positive().optional(),
+    pids: z.number().int().positive().optional(),
+    user: z.string().optional(),
+    workingDir: z.string().optional(),
+    hostname: z.string().optional(),
+    readOnly: z.boolean().default(false),
+    privileged: z.boolean().default(false),
+    capAdd: z.array(z.string()).default([]),
+    capDrop: z.array(z.string()).default([]),
+    devices: z
+      .array(z.object({ hostPath: z.string().startsWith('/'), containerPath: z.string().startsWith('/') }))
+      .default([]),
+    labels: z.record(z.string()).default({}),
+    stopSignal: z.string().optional(),
+    /** removed by the agent once it exits (`berth run -d --rm`) */
+    autoRemove: z.boolean().default(false),
   })
-  .strict();
+  .strict()
+  .refine((r) => r.image !== undefined || r.rootfs !== undefined, {
+    message: 'image or rootfs is required',
+  });
 export type RunRequest = z.input<typeof RunRequestSchema>;
 
 export interface ContainerView {
+  /** the name the agent gave it (the id every route takes); `containerId` is the runtime's id */
   id: string;
+  name: string;
+  containerId?: string | undefined;
   image: string;
   status: string;
+  /** the runtime's words, as `berth ps` prints without an agent: created | running | exited */
+  state: string;
   app?: string | undefined;
   service?: string | undefined;
   exitCode?: number | undefined;
+  oomKilled?: boolean | undefined;
   startedAt?: number | undefined;
+  finishedAt?: number | undefined;
   createdAt?: number | undefined;
+  ipAddress?: string | undefined;
+  ports: Array<{ hostIp?: string; hostPort: number; containerPort: number; protocol: string }>;
   managed: boolean;
 }
 
@@ -85,13 +117,20 @@ export const LABEL_ADHOC = 'io.berth.adhoc';
 export function containerView(c: EngineContainer): ContainerView {
   return {
     id: c.id,
+    name: c.id,
+    containerId: c.runtimeId,
     image: c.image,
     status: c.status,
+    state: c.status === 'stopped' ? 'exited' : c.status,
     app: c.labels[LABEL_APP],
     service: c.labels[LABEL_SERVICE],
     exitCode: c.exitCode,
+    oomKilled: c.oomKilled,
     startedAt: c.startedAt,
+    finishedAt: c.finishedAt,
     createdAt: c.createdAt,
+    ipAddress: c.ip,
+    ports: c.ports ?? [],
     managed: c.labels[LABEL_APP] !== undefined,
   };
 }
@@ -146,38 +185,57 @@ function parse<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, raw: unknown, wha
 
 let adhocSeq = 0;
 
+/** route() wrote the response itself (a stream) */
+const STREAMED = Symbol('streamed');
+
 export class AgentApi {
   private server: http.Server | undefined;
 
   constructor(private readonly d: ApiDeps) {}
 
-  private async find(id: string): Promise<EngineContainer> {
-    const c = (await this.d.engine.list()).find((x) => x.id === id);
-    if (!c) throw notFound(`container ${id} not found`);
-    return c;
+  /** A container by the name the agent gave it, its runtime id, or a unique prefix (≥ 4) of that id. */
+  private async find(ref: string): Promise<EngineContainer> {
+    const all = await this.d.engine.list();
+    const exact = all.find((x) => x.id === ref || x.runtimeId === ref);
+    if (exact) return exact;
+    const byPrefix = ref.length >= 4 ? all.filter((x) => x.runtimeId?.startsWith(ref)) : [];
+    if (byPrefix.length > 1) throw invalidInput(`container reference ${ref} is ambiguous`);
+    if (byPrefix.length === 1) return byPrefix[0]!;
+    throw notFound(`no such container: ${ref}`);
   }
 
-  private async route(method: string, url: URL, req: http.IncomingMessage): Promise<unknown> {
+  private async route(
+    method: string,
+    url: URL,
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+  ): Promise<unknown> {
     const { engine, mutex, store, clock } = this.d;
-    const parts = url.pathname.split('/').filter(Boolean);
+    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
     if (parts[0] !== 'v1') throw notFound(`no route ${method} ${url.pathname}`);
-    const [, res, id, action] = parts;
-    if (method === 'GET' && res === 'ping') return { ok: true, pid: process.pid };
-    if (method === 'GET' && res === 'state') return this.d.state();
-    if (method === 'POST' && res === 'commands') return dispatchCommand(await readJson(req), this.d.commands);
-    if (res !== 'containers') throw notFound(`no route ${method} ${url.pathname}`);
+    const [, resource, ref, action] = parts;
+    if (method === 'GET' && resource === 'ping') return { ok: true, pid: process.pid };
+    if (method === 'GET' && resource === 'state') return this.d.state();
+    if (method === 'POST' && resource === 'commands')
+      return dispatchCommand(await readJson(req), this.d.commands);
+    if (resource !== 'containers') throw notFound(`no route ${method} ${url.pathname}`);
 
-    if (!id) {
+    if (!ref) {
       if (method === 'GET') return (await engine.list()).map(containerView);
       if (method === 'POST') return this.run(parse(RunRequestSchema, await readJson(req), 'run request'));
       throw notFound(`no route ${method} ${url.pathname}`);
     }
-    const c = await this.find(id);
+    const c = await this.find(ref);
+    const id = c.id;
     const managed = c.labels[LABEL_APP] !== undefined;
     if (method === 'GET' && action === 'logs') {
-      const tail = Number(url.searchParams.get('tail') ?? '200');
-      if (!Number.isInteger(tail) || tail < 1) throw invalidInput('tail must be a positive integer');
-      return { lines: await engine.logs(id, { tail }) };
+      const tailParam = url.searchParams.get('tail');
+      const tail = tailParam === null || tailParam === 'all' ? undefined : Number(tailParam);
+      if (tail !== undefined && (!Number.isInteger(tail) || tail < 0))
+        throw invalidInput('tail must be a non-negative integer or "all"');
+      if (url.searchParams.get('stream') !== '1')
+        return { lines: await engine.logs(id, { tail: tail ?? 200 }) };
+      return this.streamLogs(id, tail, url.searchParams.get('follow') === '1', res);
     }
     if (method === 'POST' && action === 'start') {
       await mutex.run(async () => {
@@ -199,19 +257,40 @@ export class AgentApi {
       });
       return {};
     }
+    if (method === 'POST' && action === 'kill') {
+      const body = parse(
+        z.object({ signal: z.string().min(1).default('SIGKILL') }).strict(),
+        await readJson(req),
+        'kill request',
+      );
+      if (c.status !== 'running') throw conflict(`container ${id} is not running`);
+      await mutex.run(async () => {
+        if (managed) store.updateContainer(id, { stoppedByUser: true }, clock.now());
+        await engine.kill(id, body.signal);
+      });
+      return {};
+    }
     if (method === 'POST' && action === 'exec') {
       const body = parse(
         z
           .object({
             argv: z.array(z.string()).min(1),
             timeoutMs: z.number().int().positive().default(60_000),
+            env: z.record(z.string()).optional(),
+            cwd: z.string().startsWith('/').optional(),
+            input: z.string().optional(),
           })
           .strict(),
         await readJson(req),
         'exec request',
       );
       if (c.status !== 'running') throw conflict(`container ${id} is not running`);
-      return engine.exec(id, body.argv, { timeoutMs: body.timeoutMs });
+      return engine.exec(id, body.argv, {
+        timeoutMs: body.timeoutMs,
+        ...(body.env ? { env: body.env } : {}),
+        ...(body.cwd ? { cwd: body.cwd } : {}),
+        ...(body.input !== undefined ? { input: body.input } : {}),
+      });
     }
     if (method === 'DELETE' && !action) {
       const force = url.searchParams.get('force') === '1';
@@ -231,13 +310,43 @@ export class AgentApi {
     throw notFound(`no route ${method} ${url.pathname}`);
   }
 
+  /** NDJSON, one LogLine per line, written as the lines come; ends when the container stops (follow). */
+  private async streamLogs(
+    id: string,
+    tail: number | undefined,
+    follow: boolean,
+    res: http.ServerResponse,
+  ): Promise<typeof STREAMED> {
+    const stream = this.d.engine.streamLogs?.bind(this.d.engine);
+    if (!stream) throw new BerthError('Unsupported', 'this engine cannot stream logs');
+    const ac = new AbortController();
+    res.on('close', () => ac.abort());
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    try {
+      await stream(id, { tail, follow, signal: ac.signal }, (line) => {
+        res.write(`${JSON.stringify(line)}\n`);
+      });
+    } catch (err) {
+      // headers are gone: the error travels as the last line
+      const code: ErrorCode = err instanceof BerthError ? err.code : 'Internal';
+      res.write(`${JSON.stringify({ error: { code, message: errorMessage(err) } })}\n`);
+    }
+    res.end();
+    return STREAMED;
+  }
+
   private async run(r: z.infer<typeof RunRequestSchema>): Promise<{ id: string }> {
     const { engine, images, mutex } = this.d;
-    const st = await images.has(r.image);
-    if (!st.fetched) throw notFound(`image ${r.image} is not on this device; pull it first`);
-    if (!st.unpacked) await images.unpack(r.image);
+    const image = r.image ?? r.rootfs!;
+    const reserved = Object.keys(r.labels).find((k) => k.startsWith('io.berth.'));
+    if (reserved) throw invalidInput(`label ${reserved}: io.berth.* labels are berth's own`);
+    if (!r.rootfs) {
+      const st = await images.has(image);
+      if (!st.fetched) throw notFound(`image ${image} is not on this device; pull it first`);
+      if (!st.unpacked) await images.unpack(image);
+    }
     const spec = ServiceSchema.parse({
-      image: r.image,
+      image,
       ...(r.command ? { command: r.command } : {}),
       ...(r.entrypoint ? { entrypoint: r.entrypoint } : {}),
       env: r.env,
@@ -247,19 +356,39 @@ export class AgentApi {
       resources: {
         ...(r.memoryBytes ? { memoryBytes: r.memoryBytes } : {}),
         ...(r.cpus ? { cpus: r.cpus } : {}),
+        ...(r.pids ? { pids: r.pids } : {}),
       },
       restart: { policy: 'no' },
+      ...(r.user ? { user: r.user } : {}),
+      ...(r.workingDir ? { workingDir: r.workingDir } : {}),
+      ...(r.hostname ? { hostname: r.hostname } : {}),
+      ...(r.stopSignal ? { stopSignal: r.stopSignal } : {}),
+      readOnly: r.readOnly,
+      privileged: r.privileged,
+      capAdd: r.capAdd,
+      capDrop: r.capDrop,
+      devices: r.devices,
+      labels: r.labels,
     });
     const name = r.name ?? `run-${Date.now().toString(36)}-${(adhocSeq++).toString(36)}`;
+    if ((await engine.list()).some((c) => c.id === name)) throw conflict(`container name ${name} is in use`);
     return mutex.run(async () => {
       const { id } = await engine.create({
         name,
-        image: r.image,
+        image,
         spec,
-        labels: { [LABEL_ADHOC]: 'true' },
+        // the user's labels, and berth's mark: not part of any target, the reconciler leaves it alone
+        labels: { ...r.labels, [LABEL_ADHOC]: 'true' },
         volumePaths: {},
+        ...(r.rootfs ? { rootfsDir: r.rootfs } : {}),
+        ...(r.autoRemove ? { autoRemove: true } : {}),
       });
-      await engine.start(id);
+      try {
+        await engine.start(id);
+      } catch (err) {
+        if (r.autoRemove) await engine.remove(id, { force: true }).catch(() => undefined);
+        throw err;
+      }
       return { id };
     });
   }
@@ -269,7 +398,8 @@ export class AgentApi {
     let status = 200;
     let body: unknown;
     try {
-      body = await this.route(req.method ?? 'GET', url, req);
+      body = await this.route(req.method ?? 'GET', url, req, res);
+      if (body === STREAMED) return;
     } catch (err) {
       const code: ErrorCode = err instanceof BerthError ? err.code : 'Internal';
       status = STATUS[code];

@@ -38,6 +38,17 @@ export interface EngineContainer {
   cgroupPath?: string | undefined;
   command?: string[] | undefined;
   createdAt?: number | undefined;
+  /** the runtime's own container id (directories, cgroup); `id` is the name the agent gave it */
+  runtimeId?: string | undefined;
+  /** published ports (bridge mode) */
+  ports?: Array<{ hostIp?: string; hostPort: number; containerPort: number; protocol: string }> | undefined;
+  oomKilled?: boolean | undefined;
+}
+
+/** One line of a container's output, as the monitor recorded it. */
+export interface LogLine {
+  stream: 'stdout' | 'stderr';
+  log: string;
 }
 
 export interface CreateContainerRequest {
@@ -51,6 +62,10 @@ export interface CreateContainerRequest {
   volumePaths: Record<string, string>;
   /** host dir of the app's update lock, bind-mounted at UPDATE_LOCK_MOUNT */
   lockDir?: string | undefined;
+  /** ad-hoc containers (`berth run --rootfs`): run this directory instead of the image's snapshot */
+  rootfsDir?: string | undefined;
+  /** ad-hoc containers (`berth run -d --rm`): removed when they exit */
+  autoRemove?: boolean | undefined;
 }
 
 export interface ExecResult {
@@ -76,10 +91,19 @@ export interface ContainerEngine {
   exec(
     id: string,
     argv: string[],
-    opts: { timeoutMs: number; env?: Record<string, string> },
+    opts: { timeoutMs: number; env?: Record<string, string>; cwd?: string; input?: string },
   ): Promise<ExecResult>;
   /** the last `tail` lines of the container's log (stdout and stderr interleaved) */
   logs(id: string, opts: { tail?: number }): Promise<string[]>;
+  /**
+   * The container's output line by line (the last `tail` lines first); with `follow`, new lines until the
+   * container stops or `signal` aborts. Optional: the local API answers 501 for an engine without it.
+   */
+  streamLogs?(
+    id: string,
+    opts: { tail?: number | undefined; follow: boolean; signal?: AbortSignal },
+    emit: (line: LogLine) => void,
+  ): Promise<void>;
   stats(id: string): Promise<ContainerStats>;
   /** replace the app labels (berth labels are kept) without touching the process */
   updateLabels(id: string, labels: Record<string, string>): Promise<void>;
@@ -108,6 +132,7 @@ export interface ImageService {
   missingBytes(image: string): Promise<{ downloadBytes: number; unpackBytes: number }>;
   /** free bytes on the filesystem that holds blobs and snapshots */
   availableBytes(): Promise<number>;
+  /** delete an image now: its record and the blobs and snapshots no other stored image uses */
   remove(image: string): Promise<void>;
   /** collect images, snapshots and blobs not reachable from `keepImages` (see core/disk.ts planGc) */
   gc(keepImages: readonly string[]): Promise<{ images: string[]; freedBytes: number }>;

@@ -44,6 +44,8 @@ export type AgentEvent =
   | { type: 'target-ignored'; version: number; reason: string }
   | { type: 'step'; step: string; ok: boolean; error?: string }
   | { type: 'converged'; version: number }
+  /** the plan is blocked (update lock, hand-over, dependencies, restart backoff); sent when the reasons change */
+  | { type: 'waiting'; reasons: string[] }
   | { type: 'rollout-healthy'; version: number }
   | { type: 'rollback'; from: number; to: number; reason: string }
   | { type: 'rollout-failed'; version: number; reason: string }
@@ -108,9 +110,25 @@ export class Reconciler {
    * every container, the restarts that bring them back — is not the new version failing.
    */
   private reopenUntil: number | undefined;
+  private waitingReasons: string[] = [];
+  /** reasons of the last `waiting` event; cleared on convergence, so a crash loop's backoff is told once */
+  private waitingTold = '';
   /** counters for tests and the bench */
   readonly stats = { runs: 0, batches: 0, steps: 0 };
   lastOutcome: RunOutcome | undefined;
+
+  /** Why the device is not converging right now (empty unless the last plan was only waits). */
+  get waiting(): readonly string[] {
+    return this.waitingReasons;
+  }
+
+  private setWaiting(reasons: string[]) {
+    this.waitingReasons = reasons;
+    const key = reasons.join('\n');
+    if (reasons.length === 0 || key === this.waitingTold) return;
+    this.waitingTold = key;
+    this.emit({ type: 'waiting', reasons });
+  }
 
   constructor(private readonly opts: ReconcilerOptions) {
     this.o = {
@@ -293,6 +311,7 @@ export class Reconciler {
       const actionable = steps.filter((s) => !isIdleStep(s));
       if (actionable.length === 0) {
         const reasons = steps.map(describeStep);
+        this.setWaiting(reasons);
         const untils = steps.flatMap((s) => (s.kind === 'wait' && s.until !== undefined ? [s.until] : []));
         const backoff = this.backoffDelay();
         const delay = untils.length > 0 ? Math.min(backoff, Math.min(...untils) - clock.now()) : backoff;
@@ -301,6 +320,7 @@ export class Reconciler {
       }
 
       this.stats.batches++;
+      this.setWaiting([]);
       await this.mutex.run(() => this.runBatch(actionable));
       this.failures = 0;
       for (const app of Object.keys(target.apps)) store.setAppStatus(app, 'applying', clock.now());
@@ -339,6 +359,8 @@ export class Reconciler {
   private converged(target: Target, state: CurrentState): RunOutcome {
     const { store, clock } = this.opts;
     this.failures = 0;
+    this.setWaiting([]);
+    this.waitingTold = '';
     const cur = store.getTarget('current');
     for (const app of Object.keys(target.apps)) store.setAppStatus(app, 'running', clock.now());
     let next = this.o.idleIntervalMs;

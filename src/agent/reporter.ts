@@ -89,6 +89,7 @@ export class Reporter {
       targetStatus: cur?.status,
       targetReason: cur?.reason,
       previousVersion: prev?.target.version,
+      waiting: this.o.reconciler.waiting,
       containers: state.containers,
       lastErrors,
       apps: store.apps(),

@@ -6,6 +6,7 @@ import { AgentConnection } from '../agent/connection.js';
 import { resolvePublicKey } from '../fleet/keys.js';
 import { invalidInput } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
+import { autoRemoveCommand } from '../lib/self.js';
 import { hostPlatform, parsePlatform } from '../oci/platform.js';
 import { BUILD } from '../version.js';
 import type { CliContext } from './context.js';
@@ -44,6 +45,7 @@ export function registerAgent(program: Command, ctx: () => CliContext): void {
         connection,
         fleet: assertSafeName('fleet', opts.fleet ?? c.config.mqtt.fleet),
         deviceId,
+        autoRemoveCommand: autoRemoveCommand(c.stateDir, program.opts<{ config?: string }>().config),
       });
       c.log.info({ deviceId, fleet: hasFleet, socket: agentSocketPath(c.stateDir) }, 'agent running');
       await untilSignal();

@@ -7,12 +7,14 @@
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import type { ContainerView, RunRequest } from '../agent/api.js';
+import { type AgentClient, connectAgent } from '../agent/api-client.js';
 import { invalidInput } from '../lib/errors.js';
 import { nativePath } from '../lib/native.js';
+import { autoRemoveCommand } from '../lib/self.js';
 import type { AppSpec, BindVolume, NetworkMode, RestartPolicy } from '../runtime/bundle.js';
 import {
   type ContainerManager,
-  type ContainerRecord,
   ContainerManager as Manager,
   ociArch,
   statDevice,
@@ -32,7 +34,7 @@ export function containerManager(
   globals: { config?: string; stateDir?: string } = {},
 ): ContainerManager {
   const cfg = ctx.config;
-  const script = process.argv[1] ? path.resolve(process.argv[1]) : undefined;
+  const autoRemove = autoRemoveCommand(ctx.stateDir, globals.config);
   return new Manager({
     db: ctx.db,
     stateDir: ctx.stateDir,
@@ -46,20 +48,7 @@ export function containerManager(
     logMaxSize: cfg.runtime.logMaxSize,
     logMaxFiles: cfg.runtime.logMaxFiles,
     log: ctx.log,
-    ...(script
-      ? {
-          autoRemoveCommand: (id: string) => [
-            process.execPath,
-            script,
-            '--state-dir',
-            ctx.stateDir,
-            ...(globals.config ? ['--config', path.resolve(globals.config)] : []),
-            'rm',
-            '-f',
-            id,
-          ],
-        }
-      : {}),
+    ...(autoRemove ? { autoRemoveCommand: autoRemove } : {}),
   });
 }
 
@@ -95,8 +84,28 @@ function parseEnv(list: string[]): Record<string, string> {
   return out;
 }
 
-function status(c: ContainerRecord): string {
-  const ago = (t: number | null) => {
+/** What `ps` shows, from the state dir (ContainerRecord) or from the agent (ContainerView). */
+interface PsRow {
+  id: string;
+  name: string;
+  image: string;
+  state: string;
+  exitCode?: number | null | undefined;
+  oomKilled?: boolean | undefined;
+  startedAt?: number | null | undefined;
+  finishedAt?: number | null | undefined;
+  ipAddress?: string | null | undefined;
+  ports: Array<{ hostIp?: string | undefined; hostPort: number; containerPort: number; protocol: string }>;
+}
+
+/** The agent's view, keyed as `ps --json` is without an agent: `id` the runtime's id, `name` the name. */
+function viewRow(v: ContainerView): PsRow & Omit<ContainerView, 'containerId'> {
+  const { containerId, ...rest } = v;
+  return { ...rest, id: containerId ?? v.id };
+}
+
+function status(c: PsRow): string {
+  const ago = (t: number | null | undefined) => {
     if (!t) return '';
     const s = Math.max(0, Math.round((Date.now() - t) / 1000));
     return s < 60
@@ -111,7 +120,7 @@ function status(c: ContainerRecord): string {
   return c.state[0]!.toUpperCase() + c.state.slice(1);
 }
 
-function writeEntry(e: LogEntry): void {
+function writeEntry(e: Pick<LogEntry, 'stream' | 'log'>): void {
   (e.stream === 'stderr' ? process.stderr : process.stdout).write(e.log);
 }
 
@@ -144,6 +153,8 @@ interface RunOptions {
 export function registerContainers(program: Command, ctx: () => CliContext): void {
   const globals = () => program.opts<{ config?: string; stateDir?: string }>();
   const mgr = () => containerManager(ctx(), globals());
+  /** The running agent of this state dir: when one answers, every command goes through it. */
+  const agent = () => connectAgent(ctx().stateDir);
 
   program
     .command('run')
@@ -175,12 +186,11 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
     .option('-h, --hostname <name>', 'container hostname')
     .option('--entrypoint <cmd>', 'override the image entrypoint')
     .option('--stop-signal <signal>', 'signal for stop (default: image StopSignal or SIGTERM)')
-    .option('--restart <policy>', 'no | always | on-failure | unless-stopped (recorded for the agent)', 'no')
+    .option('--restart <policy>', 'no | always | on-failure | unless-stopped (without an agent only)', 'no')
     .option('-l, --label <k=v>', 'label (repeatable)', collect, [])
     .option('--device <host[:ctr]>', 'expose a host device node (repeatable)', collect, [])
     .passThroughOptions()
     .action(async (image: string | undefined, command: string[], o: RunOptions) => {
-      const m = mgr();
       let cmd = command;
       if (o.rootfs && image !== undefined) cmd = [image, ...command];
       if (!o.rootfs && !image) throw invalidInput('run needs an image or --rootfs <dir>');
@@ -188,70 +198,9 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
         throw invalidInput(`unknown network mode ${o.network}`);
       if (!['no', 'always', 'on-failure', 'unless-stopped'].includes(o.restart))
         throw invalidInput(`unknown restart policy ${o.restart}`);
-      const devices = await Promise.all(
-        o.device.map((d) => {
-          const [host, ctr] = d.split(':');
-          return statDevice(path.resolve(host!), ctr || host!);
-        }),
-      );
-      const app: AppSpec = {
-        ...(devices.length ? { devices } : {}),
-        ...(cmd.length ? { command: cmd } : {}),
-        ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint ? [o.entrypoint] : [] } : {}),
-        env: parseEnv(o.env),
-        volumes: o.volume.map(parseVolume),
-        resources: {
-          ...(o.memory ? { memoryBytes: parseSize(o.memory) } : {}),
-          ...(o.cpus ? { cpus: Number(o.cpus) } : {}),
-          ...(o.pidsLimit ? { pidsLimit: Number(o.pidsLimit) } : {}),
-        },
-        network: o.network as NetworkMode,
-        restart: o.restart as RestartPolicy,
-        capAdd: o.capAdd,
-        capDrop: o.capDrop,
-        privileged: o.privileged === true,
-        readOnlyRootfs: o.readOnly === true,
-        labels: parseEnv(o.label),
-        ...(o.user ? { user: o.user } : {}),
-        ...(o.workdir ? { workingDir: o.workdir } : {}),
-        ...(o.hostname ? { hostname: o.hostname } : {}),
-        ...(o.stopSignal ? { stopSignal: o.stopSignal } : {}),
-      };
-      const rec = await m.create({
-        ...(o.name ? { name: o.name } : {}),
-        source: o.rootfs ? { kind: 'dir', path: path.resolve(o.rootfs) } : { kind: 'image', ref: image! },
-        app,
-        ports: o.publish.map(parsePortMapping),
-        autoRemove: o.rm === true && o.detach === true,
-      });
-      try {
-        await m.start(rec.id);
-      } catch (err) {
-        if (o.rm) await m.remove(rec.id, { force: true }).catch(() => undefined);
-        throw err;
-      }
-      if (o.detach) {
-        process.stdout.write(`${rec.id}\n`);
-        return;
-      }
-      // Foreground: stream logs until exit; Ctrl-C stops the container (StopSignal).
-      const onSignal = () => void m.stop(rec.id, 10).catch(() => undefined);
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      try {
-        const dir = m.containerDir(rec.id);
-        await followLogs(dir, writeEntry, {
-          isDone: async () =>
-            m.readExitFile(rec.id) !== undefined || (await m.inspect(rec.id)).state !== 'running',
-          pollMs: 100,
-        });
-        const final = await m.inspect(rec.id);
-        process.exitCode = final.exitCode ?? 1;
-        if (o.rm) await m.remove(rec.id, { force: true });
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-      }
+      const client = await agent();
+      if (client) await runViaAgent(client, o.rootfs ? undefined : image, cmd, o);
+      else await runDirect(mgr(), o.rootfs ? undefined : image, cmd, o);
     });
 
   program
@@ -260,7 +209,10 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
     .option('-a, --all', 'include containers that are not running')
     .option('--json', 'print JSON')
     .action(async (o: { all?: boolean; json?: boolean }) => {
-      const list = await mgr().list({ all: o.all === true });
+      const client = await agent();
+      const list: PsRow[] = client
+        ? (await client.ps()).map(viewRow).filter((c) => o.all === true || c.state === 'running')
+        : await mgr().list({ all: o.all === true });
       if (o.json) {
         printJson(list);
         return;
@@ -287,18 +239,23 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
     .option('-f, --follow', 'follow new output until the container exits')
     .option('-n, --tail <n>', 'only the last n lines')
     .action(async (ref: string, o: { follow?: boolean; tail?: string }) => {
-      const m = mgr();
-      const rec = await m.inspect(ref);
-      const dir = m.containerDir(rec.id);
       const tail = o.tail !== undefined ? Number(o.tail) : undefined;
       if (tail !== undefined && (!Number.isInteger(tail) || tail < 0))
         throw invalidInput(`invalid --tail ${o.tail}`);
+      const ac = new AbortController();
+      if (o.follow) process.once('SIGINT', () => ac.abort());
+      const client = await agent();
+      if (client) {
+        await client.streamLogs(ref, { tail, follow: o.follow === true, signal: ac.signal }, writeEntry);
+        return;
+      }
+      const m = mgr();
+      const rec = await m.inspect(ref);
+      const dir = m.containerDir(rec.id);
       if (!o.follow) {
         for (const e of await readLogs(dir, tail !== undefined ? { tail } : {})) writeEntry(e);
         return;
       }
-      const ac = new AbortController();
-      process.once('SIGINT', () => ac.abort());
       await followLogs(dir, writeEntry, {
         ...(tail !== undefined ? { tail } : {}),
         isDone: async () => (await m.inspect(rec.id)).state !== 'running',
@@ -306,32 +263,45 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
       });
     });
 
+  /** One action per named container, through the agent when one runs, else on the state dir. */
+  const eachContainer =
+    (
+      viaAgent: (c: AgentClient, ref: string) => Promise<unknown>,
+      direct: (m: ContainerManager, ref: string) => Promise<unknown>,
+    ) =>
+    async (refs: string[]) => {
+      const client = await agent();
+      const m = client ? undefined : mgr();
+      for (const r of refs) {
+        await (client ? viaAgent(client, r) : direct(m!, r));
+        process.stdout.write(`${r}\n`);
+      }
+    };
+
   program
     .command('stop')
     .description('stop containers: StopSignal, then SIGKILL after the timeout')
     .argument('<containers...>')
     .option('-t, --time <secs>', 'seconds to wait before SIGKILL', '10')
     .action(async (refs: string[], o: { time: string }) => {
-      const m = mgr();
       const t = Number(o.time);
       if (!(t >= 0)) throw invalidInput(`invalid --time ${o.time}`);
-      for (const r of refs) {
-        await m.stop(r, t);
-        process.stdout.write(`${r}\n`);
-      }
+      await eachContainer(
+        (c, r) => c.stop(r, t * 1000),
+        (m, r) => m.stop(r, t),
+      )(refs);
     });
 
   program
     .command('start')
     .description('start created or exited containers')
     .argument('<containers...>')
-    .action(async (refs: string[]) => {
-      const m = mgr();
-      for (const r of refs) {
-        await m.start(r);
-        process.stdout.write(`${r}\n`);
-      }
-    });
+    .action(
+      eachContainer(
+        (c, r) => c.start(r),
+        (m, r) => m.start(r),
+      ),
+    );
 
   program
     .command('kill')
@@ -339,24 +309,22 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
     .argument('<containers...>')
     .option('-s, --signal <sig>', 'signal', 'SIGKILL')
     .action(async (refs: string[], o: { signal: string }) => {
-      const m = mgr();
-      for (const r of refs) {
-        await m.kill(r, o.signal);
-        process.stdout.write(`${r}\n`);
-      }
+      await eachContainer(
+        (c, r) => c.kill(r, o.signal),
+        (m, r) => m.kill(r, o.signal),
+      )(refs);
     });
 
   program
     .command('rm')
     .description('remove containers (cgroup, network, IP lease, bundle, logs)')
     .argument('<containers...>')
-    .option('-f, --force', 'kill running containers first')
+    .option('-f, --force', 'kill running containers first (and, with an agent, remove ones of its target)')
     .action(async (refs: string[], o: { force?: boolean }) => {
-      const m = mgr();
-      for (const r of refs) {
-        await m.remove(r, { force: o.force === true });
-        process.stdout.write(`${r}\n`);
-      }
+      await eachContainer(
+        (c, r) => c.rm(r, o.force === true),
+        (m, r) => m.remove(r, { force: o.force === true }),
+      )(refs);
     });
 
   program
@@ -374,15 +342,36 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
         command: string[],
         o: { interactive?: boolean; env: string[]; workdir?: string },
       ) => {
-        const m = mgr();
-        const { file, args, env } = await m.execCommand(ref, command, {
-          env: parseEnv(o.env),
+        const env = parseEnv(o.env);
+        // An interactive session on a terminal needs the terminal itself: it runs from here (exec does
+        // not change the container's lifecycle, so it cannot race the agent). Everything else goes
+        // through the agent when one runs: output is returned when the command ends.
+        const client = o.interactive && process.stdin.isTTY ? undefined : await agent();
+        if (client) {
+          const input = o.interactive ? await readStdin() : undefined;
+          const r = await client.exec(ref, command, {
+            timeoutMs: EXEC_VIA_AGENT_TIMEOUT_MS,
+            env,
+            ...(o.workdir ? { cwd: o.workdir } : {}),
+            ...(input !== undefined ? { input } : {}),
+          });
+          process.stdout.write(r.stdout);
+          process.stderr.write(r.stderr);
+          process.exitCode = r.exitCode;
+          return;
+        }
+        const {
+          file,
+          args,
+          env: execEnv,
+        } = await mgr().execCommand(ref, command, {
+          env,
           ...(o.workdir ? { cwd: o.workdir } : {}),
         });
         // Not through exec(): an exec session shares the terminal (stdio inherited), like docker exec.
         const code = await new Promise<number>((resolve, reject) => {
           const child = spawn(file, args, {
-            env,
+            env: execEnv,
             stdio: [o.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'],
           });
           child.on('error', reject);
@@ -391,4 +380,149 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
         process.exitCode = code;
       },
     );
+}
+
+/** exec through the agent: it buffers the output, so a command may run at most this long */
+const EXEC_VIA_AGENT_TIMEOUT_MS = 24 * 3600_000;
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function splitDevice(d: string): { host: string; ctr: string } {
+  const [host, ctr] = d.split(':');
+  return { host: path.resolve(host!), ctr: ctr || host! };
+}
+
+async function runDirect(
+  m: ContainerManager,
+  image: string | undefined,
+  cmd: string[],
+  o: RunOptions,
+): Promise<void> {
+  const devices = await Promise.all(
+    o.device.map((d) => {
+      const { host, ctr } = splitDevice(d);
+      return statDevice(host, ctr);
+    }),
+  );
+  const app: AppSpec = {
+    ...(devices.length ? { devices } : {}),
+    ...(cmd.length ? { command: cmd } : {}),
+    ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint ? [o.entrypoint] : [] } : {}),
+    env: parseEnv(o.env),
+    volumes: o.volume.map(parseVolume),
+    resources: {
+      ...(o.memory ? { memoryBytes: parseSize(o.memory) } : {}),
+      ...(o.cpus ? { cpus: Number(o.cpus) } : {}),
+      ...(o.pidsLimit ? { pidsLimit: Number(o.pidsLimit) } : {}),
+    },
+    network: o.network as NetworkMode,
+    restart: o.restart as RestartPolicy,
+    capAdd: o.capAdd,
+    capDrop: o.capDrop,
+    privileged: o.privileged === true,
+    readOnlyRootfs: o.readOnly === true,
+    labels: parseEnv(o.label),
+    ...(o.user ? { user: o.user } : {}),
+    ...(o.workdir ? { workingDir: o.workdir } : {}),
+    ...(o.hostname ? { hostname: o.hostname } : {}),
+    ...(o.stopSignal ? { stopSignal: o.stopSignal } : {}),
+  };
+  const rec = await m.create({
+    ...(o.name ? { name: o.name } : {}),
+    source: o.rootfs ? { kind: 'dir', path: path.resolve(o.rootfs) } : { kind: 'image', ref: image! },
+    app,
+    ports: o.publish.map(parsePortMapping),
+    autoRemove: o.rm === true && o.detach === true,
+  });
+  try {
+    await m.start(rec.id);
+  } catch (err) {
+    if (o.rm) await m.remove(rec.id, { force: true }).catch(() => undefined);
+    throw err;
+  }
+  if (o.detach) {
+    process.stdout.write(`${rec.id}\n`);
+    return;
+  }
+  // Foreground: stream logs until exit; Ctrl-C stops the container (StopSignal).
+  const onSignal = () => void m.stop(rec.id, 10).catch(() => undefined);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const dir = m.containerDir(rec.id);
+    await followLogs(dir, writeEntry, {
+      isDone: async () =>
+        m.readExitFile(rec.id) !== undefined || (await m.inspect(rec.id)).state !== 'running',
+      pollMs: 100,
+    });
+    const final = await m.inspect(rec.id);
+    process.exitCode = final.exitCode ?? 1;
+    if (o.rm) await m.remove(rec.id, { force: true });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** `berth run` while an agent runs: the agent creates and starts it (under its mutex), we watch. */
+async function runViaAgent(
+  client: AgentClient,
+  image: string | undefined,
+  cmd: string[],
+  o: RunOptions,
+): Promise<void> {
+  if (o.restart !== 'no')
+    throw invalidInput(
+      `--restart ${o.restart}: while an agent runs, containers that restart belong in the target (berth fleet deploy); an ad-hoc container runs once`,
+    );
+  const req: RunRequest = {
+    ...(image ? { image } : {}),
+    ...(o.rootfs ? { rootfs: path.resolve(o.rootfs) } : {}),
+    ...(o.name ? { name: o.name } : {}),
+    ...(cmd.length ? { command: cmd } : {}),
+    ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint ? [o.entrypoint] : [] } : {}),
+    env: parseEnv(o.env),
+    volumes: o.volume.map(parseVolume),
+    ports: o.publish.map(parsePortMapping),
+    networkMode: o.network as NetworkMode,
+    ...(o.memory ? { memoryBytes: parseSize(o.memory) } : {}),
+    ...(o.cpus ? { cpus: Number(o.cpus) } : {}),
+    ...(o.pidsLimit ? { pids: Number(o.pidsLimit) } : {}),
+    ...(o.user ? { user: o.user } : {}),
+    ...(o.workdir ? { workingDir: o.workdir } : {}),
+    ...(o.hostname ? { hostname: o.hostname } : {}),
+    ...(o.stopSignal ? { stopSignal: o.stopSignal } : {}),
+    readOnly: o.readOnly === true,
+    privileged: o.privileged === true,
+    capAdd: o.capAdd,
+    capDrop: o.capDrop,
+    devices: o.device.map((d) => {
+      const { host, ctr } = splitDevice(d);
+      return { hostPath: host, containerPath: ctr };
+    }),
+    labels: parseEnv(o.label),
+    autoRemove: o.rm === true && o.detach === true,
+  };
+  const { id } = await client.run(req);
+  if (o.detach) {
+    const view = (await client.ps()).find((c) => c.id === id);
+    process.stdout.write(`${view?.containerId ?? id}\n`);
+    return;
+  }
+  const onSignal = () => void client.stop(id, 10_000).catch(() => undefined);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await client.streamLogs(id, { follow: true }, writeEntry);
+    const final = (await client.ps()).find((c) => c.id === id);
+    process.exitCode = final?.exitCode ?? 1;
+    if (o.rm) await client.rm(id, true);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
 }

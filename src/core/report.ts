@@ -31,6 +31,8 @@ export interface ReportedState {
     status: string | null;
     reason?: string | undefined;
     previous: number | null;
+    /** why the update is not progressing (update lock, hand-over, dependencies), while it waits */
+    waiting?: string[] | undefined;
   };
   apps: Record<string, AppReport>;
 }
@@ -40,6 +42,7 @@ export interface ReportInput {
   targetStatus?: string | undefined;
   targetReason?: string | undefined;
   previousVersion?: number | undefined;
+  waiting?: readonly string[] | undefined;
   containers: readonly CurrentContainer[];
   lastErrors: ReadonlyMap<string, string>;
   apps: ReadonlyArray<{ name: string; status: string; lastError?: string }>;
@@ -89,6 +92,7 @@ export function buildReportedState(i: ReportInput): ReportedState {
       status: i.targetStatus ?? null,
       ...(i.targetReason ? { reason: i.targetReason } : {}),
       previous: i.previousVersion ?? null,
+      ...(i.waiting && i.waiting.length > 0 ? { waiting: [...i.waiting] } : {}),
     },
     apps,
   };

@@ -40,56 +40,65 @@ export async function readLogs(dir: string, opts: { tail?: number } = {}): Promi
   return opts.tail !== undefined ? entries.slice(Math.max(0, entries.length - opts.tail)) : entries;
 }
 
-/** Print-as-you-go reader: calls `emit` for existing entries (after tail) and new ones until exit. */
+/**
+ * Print-as-you-go reader: calls `emit` for existing entries (after tail) and new ones until exit. It holds
+ * the current file open, so a rotation (even several in a row, or the oldest file deleted) cannot take
+ * lines away from under it: the old inode is drained through the descriptor before switching.
+ */
 export async function followLogs(
   dir: string,
   emit: (e: LogEntry) => void,
   opts: { tail?: number; isDone: () => Promise<boolean>; signal?: AbortSignal; pollMs?: number },
 ): Promise<void> {
-  for (const e of await readLogs(dir, { tail: opts.tail })) emit(e);
   const file = path.join(dir, 'log.json');
-  let st = await fsp.stat(file).catch(() => undefined);
-  let ino = st?.ino;
-  let offset = st?.size ?? 0;
+  const open = async () => {
+    const fh = await fsp.open(file, 'r').catch(() => undefined);
+    return fh ? { fh, ino: (await fh.stat()).ino } : undefined;
+  };
+  let cur = await open();
+  let offset = 0;
   let partial = '';
-  for (;;) {
-    if (opts.signal?.aborted) return;
-    const done = await opts.isDone();
-    st = await fsp.stat(file).catch(() => undefined);
-    if (st && st.ino !== ino) {
-      // rotated: the old file is now log.json.1 (same inode); drain what was written after our last read
-      const rotated = path.join(dir, 'log.json.1');
-      const old = await fsp.stat(rotated).catch(() => undefined);
-      if (old && old.ino === ino && old.size > offset) {
-        const rest = await readRange(rotated, offset, old.size);
-        const text = partial + rest;
-        for (const e of parseLines(text)) emit(e);
-      }
-      ino = st.ino;
-      offset = 0;
-      partial = '';
-    }
-    if (st && st.size > offset) {
-      const text = partial + (await readRange(file, offset, st.size));
-      offset = st.size;
-      const cut = text.lastIndexOf('\n');
-      partial = cut < 0 ? text : text.slice(cut + 1);
-      for (const e of parseLines(cut < 0 ? '' : text.slice(0, cut))) emit(e);
-      continue;
-    }
-    if (done) return;
-    await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
-  }
-}
-
-async function readRange(file: string, from: number, to: number): Promise<string> {
-  const fh = await fsp.open(file, 'r');
+  // what is there already: the rotated files by name, the current one through the descriptor
+  const existing: LogEntry[] = [];
+  for (const f of await logFiles(dir))
+    if (f !== file) existing.push(...parseLines(await fsp.readFile(f, 'utf8').catch(() => '')));
+  const first: LogEntry[] = [];
+  /** emit what the open file has beyond `offset`; true when there was something */
+  const drain = async (sink: (e: LogEntry) => void = emit): Promise<boolean> => {
+    if (!cur) return false;
+    const size = (await cur.fh.stat()).size;
+    if (size <= offset) return false;
+    const buf = Buffer.alloc(size - offset);
+    const { bytesRead } = await cur.fh.read(buf, 0, buf.length, offset);
+    offset += bytesRead;
+    const text = partial + buf.subarray(0, bytesRead).toString('utf8');
+    const cut = text.lastIndexOf('\n');
+    partial = cut < 0 ? text : text.slice(cut + 1);
+    for (const e of parseLines(cut < 0 ? '' : text.slice(0, cut))) sink(e);
+    return bytesRead > 0;
+  };
   try {
-    const buf = Buffer.alloc(to - from);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, from);
-    return buf.subarray(0, bytesRead).toString('utf8');
+    await drain((e) => first.push(e));
+    const all = [...existing, ...first];
+    for (const e of opts.tail !== undefined ? all.slice(Math.max(0, all.length - opts.tail)) : all) emit(e);
+    for (;;) {
+      if (opts.signal?.aborted) return;
+      const done = await opts.isDone();
+      if (await drain()) continue;
+      const named = await fsp.stat(file).catch(() => undefined);
+      if (named && named.ino !== cur?.ino) {
+        await drain(); // written to the old file just before it was rotated
+        await cur?.fh.close();
+        cur = await open();
+        offset = 0;
+        partial = '';
+        continue;
+      }
+      if (done) return;
+      await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
+    }
   } finally {
-    await fh.close();
+    await cur?.fh.close();
   }
 }
 

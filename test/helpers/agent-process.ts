@@ -6,80 +6,31 @@
  *   a while)  ←→  `node dist/berth.mjs agent` (own state dir: overlay snapshots, berth-runtime +
  *   berth-monitor containers, SQLite)
  *
- * The device is observed the way an operator could: its SQLite database opened read-only, /proc (is the
+ * Images: agent-stack.ts's buildSampleImages (padBytes makes a version's pull take its time) and
+ * pushSampleImages. The device is observed the way an operator could: its SQLite database opened read-only, /proc (is the
  * container's init alive?), /proc/mounts, and the fleet's view (events and retained state on the broker).
  * `deviceTeardown` stops the agent, removes its containers with the CLI (as scripts/demo.sh does),
  * unmounts whatever is left under the state dir — also when the test failed half way.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { closeSync, promises as fsp, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { connectAgent } from '../../src/agent/api-client.js';
-import { importImage } from '../../src/content/import.js';
 import { ContentStore } from '../../src/content/store.js';
 import { type Db, openDatabase } from '../../src/db/database.js';
 import { buildTarget, publishTarget } from '../../src/fleet/deploy.js';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import { exec } from '../../src/lib/exec.js';
-import { hostPlatform } from '../../src/oci/platform.js';
 import { MqttConnection } from '../../src/transport/connection.js';
 import { deviceTopic } from '../../src/transport/topics.js';
+import { pushSampleImages } from './agent-stack.js';
 import { FLEET, type FleetSide, startFleet, testLog, waitFor } from './fleet-harness.js';
 import { freePort, Mosquitto } from './mosquitto.js';
 
-export const ROOT = path.resolve(import.meta.dirname, '../..');
+const ROOT = path.resolve(import.meta.dirname, '../..');
 const BIN = path.join(ROOT, 'dist/berth.mjs');
-const MiB = 1024 * 1024;
-
-// ---- images ------------------------------------------------------------------------------------------
-
-export interface SampleSpec {
-  tag: string;
-  /** an extra layer of this many MiB of random bytes (incompressible: the pull takes its time) */
-  bigMiB?: number;
-}
-
-/**
- * berth's sample image (scripts/sample-image.sh: busybox base + a small app layer printing "hello <tag>"),
- * optionally with a big random layer on top, one OCI layout per tag under `dir`.
- */
-export async function buildSampleImages(dir: string, specs: SampleSpec[]): Promise<Record<string, string>> {
-  const all = path.join(dir, 'all');
-  const out: Record<string, string> = {};
-  for (const s of specs) {
-    await exec('bash', [path.join(ROOT, 'scripts/sample-image.sh'), all, s.tag, `hello ${s.tag}`]);
-    if (s.bigMiB) {
-      const file = path.join(dir, `big-${s.tag}.bin`);
-      const fh = await fsp.open(file, 'w');
-      for (let i = 0; i < s.bigMiB; i++) await fh.write(randomBytes(MiB));
-      await fh.close();
-      await exec('umoci', ['insert', '--image', `${all}:${s.tag}`, file, '/data/big.bin']);
-      await fsp.rm(file);
-    }
-    out[s.tag] = path.join(dir, s.tag);
-    await exec('skopeo', [
-      '--insecure-policy',
-      'copy',
-      '-q',
-      `oci:${all}:${s.tag}`,
-      `oci:${out[s.tag]}:${s.tag}`,
-    ]);
-  }
-  return out;
-}
-
-/** Manifest, config and layer descriptors of a one-image layout. */
-export async function layoutBlobs(layout: string): Promise<Array<{ digest: string; size: number }>> {
-  const index = JSON.parse(await fsp.readFile(path.join(layout, 'index.json'), 'utf8'));
-  const m = index.manifests[0];
-  const manifest = JSON.parse(
-    await fsp.readFile(path.join(layout, 'blobs/sha256', m.digest.slice(7)), 'utf8'),
-  );
-  return [{ digest: m.digest, size: m.size }, manifest.config, ...manifest.layers];
-}
 
 // ---- fleet + broker ---------------------------------------------------------------------------------
 
@@ -100,15 +51,7 @@ export async function startFleetStack(
     mqtt: { url: mosquitto.url, protocolVersion: 4, backoff: { initialMs: 50, maxMs: 500 } },
     ...(opts.rateLimit ? { blob: { rateLimit: opts.rateLimit } } : {}),
   });
-  for (const [tag, layout] of Object.entries(opts.layouts)) {
-    const res = await importImage(
-      layout,
-      { store: fleet.store, db: fleet.db },
-      { platform: hostPlatform(), allPlatforms: true, tag: `sample:${tag}` },
-    );
-    const img = res.images[0]!;
-    fleet.server.registry.addImage(fleet.store, img.name, img.digest, img.mediaType);
-  }
+  await pushSampleImages(fleet, opts.layouts);
   const key = await loadFleetPrivateKey(fleet.dir);
   const deploy = async (deviceId: string, tag: string) => {
     const signed = buildTarget(
@@ -119,7 +62,7 @@ export async function startFleetStack(
         apps: {
           hello: {
             services: {
-              // the sample's /bin/sh is PID 1 and ignores SIGTERM: SIGKILL after 500 ms
+              // stop: SIGTERM, SIGKILL after 500 ms
               web: { image: `sample:${tag}`, networkMode: 'none', stopTimeoutMs: 500 },
             },
           },

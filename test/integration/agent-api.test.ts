@@ -119,7 +119,7 @@ test('errors keep their codes across the socket', async (t) => {
   const { client } = await setup(t);
   const nf = await t.throwsAsync(client.logs('nope'));
   t.true(isBerthError(nf, 'NotFound'));
-  t.regex(nf!.message, /container nope not found/);
+  t.regex(nf!.message, /no such container: nope/);
   const noImage = await t.throwsAsync(client.run({ image: 'missing:1' }));
   t.true(isBerthError(noImage, 'NotFound'));
   const bad = await t.throwsAsync(

@@ -14,14 +14,8 @@ import test from 'ava';
 import { ContentStore } from '../../src/content/store.js';
 import { exec } from '../../src/lib/exec.js';
 import type { Digest } from '../../src/oci/digest.js';
-import {
-  buildSampleImages,
-  layoutBlobs,
-  makeDevice,
-  processAlive,
-  startFleetStack,
-  watchDevice,
-} from '../helpers/agent-process.js';
+import { makeDevice, processAlive, startFleetStack, watchDevice } from '../helpers/agent-process.js';
+import { buildSampleImages, layoutBlobs } from '../helpers/agent-stack.js';
 import { waitFor } from '../helpers/fleet-harness.js';
 import { needPrivileges } from '../helpers/privileged.js';
 import { makeLoopFs } from '../helpers/storage-loop.js';
@@ -34,7 +28,10 @@ test('disk nearly full → update refused with NoSpace (needed vs available) bef
   t.timeout(150_000);
   const imgDir = await fsp.mkdtemp(path.join(tmpdir(), 'berth-disk-img-'));
   t.teardown(() => fsp.rm(imgDir, { recursive: true, force: true }));
-  const layouts = await buildSampleImages(imgDir, [{ tag: 'v1' }, { tag: 'v2', bigMiB: 8 }]);
+  const layouts = {
+    ...(await buildSampleImages(imgDir, ['v1'])),
+    ...(await buildSampleImages(imgDir, ['v2'], { padBytes: 8 * MiB })),
+  };
   const stack = await startFleetStack(t, { layouts });
 
   const loop = await makeLoopFs({ fs: 'ext4', sizeMiB: 160 });

@@ -163,10 +163,23 @@ test('noop-only plans (update lock held) back off exponentially; the app keeps r
     'old version untouched',
   );
   t.true(w.device.images.get('web:2')?.unpacked, 'download happened while waiting');
+  t.deepEqual(rec.waiting, ['wait: update lock held by app shop'], 'why it waits, for the reported state');
+  t.deepEqual(
+    w.events.filter((e) => e.type === 'waiting'),
+    [
+      {
+        type: 'waiting',
+        reasons: ['wait: update lock held by app shop'],
+        at: w.events.find((e) => e.type === 'waiting')!.at,
+      },
+    ],
+    'one waiting event for six blocked runs',
+  );
   w.device.heldLocks.delete('shop');
   await w.clock.advance(w.clock.pending()[0]!);
   await rec.idle();
   t.like(rec.lastOutcome, { status: 'converged', version: 2 });
+  t.deepEqual(rec.waiting, []);
   await rec.stop();
 });
 

@@ -17,12 +17,10 @@ import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { exec } from '../../src/lib/exec.js';
 import {
-  buildSampleImages,
   type Device,
   deadBrokerUrl,
   type FleetStack,
   type FleetView,
-  layoutBlobs,
   makeDevice,
   mountsUnder,
   processAlive,
@@ -30,6 +28,7 @@ import {
   verifyContentStore,
   watchDevice,
 } from '../helpers/agent-process.js';
+import { buildSampleImages, layoutBlobs } from '../helpers/agent-stack.js';
 import { waitFor } from '../helpers/fleet-harness.js';
 import { needPrivileges } from '../helpers/privileged.js';
 
@@ -42,12 +41,10 @@ let images: Promise<{ dir: string; layouts: Record<string, string> }> | undefine
 function sampleImages() {
   images ??= (async () => {
     const dir = await fsp.mkdtemp(path.join(tmpdir(), 'berth-resilience-img-'));
-    const layouts = await buildSampleImages(dir, [
-      { tag: 'v1' },
-      { tag: 'v2', bigMiB: BIG_MIB },
-      { tag: 'v3' },
-      { tag: 'v4' },
-    ]);
+    const layouts = {
+      ...(await buildSampleImages(dir, ['v1', 'v3', 'v4'])),
+      ...(await buildSampleImages(dir, ['v2'], { padBytes: BIG_MIB * MiB })),
+    };
     return { dir, layouts };
   })();
   return images;

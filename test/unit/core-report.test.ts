@@ -63,6 +63,15 @@ test('reported state: an old container still running shows the service as updati
   t.like(r.apps.a!.services.web, { state: 'updating', image: 'web:1' });
   t.like(r.apps.a!.services.db, { state: 'absent', image: 'db:1' });
   t.is(r.apps.a!.status, 'applying');
+  t.false('waiting' in r.target, 'no waiting key while nothing waits');
+  const held = buildReportedState({
+    target: T,
+    containers: [old],
+    lastErrors: new Map(),
+    apps: [],
+    waiting: ['wait: update lock held by app a'],
+  });
+  t.deepEqual(held.target.waiting, ['wait: update lock held by app a'], 'why the update does not progress');
 });
 
 test('flatten and changedKeys: thresholds are absolute and relative, other changes always count', (t) => {

@@ -43,6 +43,8 @@ export interface DeviceAgentOptions {
   connection?: AgentConnection | undefined;
   fleet?: string;
   deviceId?: string;
+  /** argv the monitor runs after an auto-remove (`run -d --rm`) container exits: `berth rm -f <id>` */
+  autoRemoveCommand?: ((id: string) => string[]) | undefined;
   /** passed to Agent (tests shorten intervals) */
   agent?: Partial<Omit<AgentOptions, 'db' | 'ports' | 'transport' | 'log' | 'stateDir'>>;
 }
@@ -96,6 +98,7 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     logMaxSize: o.config.runtime.logMaxSize,
     logMaxFiles: o.config.runtime.logMaxFiles,
     log: o.log,
+    ...(o.autoRemoveCommand ? { autoRemoveCommand: o.autoRemoveCommand } : {}),
   });
   const recovered = await manager.recover();
   o.log.info(recovered, 'containers recovered');

@@ -14,7 +14,7 @@ import { invalidInput } from '../../lib/errors.js';
 import { exec } from '../../lib/exec.js';
 import type { AppSpec, BindVolume } from '../../runtime/bundle.js';
 import { type ContainerManager, type ContainerRecord, statDevice } from '../../runtime/containers.js';
-import { readLogs } from '../../runtime/logs.js';
+import { followLogs, type LogEntry, readLogs } from '../../runtime/logs.js';
 import type { PortMapping } from '../../runtime/network/network.js';
 import {
   type ContainerEngine,
@@ -22,6 +22,7 @@ import {
   type CreateContainerRequest,
   type EngineContainer,
   type ExecResult,
+  type LogLine,
   UPDATE_LOCK_MOUNT,
 } from '../ports.js';
 
@@ -49,6 +50,14 @@ function toEngine(rec: ContainerRecord): EngineContainer | undefined {
     cgroupPath: status === 'running' ? cgroupPathOf(rec) : undefined,
     command: rec.request.app.command,
     createdAt: rec.createdAt,
+    runtimeId: rec.id,
+    ports: rec.ports.map((p) => ({
+      ...(p.hostIp ? { hostIp: p.hostIp } : {}),
+      hostPort: p.hostPort,
+      containerPort: p.containerPort,
+      protocol: p.protocol,
+    })),
+    oomKilled: rec.oomKilled,
   };
 }
 
@@ -121,9 +130,10 @@ export class RuntimeEngine implements ContainerEngine {
         : [];
     const rec = await this.manager.create({
       name: req.name,
-      source: { kind: 'image', ref: req.image },
+      source: req.rootfsDir ? { kind: 'dir', path: req.rootfsDir } : { kind: 'image', ref: req.image },
       app,
       ports,
+      ...(req.autoRemove ? { autoRemove: true } : {}),
     });
     return { id: rec.name };
   }
@@ -154,13 +164,17 @@ export class RuntimeEngine implements ContainerEngine {
   async exec(
     id: string,
     argv: string[],
-    opts: { timeoutMs: number; env?: Record<string, string> },
+    opts: { timeoutMs: number; env?: Record<string, string>; cwd?: string; input?: string },
   ): Promise<ExecResult> {
-    const cmd = await this.manager.execCommand(id, argv, opts.env ? { env: opts.env } : {});
+    const cmd = await this.manager.execCommand(id, argv, {
+      ...(opts.env ? { env: opts.env } : {}),
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    });
     const r = await exec(cmd.file, cmd.args, {
       env: cmd.env,
       timeoutMs: opts.timeoutMs,
       allowFailure: true,
+      ...(opts.input !== undefined ? { input: opts.input } : {}),
     });
     return { exitCode: r.code, stdout: r.stdout, stderr: r.stderr };
   }
@@ -172,6 +186,27 @@ export class RuntimeEngine implements ContainerEngine {
       opts.tail !== undefined ? { tail: opts.tail } : {},
     );
     return entries.map((e) => e.log.replace(/\n$/, ''));
+  }
+
+  async streamLogs(
+    id: string,
+    opts: { tail?: number | undefined; follow: boolean; signal?: AbortSignal },
+    emit: (line: LogLine) => void,
+  ): Promise<void> {
+    const rec = await this.manager.inspect(id);
+    const dir = this.manager.containerDir(rec.id);
+    const tail = opts.tail !== undefined ? { tail: opts.tail } : {};
+    const out = (e: LogEntry) => emit({ stream: e.stream === 'stderr' ? 'stderr' : 'stdout', log: e.log });
+    if (!opts.follow) {
+      for (const e of await readLogs(dir, tail)) out(e);
+      return;
+    }
+    await followLogs(dir, out, {
+      ...tail,
+      isDone: async () => (await this.manager.inspect(rec.id)).state !== 'running',
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      pollMs: 100,
+    });
   }
 
   async stats(id: string): Promise<ContainerStats> {

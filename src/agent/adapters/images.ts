@@ -41,11 +41,21 @@ export interface ImagePuller {
   describeImage(ref: string, opts: { expectDigest?: Digest }): Promise<DescribedImage>;
 }
 
+/** One image operation: wall-clock start and end (epoch ms, for ordering against container times). */
+export interface ImageOpRecord {
+  image: string;
+  startedAt: number;
+  finishedAt: number;
+}
+
+/** What the image service did, for tests and the bench (time from target to running, split by phase). */
 export interface TransferCounters {
   fetchedBytes: number;
   fetchMs: number;
   unpackMs: number;
-  pulls: Array<{ image: string; fetchedBytes: number; ms: number }>;
+  pulls: Array<ImageOpRecord & { fetchedBytes: number; ms: number }>;
+  unpacks: ImageOpRecord[];
+  removals: Array<ImageOpRecord & { freedBytes: number }>;
 }
 
 const NS_TO_MS = 1e-6;
@@ -56,7 +66,14 @@ export class AgentImages implements ImageService {
   private readonly pins = new Map<string, Digest>();
   /** bytes fetched by missingBytes (manifest, config) before the pull, counted into that pull */
   private readonly described = new Map<string, number>();
-  readonly counters: TransferCounters = { fetchedBytes: 0, fetchMs: 0, unpackMs: 0, pulls: [] };
+  readonly counters: TransferCounters = {
+    fetchedBytes: 0,
+    fetchMs: 0,
+    unpackMs: 0,
+    pulls: [],
+    unpacks: [],
+    removals: [],
+  };
 
   constructor(
     private readonly o: {
@@ -117,6 +134,7 @@ export class AgentImages implements ImageService {
     opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
   ): Promise<void> {
     if (!this.o.puller) throw unavailable(`cannot fetch ${image}: no fleet connection configured`);
+    const startedAt = Date.now();
     const t0 = process.hrtime.bigint();
     const pin = this.pins.get(image);
     const r = await this.o.puller.pullImage(image, {
@@ -128,11 +146,12 @@ export class AgentImages implements ImageService {
     this.described.delete(image);
     this.counters.fetchedBytes += fetchedBytes;
     this.counters.fetchMs += ms;
-    this.counters.pulls.push({ image, fetchedBytes, ms });
+    this.counters.pulls.push({ image, fetchedBytes, ms, startedAt, finishedAt: Date.now() });
     this.o.log?.info({ image, digest: r.digest, fetchedBytes, ms: Math.round(ms) }, 'image pulled');
   }
 
   async unpack(image: string): Promise<void> {
+    const startedAt = Date.now();
     const t0 = process.hrtime.bigint();
     const img = await this.repo.resolve(image);
     await unpackImage({
@@ -143,6 +162,7 @@ export class AgentImages implements ImageService {
       ...(this.o.log ? { log: this.o.log } : {}),
     });
     this.counters.unpackMs += Number(process.hrtime.bigint() - t0) * NS_TO_MS;
+    this.counters.unpacks.push({ image, startedAt, finishedAt: Date.now() });
   }
 
   /**
@@ -178,8 +198,16 @@ export class AgentImages implements ImageService {
     return (await fsCapacity(this.o.stateDir)).available;
   }
 
+  /**
+   * Delete an image now, space included: its record, then the blobs and snapshots no other stored image
+   * uses (delete-then-download frees the old version before fetching the new one; leaving the bytes to
+   * the next cleanup would defeat that).
+   */
   async remove(image: string): Promise<void> {
+    const startedAt = Date.now();
     this.repo.remove(image);
+    const { freedBytes } = await this.gc(await this.list());
+    this.counters.removals.push({ image, startedAt, finishedAt: Date.now(), freedBytes });
   }
 
   async gc(keepImages: readonly string[]): Promise<{ images: string[]; freedBytes: number }> {

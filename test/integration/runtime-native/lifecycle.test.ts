@@ -8,9 +8,11 @@ import { chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
+import { exec } from '../../../src/lib/exec.js';
 import { needPrivileges } from '../../helpers/privileged.js';
 import {
   baseConfig,
+  berthRuntimeBinary,
   buildNativeRuntime,
   cgroupExists,
   makeBusyboxRootfs,
@@ -167,6 +169,33 @@ test('run: exit code and no zombie left on the host (same as runc)', async (t) =
   const pid = Number(await readFile(pidFile, 'utf8'));
   t.false(existsSync(`/proc/${pid}`), 'init was reaped');
   t.false(existsSync(path.join(env.stateRoot('berth'), id)), 'run deletes the container');
+});
+
+test('the container process starts with default signal dispositions, whatever its caller ignores', async (t) => {
+  if (!ready(t)) return;
+  const env = await runtimeEnv(t, rootfs);
+  const bundle = await env.bundle(baseConfig(rootfs, ['cat', '/proc/self/status'], env.cgroup()));
+  // The caller ignores TERM, INT, HUP, QUIT and PIPE, as berth-monitor does for itself. SIG_IGN survives
+  // execve: without a reset the app could not be stopped gracefully (a shell cannot even trap TERM then).
+  const r = await exec(
+    'bash',
+    [
+      '-c',
+      'trap "" TERM INT HUP QUIT PIPE; exec "$@"',
+      'caller',
+      berthRuntimeBinary(),
+      '--root',
+      env.stateRoot('berth'),
+      'run',
+      '--bundle',
+      bundle,
+      uniq('berth'),
+    ],
+    { allowFailure: true, timeoutMs: 60_000 },
+  );
+  t.is(r.code, 0, r.stderr);
+  t.is(/^SigIgn:\s+(\w+)/m.exec(r.stdout)?.[1], '0000000000000000', 'no signal ignored');
+  t.is(/^SigBlk:\s+(\w+)/m.exec(r.stdout)?.[1], '0000000000000000', 'no signal blocked');
 });
 
 test('OOM kill is recorded (cgroup v1 memory)', async (t) => {
