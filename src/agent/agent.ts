@@ -121,10 +121,11 @@ export class Agent {
     if (this.o.api !== false) await this.api.listen(this.o.socketPath ?? agentSocketPath(this.o.stateDir));
     this.reconciler.start();
     this.reporter.start();
-    // A run that failed for want of the fleet (a fetch, describing an image) backs off up to minutes:
-    // the link coming back is the moment to try again.
+    // A run that failed or waits for want of the fleet (a fetch, sizing an image for the space check)
+    // backs off up to minutes: the link coming back is the moment to try again.
     this.offOnline = this.o.transport.onOnline(() => {
-      if (this.reconciler.lastOutcome?.status === 'error') void this.reconciler.trigger();
+      const last = this.reconciler.lastOutcome?.status;
+      if (last === 'error' || last === 'waiting') void this.reconciler.trigger();
     });
   }
 

@@ -156,6 +156,10 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
     });
   }
 
+  waitOnline(timeoutMs: number): Promise<void> {
+    return this.conn.waitConnected(timeoutMs);
+  }
+
   /** The latest accepted target per scope. */
   receivedTargets(): SignedTarget[] {
     const rows = this.opts.db

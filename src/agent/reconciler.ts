@@ -22,7 +22,7 @@ import {
   type Target,
   targetImages,
 } from '../core/target.js';
-import { BerthError, errorMessage, withContext } from '../lib/errors.js';
+import { BerthError, errorMessage, isBerthError, withContext } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { createExecutors, type Executors, runStep } from './executors.js';
 import { HealthMonitor, type NetProbes, resolveHealthcheck } from './health.js';
@@ -295,16 +295,23 @@ export class Reconciler {
         }
       }
 
+      let unsized: string | undefined;
       if (!spaceChecked && cur && cur.status === 'applying') {
-        await this.checkSpace(target, previous, state);
-        spaceChecked = true;
+        unsized = await this.checkSpace(target, previous, state);
+        spaceChecked = unsized === undefined;
       }
 
-      const steps = plan(state, target, {
+      let steps = plan(state, target, {
         now: clock.now(),
         keepImages: previous ? targetImages(previous) : [],
         backoff: this.o.restartBackoff,
       });
+      // Nothing is fetched before the space check has passed; everything else (restarting the running
+      // version after a reboot without network, say) goes on.
+      if (unsized !== undefined)
+        steps = steps.map((x) =>
+          x.kind === 'fetch' ? { kind: 'wait', reason: `${describeStep(x)}: ${unsized}` } : x,
+        );
 
       if (steps.length === 0) return this.converged(target, state);
 
@@ -432,22 +439,32 @@ export class Reconciler {
     for (const app of Object.keys(failed.apps)) store.setAppStatus(app, 'error', clock.now(), reason);
   }
 
-  /** Refuse an update that cannot fit — before the first step, so a running app is never left half-updated. */
-  private async checkSpace(target: Target, previous: Target | undefined, state: CurrentState): Promise<void> {
+  /**
+   * Refuse an update that cannot fit — before the first step, so a running app is never left half-updated.
+   * Returns why the check could not be made (an image's size is unknown while the fleet is unreachable),
+   * undefined when it passed; throws NoSpace when it failed.
+   */
+  private async checkSpace(
+    target: Target,
+    previous: Target | undefined,
+    state: CurrentState,
+  ): Promise<string | undefined> {
     const { images } = this.opts.ports;
-    const needs = async (): Promise<ImageNeed[]> => {
-      const out: ImageNeed[] = [];
-      for (const image of targetImages(target)) {
-        const s = state.images[image];
-        if (s?.fetched && s.unpacked) continue;
-        out.push({ image, ...(await images.missingBytes(image)) });
+    const n: ImageNeed[] = [];
+    let unsized: string | undefined;
+    for (const image of targetImages(target)) {
+      const s = state.images[image];
+      if (s?.fetched && s.unpacked) continue;
+      try {
+        n.push({ image, ...(await images.missingBytes(image)) });
+      } catch (err) {
+        if (!isBerthError(err, 'Unavailable')) throw err;
+        unsized ??= `disk space not checked yet (${errorMessage(err)})`;
       }
-      return out;
-    };
-    const n = await needs();
-    if (n.length === 0) return;
+    }
+    if (n.length === 0) return unsized;
     let check = checkSpace(n, await images.availableBytes(), this.o.reserveBytes);
-    if (check.ok) return;
+    if (check.ok) return unsized;
     // Collect the agent's own images no kept target uses, then look again.
     const keep = new Set([
       ...targetImages(target),
@@ -460,7 +477,7 @@ export class Reconciler {
       this.opts.store.forgetManagedImages([...collectable]);
     }
     check = checkSpace(n, await images.availableBytes(), this.o.reserveBytes);
-    if (check.ok) return;
+    if (check.ok) return unsized;
     for (const app of Object.keys(target.apps))
       this.opts.store.setAppStatus(app, 'error', this.opts.clock.now(), check.error!.message);
     throw check.error!;

@@ -19,7 +19,7 @@ import type { ContentStore } from '../../content/store.js';
 import { planGc, type StoredImage } from '../../core/disk.js';
 import type { CurrentImage } from '../../core/state.js';
 import type { Db } from '../../db/database.js';
-import { isBerthError, unavailable } from '../../lib/errors.js';
+import { isBerthError, unavailable, withContext } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { isMountPoint } from '../../lib/mountinfo.js';
 import { chainIds, type Digest } from '../../oci/digest.js';
@@ -39,7 +39,16 @@ export interface ImagePuller {
   ): Promise<PulledImage>;
   /** manifest and config only, for the free-space check before a pull */
   describeImage(ref: string, opts: { expectDigest?: Digest }): Promise<DescribedImage>;
+  /** resolves once connected to the fleet; Unavailable after `timeoutMs` */
+  waitOnline(timeoutMs: number): Promise<void>;
 }
+
+/**
+ * A fetch starts only with a fleet link (waiting this long for one, e.g. while the agent connects at
+ * start): a pull started offline would hold the reconcile loop — and with it the restart of the apps
+ * after a reboot — for as long as the network is away. Once started, a pull rides out broker loss.
+ */
+const FETCH_CONNECT_WAIT_MS = 5000;
 
 /** One image operation: wall-clock start and end (epoch ms, for ordering against container times). */
 export interface ImageOpRecord {
@@ -134,6 +143,9 @@ export class AgentImages implements ImageService {
     opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
   ): Promise<void> {
     if (!this.o.puller) throw unavailable(`cannot fetch ${image}: no fleet connection configured`);
+    await this.o.puller.waitOnline(FETCH_CONNECT_WAIT_MS).catch((err: unknown) => {
+      throw withContext(`cannot fetch ${image}: not connected to the fleet`, err);
+    });
     const startedAt = Date.now();
     const t0 = process.hrtime.bigint();
     const pin = this.pins.get(image);
