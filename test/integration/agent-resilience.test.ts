@@ -427,7 +427,7 @@ test.serial(
 );
 
 test.serial(
-  'reboot without network in the middle of an update → the running version comes back at once; the update completes when the fleet is back',
+  'reboot without network in the middle of an update → the running version comes back without waiting for the update; the update completes when the fleet is back',
   async (t) => {
     if (!needPrivileges(t)) return;
     t.timeout(120_000);
