@@ -25,7 +25,7 @@ const RESERVE = 32 * MiB; // the reconciler's default reserveBytes
 
 test('disk nearly full → update refused with NoSpace (needed vs available) before any layer is fetched; v1 untouched; applied once space is freed', async (t) => {
   if (!needPrivileges(t)) return;
-  t.timeout(150_000);
+  t.timeout(120_000);
   const imgDir = await fsp.mkdtemp(path.join(tmpdir(), 'berth-disk-img-'));
   t.teardown(() => fsp.rm(imgDir, { recursive: true, force: true }));
   const layouts = {
