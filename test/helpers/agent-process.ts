@@ -285,6 +285,15 @@ export class DeviceDb {
     return { done, total: Math.ceil(r.size / r.chunk_size) };
   }
 
+  /** Active snapshots (container rootfs and in-flight unpacks) and snapshots not `ready`. */
+  snapshotsInUse(): Array<{ name: string; kind: string; state: string }> {
+    return this.open()
+      .prepare(
+        "SELECT name, kind, state FROM snapshots WHERE kind != 'committed' OR state != 'ready' ORDER BY name",
+      )
+      .all() as Array<{ name: string; kind: string; state: string }>;
+  }
+
   transfers(): number {
     return (this.open().prepare('SELECT COUNT(*) AS n FROM transport_transfers').get() as { n: number }).n;
   }

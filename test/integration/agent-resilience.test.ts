@@ -168,6 +168,11 @@ async function assertConsistent(t: ExecutionContext, s: Setup, tag: string, oldI
     [path.join(s.dev.stateDir, 'containers', c.id, 'rootfs')],
     'the only mount left is the running container rootfs',
   );
+  t.deepEqual(
+    s.dev.db.snapshotsInUse(),
+    [{ name: `container-${c.id}`, kind: 'active', state: 'ready' }],
+    'one active snapshot (the running container), nothing half-made',
+  );
   t.is(s.dev.db.transfers(), 0, 'no transfer left in progress');
   const blobs = await verifyContentStore(s.dev.stateDir);
   t.true(blobs >= 4, `content store verifies (${blobs} blobs)`);
