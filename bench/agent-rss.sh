@@ -37,8 +37,9 @@ wait_for() { # wait_for <seconds> <what> <command...>
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/$3"; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 rss_line() { # rss_line <label> <pid>
-  printf '%-34s VmRSS %6s MiB  Pss %6s MiB  VmHWM %6s MiB\n' "$1" \
-    "$(mib "$(kib "$2" VmRSS status)")" "$(mib "$(kib "$2" Pss smaps_rollup)")" "$(mib "$(kib "$2" VmHWM status)")"
+  printf '%-30s VmRSS %6s MiB (anon %5s, file %5s)  Pss %6s MiB  VmHWM %6s MiB\n' "$1" \
+    "$(mib "$(kib "$2" VmRSS status)")" "$(mib "$(kib "$2" RssAnon status)")" "$(mib "$(kib "$2" RssFile status)")" \
+    "$(mib "$(kib "$2" Pss smaps_rollup)")" "$(mib "$(kib "$2" VmHWM status)")"
 }
 
 PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
@@ -103,10 +104,11 @@ BARE=$!
 PIDS+=($BARE)
 measure plain
 measure semi1 --max-semi-space-size=1
+measure semi1-lite --max-semi-space-size=1 --lite-mode
 echo
 rss_line "bare node (idle, same machine)" "$BARE"
 bare=$(kib "$BARE" VmRSS status)
-for k in plain semi1; do
+for k in plain semi1 semi1-lite; do
   awk -v l="$k" -v a="${AGENT_RSS[$k]}" -v b="$bare" 'BEGIN {
     printf "RESULT agent-idle-rss-%s containers='"$N"' rss=%.1fMiB vs-bare-node=%.2fx vs-aim-60MiB=%.2f\n", l, a/1024, a/b, a/1024/60 }'
 done

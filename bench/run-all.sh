@@ -13,5 +13,7 @@ run node --import tsx bench/monitor-rss.ts
 run node --import tsx bench/mqtt-transfer.ts
 run node --expose-gc --max-semi-space-size=1 --import tsx bench/agent-reconcile.ts 10000
 run node --import tsx bench/agent-idle.ts 15
+run bash bench/agent-rss.sh 10 30
+run node --import tsx bench/agent-e2e.ts
 run node --import tsx bench/devmapper-snapshot.ts
 run node bench/package.mjs
