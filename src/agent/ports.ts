@@ -105,6 +105,11 @@ export interface ContainerEngine {
     emit: (line: LogLine) => void,
   ): Promise<void>;
   stats(id: string): Promise<ContainerStats>;
+  /**
+   * Names other containers answer to, as seen from this one (its /etc/hosts). Optional: without it
+   * services find each other by address only.
+   */
+  setHosts?(id: string, entries: ReadonlyArray<{ ip: string; names: string[] }>): Promise<void>;
   /** replace the app labels (berth labels are kept) without touching the process */
   updateLabels(id: string, labels: Record<string, string>): Promise<void>;
 }

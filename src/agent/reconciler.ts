@@ -9,6 +9,7 @@
  * over the same database and device picks up exactly where a killed one stopped.
  */
 import { checkSpace, type ImageNeed } from '../core/disk.js';
+import { appHosts } from '../core/hosts.js';
 import { plan } from '../core/planner.js';
 import { DEFAULT_RESTART_BACKOFF, type RestartBackoff } from '../core/restart.js';
 import { evaluateRollout, type RolloutVerdict } from '../core/rollback.js';
@@ -110,6 +111,8 @@ export class Reconciler {
    * every container, the restarts that bring them back — is not the new version failing.
    */
   private reopenUntil: number | undefined;
+  /** what each container's /etc/hosts lists now (written by syncHosts) */
+  private hostsWritten = new Map<string, string>();
   private waitingReasons: string[] = [];
   /** reasons of the last `waiting` event; cleared on convergence, so a crash loop's backoff is told once */
   private waitingTold = '';
@@ -507,6 +510,7 @@ export class Reconciler {
       watch.push({ container: c, check: await this.checkFor(c, specForCheck) });
     }
     this.health.sync(watch);
+    await this.syncHosts(target, managed);
 
     const containers: CurrentContainer[] = managed.map((c) => {
       const r = records.get(c.id);
@@ -553,6 +557,38 @@ export class Reconciler {
       }),
     );
     return { containers, images: imageStates, volumes: vols, networks: nets, locks: lockState };
+  }
+
+  /** Each running container's /etc/hosts lists the services of its app it shares a network with. */
+  private async syncHosts(target: Target, managed: readonly EngineContainer[]): Promise<void> {
+    const { engine } = this.opts.ports;
+    if (!engine.setHosts) return;
+    const running = managed.filter((c) => c.status === 'running');
+    const wanted = appHosts(
+      running.map((c) => {
+        const app = c.labels[LABEL_APP]!;
+        const service = c.labels[LABEL_SERVICE]!;
+        return {
+          id: c.id,
+          app,
+          service,
+          ip: c.ip,
+          networks: target.apps[app]?.services[service]?.networks ?? [],
+          startedAt: c.startedAt,
+        };
+      }),
+    );
+    for (const [id, entries] of wanted) {
+      const key = JSON.stringify(entries);
+      if (this.hostsWritten.get(id) === key) continue;
+      try {
+        await engine.setHosts(id, entries);
+        this.hostsWritten.set(id, key);
+      } catch (err) {
+        this.opts.log.warn({ id, err: errorMessage(err) }, 'could not update /etc/hosts');
+      }
+    }
+    for (const id of this.hostsWritten.keys()) if (!wanted.has(id)) this.hostsWritten.delete(id);
   }
 
   private async checkFor(c: EngineContainer, spec: Service | undefined): Promise<Healthcheck> {

@@ -352,8 +352,7 @@ export class ContainerManager {
   private async writeEtcFiles(dir: string, hostname: string, ip?: string) {
     const etc = path.join(dir, 'etc');
     await fsp.mkdir(etc, { recursive: true });
-    const hosts = `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip ? `${ip}\t${hostname}\n` : ''}`;
-    await fsp.writeFile(path.join(etc, 'hosts'), hosts);
+    await fsp.writeFile(path.join(etc, 'hosts'), hostsFile(hostname, ip, []));
     await fsp.writeFile(path.join(etc, 'hostname'), `${hostname}\n`);
     const resolv = await fsp.readFile('/etc/resolv.conf', 'utf8').catch(() => '');
     await fsp.writeFile(path.join(etc, 'resolv.conf'), resolv);
@@ -362,6 +361,17 @@ export class ContainerManager {
       hostname: path.join(etc, 'hostname'),
       resolvConf: path.join(etc, 'resolv.conf'),
     };
+  }
+  /**
+   * Other containers' names and addresses in this one's /etc/hosts (the agent lists an app's services
+   * there, as docker's embedded DNS would answer them). Written in place: the bind mount refers to the
+   * file's inode, so a rename would not be seen inside the container.
+   */
+  async setExtraHosts(ref: string, entries: ReadonlyArray<{ ip: string; names: string[] }>): Promise<void> {
+    const rec = await this.inspect(ref);
+    const hostname = rec.request.app.hostname ?? rec.id.slice(0, 12);
+    const file = path.join(this.containerDir(rec.id), 'etc', 'hosts');
+    await fsp.writeFile(file, hostsFile(hostname, rec.ipAddress ?? undefined, entries));
   }
 
   // ---- start / stop / kill -------------------------------------------------------------------------
@@ -606,4 +616,15 @@ export class ContainerManager {
       this.o.nsenterPath ?? ['/usr/bin/nsenter', '/bin/nsenter'].find((p) => existsSync(p)) ?? 'nsenter';
     return { file: nsenter, args, env };
   }
+}
+
+function hostsFile(
+  hostname: string,
+  ip: string | undefined,
+  extra: ReadonlyArray<{ ip: string; names: string[] }>,
+): string {
+  let out = '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n';
+  if (ip) out += `${ip}\t${hostname}\n`;
+  for (const e of extra) out += `${e.ip}\t${e.names.join(' ')}\n`;
+  return out;
 }

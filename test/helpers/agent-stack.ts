@@ -111,7 +111,12 @@ export interface AgentStack {
 export async function startAgentStack(
   t: ExecutionContext,
   fleet: FleetSide,
-  opts: { deviceId: string; agent?: DeviceAgentOptions['agent'] },
+  opts: {
+    deviceId: string;
+    agent?: DeviceAgentOptions['agent'];
+    /** config on top of the defaults (e.g. a private bridge and subnet for bridge-mode services) */
+    config?: Record<string, unknown>;
+  },
 ): Promise<AgentStack> {
   const { deviceId } = opts;
   const stateDir = await tempDir(t, `device-${deviceId}`);
@@ -162,7 +167,7 @@ export async function startAgentStack(
   device = await startDeviceAgent({
     db,
     store,
-    config: loadConfig({ env: {}, flags: { stateDir } }),
+    config: loadConfig({ env: {}, flags: { ...opts.config, stateDir } }),
     stateDir,
     log,
     connection,

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { openDatabase } from '../../src/db/database.js';
+import { macForIp } from '../../src/runtime/network/ip.js';
 import { gatewayOf, Ipam, intToIp, ipToInt, parseSubnet } from '../../src/runtime/network/ipam.js';
 import { chainNames, splitRuleSpec } from '../../src/runtime/network/iptables.js';
 import { parsePortMapping } from '../../src/runtime/network/network.js';
@@ -68,4 +69,9 @@ test('iptables -S lines split back into argv', (t) => {
   );
   t.deepEqual(splitRuleSpec('-A X --comment "a \\"b\\" c"'), ['-A', 'X', '--comment', 'a "b" c']);
   t.deepEqual(chainNames('berth'), { post: 'BERTH-POST', dnat: 'BERTH-DNAT', fwd: 'BERTH-FWD' });
+});
+
+test('the MAC follows the address, so a reused address keeps its ARP entries valid', (t) => {
+  t.is(macForIp('172.17.0.2'), '02:42:ac:11:00:02');
+  t.is(macForIp('10.255.1.200'), '02:42:0a:ff:01:c8');
 });

@@ -214,6 +214,10 @@ export class RuntimeEngine implements ContainerEngine {
     return readCgroupStats(cgroupPathOf(rec));
   }
 
+  async setHosts(id: string, entries: ReadonlyArray<{ ip: string; names: string[] }>): Promise<void> {
+    await this.manager.setExtraHosts(id, entries);
+  }
+
   async updateLabels(id: string, labels: Record<string, string>): Promise<void> {
     await this.manager.updateLabels(id, labels);
   }

@@ -147,7 +147,7 @@ export class NetworkManager {
     const { host, peer } = vethNames(id);
     try {
       await iproute.addNetns(netnsName);
-      await iproute.addVethPair(host, peer, netnsName);
+      await iproute.addVethPair(host, peer, netnsName, iproute.macForIp(ip));
       await iproute.setMaster(host, this.cfg.bridge);
       await iproute.configureInside(netnsName, peer, 'eth0', `${ip}/${subnet.prefix}`, gateway);
       const fw = await this.firewall();
