@@ -49,6 +49,7 @@ export class Agent {
   readonly mutex = new Mutex();
   private readonly commandDeps: CommandDeps;
   private reportQueued = false;
+  private offOnline: (() => void) | undefined;
 
   constructor(private readonly o: AgentOptions) {
     const clock = o.clock ?? systemClock;
@@ -120,9 +121,16 @@ export class Agent {
     if (this.o.api !== false) await this.api.listen(this.o.socketPath ?? agentSocketPath(this.o.stateDir));
     this.reconciler.start();
     this.reporter.start();
+    // A run that failed or waits for want of the fleet (a fetch, sizing an image for the space check)
+    // backs off up to minutes: the link coming back is the moment to try again.
+    this.offOnline = this.o.transport.onOnline(() => {
+      const last = this.reconciler.lastOutcome?.status;
+      if (last === 'error' || last === 'waiting') void this.reconciler.trigger();
+    });
   }
 
   async stop(): Promise<void> {
+    this.offOnline?.();
     this.reporter.stop();
     await this.reconciler.stop();
     await this.api.close();

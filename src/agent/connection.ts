@@ -9,7 +9,13 @@ import { formatPlatform, type PlatformSpec } from '../oci/platform.js';
 import { BlobFetcher, type BlobFetcherOptions } from '../transport/blob-fetcher.js';
 import { verifyCommand } from '../transport/commands.js';
 import { MqttConnection, type MqttConnectionOptions } from '../transport/connection.js';
-import { type PulledImage, type PullProgress, pullImage } from '../transport/image-pull.js';
+import {
+  type DescribedImage,
+  describeImage,
+  type PulledImage,
+  type PullProgress,
+  pullImage,
+} from '../transport/image-pull.js';
 import {
   type CommandEnvelope,
   type CommandResultMessage,
@@ -146,6 +152,25 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
       expectDigest: opts.expectDigest,
       onProgress: opts.onProgress,
     });
+  }
+
+  /**
+   * Manifest and config of an image for this device's platform, without its layers (what the free-space
+   * check needs). Offline, only what the store already holds can answer; anything else is Unavailable.
+   */
+  describeImage(ref: string, opts: { expectDigest?: Digest } = {}): Promise<DescribedImage> {
+    return describeImage({
+      fetcher: this.fetcher,
+      store: this.opts.store,
+      ref,
+      platform: this.opts.platform,
+      expectDigest: opts.expectDigest,
+      offline: !this.conn.connected,
+    });
+  }
+
+  waitOnline(timeoutMs: number): Promise<void> {
+    return this.conn.waitConnected(timeoutMs);
   }
 
   /** The latest accepted target per scope. */

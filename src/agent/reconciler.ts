@@ -23,7 +23,7 @@ import {
   type Target,
   targetImages,
 } from '../core/target.js';
-import { BerthError, errorMessage, withContext } from '../lib/errors.js';
+import { BerthError, errorMessage, isBerthError, withContext } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { createExecutors, type Executors, runStep } from './executors.js';
 import { HealthMonitor, type NetProbes, resolveHealthcheck } from './health.js';
@@ -104,6 +104,13 @@ export class Reconciler {
   private timer: TimerHandle | undefined;
   private failures = 0;
   private checkCache = new Map<string, Healthcheck>();
+  /**
+   * Set at start when the current target is on probation: until it has converged again (at the latest
+   * until one health window from now), it is not judged, and once it has, its window starts over.
+   * While the agent was down nobody watched, and what happened then — a reboot or power cut killing
+   * every container, the restarts that bring them back — is not the new version failing.
+   */
+  private reopenUntil: number | undefined;
   /** what each container's /etc/hosts lists now (written by syncHosts) */
   private hostsWritten = new Map<string, string>();
   private waitingReasons: string[] = [];
@@ -165,6 +172,8 @@ export class Reconciler {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
+    if (this.opts.store.getTarget('current')?.status === 'converged')
+      this.reopenUntil = this.opts.clock.now() + this.o.healthWindowMs;
     const interrupted = this.opts.store.takeInterruptedSteps();
     if (interrupted.length > 0) {
       this.opts.log.warn(
@@ -249,6 +258,7 @@ export class Reconciler {
       return { status: 'error', error: e };
     });
     this.lastOutcome = out;
+    if (out.status === 'error' && this.stopped) return { status: 'stopped' };
     if (out.status === 'error') {
       this.opts.log.warn({ err: out.error.message, code: out.error.code }, 'reconcile failed; backing off');
       this.emit({ type: 'error', code: out.error.code, message: out.error.message });
@@ -260,7 +270,10 @@ export class Reconciler {
   private async runOnceInner(): Promise<RunOutcome> {
     const { store, clock } = this.opts;
     const promoted = store.promotePending(clock.now());
-    if (promoted) this.opts.log.info({ version: promoted.version }, 'applying new target');
+    if (promoted) {
+      this.opts.log.info({ version: promoted.version }, 'applying new target');
+      this.reopenUntil = undefined; // a new target gets its own window when it converges
+    }
     let spaceChecked = false;
 
     for (let batch = 0; batch < this.o.maxBatchesPerRun; batch++) {
@@ -271,7 +284,8 @@ export class Reconciler {
       const state = await this.gather(target, previous);
 
       // A target on probation is judged before anything else, so a crash loop cannot keep it alive.
-      if (cur?.status === 'converged') {
+      if (this.reopenUntil !== undefined && clock.now() >= this.reopenUntil) this.reopenUntil = undefined;
+      if (cur?.status === 'converged' && this.reopenUntil === undefined) {
         const verdict = this.judge(target, state);
         if (verdict.status === 'failed') {
           this.rollBack(target, verdict.reason);
@@ -284,16 +298,23 @@ export class Reconciler {
         }
       }
 
+      let unsized: string | undefined;
       if (!spaceChecked && cur && cur.status === 'applying') {
-        await this.checkSpace(target, previous, state);
-        spaceChecked = true;
+        unsized = await this.checkSpace(target, previous, state);
+        spaceChecked = unsized === undefined;
       }
 
-      const steps = plan(state, target, {
+      let steps = plan(state, target, {
         now: clock.now(),
         keepImages: previous ? targetImages(previous) : [],
         backoff: this.o.restartBackoff,
       });
+      // Nothing is fetched before the space check has passed; everything else (restarting the running
+      // version after a reboot without network, say) goes on.
+      if (unsized !== undefined)
+        steps = steps.map((x) =>
+          x.kind === 'fetch' ? { kind: 'wait', reason: `${describeStep(x)}: ${unsized}` } : x,
+        );
 
       if (steps.length === 0) return this.converged(target, state);
 
@@ -323,10 +344,15 @@ export class Reconciler {
     for (const step of steps) {
       const intent = store.beginStep(step, clock.now());
       this.stats.steps++;
+      let aborted = false;
       try {
         await runStep(this.executors, step);
         log.debug({ step: describeStep(step) }, 'step done');
       } catch (err) {
+        // Aborted by stop() (a pull cut short): not a failure of the step; the intent stays, so the next
+        // start reports it interrupted and re-plans.
+        aborted = this.stopped;
+        if (aborted) throw err;
         const e = withContext(describeStep(step), err);
         const app = 'app' in step ? step.app : undefined;
         if (app) store.setAppStatus(app, 'error', clock.now(), e.message);
@@ -334,7 +360,7 @@ export class Reconciler {
         this.emit({ type: 'step', step: describeStep(step), ok: false, error: e.message });
         throw e;
       } finally {
-        store.endStep(intent);
+        if (!aborted) store.endStep(intent);
       }
       this.emit({ type: 'step', step: describeStep(step), ok: true });
     }
@@ -349,18 +375,16 @@ export class Reconciler {
     for (const app of Object.keys(target.apps)) store.setAppStatus(app, 'running', clock.now());
     let next = this.o.idleIntervalMs;
     if (cur?.status === 'applying') {
-      const baseline: Record<string, number> = {};
-      for (const c of state.containers) baseline[c.id] = c.restarts;
-      store.markConverged(
-        {
-          version: target.version,
-          convergedAt: clock.now(),
-          windowMs: this.o.healthWindowMs,
-          baselineRestarts: baseline,
-        },
-        clock.now(),
-      );
+      this.openHealthWindow(target, state);
       this.emit({ type: 'converged', version: target.version });
+      next = Math.min(next, this.o.healthWindowMs);
+    } else if (cur?.status === 'converged' && this.reopenUntil !== undefined) {
+      this.reopenUntil = undefined;
+      this.openHealthWindow(target, state);
+      this.opts.log.info(
+        { version: target.version },
+        'health window started over: the agent restarted while the target was on probation',
+      );
       next = Math.min(next, this.o.healthWindowMs);
     } else if (cur?.status === 'converged') {
       const r = store.getRollout();
@@ -368,6 +392,17 @@ export class Reconciler {
     }
     this.schedule(next);
     return { status: 'converged', version: target.version };
+  }
+
+  /** Probation starts now; restarts so far are the baseline (only new ones count as crashes). */
+  private openHealthWindow(target: Target, state: CurrentState): void {
+    const baselineRestarts: Record<string, number> = {};
+    for (const c of state.containers) baselineRestarts[c.id] = c.restarts;
+    const now = this.opts.clock.now();
+    this.opts.store.markConverged(
+      { version: target.version, convergedAt: now, windowMs: this.o.healthWindowMs, baselineRestarts },
+      now,
+    );
   }
 
   private judge(target: Target, state: CurrentState): RolloutVerdict {
@@ -407,22 +442,32 @@ export class Reconciler {
     for (const app of Object.keys(failed.apps)) store.setAppStatus(app, 'error', clock.now(), reason);
   }
 
-  /** Refuse an update that cannot fit — before the first step, so a running app is never left half-updated. */
-  private async checkSpace(target: Target, previous: Target | undefined, state: CurrentState): Promise<void> {
+  /**
+   * Refuse an update that cannot fit — before the first step, so a running app is never left half-updated.
+   * Returns why the check could not be made (an image's size is unknown while the fleet is unreachable),
+   * undefined when it passed; throws NoSpace when it failed.
+   */
+  private async checkSpace(
+    target: Target,
+    previous: Target | undefined,
+    state: CurrentState,
+  ): Promise<string | undefined> {
     const { images } = this.opts.ports;
-    const needs = async (): Promise<ImageNeed[]> => {
-      const out: ImageNeed[] = [];
-      for (const image of targetImages(target)) {
-        const s = state.images[image];
-        if (s?.fetched && s.unpacked) continue;
-        out.push({ image, ...(await images.missingBytes(image)) });
+    const n: ImageNeed[] = [];
+    let unsized: string | undefined;
+    for (const image of targetImages(target)) {
+      const s = state.images[image];
+      if (s?.fetched && s.unpacked) continue;
+      try {
+        n.push({ image, ...(await images.missingBytes(image)) });
+      } catch (err) {
+        if (!isBerthError(err, 'Unavailable')) throw err;
+        unsized ??= `disk space not checked yet (${errorMessage(err)})`;
       }
-      return out;
-    };
-    const n = await needs();
-    if (n.length === 0) return;
+    }
+    if (n.length === 0) return unsized;
     let check = checkSpace(n, await images.availableBytes(), this.o.reserveBytes);
-    if (check.ok) return;
+    if (check.ok) return unsized;
     // Collect the agent's own images no kept target uses, then look again.
     const keep = new Set([
       ...targetImages(target),
@@ -435,7 +480,7 @@ export class Reconciler {
       this.opts.store.forgetManagedImages([...collectable]);
     }
     check = checkSpace(n, await images.availableBytes(), this.o.reserveBytes);
-    if (check.ok) return;
+    if (check.ok) return unsized;
     for (const app of Object.keys(target.apps))
       this.opts.store.setAppStatus(app, 'error', this.opts.clock.now(), check.error!.message);
     throw check.error!;

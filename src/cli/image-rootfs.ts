@@ -25,6 +25,7 @@ export function lazyImageRootfs(ctx: CliContext): ImageRootfs {
   return {
     prepare: async (id: string, ref: string, dir: string): Promise<PreparedRootfs> =>
       (await get()).prepare(id, ref, dir),
+    remount: async (id: string, dir: string) => (await get()).remount(id, dir),
     release: async (id: string, dir: string) => (await get()).release(id, dir),
   };
 }

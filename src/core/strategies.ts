@@ -3,7 +3,8 @@
  * A pure switch over the strategy, fed a snapshot of the service's situation; it returns the steps that
  * can run now (the reconciler re-plans after each batch, so each call is one move of the state machine).
  *
- *   download-then-kill   fetch+unpack while the old one runs; then stop old, remove old, create, start.
+ *   download-then-kill   fetch+unpack while the old one runs (restarted by its policy if it stops, e.g.
+ *                        a reboot mid-download); then stop old, remove old, create, start.
  *                        Least downtime without running both at once (the default).
  *   kill-then-download   stop and remove the old one first, then fetch. For devices where the old
  *                        container must not run alongside a download (CPU, bandwidth, hardware access).
@@ -94,14 +95,27 @@ export function bringUpSteps(s: ServiceSituation): Step[] {
       return [{ kind: 'wait', reason: `${s.app}/${s.service}: ${s.depsReason ?? 'dependencies'}` }];
     return [{ kind: 'start', ...ref(f), restart: false }];
   }
-  if (f.status === 'stopped') {
-    const d = restartDecision(s.target.restart, f, s.now, s.backoff);
-    if (d.action === 'start') return [{ kind: 'start', ...ref(f), restart: true }];
-    if (d.action === 'wait')
-      return [{ kind: 'wait', reason: `${s.app}/${s.service}: restart backoff`, until: d.until }];
-    return [];
-  }
+  if (f.status === 'stopped') return restartSteps(s, f, 'restart backoff');
   return [];
+}
+
+/** A stopped container started again if the service's restart policy says so (or a wait for its backoff). */
+function restartSteps(s: ServiceSituation, c: CurrentContainer, why: string): Step[] {
+  const d = restartDecision(s.target.restart, c, s.now, s.backoff);
+  if (d.action === 'start') return [{ kind: 'start', ...ref(c), restart: true }];
+  if (d.action === 'wait') return [{ kind: 'wait', reason: `${s.app}/${s.service}: ${why}`, until: d.until }];
+  return [];
+}
+
+/**
+ * While the new version is still being fetched, the old one stays in service: stopped old containers
+ * (a reboot, a crash) are restarted by the service's policy, so an update that cannot progress — no
+ * network after a reboot — never leaves the app down.
+ */
+function keepOldUp(s: ServiceSituation): Step[] {
+  return s.old.flatMap((c) =>
+    c.status === 'stopped' ? restartSteps(s, c, 'restart backoff (old version)') : [],
+  );
 }
 
 function retireAll(s: ServiceSituation): Step[] {
@@ -111,7 +125,7 @@ function retireAll(s: ServiceSituation): Step[] {
 export function updateSteps(strategy: UpdateStrategy, s: ServiceSituation): Step[] {
   switch (strategy) {
     case 'download-then-kill':
-      if (s.old.length > 0) return imageReady(s) ? retireAll(s) : imageSteps(s);
+      if (s.old.length > 0) return imageReady(s) ? retireAll(s) : [...keepOldUp(s), ...imageSteps(s)];
       return bringUpSteps(s);
 
     case 'kill-then-download':
@@ -134,6 +148,7 @@ export function updateSteps(strategy: UpdateStrategy, s: ServiceSituation): Step
 
     case 'hand-over': {
       const f = s.fresh;
+      if (!f && !imageReady(s)) return [...keepOldUp(s), ...imageSteps(s)];
       if (f?.status !== 'running') {
         // Old containers that are not running any more are just removed; running ones keep serving.
         const dead = s.old

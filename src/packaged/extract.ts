@@ -28,6 +28,7 @@ import {
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BerthError } from '../lib/errors.js';
+import { type MountEntry, mountOf, parseMountinfo } from '../lib/mountinfo.js';
 import type { EmbeddedFile, EmbeddedPayload } from './payload.js';
 
 export interface ExtractOptions {
@@ -53,35 +54,6 @@ export function payloadId(payload: EmbeddedPayload): string {
   const h = createHash('sha256');
   for (const f of [payload.sqlite, ...payload.native]) h.update(`${f.name}\0${f.sha256}\0`);
   return h.digest('hex').slice(0, 16);
-}
-
-interface Mount {
-  point: string;
-  options: string[];
-}
-
-function unescapeMount(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-}
-
-export function parseMountinfo(text: string): Mount[] {
-  const mounts: Mount[] = [];
-  for (const line of text.split('\n')) {
-    const f = line.split(' ');
-    if (f.length < 6) continue;
-    mounts.push({ point: unescapeMount(f[4]!), options: f[5]!.split(',') });
-  }
-  return mounts;
-}
-
-/** The mount holding `dir` (longest mount point that is a prefix of its real path). */
-export function mountOf(dir: string, mounts: Mount[]): Mount | undefined {
-  let best: Mount | undefined;
-  for (const m of mounts) {
-    const inside = m.point === '/' || dir === m.point || dir.startsWith(`${m.point}/`);
-    if (inside && (!best || m.point.length >= best.point.length)) best = m;
-  }
-  return best;
 }
 
 function sha256Of(file: string): string | undefined {
@@ -122,7 +94,7 @@ function writeChecked(dir: string, f: EmbeddedFile): void {
  */
 export function extractPayload(payload: EmbeddedPayload, opts: ExtractOptions): string {
   const reasons: string[] = [];
-  let mounts: Mount[] | undefined;
+  let mounts: MountEntry[] | undefined;
   for (const base of opts.candidates) {
     const dir = path.join(base, payloadId(payload));
     try {

@@ -4,7 +4,8 @@
  *
  *   create  → row "creating" (intent) → dirs, rootfs, user lookup, network (netns+veth+IP+ports),
  *             /etc files, config.json → row "created". On failure everything made is undone.
- *   start   → berth-monitor (detached; runs runtime create+start, owns stdio and the exit status)
+ *   start   → rootfs mounted again if a reboot took it → berth-monitor (detached; runs runtime
+ *             create+start, owns stdio and the exit status)
  *             → row "running" with pid/monitor pid.
  *   stop    → StopSignal, wait up to the timeout for exit.json, then SIGKILL.
  *   exit    → the monitor writes exit.json; the next reconcile records exit code/OOM, deletes the
@@ -395,6 +396,7 @@ export class ContainerManager {
           `network for ${rec.name} came back different (${net.ipAddress}, ${net.netnsPath})`,
         );
     }
+    await this.o.rootfs.remount(rec.id, rec.request.source, dir);
     for (const f of ['exit.json', 'pidfile', 'monitor.pid']) await fsp.rm(path.join(dir, f), { force: true });
     const { runtime, runtimeRoot, runtimeArgs } = this.o.runtime.monitorArgs();
     const args = [

@@ -26,12 +26,20 @@ export interface PreparedRootfs {
 
 export interface RootfsProvider {
   prepare(containerId: string, source: RootfsSource, containerDir: string): Promise<PreparedRootfs>;
+  /**
+   * Before every start: make sure a prepared rootfs is mounted again. Mounts do not survive a reboot,
+   * while the container's record, bundle and snapshot do; without this the container would start on
+   * the empty mount point.
+   */
+  remount(containerId: string, source: RootfsSource, containerDir: string): Promise<void>;
   release(containerId: string, source: RootfsSource, containerDir: string): Promise<void>;
 }
 
 /** Image → rootfs, implemented by the image store + snapshotter (wired by the composition root). */
 export interface ImageRootfs {
   prepare(containerId: string, ref: string, containerDir: string): Promise<PreparedRootfs>;
+  /** mount the container's existing snapshot at <containerDir>/rootfs unless it is mounted already */
+  remount(containerId: string, containerDir: string): Promise<void>;
   release(containerId: string, containerDir: string): Promise<void>;
 }
 
@@ -55,6 +63,10 @@ export class DefaultRootfsProvider implements RootfsProvider {
     } catch (err) {
       throw withContext(`rootfs ${source.path}`, err);
     }
+  }
+
+  async remount(containerId: string, source: RootfsSource, containerDir: string): Promise<void> {
+    if (source.kind === 'image' && this.images) await this.images.remount(containerId, containerDir);
   }
 
   async release(containerId: string, source: RootfsSource, containerDir: string): Promise<void> {

@@ -75,7 +75,7 @@ export class Mosquitto {
   /** SIGKILL: no clean shutdown, clients see the socket drop. */
   async kill(): Promise<void> {
     const p = this.proc;
-    if (!p || p.exitCode !== null) return;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return; // already gone: no 'exit' to wait for
     const exited = new Promise((r) => p.once('exit', r));
     p.kill('SIGKILL');
     await exited;

@@ -10,6 +10,7 @@ import { type AgentEvent, Reconciler, type ReconcilerOptions } from '../../src/a
 import { AgentStore } from '../../src/agent/store.js';
 import { parseTarget, type TargetInput } from '../../src/core/target.js';
 import { openDatabase } from '../../src/db/database.js';
+import { unavailable } from '../../src/lib/errors.js';
 import { silentLogger } from '../../src/lib/logger.js';
 import { Crash, FakeClock, FakeDevice, flush } from '../helpers/agent-fakes.js';
 
@@ -425,4 +426,100 @@ test('no space at first, but collecting old images of the agent makes room: the 
   t.false(w.device.images.has('web:0'));
   t.true(w.device.images.has('web:2'), 'the previous target is kept');
   await rec.stop();
+});
+
+test('reboot inside the health window of v2: v2 comes back, no rollback; the window starts over and still catches a crash', async (t) => {
+  const w = world(t);
+  const images = () => w.device.running().map((id) => w.device.containers.get(id)!.image);
+  const settle = async (rec: Reconciler, until: () => boolean) => {
+    for (let i = 0; i < 20 && !until(); i++) {
+      await w.clock.advance(w.clock.pending()[0] ?? 1000);
+      await rec.idle();
+    }
+  };
+  const a = w.make();
+  a.rec.start();
+  a.rec.setTarget(v(1, 'web:1'));
+  await a.rec.idle();
+  await w.clock.advance(30_000);
+  await a.rec.idle();
+  a.rec.setTarget(v(2, 'web:3'));
+  await a.rec.idle();
+  t.like(a.rec.lastOutcome, { status: 'converged', version: 2 });
+  await w.clock.advance(5000);
+
+  // power cut 5 s into v2's window: every container dies while no agent watches
+  await a.rec.stop();
+  w.device.reboot();
+  const b = w.make();
+  b.rec.start();
+  await b.rec.idle();
+  await settle(b.rec, () => images().length === 2);
+  t.deepEqual(images().sort(), ['db:1', 'web:3'], 'v2 is back');
+  t.false(
+    w.events.some((e) => e.type === 'rollback' || e.type === 'rollout-failed'),
+    'a reboot is not a failed rollout',
+  );
+  t.like(b.store.getTarget('current'), { status: 'converged', target: { version: 2 } });
+  t.is(b.store.getRollout()?.convergedAt, w.clock.now(), 'the window started over once v2 was back');
+
+  // the new window still judges: a crash in it rolls back to v1
+  await w.clock.advance(5000);
+  await b.rec.idle();
+  w.device.exit(w.device.running().find((id) => w.device.containers.get(id)!.image === 'web:3')!, 139);
+  await b.rec.trigger();
+  await b.rec.idle();
+  t.like(
+    w.events.find((e) => e.type === 'rollback'),
+    { from: 2, to: 1 },
+  );
+  await settle(b.rec, () => images().includes('web:1'));
+  t.deepEqual(images().sort(), ['db:1', 'web:1']);
+  await b.rec.stop();
+});
+
+test('offline after a reboot mid-update: the image cannot be sized, so nothing is fetched; the old version runs again; no error', async (t) => {
+  const w = world(t);
+  const a = w.make();
+  a.rec.start();
+  a.rec.setTarget(v(1, 'web:1'));
+  await a.rec.idle();
+  await a.rec.stop();
+  w.device.reboot();
+  const missing = w.device.imageService.missingBytes;
+  w.device.imageService.missingBytes = async () => {
+    throw unavailable('cannot describe image web:3: not connected to the fleet');
+  };
+  const b = w.make();
+  b.store.receiveTarget(v(2, 'web:3'), w.clock.now()); // arrived before the reboot, never applied
+  w.device.calls = [];
+  b.rec.start();
+  await b.rec.idle();
+  for (let i = 0; i < 5 && w.device.running().length < 2; i++) {
+    await w.clock.advance(w.clock.pending()[0] ?? 1000);
+    await b.rec.idle();
+  }
+  const images = () => w.device.running().map((id) => w.device.containers.get(id)!.image);
+  t.deepEqual(images().sort(), ['db:1', 'web:1'], 'the running version is back');
+  t.false(
+    w.device.calls.some((c) => c.op === 'fetch'),
+    'nothing fetched before the space check',
+  );
+  t.like(b.rec.lastOutcome, { status: 'waiting' });
+  t.regex(
+    (b.rec.lastOutcome as { reasons: string[] }).reasons.join('; '),
+    /fetch web:3: disk space not checked yet \(cannot describe image web:3: not connected/,
+  );
+  t.false(
+    w.events.some((e) => e.type === 'error'),
+    'waiting for the fleet is not an error',
+  );
+
+  // the fleet is back: sized, checked, fetched, updated
+  w.device.imageService.missingBytes = missing;
+  await b.rec.trigger();
+  await b.rec.idle();
+  t.like(b.rec.lastOutcome, { status: 'converged', version: 2 });
+  t.deepEqual(images().sort(), ['db:1', 'web:3']);
+  await b.rec.stop();
 });

@@ -401,3 +401,29 @@ test('two services sharing an image fetch it once', (t) => {
   const steps = plan(empty(), v, { now: T0 });
   t.is(steps.filter((s) => s.kind === 'fetch').length, 1);
 });
+
+test('a reboot while the new image is still downloading: the old container is restarted (download-then-kill, hand-over)', (t) => {
+  for (const strategy of ['download-then-kill', 'hand-over'] as const) {
+    const s = converged(one(strategy, 'i:1'));
+    const old = s.containers[0]!;
+    Object.assign(old, { status: 'stopped', exitCode: -1, finishedAt: T0 - 5000 });
+    const v2 = one(strategy, 'i:2');
+    t.deepEqual(
+      plan(s, v2, { now: T0 }).map(describeStep),
+      [`restart a/s (${old.id})`, 'fetch i:2'],
+      `${strategy}: the old version serves while the new one is fetched`,
+    );
+    // inside the restart backoff: a wait, the fetch goes on
+    const early = plan(s, v2, { now: T0 - 4500 });
+    t.deepEqual(
+      early.map((x) => x.kind),
+      ['wait', 'fetch'],
+    );
+    // once the image is there, the strategy goes on as usual: the stopped old one is retired, not restarted
+    s.images['i:2'] = { fetched: true, unpacked: true };
+    t.false(
+      plan(s, v2, { now: T0 }).some((x) => x.kind === 'start' && x.id === old.id),
+      `${strategy}: no restart of the old one once the new image is ready`,
+    );
+  }
+});

@@ -5,13 +5,8 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test from 'ava';
 import { BerthError } from '../../src/lib/errors.js';
-import {
-  candidateDirs,
-  extractPayload,
-  mountOf,
-  parseMountinfo,
-  payloadId,
-} from '../../src/packaged/extract.js';
+import { mountOf, parseMountinfo } from '../../src/lib/mountinfo.js';
+import { candidateDirs, extractPayload, payloadId } from '../../src/packaged/extract.js';
 import type { EmbeddedFile, EmbeddedPayload } from '../../src/packaged/payload.js';
 
 function embedded(name: string, content: string): EmbeddedFile {

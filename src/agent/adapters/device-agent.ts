@@ -159,7 +159,10 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     manager,
     snapshotter,
     stop: async () => {
-      await agent.stop();
+      const stopping = agent.stop(); // no new run starts from here on
+      // A pull in flight waits for its broker as long as it takes; stopping must not.
+      conn?.fetcher.stop();
+      await stopping;
       if (conn) await conn.stop().catch(() => undefined);
       await snapshotter.close().catch(() => undefined);
     },

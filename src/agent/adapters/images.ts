@@ -4,7 +4,8 @@
  *
  *   fetch   → AgentConnection.pullImage (resumable, verified, pinned to the digest the signed target names)
  *   unpack  → unpackImage: layers into committed snapshots named by ChainID
- *   rootfs  → prepare(`container-<id>`, topChainID) → mounts → mounted at <container dir>/rootfs
+ *   rootfs  → prepare(`container-<id>`, topChainID) → mounts → mounted at <container dir>/rootfs;
+ *             remount before each start mounts the same snapshot again when a reboot took the mount
  *   gc      → planGc over image records, blobs and committed snapshots; collectGarbage sweeps the blobs
  *
  * `pin(name, digest)` is fed from the verified signed target: an image whose record no longer matches
@@ -18,15 +19,16 @@ import type { ContentStore } from '../../content/store.js';
 import { planGc, type StoredImage } from '../../core/disk.js';
 import type { CurrentImage } from '../../core/state.js';
 import type { Db } from '../../db/database.js';
-import { isBerthError, unavailable } from '../../lib/errors.js';
+import { isBerthError, unavailable, withContext } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
+import { isMountPoint } from '../../lib/mountinfo.js';
 import { chainIds, type Digest } from '../../oci/digest.js';
 import type { PreparedRootfs } from '../../runtime/rootfs.js';
 import { fsCapacity } from '../../snapshots/fsutil.js';
 import { mountAll, unmountAll } from '../../snapshots/mount.js';
 import type { Snapshotter } from '../../snapshots/snapshotter.js';
 import { unpackImage } from '../../snapshots/unpack.js';
-import type { PulledImage } from '../../transport/image-pull.js';
+import type { DescribedImage, PulledImage } from '../../transport/image-pull.js';
 import type { ImageHealthcheck, ImageService } from '../ports.js';
 
 /** What the agent's fleet link offers for images (AgentConnection). */
@@ -35,7 +37,18 @@ export interface ImagePuller {
     ref: string,
     opts: { expectDigest?: Digest; onProgress?: (done: number, total: number, what: string) => void },
   ): Promise<PulledImage>;
+  /** manifest and config only, for the free-space check before a pull */
+  describeImage(ref: string, opts: { expectDigest?: Digest }): Promise<DescribedImage>;
+  /** resolves once connected to the fleet; Unavailable after `timeoutMs` */
+  waitOnline(timeoutMs: number): Promise<void>;
 }
+
+/**
+ * A fetch starts only with a fleet link (waiting this long for one, e.g. while the agent connects at
+ * start): a pull started offline would hold the reconcile loop — and with it the restart of the apps
+ * after a reboot — for as long as the network is away. Once started, a pull rides out broker loss.
+ */
+const FETCH_CONNECT_WAIT_MS = 5000;
 
 /** One image operation: wall-clock start and end (epoch ms, for ordering against container times). */
 export interface ImageOpRecord {
@@ -60,6 +73,8 @@ const containerKey = (id: string) => `container-${id}`;
 export class AgentImages implements ImageService {
   private readonly repo: ImageRepo;
   private readonly pins = new Map<string, Digest>();
+  /** bytes fetched by missingBytes (manifest, config) before the pull, counted into that pull */
+  private readonly described = new Map<string, number>();
   readonly counters: TransferCounters = {
     fetchedBytes: 0,
     fetchMs: 0,
@@ -128,6 +143,9 @@ export class AgentImages implements ImageService {
     opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
   ): Promise<void> {
     if (!this.o.puller) throw unavailable(`cannot fetch ${image}: no fleet connection configured`);
+    await this.o.puller.waitOnline(FETCH_CONNECT_WAIT_MS).catch((err: unknown) => {
+      throw withContext(`cannot fetch ${image}: not connected to the fleet`, err);
+    });
     const startedAt = Date.now();
     const t0 = process.hrtime.bigint();
     const pin = this.pins.get(image);
@@ -136,13 +154,12 @@ export class AgentImages implements ImageService {
       ...(opts.onProgress ? { onProgress: (d: number, t: number) => opts.onProgress?.(d, t) } : {}),
     });
     const ms = Number(process.hrtime.bigint() - t0) * NS_TO_MS;
-    this.counters.fetchedBytes += r.fetchedBytes;
+    const fetchedBytes = r.fetchedBytes + (this.described.get(image) ?? 0);
+    this.described.delete(image);
+    this.counters.fetchedBytes += fetchedBytes;
     this.counters.fetchMs += ms;
-    this.counters.pulls.push({ image, fetchedBytes: r.fetchedBytes, ms, startedAt, finishedAt: Date.now() });
-    this.o.log?.info(
-      { image, digest: r.digest, fetchedBytes: r.fetchedBytes, ms: Math.round(ms) },
-      'image pulled',
-    );
+    this.counters.pulls.push({ image, fetchedBytes, ms, startedAt, finishedAt: Date.now() });
+    this.o.log?.info({ image, digest: r.digest, fetchedBytes, ms: Math.round(ms) }, 'image pulled');
   }
 
   async unpack(image: string): Promise<void> {
@@ -160,13 +177,27 @@ export class AgentImages implements ImageService {
     this.counters.unpacks.push({ image, startedAt, finishedAt: Date.now() });
   }
 
+  /**
+   * What fetching and unpacking `image` still takes. An image not fetched yet (or whose tag the target
+   * moved) is described by its manifest and config, fetched now — small documents — so the free-space
+   * check sees the real layer sizes before any layer is pulled.
+   */
   async missingBytes(image: string): Promise<{ downloadBytes: number; unpackBytes: number }> {
-    const img = await this.repo.resolve(image).catch(() => undefined);
-    if (!img) return { downloadBytes: 0, unpackBytes: 0 }; // unknown until the manifest is fetched
+    let layers: Array<{ digest: Digest; size: number; mediaType: string }>;
+    let diffIds: Digest[];
+    const img = await this.resolveFetched(image);
+    if (img) ({ layers, diffIds } = img);
+    else if (this.o.puller) {
+      const pin = this.pins.get(image);
+      const d = await this.o.puller.describeImage(image, pin ? { expectDigest: pin } : {});
+      this.described.set(image, (this.described.get(image) ?? 0) + d.fetchedBytes);
+      layers = d.manifest.layers;
+      diffIds = d.config.rootfs.diff_ids as Digest[];
+    } else return { downloadBytes: 0, unpackBytes: 0 }; // no fleet: the fetch itself will say so
     let downloadBytes = 0;
     let unpackBytes = 0;
-    const chain = chainIds(img.diffIds);
-    for (const [i, l] of img.layers.entries()) {
+    const chain = chainIds(diffIds);
+    for (const [i, l] of layers.entries()) {
       if (!(await this.o.store.has(l.digest))) downloadBytes += l.size;
       // gzip layers unpack to about 2-3x; a plain tar to its size
       if (!(await this.committed(chain[i]!)))
@@ -262,6 +293,15 @@ export class AgentImages implements ImageService {
       ...(img.config.config ? { imageConfig: img.config.config } : {}),
       architecture: img.config.architecture,
     };
+  }
+
+  async remount(containerId: string, containerDir: string): Promise<void> {
+    const target = path.join(containerDir, 'rootfs');
+    if (isMountPoint(await fsp.realpath(target).catch(() => target))) return;
+    const mounts = await this.o.snapshotter.mounts(containerKey(containerId));
+    await fsp.mkdir(target, { recursive: true });
+    await mountAll(mounts, target);
+    this.o.log?.info({ container: containerId }, 'container rootfs mounted again');
   }
 
   async release(containerId: string, containerDir: string): Promise<void> {
