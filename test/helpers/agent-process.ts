@@ -23,10 +23,8 @@ import { type Db, openDatabase } from '../../src/db/database.js';
 import { buildTarget, publishTarget } from '../../src/fleet/deploy.js';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import { exec } from '../../src/lib/exec.js';
-import { MqttConnection } from '../../src/transport/connection.js';
-import { deviceTopic } from '../../src/transport/topics.js';
-import { pushSampleImages } from './agent-stack.js';
-import { FLEET, type FleetSide, startFleet, testLog, waitFor } from './fleet-harness.js';
+import { type DeviceWatch, pushSampleImages, watchDeviceOn } from './agent-stack.js';
+import { FLEET, type FleetSide, startFleet, waitFor } from './fleet-harness.js';
 import { freePort, Mosquitto } from './mosquitto.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -78,12 +76,6 @@ export async function startFleetStack(
   return { mosquitto, fleet, deploy };
 }
 
-/** What the fleet sees of one device: its events (in order) and its latest retained state. */
-export interface FleetView {
-  events: Array<{ type: string; [k: string]: unknown }>;
-  state(): ReportedStateView | undefined;
-}
-
 export interface ReportedStateView {
   target?: { version: number | null; status: string | null };
   apps?: Record<
@@ -92,27 +84,11 @@ export interface ReportedStateView {
   >;
 }
 
-export async function watchDevice(t: ExecutionContext, url: string, deviceId: string): Promise<FleetView> {
-  const watcher = new MqttConnection({
-    url,
-    protocolVersion: 4,
-    clientId: `watch-${deviceId}`,
-    log: testLog(),
-    backoff: { initialMs: 50, maxMs: 500 },
-  });
-  const events: FleetView['events'] = [];
-  let reported: ReportedStateView | undefined;
-  watcher.on('message', (topic: string, payload: Buffer) => {
-    if (payload.length === 0) return;
-    const j = JSON.parse(payload.toString());
-    if (topic.endsWith('/event')) events.push(...(Array.isArray(j) ? j : [j]));
-    if (topic.endsWith('/state')) reported = j;
-  });
-  await watcher.start();
-  t.teardown(() => watcher.close(true));
-  await watcher.subscribe(deviceTopic(FLEET, deviceId, 'event'), 1);
-  await watcher.subscribe(deviceTopic(FLEET, deviceId, 'state'), 1);
-  return { events, state: () => reported };
+export type FleetView = DeviceWatch<ReportedStateView>;
+
+/** The fleet's view of one device (events in order, latest retained state), read from the broker. */
+export function watchDevice(t: ExecutionContext, url: string, deviceId: string): Promise<FleetView> {
+  return watchDeviceOn<ReportedStateView>(t, url, deviceId);
 }
 
 // ---- the agent process ------------------------------------------------------------------------------

@@ -145,24 +145,7 @@ export async function startAgentStack(
     db.close();
   });
 
-  const watcher = new MqttConnection({
-    url: fleet.server.brokerUrl,
-    protocolVersion: 4,
-    clientId: `watch-${deviceId}`,
-    log,
-  });
-  const events: StackEvent[] = [];
-  let reported: ReportedState | undefined;
-  watcher.on('message', (topic: string, payload: Buffer) => {
-    if (payload.length === 0) return;
-    const j = JSON.parse(payload.toString());
-    if (topic.endsWith('/event')) events.push(...(Array.isArray(j) ? j : [j]));
-    if (topic.endsWith('/state')) reported = j;
-  });
-  await watcher.start();
-  t.teardown(() => watcher.close(true));
-  await watcher.subscribe(deviceTopic(FLEET, deviceId, 'event'), 1);
-  await watcher.subscribe(deviceTopic(FLEET, deviceId, 'state'), 1);
+  const watch = await watchDeviceOn<ReportedState>(t, fleet.server.brokerUrl, deviceId);
 
   device = await startDeviceAgent({
     db,
@@ -182,8 +165,8 @@ export async function startAgentStack(
     deviceId,
     stateDir,
     store,
-    events,
-    reported: () => reported,
+    events: watch.events,
+    reported: watch.state,
     deploy: async (apps, images) => {
       const signed = buildTarget(
         fleet.server.registry,
@@ -198,4 +181,38 @@ export async function startAgentStack(
     running: async (image) =>
       (await started.engine.list()).some((c) => c.image === image && c.status === 'running'),
   };
+}
+
+/** What the fleet sees of one device: its events in order and its latest retained state. */
+export interface DeviceWatch<S> {
+  events: StackEvent[];
+  state(): S | undefined;
+}
+
+/** Subscribe to a device's event and state topics on the broker at `url` (closed at teardown). */
+export async function watchDeviceOn<S>(
+  t: ExecutionContext,
+  url: string,
+  deviceId: string,
+): Promise<DeviceWatch<S>> {
+  const watcher = new MqttConnection({
+    url,
+    protocolVersion: 4,
+    clientId: `watch-${deviceId}`,
+    log: testLog(),
+    backoff: { initialMs: 50, maxMs: 500 },
+  });
+  const events: StackEvent[] = [];
+  let reported: S | undefined;
+  watcher.on('message', (topic: string, payload: Buffer) => {
+    if (payload.length === 0) return;
+    const j = JSON.parse(payload.toString());
+    if (topic.endsWith('/event')) events.push(...(Array.isArray(j) ? j : [j]));
+    if (topic.endsWith('/state')) reported = j;
+  });
+  await watcher.start();
+  t.teardown(() => watcher.close(true));
+  await watcher.subscribe(deviceTopic(FLEET, deviceId, 'event'), 1);
+  await watcher.subscribe(deviceTopic(FLEET, deviceId, 'state'), 1);
+  return { events, state: () => reported };
 }
