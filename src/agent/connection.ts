@@ -74,8 +74,6 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
   private readonly statusTopic: string;
   private readonly targetTopics: Set<string>;
   private readonly commandTopic: string;
-  /** ids of commands run, until they expire (a replayed copy is dropped) */
-  private readonly commandsSeen = new Map<string, number>();
   private readonly onMessage = (topic: string, payload: Buffer) => {
     if (this.targetTopics.has(topic)) this.onTarget(topic, payload);
     else if (topic === this.commandTopic) this.onCommand(topic, payload);
@@ -215,12 +213,20 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
       this.reject(topic, `command ${command.id} expired at ${command.expiresAt}`, 'command');
       return;
     }
-    for (const [id, until] of this.commandsSeen) if (until <= now) this.commandsSeen.delete(id);
-    if (this.commandsSeen.has(command.id)) {
+    // run at most once per id, across restarts too: the id is kept (SQLite) until the command expires
+    const db = this.opts.db;
+    const fresh = tx(db, () => {
+      db.prepare('DELETE FROM transport_commands WHERE expires_at <= ?').run(now);
+      return (
+        db
+          .prepare('INSERT OR IGNORE INTO transport_commands (id, expires_at) VALUES (?, ?)')
+          .run(command.id, expires).changes === 1
+      );
+    });
+    if (!fresh) {
       this.reject(topic, `command ${command.id} was already run (replay)`, 'command');
       return;
     }
-    this.commandsSeen.set(command.id, expires);
     this.opts.log.info({ id: command.id, kind: command.body.kind }, 'command accepted');
     this.emit('command', command);
   }

@@ -268,4 +268,16 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    name: 'agent transport: remote commands run (replay guard)',
+    up(db) {
+      db.exec(`
+        CREATE TABLE transport_commands (
+          -- ids of fleet commands this device ran, kept until they expire: a copy is never run twice
+          id         TEXT PRIMARY KEY,
+          expires_at INTEGER NOT NULL
+        );
+      `);
+    },
+  },
 ];

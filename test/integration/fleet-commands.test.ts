@@ -3,7 +3,9 @@
  * `berth agent` builds it, `berth fleet command` as a process. Logs, restart, report and purge-volume
  * answered over MQTT; a command signed with another key, an expired one and a replayed one are not run.
  */
+import * as path from 'node:path';
 import test from 'ava';
+import Database from 'better-sqlite3';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import { exec } from '../../src/lib/exec.js';
 import { signCommand } from '../../src/transport/commands.js';
@@ -148,4 +150,15 @@ test('fleet command: logs, restart, report, purge-volume over MQTT; forged, expi
     'the expired command and the replayed copy were not run',
   );
   t.is((await web())!.startedAt, started, 'the forged restart did not restart anything');
+  // the ids run are kept in SQLite until they expire, so a replay after an agent restart is refused too
+  const db = new Database(path.join(stack.stateDir, 'berth.db'), { readonly: true });
+  t.teardown(() => db.close());
+  const kept = (db.prepare('SELECT id FROM transport_commands').all() as Array<{ id: string }>).map(
+    (r) => r.id,
+  );
+  t.true(
+    ['once1', 'after1'].every((id) => kept.includes(id)),
+    JSON.stringify(kept),
+  );
+  t.false(kept.includes('expired1'));
 });
