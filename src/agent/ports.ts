@@ -110,6 +110,14 @@ export interface ContainerEngine {
    * services find each other by address only.
    */
   setHosts?(id: string, entries: ReadonlyArray<{ ip: string; names: string[] }>): Promise<void>;
+  /**
+   * Between the `members` (addresses), only `pairs` may talk (app networks); false when the engine cannot
+   * filter, then everything on the bridge reaches everything.
+   */
+  setIsolation?(
+    members: readonly string[],
+    pairs: ReadonlyArray<readonly [string, string]>,
+  ): Promise<boolean>;
   /** replace the app labels (berth labels are kept) without touching the process */
   updateLabels(id: string, labels: Record<string, string>): Promise<void>;
 }

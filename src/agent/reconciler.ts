@@ -113,6 +113,8 @@ export class Reconciler {
   private reopenUntil: number | undefined;
   /** what each container's /etc/hosts lists now (written by syncHosts) */
   private hostsWritten = new Map<string, string>();
+  /** the isolation last applied (members and pairs), undefined before the first */
+  private isolationSet: string | undefined;
   private waitingReasons: string[] = [];
   /** reasons of the last `waiting` event; cleared on convergence, so a crash loop's backoff is told once */
   private waitingTold = '';
@@ -589,6 +591,24 @@ export class Reconciler {
       }
     }
     for (const id of this.hostsWritten.keys()) if (!wanted.has(id)) this.hostsWritten.delete(id);
+
+    // The same relation on the wire: between the app containers, only those that share a network talk.
+    if (!engine.setIsolation) return;
+    const ipOf = new Map(running.flatMap((c) => (c.ip ? [[c.id, c.ip] as const] : [])));
+    const members = [...ipOf.values()].sort();
+    const pairs: Array<[string, string]> = [];
+    for (const [id, entries] of wanted) for (const e of entries) pairs.push([ipOf.get(id)!, e.ip]);
+    pairs.sort((a, b) => `${a}`.localeCompare(`${b}`));
+    const key = JSON.stringify([members, pairs]);
+    if (key === this.isolationSet || (this.isolationSet === undefined && members.length === 0)) return;
+    try {
+      const done = await engine.setIsolation(members, pairs);
+      if (!done && this.isolationSet === undefined)
+        this.opts.log.warn('app networks are not isolated: the firewall cannot filter bridged traffic');
+      this.isolationSet = key;
+    } catch (err) {
+      this.opts.log.warn({ err: errorMessage(err) }, 'could not update app network isolation');
+    }
   }
 
   private async checkFor(c: EngineContainer, spec: Service | undefined): Promise<Healthcheck> {

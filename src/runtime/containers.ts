@@ -367,6 +367,11 @@ export class ContainerManager {
    * there, as docker's embedded DNS would answer them). Written in place: the bind mount refers to the
    * file's inode, so a rename would not be seen inside the container.
    */
+  /** Bridge isolation between containers by address (see NetworkManager.isolate). */
+  isolate(members: readonly string[], pairs: ReadonlyArray<readonly [string, string]>): Promise<boolean> {
+    return this.o.network.isolate(members, pairs);
+  }
+
   async setExtraHosts(ref: string, entries: ReadonlyArray<{ ip: string; names: string[] }>): Promise<void> {
     const rec = await this.inspect(ref);
     const hostname = rec.request.app.hostname ?? rec.id.slice(0, 12);

@@ -1,7 +1,8 @@
 /**
- * Service discovery inside an app, on the real stack (fleet + broker, overlay, berth-runtime, a private
+ * App networks and service discovery inside an app, on the real stack (fleet + broker, overlay, berth-runtime, a private
  * bridge): a service reaches another of its app by the service's name when they share an app network;
- * a service on another network of the app does not get the name. Names follow a re-deploy.
+ * a service on another network of the app, or in another app, neither gets the name nor gets through the
+ * bridge to it by address. Names and isolation follow a re-deploy.
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import test from 'ava';
@@ -23,6 +24,7 @@ test('services find each other by name on their app network, not across networks
   // registered first, so it runs last: after the agent's teardown has removed the containers
   t.teardown(async () => {
     await exec('/usr/sbin/nft', ['delete', 'table', 'ip', network.nftTable], { allowFailure: true });
+    await exec('/usr/sbin/nft', ['delete', 'table', 'bridge', network.nftTable], { allowFailure: true });
     await deleteChains(network.nftTable).catch(() => undefined);
     await exec('/usr/sbin/ip', ['link', 'del', network.bridge], { allowFailure: true });
   });
@@ -47,6 +49,7 @@ test('services find each other by name on their app network, not across networks
           },
           networks: { side: {} },
         },
+        other: { services: { peer: { image: 'sample:v1', ...sleeper } } },
       },
       [...new Set([webImage, 'sample:v1'])],
     );
@@ -71,7 +74,7 @@ test('services find each other by name on their app network, not across networks
     );
   await deploy('sample:v1');
   await waitFor(
-    async () => (await engine.list()).filter((c) => c.status === 'running').length === 3,
+    async () => (await engine.list()).filter((c) => c.status === 'running').length === 4,
     60_000,
     'three services running',
   );
@@ -97,6 +100,21 @@ test('services find each other by name on their app network, not across networks
   t.not(lonely.exitCode, 0, 'loner is on the side network only: web is not a name there');
   t.regex(lonely.stderr, /bad address|resolve|web/i);
 
+  // and on the wire: by address, only services that share a network get through the bridge
+  const byIp = async (from: string, ip: string) =>
+    engine.exec(
+      (await byService(from)).id,
+      ['busybox', 'timeout', '3', 'wget', '-q', '-O', '-', `http://${ip}:8080/`],
+      { timeoutMs: 10_000 },
+    );
+  const blocked = async (from: string) => (await byIp(from, web1.ip!)).exitCode !== 0;
+  await waitFor(async () => (await blocked('loner')) && (await blocked('peer')), 20_000, 'isolation applied');
+  t.true(await blocked('loner'), 'another network of the same app: dropped on the bridge');
+  t.true(await blocked('peer'), 'another app: dropped on the bridge');
+  t.is((await byIp('client', web1.ip!)).stdout.trim(), 'hello v1', 'the same network: through');
+  const rules = await exec('/usr/sbin/nft', ['list', 'set', 'bridge', network.nftTable, 'pairs']);
+  t.true(rules.stdout.includes(`${(await byService('client')).ip} . ${web1.ip}`), rules.stdout);
+
   // web is replaced (new container, maybe a new address): the name follows it
   await deploy('sample:v2');
   await waitFor(async () => stack.running('sample:v2'), 60_000, 'web v2 running');
@@ -113,4 +131,5 @@ test('services find each other by name on their app network, not across networks
   const web2 = await byService('web');
   t.not(web2.id, web1.id);
   t.is((await wget('client')).stdout.trim(), 'hello v2');
+  t.true(await blocked('peer'), 'the new web is isolated from the other app too');
 });

@@ -218,6 +218,13 @@ export class RuntimeEngine implements ContainerEngine {
     await this.manager.setExtraHosts(id, entries);
   }
 
+  setIsolation(
+    members: readonly string[],
+    pairs: ReadonlyArray<readonly [string, string]>,
+  ): Promise<boolean> {
+    return this.manager.isolate(members, pairs);
+  }
+
   async updateLabels(id: string, labels: Record<string, string>): Promise<void> {
     await this.manager.updateLabels(id, labels);
   }

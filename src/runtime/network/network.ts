@@ -35,6 +35,8 @@ export interface Firewall {
   addPorts(containerId: string, containerIp: string, ports: readonly nft.PortMapping[]): Promise<void>;
   removeContainer(containerId: string): Promise<number>;
   listContainer(containerId: string): Promise<string[]>;
+  /** bridge-level isolation between containers (nftables only; see nft.setIsolation) */
+  isolate?(members: readonly string[], pairs: ReadonlyArray<readonly [string, string]>): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -45,6 +47,7 @@ function nftFirewall(table: string): Firewall {
     addPorts: (id, ip, ports) => nft.addPortMappings(table, id, ip, ports),
     removeContainer: (id) => nft.removeContainerRules(table, id),
     listContainer: (id) => nft.listContainerRules(table, id),
+    isolate: (members, pairs) => nft.setIsolation(table, members, pairs),
     destroy: () => nft.deleteTable(table),
   };
 }
@@ -131,6 +134,20 @@ export class NetworkManager {
       })();
     }
     return this.fw;
+  }
+
+  /**
+   * Only `pairs` of `members` may talk to each other on the bridge (app networks). False when the
+   * firewall cannot filter bridged traffic (iptables, none): then nothing is isolated.
+   */
+  async isolate(
+    members: readonly string[],
+    pairs: ReadonlyArray<readonly [string, string]>,
+  ): Promise<boolean> {
+    const fw = await this.firewall();
+    if (!fw?.isolate) return false;
+    await fw.isolate(members, pairs);
+    return true;
   }
 
   async attach(id: string, mode: NetworkMode, ports: nft.PortMapping[]): Promise<NetworkAttachment> {

@@ -49,6 +49,37 @@ export async function ensureTable(table: string, bridge: string, subnet: string)
 
 export async function deleteTable(table: string): Promise<void> {
   await exec(NFT, ['delete', 'table', 'ip', table], { allowFailure: true });
+  await exec(NFT, ['delete', 'table', 'bridge', table], { allowFailure: true });
+}
+
+/**
+ * Isolation on the bridge (table `bridge <table>`, hooked where frames are forwarded between ports):
+ * traffic between two `members` passes only when the pair is in `pairs`. Containers that are not members
+ * (ad-hoc `berth run` ones) are not filtered, as on docker's default bridge; traffic to the gateway (the
+ * host, the outside) is routed, not bridged, so it is not filtered either. Both sets are replaced in one
+ * nft transaction, so there is no moment with a half-written set.
+ */
+export async function setIsolation(
+  table: string,
+  members: readonly string[],
+  pairs: ReadonlyArray<readonly [string, string]>,
+): Promise<void> {
+  const r = await exec(NFT, ['list', 'table', 'bridge', table], { allowFailure: true });
+  let script = '';
+  if (r.code !== 0)
+    script += `table bridge ${table} {
+  set members { type ipv4_addr; }
+  set pairs { type ipv4_addr . ipv4_addr; }
+  chain forward { type filter hook forward priority filter; policy accept;
+    ip saddr @members ip daddr @members ip saddr . ip daddr != @pairs drop comment "berth:isolation"
+  }
+}
+`;
+  script += `flush set bridge ${table} members\nflush set bridge ${table} pairs\n`;
+  if (members.length) script += `add element bridge ${table} members { ${members.join(', ')} }\n`;
+  if (pairs.length)
+    script += `add element bridge ${table} pairs { ${pairs.map(([a, b]) => `${a} . ${b}`).join(', ')} }\n`;
+  await nftScript(script);
 }
 
 export async function addPortMappings(
