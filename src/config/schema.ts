@@ -84,6 +84,42 @@ export const ConfigSchema = z
       })
       .strict()
       .default({}),
+    /** The device agent's timings and caps (`berth agent`). */
+    agent: z
+      .object({
+        /** after an update, a crash or failed health check within this long rolls back */
+        healthWindowMs: z.number().int().min(0).default(60_000),
+        /** backoff between failed or waiting reconcile passes: doubles from min to max */
+        retryMinMs: z.number().int().min(10).default(1000),
+        retryMaxMs: z
+          .number()
+          .int()
+          .min(10)
+          .default(5 * 60_000),
+        /** a converged agent looks again this often (restarts, health, drift) */
+        idleIntervalMs: z.number().int().min(10).default(10_000),
+        /** bytes kept free on the state dir's filesystem when deciding whether an update fits */
+        diskReserveBytes: z
+          .number()
+          .int()
+          .min(0)
+          .default(32 * 1024 * 1024),
+        metricsIntervalMs: z.number().int().min(1000).default(60_000),
+        /** events and metrics kept while offline: the oldest go first past either cap */
+        outboxMaxBytes: z
+          .number()
+          .int()
+          .min(64 * 1024)
+          .default(8 * 1024 * 1024),
+        outboxMaxAgeMs: z
+          .number()
+          .int()
+          .min(60_000)
+          .default(7 * 24 * 3600_000),
+      })
+      .strict()
+      .refine((a) => a.retryMinMs <= a.retryMaxMs, { message: 'retryMinMs must not exceed retryMaxMs' })
+      .default({}),
   })
   .strict();
 

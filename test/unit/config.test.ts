@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test from 'ava';
+import { agentOptionsFromConfig } from '../../src/agent/adapters/device-agent.js';
 import { loadConfig } from '../../src/config/load.js';
 
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'berth-config-'));
@@ -44,4 +45,30 @@ test('a config file that is not a mapping is rejected', (t) => {
   const file = path.join(tmp(), 'berth.yaml');
   writeFileSync(file, '- a\n- b\n');
   t.throws(() => loadConfig({ file, env: {} }), { message: /expected a mapping/ });
+});
+
+test('agent section: timings and caps reach the agent; defaults as before; bad values name the key', (t) => {
+  const defaults = agentOptionsFromConfig(loadConfig({ env: {}, flags: {} }).agent);
+  t.deepEqual(defaults, {
+    reconciler: {
+      healthWindowMs: 60_000,
+      minDelayMs: 1000,
+      maxDelayMs: 300_000,
+      idleIntervalMs: 10_000,
+      reserveBytes: 32 * 1024 * 1024,
+    },
+    metricsIntervalMs: 60_000,
+    outbox: { maxBytes: 8 * 1024 * 1024, maxAgeMs: 7 * 24 * 3600_000 },
+  });
+  const set = agentOptionsFromConfig(
+    loadConfig({ env: {}, flags: { agent: { healthWindowMs: 5000, retryMaxMs: 2000 } } }).agent,
+  );
+  t.is(set.reconciler?.healthWindowMs, 5000);
+  t.is(set.reconciler?.maxDelayMs, 2000);
+  const bad = t.throws(() =>
+    loadConfig({ env: {}, flags: { agent: { retryMinMs: 5000, retryMaxMs: 1000 } } }),
+  );
+  t.regex(bad!.message, /agent.*retryMinMs must not exceed retryMaxMs/);
+  const unknown = t.throws(() => loadConfig({ env: {}, flags: { agent: { healthWindow: 5 } } }));
+  t.regex(unknown!.message, /healthWindow/);
 });

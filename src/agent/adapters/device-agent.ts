@@ -33,6 +33,21 @@ import { AgentImages } from './images.js';
 import { RecordedNetworks } from './networks.js';
 import { MqttAgentTransport, offlineTransport } from './transport.js';
 
+/** The agent's options from the config's `agent` section (tests may still override them). */
+export function agentOptionsFromConfig(a: Config['agent']): NonNullable<DeviceAgentOptions['agent']> {
+  return {
+    reconciler: {
+      healthWindowMs: a.healthWindowMs,
+      minDelayMs: a.retryMinMs,
+      maxDelayMs: a.retryMaxMs,
+      idleIntervalMs: a.idleIntervalMs,
+      reserveBytes: a.diskReserveBytes,
+    },
+    metricsIntervalMs: a.metricsIntervalMs,
+    outbox: { maxBytes: a.outboxMaxBytes, maxAgeMs: a.outboxMaxAgeMs },
+  };
+}
+
 export interface DeviceAgentOptions {
   db: Db;
   store: ContentStore;
@@ -107,8 +122,12 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     o.connection && o.fleet && o.deviceId
       ? new MqttAgentTransport(o.connection.conn, o.fleet, o.deviceId)
       : offlineTransport;
+  const fromConfig = agentOptionsFromConfig(o.config.agent);
   const agent = new Agent({
+    ...fromConfig,
     ...o.agent,
+    reconciler: { ...fromConfig.reconciler, ...o.agent?.reconciler },
+    outbox: { ...fromConfig.outbox, ...o.agent?.outbox },
     db: o.db,
     ports: {
       engine,
