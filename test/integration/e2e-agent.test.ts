@@ -7,6 +7,7 @@
  *   crosses the wire, measured by the transfer counters; v3 crashes inside its health window → the agent
  *   rolls back to v2 by itself and reports it (event + retained state, read from the broker).
  */
+import * as path from 'node:path';
 import test from 'ava';
 import { buildSampleImages, layoutBlobs, pushSampleImages, startAgentStack } from '../helpers/agent-stack.js';
 import { startFleet, tempDir, waitFor } from '../helpers/fleet-harness.js';
@@ -97,4 +98,24 @@ test('deploy v1 → running; v2 moves one layer only; v3 crashes in its health w
     'reported state after rollback',
   );
   t.is(stack.reported()?.target?.version, 2_000_000);
+
+  // a container snapshot no container owns (an agent killed mid-create whose cleanup failed) is swept;
+  // the running container's is kept
+  const snaps = async (kind: string) => {
+    const out: string[] = [];
+    await device.snapshotter.walk((i) => {
+      if (i.kind === kind) out.push(i.name);
+    });
+    return out;
+  };
+  const base = (await snaps('committed'))[0]!;
+  await device.snapshotter.prepare('container-0rphan0000', base);
+  const live = new Set((await device.manager.list({ all: true })).map((c) => c.id));
+  const swept = await device.images.sweepOrphans(live, path.join(stack.stateDir, 'containers'));
+  t.deepEqual(swept, ['0rphan0000']);
+  t.deepEqual(
+    (await snaps('active')).sort(),
+    [...live].map((id) => `container-${id}`).sort(),
+    'only the live containers keep their snapshots',
+  );
 });

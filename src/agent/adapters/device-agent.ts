@@ -116,7 +116,11 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     ...(o.autoRemoveCommand ? { autoRemoveCommand: o.autoRemoveCommand } : {}),
   });
   const recovered = await manager.recover();
-  o.log.info(recovered, 'containers recovered');
+  const orphans = await images.sweepOrphans(
+    new Set((await manager.list({ all: true })).map((c) => c.id)),
+    path.join(o.stateDir, 'containers'),
+  );
+  o.log.info({ ...recovered, orphanSnapshots: orphans.length }, 'containers recovered');
   const engine = new RuntimeEngine(manager);
   const transport: Transport =
     o.connection && o.fleet && o.deviceId

@@ -19,7 +19,7 @@ import type { ContentStore } from '../../content/store.js';
 import { planGc, type StoredImage } from '../../core/disk.js';
 import type { CurrentImage } from '../../core/state.js';
 import type { Db } from '../../db/database.js';
-import { isBerthError, unavailable, withContext } from '../../lib/errors.js';
+import { errorMessage, isBerthError, unavailable, withContext } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { isMountPoint } from '../../lib/mountinfo.js';
 import { chainIds, type Digest } from '../../oci/digest.js';
@@ -309,5 +309,28 @@ export class AgentImages implements ImageService {
     await this.o.snapshotter.remove(containerKey(containerId)).catch((err: unknown) => {
       if (!isBerthError(err, 'NotFound')) throw err;
     });
+  }
+
+  /**
+   * Container snapshots no container owns any more (an agent killed in the middle of a create or a remove
+   * whose cleanup then failed): unmounted and removed, so they do not hold layers and disk forever.
+   */
+  async sweepOrphans(liveContainerIds: ReadonlySet<string>, containersDir: string): Promise<string[]> {
+    const orphans: string[] = [];
+    await this.o.snapshotter.walk((i) => {
+      if (i.kind !== 'active' || !i.name.startsWith('container-')) return;
+      const id = i.name.slice('container-'.length);
+      if (!liveContainerIds.has(id)) orphans.push(id);
+    });
+    const removed: string[] = [];
+    for (const id of orphans) {
+      try {
+        await this.release(id, path.join(containersDir, id));
+        removed.push(id);
+      } catch (err) {
+        this.o.log?.warn({ container: id, err: errorMessage(err) }, 'orphan container snapshot not removed');
+      }
+    }
+    return removed;
   }
 }
