@@ -11,7 +11,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { assertSafeName } from '../lib/ids.js';
-import { UPDATE_LOCK_FILE, type UpdateLocks } from './ports.js';
+import { HANDOVER_FILE, UPDATE_LOCK_FILE, type UpdateLocks } from './ports.js';
 
 export class HostUpdateLocks implements UpdateLocks {
   constructor(private readonly root = '/run/berth/locks') {}
@@ -20,6 +20,14 @@ export class HostUpdateLocks implements UpdateLocks {
     const d = path.join(this.root, assertSafeName('app name', app));
     await mkdir(d, { recursive: true, mode: 0o755 });
     return d;
+  }
+
+  async handoverSignalAt(app: string): Promise<number | undefined> {
+    const f = path.join(this.root, assertSafeName('app name', app), HANDOVER_FILE);
+    return stat(f).then(
+      (st) => st.mtimeMs,
+      () => undefined,
+    );
   }
 
   async held(app: string): Promise<boolean> {

@@ -173,11 +173,17 @@ export interface NetworkService {
 /** Where the app holds its update lock: a host dir per app, mounted into every container of the app. */
 export const UPDATE_LOCK_MOUNT = '/tmp/berth-lock';
 export const UPDATE_LOCK_FILE = 'updates.lock';
+export const HANDOVER_FILE = 'handover-complete';
 
 export interface UpdateLocks {
   /** the host directory mounted at UPDATE_LOCK_MOUNT in the app's containers (created on demand) */
   dir(app: string): Promise<string>;
   held(app: string): Promise<boolean>;
+  /**
+   * When a container of the app last wrote `handover-complete` in the lock dir (balena's signal that a
+   * hand-over may finish), undefined when never. Optional: without it hand-over waits for health.
+   */
+  handoverSignalAt?(app: string): Promise<number | undefined>;
 }
 
 /** What the reporter and outbox publish on; the fleet branch maps channels to MQTT topics and QoS. */

@@ -528,6 +528,7 @@ export class Reconciler {
         exitCode: c.exitCode,
         startedAt: c.startedAt,
         finishedAt: c.finishedAt,
+        createdAt: c.createdAt,
         health: c.status === 'running' ? this.health.status(c.id) : 'none',
         restarts: r?.restarts ?? 0,
         stoppedByUser: r?.stoppedByUser ?? false,
@@ -553,12 +554,15 @@ export class Reconciler {
 
     const apps = new Set([...Object.keys(target.apps), ...containers.map((c) => c.app)]);
     const lockState: Record<string, boolean> = {};
+    const handovers: Record<string, number> = {};
     await Promise.all(
       [...apps].map(async (a) => {
         lockState[a] = await locks.held(a);
+        const at = await locks.handoverSignalAt?.(a);
+        if (at !== undefined) handovers[a] = at;
       }),
     );
-    return { containers, images: imageStates, volumes: vols, networks: nets, locks: lockState };
+    return { containers, images: imageStates, volumes: vols, networks: nets, locks: lockState, handovers };
   }
 
   /** Each running container's /etc/hosts lists the services of its app it shares a network with. */

@@ -117,6 +117,7 @@ export function plan(current: CurrentState, target: Target, ctx: PlanContext): S
         fresh,
         old,
         locked: current.locks[appName] === true && !svc.update.overrideLock,
+        handoverSignalAt: current.handovers?.[appName],
         depsReady: depsReason === undefined,
         depsReason,
         resourcesReady,

@@ -20,6 +20,7 @@ export interface CurrentContainer {
   exitCode?: number | undefined;
   startedAt?: number | undefined;
   finishedAt?: number | undefined;
+  createdAt?: number | undefined;
   health: HealthStatus;
   /** restarts done by the restart policy since the container was created (reset after a long run) */
   restarts: number;
@@ -51,6 +52,8 @@ export interface CurrentState {
   networks: AppResource[];
   /** apps whose update lock is held right now */
   locks: Record<string, boolean>;
+  /** when an app's container last signalled `handover-complete` (ms since epoch), by app */
+  handovers?: Record<string, number> | undefined;
 }
 
 export const emptyState = (): CurrentState => ({

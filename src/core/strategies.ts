@@ -10,8 +10,9 @@
  *                        container must not run alongside a download (CPU, bandwidth, hardware access).
  *   delete-then-download like kill-then-download, and also deletes the old image before fetching, for
  *                        devices without room for two versions (rollback then has to fetch again).
- *   hand-over            fetch, create and start the new one while the old one still runs; kill the old one
- *                        when the new one is healthy or after handoverTimeoutMs. Zero downtime.
+ *   hand-over            fetch, create and start the new one while the old one still runs; stop the old one
+ *                        when the new one is healthy or writes `handover-complete` into the app's lock dir
+ *                        (balena's signal), kill it after handoverTimeoutMs. Zero downtime.
  *
  * Update lock: while the app holds its lock (updates.lock in its lock dir), no running container of the app
  * is stopped or killed — the step becomes a `wait` — unless the target sets update.overrideLock.
@@ -35,6 +36,8 @@ export interface ServiceSituation {
   old: CurrentContainer[];
   /** the app's update lock is held and the target does not override it */
   locked: boolean;
+  /** when the app last wrote `handover-complete` (balena's hand-over signal), if ever */
+  handoverSignalAt?: number | undefined;
   /** every depends_on condition holds */
   depsReady: boolean;
   /** why not, when depsReady is false */
@@ -157,7 +160,11 @@ export function updateSteps(strategy: UpdateStrategy, s: ServiceSituation): Step
         return [...dead, ...bringUpSteps(s)];
       }
       const out: Step[] = [];
-      const handedOver = f.health === 'healthy';
+      // handed over: the new one is healthy, or it wrote handover-complete after it was created (a file
+      // older than the container is an earlier hand-over's)
+      const signalled =
+        s.handoverSignalAt !== undefined && f.createdAt !== undefined && s.handoverSignalAt >= f.createdAt;
+      const handedOver = f.health === 'healthy' || signalled;
       const deadline = (f.startedAt ?? s.now) + s.target.update.handoverTimeoutMs;
       for (const c of s.old) {
         if (c.status !== 'running') out.push({ kind: 'remove', ...ref(c) });

@@ -333,4 +333,25 @@ test('update strategies and the update lock, in container start/stop and image f
     t.true(unlockAt <= old.finishedAt!, 'lock: old stopped only after the release');
     t.true(old.removedAt <= pull.startedAt, 'kill-then-download: old gone before the fetch');
   }
+
+  // v10 again with a new command, hand-over without a health check but with balena's signal: the new
+  // container writes handover-complete into the lock dir after a second; the old one is stopped then,
+  // gracefully, long before the 60 s timeout
+  {
+    const { old, fresh } = await update('v10', {
+      command: ['/bin/sh', '-c', 'sleep 1; touch /tmp/berth-lock/handover-complete; exec /bin/app'],
+      update: { strategy: 'hand-over', handoverTimeoutMs: 60_000 },
+    });
+    const signalAt = (await fsp.stat(path.join(stack.stateDir, 'locks', APP, 'handover-complete'))).mtimeMs;
+    timeline('v10 hand-over (handover-complete)', {
+      'new created': fresh.createdAt,
+      'new started': fresh.startedAt,
+      signalled: signalAt,
+      'old stopped': old.finishedAt,
+    });
+    t.true(fresh.createdAt! <= signalAt, 'the signal came from the new container');
+    t.true(signalAt <= old.finishedAt!, 'hand-over: old stopped only after the signal');
+    t.true(old.finishedAt! < fresh.startedAt! + 30_000, 'by the signal, not by the 60 s timeout');
+    t.is(old.exitCode, 0, 'a graceful stop');
+  }
 });

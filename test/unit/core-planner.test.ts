@@ -90,6 +90,7 @@ function apply(s: CurrentState, step: Step, now: number): CurrentState {
         specHash: step.specHash,
         image: step.spec.image,
         status: 'created',
+        createdAt: now,
         health: 'none',
         restarts: 0,
         labels: step.spec.labels,
@@ -278,6 +279,21 @@ test('strategy hand-over: old killed when the hand-over timeout passes without h
   t.deepEqual(wait, { kind: 'wait', reason: 'a/s: hand-over until healthy', until: T0 + 5000 });
   const r2 = converge(r.state, v2, { now: T0 + 5000 });
   t.deepEqual(order(r2), ['kill a/s', 'remove a/s']);
+});
+
+test('strategy hand-over: handover-complete written by the new container ends it (an older file does not)', (t) => {
+  const v2 = one('hand-over', 'i:2', { handoverTimeoutMs: 60_000 });
+  const r = converge(converged(one('hand-over', 'i:1')), v2);
+  const fresh = r.state.containers.find((c) => c.image === 'i:2')!;
+  // left over from an earlier hand-over: older than the new container
+  const stale = { ...r.state, handovers: { a: fresh.createdAt! - 1 } };
+  t.deepEqual(
+    plan(stale, v2, { now: T0 + 100 }).map((x) => x.kind),
+    ['wait'],
+  );
+  const signalled = { ...r.state, handovers: { a: fresh.createdAt! + 50 } };
+  const r2 = converge(signalled, v2, { now: T0 + 100 });
+  t.deepEqual(order(r2), ['stop a/s', 'remove a/s'], 'stopped gracefully, long before the timeout');
 });
 
 test('update lock held defers the kill; override in the target forces it', (t) => {
