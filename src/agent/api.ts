@@ -371,7 +371,6 @@ export class AgentApi {
       labels: r.labels,
     });
     const name = r.name ?? `run-${Date.now().toString(36)}-${(adhocSeq++).toString(36)}`;
-    if ((await engine.list()).some((c) => c.id === name)) throw conflict(`container name ${name} is in use`);
     return mutex.run(async () => {
       const { id } = await engine.create({
         name,

@@ -73,13 +73,17 @@ export const TargetSchema = z
   .strict();
 export type Target = z.infer<typeof TargetSchema>;
 
+/** ed25519 over a domain tag + canonical JSON of the signed part (targets.ts, commands.ts). */
+export const SignatureSchema = z
+  .object({ alg: z.literal('ed25519'), keyId: z.string().max(64), sig: base64.max(128) })
+  .strict();
+export type Signature = z.infer<typeof SignatureSchema>;
+
 export const SignedTargetSchema = z
   .object({
     v: z.literal(1),
     target: TargetSchema,
-    signature: z
-      .object({ alg: z.literal('ed25519'), keyId: z.string().max(64), sig: base64.max(128) })
-      .strict(),
+    signature: SignatureSchema,
   })
   .strict();
 export type SignedTarget = z.infer<typeof SignedTargetSchema>;
@@ -105,9 +109,7 @@ export const SignedCommandSchema = z
   .object({
     v: z.literal(1),
     command: CommandEnvelopeSchema,
-    signature: z
-      .object({ alg: z.literal('ed25519'), keyId: z.string().max(64), sig: base64.max(128) })
-      .strict(),
+    signature: SignatureSchema,
   })
   .strict();
 export type SignedCommand = z.infer<typeof SignedCommandSchema>;

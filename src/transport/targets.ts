@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import { type SignedTarget, type Target, TargetSchema } from './messages.js';
+import { type Signature, type SignedTarget, type Target, TargetSchema } from './messages.js';
 import { canonicalJson, keyId, signBytes, verifyBytes } from './signing.js';
 
 /**
@@ -18,12 +18,6 @@ export function signTarget(target: Target, privateKey: KeyObject): SignedTarget 
 }
 
 export type TargetCheck = { ok: true } | { ok: false; reason: string };
-
-export interface Signature {
-  alg: 'ed25519';
-  keyId: string;
-  sig: string;
-}
 
 export function signatureOf(bytes: Buffer, privateKey: KeyObject): Signature {
   return { alg: 'ed25519', keyId: keyId(privateKey), sig: signBytes(privateKey, bytes).toString('base64') };

@@ -119,7 +119,7 @@ test('with an agent running the container commands go through its API; without, 
 
   const dup = await run(['-d', '--name', 'web'], ['true'], true);
   t.not(dup.code, 0);
-  t.regex(dup.stderr, /name web is in use/);
+  t.regex(dup.stderr, /Conflict: .*container name web is already in use/);
   const restart = await run(['-d', '--restart', 'always'], ['true'], true);
   t.not(restart.code, 0);
   t.regex(restart.stderr, /--restart always: while an agent runs/);
