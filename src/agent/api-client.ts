@@ -5,7 +5,7 @@
  */
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { BerthError, type ErrorCode, ErrorCodes, unavailable } from '../lib/errors.js';
+import { BerthError, errorFromWire, unavailable } from '../lib/errors.js';
 import type { ContainerView, RunRequest } from './api.js';
 import type { CommandResult } from './commands.js';
 import type { ExecResult, LogLine } from './ports.js';
@@ -19,10 +19,7 @@ interface ApiError {
 }
 
 function toBerthError(e: ApiError | undefined, status: number | undefined): BerthError {
-  const code = (ErrorCodes as readonly string[]).includes(e?.code ?? '')
-    ? (e!.code as ErrorCode)
-    : 'Internal';
-  return new BerthError(code, e?.message ?? `agent answered ${status}`);
+  return errorFromWire(e, `agent answered ${status}`);
 }
 
 export class AgentClient {

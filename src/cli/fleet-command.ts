@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import { CommandSchema } from '../agent/commands.js';
 import { loadFleetPrivateKey } from '../fleet/keys.js';
-import { BerthError, type ErrorCode, ErrorCodes, invalidInput } from '../lib/errors.js';
+import { BerthError, errorFromWire, invalidInput } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import { formatIssues } from '../oci/validate.js';
 import { signCommand } from '../transport/commands.js';
@@ -107,10 +107,8 @@ export function registerFleetCommand(fleet: Command, ctx: () => CliContext): voi
       error?: { code: string; message: string };
     };
     if (!res.ok) {
-      const code = (ErrorCodes as readonly string[]).includes(res.error?.code ?? '')
-        ? (res.error!.code as ErrorCode)
-        : 'Internal';
-      throw new BerthError(code, `device ${device}: ${res.error?.message ?? 'command failed'}`);
+      const err = errorFromWire(res.error, 'command failed');
+      throw new BerthError(err.code, `device ${device}: ${err.message}`);
     }
     const lines = (res.result as { lines?: unknown } | undefined)?.lines;
     if (!o.json && kind === 'logs' && Array.isArray(lines))

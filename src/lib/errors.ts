@@ -41,6 +41,17 @@ export const unavailable = (msg: string, cause?: unknown) => new BerthError('Una
 export const noSpace = (msg: string, cause?: unknown) => new BerthError('NoSpace', msg, { cause });
 export const unsupported = (msg: string, cause?: unknown) => new BerthError('Unsupported', msg, { cause });
 
+/** An error that crossed a wire as `{code, message}` (local API, command results): unknown codes → Internal. */
+export function errorFromWire(
+  e: { code?: string; message?: string } | undefined,
+  fallback: string,
+): BerthError {
+  const code = (ErrorCodes as readonly string[]).includes(e?.code ?? '')
+    ? (e!.code as ErrorCode)
+    : 'Internal';
+  return new BerthError(code, e?.message ?? fallback);
+}
+
 export function isBerthError(err: unknown, code?: ErrorCode): err is BerthError {
   return err instanceof BerthError && (code === undefined || err.code === code);
 }
