@@ -339,9 +339,12 @@ test('crash safety: kill -9 during an import, then import again; no blob present
   const s = tempDir('crash');
   for (const delay of [150, 400, 900]) {
     const child = berthSpawn(['--state-dir', s, 'image', 'import', archive]);
+    // listen from the start: on a fast machine the import can finish before the kill (then close came
+    // and went before a later listener, and the test hung)
+    const closed = new Promise((r) => child.on('close', r));
     await new Promise((r) => setTimeout(r, delay));
     child.kill('SIGKILL');
-    await new Promise((r) => child.on('close', r));
+    await closed;
     const store = new ContentStore(path.join(s, 'content'));
     await allVerify(store); // throws if any present blob does not match its digest
   }

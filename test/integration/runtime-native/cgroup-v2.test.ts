@@ -87,7 +87,7 @@ test('v2 backend: the eBPF device program allows and denies by rule', async (t) 
     binary: berthRuntimeBinary(true),
     env: V2,
   });
-  t.is(r.code, 0, r.stderr);
+  t.is(r.code, 0, `stderr: ${r.stderr}\nstdout: ${r.stdout}`);
   const lines = r.stdout.trim().split('\n');
   t.regex(lines[0] ?? '', /fake-r': No such device or address/, 'read allowed (major wildcard rule)');
   t.regex(lines[1] ?? '', /fake-r: Operation not permitted/, 'write denied by the later rule');
