@@ -57,7 +57,10 @@ export interface AgentConnectionOptions {
   /** Publish online/offline (default true; off for one-shot pulls that must not mark the device offline). */
   presence?: boolean;
   transfer?: Partial<
-    Pick<BlobFetcherOptions, 'window' | 'requestTimeoutMs' | 'fanout' | 'fanoutMinChunks' | 'maxChunk'>
+    Pick<
+      BlobFetcherOptions,
+      'window' | 'ackEvery' | 'requestTimeoutMs' | 'fanout' | 'fanoutMinChunks' | 'maxChunk'
+    >
   >;
 }
 
@@ -110,15 +113,19 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
       db: opts.db,
       publicKey: opts.publicKey,
       log: opts.log,
+      ...(opts.mqtt.clock ? { clock: opts.mqtt.clock } : {}),
       ...opts.transfer,
     });
   }
 
-  /** Connect (resolves on the first CONNACK unless `waitForBroker` is false: then it keeps retrying). */
-  async start(waitForBroker = true): Promise<void> {
+  /**
+   * Connect: resolves on the first CONNACK (Unavailable after `timeoutMs`, when given), or at once when
+   * `waitForBroker` is false: then it keeps retrying in the background.
+   */
+  async start(waitForBroker = true, timeoutMs?: number): Promise<void> {
     this.conn.on('message', this.onMessage);
     this.conn.on('connect', this.onConnect);
-    const started = this.conn.start();
+    const started = this.conn.start(waitForBroker ? { timeoutMs } : {});
     await this.fetcher.start();
     for (const t of this.targetTopics) await this.conn.subscribe(t, 1);
     if (this.opts.presence !== false) await this.conn.subscribe(this.commandTopic, 1);

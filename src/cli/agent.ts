@@ -28,6 +28,7 @@ export function registerAgent(program: Command, ctx: () => CliContext): void {
       .option('--group <name...>', 'groups whose targets this device follows')
       .option('--fleet-key <file|pem>', 'fleet public key (config mqtt.fleetPublicKey)')
       .option('--offline', 'no fleet connection: run the last applied target from the state dir'),
+    { waits: true },
   ).action(
     async (
       opts: MqttFlags & { deviceId?: string; group?: string[]; fleetKey?: string; offline?: boolean },

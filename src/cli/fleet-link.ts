@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { assertSafeName } from '../lib/ids.js';
 import { MqttConnection } from '../transport/connection.js';
 import type { CliContext } from './context.js';
-import { type MqttFlags, mqttOptionsFrom } from './mqtt-options.js';
+import { connectTimeoutMs, type MqttFlags, mqttOptionsFrom } from './mqtt-options.js';
 
 /** Where `fleet serve` notes the broker it uses, so `fleet deploy` on the same state dir finds it. */
 export const SERVE_FILE = 'fleet-serve.json';
@@ -58,7 +58,7 @@ export async function withFleetLink<T>(
       conn.on('message', on);
     });
   try {
-    await Promise.race([conn.start(), conn.waitConnected(15_000)]);
+    await conn.start({ timeoutMs: connectTimeoutMs(opts) });
     return await fn({ fleet: flt, conn, next });
   } finally {
     await conn.close(true);

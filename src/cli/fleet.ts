@@ -13,7 +13,13 @@ import { deviceTopic } from '../transport/topics.js';
 import type { CliContext } from './context.js';
 import { registerFleetCommand } from './fleet-command.js';
 import { SERVE_FILE, withFleetLink } from './fleet-link.js';
-import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
+import {
+  addMqttOptions,
+  connectTimeoutMs,
+  type MqttFlags,
+  mqttOptionsFrom,
+  untilSignal,
+} from './mqtt-options.js';
 import { humanSize, printJson, printTable } from './output.js';
 import { pushImage } from './push.js';
 
@@ -39,33 +45,44 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
       .command('serve')
       .description('run the fleet server: on --broker, or on an embedded MQTT broker when none is given')
       .option('--listen <host:port>', 'embedded broker address', '127.0.0.1:1883')
-      .option('--rate-limit <bytes/s>', 'cap blob egress (0 = none)', '0')
-      .option('--gather-ms <ms>', 'how long to gather fan-out interest in a blob', '150'),
-  ).action(async (opts: MqttFlags & { listen: string; rateLimit: string; gatherMs: string }) => {
-    const c = ctx();
-    const flt = assertSafeName('fleet', opts.fleet ?? c.config.mqtt.fleet);
-    const external = opts.broker ?? c.config.mqtt.broker;
-    const [host, portStr] = splitHostPort(opts.listen);
-    const server = new FleetServer({
-      fleet: flt,
-      db: c.db,
-      store: c.store,
-      privateKey: await loadFleetPrivateKey(c.stateDir),
-      log: c.log,
-      mqtt: external ? mqttOptionsFrom(opts, c.config) : undefined,
-      listen: { host, port: Number(portStr) },
-      blob: { rateLimit: Number(opts.rateLimit), gatherMs: Number(opts.gatherMs) },
-    });
-    await server.start();
-    await writeFileAtomic(
-      path.join(c.stateDir, SERVE_FILE),
-      JSON.stringify({ broker: server.brokerUrl, fleet: flt, pid: process.pid }),
-    );
-    c.log.info({ broker: server.brokerUrl, fleet: flt }, 'fleet server ready');
-    process.stdout.write(`fleet ${flt} serving on ${server.brokerUrl}\n`);
-    await untilSignal();
-    await server.stop();
-  });
+      .option('--rate-limit <bytes/s>', 'cap blob egress (0 = none), shared fairly between devices', '0')
+      .option('--gather-ms <ms>', 'how long to gather fan-out interest in a blob', '150')
+      .option(
+        '--pull-policy <targets|any>',
+        'which images a device may pull: what its targets name (targets), or every image of the fleet (any)',
+        'targets',
+      ),
+  ).action(
+    async (opts: MqttFlags & { listen: string; rateLimit: string; gatherMs: string; pullPolicy: string }) => {
+      const c = ctx();
+      const flt = assertSafeName('fleet', opts.fleet ?? c.config.mqtt.fleet);
+      const external = opts.broker ?? c.config.mqtt.broker;
+      const [host, portStr] = splitHostPort(opts.listen);
+      if (opts.pullPolicy !== 'targets' && opts.pullPolicy !== 'any')
+        throw invalidInput(`--pull-policy ${opts.pullPolicy}: expected targets or any`);
+      const server = new FleetServer({
+        fleet: flt,
+        db: c.db,
+        store: c.store,
+        privateKey: await loadFleetPrivateKey(c.stateDir),
+        log: c.log,
+        mqtt: external ? mqttOptionsFrom(opts, c.config) : undefined,
+        listen: { host, port: Number(portStr) },
+        blob: { rateLimit: Number(opts.rateLimit), gatherMs: Number(opts.gatherMs) },
+        pullPolicy: opts.pullPolicy,
+      });
+      // An external broker that does not answer: Unavailable after --connect-timeout (exit 1).
+      await server.start({ connectTimeoutMs: connectTimeoutMs(opts) });
+      await writeFileAtomic(
+        path.join(c.stateDir, SERVE_FILE),
+        JSON.stringify({ broker: server.brokerUrl, fleet: flt, pid: process.pid }),
+      );
+      c.log.info({ broker: server.brokerUrl, fleet: flt }, 'fleet server ready');
+      process.stdout.write(`fleet ${flt} serving on ${server.brokerUrl}\n`);
+      await untilSignal();
+      await server.stop();
+    },
+  );
 
   fleet
     .command('push <source>')

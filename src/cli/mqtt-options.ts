@@ -15,9 +15,24 @@ export interface MqttFlags {
   key?: string;
   mqttVersion?: string;
   insecure?: boolean;
+  connectTimeout?: string;
 }
 
-export function addMqttOptions(cmd: Command): Command {
+/** How long a command that needs the broker waits for it before failing Unavailable (ms). */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
+
+/**
+ * The MQTT flags. `waits: true` for commands that wait for their broker as long as it takes (the agent
+ * runs offline until its broker comes); every other command fails `Unavailable` after
+ * `--connect-timeout`.
+ */
+export function addMqttOptions(cmd: Command, opts: { waits?: boolean } = {}): Command {
+  if (!opts.waits)
+    cmd.option(
+      '--connect-timeout <ms>',
+      'fail (Unavailable, exit 1) when no broker answered within this long',
+      String(DEFAULT_CONNECT_TIMEOUT_MS),
+    );
   return cmd
     .option('--broker <url>', 'MQTT broker, mqtt://host:port or mqtts://host:port (config mqtt.broker)')
     .option('--fleet <name>', 'fleet name, the topic prefix berth/v1/<fleet>/ (config mqtt.fleet)')
@@ -37,6 +52,15 @@ function readPem(what: string, file: string | undefined): Buffer | undefined {
   } catch {
     throw notFound(`${what} file ${file} not found or unreadable`);
   }
+}
+
+export function connectTimeoutMs(flags: MqttFlags): number {
+  const ms = Number(flags.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS);
+  if (!Number.isInteger(ms) || ms <= 0)
+    throw invalidInput(
+      `--connect-timeout ${flags.connectTimeout}: expected a positive number of milliseconds`,
+    );
+  return ms;
 }
 
 /** Flags over config; TLS files are read here, at the composition root. */

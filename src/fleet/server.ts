@@ -4,9 +4,10 @@ import type { ContentStore } from '../content/store.js';
 import type { Db } from '../db/database.js';
 import { errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
+import { targetsAuthorizer } from '../transport/blob-access.js';
 import { BlobServer, type BlobServerOptions } from '../transport/blob-server.js';
 import { MqttConnection, type MqttConnectionOptions } from '../transport/connection.js';
-import { decodeJson, MAX_CONTROL_BYTES, StatusSchema } from '../transport/messages.js';
+import { decodeJson, MAX_CONTROL_BYTES, StatusSchema, type Target } from '../transport/messages.js';
 import { parseTopic, serverStatusFilter } from '../transport/topics.js';
 import { type EmbeddedBroker, startEmbeddedBroker } from './broker.js';
 import { publishTarget } from './deploy.js';
@@ -28,7 +29,19 @@ export interface FleetServerOptions {
   /** External broker; when absent an embedded one listens on `listen`. */
   mqtt?: Omit<MqttConnectionOptions, 'clientId' | 'log'> | undefined;
   listen?: { host?: string; port?: number } | undefined;
-  blob?: Pick<BlobServerOptions, 'gatherMs' | 'maxInflight' | 'rateLimit'> | undefined;
+  blob?:
+    | Pick<
+        BlobServerOptions,
+        'gatherMs' | 'maxInflight' | 'rateLimit' | 'maxQueuedPerDevice' | 'maxQueued' | 'maxQueueAgeMs'
+      >
+    | undefined;
+  /**
+   * Which images a device may pull: `targets` only what the current targets of the device and its
+   * groups name; `any` every image of the fleet. The composition root decides: `berth fleet serve` uses
+   * `targets` unless told `--pull-policy any` (docs/protocol.md); embedding code that says nothing gets
+   * `any`, the behaviour of earlier versions.
+   */
+  pullPolicy?: 'targets' | 'any' | undefined;
 }
 
 export class FleetServer {
@@ -36,6 +49,8 @@ export class FleetServer {
   conn: MqttConnection | undefined;
   blobs: BlobServer | undefined;
   broker: EmbeddedBroker | undefined;
+  /** Each device's groups, as its retained status says. */
+  private readonly groups = new Map<string, string[]>();
 
   constructor(private readonly opts: FleetServerOptions) {
     this.registry = new FleetRegistry(opts.db);
@@ -46,7 +61,8 @@ export class FleetServer {
     return this.broker?.url ?? this.opts.mqtt?.url ?? '';
   }
 
-  async start(): Promise<void> {
+  /** Connect (Unavailable after `connectTimeoutMs` when the broker does not answer), then serve. */
+  async start(opts: { connectTimeoutMs?: number } = {}): Promise<void> {
     const { log } = this.opts;
     let mqtt = this.opts.mqtt;
     if (!mqtt) {
@@ -63,7 +79,12 @@ export class FleetServer {
     conn.on('connect', () => {
       this.republish().catch((err) => log.warn({ err: errorMessage(err) }, 'republishing targets failed'));
     });
-    await conn.start();
+    try {
+      await conn.start({ timeoutMs: opts.connectTimeoutMs });
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
     await conn.subscribe(serverStatusFilter(this.opts.fleet), 1);
     this.blobs = new BlobServer({
       conn,
@@ -76,6 +97,10 @@ export class FleetServer {
         const img = this.registry.image(name);
         return img ? { mediaType: img.mediaType, digest: img.digest, size: img.size } : undefined;
       },
+      authorize:
+        (this.opts.pullPolicy ?? 'any') === 'any'
+          ? undefined
+          : targetsAuthorizer({ store: this.opts.store, targetsFor: (id) => this.targetsOf(id) }),
       ...this.opts.blob,
     });
     await this.blobs.start();
@@ -101,6 +126,18 @@ export class FleetServer {
       return;
     }
     this.registry.recordStatus(msg.value);
+    this.groups.set(t.deviceId, msg.value.groups ?? []);
+    // Its last will (or a clean stop): what it queued at the blob service goes.
+    if (msg.value.state === 'offline') this.blobs?.deviceGone(t.deviceId);
+  }
+
+  /** The current targets a device follows: its own and those of the groups its status names. */
+  private targetsOf(deviceId: string): Target[] {
+    const groups = new Set(this.groups.get(deviceId) ?? []);
+    return this.registry
+      .currentDeployments()
+      .map((s) => s.target)
+      .filter((t) => (t.scope.kind === 'device' ? t.scope.id === deviceId : groups.has(t.scope.id)));
   }
 
   private async republish(): Promise<void> {

@@ -129,11 +129,22 @@ export const CommandResultSchema = z
   .strict();
 export type CommandResultMessage = z.infer<typeof CommandResultSchema>;
 
+/**
+ * Blob requests, device → fleet. `v: 2` is what this version sends: `resolve` v2 is answered with a
+ * signed `resolved` (bound to the device, the request id and the name), and chunks are asked for with
+ * `credit` grants (ranges the fleet may send). `v: 1` requests from older agents are still answered
+ * (unsigned `resolved`, `chunks` index lists).
+ */
+const requestV = z.union([z.literal(1), z.literal(2)]);
+/** Chunk ranges one credit grant may name, and chunks per range. */
+export const MAX_CREDIT_RANGES = 32;
+export const MAX_CREDIT_RANGE = 1024;
+
 export const RequestSchema = z.discriminatedUnion('kind', [
-  z.object({ v: z.literal(1), kind: z.literal('resolve'), reqId, name: ImageRefSchema }).strict(),
+  z.object({ v: requestV, kind: z.literal('resolve'), reqId, name: ImageRefSchema }).strict(),
   z
     .object({
-      v: z.literal(1),
+      v: requestV,
       kind: z.literal('plan'),
       reqId,
       digest,
@@ -154,7 +165,21 @@ export const RequestSchema = z.discriminatedUnion('kind', [
       indexes: z.array(z.number().int().nonnegative()).min(1).max(64),
     })
     .strict(),
-  z.object({ v: z.literal(1), kind: z.literal('want'), reqId, digest, chunkSize: z.number().int() }).strict(),
+  z
+    .object({
+      v: z.literal(2),
+      kind: z.literal('credit'),
+      reqId,
+      digest,
+      chunkSize: z.number().int().positive(),
+      /** [first chunk index, count]: the fleet may send these chunks (once). */
+      ranges: z
+        .array(z.tuple([z.number().int().nonnegative(), z.number().int().min(1).max(MAX_CREDIT_RANGE)]))
+        .min(1)
+        .max(MAX_CREDIT_RANGES),
+    })
+    .strict(),
+  z.object({ v: requestV, kind: z.literal('want'), reqId, digest, chunkSize: z.number().int() }).strict(),
 ]);
 export type BlobRequest = z.infer<typeof RequestSchema>;
 
@@ -165,6 +190,7 @@ export const DescriptorRefSchema = z
     size: z.number().int().nonnegative(),
   })
   .strict();
+export type DescriptorRef = z.infer<typeof DescriptorRefSchema>;
 
 export const ReplySchema = z.discriminatedUnion('kind', [
   z
@@ -208,7 +234,25 @@ export const ReplySchema = z.discriminatedUnion('kind', [
     })
     .strict(),
 ]);
-export type Reply = z.infer<typeof ReplySchema>;
+/**
+ * `resolved` v2: what a name means, signed by the fleet for this device and this request (signing.ts,
+ * `resolvedSigningBytes`). Its own schema: a v2 `resolved` is a different shape from the v1 one, and
+ * a device that asked with `v: 2` accepts nothing else.
+ */
+export const SignedResolvedSchema = z
+  .object({
+    v: z.literal(2),
+    kind: z.literal('resolved'),
+    reqId,
+    name: ImageRefSchema,
+    descriptor: DescriptorRefSchema,
+    keyId: z.string().max(64),
+    sig: base64.max(128),
+  })
+  .strict();
+export type SignedResolved = z.infer<typeof SignedResolvedSchema>;
+export const AnyReplySchema = z.union([ReplySchema, SignedResolvedSchema]);
+export type Reply = z.infer<typeof ReplySchema> | SignedResolved;
 
 export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
 

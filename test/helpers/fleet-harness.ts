@@ -55,7 +55,16 @@ export interface FleetSide {
 /** A fleet server on its own state dir (key generated), on `mqtt` or an embedded broker. */
 export async function startFleet(
   t: ExecutionContext,
-  opts: { mqtt?: FleetServerOptions['mqtt']; blob?: FleetServerOptions['blob']; log?: Logger } = {},
+  opts: {
+    mqtt?: FleetServerOptions['mqtt'];
+    blob?: FleetServerOptions['blob'];
+    log?: Logger;
+    /**
+     * Default `any`: the transfer tests pull images they never deploy. Tests of who may pull what, and
+     * the stacks that deploy for real, pass `targets` (the product's default).
+     */
+    pullPolicy?: FleetServerOptions['pullPolicy'];
+  } = {},
 ): Promise<FleetSide> {
   const dir = await tempDir(t, 'fleet');
   const k = await keygen(dir);
@@ -70,6 +79,7 @@ export async function startFleet(
     mqtt: opts.mqtt,
     listen: { port: 0 },
     blob: opts.blob,
+    pullPolicy: opts.pullPolicy ?? 'any',
   });
   await server.start();
   t.teardown(async () => {
@@ -101,6 +111,8 @@ export async function startAgent(
     mqtt?: Partial<AgentConnectionOptions['mqtt']>;
     /** Wait for the first CONNACK (default true). */
     wait?: boolean;
+    /** Publish online/offline and a last will (default true; false like `berth pull`). */
+    presence?: boolean;
   },
 ): Promise<AgentSide> {
   const dir = await tempDir(t, `agent-${opts.deviceId}`);
@@ -123,6 +135,7 @@ export async function startAgent(
     publicKey: await resolvePublicKey(fleet.publicKeyFile),
     log: opts.log ?? testLog(),
     transfer: opts.transfer,
+    ...(opts.presence === false ? { presence: false } : {}),
   });
   await agent.start(opts.wait ?? true);
   t.teardown(async () => {

@@ -43,6 +43,11 @@ export class Mosquitto {
     readonly dir: string,
   ) {}
 
+  /** The broker's process id (undefined while it is down). */
+  get pid(): number | undefined {
+    return this.proc?.exitCode === null && this.proc.signalCode === null ? this.proc.pid : undefined;
+  }
+
   get url(): string {
     return `mqtt://127.0.0.1:${this.port}`;
   }
