@@ -10,7 +10,7 @@ import { processAlive } from '../lib/process.js';
 import { chainIds, type Digest } from '../oci/digest.js';
 import { layerCompression } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
-import { type ApplyResult, type ApplyTarget, applyLayer } from './apply.js';
+import { type ApplyResult, type ApplyTarget, applyLayer, type Unpacker } from './apply.js';
 import { syncReadStream } from './fsutil.js';
 import { withTempMount } from './mount.js';
 import type { Mount, Snapshotter } from './snapshotter.js';
@@ -43,6 +43,8 @@ export interface UnpackImageOptions {
   log?: Logger;
   /** labels put on each committed layer snapshot */
   labels?: Record<string, string>;
+  /** which extractor (default `auto`: the native one where the kernel allows; see apply.ts) */
+  unpacker?: Unpacker;
 }
 
 export async function unpackImage(
@@ -74,6 +76,7 @@ export async function unpackImage(
       },
       compression,
       labels: opts.labels,
+      unpacker: opts.unpacker,
     }).catch((err: unknown) => {
       throw withContext(`unpack layer ${i + 1}/${layers.length} (${desc.digest})`, err);
     });
@@ -94,6 +97,7 @@ export async function unpackLayer(o: {
   open: () => Promise<Readable>;
   compression: 'none' | 'gzip' | 'zstd';
   labels?: Record<string, string> | undefined;
+  unpacker?: Unpacker | undefined;
 }): Promise<UnpackLayerResult> {
   const sn = o.snapshotter;
   if (await isCommitted(sn, o.chainId)) return { chainId: o.chainId, diffId: o.diffId, reused: true };
@@ -106,7 +110,9 @@ export async function unpackLayer(o: {
   let result: ApplyResult;
   try {
     const src = await o.open();
-    result = await applyInto(mounts, sn.driver, (target) => applyLayer(src, o.compression, target, o.diffId));
+    result = await applyInto(mounts, sn.driver, (target) =>
+      applyLayer(src, o.compression, target, o.diffId, o.unpacker),
+    );
   } catch (err) {
     // On a full disk the database may share the filesystem: free the partial layer's blocks first so
     // recording the removal (intent, then result) has room, then remove the snapshot properly.
