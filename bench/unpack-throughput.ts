@@ -125,7 +125,7 @@ async function main() {
               chainId,
               parent: undefined,
               diffId: layer.diffId,
-              open: async () => syncReadStream(file),
+              open: async () => ({ file }),
               compression,
             });
             await exec('sync', ['-f', loop.mountpoint]);

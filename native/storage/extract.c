@@ -1,6 +1,6 @@
 /* extract: apply one OCI layer (an uncompressed tar on an fd) to a snapshot directory.
  *
- *   berth-storage extract <root> [--overlay [--lower <dir>]...]   < layer.tar
+ *   berth-storage extract <root> [--input <layer.tar>] [--overlay [--lower <dir>]...]   (else stdin)
  *
  * Prints {"entries":N,"bytes":N} on success. The caller hashes the stream (the DiffID) and removes the
  * snapshot on any failure; nothing here needs undoing.

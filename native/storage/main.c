@@ -8,9 +8,11 @@
  *   berth-storage btrfs-usage <path>                   {"source":"qgroup","referenced":N,"exclusive":N}
  *                                                      or {"source":"none"} when quotas are off
  *   berth-storage apply-specials <root>                records on stdin (see special.c)
+ *   berth-storage usage <dir>                          {"size":N,"inodes":N} (see usage.c)
  *   berth-storage overlay-opaque <dir>...              [bool…]: trusted.overlay.opaque=y on each
- *   berth-storage extract <root> [--overlay [--lower <dir>]...]
- *                                                      an uncompressed layer tar on stdin (see extract.c)
+ *   berth-storage extract <root> [--input <tar>] [--overlay [--lower <dir>]...]
+ *                                                      an uncompressed layer tar (stdin, or the file)
+ *                                                      applied to root (see extract.c)
  *   berth-storage extract --probe                      exit 0 when the kernel can resolve inside a root
  *
  * Exit 0 on success; otherwise one line "berth-storage: <verb>: <message> (errno N)" on stderr and the
@@ -18,6 +20,8 @@
  * What a layer got wrong is EINVAL (a path, a link, a whiteout) or EBADMSG (not a valid tar); their
  * messages say it all, so no strerror is appended to them.
  */
+#include <fcntl.h>
+
 #include "storage.h"
 
 typedef int (*verb_fn)(int argc, char **argv, berth_err_t *err);
@@ -59,25 +63,34 @@ static int cmd_apply_specials(int argc, char **argv, berth_err_t *err) {
   return bs_apply_specials(argv[0], stdin, err);
 }
 
+static int cmd_usage(int argc, char **argv, berth_err_t *err) {
+  if (argc != 1) return berth_make_error(err, EINVAL, "usage: usage <dir>");
+  return bs_usage(argv[0], stdout, err);
+}
+
 static int cmd_overlay_opaque(int argc, char **argv, berth_err_t *err) {
   return bs_overlay_opaque(argc, argv, stdout, err);
 }
 
 static int cmd_extract(int argc, char **argv, berth_err_t *err) {
   if (argc == 1 && strcmp(argv[0], "--probe") == 0) return bs_extract_probe(err);
-  const char *usage = "usage: extract <root> [--overlay [--lower <dir>]...]  (layer tar on stdin)";
+  const char *usage = "usage: extract <root> [--input <tar>] [--overlay [--lower <dir>]...]  (else the tar on stdin)";
   if (argc < 1 || argv[0][0] == '-') return berth_make_error(err, EINVAL, "%s", usage);
   bool overlay = false;
   cleanup_free char **lowers = calloc((size_t)argc, sizeof *lowers);
   if (!lowers) return berth_make_error(err, ENOMEM, "out of memory");
   size_t nlowers = 0;
+  const char *input = NULL;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--overlay") == 0) overlay = true;
+    else if (strcmp(argv[i], "--input") == 0 && i + 1 < argc) input = argv[++i];
     else if (strcmp(argv[i], "--lower") == 0 && i + 1 < argc) lowers[nlowers++] = argv[++i];
     else return berth_make_error(err, EINVAL, "%s", usage);
   }
   if (nlowers > 0 && !overlay) return berth_make_error(err, EINVAL, "--lower needs --overlay");
-  return bs_extract(argv[0], overlay, lowers, nlowers, STDIN_FILENO, stdout, err);
+  cleanup_close int in = input ? open(input, O_RDONLY | O_CLOEXEC) : -1;
+  if (input && in < 0) return berth_make_error(err, errno, "open %s", input);
+  return bs_extract(argv[0], overlay, lowers, nlowers, input ? in : STDIN_FILENO, stdout, err);
 }
 
 static const struct {
@@ -91,6 +104,7 @@ static const struct {
     {"btrfs-info", cmd_btrfs_info},
     {"btrfs-usage", cmd_btrfs_usage},
     {"apply-specials", cmd_apply_specials},
+    {"usage", cmd_usage},
     {"overlay-opaque", cmd_overlay_opaque},
     {"extract", cmd_extract},
 };

@@ -304,8 +304,9 @@ int resolve_dir(struct extract_ctx *x, char *const *c, size_t n, bool create, in
   } else {
     got = openat2_in_root(x->rootfd, key);
     if (got < 0) {
-      if (errno == ENOTDIR || errno == ELOOP || errno == ENOENT) {
-        /* the walk says which component, creates what is missing, or follows a dangling link */
+      if (errno == ENOTDIR || errno == ELOOP || errno == ENOENT || errno == ENOSYS) {
+        /* the walk says which component, creates what is missing, or follows a dangling link (and does
+           it all where openat2 is missing: the caller normally probes and uses its own fallback then) */
         if (walk(x, c, n, create, &got, err) < 0) return -1;
       } else {
         return berth_make_error(err, errno, "resolve %s", key);

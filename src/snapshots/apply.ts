@@ -11,6 +11,7 @@ import { BerthError, corrupt, invalidInput, withContext } from '../lib/errors.js
 import type { Digest } from '../oci/digest.js';
 import type { Compression } from '../oci/media-types.js';
 import { extractNative, nativeExtractAvailable } from './extract-native.js';
+import { syncReadStream } from './fsutil.js';
 import { checkLayerHeader, classifyWhiteout, entryParts, layerXattrs } from './layer-paths.js';
 import { applySpecials, overlayOpaque, type SpecialRecord } from './native-storage.js';
 
@@ -87,14 +88,19 @@ export interface ApplyResult {
 
 const MAX_SYMLINK_HOPS = 255;
 
+/** A layer blob: a stream, or a file the native extractor can read itself. */
+export type LayerInput = Readable | { file: string };
+
 export async function applyLayer(
-  src: Readable,
+  input: LayerInput,
   compression: Compression,
   target: ApplyTarget,
   expected?: Digest,
   unpacker: Unpacker = 'auto',
 ): Promise<ApplyResult> {
   const native = unpacker === 'native' || (unpacker === 'auto' && (await nativeExtractAvailable()));
+  if (native) return applyNative(input, compression, target, expected);
+  const src = 'file' in input ? syncReadStream(input.file) : input;
   const hash = createHash('sha256');
   let size = 0;
   const hasher = new Transform({
@@ -104,24 +110,6 @@ export async function applyLayer(
       cb(null, chunk);
     },
   });
-  if (native) {
-    const { stream: decompressed, done } = decompress(src, compression);
-    let entries: number;
-    try {
-      [{ entries }] = await Promise.all([
-        extractNative([decompressed, hasher], {
-          root: target.root,
-          overlay: target.whiteouts === 'overlay',
-          lowers: target.lowers ?? [],
-        }),
-        done,
-      ]);
-    } catch (err) {
-      src.destroy();
-      throw mapApplyError(err, target.root);
-    }
-    return checkDiffId(hash, size, entries, expected);
-  }
   const applier = new LayerApplier(target);
   const extract = tar.extract();
   extract.on('entry', (header, stream, next) => {
@@ -152,6 +140,76 @@ export async function applyLayer(
     throw mapApplyError(err, target.root);
   }
   return checkDiffId(hash, size, applier.count, expected);
+}
+
+/**
+ * The native extractor. An uncompressed blob in a file is read by the helper itself (copied into the
+ * snapshot in the kernel where it can be) while Node hashes the same file; anything else is decompressed
+ * here (zlib in the thread pool: about half the CPU of `gzip -d`, measured) and hashed on its way into
+ * the helper's stdin.
+ */
+async function applyNative(
+  input: LayerInput,
+  compression: Compression,
+  target: ApplyTarget,
+  expected: Digest | undefined,
+): Promise<ApplyResult> {
+  const to = { root: target.root, overlay: target.whiteouts === 'overlay', lowers: target.lowers ?? [] };
+  const hash = createHash('sha256');
+  let size = 0;
+  if ('file' in input && compression === 'none') {
+    let stop = false;
+    const hashing = hashFile(input.file, (chunk) => {
+      hash.update(chunk);
+      size += chunk.length;
+      return !stop;
+    });
+    try {
+      const [{ entries }] = await Promise.all([
+        extractNative({ file: input.file }, to).catch((err: unknown) => {
+          stop = true;
+          throw err;
+        }),
+        hashing,
+      ]);
+      return checkDiffId(hash, size, entries, expected);
+    } catch (err) {
+      throw mapApplyError(err, target.root);
+    }
+  }
+  const src = 'file' in input ? syncReadStream(input.file) : input;
+  const hasher = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  const { stream: decompressed, done } = decompress(src, compression, { preferZlib: true });
+  try {
+    const [{ entries }] = await Promise.all([extractNative({ streams: [decompressed, hasher] }, to), done]);
+    return checkDiffId(hash, size, entries, expected);
+  } catch (err) {
+    src.destroy();
+    throw mapApplyError(err, target.root);
+  }
+}
+
+/** Feed a file to `each` in 1 MiB synchronous reads (see syncReadStream) until it returns false. */
+async function hashFile(file: string, each: (chunk: Buffer) => boolean): Promise<void> {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(1024 * 1024);
+    for (let pos = 0; ; ) {
+      const n = fs.readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0 || !each(buf.subarray(0, n))) return;
+      pos += n;
+      // let the helper's pipes and exit be seen between chunks
+      await new Promise<void>((r) => setImmediate(r));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function checkDiffId(hash: Hash, size: number, entries: number, expected: Digest | undefined): ApplyResult {
@@ -197,12 +255,17 @@ function findProgram(name: string): string | undefined {
   return programCache.get(name) ?? undefined;
 }
 
-function decompress(src: Readable, compression: Compression): { stream: Readable; done: Promise<void> } {
+function decompress(
+  src: Readable,
+  compression: Compression,
+  opts: { preferZlib?: boolean } = {},
+): { stream: Readable; done: Promise<void> } {
   if (compression === 'none') return { stream: src, done: Promise.resolve() };
   if (compression === 'gzip') {
-    // gzip -d in a child process runs on another core while this one writes files (GNU tar -xz does
-    // the same); zlib in-process when there is no gzip binary
-    const gzip = findProgram('gzip');
+    // The fallback applier keeps this (the main) thread busy writing files: gzip -d in a child process
+    // runs on another core (GNU tar -xz does the same). With the native extractor this thread is free,
+    // and zlib (in the thread pool, so on another core as well) inflates at half gzip's CPU.
+    const gzip = opts.preferZlib ? undefined : findProgram('gzip');
     if (gzip) return externalDecompress(src, gzip, 'gzip');
     const gunzip = zlib.createGunzip({ chunkSize: 256 * 1024 });
     return { stream: src.pipe(gunzip), done: errorOf(src, gunzip) };

@@ -33,21 +33,27 @@ export function nativeExtractAvailable(): Promise<boolean> {
   return probe;
 }
 
-/** `streams` end in the uncompressed tar (e.g. [decompressor, hasher]); they are piped into the helper. */
+/**
+ * The uncompressed tar comes from `file` (read by the helper itself), or from `streams` (e.g.
+ * [decompressor, hasher]) piped into its stdin.
+ */
 export async function extractNative(
-  streams: readonly NodeJS.ReadableStream[],
+  input: { file: string } | { streams: readonly NodeJS.ReadableStream[] },
   target: NativeTarget,
 ): Promise<{ entries: number }> {
   const args = ['extract', target.root];
+  if ('file' in input) args.push('--input', input.file);
   if (target.overlay) {
     args.push('--overlay');
     for (const l of target.lowers) args.push('--lower', l);
   }
-  const child = spawn(nativePath('storage'), args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(nativePath('storage'), args, {
+    stdio: ['file' in input ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+  });
   const stdout: Buffer[] = [];
   const stderr: Buffer[] = [];
-  child.stdout.on('data', (b: Buffer) => stdout.push(b));
-  child.stderr.on('data', (b: Buffer) => {
+  child.stdout?.on('data', (b: Buffer) => stdout.push(b));
+  child.stderr?.on('data', (b: Buffer) => {
     if (stderr.length < 64) stderr.push(b);
   });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
@@ -56,10 +62,13 @@ export async function extractNative(
   });
   // the helper stops reading when a layer is refused: the pipe then breaks, and its own error is the one
   // to report
-  const fed = (pipeline as (...s: unknown[]) => Promise<void>)(...streams, child.stdin).then(
-    () => undefined,
-    (err: unknown) => err,
-  );
+  const fed =
+    'file' in input
+      ? Promise.resolve(undefined)
+      : (pipeline as (...s: unknown[]) => Promise<void>)(...input.streams, child.stdin).then(
+          () => undefined,
+          (err: unknown) => err,
+        );
   const { code, signal } = await exited;
   const feedError = await fed;
   if (code !== 0) {

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
 import type { ContentStore } from '../content/store.js';
 import { invalidInput, isBerthError, withContext } from '../lib/errors.js';
 import { exec } from '../lib/exec.js';
@@ -10,8 +9,7 @@ import { processAlive } from '../lib/process.js';
 import { chainIds, type Digest } from '../oci/digest.js';
 import { layerCompression } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
-import { type ApplyResult, type ApplyTarget, applyLayer, type Unpacker } from './apply.js';
-import { syncReadStream } from './fsutil.js';
+import { type ApplyResult, type ApplyTarget, applyLayer, type LayerInput, type Unpacker } from './apply.js';
 import { withTempMount } from './mount.js';
 import type { Mount, Snapshotter } from './snapshotter.js';
 
@@ -72,7 +70,7 @@ export async function unpackImage(
       diffId: diffIds[i]!,
       open: async () => {
         await store.info(desc.digest); // NotFound with the blob's name when it is missing
-        return syncReadStream(store.blobPath(desc.digest));
+        return { file: store.blobPath(desc.digest) };
       },
       compression,
       labels: opts.labels,
@@ -94,7 +92,8 @@ export async function unpackLayer(o: {
   chainId: Digest;
   parent: Digest | undefined;
   diffId: Digest;
-  open: () => Promise<Readable>;
+  /** the blob: a stream, or a file (which the native extractor reads itself) */
+  open: () => Promise<LayerInput>;
   compression: 'none' | 'gzip' | 'zstd';
   labels?: Record<string, string> | undefined;
   unpacker?: Unpacker | undefined;
