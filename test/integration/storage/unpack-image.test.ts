@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { promises as fsp, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -15,6 +14,7 @@ import type { Snapshotter } from '../../../src/snapshots/snapshotter.js';
 import { unpackImage, unpackLayer } from '../../../src/snapshots/unpack.js';
 import { buildBusyboxImage } from '../../helpers/images.js';
 import { makeTar } from '../../helpers/layer-tar.js';
+import { referenceExtract, snapshotTree } from '../../helpers/layer-tree.js';
 import { needPrivileges } from '../../helpers/privileged.js';
 import { freshSnapshotter, unpackTar } from '../../helpers/storage-fixture.js';
 
@@ -23,85 +23,6 @@ import { freshSnapshotter, unpackTar } from '../../helpers/storage-fixture.js';
  * whiteouts and adds a hardlink) into both backends, compared file by file with what GNU tar plus the
  * OCI whiteout rules produce from the same blobs.
  */
-type Node = {
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size?: number;
-  sha?: string;
-  link?: string;
-  mtime?: number;
-  rdev?: number;
-};
-
-async function snapshotTree(dir: string): Promise<{ nodes: Record<string, Node>; links: string[][] }> {
-  const nodes: Record<string, Node> = {};
-  const byIno = new Map<bigint, string[]>();
-  const visit = async (rel: string) => {
-    for (const name of (await fsp.readdir(path.join(dir, rel))).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      if (r === 'lost+found') continue;
-      const p = path.join(dir, r);
-      const st = await fsp.lstat(p, { bigint: true });
-      const n: Node = {
-        type: '?',
-        mode: Number(st.mode & 0o7777n),
-        uid: Number(st.uid),
-        gid: Number(st.gid),
-      };
-      if (st.isDirectory()) n.type = 'dir';
-      else if (st.isSymbolicLink()) {
-        n.type = 'symlink';
-        n.link = await fsp.readlink(p);
-        n.mtime = Number(st.mtimeMs / 1000n);
-      } else if (st.isFile()) {
-        n.type = 'file';
-        n.size = Number(st.size);
-        n.sha = createHash('sha256')
-          .update(await fsp.readFile(p))
-          .digest('hex');
-        n.mtime = Number(st.mtimeMs / 1000n);
-        if (st.nlink > 1n) byIno.set(st.ino, [...(byIno.get(st.ino) ?? []), r]);
-      } else {
-        n.type = st.isCharacterDevice()
-          ? 'char'
-          : st.isBlockDevice()
-            ? 'block'
-            : st.isFIFO()
-              ? 'fifo'
-              : 'other';
-        n.rdev = Number(st.rdev);
-      }
-      nodes[r] = n;
-      if (st.isDirectory()) await visit(r);
-    }
-  };
-  await visit('');
-  const links = [...byIno.values()].filter((g) => g.length > 1).map((g) => g.sort());
-  return { nodes, links: links.sort((a, b) => a[0]!.localeCompare(b[0]!)) };
-}
-
-/** GNU tar + OCI whiteout rules: per layer, apply its whiteouts to what is there, then extract the rest. */
-async function referenceExtract(blobs: string[], dir: string): Promise<void> {
-  for (const blob of blobs) {
-    const list = (await exec('tar', ['-tzf', blob])).stdout.split('\n').filter(Boolean);
-    for (const entry of list) {
-      const clean = entry.replace(/^\.\//, '').replace(/\/$/, '');
-      const base = path.basename(clean);
-      const parent = path.dirname(clean);
-      if (base === '.wh..wh..opq') {
-        for (const n of await fsp.readdir(path.join(dir, parent)).catch(() => [])) {
-          await fsp.rm(path.join(dir, parent, n), { recursive: true, force: true });
-        }
-      } else if (base.startsWith('.wh.')) {
-        await fsp.rm(path.join(dir, parent, base.slice(4)), { recursive: true, force: true });
-      }
-    }
-    await exec('tar', ['-xzf', blob, '-C', dir, '--numeric-owner', '-p', '--exclude=.wh.*']);
-  }
-}
-
 async function viewDir<T>(sn: Snapshotter, name: string, fn: (dir: string) => Promise<T>): Promise<T> {
   const key = `view-${Math.random().toString(16).slice(2)}`;
   const m = await sn.view(key, name);
