@@ -626,6 +626,7 @@ int tar_next(tar_reader *r, struct tar_entry *e, berth_err_t *err) {
   if (skip(r, r->left + r->pad, err) < 0) return -1;
   r->left = r->pad = 0;
   struct pax_values local = {0};
+  bool local_used = false;
   cleanup_free char *longname = NULL;
   cleanup_free char *longlink = NULL;
   int rc;
@@ -633,20 +634,20 @@ int tar_next(tar_reader *r, struct tar_entry *e, berth_err_t *err) {
     const unsigned char *b;
     rc = take(r, BLOCK, &b, err);
     if (rc < 0) goto fail;
-    if (rc == 0) {
-      if (local.path || local.linkpath || longname || longlink || local.nxattrs || local.nsparse) {
+    bool pending = local_used || longname || longlink;
+    if (rc == 0 || all_zero(b)) {
+      /* the end: an extended header must not be left without its entry */
+      if (pending) {
         rc = corrupt(err, "unexpected end of data after an extended header");
         goto fail;
       }
-      pax_clear(&local);
-      return 0;
-    }
-    if (all_zero(b)) {
-      rc = take(r, BLOCK, &b, err);
-      if (rc < 0) goto fail;
-      if (rc > 0 && !all_zero(b)) {
-        rc = corrupt(err, "data after a zero block (end of archive)");
-        goto fail;
+      if (rc > 0) {
+        rc = take(r, BLOCK, &b, err);
+        if (rc < 0) goto fail;
+        if (rc > 0 && !all_zero(b)) {
+          rc = corrupt(err, "data after a zero block (end of archive)");
+          goto fail;
+        }
       }
       pax_clear(&local);
       return 0;
@@ -668,6 +669,7 @@ int tar_next(tar_reader *r, struct tar_entry *e, berth_err_t *err) {
         continue;
       }
       if (parse_pax(&local, rec, (size_t)size, false, err) < 0) goto fail;
+      local_used = true;
       continue;
     }
     if (type == 'L' || type == 'K') {
