@@ -10,7 +10,7 @@ import { runInVm, VM_HOST_TOOLS } from '../vm/vm.js';
 // (devmapper-vm/guest.ts). TCG emulation is slow, so this is the only devmapper VM boot in the test run.
 test('devmapper snapshotter on real thin pools in a VM: conformance suite and device checks', async (t) => {
   if (!needPrivileges(t, { root: true, paths: VM_HOST_TOOLS })) return;
-  t.timeout(20 * 60_000);
+  t.timeout(32 * 60_000);
   const guest = await bundleForVm(
     path.join(REPO_ROOT, 'test/integration/devmapper-vm/guest.ts'),
     'devmapper-guest',
@@ -25,7 +25,7 @@ test('devmapper snapshotter on real thin pools in a VM: conformance suite and de
       BERTH_REQUIRE_PRIVILEGED: '1',
       ...(process.env.BERTH_VM_FILTER ? { BERTH_VM_FILTER: process.env.BERTH_VM_FILTER } : {}),
     },
-    timeoutMs: 19 * 60_000,
+    timeoutMs: 31 * 60_000,
   });
   const results = parseTestLines(r.output);
   for (const res of results) {
