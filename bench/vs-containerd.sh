@@ -23,7 +23,7 @@ WHICH=${2:-both}
 for tool in mmdebstrap umoci skopeo containerd ctr docker-registry; do
   command -v "$tool" >/dev/null || { echo "vs-containerd: $tool is missing (scripts/bootstrap.sh installs it)" >&2; exit 1; }
 done
-[[ -f dist/berth.mjs ]] || node scripts/build.mjs
+node scripts/build.mjs >/dev/null # this checkout's code, not a stale bundle
 berth() { node dist/berth.mjs --log-level warn "$@"; }
 
 W=$(mktemp -d /tmp/berth-bench-vsctr.XXXXXX)
@@ -104,8 +104,14 @@ berth_run() { # berth_run <state-dir> <driver> → "pull_ms unpack_ms" on stdout
   mkdir -p "$s"
   sync -f "$s"
   t0=$(now_ms)
-  BERTH_STORAGE_DRIVER=$drv berth --state-dir "$s" pull debian:bookworm --broker "mqtt://127.0.0.1:$FPORT" \
-    --device-id "bench-$RANDOM" --fleet-key "$W/fleet.pub" >/dev/null 2>"$s.pull.log"
+  # the embedded broker speaks MQTT 3.1.1
+  if ! BERTH_STORAGE_DRIVER=$drv berth --state-dir "$s" pull debian:bookworm --broker "mqtt://127.0.0.1:$FPORT" \
+    --device-id "bench-$RANDOM" --fleet-key "$W/fleet.pub" --mqtt-version 4 >"$s.pull.out" 2>"$s.pull.log" ||
+    ! grep -q '^debian:bookworm sha256:' "$s.pull.out"; then
+    echo "vs-containerd: berth pull failed:" >&2
+    cat "$s.pull.out" "$s.pull.log" >&2
+    return 1
+  fi
   t1=$(now_ms)
   BERTH_STORAGE_DRIVER=$drv berth --state-dir "$s" image unpack debian:bookworm >/dev/null
   sync -f "$s"
@@ -124,7 +130,8 @@ for fs in "${fss[@]}"; do
   ctr_ms=() pull_ms=() unpack_ms=() total_ms=()
   for i in $(seq "$RUNS"); do
     c=$(ctr_run "$M/ctr-$i" "$sn")
-    read -r p u < <(berth_run "$M/berth-$i" "$drv")
+    out=$(berth_run "$M/berth-$i" "$drv")
+    read -r p u <<<"$out"
     ctr_ms+=("$c") pull_ms+=("$p") unpack_ms+=("$u") total_ms+=($((p + u)))
     echo "$fs run $i: containerd ${c} ms | berth ${p} + ${u} = $((p + u)) ms (pull + unpack)  load $(cut -d' ' -f1 /proc/loadavg)"
   done
