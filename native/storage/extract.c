@@ -92,6 +92,11 @@ static void created_add(struct created_set *s, dev_t dev, ino_t ino, const char 
   s->n++;
 }
 
+void created_mark(struct extract_ctx *x, int dirfd, const char *name) {
+  struct stat st;
+  if (fstat(dirfd, &st) == 0) created_add(x->created, st.st_dev, st.st_ino, name);
+}
+
 static void created_free(struct created_set *s) {
   for (size_t i = 0; i < s->cap; i++) free(s->items[i].name);
   free(s->items);

@@ -35,6 +35,9 @@ void todo_prepend(struct walk_todo *t, const char *target);
 void todo_free(struct walk_todo *t);
 
 struct created_set;
+struct extract_ctx;
+/* dirfd/name was created by this layer (a parent made on the way counts): its whiteouts leave it. */
+void created_mark(struct extract_ctx *x, int dirfd, const char *name);
 
 struct extract_ctx {
   int rootfd;   /* O_PATH directory: the snapshot root (or overlay upperdir) */

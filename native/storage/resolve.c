@@ -209,6 +209,7 @@ static int walk(struct extract_ctx *x, char *const *c, size_t n, bool create, in
       }
       fd = openat(fds[depth], comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
       made = true;
+      created_mark(x, fds[depth], comp);
     }
     if (fd < 0) {
       if (errno == ENOENT) rc = berth_make_error(err, ENOENT, "path \"%s\" does not exist in the layer", logical);

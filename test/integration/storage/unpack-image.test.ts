@@ -150,6 +150,9 @@ for (const [driver, unpacker] of combos) {
           { name: 'xattr', content: 'x', pax: { 'SCHILY.xattr.user.berth': 'hello' } },
           { name: 'evil-xattr', content: 'x', pax: { 'SCHILY.xattr.trusted.overlay.redirect': '/etc' } },
           { name: 'hl-to-lower', type: 'link', linkname: 'lowfile' },
+          // a parent made on the way is this layer's own: its whiteout (OCI: lower layers only) leaves it
+          { name: 'made/sub/f', content: 'f' },
+          { name: '.wh.made', content: '' },
           // owner and mtime that only PAX can carry (the ustar fields say 0)
           { name: 'big-uid', content: 'b', pax: { uid: '3000000', gid: '3000001', mtime: '1600000000.5' } },
         ]),
@@ -179,6 +182,7 @@ for (const [driver, unpacker] of combos) {
       t.deepEqual([n.owned?.uid, n.owned?.gid, n.owned?.mode], [123, 456, 0o711]);
       t.deepEqual([n['owned/f']?.uid, n['owned/f']?.mode], [123, 0o640]);
       t.deepEqual(tree.links, [['hl-to-lower', 'lowfile']]);
+      t.is(n['made/sub/f']?.type, 'file');
       t.deepEqual(
         [n['big-uid']?.uid, n['big-uid']?.gid, n['big-uid']?.mtime],
         [3_000_000, 3_000_001, 1_600_000_000],
