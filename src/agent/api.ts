@@ -22,6 +22,7 @@ import * as net from 'node:net';
 import { z } from 'zod';
 import { NameSchema, ServiceSchema } from '../core/target.js';
 import { BerthError, conflict, type ErrorCode, errorMessage, invalidInput, notFound } from '../lib/errors.js';
+import { DEFAULT_MAX_DEPTH, parseJsonBounded } from '../lib/json-bounds.js';
 import type { Logger } from '../lib/logger.js';
 import { formatIssues } from '../oci/validate.js';
 import { type CommandDeps, dispatchCommand } from './commands.js';
@@ -161,6 +162,7 @@ export interface ApiDeps {
 
 const MAX_BODY = 1024 * 1024;
 
+/** Bodies are read whole up to 1 MiB, then checked for UTF-8 and depth before JSON.parse (lib/json-bounds). */
 async function readJson(req: http.IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   let n = 0;
@@ -170,11 +172,9 @@ async function readJson(req: http.IncomingMessage): Promise<unknown> {
     chunks.push(c as Buffer);
   }
   if (n === 0) return {};
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw invalidInput('request body is not valid JSON');
-  }
+  const body = parseJsonBounded(Buffer.concat(chunks), { maxBytes: MAX_BODY, maxDepth: DEFAULT_MAX_DEPTH });
+  if (!body.ok) throw invalidInput(`request body refused: ${body.reason}`);
+  return body.value;
 }
 
 function parse<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, raw: unknown, what: string): T {
