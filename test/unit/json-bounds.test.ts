@@ -22,9 +22,20 @@ import {
   SignedCommandSchema,
   SignedTargetSchema,
   StatusSchema,
+  type Target,
 } from '../../src/transport/messages.js';
 import { generateFleetKey, loadPrivateKey } from '../../src/transport/signing.js';
 import { signTarget } from '../../src/transport/targets.js';
+
+const targetOf = (apps: unknown): Target => ({
+  v: 1,
+  fleet: 'f',
+  scope: { kind: 'device', id: 'd' },
+  version: 1,
+  issuedAt: new Date(0).toISOString(),
+  images: [],
+  apps,
+});
 
 const nestedArrays = (n: number) => '['.repeat(n) + ']'.repeat(n);
 const nestedObjects = (n: number) => '{"a":'.repeat(n) + '1' + '}'.repeat(n);
@@ -117,23 +128,7 @@ test('a signed target at the depth limit is accepted; one level more is refused'
   // envelope(1) → target(2) → apps(3): apps itself may nest 29 more levels
   let apps: unknown = 1;
   for (let i = 0; i < 30; i++) apps = [apps];
-  const mk = (a: unknown) =>
-    Buffer.from(
-      JSON.stringify(
-        signTarget(
-          {
-            v: 1,
-            fleet: 'f',
-            scope: { kind: 'device', id: 'd' },
-            version: 1,
-            issuedAt: new Date(0).toISOString(),
-            images: [],
-            apps: a,
-          },
-          key,
-        ),
-      ),
-    );
+  const mk = (a: unknown) => Buffer.from(JSON.stringify(signTarget(targetOf(a), key)));
   const atLimit = mk(apps);
   t.true(decodeJson(SignedTargetSchema, atLimit, MAX_TARGET_BYTES).ok);
   const deeper = JSON.parse(atLimit.toString());
@@ -165,15 +160,7 @@ test('the tree walk is iterative: a 100,000-deep value built in code is refused,
   // and the message schemas use it: a deep value given to the schema in code is refused, not a crash
   const r = SignedTargetSchema.safeParse({
     v: 1,
-    target: {
-      v: 1,
-      fleet: 'f',
-      scope: { kind: 'device', id: 'd' },
-      version: 1,
-      issuedAt: new Date(0).toISOString(),
-      images: [],
-      apps: v,
-    },
+    target: targetOf(v),
     signature: { alg: 'ed25519', keyId: 'k', sig: 'AA==' },
   });
   t.false(r.success);
