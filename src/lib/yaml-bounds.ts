@@ -1,6 +1,7 @@
 import {
   type Alias,
   CST,
+  type Document,
   isAlias,
   isMap,
   isPair,
@@ -182,6 +183,37 @@ function childrenOf(n: unknown): unknown[] {
 }
 
 /**
+ * Steps 1–2 on the text, before any parser of the yaml library sees it: size, then the lexer's nesting
+ * bound. Callers that parse the document themselves (for line numbers, say) call this first…
+ */
+export function assertYamlTextBounded(text: string, limits: YamlLimits, what: string): void {
+  const maxDepth = limits.maxDepth ?? DEFAULT_MAX_DEPTH;
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > limits.maxBytes) throw invalidInput(`${what}: ${bytes} bytes exceeds ${limits.maxBytes}`);
+  const bound = yamlNestingBound(text, maxDepth);
+  if (bound.depth > maxDepth)
+    throw invalidInput(`${what}: nested deeper than ${maxDepth} levels (line ${bound.line})`);
+}
+
+/** …and step 4 on the parsed document, before `toJS`, and step 5 on the value after it. */
+export function assertDocumentBounded(doc: Document, limits: YamlLimits, what: string): void {
+  const m = measureExpanded(doc.contents as Node | null, {
+    depth: limits.maxDepth ?? DEFAULT_MAX_DEPTH,
+    nodes: limits.maxNodes ?? DEFAULT_MAX_YAML_NODES,
+  });
+  if (typeof m === 'string') throw invalidInput(`${what}: ${m}`);
+}
+
+export function assertValueBounded(value: unknown, limits: YamlLimits, what: string): void {
+  const problem = plainJsonProblem(
+    value === undefined ? null : value,
+    limits.maxDepth ?? DEFAULT_MAX_DEPTH,
+    limits.maxNodes ?? DEFAULT_MAX_YAML_NODES,
+  );
+  if (problem) throw invalidInput(`${what}: ${problem}`);
+}
+
+/**
  * Parse untrusted YAML (or JSON, its subset) into plain JSON values within `limits`; InvalidInput naming
  * `what` and the reason otherwise. `merge` turns on `<<` merge keys (compose files use them).
  */
@@ -191,24 +223,16 @@ export function parseYamlBounded(
   what: string,
   opts: { merge?: boolean } = {},
 ): unknown {
-  const maxDepth = limits.maxDepth ?? DEFAULT_MAX_DEPTH;
-  const maxNodes = limits.maxNodes ?? DEFAULT_MAX_YAML_NODES;
-  const bytes = Buffer.byteLength(text, 'utf8');
-  if (bytes > limits.maxBytes) throw invalidInput(`${what}: ${bytes} bytes exceeds ${limits.maxBytes}`);
-  const bound = yamlNestingBound(text, maxDepth);
-  if (bound.depth > maxDepth)
-    throw invalidInput(`${what}: nested deeper than ${maxDepth} levels (line ${bound.line})`);
+  assertYamlTextBounded(text, limits, what);
   const doc = parseDocument(text, { prettyErrors: true, merge: opts.merge ?? false, uniqueKeys: true });
   if (doc.errors.length > 0) throw invalidInput(`${what} is not valid YAML: ${doc.errors[0]!.message}`);
-  const m = measureExpanded(doc.contents as Node | null, { depth: maxDepth, nodes: maxNodes });
-  if (typeof m === 'string') throw invalidInput(`${what}: ${m}`);
+  assertDocumentBounded(doc, limits, what);
   let value: unknown;
   try {
     value = doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
     throw invalidInput(`${what} is not valid YAML: ${(err as Error).message}`);
   }
-  const problem = plainJsonProblem(value === undefined ? null : value, maxDepth, maxNodes);
-  if (problem) throw invalidInput(`${what}: ${problem}`);
+  assertValueBounded(value, limits, what);
   return value;
 }
