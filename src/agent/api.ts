@@ -183,6 +183,23 @@ function parse<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, raw: unknown, wha
   return r.data;
 }
 
+/** The request target as a URL; anything `new URL` refuses (`GET http://[`) is InvalidInput, not a crash. */
+function requestUrl(raw: string | undefined): URL {
+  try {
+    return new URL(raw ?? '/', 'http://berth');
+  } catch {
+    throw invalidInput(`request target ${JSON.stringify(String(raw).slice(0, 200))} is not a URL path`);
+  }
+}
+
+function decodePart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw invalidInput(`path segment ${JSON.stringify(part.slice(0, 200))} is not valid percent-encoding`);
+  }
+}
+
 let adhocSeq = 0;
 
 /** route() wrote the response itself (a stream) */
@@ -211,7 +228,7 @@ export class AgentApi {
     res: http.ServerResponse,
   ): Promise<unknown> {
     const { engine, mutex, store, clock } = this.d;
-    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    const parts = url.pathname.split('/').filter(Boolean).map(decodePart);
     if (parts[0] !== 'v1') throw notFound(`no route ${method} ${url.pathname}`);
     const [, resource, ref, action] = parts;
     if (method === 'GET' && resource === 'ping') return { ok: true, pid: process.pid };
@@ -393,11 +410,10 @@ export class AgentApi {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse) {
-    const url = new URL(req.url ?? '/', 'http://berth');
     let status = 200;
     let body: unknown;
     try {
-      body = await this.route(req.method ?? 'GET', url, req, res);
+      body = await this.route(req.method ?? 'GET', requestUrl(req.url), req, res);
       if (body === STREAMED) return;
     } catch (err) {
       const code: ErrorCode = err instanceof BerthError ? err.code : 'Internal';
@@ -415,7 +431,13 @@ export class AgentApi {
   async listen(socketPath: string): Promise<void> {
     if (await socketAnswers(socketPath)) throw conflict(`another agent is already serving ${socketPath}`);
     await unlink(socketPath).catch(() => {});
-    const server = http.createServer((req, res) => void this.handle(req, res));
+    const server = http.createServer((req, res) =>
+      // handle() answers every error itself; this catch is for a response that cannot be written at all
+      this.handle(req, res).catch((err: unknown) => {
+        this.d.log.warn({ err: errorMessage(err), url: req.url }, 'local API request dropped');
+        res.destroy();
+      }),
+    );
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(socketPath, () => resolve());

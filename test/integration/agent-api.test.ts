@@ -4,6 +4,7 @@
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test from 'ava';
@@ -179,6 +180,28 @@ test('a body nested too deep, not UTF-8 or not finite is refused (400, InvalidIn
     const e = (JSON.parse(r.body) as { error: { code: string; message: string } }).error;
     t.is(e.code, 'InvalidInput');
     t.regex(e.message, reason);
+  }
+  t.true((await client.ping()).ok);
+});
+
+test('a request target that is not a URL, or bad percent-encoding, is a 400, not a crashed agent', async (t) => {
+  const { stateDir, client } = await setup(t);
+  const raw = (line: string) =>
+    new Promise<string>((resolve, reject) => {
+      const c = net.connect(agentSocketPath(stateDir), () =>
+        c.write(`${line}\r\nHost: berth\r\nConnection: close\r\n\r\n`),
+      );
+      let got = '';
+      c.on('data', (d) => {
+        got += String(d);
+      });
+      c.on('end', () => resolve(got));
+      c.on('error', reject);
+    });
+  for (const line of ['GET http://[ HTTP/1.1', 'GET /v1/containers/%E0%A4%A/logs HTTP/1.1']) {
+    const reply = await raw(line);
+    t.regex(reply, /^HTTP\/1\.1 400 /, line);
+    t.regex(reply, /"code":"InvalidInput"/);
   }
   t.true((await client.ping()).ok);
 });
