@@ -76,34 +76,63 @@ export function jsonNestingDepth(
 /**
  * What makes `value` not plain, bounded JSON, or undefined when it is: only null, booleans, finite
  * numbers, strings, arrays and plain objects, at most `maxDepth` deep and `maxNodes` values in all.
- * An explicit stack, so a value of any depth is safe to give it.
+ * An explicit stack, so a value of any depth is safe to give it. Only containers get a stack frame
+ * (scalars are checked in place) and a frame keeps its parent and key, so the path of a problem is
+ * spelled out only when there is one: a 1 MiB array of numbers costs one pass, no allocation per element.
  */
 export function plainJsonProblem(
   value: unknown,
   maxDepth: number,
   maxNodes = Number.POSITIVE_INFINITY,
 ): string | undefined {
-  const stack: Array<{ v: unknown; depth: number; at: string }> = [{ v: value, depth: 0, at: '(root)' }];
+  type Frame = { v: object; depth: number; parent: Frame | undefined; key: string | number };
+  const where = (f: Frame | undefined, key?: string | number): string => {
+    const parts: Array<string | number> = key === undefined ? [] : [key];
+    for (let x = f; x?.parent; x = x.parent) parts.push(x.key);
+    return `(root)${parts
+      .reverse()
+      .map((k) => (typeof k === 'number' ? `[${k}]` : `.${k.slice(0, 64)}`))
+      .join('')}`;
+  };
   let nodes = 0;
-  while (stack.length > 0) {
-    const { v, depth, at } = stack.pop()!;
+  const scalarProblem = (v: unknown, f: Frame | undefined, key?: string | number): string | undefined => {
+    if (typeof v === 'number')
+      return Number.isFinite(v) ? undefined : `${where(f, key)}: number out of range (not finite)`;
+    return `${where(f, key)}: a ${typeof v} is not a JSON value`;
+  };
+  const stack: Frame[] = [];
+  const visit = (
+    v: unknown,
+    depth: number,
+    parent: Frame | undefined,
+    key: string | number,
+  ): string | undefined => {
     if (++nodes > maxNodes) return `more than ${maxNodes} values`;
-    if (v === null || typeof v === 'string' || typeof v === 'boolean') continue;
-    if (typeof v === 'number') {
-      if (!Number.isFinite(v)) return `${at}: number out of range (not finite)`;
-      continue;
-    }
-    if (typeof v !== 'object') return `${at}: a ${typeof v} is not a JSON value`;
-    if (depth + 1 > maxDepth) return `nested deeper than ${maxDepth} levels (at ${at})`;
+    if (v === null || typeof v === 'string' || typeof v === 'boolean') return undefined;
+    if (typeof v !== 'object') return scalarProblem(v, parent, parent ? key : undefined);
+    if (depth + 1 > maxDepth)
+      return `nested deeper than ${maxDepth} levels (at ${where(parent, parent ? key : undefined)})`;
+    stack.push({ v, depth: depth + 1, parent, key });
+    return undefined;
+  };
+  const first = visit(value, 0, undefined, '');
+  if (first) return first;
+  while (stack.length > 0) {
+    const f = stack.pop()!;
+    const v = f.v;
     if (Array.isArray(v)) {
-      for (let i = v.length - 1; i >= 0; i--) stack.push({ v: v[i], depth: depth + 1, at: `${at}[${i}]` });
+      for (let i = 0; i < v.length; i++) {
+        const p = visit(v[i], f.depth, f, i);
+        if (p) return p;
+      }
       continue;
     }
     const proto = Object.getPrototypeOf(v);
-    if (proto !== Object.prototype && proto !== null) return `${at}: not a plain object`;
+    if (proto !== Object.prototype && proto !== null) return `${where(f)}: not a plain object`;
     for (const k of Object.keys(v)) {
-      if (k === '__proto__') return `${at}: key "__proto__" is not allowed`;
-      stack.push({ v: (v as Record<string, unknown>)[k], depth: depth + 1, at: `${at}.${k.slice(0, 64)}` });
+      if (k === '__proto__') return `${where(f)}: key "__proto__" is not allowed`;
+      const p = visit((v as Record<string, unknown>)[k], f.depth, f, k);
+      if (p) return p;
     }
   }
   return undefined;
