@@ -10,6 +10,7 @@ import { type Clock, systemClock, type TimerHandle } from '../lib/clock.js';
 import { unavailable } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { backoffDelay } from './backoff.js';
+import { deliverGuarded, type MessageListener } from './guard.js';
 
 /**
  * One MQTT connection with berth's habits: reconnect with exponential backoff and jitter (mqtt.js's
@@ -186,13 +187,14 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
       for (const [filter, qos] of this.subs) this.subscribeNow(client, filter, qos);
       this.emit('connect');
     });
+    // not emit(): a listener that throws must drop its message, not crash the process (guard.ts)
     client.on('message', (topic, payload) => {
       for (const c of this.claims)
         if (c.match(topic)) {
-          c.handler(topic, payload);
+          deliverGuarded([c.handler], topic, payload, o.log);
           return;
         }
-      this.emit('message', topic, payload);
+      deliverGuarded(this.rawListeners('message') as MessageListener[], topic, payload, o.log);
     });
     client.on('error', (err) => {
       const code = (err as { code?: number | string }).code;
