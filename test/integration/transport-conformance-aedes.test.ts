@@ -1,0 +1,24 @@
+import test from 'ava';
+import { type EmbeddedBroker, startEmbeddedBroker } from '../../src/fleet/broker.js';
+import { transportSuite } from '../conformance/transport-suite.js';
+import { testLog } from '../helpers/fleet-harness.js';
+
+/**
+ * The transport conformance suite through the embedded broker (aedes, MQTT 3.1.1 only, what `fleet serve`
+ * runs without --broker); a restart closes it and starts a fresh one on the same port (its sessions and
+ * retained messages gone, as after a real restart).
+ */
+transportSuite(test, 'aedes', async (t) => {
+  let broker: EmbeddedBroker = await startEmbeddedBroker({ port: 0, log: testLog() });
+  const port = broker.port;
+  t.teardown(() => broker.close());
+  return {
+    url: broker.url,
+    mqtt5: false,
+    restart: async (downMs = 0) => {
+      await broker.close();
+      await new Promise((r) => setTimeout(r, downMs));
+      broker = await startEmbeddedBroker({ port, log: testLog() });
+    },
+  };
+});
