@@ -1,5 +1,11 @@
 import type { KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import {
+  type AcquiredImage,
+  type AcquireProgress,
+  type DescribedImage,
+  ImageAcquisition,
+} from '../content/acquire.js';
 import type { ContentStore } from '../content/store.js';
 import { type Db, tx } from '../db/database.js';
 import { errorMessage } from '../lib/errors.js';
@@ -9,13 +15,7 @@ import { formatPlatform, type PlatformSpec } from '../oci/platform.js';
 import { BlobFetcher, type BlobFetcherOptions } from '../transport/blob-fetcher.js';
 import { verifyCommand } from '../transport/commands.js';
 import { MqttConnection, type MqttConnectionOptions } from '../transport/connection.js';
-import {
-  type DescribedImage,
-  describeImage,
-  type PulledImage,
-  type PullProgress,
-  pullImage,
-} from '../transport/image-pull.js';
+import { FleetImageSource } from '../transport/fleet-source.js';
 import {
   type CommandEnvelope,
   type CommandResultMessage,
@@ -64,6 +64,11 @@ export interface AgentConnectionOptions {
   >;
 }
 
+export interface PulledImage extends AcquiredImage {
+  /** bytes this pull transferred (0 when everything was present) */
+  fetchedBytes: number;
+}
+
 export interface AgentConnectionEvents {
   target: [target: SignedTarget];
   /** a verified, unexpired command not seen before */
@@ -74,6 +79,8 @@ export interface AgentConnectionEvents {
 export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
   readonly conn: MqttConnection;
   readonly fetcher: BlobFetcher;
+  private readonly source: FleetImageSource;
+  private readonly images: ImageAcquisition;
   private readonly statusTopic: string;
   private readonly targetTopics: Set<string>;
   private readonly commandTopic: string;
@@ -116,6 +123,8 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
       ...(opts.mqtt.clock ? { clock: opts.mqtt.clock } : {}),
       ...opts.transfer,
     });
+    this.source = new FleetImageSource(this.fetcher);
+    this.images = new ImageAcquisition({ db: opts.db, store: opts.store, log: opts.log });
   }
 
   /**
@@ -143,35 +152,38 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
     await this.conn.close(true);
   }
 
-  /** Pull an image from the fleet into the device's content store and record it. */
-  pullImage(
+  /**
+   * Pull an image from the fleet into the device's content store and record it (src/content/acquire.ts:
+   * the same checks and record as an import). `fetchedBytes`: bytes this pull transferred.
+   */
+  async pullImage(
     ref: string,
-    opts: { expectDigest?: Digest; onProgress?: PullProgress } = {},
+    opts: { expectDigest?: Digest; onProgress?: AcquireProgress } = {},
   ): Promise<PulledImage> {
-    return pullImage({
-      fetcher: this.fetcher,
-      store: this.opts.store,
-      db: this.opts.db,
-      ref,
+    const before = this.fetcher.stats.receivedBytes;
+    const r = await this.images.acquire(this.source, ref, {
       platform: this.opts.platform,
       expectDigest: opts.expectDigest,
       onProgress: opts.onProgress,
     });
+    return { ...r, fetchedBytes: this.fetcher.stats.receivedBytes - before };
   }
 
   /**
    * Manifest and config of an image for this device's platform, without its layers (what the free-space
    * check needs). Offline, only what the store already holds can answer; anything else is Unavailable.
    */
-  describeImage(ref: string, opts: { expectDigest?: Digest } = {}): Promise<DescribedImage> {
-    return describeImage({
-      fetcher: this.fetcher,
-      store: this.opts.store,
-      ref,
+  async describeImage(
+    ref: string,
+    opts: { expectDigest?: Digest } = {},
+  ): Promise<DescribedImage & { fetchedBytes: number }> {
+    const before = this.fetcher.stats.receivedBytes;
+    const d = await this.images.describe(this.source, ref, {
       platform: this.opts.platform,
       expectDigest: opts.expectDigest,
       offline: !this.conn.connected,
     });
+    return { ...d, fetchedBytes: this.fetcher.stats.receivedBytes - before };
   }
 
   waitOnline(timeoutMs: number): Promise<void> {

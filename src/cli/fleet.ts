@@ -78,6 +78,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
       await writeFileAtomic(
         path.join(c.stateDir, SERVE_FILE),
         JSON.stringify({ broker: server.brokerUrl, fleet: flt, pid: process.pid }),
+        0o600, // the state dir's files are owner-only (src/lib/state-dir.ts)
       );
       c.log.info({ broker: server.brokerUrl, fleet: flt }, 'fleet server ready');
       process.stdout.write(`fleet ${flt} serving on ${server.brokerUrl}\n`);
