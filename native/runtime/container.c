@@ -189,8 +189,10 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
     if (!*err) berth_make_error(err, errno, "sync with the container process");
     goto out;
   }
-  /* init's SYNC_HOOKS can overtake stage 1's SYNC_PID (two processes, one socket): hooks wait for the pid */
-  for (bool ready = false, hooks_pending = false; !ready;) {
+  /* Stage 1 and init share the socket: init's SYNC_HOOKS and even its SYNC_READY can overtake stage 1's
+   * SYNC_PID (stage 1 may be preempted between fork and send while init sets the container up), so hooks
+   * wait for the pid and the container is created only once both READY and the pid have arrived. */
+  for (bool ready = false, hooks_pending = false; !ready || init_pid <= 0;) {
     struct sync_msg m;
     if (sync_recv(sv[0], &m, err) < 0) goto fail_procs;
     switch (m.type) {
@@ -203,6 +205,10 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
     case SYNC_PID:
     case SYNC_HOOKS:
       if (m.type == SYNC_PID) {
+        if (m.value <= 0) {
+          berth_make_error(err, 0, "bad pid %d from the container process", m.value);
+          goto fail_procs;
+        }
         init_pid = m.value;
         waitpid(stage1, NULL, 0);
         stage1 = 0;

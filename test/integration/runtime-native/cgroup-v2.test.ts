@@ -5,19 +5,19 @@
  * BERTH_RUNTIME_CGROUP_MODE / BERTH_RUNTIME_CGROUP_V2_ROOT point berth-runtime at that hierarchy.
  */
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rmdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rmdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import test from 'ava';
+import { freeCharMajor } from '../../helpers/cgroup-probe.js';
 import { needPrivileges } from '../../helpers/privileged.js';
 import {
   baseConfig,
   berthRuntimeBinary,
-  buildNativeRuntime,
-  makeBusyboxRootfs,
+  removeSharedRootfs,
   runtimeEnv,
   runtimeExec,
   runtimeSpawn,
+  sharedRootfs,
   uniq,
 } from '../../helpers/runtime-native.js';
 
@@ -26,12 +26,9 @@ const V2 = { BERTH_RUNTIME_CGROUP_MODE: 'v2', BERTH_RUNTIME_CGROUP_V2_ROOT: UNIF
 
 let rootfs: string;
 test.before(async () => {
-  if (process.getuid?.() !== 0) return;
-  await buildNativeRuntime();
-  const dir = await mkdtemp(path.join(tmpdir(), 'berth-rootfs-'));
-  await chmod(dir, 0o755);
-  rootfs = await makeBusyboxRootfs(dir);
+  rootfs = await sharedRootfs();
 });
+test.after.always(removeSharedRootfs);
 
 test('v2 backend: cgroup created under the unified root, hugetlb limit and unified keys applied, removed on delete', async (t) => {
   if (!needPrivileges(t, { root: true, paths: [`${UNIFIED}/cgroup.controllers`] })) return;
@@ -66,20 +63,21 @@ test('v2 backend: cgroup created under the unified root, hugetlb limit and unifi
 test('v2 backend: the eBPF device program allows and denies by rule', async (t) => {
   if (!needPrivileges(t, { root: true, paths: [`${UNIFIED}/cgroup.controllers`] })) return;
   const env = await runtimeEnv(t, rootfs);
-  // an unassigned char major: opening it gives ENXIO when the cgroup allows it, EPERM when it does not
+  // a char major no driver owns here: opening it gives ENXIO when the cgroup allows it, EPERM when not
+  const major = await freeCharMajor();
   const script =
     'cat /dev/fake-r 2>&1; echo x 2>&1 > /dev/fake-r; cat /dev/fake-none 2>&1; cat /dev/null && echo null-ok; head -c 1 /dev/zero | wc -c';
   const config = baseConfig(rootfs, ['sh', '-c', script], env.cgroup());
   config.linux.devices = [
-    { path: '/dev/fake-r', type: 'c', major: 240, minor: 1 },
-    { path: '/dev/fake-none', type: 'c', major: 240, minor: 2 },
+    { path: '/dev/fake-r', type: 'c', major, minor: 1 },
+    { path: '/dev/fake-none', type: 'c', major, minor: 2 },
   ];
   config.linux.resources = {
     devices: [
       { allow: false, access: 'rwm' },
-      { allow: true, type: 'c', major: 240, access: 'rwm' },
-      { allow: false, type: 'c', major: 240, minor: 2, access: 'rwm' },
-      { allow: false, type: 'c', major: 240, minor: 1, access: 'w' },
+      { allow: true, type: 'c', major, access: 'rwm' },
+      { allow: false, type: 'c', major, minor: 2, access: 'rwm' },
+      { allow: false, type: 'c', major, minor: 1, access: 'w' },
     ],
   };
   const bundle = await env.bundle(config);

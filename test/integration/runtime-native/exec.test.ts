@@ -4,33 +4,29 @@
  * codes pass through, --detach writes the pid file, and a frozen container stops making progress.
  * exec runs with the sanitizer build of berth-runtime.
  */
-import { chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { needPrivileges } from '../../helpers/privileged.js';
 import {
   baseConfig,
   berthRuntimeBinary,
-  buildNativeRuntime,
-  makeBusyboxRootfs,
   type OciConfig,
   type RuntimeEnv,
   type RuntimeName,
+  removeSharedRootfs,
   runtimeEnv,
   runtimeExec,
   runtimeSpawn,
+  sharedRootfs,
   uniq,
 } from '../../helpers/runtime-native.js';
 
 let rootfs: string;
 test.before(async () => {
-  if (process.getuid?.() !== 0) return;
-  await buildNativeRuntime();
-  const dir = await mkdtemp(path.join(tmpdir(), 'berth-rootfs-'));
-  await chmod(dir, 0o755);
-  rootfs = await makeBusyboxRootfs(dir);
+  rootfs = await sharedRootfs();
 });
+test.after.always(removeSharedRootfs);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const asan = { binary: berthRuntimeBinary(true) };

@@ -3,9 +3,9 @@
  * containers that exit at once, OOM kills recorded, pids and CPU limits enforced, no zombies left behind,
  * and bad configs failing cleanly (no state dir, no cgroup).
  */
-import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { existsSync, openSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { exec } from '../../../src/lib/exec.js';
@@ -13,27 +13,24 @@ import { needPrivileges } from '../../helpers/privileged.js';
 import {
   baseConfig,
   berthRuntimeBinary,
-  buildNativeRuntime,
   cgroupExists,
-  makeBusyboxRootfs,
   type OciConfig,
   type RuntimeEnv,
   type RuntimeName,
+  removeSharedRootfs,
   runBundle,
   runtimeEnv,
   runtimeExec,
   runtimeSpawn,
+  sharedRootfs,
   uniq,
 } from '../../helpers/runtime-native.js';
 
 let rootfs: string;
 test.before(async () => {
-  if (process.getuid?.() !== 0) return;
-  await buildNativeRuntime();
-  const dir = await mkdtemp(path.join(tmpdir(), 'berth-rootfs-'));
-  await chmod(dir, 0o755);
-  rootfs = await makeBusyboxRootfs(dir);
+  rootfs = await sharedRootfs();
 });
+test.after.always(removeSharedRootfs);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -169,6 +166,59 @@ test('run: exit code and no zombie left on the host (same as runc)', async (t) =
   const pid = Number(await readFile(pidFile, 'utf8'));
   t.false(existsSync(`/proc/${pid}`), 'init was reaped');
   t.false(existsSync(path.join(env.stateRoot('berth'), id)), 'run deletes the container');
+});
+
+// Stage 1 forks init and then reports init's pid; init sets the container up and reports ready. Both write
+// to one socket, so under load (stage 1 preempted right after fork) "ready" can arrive first. strace's
+// fault injection makes that order certain: every fork/clone of the runtime returns 1.5 s late in the
+// parent, so init is ready long before stage 1 gets to send the pid (--seccomp-bpf: only clone stops
+// under strace, the rest runs at full speed). Seen in CI as `run` exiting 255 with the container's output
+// intact: the pid was still 0 when the container was declared created.
+const STRACE = '/usr/bin/strace';
+const slowFork = (env: RuntimeEnv, args: string[]) => [
+  ...['-f', '--seccomp-bpf', '-qq', '-o', '/dev/null', '-e', 'trace=clone,clone3'],
+  ...['-e', 'inject=clone,clone3:delay_exit=1500000'],
+  ...[berthRuntimeBinary(), '--root', env.stateRoot('berth'), ...args],
+];
+
+test("run: the exit code is the container's when stage 1 reports the pid after init is ready", async (t) => {
+  if (!needPrivileges(t, { root: true, paths: ['/sys/fs/cgroup/memory', STRACE] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  const bundle = await env.bundle(baseConfig(rootfs, ['sh', '-c', 'echo out; exit 7'], env.cgroup()));
+  const id = uniq('slowfork');
+  const r = await exec(STRACE, slowFork(env, ['run', '--bundle', bundle, id]), {
+    allowFailure: true,
+    timeoutMs: 60_000,
+  });
+  t.is(r.stdout, 'out\n');
+  t.is(r.code, 7, r.stderr);
+  t.false(existsSync(path.join(env.stateRoot('berth'), id)), 'run deleted it');
+});
+
+test('create: state has the real init pid when stage 1 reports it after init is ready', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: ['/sys/fs/cgroup/memory', STRACE] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  const bundle = await env.bundle(baseConfig(rootfs, ['sh', '-c', 'echo started-$$'], env.cgroup()));
+  const id = uniq('slowfork');
+  // strace follows init too, so it only exits with the container: its create is not awaited here
+  const out = path.join(env.dir, 'slowfork.out');
+  const tracer = spawn(STRACE, slowFork(env, ['create', '--bundle', bundle, id]), {
+    stdio: ['ignore', openSync(out, 'w'), 'inherit'],
+  });
+  const traced = new Promise((resolve) => tracer.on('close', resolve));
+  t.teardown(() => tracer.kill('SIGKILL'));
+  let s: OciState | undefined;
+  for (let i = 0; i < 600 && !s; i++) {
+    const r = await runtimeExec(env, 'berth', ['state', id]);
+    if (r.code === 0) s = JSON.parse(r.stdout) as OciState;
+    else await sleep(50);
+  }
+  t.is(s?.status, 'created');
+  t.true((s?.pid ?? 0) > 0 && existsSync(`/proc/${s?.pid}`), `init pid ${s?.pid}`);
+  t.is((await runtimeExec(env, 'berth', ['start', id])).code, 0);
+  await Promise.race([traced, sleep(30_000)]);
+  t.is(await readFile(out, 'utf8'), 'started-1\n');
+  t.is((await runtimeExec(env, 'berth', ['delete', id])).code, 0);
 });
 
 test('the container process starts with default signal dispositions, whatever its caller ignores', async (t) => {
