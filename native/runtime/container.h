@@ -4,6 +4,7 @@
 #define BERTH_CONTAINER_H
 #include "cgroup.h"
 #include "error.h"
+#include "log.h"
 #include "spec.h"
 #include <linux/filter.h>
 #include <stdbool.h>

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { readFile, rmdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import test from 'ava';
-import { freeCharMajor } from '../../helpers/cgroup-probe.js';
+import { freeCharMajor, ioSchedulers, unifiedControllers } from '../../helpers/cgroup-probe.js';
 import { needPrivileges } from '../../helpers/privileged.js';
 import {
   baseConfig,
@@ -116,4 +116,70 @@ test('v2 backend: systemd-style cgroupsPath maps to a slice/scope path', async (
   const r = await runtimeExec(env, 'berth', ['run', '--bundle', bundle, id], { env: V2 });
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout.trim(), `0::/${slice}.slice/${slice}-sub.slice/berth-${id}.scope`);
+});
+
+test('v2 backend: blockIO weights go to io.bfq.weight, else io.weight (converted), else create fails naming both', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: [`${UNIFIED}/cgroup.controllers`] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  // what the kernel offers: BFQ registers io.bfq.weight, io.cost (root's io.cost.qos) provides io.weight,
+  // and neither exists when the hierarchy has no io controller (this hybrid host's unified tree)
+  const hasIo = (await unifiedControllers())?.has('io') ?? false;
+  const bfq = hasIo && (await ioSchedulers()).has('bfq');
+  const ioCost = hasIo && existsSync(path.join(UNIFIED, 'io.cost.qos'));
+  t.log(`io controller: ${hasIo}, BFQ: ${bfq}, io.cost: ${ioCost}`);
+  const cg = env.cgroup();
+  const config = baseConfig(rootfs, ['sleep', '60'], cg);
+  config.linux.resources = { ...config.linux.resources, blockIO: { weight: 300 } };
+  const bundle = await env.bundle(config);
+  const id = uniq('v2io');
+  const r = await runtimeSpawn(env, 'berth', ['create', '--bundle', bundle, id], id, { env: V2 });
+  if (!bfq && !ioCost) {
+    t.is(r.code, 1);
+    t.regex(r.stderr, /blockIO` weights: .* has neither io\.bfq\.weight \(BFQ scheduler\) nor io\.weight/);
+    t.false(existsSync(path.join(UNIFIED, cg)), 'nothing left behind');
+    return;
+  }
+  t.is(r.code, 0, r.stderr);
+  const file = bfq ? 'io.bfq.weight' : 'io.weight';
+  t.regex(await readFile(path.join(UNIFIED, cg, file), 'utf8'), bfq ? /\b300\b/ : /\b2930\b/);
+  t.is((await runtimeExec(env, 'berth', ['delete', '--force', id], { env: V2 })).code, 0);
+});
+
+test('v2 backend: linux.resources.network fails clearly (cgroup v2 has no net_cls/net_prio)', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: [`${UNIFIED}/cgroup.controllers`] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  for (const network of [{ classID: 0x100001 }, { priorities: [{ name: 'lo', priority: 5 }] }]) {
+    const cg = env.cgroup();
+    const config = baseConfig(rootfs, ['true'], cg);
+    config.linux.resources = { ...config.linux.resources, network };
+    const bundle = await env.bundle(config);
+    const id = uniq('v2net');
+    const r = await runtimeSpawn(env, 'berth', ['create', '--bundle', bundle, id], id, { env: V2 });
+    t.is(r.code, 1, JSON.stringify(network));
+    t.regex(r.stderr, /`linux\.resources\.network` needs the net_cls\/net_prio controllers of cgroup v1/);
+    t.false(existsSync(path.join(UNIFIED, cg)));
+    t.false(existsSync(path.join(env.stateRoot('berth'), id)));
+  }
+});
+
+test('v2 backend: memory.kernelTCP and memory.kernel are ignored with a warning (as runc does)', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: [`${UNIFIED}/cgroup.controllers`] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  const config = baseConfig(rootfs, ['true'], env.cgroup());
+  config.linux.resources = { ...config.linux.resources, memory: { kernelTCP: 1 << 20, kernel: 1 << 24 } };
+  const bundle = await env.bundle(config);
+  const log = path.join(env.dir, 'runtime.log');
+  const args = ['--log', log, '--log-format', 'json', 'run', '--bundle', bundle, uniq('v2tcp')];
+  const r = await runtimeExec(env, 'berth', args, { env: V2 });
+  t.is(r.code, 0, r.stderr);
+  t.regex(
+    r.stderr,
+    /warning: `linux\.resources\.memory\.kernelTCP` ignored: cgroup v2 has no TCP buffer limit/,
+  );
+  t.regex(r.stderr, /warning: `linux\.resources\.memory\.kernel` ignored/);
+  const lines = (await readFile(log, 'utf8')).trim().split('\n');
+  t.true(
+    lines.some((l) => (JSON.parse(l) as { level: string; msg: string }).level === 'warning'),
+    'warnings reach --log too',
+  );
 });
