@@ -122,6 +122,65 @@ test('berth: a hook that times out or fails aborts create and leaves nothing beh
   }
 });
 
+test('berth: a failing poststart or poststop hook is a warning and the remaining hooks still run', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: ['/sys/fs/cgroup/memory'] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  const out = path.join(env.dir, 'hooks');
+  await exec('mkdir', ['-p', out]);
+  const failing = { path: '/bin/sh', args: ['sh', '-c', 'exit 3'] };
+  const touch = (name: string) => ({ path: '/bin/sh', args: ['sh', '-c', `cat > ${out}/${name}`] });
+  const config = baseConfig(rootfs, ['true'], env.cgroup());
+  config.hooks = {
+    poststart: [failing, touch('poststart-2'), { path: '/nonexistent-hook' }, touch('poststart-4')],
+    poststop: [failing, touch('poststop-2')],
+  };
+  const bundle = await env.bundle(config);
+  for (const verb of ['create+start', 'run']) {
+    const id = uniq('posthook');
+    let stderr: string;
+    if (verb === 'run') {
+      const r = await runtimeExec(env, 'berth', ['run', '--bundle', bundle, id], {
+        binary: berthRuntimeBinary(true),
+      });
+      t.is(r.code, 0, `run goes on and reports the container's exit: ${r.stderr}`);
+      stderr = r.stderr;
+    } else {
+      t.is((await runtimeSpawn(env, 'berth', ['create', '--bundle', bundle, id], id)).code, 0);
+      const s = await runtimeExec(env, 'berth', ['start', id], { binary: berthRuntimeBinary(true) });
+      t.is(s.code, 0, `start succeeds: ${s.stderr}`);
+      for (
+        let i = 0;
+        i < 100 && (await runtimeExec(env, 'berth', ['state', id])).stdout.includes('running');
+        i++
+      )
+        await sleep(20);
+      const d = await runtimeExec(env, 'berth', ['delete', id], { binary: berthRuntimeBinary(true) });
+      t.is(d.code, 0, `delete succeeds: ${d.stderr}`);
+      stderr = s.stderr + d.stderr;
+    }
+    t.regex(
+      stderr,
+      /warning: poststart hook 1 of 4 \(going on\): hook `\/bin\/sh` exited with status 3/,
+      verb,
+    );
+    t.regex(
+      stderr,
+      /warning: poststart hook 3 of 4 \(going on\): hook `\/nonexistent-hook` exited with status 127/,
+      verb,
+    );
+    t.regex(
+      stderr,
+      /warning: poststop hook 1 of 2 \(going on\): hook `\/bin\/sh` exited with status 3/,
+      verb,
+    );
+    for (const name of ['poststart-2', 'poststart-4', 'poststop-2']) {
+      const state = JSON.parse(await readFile(path.join(out, name), 'utf8')) as { id: string };
+      t.is(state.id, id, `${verb}: ${name} ran after the failed hook`);
+    }
+    t.false(existsSync(path.join(env.stateRoot('berth'), id)), `${verb}: deleted`);
+  }
+});
+
 for (const runtime of ['berth', 'runc'] as RuntimeName[]) {
   test(`${runtime}: process.terminal sends the pty master over --console-socket`, async (t) => {
     if (!needPrivileges(t, { root: true, paths: ['/sys/fs/cgroup/memory'] })) return;

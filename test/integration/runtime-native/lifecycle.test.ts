@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, openSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, readlink, realpath, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { exec } from '../../../src/lib/exec.js';
@@ -129,6 +129,21 @@ test('a container that exits immediately is stopped and deletes cleanly', async 
   t.false(await cgroupExists(cg));
 });
 
+test('delete without --force refuses a created container (only a stopped one may be deleted)', async (t) => {
+  if (!ready(t)) return;
+  const env = await runtimeEnv(t, rootfs);
+  const cg = env.cgroup();
+  const { id } = await created(t, env, baseConfig(rootfs, ['sleep', '60'], cg));
+  const del = await runtimeExec(env, 'berth', ['delete', id]);
+  t.is(del.code, 1);
+  t.regex(del.stderr, /cannot delete container `.*` in state created \(use --force\)/);
+  t.is((await state(env, 'berth', id)).status, 'created', 'a failed delete changes nothing');
+  t.true(await cgroupExists(cg));
+  t.is((await runtimeExec(env, 'berth', ['start', id])).code, 0, 'and it can still start');
+  t.is((await runtimeExec(env, 'berth', ['delete', '--force', id])).code, 0);
+  t.false(await cgroupExists(cg));
+});
+
 test('delete --force of a created container and kill --all', async (t) => {
   if (!ready(t)) return;
   const env = await runtimeEnv(t, rootfs);
@@ -219,6 +234,49 @@ test('create: state has the real init pid when stage 1 reports it after init is 
   await Promise.race([traced, sleep(30_000)]);
   t.is(await readFile(out, 'utf8'), 'started-1\n');
   t.is((await runtimeExec(env, 'berth', ['delete', id])).code, 0);
+});
+
+test("without a mount namespace the container shares the caller's, in a chroot; delete detaches its mounts", async (t) => {
+  if (!ready(t)) return;
+  // its own rootfs: the mounts made in our namespace must not show up in other tests' containers
+  const env = await runtimeEnv(t);
+  const cg = env.cgroup();
+  const config = baseConfig(env.rootfs, ['sleep', '60'], cg);
+  config.linux.namespaces = config.linux.namespaces.filter((n) => n.type !== 'mount');
+  const mountsUnder = async (dir: string) =>
+    (await readFile('/proc/self/mountinfo', 'utf8'))
+      .split('\n')
+      .filter((l) => l.split(' ')[4]?.startsWith(dir))
+      .map((l) => l.split(' ')[4]);
+  const rootEntry = async () =>
+    (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.split(' ')[4] === '/');
+  const rootBefore = await rootEntry();
+  const { id } = await created(t, env, config);
+  const s = await state(env, 'berth', id);
+  t.is(s.status, 'created');
+  t.is(
+    await readlink(`/proc/${s.pid}/ns/mnt`),
+    await readlink('/proc/self/ns/mnt'),
+    "the caller's mount namespace",
+  );
+  t.is(await realpath(`/proc/${s.pid}/root`), env.rootfs, 'chrooted into the rootfs');
+  t.true((await mountsUnder(env.rootfs)).includes(`${env.rootfs}/proc`), 'its mounts are in our namespace');
+  t.is((await runtimeExec(env, 'berth', ['start', id])).code, 0);
+  // exec enters the same chroot (there is no mount namespace to join)
+  const e = await runtimeExec(
+    env,
+    'berth',
+    ['exec', id, 'sh', '-c', 'ls / | tr "\\n" " "; cat /proc/1/cmdline | tr "\\0" " "'],
+    {
+      binary: berthRuntimeBinary(true),
+    },
+  );
+  t.is(e.code, 0, e.stderr);
+  t.regex(e.stdout, /^bin dev etc mnt proc root sys tmp sleep 60 $/);
+  t.is((await runtimeExec(env, 'berth', ['delete', '--force', id])).code, 0);
+  t.deepEqual(await mountsUnder(env.rootfs), [], 'delete detached every mount it made');
+  t.is(await rootEntry(), rootBefore, 'the propagation of our / is untouched');
+  t.false(await cgroupExists(cg));
 });
 
 test('the container process starts with default signal dispositions, whatever its caller ignores', async (t) => {
