@@ -126,6 +126,8 @@ static int v2_apply(struct cgroup_manager *m, const struct cgroup_resources *r, 
       snprintf(buf, sizeof buf, "%lld:%lld %s=%llu", (long long) d->major, (long long) d->minor, keys[k], (unsigned long long) d->value);
       if (cg_write(dir, "io.max", buf, err) < 0) return -1;
     }
+  if (r->n_hugetlb && !cg_v2_has_controller(dir, "hugetlb"))
+    return berth_make_error(err, ENOTSUP, "`linux.resources.hugepageLimits` needs the hugetlb controller, which `%s` does not have", dir);
   for (size_t i = 0; i < r->n_hugetlb; i++) {
     cleanup_free char *f = xasprintf("hugetlb.%s.max", r->hugetlb[i].key);
     if (cg_write(dir, f, r->hugetlb[i].value, err) < 0) return -1;
