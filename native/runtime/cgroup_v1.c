@@ -114,6 +114,8 @@ static int v1_enter(struct cgroup_manager *m, pid_t pid, berth_err_t *err) {
   cleanup_free char *unified = unified_root(m);
   if (!unified) return 0;
   cleanup_free char *dir = xasprintf("%s%s", unified, m->path);
+  /* exec into a container an older berth-runtime created (no unified cgroup): the v1 ones are its cgroups */
+  if (access(dir, F_OK) < 0 && errno == ENOENT) return 0;
   return cg_write(dir, "cgroup.procs", buf, err);
 }
 

@@ -6,7 +6,7 @@
  * this host takes, the test asserts that branch; the others run on hosts (or in the VM) that have them.
  */
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import {
@@ -193,4 +193,28 @@ test('memory.kernelTCP: memory.kmem.tcp.limit_in_bytes where the kernel has it, 
     );
   }
   t.is((await runtimeExec(env, 'berth', ['delete', '--force', r.id])).code, 0);
+});
+
+test('hybrid host: exec still works in a container created before the unified join (no unified cgroup)', async (t) => {
+  if (!ready(t)) return;
+  if (!existsSync(`${UNIFIED}/cgroup.procs`)) return t.pass('not a hybrid host');
+  const env = await runtimeEnv(t, rootfs);
+  const cg = env.cgroup();
+  const r = await create(env, baseConfig(rootfs, ['sleep', '60'], cg));
+  t.is(r.code, 0, r.stderr);
+  t.is((await runtimeExec(env, 'berth', ['start', r.id])).code, 0);
+  // what an older berth-runtime left: the container in the v1 hierarchies only
+  const { pid } = JSON.parse((await runtimeExec(env, 'berth', ['state', r.id])).stdout) as { pid: number };
+  await writeFile(path.join(UNIFIED, 'cgroup.procs'), String(pid));
+  await rmdir(path.join(UNIFIED, cg));
+  const e = await runtimeExec(
+    env,
+    'berth',
+    ['exec', r.id, 'sh', '-c', 'grep -c ":memory:" /proc/self/cgroup'],
+    asan,
+  );
+  t.is(e.code, 0, e.stderr);
+  t.is(e.stdout, '1\n');
+  t.is((await runtimeExec(env, 'berth', ['delete', '--force', r.id])).code, 0);
+  t.false(await cgroupExists(cg));
 });
