@@ -42,6 +42,7 @@ static const struct {
     {"pid", CLONE_NEWPID},   {"cgroup", CLONE_NEWCGROUP}, {"mnt", CLONE_NEWNS},
 };
 #define N_NS (sizeof ns_kinds / sizeof ns_kinds[0])
+#define NS_MNT (N_NS - 1) /* "mnt" comes last in ns_kinds */
 
 struct exec_ctx {
   struct container_spec *spec;
@@ -266,7 +267,7 @@ int container_exec(const struct runtime_opts *ro, const char *id, const struct e
   x.cap_last_cap = read_cap_last_cap();
   if (status_cgroup(&st, &cg, err) < 0) goto out;
   if (open_namespaces(st.pid, x.ns_fd, err) < 0) goto out;
-  if (x.ns_fd[N_NS - 1] < 0) {
+  if (x.ns_fd[NS_MNT] < 0) {
     char root[64];
     snprintf(root, sizeof root, "/proc/%d/root", st.pid);
     struct stat a, b;
