@@ -70,7 +70,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
   fleet
     .command('push <source>')
     .description(
-      'import an image (OCI layout dir, oci-archive or docker-archive) into the fleet, every platform kept',
+      'import an image (OCI layout dir, oci-archive or docker-archive; <source>:<ref> picks one of several) into the fleet, every platform kept',
     )
     .requiredOption('--tag <name:tag>', 'name the image is deployed and pulled by')
     .action(async (source: string, opts: { tag: string }) => {

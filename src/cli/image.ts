@@ -2,11 +2,11 @@ import type { Command } from 'commander';
 import { exportImages } from '../content/export.js';
 import { collectGarbage } from '../content/gc.js';
 import { ImageRepo } from '../content/images.js';
-import { importImage } from '../content/import.js';
 import { formatPlatform, hostPlatform, type PlatformSpec, parsePlatform } from '../oci/platform.js';
 import type { CliContext } from './context.js';
 import { humanSize, printJson, printTable } from './output.js';
 import type { Register } from './program.js';
+import { importWithProgress } from './push.js';
 
 export function devicePlatform(ctx: CliContext): PlatformSpec {
   return ctx.config.platform ? parsePlatform(ctx.config.platform) : hostPlatform();
@@ -16,18 +16,20 @@ export const registerImage: Register = (program: Command, ctx: () => CliContext)
   const image = program.command('image').description('manage images in the local store');
 
   image
-    .command('import <path>')
-    .description('import an OCI image layout directory, an oci-archive tar or a docker-archive tar')
+    .command('import <source>')
+    .description(
+      'import an OCI image layout directory, an oci-archive tar or a docker-archive tar; <source>:<ref> picks one image of several',
+    )
     .option('--tag <name:tag>', 'name the imported image (default: names found in the source)')
     .option('--all-platforms', 'keep every platform of a multi-arch image')
     .option('--json', 'print the result as JSON')
     .action(async (source: string, opts: { tag?: string; allPlatforms?: boolean; json?: boolean }) => {
       const c = ctx();
-      const res = await importImage(
-        source,
-        { store: c.store, db: c.db },
-        { platform: devicePlatform(c), tag: opts.tag, allPlatforms: opts.allPlatforms ?? false },
-      );
+      const res = await importWithProgress(c, source, `import ${source}`, {
+        platform: devicePlatform(c),
+        tag: opts.tag,
+        allPlatforms: opts.allPlatforms ?? false,
+      });
       if (opts.json) return printJson(res);
       for (const img of res.images) {
         process.stdout.write(
