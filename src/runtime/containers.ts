@@ -32,6 +32,7 @@ import { BerthError, conflict, invalidInput, isBerthError, notFound, withContext
 import { exec } from '../lib/exec.js';
 import { assertSafeName } from '../lib/ids.js';
 import type { Logger } from '../lib/logger.js';
+import { hostPlatform } from '../oci/platform.js';
 import { type AppSpec, buildBundleConfig, type RestartPolicy } from './bundle.js';
 import type { NetworkAttachment, NetworkManager, PortMapping } from './network/network.js';
 import type { RootfsProvider, RootfsSource } from './rootfs.js';
@@ -172,18 +173,7 @@ export async function statDevice(hostPath: string, containerPath = hostPath): Pr
 }
 
 export function ociArch(nodeArch: string = process.arch): string {
-  return (
-    (
-      {
-        x64: 'amd64',
-        arm64: 'arm64',
-        arm: 'arm',
-        ppc64: 'ppc64le',
-        s390x: 's390x',
-        riscv64: 'riscv64',
-      } as const
-    )[nodeArch as 'x64'] ?? nodeArch
-  );
+  return hostPlatform(nodeArch).architecture;
 }
 
 export class ContainerManager {
