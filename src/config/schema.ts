@@ -8,6 +8,8 @@ export const ConfigSchema = z
   .object({
     stateDir: z.string().min(1).default('/var/lib/berth'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** auto: human-readable lines on a terminal, JSON otherwise (journald, files, pipes) */
+    logFormat: z.enum(['auto', 'json', 'pretty']).default('auto'),
     platform: z
       .string()
       .regex(/^linux\/[a-z0-9]+(\/v[0-9]+)?$/, 'an OCI platform like linux/arm64 or linux/arm/v7')

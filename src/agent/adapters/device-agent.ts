@@ -10,6 +10,7 @@
  */
 import * as path from 'node:path';
 import type { Config } from '../../config/schema.js';
+import { ImageRepo } from '../../content/images.js';
 import type { ContentStore } from '../../content/store.js';
 import { parseTarget } from '../../core/target.js';
 import type { Db } from '../../db/database.js';
@@ -143,6 +144,10 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     transport,
     log: o.log,
     stateDir: o.stateDir,
+    catalog: {
+      list: () => new ImageRepo(o.db, o.store).list(),
+      inspect: (ref) => new ImageRepo(o.db, o.store).describe(ref),
+    },
   });
 
   const conn = o.connection;
