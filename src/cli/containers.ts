@@ -20,6 +20,7 @@ import {
   statDevice,
 } from '../runtime/containers.js';
 import { followLogs, type LogEntry } from '../runtime/logs.js';
+import { HostClaims } from '../runtime/network/host-claims.js';
 import { NetworkManager, parsePortMapping } from '../runtime/network/network.js';
 import { DefaultRootfsProvider, type ImageRootfs } from '../runtime/rootfs.js';
 import { LazyRuntime, runtimeFromConfig } from '../runtime/runtime.js';
@@ -44,7 +45,10 @@ export function containerManager(
     get monitorPath() {
       return nativePath('monitor');
     },
-    network: new NetworkManager(ctx.db, cfg.network),
+    network: new NetworkManager(ctx.db, cfg.network, {
+      stateDir: ctx.stateDir,
+      claims: new HostClaims(cfg.runDir),
+    }),
     rootfs: new DefaultRootfsProvider(imageRootfsSeam.get?.(ctx)),
     arch: ociArch(),
     logMaxSize: cfg.runtime.logMaxSize,

@@ -28,6 +28,7 @@ function isPlain(v: unknown): v is Tree {
 /** Names of config keys as the environment spells them. */
 const ENV_KEYS: Record<string, string[]> = {
   BERTH_STATE_DIR: ['stateDir'],
+  BERTH_RUN_DIR: ['runDir'],
   BERTH_LOG_LEVEL: ['logLevel'],
   BERTH_LOG_FORMAT: ['logFormat'],
   BERTH_PLATFORM: ['platform'],

@@ -363,6 +363,7 @@ export class ContainerManager {
     const requestJson = JSON.stringify(req);
     const specHash = `sha256:${createHash('sha256').update(requestJson).digest('hex')}`;
     const mode = req.app.network ?? 'none';
+    await ensureOwnedBindSources(req);
     for (const v of req.app.volumes ?? []) {
       const st = await fsp.stat(v.source).catch(() => undefined);
       if (!st)
@@ -483,6 +484,7 @@ export class ContainerManager {
         );
     }
     await this.o.rootfs.remount(rec.id, rec.request.source, dir);
+    await ensureOwnedBindSources(rec.request);
     for (const f of ['exit.json', 'pidfile', 'monitor.pid']) await fsp.rm(path.join(dir, f), { force: true });
     const { runtime, runtimeRoot, runtimeArgs } = this.o.runtime.monitorArgs();
     const args = [
@@ -619,7 +621,7 @@ export class ContainerManager {
     await this.o.runtime.delete(id, { force: true }).catch((e) => {
       if (!isBerthError(e, 'NotFound')) throw e;
     });
-    await this.o.network.detach(id);
+    await this.o.network.detach(id, req.ports ?? []);
     const dir = this.containerDir(id);
     await this.o.rootfs.release(id, req.source, dir);
     await fsp.rm(dir, { recursive: true, force: true });
@@ -717,6 +719,12 @@ export class ContainerManager {
       this.o.nsenterPath ?? ['/usr/bin/nsenter', '/bin/nsenter'].find((p) => existsSync(p)) ?? 'nsenter';
     return { file: nsenter, args, env };
   }
+}
+
+/** Bind sources berth owns on a tmpfs (the update lock dir) are made again when a reboot took them. */
+async function ensureOwnedBindSources(req: CreateRequest): Promise<void> {
+  for (const v of req.app.volumes ?? [])
+    if (v.ensure) await fsp.mkdir(v.source, { recursive: true, mode: 0o755 });
 }
 
 function hostsFile(

@@ -9,8 +9,11 @@
  * state dir's carry the runtime record (`request`).
  */
 import { spawn } from 'node:child_process';
+import { existsSync, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 import test from 'ava';
 import { exec } from '../../src/lib/exec.js';
+import { stateDirKey } from '../../src/runtime/network/resolve.js';
 import { buildSampleImages, pushSampleImages, startAgentStack } from '../helpers/agent-stack.js';
 import { BERTH_BUNDLE } from '../helpers/cli.js';
 import { startFleet, tempDir, waitFor } from '../helpers/fleet-harness.js';
@@ -22,6 +25,7 @@ test.after.always(removeSharedBusyboxRootfs);
 
 interface InspectJson {
   Name: string;
+  Mounts: Array<{ Type: string; Source: string; Destination: string; RW: boolean }>;
   State: { Status: string; StartedAt: string; Health?: { Status: string } };
   Config: { Cmd: string[] };
   Berth: Record<string, unknown>;
@@ -52,10 +56,14 @@ test('ps HEALTH, logs <service>, inspect, images, stats, top, restart, events: t
   const fleet = await startFleet(t);
   const work = await tempDir(t, 'habits-images');
   await pushSampleImages(fleet, await buildSampleImages(work, ['v1']));
+  const runDir = await tempDir(t, 'habits-run');
   const stack = await startAgentStack(t, fleet, {
     deviceId: `habits-${process.pid}`,
     agent: { reconciler: { minDelayMs: 100, maxDelayMs: 500, idleIntervalMs: 300 } },
+    config: { runDir },
   });
+  // the app's update lock dir: on the run dir's tmpfs, in a directory of this state dir's own
+  const lockDir = path.join(runDir, stateDirKey(stack.stateDir), 'locks', 'shop');
   await stack.deploy(
     {
       shop: {
@@ -112,6 +120,10 @@ test('ps HEALTH, logs <service>, inspect, images, stats, top, restart, events: t
     t.is(doc!.State.Health?.Status, 'healthy');
     t.like(doc!.Berth, { app: 'shop', service: 'web', managed: true });
     t.deepEqual(doc!.Config.Cmd, ['/bin/app']);
+    t.deepEqual(
+      doc!.Mounts.filter((m) => m.Destination === '/tmp/berth-lock'),
+      [{ Type: 'bind', Source: lockDir, Destination: '/tmp/berth-lock', RW: true }],
+    );
     t.is(await ok('inspect', '-f', '{{.State.Status}} {{.Berth.service}}', 'web'), 'running web\n');
     const [img] = JSON.parse(await ok('inspect', 'sample:v1')) as ImageJson[];
     t.is(img!.name, 'sample:v1');
@@ -133,12 +145,14 @@ test('ps HEALTH, logs <service>, inspect, images, stats, top, restart, events: t
     t.regex(top, /\/bin\/sh \/bin\/app/);
     t.regex(top, /httpd -p 8080 -h \/www/);
 
-    // restart: a new start, recorded as an event
+    // restart: a new start, recorded as an event; the lock dir is made again when gone (a reboot empties /run)
+    await fsp.rm(lockDir, { recursive: true, force: true });
     const before = doc!.State.StartedAt as string;
     t.is(await ok('restart', '-t', '1', 'web'), 'web\n');
     const [after] = JSON.parse(await ok('inspect', 'web')) as InspectJson[];
     t.is(after!.State.Status, 'running');
     t.true(Date.parse(after!.State.StartedAt) > Date.parse(before), `${via}: restarted`);
+    t.true(existsSync(lockDir), `${via}: lock dir made again`);
     const events = (await ok('events', '--since', '10m', '--until', '0s', '--format', '{{.Action}}'))
       .trim()
       .split('\n');

@@ -80,7 +80,7 @@ export async function serviceToAppSpec(
     } else if (v.type === 'bind') volumes.push({ source: v.source!, target: v.target, readOnly: v.readOnly });
     else throw invalidInput(`tmpfs mount ${v.target}: not supported by the runtime yet`);
   }
-  if (lockDir) volumes.push({ source: lockDir, target: UPDATE_LOCK_MOUNT, readOnly: false });
+  if (lockDir) volumes.push({ source: lockDir, target: UPDATE_LOCK_MOUNT, readOnly: false, ensure: true });
   const devices = [];
   for (const d of spec.devices) devices.push(await statDevice(d.hostPath, d.containerPath));
   return {
