@@ -7,11 +7,6 @@ import { invalidInput } from '../lib/errors.js';
 
 export type Row = Record<string, unknown>;
 
-/** Print rows as an aligned table. */
-export function printTable(rows: Array<Record<string, string | number>>, columns: string[]): void {
-  process.stdout.write(renderTable(rows, columns));
-}
-
 export function renderTable(
   rows: ReadonlyArray<Row>,
   columns: readonly string[],
@@ -72,6 +67,14 @@ export interface Column {
   key: string;
   header: string;
 }
+
+/** Columns whose headers are their keys in capitals. */
+export function columnsOf(...keys: string[]): Column[] {
+  return keys.map((key) => ({ key, header: key.toUpperCase() }));
+}
+
+/** The help text of every listing's `--format`. */
+export const FORMAT_HELP = "table (default) | json | a template, e.g. '{{.Name}}'";
 
 /** Look a template field up the way docker users write it: `.ID`, `.Id`, `.id`, `.Names`/`.Name`… */
 function field(row: Row, name: string): unknown {

@@ -68,6 +68,12 @@ test('YAML and validation errors exit 2 and name the file and line', (t) => {
   );
   t.regex(v.stderr, new RegExp(`${invalid}:5:13: services\\.web\\.ports\\[0\\]: invalid port`));
 
+  const valid = path.join(dir, 'ok.yaml');
+  writeFileSync(valid, 'name: demo\nservices:\n  web:\n    image: x:1\n  db:\n    image: y:2\n');
+  const listing = berth(['target', 'validate', valid, '--format', '{{.Service}}={{.Image}}']);
+  t.is(listing.code, 0, listing.stderr);
+  t.is(listing.stdout, 'web=x:1\ndb=y:2\n', 'listings take --format templates');
+
   const cfg = path.join(dir, 'berth.yaml');
   writeFileSync(cfg, 'storage:\n  driver: [btrfs\n');
   const c = berth(['--config', cfg, '--state-dir', path.join(dir, 's'), 'image', 'ls']);

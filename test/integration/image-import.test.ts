@@ -389,8 +389,13 @@ test('push and import share one reader: a skopeo docker-archive pushed to the fl
     '--json',
   ]);
   t.is(viaImport.code, 0, viaImport.stderr);
-  const push = berth(['--state-dir', tempDir('push'), 'fleet', 'push', docker, '--tag', 'bb:1']);
+  const fleet = tempDir('push');
+  const push = berth(['--state-dir', fleet, 'fleet', 'push', docker, '--tag', 'bb:1']);
   t.is(push.code, 0, push.stderr);
+  t.is(
+    berth(['--state-dir', fleet, 'fleet', 'images', '--format', '{{.Name}} {{.Platforms}}']).stdout,
+    'bb:1 linux/amd64\n',
+  );
   t.true(
     push.stdout.startsWith(`bb:1 ${JSON.parse(viaImport.stdout).images[0].digest} linux/amd64`),
     push.stdout,
