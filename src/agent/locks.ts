@@ -12,7 +12,7 @@
  * checked, since node has no flock — an app that crashes while holding the lock leaves the file behind,
  * which the override flag (or removing the file) resolves.
  */
-import { mkdir, stat } from 'node:fs/promises';
+import { chmod, mkdir, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { assertSafeName } from '../lib/ids.js';
 import { DEFAULT_STATE_DIR, stateDirKey } from '../runtime/network/resolve.js';
@@ -30,6 +30,9 @@ export class HostUpdateLocks implements UpdateLocks {
 
   async dir(app: string): Promise<string> {
     const d = path.join(this.root, assertSafeName('app name', app));
+    // only root walks to the lock dirs (a container could make a device node in its own): as the state dir
+    await mkdir(this.root, { recursive: true, mode: 0o700 });
+    await chmod(this.root, 0o700);
     await mkdir(d, { recursive: true, mode: 0o755 });
     return d;
   }

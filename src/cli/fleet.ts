@@ -9,6 +9,8 @@ import { FleetServer } from '../fleet/server.js';
 import { writeFileAtomic } from '../lib/atomic.js';
 import { invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
+import { parseJsonOrThrow } from '../lib/json-bounds.js';
+import { MAX_MESSAGE_DEPTH, MAX_REPLY_BYTES } from '../transport/messages.js';
 import { deviceTopic } from '../transport/topics.js';
 import type { CliContext } from './context.js';
 import { registerFleetCommand } from './fleet-command.js';
@@ -171,7 +173,14 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
       await conn.subscribe(topic, 1);
       const payload = await got;
       if (!payload) throw notFound(`no reported state from device ${device} on ${topic}`);
-      printJson(JSON.parse(payload.toString('utf8')));
+      // whatever sits on the topic came from a broker client: bounded before it is parsed and printed
+      printJson(
+        parseJsonOrThrow(
+          payload,
+          { maxBytes: MAX_REPLY_BYTES, maxDepth: MAX_MESSAGE_DEPTH },
+          `state of ${device}`,
+        ),
+      );
     });
   });
 

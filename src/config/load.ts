@@ -62,6 +62,9 @@ export function setPath(tree: Tree, keyPath: string[], value: unknown): void {
   node[keyPath[keyPath.length - 1]!] = value;
 }
 
+/** A config file is a few KB; anything near this is not one. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 function readConfigSource(file: string): { tree: Tree; src: ParsedSource } {
   let text: string;
   try {
@@ -69,8 +72,9 @@ function readConfigSource(file: string): { tree: Tree; src: ParsedSource } {
   } catch (err) {
     throw withContext(`cannot read config file ${file}`, err);
   }
-  // YAML is a superset of JSON; a syntax error names the file, line and column
-  const src = parseSource(text, file);
+  // YAML is a superset of JSON; bounded in size, nesting and alias expansion before it is parsed, and a
+  // syntax error names the file, line and column
+  const src = parseSource(text, file, { maxBytes: MAX_CONFIG_BYTES }, `config file ${file}`);
   const parsed = src.value;
   if (parsed === null || parsed === undefined) return { tree: {}, src };
   if (!isPlain(parsed)) throw invalidInput(`config file ${file}: expected a mapping at the top level`);

@@ -10,6 +10,7 @@
  * `berth.update.handover-timeout` and `berth.update.override-lock`.
  */
 import { BerthError, invalidInput } from '../lib/errors.js';
+import { DEFAULT_MAX_DEPTH, parseJsonBounded } from '../lib/json-bounds.js';
 import {
   formatPath,
   type IssuePath,
@@ -669,6 +670,14 @@ function parseTopLevelSet(
   return out;
 }
 
+/**
+ * How big a compose or target file may be: parsing costs (the yaml library takes seconds per MiB here),
+ * and the agent refuses targets over 1 MiB on the wire anyway. Nesting and alias expansion are bounded
+ * too (lib/yaml-bounds.ts), before anything recursive runs.
+ */
+export const MAX_TARGET_FILE_BYTES = 4 * 1024 * 1024;
+const FILE_LIMITS = { maxBytes: MAX_TARGET_FILE_BYTES };
+
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const SAFE_NAME_RULE = 'use 1-63 of [A-Za-z0-9_.-], starting with a letter or digit';
 
@@ -718,7 +727,7 @@ function composePath(p: IssuePath, origins: Record<string, ServiceOrigin>): Issu
 
 /** Parse compose YAML text into one app of a target, every problem at once with its line. */
 export function composeToApp(text: string, file = 'compose file'): App {
-  return composeSourceToApp(parseSource(text, file));
+  return composeSourceToApp(parseSource(text, file, FILE_LIMITS));
 }
 
 function composeSourceToApp(src: ParsedSource): App {
@@ -787,17 +796,31 @@ export function loadTargetText(
   fileName: string,
   opts: { app?: string; version?: number } = {},
 ): Target {
-  const src = parseSource(text, fileName);
   if (/\.ya?ml$/i.test(fileName)) {
+    const src = parseSource(text, fileName, FILE_LIMITS);
     const app = opts.app ?? composeProjectName(src);
     if (!app) throw invalidInput(`${fileName}: name the app (--app) or give the compose file a name: key`);
     if (!SAFE_NAME.test(app))
       throw invalidInput(`${fileName}: app name ${JSON.stringify(app)}: ${SAFE_NAME_RULE}`);
     return parseTarget({ version: opts.version ?? 0, apps: { [app]: composeSourceToApp(src) } }, fileName);
   }
-  let raw = src.value;
+  // JSON: the bounded fast parser; the YAML one (slower, but with positions) only to say where problems are
+  const parsed = parseJsonBounded(text, { ...FILE_LIMITS, maxDepth: DEFAULT_MAX_DEPTH });
+  if (!parsed.ok) {
+    const at = /position (\d+)/.exec(parsed.reason);
+    throw invalidInput(`${fileName}${at ? `:${lineCol(text, Number(at[1]))}` : ''}: ${parsed.reason}`);
+  }
+  let raw = parsed.value;
   if (opts.version !== undefined && raw && typeof raw === 'object') raw = { ...raw, version: opts.version };
   const res = TargetSchema.safeParse(raw);
-  if (!res.success) throwIssues(src, zodSourceIssues(res.error, TargetSchema));
+  if (!res.success)
+    throwIssues(parseSource(text, fileName, FILE_LIMITS), zodSourceIssues(res.error, TargetSchema));
   return res.data;
+}
+
+/** "line:col" (1-based) of a character offset in `text`. */
+function lineCol(text: string, offset: number): string {
+  const before = text.slice(0, offset);
+  const line = before.split('\n').length;
+  return `${line}:${offset - before.lastIndexOf('\n')}`;
 }

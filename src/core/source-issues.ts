@@ -8,6 +8,12 @@
 import { type Document, isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
 import { type ZodError, type ZodIssue, ZodObject, type ZodTypeAny } from 'zod';
 import { BerthError, invalidInput } from '../lib/errors.js';
+import {
+  assertDocumentBounded,
+  assertValueBounded,
+  assertYamlTextBounded,
+  type YamlLimits,
+} from '../lib/yaml-bounds.js';
 
 export type IssuePath = ReadonlyArray<string | number>;
 
@@ -19,9 +25,6 @@ export interface SourceIssue {
   line?: number;
   col?: number;
 }
-
-/** Files people write are small; anything larger is refused before it is parsed. */
-export const MAX_SOURCE_BYTES = 1024 * 1024;
 
 export interface ParsedSource {
   file: string;
@@ -42,14 +45,19 @@ export function formatPath(path: IssuePath): string {
 }
 
 /**
- * Parse YAML (or JSON) text; a syntax error is InvalidInput naming the file, line and column. Size is
- * bounded before parsing, aliases by the library (maxAliasCount).
+ * Parse YAML (or JSON) text from a file a person wrote; a syntax error is InvalidInput naming the file,
+ * line and column. Size, nesting and alias expansion are bounded before anything recursive runs
+ * (lib/yaml-bounds.ts, steps 1–2 before parsing, 4 before toJS, 5 after).
  */
-export function parseSource(text: string, file: string): ParsedSource {
-  if (Buffer.byteLength(text) > MAX_SOURCE_BYTES)
-    throw invalidInput(`${file}: larger than ${MAX_SOURCE_BYTES} bytes; not a file berth reads`);
+export function parseSource(text: string, file: string, limits: YamlLimits, what = file): ParsedSource {
+  assertYamlTextBounded(text, limits, what);
   const lineCounter = new LineCounter();
-  const doc: Document.Parsed = parseDocument(text, { lineCounter, prettyErrors: true, merge: true });
+  const doc: Document.Parsed = parseDocument(text, {
+    lineCounter,
+    prettyErrors: true,
+    merge: true,
+    uniqueKeys: true,
+  });
   if (doc.errors.length > 0) {
     const lines = doc.errors.map((e) => {
       const pos = e.linePos?.[0];
@@ -60,12 +68,14 @@ export function parseSource(text: string, file: string): ParsedSource {
       details: { file },
     });
   }
+  assertDocumentBounded(doc, limits, what);
   let value: unknown;
   try {
     value = doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
     throw invalidInput(`${file}: ${(err as Error).message}`);
   }
+  assertValueBounded(value, limits, what);
   const at = (offset: number) => lineCounter.linePos(offset);
   return {
     file,

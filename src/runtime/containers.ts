@@ -721,10 +721,16 @@ export class ContainerManager {
   }
 }
 
-/** Bind sources berth owns on a tmpfs (the update lock dir) are made again when a reboot took them. */
+/**
+ * Bind sources berth owns on a tmpfs (the update lock dir) are made again when a reboot took them, behind
+ * a parent only root walks through (src/agent/locks.ts).
+ */
 async function ensureOwnedBindSources(req: CreateRequest): Promise<void> {
-  for (const v of req.app.volumes ?? [])
-    if (v.ensure) await fsp.mkdir(v.source, { recursive: true, mode: 0o755 });
+  for (const v of req.app.volumes ?? []) {
+    if (!v.ensure) continue;
+    await fsp.mkdir(path.dirname(v.source), { recursive: true, mode: 0o700 });
+    await fsp.mkdir(v.source, { recursive: true, mode: 0o755 });
+  }
 }
 
 function hostsFile(

@@ -256,7 +256,5 @@ test('loadTargetText: compose YAML becomes a one-app target, JSON is validated; 
     },
   );
   t.is(j.version, 9);
-  t.throws(() => loadTargetText('{nope', 't.json'), {
-    message: /t\.json is not valid YAML\/JSON:\n {2}t\.json:1:6: /,
-  });
+  t.throws(() => loadTargetText('{nope', 't.json'), { message: /^t\.json:1:2: not valid JSON/ });
 });

@@ -1,7 +1,12 @@
 import test from 'ava';
 import { chooseDriver, devmapperConfigured } from '../../src/snapshots/factory.js';
 import { classifyWhiteout, entryParts, layerXattrs } from '../../src/snapshots/layer-paths.js';
-import { compactOverlayOptions, MOUNT_DATA_LIMIT, mountArgs } from '../../src/snapshots/mount.js';
+import {
+  compactOverlayOptions,
+  MOUNT_DATA_LIMIT,
+  mountArgs,
+  nodevRemounts,
+} from '../../src/snapshots/mount.js';
 import { encodeSpecials } from '../../src/snapshots/native-storage.js';
 import { directTarget } from '../../src/snapshots/unpack.js';
 
@@ -54,13 +59,34 @@ test('compactOverlayOptions leaves short options alone and relativizes long ones
   t.true(c.options[3]!.startsWith('lowerdir=1/fs:2/fs:'));
 });
 
-test('mountArgs: bind without -t, overlay with -t and the compaction cwd', (t) => {
+test('mountArgs: bind without -t, overlay with -t and the compaction cwd; every snapshot mount nodev', (t) => {
   t.deepEqual(mountArgs({ type: 'bind', source: '/s', options: ['ro'] }, '/t'), {
-    args: ['-o', 'rbind,ro', '/s', '/t'],
+    args: ['-o', 'rbind,ro,nodev', '/s', '/t'],
   });
   t.deepEqual(mountArgs({ type: 'overlay', source: 'overlay', options: ['lowerdir=/a:/b'] }, '/t'), {
-    args: ['-t', 'overlay', '-o', 'lowerdir=/a:/b', 'overlay', '/t'],
+    args: ['-t', 'overlay', '-o', 'lowerdir=/a:/b,nodev', 'overlay', '/t'],
   });
+  // devmapper: ext4 of a thin device, with and without ro; nodev given once only
+  t.deepEqual(mountArgs({ type: 'ext4', source: '/dev/mapper/x', options: [] }, '/t'), {
+    args: ['-t', 'ext4', '-o', 'nodev', '/dev/mapper/x', '/t'],
+  });
+  t.deepEqual(mountArgs({ type: 'ext4', source: '/dev/mapper/x', options: ['ro', 'nodev'] }, '/t'), {
+    args: ['-t', 'ext4', '-o', 'ro,nodev', '/dev/mapper/x', '/t'],
+  });
+});
+
+test('nodevRemounts: mounts under the dir without nodev get it, their other flags kept', (t) => {
+  const mounts = [
+    { point: '/s/containers/a/rootfs', options: ['rw', 'relatime'] },
+    { point: '/s/containers/b/rootfs', options: ['rw', 'nodev', 'relatime'] },
+    { point: '/s/containers/c/rootfs', options: ['ro', 'nosuid'] },
+    { point: '/s/containers-other/x', options: ['rw'] },
+    { point: '/', options: ['rw'] },
+  ];
+  t.deepEqual(nodevRemounts(mounts, '/s/containers'), [
+    ['-o', 'remount,bind,rw,relatime,nodev', '/s/containers/a/rootfs'],
+    ['-o', 'remount,bind,ro,nosuid,nodev', '/s/containers/c/rootfs'],
+  ]);
 });
 
 test('directTarget: rw bind and overlay upperdir are written directly; ro and others mount', (t) => {

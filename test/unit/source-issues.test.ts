@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test from 'ava';
 import { loadConfig } from '../../src/config/load.js';
-import { loadTargetText } from '../../src/core/compose.js';
-import { didYouMean, editDistance, formatPath, MAX_SOURCE_BYTES } from '../../src/core/source-issues.js';
+import { loadTargetText, MAX_TARGET_FILE_BYTES } from '../../src/core/compose.js';
+import { didYouMean, editDistance, formatPath } from '../../src/core/source-issues.js';
 import type { BerthError } from '../../src/lib/errors.js';
 
 const COMPOSE = `name: demo
@@ -75,8 +75,11 @@ test('YAML syntax errors name the file, line and column', (t) => {
   ) as BerthError;
   t.is(err.code, 'InvalidInput');
   t.regex(err.message, /^compose\.yml is not valid YAML\/JSON:\n {2}compose\.yml:\d+:\d+: /);
-  t.throws(() => loadTargetText('x'.repeat(MAX_SOURCE_BYTES + 1), 'big.yml'), {
-    message: /big\.yml: larger than 1048576 bytes/,
+  t.throws(() => loadTargetText('x'.repeat(MAX_TARGET_FILE_BYTES + 1), 'big.yml'), {
+    message: /^big\.yml: 4194305 bytes exceeds 4194304$/,
+  });
+  t.throws(() => loadTargetText('{"version": 1, "apps": {', 'broken.json'), {
+    message: /^broken\.json:1:25: not valid JSON: /,
   });
 });
 

@@ -48,7 +48,8 @@ export class HostClaims {
    * replaced. Returns the holder that blocks the claim, or undefined when the claim is ours.
    */
   private async claim<T>(file: string, value: T, mine: (v: T) => boolean, stale: (v: T) => Promise<boolean>) {
-    await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
+    // only root reads who holds what (the claims name state dirs)
+    await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
     const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
     await fsp.writeFile(tmp, JSON.stringify(value));
     try {

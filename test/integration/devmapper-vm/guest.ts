@@ -272,6 +272,28 @@ dmTest('unpack applies OCI layers (whiteouts, opaque dirs, links) into thin snap
   t.is((await sn.stat(c2!)).parent, c1);
 });
 
+dmTest(
+  'thin-device mounts are nodev, under a 0700 dir: a device node in a snapshot does not open',
+  async (t, p) => {
+    const sn = await p.open();
+    await sn.recover();
+    await sn.prepare('devnode');
+    await withTempMount(await sn.mounts('devnode'), async (d) => {
+      const point = (await readFile('/proc/self/mountinfo', 'utf8'))
+        .split('\n')
+        .map((l) => l.split(' '))
+        .find((f) => f[4] === d);
+      t.truthy(point, `${d} is a mount point`);
+      t.true(point![5]!.split(',').includes('nodev'), `options ${point![5]}`);
+      t.is((await lstat(path.dirname(d))).mode & 0o777, 0o700, 'the mount point sits in a 0700 dir');
+      await exec('mknod', ['-m', '0666', path.join(d, 'zero'), 'c', '1', '5']);
+      const r = await exec('head', ['-c', '1', path.join(d, 'zero')], { allowFailure: true });
+      t.not(r.code, 0, 'root cannot open a device node through the nodev mount');
+      t.regex(r.stderr, /Permission denied/);
+    });
+  },
+);
+
 // The harness itself (test/vm), checked in the same boot: what the runtime's cgroup v2 tests rely on.
 test('vm: a pure cgroup v2 hierarchy with controllers delegated, /usr from the host read-only', async (t: T) => {
   const mounts = await readFile('/proc/self/mounts', 'utf8');
