@@ -61,6 +61,9 @@ export class CliContext {
     const dir = this.stateDir;
     if (!this.prepared) {
       prepareDir(dir, 'state dir');
+      // every command that opens the state dir leaves it locked down (src/lib/state-dir.ts); before
+      // anything is made in it, so what berth makes has its mode from the start and nothing needs a warning
+      secureStateDir(dir, this.log);
       this.prepared = true;
     }
     return dir;
@@ -70,8 +73,6 @@ export class CliContext {
     if (!this._db) {
       this.ensureStateDir();
       const db = openDatabase(path.join(this.stateDir, 'berth.db'));
-      // every command that opens the state dir leaves it locked down (src/lib/state-dir.ts)
-      secureStateDir(this.stateDir, this.log);
       this._db = db;
       this.closers.push(() => {
         db.close();
