@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
+import { isBerthError } from '../../src/lib/errors.js';
 import { exec } from '../../src/lib/exec.js';
 import { stateDirKey } from '../../src/runtime/network/resolve.js';
 import { buildSampleImages, pushSampleImages, startAgentStack } from '../helpers/agent-stack.js';
@@ -64,20 +65,38 @@ test('ps HEALTH, logs <service>, inspect, images, stats, top, restart, events: t
   });
   // the app's update lock dir: on the run dir's tmpfs, in a directory of this state dir's own
   const lockDir = path.join(runDir, stateDirKey(stack.stateDir), 'locks', 'shop');
-  await stack.deploy(
-    {
-      shop: {
-        services: {
-          web: {
-            image: 'sample:v1',
-            networkMode: 'none',
-            stopTimeoutMs: 500,
-            healthcheck: { probe: { type: 'exec', command: ['true'] }, intervalMs: 200, timeoutMs: 1000 },
+  // the fleet's own broker connection may still be coming up on a loaded machine: publish once it is
+  await waitFor(
+    () =>
+      stack
+        .deploy(
+          {
+            shop: {
+              services: {
+                web: {
+                  image: 'sample:v1',
+                  networkMode: 'none',
+                  stopTimeoutMs: 500,
+                  healthcheck: {
+                    probe: { type: 'exec', command: ['true'] },
+                    intervalMs: 200,
+                    timeoutMs: 1000,
+                  },
+                },
+              },
+            },
           },
-        },
-      },
-    },
-    ['sample:v1'],
+          ['sample:v1'],
+        )
+        .then(
+          () => true,
+          (err: unknown) => {
+            if (!isBerthError(err, 'Unavailable')) throw err;
+            return false;
+          },
+        ),
+    60_000,
+    'target published',
   );
   const cli = (...args: string[]) =>
     exec(process.execPath, [BERTH_BUNDLE, '--state-dir', stack.stateDir, '--log-level', 'warn', ...args], {
