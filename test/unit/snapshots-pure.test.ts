@@ -1,6 +1,11 @@
 import test from 'ava';
 import { chooseDriver, devmapperConfigured } from '../../src/snapshots/factory.js';
-import { classifyWhiteout, entryParts, layerXattrs } from '../../src/snapshots/layer-paths.js';
+import {
+  checkLayerHeader,
+  classifyWhiteout,
+  entryParts,
+  layerXattrs,
+} from '../../src/snapshots/layer-paths.js';
 import {
   compactOverlayOptions,
   MOUNT_DATA_LIMIT,
@@ -144,4 +149,28 @@ test('chooseDriver: explicit wins; auto prefers btrfs, then a configured thin po
   t.false(devmapperConfigured(dm));
   t.true(devmapperConfigured({ ...dm, poolName: 'p' }));
   t.true(devmapperConfigured({ ...dm, dataDevice: '/d', metadataDevice: '/m' }));
+});
+
+test('checkLayerHeader refuses what the fallback unpacker cannot apply faithfully', (t) => {
+  t.notThrows(() => checkLayerHeader({ name: 'f', type: 'file', size: 10 }));
+  t.notThrows(() => checkLayerHeader({ name: 'd/', type: 'directory', size: 0 }));
+  t.notThrows(() => checkLayerHeader({ name: 'l', type: 'symlink', size: 0, pax: { path: 'l' } }));
+  for (const pax of [
+    { 'GNU.sparse.major': '1', 'GNU.sparse.minor': '0', 'GNU.sparse.name': 'f' },
+    { 'GNU.sparse.map': '0,10', 'GNU.sparse.size': '100' },
+    { 'GNU.sparse.offset': '0', 'GNU.sparse.numbytes': '10' },
+  ]) {
+    t.throws(() => checkLayerHeader({ name: 'GNUSparseFile.1/f', type: 'file', size: 10, pax }), {
+      code: 'InvalidInput',
+      message: /GNU sparse file/,
+    });
+  }
+  // tar-stream knows no old GNU sparse 'S', volume labels, dumpdirs…: type null
+  t.throws(() => checkLayerHeader({ name: 's', type: null, size: 10 }), { message: /unsupported type/ });
+  for (const type of ['symlink', 'link', 'directory', 'character-device', 'fifo']) {
+    t.throws(() => checkLayerHeader({ name: 'x', type, size: 512 }), {
+      code: 'Corrupt',
+      message: /cannot carry 512/,
+    });
+  }
 });

@@ -1,6 +1,7 @@
 /**
  * Runs INSIDE the test VM (test/vm): the snapshotter conformance suite against the devmapper backend on
- * real thin pools, then devmapper's own checks (pool from block devices, device states, recovery after
+ * real thin pools, the tar-slip corpus (unpack-safety-suite.ts) with both extractors, then devmapper's
+ * own checks (pool from block devices, device states, recovery after
  * a "reboot", deferred removal, pool status). Bundled by the host test (devmapper-vm.test.ts) and run
  * with the host's node over 9p; prints BERTH-TEST lines (test/vm/mini-ava.ts). Exit code 1 on failure.
  *
@@ -21,6 +22,7 @@ import { type DevmapperOptions, DevmapperSnapshotter } from '../../../src/snapsh
 import { withTempMount } from '../../../src/snapshots/mount.js';
 import { unpackLayer } from '../../../src/snapshots/unpack.js';
 import { type SuiteFixture, snapshotterSuite } from '../../conformance/snapshotter-suite.js';
+import { unpackSafetySuite } from '../../conformance/unpack-safety-suite.js';
 import { makeTar } from '../../helpers/layer-tar.js';
 import { createMiniAva, type MiniContext } from '../../vm/mini-ava.js';
 
@@ -81,6 +83,16 @@ snapshotterSuite(
   },
   { serial: true },
 );
+
+// the tar-slip corpus on devmapper, with both extractors (test/conformance/unpack-safety-suite.ts)
+for (const unpacker of ['native', 'node'] as const) {
+  unpackSafetySuite(test as unknown as TestFn, 'devmapper', unpacker, async () => {
+    const p = freshPool({ discard: false });
+    const sn = await p.open();
+    await sn.recover();
+    return { sn, cleanup: () => p.cleanup() };
+  });
+}
 
 type T = MiniContext;
 const dmTest = (title: string, body: (t: T, p: Pool) => Promise<void>, extra?: Partial<DevmapperOptions>) =>
