@@ -17,7 +17,6 @@ import { exec } from '../src/lib/exec.js';
 import { type Digest, sha256Digest } from '../src/oci/digest.js';
 import type { Unpacker } from '../src/snapshots/apply.js';
 import { BtrfsSnapshotter } from '../src/snapshots/btrfs.js';
-import { syncReadStream } from '../src/snapshots/fsutil.js';
 import { OverlaySnapshotter } from '../src/snapshots/overlay.js';
 import type { Snapshotter } from '../src/snapshots/snapshotter.js';
 import { unpackLayer } from '../src/snapshots/unpack.js';

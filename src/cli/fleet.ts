@@ -22,7 +22,7 @@ import {
   mqttOptionsFrom,
   untilSignal,
 } from './mqtt-options.js';
-import { humanSize, printJson, printTable } from './output.js';
+import { columnsOf, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
 import { pushImage } from './push.js';
 
 export function registerFleet(program: Command, ctx: () => CliContext): void {
@@ -90,7 +90,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
   fleet
     .command('push <source>')
     .description(
-      'import an image (OCI layout dir, oci-archive or docker-archive) into the fleet, every platform kept',
+      'import an image (OCI layout dir, oci-archive or docker-archive; <source>:<ref> picks one of several) into the fleet, every platform kept',
     )
     .requiredOption('--tag <name:tag>', 'name the image is deployed and pulled by')
     .action(async (source: string, opts: { tag: string }) => {
@@ -102,11 +102,11 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
   fleet
     .command('images')
     .description('list images in the fleet')
-    .option('--json', 'print JSON')
-    .action((opts: { json?: boolean }) => {
+    .option('--format <format>', FORMAT_HELP)
+    .option('--json', 'print JSON (same as --format json)')
+    .action((opts: { json?: boolean; format?: string }) => {
       const rows = new FleetRegistry(ctx().db).images();
-      if (opts.json) return printJson(rows);
-      printTable(
+      printListing(
         rows.map((r) => ({
           name: r.name,
           digest: r.digest.slice(0, 19),
@@ -114,28 +114,36 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
           size: humanSize(r.totalSize),
           pushed: new Date(r.pushedAt).toISOString(),
         })),
-        ['name', 'digest', 'platforms', 'size', 'pushed'],
+        columnsOf('name', 'digest', 'platforms', 'size', 'pushed'),
+        opts,
+        rows,
       );
     });
 
   fleet
     .command('devices')
     .description('list devices: online/offline, last seen, platform, target versions received')
-    .option('--json', 'print JSON')
-    .action((opts: { json?: boolean }) => {
+    .option('--format <format>', FORMAT_HELP)
+    .option('--json', 'print JSON (same as --format json)')
+    .action((opts: { json?: boolean; format?: string }) => {
       const reg = new FleetRegistry(ctx().db);
       const rows = reg.devices();
-      if (opts.json) return printJson(rows);
-      printTable(
+      printListing(
         rows.map((d) => ({
           id: d.id,
           state: d.online ? 'online' : 'offline',
-          'last seen': new Date(d.lastSeen).toISOString(),
+          lastSeen: new Date(d.lastSeen).toISOString(),
           platform: d.platform ?? '',
           groups: d.groups.join(','),
           target: `device v${d.deviceVersion ?? '-'} group v${d.groupVersion ?? '-'}`,
         })),
-        ['id', 'state', 'last seen', 'platform', 'groups', 'target'],
+        [
+          ...columnsOf('id', 'state'),
+          { key: 'lastSeen', header: 'LAST SEEN' },
+          ...columnsOf('platform', 'groups', 'target'),
+        ],
+        opts,
+        rows,
       );
     });
 

@@ -2,12 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
 import { z } from 'zod';
 import type { Db } from '../db/database.js';
-import { BerthError, corrupt, invalidInput, withContext } from '../lib/errors.js';
+import { BerthError, corrupt, invalidInput, notFound, withContext } from '../lib/errors.js';
 import { type Digest, digestHex, sha256Digest } from '../oci/digest.js';
 import { MediaTypes } from '../oci/media-types.js';
 import type { PlatformSpec } from '../oci/platform.js';
@@ -32,8 +33,8 @@ export interface ImportOptions {
   allPlatforms?: boolean;
   /** Name for the image, overriding names found in the source. */
   tag?: string;
-  /** Called with bytes read from the source so far (progress bars). */
-  onProgress?: (bytes: number) => void;
+  /** Called with bytes read from the source so far and the source's size (progress bars). */
+  onProgress?: (bytes: number, total: number) => void;
 }
 
 export interface ImportResult {
@@ -61,10 +62,11 @@ interface Scanned {
  * import holds them), so bad input leaves nothing behind.
  */
 export async function importImage(
-  source: string,
+  sourceSpec: string,
   deps: { store: ContentStore; db: Db },
   opts: ImportOptions,
 ): Promise<ImportResult> {
+  const { path: source, ref, transport } = await resolveImageSource(sourceSpec);
   const images = new ImageRepo(deps.db, deps.store);
   const leases = new Leases(deps.db);
   const lease = leases.create(`import-${randomBytes(6).toString('hex')}`);
@@ -79,14 +81,18 @@ export async function importImage(
   };
   try {
     const scanned = await scanSource(source, deps.store, track, opts.onProgress);
-    const plans =
+    if (transport && transport !== scanned.format)
+      throw invalidInput(`${sourceSpec}: ${source} is ${scanned.format}, not ${transport}`);
+    let plans =
       scanned.format === 'docker-archive'
         ? await planDockerArchive(scanned, deps.store, track, source)
         : await planOciLayout(scanned, deps.store, track, source);
     if (plans.length === 0) throw invalidInput(`${source}: no image found in the source`);
+    if (ref !== undefined) plans = selectPlans(plans, ref, source, scanned.format);
     if (opts.tag && plans.length > 1) {
+      const names = plans.map((p) => p.ref ?? p.name ?? '(unnamed)');
       throw invalidInput(
-        `${source} holds ${plans.length} images; --tag names only one (import them without --tag)`,
+        `${source} holds ${plans.length} images (${names.join(', ')}); --tag names one: pick it with ${source}:<ref>, e.g. ${source}:${names[0]}`,
       );
     }
     const records: Array<Omit<ImageRecord, 'createdAt'>> = [];
@@ -149,17 +155,18 @@ async function scanSource(
   source: string,
   store: ContentStore,
   track: Track,
-  onProgress?: (bytes: number) => void,
+  onProgress?: (bytes: number, total: number) => void,
 ): Promise<Scanned> {
   let st: import('node:fs').Stats;
   try {
     st = await fsp.stat(source);
   } catch (err) {
-    throw withContext(`cannot read image source ${source}`, err);
+    throw withContext(`image source ${source} (${EXPECTED_SOURCE})`, err);
   }
   if (st.isDirectory()) return scanOciDir(source);
-  if (!st.isFile()) throw invalidInput(`${source} is neither an OCI layout directory nor an archive file`);
-  return scanTar(source, store, track, onProgress);
+  if (!st.isFile())
+    throw invalidInput(`image source ${source} is neither a directory nor a file (${EXPECTED_SOURCE})`);
+  return scanTar(source, st.size, store, track, onProgress);
 }
 
 async function scanOciDir(dir: string): Promise<Scanned> {
@@ -182,7 +189,7 @@ async function readSmallFile(file: string, missingMsg: string): Promise<Buffer> 
     return await fsp.readFile(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw invalidInput(missingMsg);
-    throw err;
+    throw withContext(`cannot read ${file}`, err);
   }
 }
 
@@ -207,9 +214,10 @@ export function archiveEntryPath(name: string): string {
 
 async function scanTar(
   file: string,
+  size: number,
   store: ContentStore,
   track: Track,
-  onProgress?: (bytes: number) => void,
+  onProgress?: (bytes: number, total: number) => void,
 ): Promise<Scanned> {
   const extract = tarStream.extract();
   const small = new Map<string, Buffer>();
@@ -285,20 +293,25 @@ async function scanTar(
     );
   });
 
-  const src = createReadStream(file);
-  if (onProgress) {
-    let n = 0;
-    src.on('data', (b) => {
-      n += (b as Buffer).length;
-      onProgress(n);
-    });
-  }
+  // Bytes are counted inside the pipeline: a 'data' listener on the file stream would start it flowing
+  // before the pipeline is attached, and the tar parser would miss the archive's first blocks.
+  let n = 0;
+  const count = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      n += chunk.length;
+      onProgress?.(n, size);
+      cb(null, chunk);
+    },
+  });
   try {
     const head = await peek(file, 2);
-    if (head[0] === 0x1f && head[1] === 0x8b) await pipeline(src, createGunzip(), extract);
-    else await pipeline(src, extract);
+    const src = createReadStream(file);
+    if (head[0] === 0x1f && head[1] === 0x8b) await pipeline(src, count, createGunzip(), extract);
+    else await pipeline(src, count, extract);
   } catch (err) {
     if (err instanceof BerthError) throw err;
+    if ((err as NodeJS.ErrnoException).code && (err as NodeJS.ErrnoException).syscall)
+      throw withContext(`cannot read ${file}`, err);
     const msg = (err as Error).message ?? String(err);
     throw invalidInput(`${file}: not a readable tar archive (${msg})`, err);
   }
@@ -337,10 +350,83 @@ async function collect(stream: Readable): Promise<Buffer> {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The source: a path, optionally a transport (skopeo's words) and a reference selecting one image.
+
+const EXPECTED_SOURCE =
+  'expected an OCI image layout directory, an oci-archive or a docker-archive tar; <path>:<ref> selects one image';
+
+const TRANSPORTS = {
+  oci: 'oci-layout',
+  'oci-archive': 'oci-archive',
+  'docker-archive': 'docker-archive',
+} as const;
+
+export interface ImageSource {
+  path: string;
+  /** the image to take from a source that holds several (OCI ref.name, docker RepoTag) */
+  ref?: string | undefined;
+  /** the format the spec insisted on (`oci:…`, `oci-archive:…`, `docker-archive:…`) */
+  transport?: SourceFormat | undefined;
+}
+
+const exists = (p: string) =>
+  fsp.stat(p).then(
+    () => true,
+    () => false,
+  );
+
+/**
+ * `[transport:]path[:ref]`, as skopeo writes `oci:dir:ref`: the path is the shortest prefix (split at a
+ * colon) that exists, so paths containing colons still work; a spec naming nothing that exists is
+ * NotFound with what was expected.
+ */
+export async function resolveImageSource(spec: string): Promise<ImageSource> {
+  let rest = spec;
+  let transport: SourceFormat | undefined;
+  const t = /^(oci|oci-archive|docker-archive):(.+)$/.exec(spec);
+  if (t && !(await exists(spec))) {
+    transport = TRANSPORTS[t[1] as keyof typeof TRANSPORTS];
+    rest = t[2]!;
+  }
+  if (await exists(rest)) return { path: rest, transport };
+  for (let i = rest.indexOf(':'); i > 0; i = rest.indexOf(':', i + 1)) {
+    const p = rest.slice(0, i);
+    if (await exists(p)) {
+      const ref = rest.slice(i + 1);
+      if (!ref) throw invalidInput(`image source ${spec}: empty reference after ${p}:`);
+      return { path: p, ref, transport };
+    }
+  }
+  throw notFound(`image source ${spec}: no such file or directory (${EXPECTED_SOURCE})`);
+}
+
+/** The plans `ref` names: OCI ref.name as written ("v1", "sample:v1") or the name berth would give it. */
+function selectPlans(plans: Plan[], ref: string, source: string, format: SourceFormat): Plan[] {
+  const strip = (s: string) => s.replace(/^docker\.io\/(library\/)?/, '');
+  const want = strip(ref);
+  const withTag = want.includes(':') || want.includes('@') ? want : `${want}:latest`;
+  const hit = plans.filter(
+    (p) =>
+      p.ref === ref ||
+      (p.ref !== undefined && strip(p.ref) === want) ||
+      p.name === want ||
+      p.name === withTag ||
+      (p.ref !== undefined && format === 'docker-archive' && strip(p.ref) === withTag),
+  );
+  if (hit.length === 0) {
+    const have = plans.map((p) => p.ref ?? p.name ?? '(unnamed)').join(', ');
+    throw notFound(`${source} has no image ${ref} (it has: ${have})`);
+  }
+  return hit;
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Planning: which images the source holds, as root descriptors already in the content store.
 
 interface Plan {
   name: string | undefined;
+  /** how the source names it (OCI ref.name annotation, docker RepoTag), for `source:ref` selection */
+  ref?: string | undefined;
   root: Descriptor;
 }
 
@@ -392,6 +478,7 @@ async function planOciLayout(
   if (named.length > 0 || index.manifests.length === 1) {
     return (named.length > 0 ? named : index.manifests).map((root) => ({
       name: refName(root.annotations?.['org.opencontainers.image.ref.name'], source),
+      ref: root.annotations?.['org.opencontainers.image.ref.name'],
       root,
     }));
   }
@@ -472,7 +559,7 @@ async function planDockerArchive(
     const root: Descriptor = { mediaType: MediaTypes.OciManifest, digest: mdigest, size: mbytes.length };
     const tags = e.RepoTags ?? [];
     if (tags.length === 0) plans.push({ name: undefined, root });
-    for (const t of tags) plans.push({ name: t.replace(/^docker\.io\/(library\/)?/, ''), root });
+    for (const t of tags) plans.push({ name: t.replace(/^docker\.io\/(library\/)?/, ''), ref: t, root });
   }
   return plans;
 }

@@ -31,6 +31,8 @@ import { buildTarget, publishTarget } from '../../src/fleet/deploy.js';
 import { loadFleetPrivateKey, resolvePublicKey } from '../../src/fleet/keys.js';
 import { exec } from '../../src/lib/exec.js';
 import { hostPlatform } from '../../src/oci/platform.js';
+import { HostClaims } from '../../src/runtime/network/host-claims.js';
+import { recordedNetwork } from '../../src/runtime/network/resolve.js';
 import { MqttConnection } from '../../src/transport/connection.js';
 import { deviceTopic } from '../../src/transport/topics.js';
 import { FLEET, type FleetSide, tempDir, testLog } from './fleet-harness.js';
@@ -120,6 +122,7 @@ export async function startAgentStack(
 ): Promise<AgentStack> {
   const { deviceId } = opts;
   const stateDir = await tempDir(t, `device-${deviceId}`);
+  const config = loadConfig({ env: {}, flags: { ...opts.config, stateDir } });
   const db = openDatabase(path.join(stateDir, 'berth.db'));
   const store = new ContentStore(path.join(stateDir, 'content'));
   const log = testLog();
@@ -142,6 +145,9 @@ export async function startAgentStack(
     if (device)
       for (const c of await device.manager.list({ all: true }))
         await device.manager.remove(c.id, { force: true }).catch(() => undefined);
+    // the host-wide subnet claim goes with the state dir (src/runtime/network/host-claims.ts)
+    const net = await recordedNetwork(stateDir);
+    if (net) await new HostClaims(config.runDir).releaseSubnet(net.subnet, stateDir);
     db.close();
   });
 
@@ -150,7 +156,7 @@ export async function startAgentStack(
   device = await startDeviceAgent({
     db,
     store,
-    config: loadConfig({ env: {}, flags: { ...opts.config, stateDir } }),
+    config,
     stateDir,
     log,
     connection,
