@@ -305,7 +305,7 @@ export async function resolvePlan(
   const have = parsePlatformString(r.platform);
   if (!opts.allPlatforms && (have.os !== want.os || have.architecture !== want.architecture)) {
     throw invalidInput(
-      `image ${name} is for ${r.platform}, this device is ${formatPlatform(want)} (use --platform to import it anyway)`,
+      `image ${name} is for ${r.platform}, this device is ${formatPlatform(want)} (use --platform to import or pull it anyway)`,
     );
   }
   return {

@@ -9,8 +9,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { AgentConnection } from '../../src/agent/connection.js';
+import { ImageRepo } from '../../src/content/images.js';
 import { ContentStore } from '../../src/content/store.js';
-import { openDatabase } from '../../src/db/database.js';
+import { type Db, openDatabase } from '../../src/db/database.js';
+import { isBerthError } from '../../src/lib/errors.js';
 import { BlobServer } from '../../src/transport/blob-server.js';
 import { MqttConnection } from '../../src/transport/connection.js';
 import { generateFleetKey, loadPrivateKey, loadPublicKey } from '../../src/transport/signing.js';
@@ -35,6 +37,8 @@ interface Setup {
   server: BlobServer;
   serverConn: MqttConnection;
   img: TestImage;
+  /** served as `arm:1`: a single-platform linux/arm64 image (the devices here are linux/amd64) */
+  arm: TestImage;
   layer: { digest: `sha256:${string}`; size: number };
   device(opts?: { policy?: FaultPolicy; id?: string; stateDir?: string }): Promise<Device>;
 }
@@ -42,6 +46,7 @@ interface Setup {
 interface Device {
   agent: AgentConnection;
   store: ContentStore;
+  db: Db;
   stateDir: string;
 }
 
@@ -56,6 +61,7 @@ async function setup(t: ExecutionContext): Promise<Setup> {
   const store = new ContentStore(path.join(fdir, 'content'));
   const img = await putTestImage(store, { layerSizes: [LAYER] });
   const layer = img.blobs.find((b) => b.size === LAYER)!;
+  const arm = await putTestImage(store, { layerSizes: [1000], platforms: [{ architecture: 'arm64' }] });
   const serverConn = new MqttConnection({
     url: 'mqtt://memory',
     clientId: 'fleet',
@@ -71,10 +77,10 @@ async function setup(t: ExecutionContext): Promise<Setup> {
     store,
     db,
     privateKey: loadPrivateKey(keys.privateKeyPem),
-    resolveImage: (name) =>
-      name === 'mem:1'
-        ? { mediaType: img.mediaType, digest: img.digest, size: img.blobs[0]!.size }
-        : undefined,
+    resolveImage: (name) => {
+      const i = name === 'mem:1' ? img : name === 'arm:1' ? arm : undefined;
+      return i && { mediaType: i.mediaType, digest: i.digest, size: i.blobs[0]!.size };
+    },
     log: testLog(),
     clock,
   });
@@ -113,15 +119,15 @@ async function setup(t: ExecutionContext): Promise<Setup> {
       await agent.stop();
       ddb.close();
     });
-    return { agent, store: dstore, stateDir };
+    return { agent, store: dstore, db: ddb, stateDir };
   };
-  return { broker, clock, server, serverConn, img, layer, device };
+  return { broker, clock, server, serverConn, img, arm, layer, device };
 }
 
-/** Pull `mem:1`, driving the manual clock until it settles. */
-async function pull(s: Setup, d: Device) {
+/** Pull `mem:1` (or `ref`), driving the manual clock until it settles. */
+async function pull(s: Setup, d: Device, ref = 'mem:1') {
   let settled = false;
-  const p = d.agent.pullImage('mem:1').finally(() => {
+  const p = d.agent.pullImage(ref).finally(() => {
     settled = true;
   });
   p.catch(() => undefined);
@@ -258,4 +264,17 @@ test('a device that dies mid-transfer resumes from its recorded bitmap: at most 
   const twice = s.server.stats.chunksServed - totalChunks;
   t.log(`killed after ${servedAtKill} chunks served; resumed ${resumed} B; chunks sent twice: ${twice}`);
   t.true(twice <= 8, `chunks sent twice ${twice} (window 8)`);
+});
+
+test('one image path: a pull goes through the checks an import does; an image for another platform is refused and not recorded', async (t) => {
+  const s = await setup(t);
+  const d = await s.device();
+  const err = await t.throwsAsync(pull(s, d, 'arm:1'));
+  t.true(isBerthError(err, 'InvalidInput'), String(err));
+  t.regex(err?.message ?? '', /image arm:1 is for linux\/arm64, this device is linux\/amd64/);
+  t.is(new ImageRepo(d.db, d.store).find('arm:1'), undefined, 'nothing recorded under the name');
+  // the same device pulls an image of its own platform through the same path
+  const r = await pull(s, d);
+  t.is(r.name, 'mem:1');
+  t.is(new ImageRepo(d.db, d.store).find('mem:1')?.digest, s.img.digest);
 });
