@@ -7,7 +7,6 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
-import type { Hono } from 'hono';
 import { withContext } from '../../lib/errors.js';
 
 export interface HttpListen {
@@ -23,8 +22,13 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
-export async function startHttpServer(app: Hono<never> | Hono, listen: HttpListen): Promise<HttpServer> {
-  const listener = getRequestListener(app.fetch as Parameters<typeof getRequestListener>[0], {
+/** Anything with a fetch handler (the hono app). */
+export interface FetchApp {
+  fetch: Parameters<typeof getRequestListener>[0];
+}
+
+export async function startHttpServer(app: FetchApp, listen: HttpListen): Promise<HttpServer> {
+  const listener = getRequestListener(app.fetch, {
     overrideGlobalObjects: false,
   });
   const common: http.ServerOptions = {

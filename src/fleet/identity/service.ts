@@ -45,6 +45,8 @@ export interface Actor {
   /** session cookie value hash, for logout and CSRF */
   sessionHash?: string;
   csrf?: string;
+  /** when the session or token stops working (ms) */
+  expiresAt?: number | null;
 }
 
 export const ANONYMOUS: Actor = { kind: 'anonymous', name: 'anonymous', role: null, userId: null };
@@ -211,24 +213,7 @@ export class IdentityService {
     password: string,
     source: string,
   ): Promise<{ cookie: string; csrf: string; user: UserInfo; expiresAt: number }> {
-    const keys = [`user:${name}`, `addr:${source}`];
-    const wait = Math.max(this.byUser.retryAfter(keys[0]!), this.byAddress.retryAfter(keys[1]!));
-    if (wait > 0)
-      throw new BerthError(
-        'RateLimited',
-        `too many failed logins; try again in ${Math.ceil(wait / 1000)} s`,
-        {
-          details: { retryAfterSeconds: Math.ceil(wait / 1000) },
-        },
-      );
-    const u = this.store.userByName(name);
-    const ok = await verifyPassword(password, u?.passwordHash ?? (await dummyPasswordHash()));
-    if (!u || !ok) {
-      this.byUser.fail(keys[0]!);
-      this.byAddress.fail(keys[1]!);
-      throw unauthenticated('wrong user name or password');
-    }
-    this.byUser.reset(keys[0]!);
+    const u = await this.checkPassword(name, password, source);
     const cookie = randomSecret(32);
     const csrf = randomSecret(32);
     const now = this.now();
@@ -242,6 +227,29 @@ export class IdentityService {
       lastSeenAt: now,
     });
     return { cookie, csrf, user: userInfo(u), expiresAt };
+  }
+
+  /** Check a user's password under the login rate limit (logins, and a user changing their password). */
+  async checkPassword(name: string, password: string, source: string): Promise<UserRow> {
+    const keys = [`user:${name}`, `addr:${source}`] as const;
+    const wait = Math.max(this.byUser.retryAfter(keys[0]), this.byAddress.retryAfter(keys[1]));
+    if (wait > 0)
+      throw new BerthError(
+        'RateLimited',
+        `too many failed logins; try again in ${Math.ceil(wait / 1000)} s`,
+        {
+          details: { retryAfterSeconds: Math.ceil(wait / 1000) },
+        },
+      );
+    const u = this.store.userByName(name);
+    const ok = await verifyPassword(password, u?.passwordHash ?? (await dummyPasswordHash()));
+    if (!u || !ok) {
+      this.byUser.fail(keys[0]);
+      this.byAddress.fail(keys[1]);
+      throw unauthenticated('wrong user name or password');
+    }
+    this.byUser.reset(keys[0]);
+    return u;
   }
 
   /** The actor behind a session cookie, or undefined (unknown, expired, idle too long). */
@@ -259,7 +267,15 @@ export class IdentityService {
     if (!u) return undefined;
     // Write the last use at most once a minute: every API call must not become a database write.
     if (now - s.lastSeenAt > 60_000) this.store.touchSession(idHash, now);
-    return { kind: 'user', name: u.name, role: u.role, userId: u.id, sessionHash: idHash, csrf: s.csrf };
+    return {
+      kind: 'user',
+      name: u.name,
+      role: u.role,
+      userId: u.id,
+      sessionHash: idHash,
+      csrf: s.csrf,
+      expiresAt: Math.min(s.expiresAt, s.lastSeenAt + this.idleMs),
+    };
   }
 
   logout(actor: Actor): void {
@@ -272,8 +288,9 @@ export class IdentityService {
 
   // tokens -----------------------------------------------------------------------------------------
   /**
-   * Make an API token. `creator` null means the server's state dir (the local CLI), which may make any
-   * role; a user may make tokens up to their own role.
+   * Make an API token. The local CLI (the server's state dir) may make any role; a user, or a token acting
+   * for its user, makes tokens up to its own role, owned by that user (a server-made token's are the
+   * server's).
    */
   createToken(
     creator: Actor,
@@ -284,10 +301,7 @@ export class IdentityService {
     if (opts.expiresAt !== undefined && opts.expiresAt <= this.now())
       throw invalidInput('expires: must be in the future');
     if (creator.kind !== 'local') {
-      if (creator.kind !== 'user' || creator.userId === null || !creator.role)
-        throw permissionDenied(
-          'API tokens are made by a logged-in user or on the server (berth fleet token create)',
-        );
+      if (!creator.role) throw permissionDenied('API tokens are made by a logged-in user or another token');
       if (!roleAllows(creator.role, opts.role))
         throw permissionDenied(`a ${creator.role} cannot make a ${opts.role} token`);
     }
@@ -331,7 +345,7 @@ export class IdentityService {
     if (t.userId !== null && t.userRole === null) return undefined; // creator gone (cascade raced)
     if (t.lastUsedAt === null || now - t.lastUsedAt > 60_000) this.store.touchToken(t.id, now);
     const role = t.userRole ? lesserRole(t.role, t.userRole) : t.role;
-    return { kind: 'token', name: t.name, role, userId: t.userId, tokenId: t.id };
+    return { kind: 'token', name: t.name, role, userId: t.userId, tokenId: t.id, expiresAt: t.expiresAt };
   }
 
   private tokenInfo(t: TokenRow): TokenInfo {
