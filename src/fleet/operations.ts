@@ -7,22 +7,43 @@
  * Finer rules than a route's role live here, since they depend on who asks: a user may change their own
  * password, see and revoke their own tokens; everything else about users and other tokens is admin work.
  */
-import { conflict, invalidInput, permissionDenied } from '../lib/errors.js';
-import type { ApiToken, AuditEntry, CommandAnswer, Session, User } from './api/schemas.js';
+import { conflict, invalidInput, notFound, permissionDenied } from '../lib/errors.js';
+import type {
+  ApiToken,
+  AuditEntry,
+  CommandAnswer,
+  Deployment,
+  DeploymentQueryInput,
+  Device,
+  DeviceDetail,
+  DeviceEvent,
+  DeviceQueryInput,
+  EventQueryInput,
+  Image,
+  MetricQueryInput,
+  Metrics,
+  Page,
+  Session,
+  TargetRefWire,
+  User,
+} from './api/schemas.js';
 import type { CommandService } from './commands.js';
 import type { Role } from './identity/roles.js';
 import type { Actor, IdentityService, TokenInfo, UserInfo } from './identity/service.js';
 import type { AuditRow } from './identity/store.js';
+import type { DeploymentRow, DeviceRow, FleetImageRow, FleetStores } from './store/index.js';
+import { effectiveTarget, formatTargetRef } from './view.js';
 
 export interface FleetOperationsDeps {
   identity: IdentityService;
+  stores: FleetStores;
   /** the command service, opened on first use (the local CLI connects to the broker only then) */
   commands: () => Promise<CommandService>;
 }
 
 export interface AuditQueryInput {
   limit: number;
-  before?: number | undefined;
+  cursor?: string | undefined;
   actor?: string | undefined;
   action?: string | undefined;
   failed?: boolean | undefined;
@@ -41,6 +62,74 @@ export interface CommandInput {
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
+
+function ref(r: { kind: TargetRefWire['kind']; id: string; version: number } | null): TargetRefWire | null {
+  return r ? { kind: r.kind, id: r.id, version: r.version, text: formatTargetRef(r) } : null;
+}
+
+export function toDevice(d: DeviceRow): Device {
+  return {
+    id: d.id,
+    online: d.online,
+    status: d.status,
+    applied: ref(d.applied),
+    previous: ref(d.previous),
+    targetStatus: d.targetStatus,
+    lastError: d.lastError,
+    lastErrorAt: isoOrNull(d.lastErrorAt),
+    rejection: d.rejection
+      ? { kind: d.rejection.kind, id: d.rejection.id, version: d.rejection.version, at: iso(d.rejection.at) }
+      : null,
+    platform: d.platform,
+    agentVersion: d.agentVersion,
+    keyId: d.keyId,
+    groups: d.groups,
+    labels: d.labels,
+    firstSeen: isoOrNull(d.firstSeen),
+    lastSeen: isoOrNull(d.lastSeen),
+    stateAt: isoOrNull(d.stateAt),
+    enrolledAt: isoOrNull(d.enrolledAt),
+    revokedAt: isoOrNull(d.revokedAt),
+  };
+}
+
+export function toImage(r: FleetImageRow): Image {
+  return {
+    name: r.name,
+    digest: r.digest,
+    mediaType: r.mediaType,
+    size: r.size,
+    totalSize: r.totalSize,
+    platforms: r.platforms ? r.platforms.split(',') : [],
+    pushedAt: iso(r.pushedAt),
+  };
+}
+
+export function toDeployment(r: DeploymentRow): Deployment {
+  return {
+    id: r.id,
+    scope: { kind: r.scope.kind, id: r.scope.id },
+    version: r.version,
+    text: formatTargetRef({ kind: r.scope.kind, id: r.scope.id, version: r.version }),
+    cleared: r.cleared,
+    state: r.state,
+    images: r.images,
+    createdAt: iso(r.createdAt),
+    createdBy: r.createdBy,
+  };
+}
+
+/** "k=v" → must match, "k" → must have. */
+function labelFilter(labels: string[] | undefined): { labels: Record<string, string>; keys: string[] } {
+  const out: Record<string, string> = {};
+  const keys: string[] = [];
+  for (const l of labels ?? []) {
+    const i = l.indexOf('=');
+    if (i < 0) keys.push(l);
+    else out[l.slice(0, i)] = l.slice(i + 1);
+  }
+  return { labels: out, keys };
+}
 
 export function toUser(u: UserInfo): User {
   return { name: u.name, role: u.role, createdAt: iso(u.createdAt) };
@@ -143,13 +232,98 @@ export class FleetOperations {
   }
 
   // audit ------------------------------------------------------------------------------------------
-  audit(actor: Actor, q: AuditQueryInput): { items: AuditEntry[]; next: number | null } {
+  audit(actor: Actor, q: AuditQueryInput): { items: AuditEntry[]; next: string | null } {
     requireAdmin(actor, 'read the audit log');
-    const rows = this.identity.auditLog(q);
+    const rows = this.identity.auditLog({
+      ...q,
+      before: q.cursor === undefined ? undefined : Number(q.cursor),
+    });
     return {
       items: rows.map(toAudit),
-      next: rows.length === q.limit && rows.length > 0 ? rows[rows.length - 1]!.id : null,
+      next: rows.length === q.limit && rows.length > 0 ? String(rows[rows.length - 1]!.id) : null,
     };
+  }
+
+  // devices ----------------------------------------------------------------------------------------
+  devices(_actor: Actor, q: DeviceQueryInput): Page<Device> {
+    const { labels, keys } = labelFilter(q.label);
+    const page = this.deps.stores.devices.list({
+      online: q.online,
+      status: q.status,
+      group: q.group,
+      labels,
+      labelKeys: keys,
+      platform: q.platform,
+      idPrefix: q.prefix,
+      image: q.image,
+      revoked: q.revoked,
+      sort: q.sort,
+      order: q.order,
+      limit: q.limit,
+      cursor: q.cursor,
+    });
+    return { items: page.items.map(toDevice), total: page.total ?? null, next: page.nextCursor ?? null };
+  }
+
+  device(_actor: Actor, id: string): DeviceDetail {
+    const { devices, deployments } = this.deps.stores;
+    const d = devices.detail(id);
+    if (!d) throw notFound(`no device ${id} in the fleet`);
+    const expected = effectiveTarget(d.id, d.groups, (scope) => deployments.current(scope));
+    return {
+      ...toDevice(d),
+      expected: expected ? ref(expected) : null,
+      services: d.services,
+      state: d.state,
+      info: d.info,
+    };
+  }
+
+  events(_actor: Actor, q: EventQueryInput): Page<DeviceEvent> {
+    const page = this.deps.stores.events.list({
+      deviceId: q.device,
+      type: q.type,
+      since: q.since === undefined ? undefined : Date.parse(q.since),
+      limit: q.limit,
+      cursor: q.cursor,
+    });
+    return {
+      items: page.items.map((e) => ({ ...e, at: iso(e.at), receivedAt: iso(e.receivedAt) })),
+      total: page.total ?? null,
+      next: page.nextCursor ?? null,
+    };
+  }
+
+  metrics(_actor: Actor, deviceId: string, q: MetricQueryInput, now = Date.now()): Metrics {
+    if (!this.deps.stores.devices.exists(deviceId)) throw notFound(`no device ${deviceId} in the fleet`);
+    const to = q.to === undefined ? now : Date.parse(q.to);
+    const from = q.from === undefined ? to - 3600_000 : Date.parse(q.from);
+    const series = this.deps.stores.metrics.query({
+      deviceId,
+      from,
+      to,
+      series: q.series,
+      resolutionMs: q.resolution,
+    });
+    return { deviceId, from: iso(from), to: iso(to), series };
+  }
+
+  // images, deployments (read) -----------------------------------------------------------------------
+  images(_actor: Actor): Image[] {
+    return this.deps.stores.images.list().map(toImage);
+  }
+
+  deployments(_actor: Actor, q: DeploymentQueryInput): Page<Deployment> {
+    if (q.device !== undefined && q.group !== undefined)
+      throw invalidInput('query: device or group, not both');
+    const scope =
+      q.device !== undefined
+        ? { kind: 'device' as const, id: q.device }
+        : q.group !== undefined
+          ? { kind: 'group' as const, id: q.group }
+          : undefined;
+    const page = this.deps.stores.deployments.list({ scope, limit: q.limit, cursor: q.cursor });
+    return { items: page.items.map(toDeployment), total: page.total ?? null, next: page.nextCursor ?? null };
   }
 
   // commands ---------------------------------------------------------------------------------------

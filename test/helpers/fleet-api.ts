@@ -6,26 +6,30 @@ import type { ExecutionContext } from 'ava';
 import { openDatabase } from '../../src/db/database.js';
 import { startFleetApi } from '../../src/fleet/api/index.js';
 import type { CommandService } from '../../src/fleet/commands.js';
-import { IDENTITY_MIGRATION } from '../../src/fleet/identity/schema.js';
 import { type IdentityOptions, IdentityService } from '../../src/fleet/identity/service.js';
 import { IdentityStore } from '../../src/fleet/identity/store.js';
 import { FleetOperations } from '../../src/fleet/operations.js';
+import { type FleetStores, fleetStoresOn } from '../../src/fleet/store/index.js';
+import { FLEET_MIGRATIONS } from '../../src/fleet/store/migrations.js';
 import { testLog } from './fleet-harness.js';
 
 export interface ApiSide {
   url: string;
   identity: IdentityService;
   ops: FleetOperations;
+  stores: FleetStores;
 }
 
 export async function startApi(
   t: ExecutionContext,
   o: { identity?: IdentityOptions; commands?: () => Promise<CommandService> } = {},
 ): Promise<ApiSide> {
-  const db = openDatabase(':memory:', { migrations: [IDENTITY_MIGRATION] });
+  const db = openDatabase(':memory:', { migrations: FLEET_MIGRATIONS });
+  const stores = fleetStoresOn(db);
   const identity = new IdentityService(new IdentityStore(db), o.identity);
   const ops = new FleetOperations({
     identity,
+    stores,
     commands: o.commands ?? (() => Promise.reject(new Error('no MQTT in this test'))),
   });
   const server = await startFleetApi({
@@ -40,7 +44,7 @@ export async function startApi(
     await server.close();
     db.close();
   });
-  return { url: server.url, identity, ops };
+  return { url: server.url, identity, ops, stores };
 }
 
 export interface Answer {

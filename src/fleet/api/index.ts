@@ -13,6 +13,7 @@ import { openApiDocument } from './openapi.js';
 import type { RouteSpec } from './route.js';
 import { route } from './route.js';
 import { commandRoutes } from './routes/commands.js';
+import { fleetReadRoutes } from './routes/fleet.js';
 import { identityRoutes } from './routes/identity.js';
 import { sessionRoutes } from './routes/session.js';
 import { type HttpListen, type HttpServer, startHttpServer } from './server.js';
@@ -28,7 +29,12 @@ export interface FleetApiOptions {
 }
 
 export function fleetRoutes(d: ApiDeps): RouteSpec[] {
-  const routes: RouteSpec[] = [...sessionRoutes(d), ...identityRoutes(d), ...commandRoutes(d)];
+  const routes: RouteSpec[] = [
+    ...sessionRoutes(d),
+    ...identityRoutes(d),
+    ...fleetReadRoutes(d),
+    ...commandRoutes(d),
+  ];
   let doc: Record<string, unknown> | undefined;
   routes.push(
     route({

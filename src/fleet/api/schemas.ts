@@ -5,6 +5,8 @@
  */
 import { z } from 'zod/v4';
 import { ROLES } from '../identity/roles.js';
+import { DEVICE_SORTS } from '../store/devices.js';
+import { DEVICE_STATUSES } from '../view.js';
 import { components } from './openapi.js';
 
 const named = <T extends z.ZodType>(id: string, schema: T, description?: string): T => {
@@ -114,12 +116,15 @@ export const AuditSchema = named(
 );
 export const AuditQuery = z.strictObject({
   limit: limitQuery(500, 100),
-  before: z.coerce.number().int().positive().optional().describe('id of the last row of the previous page'),
+  cursor: z
+    .string()
+    .regex(/^\d{1,16}$/, 'a cursor from the previous page')
+    .optional(),
   actor: z.string().max(200).optional(),
   action: z.string().max(100).optional(),
   failed: boolQuery.optional(),
 });
-export const AuditPage = z.strictObject({ items: z.array(AuditSchema), next: z.number().int().nullable() });
+export const AuditPage = z.strictObject({ items: z.array(AuditSchema), next: z.string().nullable() });
 
 // ---- images ---------------------------------------------------------------------------------------
 export const ImageSchema = named(
@@ -162,6 +167,207 @@ export const CommandAnswerSchema = named(
 );
 export const DeviceParams = z.strictObject({ id: SafeName });
 
+// ---- devices ---------------------------------------------------------------------------------------
+export const TargetRefSchema = named(
+  'TargetRef',
+  z.strictObject({
+    kind: z.enum(['device', 'group', 'local']),
+    id: z.string(),
+    version: z.number().int(),
+    text: z.string().describe('as shown to operators: "device 3", "group g1 7"'),
+  }),
+  'a target version the operator deployed for a scope',
+);
+export const DeviceStatusSchema = named('DeviceStatus', z.enum(DEVICE_STATUSES));
+export const DeviceSchema = named(
+  'Device',
+  z.strictObject({
+    id: z.string(),
+    online: z.boolean(),
+    status: DeviceStatusSchema,
+    applied: TargetRefSchema.nullable().describe('what the device reports it runs'),
+    previous: TargetRefSchema.nullable(),
+    targetStatus: z.string().nullable(),
+    lastError: z.string().nullable(),
+    lastErrorAt: Iso.nullable(),
+    rejection: z
+      .strictObject({
+        kind: z.enum(['device', 'group']),
+        id: z.string(),
+        version: z.number().int().nullable(),
+        at: Iso,
+      })
+      .nullable()
+      .describe('the last target the device refused (wrong key, schema)'),
+    platform: z.string().nullable(),
+    agentVersion: z.string().nullable(),
+    keyId: z.string().nullable().describe('fleet key id the agent trusts'),
+    groups: z.array(z.string()).describe('in priority order'),
+    labels: z.record(z.string(), z.string()),
+    firstSeen: Iso.nullable(),
+    lastSeen: Iso.nullable(),
+    stateAt: Iso.nullable(),
+    enrolledAt: Iso.nullable(),
+    revokedAt: Iso.nullable(),
+  }),
+);
+export const ServiceSchema = named(
+  'ServiceState',
+  z.strictObject({
+    app: z.string(),
+    service: z.string(),
+    image: z.string(),
+    state: z.string(),
+    health: z.string(),
+    restarts: z.number().int(),
+    containerId: z.string().nullable(),
+    exitCode: z.number().int().nullable(),
+    lastError: z.string().nullable(),
+    appStatus: z.string(),
+  }),
+);
+export const DeviceDetailSchema = named(
+  'DeviceDetail',
+  DeviceSchema.extend({
+    expected: TargetRefSchema.nullable().describe(
+      'the deployment that applies to it now (its own, else its first group with one)',
+    ),
+    services: z.array(ServiceSchema),
+    state: z.unknown().describe('the reported state as the device sent it'),
+    info: z.unknown().describe('device info as the device sent it'),
+  }),
+);
+const multi = z
+  .union([z.string(), z.array(z.string())])
+  .transform((v) => (Array.isArray(v) ? v : [v]))
+  .pipe(z.array(z.string().max(200)).max(16));
+export const DeviceQuery = z.strictObject({
+  online: boolQuery.optional(),
+  status: DeviceStatusSchema.optional(),
+  group: SafeName.optional(),
+  label: multi.optional().describe('key=value (must match) or key (must have); repeatable'),
+  platform: z.string().max(64).optional(),
+  prefix: z.string().max(128).optional().describe('device id prefix'),
+  image: ImageName.optional().describe('devices whose reported state runs this image'),
+  revoked: boolQuery.optional(),
+  sort: z.enum(DEVICE_SORTS).default('id'),
+  order: z.enum(['asc', 'desc']).default('asc'),
+  limit: limitQuery(500, 50),
+  cursor: z.string().max(512).optional().describe('next from the previous page'),
+});
+export const DevicePage = named(
+  'DevicePage',
+  z.strictObject({
+    items: z.array(DeviceSchema),
+    total: z.number().int().nullable(),
+    next: z.string().nullable().describe('pass as cursor for the next page'),
+  }),
+);
+
+// ---- events, metrics --------------------------------------------------------------------------------
+export const EventSchema = named(
+  'DeviceEvent',
+  z.strictObject({
+    id: z.number().int(),
+    deviceId: z.string(),
+    type: z.string(),
+    at: Iso,
+    receivedAt: Iso,
+    event: z.record(z.string(), z.unknown()),
+  }),
+);
+export const EventQuery = z.strictObject({
+  device: SafeName.optional(),
+  type: z
+    .string()
+    .regex(/^[a-z][a-z0-9-]{0,63}$/)
+    .optional(),
+  since: z.iso.datetime({ offset: true }).optional(),
+  limit: limitQuery(500, 50),
+  cursor: z
+    .string()
+    .regex(/^\d{1,16}$/, 'a cursor from the previous page')
+    .optional(),
+});
+export const EventPage = z.strictObject({
+  items: z.array(EventSchema),
+  total: z.number().int().nullable(),
+  next: z.string().nullable(),
+});
+export const MetricQuery = z.strictObject({
+  series: multi.optional().describe('series names (default: all the device has in the range)'),
+  from: z.iso.datetime({ offset: true }).optional().describe('default: 1 h before to'),
+  to: z.iso.datetime({ offset: true }).optional().describe('default: now'),
+  resolution: z.coerce.number().int().positive().optional().describe('bucket width in ms'),
+});
+export const MetricsSchema = named(
+  'DeviceMetrics',
+  z.strictObject({
+    deviceId: z.string(),
+    from: Iso,
+    to: Iso,
+    series: z.array(
+      z.strictObject({
+        series: z.string(),
+        resolutionMs: z.number().int(),
+        points: z.array(
+          z.strictObject({
+            t: z.number().int().describe('bucket start, ms since the epoch'),
+            avg: z.number(),
+            min: z.number(),
+            max: z.number(),
+            last: z.number(),
+            count: z.number().int(),
+          }),
+        ),
+      }),
+    ),
+  }),
+);
+
+// ---- deployments (read side) ---------------------------------------------------------------------
+export const ScopeSchema = z.strictObject({ kind: z.enum(['device', 'group']), id: z.string() });
+export const DeploymentSchema = named(
+  'Deployment',
+  z.strictObject({
+    id: z.number().int(),
+    scope: ScopeSchema,
+    version: z.number().int(),
+    text: z.string(),
+    cleared: z.boolean().describe('a signed "no target here": a cleared device override'),
+    state: z.enum(['pending', 'published', 'failed']),
+    images: z.array(z.strictObject({ name: z.string(), digest: z.string() })),
+    createdAt: Iso,
+    createdBy: z.string().nullable(),
+  }),
+);
+export const DeploymentQuery = z.strictObject({
+  device: SafeName.optional(),
+  group: SafeName.optional(),
+  limit: limitQuery(500, 50),
+  cursor: z
+    .string()
+    .regex(/^\d{1,16}$/, 'a cursor from the previous page')
+    .optional(),
+});
+export const DeploymentPage = z.strictObject({
+  items: z.array(DeploymentSchema),
+  total: z.number().int().nullable(),
+  next: z.string().nullable(),
+});
+
+export type Device = z.output<typeof DeviceSchema>;
+export type DeviceDetail = z.output<typeof DeviceDetailSchema>;
+export type DevicePageT = z.output<typeof DevicePage>;
+export type DeviceQueryInput = z.output<typeof DeviceQuery>;
+export type DeviceEvent = z.output<typeof EventSchema>;
+export type EventQueryInput = z.output<typeof EventQuery>;
+export type Metrics = z.output<typeof MetricsSchema>;
+export type MetricQueryInput = z.output<typeof MetricQuery>;
+export type Deployment = z.output<typeof DeploymentSchema>;
+export type DeploymentQueryInput = z.output<typeof DeploymentQuery>;
+export type TargetRefWire = z.output<typeof TargetRefSchema>;
+export type Page<T> = { items: T[]; total: number | null; next: string | null };
 export type User = z.output<typeof UserSchema>;
 export type Session = z.output<typeof SessionSchema>;
 export type ApiToken = z.output<typeof TokenSchema>;
