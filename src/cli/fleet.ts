@@ -11,6 +11,7 @@ import { invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import { deviceTopic } from '../transport/topics.js';
 import type { CliContext } from './context.js';
+import { registerFleetAdmin } from './fleet-admin.js';
 import { registerFleetCommand } from './fleet-command.js';
 import { SERVE_FILE, withFleetLink } from './fleet-link.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
@@ -168,6 +169,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
   });
 
   registerFleetCommand(fleet, ctx);
+  registerFleetAdmin(fleet, ctx);
 }
 
 function splitHostPort(s: string): [string, string] {

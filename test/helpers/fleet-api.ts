@@ -5,6 +5,7 @@
 import type { ExecutionContext } from 'ava';
 import { openDatabase } from '../../src/db/database.js';
 import { startFleetApi } from '../../src/fleet/api/index.js';
+import type { BusEvent, EventBusLike, SseOptions } from '../../src/fleet/api/sse.js';
 import type { CommandService } from '../../src/fleet/commands.js';
 import { type IdentityOptions, IdentityService } from '../../src/fleet/identity/service.js';
 import { IdentityStore } from '../../src/fleet/identity/store.js';
@@ -22,7 +23,12 @@ export interface ApiSide {
 
 export async function startApi(
   t: ExecutionContext,
-  o: { identity?: IdentityOptions; commands?: () => Promise<CommandService> } = {},
+  o: {
+    identity?: IdentityOptions;
+    commands?: () => Promise<CommandService>;
+    bus?: EventBusLike;
+    sse?: SseOptions;
+  } = {},
 ): Promise<ApiSide> {
   const db = openDatabase(':memory:', { migrations: FLEET_MIGRATIONS });
   const stores = fleetStoresOn(db);
@@ -39,6 +45,8 @@ export async function startApi(
     version: 'test',
     listen: { host: '127.0.0.1', port: 0 },
     validateResponses: true,
+    bus: o.bus,
+    sse: o.sse,
   });
   t.teardown(async () => {
     await server.close();
@@ -88,5 +96,20 @@ export class Caller {
       this.csrf = r.body.csrfToken as string;
     }
     return r;
+  }
+}
+
+/** A synchronous in-process bus for API tests that publish events themselves. */
+export class TestBus implements EventBusLike {
+  private readonly subs = new Set<(e: BusEvent) => void>();
+  subscribe(fn: (e: BusEvent) => void): () => void {
+    this.subs.add(fn);
+    return () => this.subs.delete(fn);
+  }
+  publish(e: BusEvent): void {
+    for (const fn of this.subs) fn(e);
+  }
+  get listeners(): number {
+    return this.subs.size;
   }
 }

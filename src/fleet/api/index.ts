@@ -17,6 +17,7 @@ import { fleetReadRoutes } from './routes/fleet.js';
 import { identityRoutes } from './routes/identity.js';
 import { sessionRoutes } from './routes/session.js';
 import { type HttpListen, type HttpServer, startHttpServer } from './server.js';
+import { type EventBusLike, SseHub, type SseOptions } from './sse.js';
 
 export interface FleetApiOptions {
   ops: FleetOperations;
@@ -24,6 +25,9 @@ export interface FleetApiOptions {
   log: Logger;
   version: string;
   listen: HttpListen;
+  /** the fleet's event bus, for the SSE stream */
+  bus?: EventBusLike | undefined;
+  sse?: SseOptions | undefined;
   /** tests: check every response against its schema */
   validateResponses?: boolean;
 }
@@ -69,6 +73,7 @@ export async function startFleetApi(o: FleetApiOptions): Promise<HttpServer> {
     log: o.log,
     secureCookies: o.listen.tls !== undefined,
     version: o.version,
+    events: o.bus ? new SseHub(o.bus, o.sse) : undefined,
   };
   const app = buildApp(fleetRoutes(deps), {
     identity: o.identity,

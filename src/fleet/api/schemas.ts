@@ -289,6 +289,10 @@ export const EventQuery = z.strictObject({
     .regex(/^\d{1,16}$/, 'a cursor from the previous page')
     .optional(),
 });
+export const EventStreamQuery = z.strictObject({
+  type: multi.optional().describe('only these event types (repeatable)'),
+  device: SafeName.optional().describe('only this device'),
+});
 export const EventPage = z.strictObject({
   items: z.array(EventSchema),
   total: z.number().int().nullable(),

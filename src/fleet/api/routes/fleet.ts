@@ -1,4 +1,7 @@
 /** Devices, events, metrics, images and deployments: what the fleet reported and what was deployed. */
+import { z } from 'zod/v4';
+import { unavailable } from '../../../lib/errors.js';
+import { authenticate } from '../app.js';
 import type { ApiDeps } from '../deps.js';
 import { route } from '../route.js';
 import {
@@ -10,6 +13,7 @@ import {
   DeviceQuery,
   EventPage,
   EventQuery,
+  EventStreamQuery,
   ImageList,
   MetricQuery,
   MetricsSchema,
@@ -59,6 +63,29 @@ export function fleetReadRoutes(d: ApiDeps) {
       query: EventQuery,
       response: EventPage,
       handler: ({ actor, query }) => d.ops.events(actor, query),
+    }),
+    route({
+      method: 'get',
+      path: '/events/stream',
+      tag: 'events',
+      summary:
+        'Live updates as Server-Sent Events: device online/offline, state, events, deployments, progress',
+      description:
+        'Each SSE `event:` is the bus event type; `data:` its JSON. A `resync` event means this client fell ' +
+        'behind and events were dropped: re-read what you show. Comment lines every 15 s keep the ' +
+        'connection; a revoked token or ended session closes the stream.',
+      auth: 'viewer',
+      query: EventStreamQuery,
+      stream: true,
+      response: z.string(),
+      handler: ({ query, incoming, signal }) => {
+        if (!d.events) throw unavailable('live events are not available on this server');
+        return d.events.stream(
+          { types: query.type, deviceId: query.device },
+          () => authenticate(incoming, d.identity).actor.role !== null,
+          signal,
+        );
+      },
     }),
     route({
       method: 'get',
