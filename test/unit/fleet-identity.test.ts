@@ -196,3 +196,36 @@ test('audit rows page backwards and filter by failure', (t) => {
     ['t3', 't1'],
   );
 });
+
+test('prune drops ended sessions and audit rows past their retention', async (t) => {
+  const { id, store, advance } = setup({ sessionIdleMs: 1000, auditRetentionMs: 5000 });
+  await id.addUser('a', 'viewer', 'password-1');
+  await id.login('a', 'password-1', 'x');
+  id.audit({
+    actor: 'x',
+    role: null,
+    action: 'a',
+    target: null,
+    source: 's',
+    result: 'ok',
+    status: 200,
+    message: null,
+  });
+  advance(2000);
+  id.audit({
+    actor: 'y',
+    role: null,
+    action: 'a',
+    target: null,
+    source: 's',
+    result: 'ok',
+    status: 200,
+    message: null,
+  });
+  advance(4000);
+  t.deepEqual(id.prune(), { sessions: 1, audit: 1 });
+  t.deepEqual(
+    store.audit({ limit: 10 }).map((r) => r.actor),
+    ['y'],
+  );
+});

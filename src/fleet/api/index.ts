@@ -80,5 +80,20 @@ export async function startFleetApi(o: FleetApiOptions): Promise<HttpServer> {
     log: o.log,
     validateResponses: o.validateResponses ?? false,
   });
-  return startHttpServer(app, o.listen);
+  const server = await startHttpServer(app, o.listen);
+  const housekeeping = setInterval(() => {
+    try {
+      o.identity.prune();
+    } catch (err) {
+      o.log.warn({ err: (err as Error).message }, 'identity housekeeping failed');
+    }
+  }, 3600_000);
+  housekeeping.unref();
+  return {
+    ...server,
+    close: async () => {
+      clearInterval(housekeeping);
+      await server.close();
+    },
+  };
 }

@@ -82,6 +82,8 @@ export interface IdentityOptions {
   /** failed logins per user name (and ×3 per remote address) within `loginWindowMs` before 429 */
   loginMaxFailures?: number;
   loginWindowMs?: number;
+  /** audit rows older than this are dropped by prune() (default 400 days) */
+  auditRetentionMs?: number;
 }
 
 const USER_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$/;
@@ -102,6 +104,7 @@ export class IdentityService {
   private readonly byUser: FailureLimiter;
   private readonly byAddress: FailureLimiter;
   private setupTokenHash: string | undefined;
+  private readonly auditRetentionMs: number;
 
   constructor(
     private readonly store: IdentityStore,
@@ -114,6 +117,7 @@ export class IdentityService {
     const windowMs = opts.loginWindowMs ?? 15 * 60_000;
     this.byUser = new FailureLimiter({ max, windowMs }, this.now);
     this.byAddress = new FailureLimiter({ max: max * 3, windowMs }, this.now);
+    this.auditRetentionMs = opts.auditRetentionMs ?? 400 * 24 * 3600_000;
   }
 
   // users ------------------------------------------------------------------------------------------
@@ -282,8 +286,12 @@ export class IdentityService {
     if (actor.sessionHash) this.store.deleteSession(actor.sessionHash);
   }
 
-  pruneSessions(): number {
-    return this.store.deleteExpiredSessions(this.now(), this.idleMs);
+  /** Housekeeping (the server runs it hourly): ended sessions, audit rows past their retention. */
+  prune(): { sessions: number; audit: number } {
+    return {
+      sessions: this.store.deleteExpiredSessions(this.now(), this.idleMs),
+      audit: this.store.pruneAudit(this.now() - this.auditRetentionMs),
+    };
   }
 
   // tokens -----------------------------------------------------------------------------------------
