@@ -126,6 +126,28 @@ export interface DeviceSnapshot {
   expected?: ScopeVersion | undefined;
 }
 
+/** A device's stored row as deviceProgress reads it. */
+export function snapshotOf(
+  d: Pick<DeviceSnapshot, 'id' | 'online' | 'applied' | 'targetStatus' | 'lastError'> & {
+    targetReason: string | null;
+    waiting: readonly string[];
+    rejection: Rejection | null;
+  },
+  expected: ScopeVersion | undefined,
+): DeviceSnapshot {
+  return {
+    id: d.id,
+    online: d.online,
+    applied: d.applied,
+    targetStatus: d.targetStatus,
+    reason: d.targetReason,
+    waiting: d.waiting,
+    lastError: d.lastError,
+    ...(d.rejection ? { rejection: d.rejection } : {}),
+    expected,
+  };
+}
+
 /**
  * How one device stands with a deployment `want` (pure; `deploy --wait` and the rollout driver poll it):
  *   rejected    it refused exactly this version (signature, schema)

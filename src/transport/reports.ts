@@ -7,6 +7,10 @@ import { isSafeName } from '../lib/ids.js';
  * checked here before anything is stored. The agent builds these in src/core/report.ts and
  * src/agent/reporter.ts; docs/protocol.md describes them.
  */
+/** Size caps, checked before JSON.parse: reported state (many apps), and everything else a device reports. */
+export const MAX_STATE_BYTES = 256 * 1024;
+export const MAX_REPORT_BYTES = 64 * 1024;
+
 const safeName = z.string().refine(isSafeName, { message: 'expected 1-128 of [A-Za-z0-9_.-]' });
 const text = (max: number) => z.string().max(max);
 
@@ -58,6 +62,11 @@ export const ReportedStateSchema = z
       })
       .strict(),
     apps: z.record(safeName, AppReportSchema),
+    /** the agent itself (its version, a self-update in progress): shown as sent */
+    agent: z
+      .object({ version: text(64) })
+      .passthrough()
+      .optional(),
   })
   .strict()
   .refine((s) => Object.keys(s.apps).length <= 64, { message: 'at most 64 apps' });
@@ -72,6 +81,23 @@ export const EventSchema = z
   })
   .passthrough();
 export type WireEvent = z.infer<typeof EventSchema>;
+
+/**
+ * The agent refused a target sent to it (wrong key, bad schema, wrong topic, a replay): the fleet shows the
+ * device as `rejected` and `deploy --wait` fails for it. The scope and version are as the (unverified)
+ * target claimed them, so they may be absent for a message that did not even parse.
+ */
+export const TargetRejectedSchema = z
+  .object({
+    type: z.literal('target-rejected'),
+    scope: z
+      .object({ kind: z.enum(['device', 'group']), id: safeName })
+      .strict()
+      .optional(),
+    version: z.number().int().nonnegative().optional(),
+    reason: text(4096),
+  })
+  .passthrough();
 
 /** A metrics sample: numbers at any depth (flattened by the fleet), a time. */
 export const MetricsSchema = z

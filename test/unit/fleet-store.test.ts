@@ -322,6 +322,18 @@ test('deployments: reserve → commit is current with previous; failed versions 
     message: /does not match/,
   });
   t.is(s.deployments.nextVersion(scope), 4);
+  // images in use: only current, uncleared targets count
+  const g = { kind: 'group', id: 'g' } as const;
+  const withImage = (v: number) => {
+    const x = fakeSigned(g, v);
+    x.target.images = [{ name: 'web:1', digest: `sha256:${'b'.repeat(64)}` }];
+    return x;
+  };
+  const d = s.deployments.reserve(g, withImage, { now: 7 });
+  t.deepEqual(s.deployments.imageInUse('web:1'), [], 'pending does not count');
+  s.deployments.commit(d.row.id, 8);
+  t.deepEqual(s.deployments.imageInUse('web:1'), [g]);
+  t.deepEqual(s.deployments.imageInUse('web:2'), []);
 });
 
 test('enrollment tokens: uses, expiry, revocation and a wrong secret are refused; refund gives a use back', (t) => {

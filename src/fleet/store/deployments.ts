@@ -192,6 +192,17 @@ export class DeploymentStore extends SqlStore {
     return { items, ...(more && last ? { nextCursor: String(last.id) } : {}) };
   }
 
+  /** The scopes whose current target pins image `name` (an image in use must not be deleted). */
+  imageInUse(name: string): ScopeKey[] {
+    return (
+      this.stmt(
+        `SELECT s.scope_kind, s.scope_id FROM scope_targets s JOIN deployments d ON d.id = s.deployment_id
+         WHERE s.cleared = 0 AND EXISTS (SELECT 1 FROM json_each(d.images_json) j WHERE json_extract(j.value, '$.name') = ?)
+         ORDER BY s.scope_kind, s.scope_id`,
+      ).all(name) as Array<{ scope_kind: 'device' | 'group'; scope_id: string }>
+    ).map((r) => ({ kind: r.scope_kind, id: r.scope_id }));
+  }
+
   /** Every current scope target (for the fleet's "expected" column; scopes are few next to devices). */
   scopeTargets(): ScopeTargetRow[] {
     return (this.stmt('SELECT * FROM scope_targets').all() as Array<Record<string, unknown>>).map(

@@ -28,6 +28,10 @@ export interface DeviceRow {
   applied: TargetRef | null;
   previous: TargetRef | null;
   targetStatus: string | null;
+  /** the agent's reason for its target status (a rollback names the version it left) */
+  targetReason: string | null;
+  /** why the update does not progress, while it waits */
+  waiting: string[];
   status: DeviceStatus;
   lastError: string | null;
   lastErrorAt: number | null;
@@ -158,6 +162,8 @@ interface Row {
   target_id: string | null;
   target_version: number | null;
   target_status: string | null;
+  target_reason: string | null;
+  waiting_json: string | null;
   previous_kind: TargetRef['kind'] | null;
   previous_id: string | null;
   previous_version: number | null;
@@ -240,6 +246,7 @@ export class DeviceStore extends SqlStore {
       );
       const summary = this.stmt(
         `UPDATE devices SET target_kind = @tk, target_id = @ti, target_version = @tv, target_status = @ts,
+           target_reason = @tr, waiting_json = @tw,
            previous_kind = @pk, previous_id = @pi, previous_version = @pv, status = @status,
            last_error = COALESCE(@err, CASE WHEN @clearErr THEN NULL ELSE last_error END),
            last_error_at = CASE WHEN @err IS NOT NULL THEN @at WHEN @clearErr THEN NULL ELSE last_error_at END,
@@ -297,6 +304,8 @@ export class DeviceStore extends SqlStore {
           ti: t.applied?.id ?? null,
           tv: t.applied?.version ?? null,
           ts: t.status,
+          tr: t.reason ?? null,
+          tw: t.waiting?.length ? JSON.stringify(t.waiting) : null,
           pk: t.previous?.kind ?? null,
           pi: t.previous?.id ?? null,
           pv: t.previous?.version ?? null,
@@ -463,6 +472,14 @@ export class DeviceStore extends SqlStore {
     return out;
   }
 
+  /** `app.service` of a container the device reported (metrics name their series after it). */
+  serviceOfContainer(deviceId: string, containerId: string): string | undefined {
+    const r = this.stmt(
+      'SELECT app, service FROM device_services WHERE device_id = ? AND container_id = ?',
+    ).get(deviceId, containerId) as { app: string; service: string } | undefined;
+    return r ? `${r.app}.${r.service}` : undefined;
+  }
+
   /** Ids of the devices that follow `group` (any position), not revoked. */
   inGroup(group: string): string[] {
     return (
@@ -471,6 +488,19 @@ export class DeviceStore extends SqlStore {
          WHERE g.grp = ? AND d.revoked_at IS NULL ORDER BY g.device_id`,
       ).all(group) as Array<{ device_id: string }>
     ).map((r) => r.device_id);
+  }
+
+  /** The rows of these devices (any number; read 500 at a time), in the order given, unknown ids left out. */
+  rows(ids: readonly string[]): DeviceRow[] {
+    const out = new Map<string, DeviceRow>();
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500);
+      const rows = this.db
+        .prepare(`SELECT * FROM devices WHERE id IN (${chunk.map(() => '?').join(',')})`)
+        .all(...chunk) as Row[];
+      for (const r of this.withGroupsAndLabels(rows)) out.set(r.id, r);
+    }
+    return ids.flatMap((id) => out.get(id) ?? []);
   }
 
   /** One page of devices: filtered, sorted and paged in SQL (keyset cursor on the sort value + id). */
@@ -598,6 +628,8 @@ export class DeviceStore extends SqlStore {
       applied: ref(r.target_kind, r.target_id, r.target_version),
       previous: ref(r.previous_kind, r.previous_id, r.previous_version),
       targetStatus: r.target_status,
+      targetReason: r.target_reason,
+      waiting: r.waiting_json ? (JSON.parse(r.waiting_json) as string[]) : [],
       status: r.status,
       lastError: r.last_error,
       lastErrorAt: r.last_error_at,

@@ -36,6 +36,8 @@ export const FLEET_MIGRATIONS: readonly Migration[] = [
           target_id        TEXT,
           target_version   INTEGER,
           target_status    TEXT,                    -- the agent's: received | applying | converged | healthy | failed
+          target_reason    TEXT,                    -- the agent's reason (a rollback names the version it left)
+          waiting_json     TEXT,                    -- why it is not progressing, while it waits (JSON array)
           previous_kind    TEXT,
           previous_id      TEXT,
           previous_version INTEGER,
