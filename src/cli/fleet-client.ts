@@ -17,8 +17,8 @@ import { invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import type { MqttConnection } from '../transport/connection.js';
 import type { CliContext } from './context.js';
-import { readServeFile } from './fleet-link.js';
-import { type MqttFlags, mqttOptionsFrom } from './mqtt-options.js';
+import { fleetLinkOptions, readServeFile } from './fleet-link.js';
+import type { MqttFlags } from './mqtt-options.js';
 
 export interface ClientFlags {
   server?: string;
@@ -122,25 +122,33 @@ export async function openFleetClient(c: CliContext, flags: ClientFlags & MqttFl
 
 async function openLocalClient(c: CliContext, flags: MqttFlags): Promise<FleetClient> {
   const [
-    { openFleetStores, FLEET_DB_FILE },
+    { fleetStores, localFleet },
     { IdentityService },
     { IdentityStore },
     { FleetOperations },
     { LocalFleetClient },
   ] = await Promise.all([
-    import('../fleet/store/index.js'),
+    import('./fleet-local.js'),
     import('../fleet/identity/service.js'),
     import('../fleet/identity/store.js'),
     import('../fleet/operations.js'),
     import('../fleet/client/local.js'),
   ]);
-  const stores = openFleetStores(path.join(c.stateDir, FLEET_DB_FILE), { legacy: c.db });
+  const stores = fleetStores(c);
   const identity = new IdentityService(new IdentityStore(stores.db));
+  let services: ReturnType<typeof localFleet> | undefined;
   let link: MqttConnection | undefined;
   let commands: import('../fleet/commands.js').CommandService | undefined;
+  // the services need the fleet key and an MQTT link: opened on first use, so `user add` or `devices`
+  // work on a state dir without either
   const ops = new FleetOperations({
     identity,
     stores,
+    services: async () => {
+      services ??= localFleet(c, flags);
+      return (await services).services;
+    },
+    content: { store: c.store, db: c.db },
     commands: async () => {
       if (commands) return commands;
       const { CommandService } = await import('../fleet/commands.js');
@@ -154,7 +162,7 @@ async function openLocalClient(c: CliContext, flags: MqttFlags): Promise<FleetCl
     },
   });
   const user = safeUser();
-  return new LocalFleetClient(
+  const client = new LocalFleetClient(
     ops,
     { kind: 'local', name: user, role: 'admin', userId: null },
     {
@@ -162,10 +170,10 @@ async function openLocalClient(c: CliContext, flags: MqttFlags): Promise<FleetCl
       close: async () => {
         commands?.stop();
         await link?.close(true);
-        stores.close();
       },
     },
   );
+  return client;
 }
 
 function safeUser(): string {
@@ -186,7 +194,7 @@ export async function openFleetLink(
   const served = await readServeFile(c.stateDir);
   const fleet = assertSafeName('fleet', flags.fleet ?? served?.fleet ?? c.config.mqtt.fleet);
   const conn = new MqttConnection({
-    ...mqttOptionsFrom(flags, c.config, served?.broker),
+    ...(await fleetLinkOptions(c, flags)),
     clientId: `${clientPrefix}-${process.pid}`,
     log: c.log,
   });
