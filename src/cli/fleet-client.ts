@@ -93,16 +93,17 @@ export async function remoteTarget(
 ): Promise<{ server: string; token: string; ca?: Buffer | undefined } | undefined> {
   if (flags.local) return undefined;
   const saved = await readLogin(env);
-  const server = flags.server ?? env.BERTH_FLEET_SERVER ?? saved?.server;
+  // an empty variable is unset (`BERTH_FLEET_SERVER= berth fleet …`)
+  const server = flags.server || env.BERTH_FLEET_SERVER || saved?.server;
   if (!server) return undefined;
   const token =
-    flags.token ?? env.BERTH_FLEET_TOKEN ?? (saved && saved.server === server ? saved.token : undefined);
+    flags.token || env.BERTH_FLEET_TOKEN || (saved && saved.server === server ? saved.token : undefined);
   if (!token)
     throw invalidInput(
       `no API token for ${server}: pass --token, set BERTH_FLEET_TOKEN, or run \`berth fleet login --server ${server}\``,
     );
   const ca =
-    flags.serverCa ?? env.BERTH_FLEET_CA ?? (saved && saved.server === server ? saved.ca : undefined);
+    flags.serverCa || env.BERTH_FLEET_CA || (saved && saved.server === server ? saved.ca : undefined);
   return { server, token, ca: readCa(ca) };
 }
 

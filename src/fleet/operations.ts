@@ -204,10 +204,12 @@ export class FleetOperations {
 
   whoami(actor: Actor): Session {
     if (!actor.role) throw permissionDenied('not logged in');
+    const owner = actor.userId === null ? null : (this.identity.userNameOf(actor.userId) ?? null);
     return {
-      user: actor.name,
+      user: actor.kind === 'local' ? `local:${actor.name}` : actor.kind === 'token' ? owner : actor.name,
+      token: actor.kind === 'token' ? actor.name : null,
       role: actor.role,
-      via: actor.kind === 'token' ? 'token' : 'session',
+      via: actor.kind === 'token' ? 'token' : actor.kind === 'local' ? 'local' : 'session',
       csrfToken: actor.csrf ?? null,
       expiresAt: isoOrNull(actor.expiresAt ?? null),
     };

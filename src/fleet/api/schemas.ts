@@ -60,9 +60,10 @@ export const UserUpdate = z.strictObject({
 export const SessionSchema = named(
   'Session',
   z.strictObject({
-    user: z.string(),
+    user: z.string().nullable().describe('the user; null for an API token made on the server'),
+    token: z.string().nullable().describe('the API token’s name when the call came with one'),
     role: RoleSchema,
-    via: z.enum(['session', 'token']),
+    via: z.enum(['session', 'token', 'local']),
     csrfToken: z.string().nullable().describe('send back in the X-CSRF-Token header on changing calls'),
     expiresAt: Iso.nullable(),
   }),

@@ -89,7 +89,11 @@ export class HttpFleetClient implements FleetClient {
           chunks.push(c);
         });
         res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+          resolve({
+            status: res.statusCode ?? 0,
+            text: Buffer.concat(chunks).toString('utf8'),
+            setCookie: res.headers['set-cookie'],
+          }),
         );
         res.on('error', reject);
       });
