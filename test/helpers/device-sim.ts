@@ -3,8 +3,9 @@
  * (retained status, an `offline` last will per device when it has its own connection), device info,
  * retained reported state, events, metrics; it verifies signed targets with the fleet key exactly as the
  * agent does (src/transport/targets.ts), picks the target that applies by the agent's rule (own target,
- * else the first of its groups — chooseTarget), "applies" it after `applyMs`, and reports converged — or,
- * for a configurable share of devices, a health-window rollback to what it ran before. A target that does
+ * else the first of its groups — chooseTarget), "applies" it after `applyMs`, reports it converged, and
+ * after its health window (`windowMs`) healthy — or, for a configurable share of devices, a rollback to what
+ * it ran before. A target that does
  * not verify is reported as `target-rejected`, as the agent does. Signed commands are answered.
  *
  *   const sim = await startSimulator({ url, fleet: 'test', count: 10_000, connections: 8, publicKey, ... });
@@ -56,6 +57,8 @@ export interface SimulatorOptions {
   failShare?: number;
   /** how long an update takes to "apply" (ms, default 50) */
   applyMs?: number;
+  /** the health window after converging (ms, default applyMs): then healthy, or a rollback for the failing share */
+  windowMs?: number;
   /** publish a metrics sample per device this often (0 = never, the default) */
   metricsMs?: number;
   platform?: string;
@@ -94,6 +97,7 @@ export async function startSimulator(o: SimulatorOptions): Promise<Simulator> {
   const ids = o.ids ?? Array.from({ length: o.count ?? 1 }, (_, i) => `${o.idPrefix ?? 'sim'}-${pad(i + 1)}`);
   const failShare = o.failShare ?? 0;
   const applyMs = o.applyMs ?? 50;
+  const windowMs = o.windowMs ?? applyMs;
   const stats = { targets: 0, rejected: 0, converged: 0, rolledBack: 0, commands: 0 };
   const base = prefix(o.fleet);
   const trusted = keyId(o.publicKey);
@@ -162,22 +166,28 @@ export async function startSimulator(o: SimulatorOptions): Promise<Simulator> {
           services[svc] = { image: String(spec.image ?? ''), state: 'running', health: 'none', restarts: 0 };
         apps[app] = { status: 'running', services: { ...services } };
       }
-      if (d.fails && before) {
-        // the new version "crashes" in its health window: back to what ran before
-        d.reason = `rollback from ${label(origin)}: simulated crash in the health window`;
-        void event(d, { type: 'rollback', from: origin, to: before.applied, reason: d.reason });
-        d.applied = before.applied;
-        d.apps = before.apps;
-        d.previous = null;
-        d.status = 'healthy';
-        stats.rolledBack++;
-      } else {
-        d.apps = apps;
-        d.status = 'converged';
-        stats.converged++;
-        void event(d, { type: 'converged', target: origin });
-      }
+      // converged: the new version runs, on probation for its health window
+      d.apps = apps;
+      d.status = 'converged';
+      void event(d, { type: 'converged', target: origin });
       void pub(d, 'state', JSON.stringify(report(d)), true);
+      d.timer = setTimeout(() => {
+        d.timer = undefined;
+        if (d.fails && before) {
+          // it "crashes" in the window: back to what ran before, and why
+          d.reason = `rollback from ${label(origin)}: simulated crash in the health window`;
+          void event(d, { type: 'rollback', from: origin, to: before.applied, reason: d.reason });
+          d.applied = before.applied;
+          d.apps = before.apps;
+          d.previous = null;
+          stats.rolledBack++;
+        } else {
+          stats.converged++;
+          void event(d, { type: 'rollout-healthy', target: origin });
+        }
+        d.status = 'healthy';
+        void pub(d, 'state', JSON.stringify(report(d)), true);
+      }, windowMs);
     }, applyMs);
   };
 
