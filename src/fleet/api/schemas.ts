@@ -6,7 +6,7 @@
 import { z } from 'zod/v4';
 import { ROLES } from '../identity/roles.js';
 import { DEVICE_SORTS } from '../store/devices.js';
-import { DEVICE_STATUSES } from '../view.js';
+import { DEVICE_STATUSES, PROGRESS_STATES } from '../view.js';
 import { components } from './openapi.js';
 
 const named = <T extends z.ZodType>(id: string, schema: T, description?: string): T => {
@@ -435,7 +435,7 @@ export const ProgressSchema = named(
     devices: z.array(
       z.strictObject({
         deviceId: z.string(),
-        state: z.enum(['converged', 'applying', 'waiting', 'rejected', 'failed', 'superseded']),
+        state: z.enum(PROGRESS_STATES),
         online: z.boolean(),
         reported: z.string(),
         detail: z.string().optional(),
