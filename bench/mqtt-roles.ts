@@ -19,8 +19,10 @@ import { AgentConnection } from '../src/agent/connection.js';
 import { ContentStore } from '../src/content/store.js';
 import { openDatabase } from '../src/db/database.js';
 import { startEmbeddedBroker } from '../src/fleet/broker.js';
+import { describeFleetImage } from '../src/fleet/image-record.js';
 import { keygen, loadFleetPrivateKey, resolvePublicKey } from '../src/fleet/keys.js';
 import { FleetServer } from '../src/fleet/server.js';
+import { FLEET_DB_FILE, openFleetStores } from '../src/fleet/store/index.js';
 import { silentLogger } from '../src/lib/logger.js';
 import { putTestImage } from '../test/helpers/fleet-images.js';
 
@@ -60,7 +62,14 @@ if (role === 'raw-sub') {
   send({ ready: true });
 } else if (role === 'raw-pub') {
   const [where, bytes, chunk] = [argv[0]!, Number(argv[1]), Number(argv[2])];
-  const broker = where === 'embedded' ? await startEmbeddedBroker({ port: 0, log }) : undefined;
+  const broker =
+    where === 'embedded'
+      ? await startEmbeddedBroker({
+          port: 0,
+          log,
+          auth: { fleet: 'bench', allowAnonymous: true, authenticate: () => undefined },
+        })
+      : undefined;
   const url = broker?.url ?? where;
   const pub = await connectAsync(url, { protocolVersion: 4, clientId: `raw-pub-${process.pid}` });
   const n = Math.ceil(bytes / chunk);
@@ -96,16 +105,20 @@ if (role === 'raw-sub') {
   const server = new FleetServer({
     fleet: 'bench',
     db,
+    stores: openFleetStores(path.join(dir, FLEET_DB_FILE)),
     store,
     privateKey: await loadFleetPrivateKey(dir),
     log,
-    ...(where === 'embedded' ? { listen: { port: 0 } } : { mqtt: { url: where, protocolVersion: 'auto' } }),
+    // a lab broker: the bench's devices connect without enrolling
+    ...(where === 'embedded'
+      ? { listen: { port: 0 }, allowAnonymous: true }
+      : { mqtt: { url: where, protocolVersion: 'auto' } }),
   });
   await server.start();
   on(async (m) => {
     if (m.cmd === 'image') {
       const img = await putTestImage(store, { layerSizes: [Number(m.bytes)] });
-      await server.registry.addImage(store, String(m.name), img.digest, img.mediaType);
+      server.stores.images.put(await describeFleetImage(store, String(m.name), img.digest, img.mediaType));
       send({ image: String(m.name), bytes: img.blobs.reduce((n, b) => n + b.size, 0) });
     } else if (m.cmd === 'cpu') {
       send({ cpuMs: cpuMs() });

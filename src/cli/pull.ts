@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
+import { readEnrollment } from '../agent/enroll.js';
 import { invalidInput } from '../lib/errors.js';
 import { ImageRefSchema } from '../transport/messages.js';
-import { buildAgentConnection, pullProgress } from './agent.js';
+import { buildAgentConnection, pullProgress, withEnrollment } from './agent.js';
 import type { CliContext } from './context.js';
 import { addMqttOptions, connectTimeoutMs, type MqttFlags } from './mqtt-options.js';
 import { humanSize } from './output.js';
@@ -25,7 +26,9 @@ export function registerPull(program: Command, ctx: () => CliContext): void {
         throw invalidInput(`image reference ${ref}: expected name:tag`);
       const c = ctx();
       const timeoutMs = connectTimeoutMs(opts);
-      const agent = await buildAgentConnection(c, opts, false, `berth-pull-${process.pid}`);
+      // an enrolled device pulls with its own credentials
+      const flags = withEnrollment(opts, await readEnrollment(c.stateDir));
+      const agent = await buildAgentConnection(c, flags, false, `berth-pull-${process.pid}`);
       const started = Date.now();
       try {
         // Unavailable (exit 1) when the broker does not answer in time: never a silent exit 0.

@@ -87,6 +87,8 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
   connects = 0;
   /** Why the last dial failed (socket error, refused CONNACK), for Unavailable messages. */
   lastError: string | undefined;
+  /** Why the broker last refused us (bad credentials, not authorised), until a CONNACK accepts us. */
+  refused: string | undefined;
 
   constructor(readonly opts: MqttConnectionOptions) {
     super();
@@ -134,7 +136,13 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
         t = this.clock.setTimeout(() => {
           done();
           const why = this.lastError ? ` (${this.lastError})` : '';
-          reject(unavailable(`MQTT broker ${this.opts.url} not reachable within ${timeoutMs} ms${why}`));
+          reject(
+            unavailable(
+              this.refused
+                ? `MQTT broker ${this.opts.url} refused us: ${this.refused} (credentials?)`
+                : `MQTT broker ${this.opts.url} not reachable within ${timeoutMs} ms${why}`,
+            ),
+          );
         }, timeoutMs);
       this.on('connect', onConnect);
       this.on('disconnect', onDisc);
@@ -179,6 +187,7 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
       (client.stream as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
       this.attempt = 0;
       this.connected = true;
+      this.refused = undefined;
       this.connects++;
       this.lastError = undefined;
       const mps = connack.properties?.maximumPacketSize;
@@ -211,6 +220,8 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
       }
       this.lastError = err.message;
       o.log.warn({ broker: o.url, err: err.message, code }, 'mqtt error');
+      // 3.1.1: 4 bad user name or password, 5 not authorised; MQTT 5: 134, 135
+      if (code === 4 || code === 5 || code === 134 || code === 135) this.refused = err.message;
     });
     client.on('close', () => {
       if (this.client !== client) return;

@@ -2,8 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { ExecutionContext, TestFn } from 'ava';
 import { connectAsync } from 'mqtt';
 import { AgentConnection } from '../../src/agent/connection.js';
-import { buildTarget, publishTarget } from '../../src/fleet/deploy.js';
-import { loadFleetPrivateKey, resolvePublicKey } from '../../src/fleet/keys.js';
+import { resolvePublicKey } from '../../src/fleet/keys.js';
 import { encodeFrame, FrameType } from '../../src/transport/frames.js';
 import { encodeJson } from '../../src/transport/messages.js';
 import { deviceTopic, prefix } from '../../src/transport/topics.js';
@@ -57,7 +56,7 @@ export function transportSuite(test: TestFn, name: string, factory: BrokerFactor
   ) => startAgent(t, f, { url: b.url, protocolVersion: 'auto', ...o });
   const image = async (f: FleetSide, ref: string, layerSizes: number[]) => {
     const img = await putTestImage(f.store, { layerSizes });
-    await f.server.registry.addImage(f.store, ref, img.digest, img.mediaType);
+    await f.addImage(ref, img.digest, img.mediaType);
     return img;
   };
 
@@ -206,15 +205,7 @@ export function transportSuite(test: TestFn, name: string, factory: BrokerFactor
     await image(f, 'mine:1', [MiB]);
     await image(f, 'theirs:1', [MiB]);
     const d = await agentOn(t, f, b, { deviceId: 'conf-acl' });
-    const s = buildTarget(
-      f.server.registry,
-      FLEET,
-      { kind: 'device', id: 'conf-acl' },
-      { apps: {}, images: ['mine:1'] },
-      await loadFleetPrivateKey(f.dir),
-    );
-    f.server.registry.recordDeployment(s);
-    await publishTarget(f.server.conn!, s);
+    await f.deploy({ kind: 'device', id: 'conf-acl' }, { apps: {}, images: ['mine:1'] });
     await t.notThrowsAsync(d.agent.pullImage('mine:1'));
     const err = await t.throwsAsync(d.agent.pullImage('theirs:1'));
     t.is((err as { code?: string }).code, 'PermissionDenied');

@@ -11,8 +11,6 @@
 import { randomBytes } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
 import { connectAsync } from 'mqtt';
-import { buildTarget, publishTarget } from '../../src/fleet/deploy.js';
-import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import type { Digest } from '../../src/oci/digest.js';
 import { encodeJson } from '../../src/transport/messages.js';
 import { deviceTopic, prefix } from '../../src/transport/topics.js';
@@ -36,8 +34,8 @@ test('berth pull stores what the fleet means by the name: resolved replies not s
   const fleet = await startFleet(t, { mqtt: { url: m.url, protocolVersion: 5 } });
   const a = await putTestImage(fleet.store, { layerSizes: [2 * MiB] });
   const b = await putTestImage(fleet.store, { layerSizes: [3 * MiB] });
-  await fleet.server.registry.addImage(fleet.store, 'big-a:a', a.digest, a.mediaType);
-  await fleet.server.registry.addImage(fleet.store, 'sample:v1', b.digest, b.mediaType);
+  await fleet.addImage('big-a:a', a.digest, a.mediaType);
+  await fleet.addImage('sample:v1', b.digest, b.mediaType);
   const bDesc = { mediaType: b.mediaType, digest: b.digest, size: b.blobs[0]!.size };
 
   // A rogue that reads replies (no ACLs here) keeps the fleet's signed answer to another device's pull.
@@ -134,8 +132,8 @@ for (const presence of [false, true]) {
     });
     const big = await putTestImage(fleet.store, { layerSizes: [64 * MiB] });
     const small = await putTestImage(fleet.store, { layerSizes: [1 * MiB] });
-    await fleet.server.registry.addImage(fleet.store, 'big:1', big.digest, big.mediaType);
-    await fleet.server.registry.addImage(fleet.store, 'small:1', small.digest, small.mediaType);
+    await fleet.addImage('big:1', big.digest, big.mediaType);
+    await fleet.addImage('small:1', small.digest, small.mediaType);
     const watch = await watchChunks(t, m.url);
     const transfer = { fanout: false }; // each device its own unicast queue; the default window (32)
     const dying: AgentSide[] = [];
@@ -214,8 +212,6 @@ test('a device is served only what the targets of the device and its groups name
   const m = await Mosquitto.start();
   t.teardown(() => m.stop());
   const fleet = await startFleet(t, { mqtt: { url: m.url, protocolVersion: 5 }, pullPolicy: 'targets' });
-  const key = await loadFleetPrivateKey(fleet.dir);
-  const reg = fleet.server.registry;
   const imgs: Record<string, Awaited<ReturnType<typeof putTestImage>>> = {};
   for (const [name, size] of [
     ['app:1', MiB],
@@ -223,18 +219,16 @@ test('a device is served only what the targets of the device and its groups name
     ['other:1', MiB + 2],
   ] as const) {
     imgs[name] = await putTestImage(fleet.store, { layerSizes: [size] });
-    await reg.addImage(fleet.store, name, imgs[name]!.digest, imgs[name]!.mediaType);
+    await fleet.addImage(name, imgs[name]!.digest, imgs[name]!.mediaType);
   }
   const deploy = async (scope: { kind: 'device' | 'group'; id: string }, image: string) => {
-    const s = buildTarget(reg, FLEET, scope, { apps: {}, images: [image] }, key);
-    reg.recordDeployment(s);
-    await publishTarget(fleet.server.conn!, s);
+    await fleet.deploy(scope, { apps: {}, images: [image] });
   };
   await deploy({ kind: 'device', id: 'dev-a' }, 'app:1');
   await deploy({ kind: 'group', id: 'g1' }, 'grp:1');
   const a = await startAgent(t, fleet, { deviceId: 'dev-a', groups: ['g1'], url: m.url, protocolVersion: 5 });
   const b = await startAgent(t, fleet, { deviceId: 'dev-b', url: m.url, protocolVersion: 5 });
-  await waitFor(() => reg.devices().length === 2, 5000, 'both devices known');
+  await waitFor(() => fleet.stores.devices.list().items.length === 2, 5000, 'both devices known');
 
   await t.notThrowsAsync(a.agent.pullImage('app:1'), 'its own target');
   await t.notThrowsAsync(a.agent.pullImage('grp:1'), 'its group target');
