@@ -20,7 +20,8 @@ export async function keygen(
   await fsp.mkdir(stateDir, { recursive: true });
   const k = generateFleetKey();
   await writeFileAtomic(privateFile, k.privateKeyPem, 0o600);
-  await writeFileAtomic(publicFile, k.publicKeyPem, 0o644);
+  // 0600 like everything in the state dir (src/lib/state-dir.ts); keygen prints it for provisioning
+  await writeFileAtomic(publicFile, k.publicKeyPem, 0o600);
   return {
     keyId: keyId(loadPublicKey(k.publicKeyPem)),
     publicKeyPem: k.publicKeyPem,
