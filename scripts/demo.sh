@@ -80,6 +80,8 @@ node --max-semi-space-size=1 dist/berth.mjs --log-level info --state-dir "$DEV" 
   --broker "mqtt://127.0.0.1:$PORT" --device-id "$DEVICE" --fleet-key "$WORK/fleet.pub" --mqtt-version 4 2>"$WORK/agent.log" &
 PIDS+=($!)
 wait_for 20 "the agent's local API" test -S "$DEV/berth.sock"
+device_online() { fleetc fleet devices --json | jq -e --arg d "$DEVICE" 'any(.items[]; .id == $d and .online)'; }
+wait_for 20 "the fleet to see $DEVICE online" device_online
 
 for v in v1 v2; do
   say "deploy $v (docker-compose)"

@@ -186,11 +186,13 @@ export async function ensureFleetRole(
     );
     // the broker disconnects us for this before it answers: send, see the link drop, reconnect, check
     const dropped = new Promise<void>((resolve) => conn.once('disconnect', () => resolve()));
-    await conn.publish(
-      CONTROL,
-      JSON.stringify({ commands: [{ command: 'addClientRole', username: mqtt.username, rolename: role }] }),
-      { qos: 1 },
-    );
+    await conn
+      .publish(
+        CONTROL,
+        JSON.stringify({ commands: [{ command: 'addClientRole', username: mqtt.username, rolename: role }] }),
+        { qos: 1 },
+      )
+      .catch(() => undefined); // the PUBACK may not come: the broker cut the link first
     await Promise.race([dropped, new Promise((r) => setTimeout(r, 2000))]);
     await conn.waitConnected(o.timeoutMs ?? 15_000);
     const [again] = await dyn.run([{ command: 'getClient', username: mqtt.username }]);

@@ -239,6 +239,10 @@ export class Ingest {
       stores.devices.applyStatus(status);
       stores.devices.applyState(state);
       stores.devices.applyInfo(info);
+      stores.devices.touch(
+        new Set([...state, ...info, ...events, ...metrics].map((m) => m.deviceId)),
+        this.now(),
+      );
       eventIds = stores.events.append(events);
       stores.devices.applyRejections(rejections);
       stores.metrics.record(

@@ -225,6 +225,16 @@ export class DeviceStore extends SqlStore {
     for (const [i, g] of groups.entries()) ins.run(deviceId, g, i);
   }
 
+  /** Anything a device sends shows it alive: last seen moves forward (known, unrevoked devices only). */
+  touch(deviceIds: Iterable<string>, at: number): void {
+    const up = this.stmt(
+      'UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE id = ? AND revoked_at IS NULL',
+    );
+    tx(this.db, () => {
+      for (const id of deviceIds) up.run(at, id);
+    });
+  }
+
   /** Reported states of many devices in one transaction: the JSON, the per-service rows, the summary. */
   applyState(batch: readonly StateUpdate[]): void {
     if (batch.length === 0) return;
