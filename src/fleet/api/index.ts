@@ -5,6 +5,7 @@
  */
 import { z } from 'zod/v4';
 import type { Logger } from '../../lib/logger.js';
+import { ConsoleAssets, type EmbeddedAsset } from '../console/assets.js';
 import type { IdentityService } from '../identity/service.js';
 import type { FleetOperations } from '../operations.js';
 import { buildApp } from './app.js';
@@ -16,6 +17,7 @@ import { commandRoutes } from './routes/commands.js';
 import { fleetReadRoutes } from './routes/fleet.js';
 import { identityRoutes } from './routes/identity.js';
 import { sessionRoutes } from './routes/session.js';
+import { summaryRoutes } from './routes/summary.js';
 import { type HttpListen, type HttpServer, startHttpServer } from './server.js';
 import { type EventBusLike, SseHub, type SseOptions } from './sse.js';
 
@@ -28,6 +30,8 @@ export interface FleetApiOptions {
   /** the fleet's event bus, for the SSE stream */
   bus?: EventBusLike | undefined;
   sse?: SseOptions | undefined;
+  /** the web console served at `/` (default: the one embedded in this build; none when run from source) */
+  console?: EmbeddedAsset[] | undefined;
   /** tests: check every response against its schema */
   validateResponses?: boolean;
 }
@@ -38,6 +42,7 @@ export function fleetRoutes(d: ApiDeps): RouteSpec[] {
     ...identityRoutes(d),
     ...fleetReadRoutes(d),
     ...commandRoutes(d),
+    ...summaryRoutes(d),
   ];
   let doc: Record<string, unknown> | undefined;
   routes.push(
@@ -75,9 +80,11 @@ export async function startFleetApi(o: FleetApiOptions): Promise<HttpServer> {
     version: o.version,
     events: o.bus ? new SseHub(o.bus, o.sse) : undefined,
   };
+  const files = o.console ?? (await import('../console/embedded.js')).EMBEDDED_CONSOLE;
   const app = buildApp(fleetRoutes(deps), {
     identity: o.identity,
     log: o.log,
+    console: files.length ? new ConsoleAssets(files) : undefined,
     validateResponses: o.validateResponses ?? false,
   });
   const server = await startHttpServer(app, o.listen);

@@ -9,7 +9,7 @@ import { DEVICE_SORTS } from '../store/devices.js';
 import { DEVICE_STATUSES } from '../view.js';
 import { components } from './openapi.js';
 
-const named = <T extends z.ZodType>(id: string, schema: T, description?: string): T => {
+export const named = <T extends z.ZodType>(id: string, schema: T, description?: string): T => {
   components.add(schema, { id, ...(description ? { description } : {}) });
   return schema;
 };

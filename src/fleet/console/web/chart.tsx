@@ -1,0 +1,67 @@
+/**
+ * A time-series chart (uPlot, canvas). Loaded on demand (dynamic import): the first page does not pay for
+ * it. Styles go through uPlot's stylesheet (bundled) and the CSSOM, never inline attributes, so the strict
+ * CSP holds.
+ */
+import { useEffect, useRef } from 'preact/hooks';
+
+export interface ChartSeries {
+  label: string;
+  /** one value per x (null: no sample) */
+  values: Array<number | null>;
+}
+
+const COLORS = ['#1d4f91', '#c2410c', '#15803d', '#7c3aed', '#b91c1c', '#0e7490', '#a16207', '#4b5563'];
+
+export function Chart({
+  title,
+  x,
+  series,
+  format,
+}: {
+  title: string;
+  /** seconds since the epoch */
+  x: number[];
+  series: ChartSeries[];
+  format: (v: number) => string;
+}) {
+  const box = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    let plot: { destroy(): void; setSize(s: { width: number; height: number }): void } | undefined;
+    let gone = false;
+    const el = box.current;
+    if (!el) return;
+    import('uplot').then(({ default: UPlot }) => {
+      if (gone) return;
+      const width = Math.max(280, el.clientWidth);
+      plot = new UPlot(
+        {
+          title,
+          width,
+          height: 180,
+          series: [
+            {},
+            ...series.map((s, i) => ({
+              label: s.label,
+              stroke: COLORS[i % COLORS.length]!,
+              width: 1.5,
+              value: (_u: unknown, v: number | null) => (v === null ? '—' : format(v)),
+            })),
+          ],
+          axes: [{}, { values: (_u: unknown, ticks: number[]) => ticks.map(format), size: 70 }],
+          legend: { live: true },
+        },
+        [x, ...series.map((s) => s.values)] as unknown as [number[], ...number[][]],
+        el,
+      );
+    });
+    const ro = new ResizeObserver(() => plot?.setSize({ width: Math.max(280, el.clientWidth), height: 180 }));
+    ro.observe(el);
+    return () => {
+      gone = true;
+      ro.disconnect();
+      plot?.destroy();
+    };
+  }, [title, x, series, format]);
+  return <div class="chart" ref={box} role="img" aria-label={`${title} chart`} />;
+}
