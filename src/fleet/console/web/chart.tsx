@@ -18,8 +18,11 @@ export function Chart({
   x,
   series,
   format,
+  range,
 }: {
   title: string;
+  /** the time range shown (seconds since the epoch) */
+  range: [number, number];
   /** seconds since the epoch */
   x: number[];
   series: ChartSeries[];
@@ -50,6 +53,7 @@ export function Chart({
           ],
           axes: [{}, { values: (_u: unknown, ticks: number[]) => ticks.map(format), size: 70 }],
           legend: { live: true },
+          scales: { x: { time: true, range: () => range } },
         },
         [x, ...series.map((s) => s.values)] as unknown as [number[], ...number[][]],
         el,
@@ -62,6 +66,6 @@ export function Chart({
       ro.disconnect();
       plot?.destroy();
     };
-  }, [title, x, series, format]);
+  }, [title, x, series, format, range]);
   return <div class="chart" ref={box} role="img" aria-label={`${title} chart`} />;
 }

@@ -262,7 +262,9 @@ function Services({
                   <th scope="col">Image</th>
                   <th scope="col">State</th>
                   <th scope="col">Health</th>
-                  <th scope="col">Restarts</th>
+                  <th scope="col" class="num">
+                    Restarts
+                  </th>
                   <th scope="col">Last error</th>
                   <th scope="col">
                     <span class="sr-only">Actions</span>
@@ -282,9 +284,9 @@ function Services({
                     <td>{s.health}</td>
                     <td class="num">{s.restarts}</td>
                     <td class="reason">{s.lastError ?? ''}</td>
-                    <td class="inline-actions">
+                    <td>
                       {operator && (
-                        <>
+                        <span class="inline-actions">
                           <button type="button" onClick={() => onLogs(app, s.service)}>
                             Logs
                           </button>
@@ -298,7 +300,7 @@ function Services({
                           >
                             Restart
                           </button>
-                        </>
+                        </span>
                       )}
                     </td>
                   </tr>
@@ -457,8 +459,14 @@ function MetricsCharts({ id }: { id: string }) {
   const charts = useMemo(() => {
     const m = metrics.data;
     if (!m) return [];
-    const out: Array<{ title: string; x: number[]; series: ChartSeries[]; format: (v: number) => string }> =
-      [];
+    const range: [number, number] = [Date.parse(m.from) / 1000, Date.parse(m.to) / 1000];
+    const out: Array<{
+      title: string;
+      x: number[];
+      series: ChartSeries[];
+      format: (v: number) => string;
+      range: [number, number];
+    }> = [];
     for (const fam of FAMILIES) {
       const series = m.series.filter(
         (s) => fam.match.test(s.series) || fam.match.test(s.series.split('.').pop() ?? ''),
@@ -473,6 +481,7 @@ function MetricsCharts({ id }: { id: string }) {
           return { label: s.series, values: xs.map((t) => byT.get(t) ?? null) };
         }),
         format: fam.format,
+        range,
       });
     }
     return out;
@@ -489,7 +498,14 @@ function MetricsCharts({ id }: { id: string }) {
         {() => (
           <div class="charts">
             {charts.map((c) => (
-              <Chart key={c.title} title={c.title} x={c.x} series={c.series} format={c.format} />
+              <Chart
+                key={c.title}
+                title={c.title}
+                x={c.x}
+                series={c.series}
+                format={c.format}
+                range={c.range}
+              />
             ))}
           </div>
         )}
@@ -522,10 +538,19 @@ function Events({ id }: { id: string }) {
   );
 }
 
+/** A target reference reads as the operator's version ("group g1 7"); other values as JSON. */
+function eventValue(v: unknown): string {
+  if (typeof v === 'string') return v;
+  const r = v as { kind?: unknown; id?: unknown; version?: unknown };
+  if (r && typeof r === 'object' && typeof r.kind === 'string' && typeof r.id === 'string')
+    return `${r.kind} ${r.id}${r.version !== undefined && r.version !== null ? ` ${String(r.version)}` : ''}`;
+  return JSON.stringify(v);
+}
+
 function EventText({ e }: { e: DeviceEvent }) {
   const { type: _t, at: _a, ...rest } = e.event as Record<string, unknown>;
   const parts = Object.entries(rest)
     .filter(([, v]) => v !== undefined && v !== null && v !== '')
-    .map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`);
+    .map(([k, v]) => `${k}: ${eventValue(v)}`);
   return <span class="event-text">{parts.join(' · ')}</span>;
 }
