@@ -540,8 +540,9 @@ export class DeviceStore extends SqlStore {
     return {
       total: count('0') + count('1'),
       online: count('1'),
-      revoked: (this.stmt('SELECT COUNT(*) AS n FROM devices WHERE revoked_at IS NOT NULL').get() as { n: number })
-        .n,
+      revoked: (
+        this.stmt('SELECT COUNT(*) AS n FROM devices WHERE revoked_at IS NOT NULL').get() as { n: number }
+      ).n,
       byStatus: grouped('status'),
       byPlatform: grouped('platform'),
       byAgentVersion: grouped('agent_version'),
