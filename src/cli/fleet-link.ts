@@ -20,6 +20,8 @@ export interface ServeFile {
   pid?: number;
   /** the server runs the embedded broker (its clients use the fleet account) */
   embedded?: boolean;
+  /** the management API's URL (`--http`), when it serves one */
+  api?: string;
 }
 
 export async function readServeFile(stateDir: string): Promise<ServeFile | undefined> {
