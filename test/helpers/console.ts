@@ -9,14 +9,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
-import { startFleetApi } from '../../src/fleet/api/index.js';
-import { CommandService } from '../../src/fleet/commands.js';
+import { serveFleetApi } from '../../src/fleet/api/index.js';
 import type { EmbeddedAsset } from '../../src/fleet/console/assets.js';
 import type { Role } from '../../src/fleet/identity/roles.js';
 import { IdentityService } from '../../src/fleet/identity/service.js';
 import { IdentityStore } from '../../src/fleet/identity/store.js';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
-import { FleetOperations } from '../../src/fleet/operations.js';
 import { FLEET, type FleetSide, startFleet, testLog } from './fleet-harness.js';
 
 export const CHROMIUM = process.env.BERTH_CHROMIUM ?? '/usr/bin/chromium';
@@ -35,49 +33,36 @@ export function consoleAssets(): Promise<EmbeddedAsset[]> {
 export interface ConsoleFleet {
   fleet: FleetSide;
   url: string;
+  /** the identity service over the server's fleet.db (users, audit) */
   identity: IdentityService;
-  ops: FleetOperations;
   /** a user with a password, for logging in from the page */
   addUser(name: string, role: Role, password?: string): Promise<{ name: string; password: string }>;
 }
 
 export async function startConsoleFleet(t: ExecutionContext): Promise<ConsoleFleet> {
   const fleet = await startFleet(t);
-  const identity = new IdentityService(new IdentityStore(fleet.stores.db));
-  const log = testLog();
-  let commands: CommandService | undefined;
-  const ops = new FleetOperations({
-    identity,
-    stores: fleet.stores,
-    commands: async () => {
-      if (!commands) {
-        commands = new CommandService({
-          fleet: FLEET,
-          link: fleet.server.conn!,
-          privateKey: await loadFleetPrivateKey(fleet.dir),
-          log,
-        });
-        await commands.start();
-      }
-      return commands;
+  // the API as `berth fleet serve --http` starts it, with the console built from this checkout
+  const api = await serveFleetApi({
+    served: {
+      fleet: FLEET,
+      stores: fleet.stores,
+      services: fleet.server.services,
+      bus: fleet.server.bus,
+      conn: fleet.server.conn,
     },
-  });
-  const http = await startFleetApi({
-    ops,
-    identity,
-    log,
+    privateKey: await loadFleetPrivateKey(fleet.dir),
+    content: { store: fleet.store, db: fleet.db },
+    log: testLog(),
     version: 'test',
     listen: { host: '127.0.0.1', port: 0 },
-    bus: fleet.server.bus,
     console: await consoleAssets(),
-    validateResponses: true,
   });
-  t.teardown(() => http.close());
+  t.teardown(() => api.server.close());
+  const identity = new IdentityService(new IdentityStore(fleet.stores.db));
   return {
     fleet,
-    url: http.url,
+    url: api.server.url,
     identity,
-    ops,
     addUser: async (name, role, password = `pw-${name}-0123456789`) => {
       await identity.addUser(name, role, password);
       return { name, password };

@@ -133,6 +133,8 @@ export async function serveFleetApi(o: {
   version: string;
   listen: HttpListen;
   maxUploadBytes?: number | undefined;
+  /** the web console's files (default: the ones embedded in this build) */
+  console?: EmbeddedAsset[] | undefined;
 }): Promise<{ server: HttpServer; setupToken: string | undefined }> {
   const { IdentityService } = await import('../identity/service.js');
   const { IdentityStore } = await import('../identity/store.js');
@@ -166,6 +168,7 @@ export async function serveFleetApi(o: {
     listen: o.listen,
     bus: served.bus,
     maxUploadBytes: o.maxUploadBytes,
+    console: o.console,
   });
   return {
     server: {

@@ -82,6 +82,7 @@ export function DevicesPage({ query }: { query: URLSearchParams }) {
   });
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [search, setSearch] = useState(f.q);
+  const [groupText, setGroupText] = useState(f.group);
   const started = useRef(0);
   const filterKey = JSON.stringify(f);
   const here = paging.key === filterKey ? paging : { key: filterKey, stack: [], cursor: undefined };
@@ -91,6 +92,7 @@ export function DevicesPage({ query }: { query: URLSearchParams }) {
   useEffect(() => {
     setSelected(new Set());
     setSearch(f.q);
+    setGroupText(f.group);
   }, [filterKey]);
 
   const page = useResource(
@@ -152,7 +154,7 @@ export function DevicesPage({ query }: { query: URLSearchParams }) {
         aria-label="Filter devices"
         onSubmit={(e) => {
           e.preventDefault();
-          set({ q: search });
+          set({ q: search.trim(), group: groupText.trim() });
         }}
       >
         <label>
@@ -207,10 +209,11 @@ export function DevicesPage({ query }: { query: URLSearchParams }) {
           Group
           <input
             name="group"
-            value={f.group}
+            value={groupText}
             placeholder="any"
             size={10}
-            onChange={(e) => set({ group: (e.target as HTMLInputElement).value.trim() })}
+            onInput={(e) => setGroupText((e.target as HTMLInputElement).value)}
+            onChange={(e) => set({ group: (e.target as HTMLInputElement).value.trim(), q: search.trim() })}
           />
         </label>
         <button type="submit">Search</button>
