@@ -22,6 +22,7 @@ type ScopeKind = 'group' | 'devices' | 'labels';
 
 interface Deployment {
   id: number;
+  scope: { kind: 'device' | 'group'; id: string };
   text: string;
 }
 
@@ -224,18 +225,20 @@ export function DeployPage({ query }: { query: URLSearchParams }) {
             />
           </div>
           {problems.length > 0 && (
-            <ul class="problems" role="alert" aria-label="Problems">
-              {problems.map((p, i) => (
-                <li key={i}>
-                  {p.line !== undefined ? (
-                    <button type="button" class="link" onClick={() => jumpTo(p.line!)}>
-                      line {p.line}
-                    </button>
-                  ) : null}{' '}
-                  {p.message}
-                </li>
-              ))}
-            </ul>
+            <div role="alert" aria-label="Problems">
+              <ul class="problems">
+                {problems.map((p, i) => (
+                  <li key={i}>
+                    {p.line !== undefined ? (
+                      <button type="button" class="link" onClick={() => jumpTo(p.line!)}>
+                        line {p.line}
+                      </button>
+                    ) : null}{' '}
+                    {p.message}
+                  </li>
+                ))}
+              </ul>
+            </div>
           )}
           {checked && (
             <p class="state state-ok" role="status">
@@ -268,8 +271,9 @@ function DeploymentProgressCard({ d }: { d: Deployment }) {
   const p = progress.data;
   const stateOf = useMemo(() => p?.devices.slice(0, 50) ?? [], [p]);
   return (
-    <section class="card" aria-label={`progress of ${d.text}`}>
+    <section class="card" aria-label={`progress of ${d.scope.id}: ${d.text}`}>
       <h2>
+        {d.scope.kind === 'device' ? `${d.scope.id}: ` : ''}
         {d.text} {p && <StatusBadge status={p.done ? (p.ok ? 'converged' : 'failed') : 'applying'} />}
       </h2>
       {!p ? (
