@@ -5,6 +5,7 @@ import { ContentStore } from '../content/store.js';
 import { type Db, openDatabase } from '../db/database.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { nativeHints } from '../lib/native.js';
+import { secureStateDir } from '../lib/state-dir.js';
 
 /** Global options every command accepts (commander puts them on the root program). */
 export interface GlobalOptions {
@@ -54,6 +55,8 @@ export class CliContext {
   get db(): Db {
     if (!this._db) {
       const db = openDatabase(path.join(this.stateDir, 'berth.db'));
+      // every command that opens the state dir leaves it locked down (src/lib/state-dir.ts)
+      secureStateDir(this.stateDir, this.log);
       this._db = db;
       this.closers.push(() => {
         db.close();
