@@ -190,6 +190,8 @@ test('log in, a real agent comes online, deploy a compose app from the page, it 
     .waitFor();
   const services = page.locator('table.services');
   await services.getByText('running').waitFor({ timeout: 30_000 });
+  await page.locator('.chart canvas').first().waitFor({ timeout: 30_000 });
+  await screenshot(page, 'agent-device-docs');
   await services.getByRole('button', { name: 'Logs' }).click();
   const logs = page.getByTestId('logs');
   await logs.getByText(XSS).waitFor({ timeout: 30_000 });

@@ -595,8 +595,8 @@ function Audit() {
                     </td>
                     <td>{a.target ?? ''}</td>
                     <td>
-                      {a.result === 'ok' ? 'ok' : <StatusBadge status="failed" />} {a.status}{' '}
-                      {a.message && <span class="reason">{a.message}</span>}
+                      {a.result === 'ok' ? 'ok' : <span class="badge badge-failed">{a.result}</span>}{' '}
+                      {a.status} {a.message && <span class="reason">{a.message}</span>}
                     </td>
                     <td>{a.source}</td>
                   </tr>

@@ -13,6 +13,7 @@ import type {
 import { call, seg } from '../api.js';
 import { Chart, type ChartSeries } from '../chart.js';
 import { href } from '../router.js';
+import { mergeTail } from '../text.js';
 import {
   act,
   bytes,
@@ -345,22 +346,6 @@ function PurgeVolume({ id, app }: { id: string; app: string }) {
       </button>
     </span>
   );
-}
-
-/** Overlap of the tail we have and a newer tail: append only the lines after the common part. */
-export function mergeTail(have: string[], fresh: string[]): string[] {
-  if (have.length === 0) return fresh;
-  const max = Math.min(have.length, fresh.length);
-  for (let n = max; n > 0; n--) {
-    let same = true;
-    for (let i = 0; i < n; i++)
-      if (have[have.length - n + i] !== fresh[i]) {
-        same = false;
-        break;
-      }
-    if (same) return [...have, ...fresh.slice(n)];
-  }
-  return [...have, ...fresh];
 }
 
 const MAX_LOG_LINES = 2000;

@@ -9,6 +9,7 @@ import type { FleetSummary } from '../../../api/routes/summary.js';
 import type { Page as ApiPage, Device } from '../../../api/schemas.js';
 import { call, seg } from '../api.js';
 import { go, href } from '../router.js';
+import { searchQuery } from '../text.js';
 import {
   act,
   can,
@@ -56,19 +57,6 @@ function filtersOf(query: URLSearchParams): Filters {
     sort: query.get('sort') ?? 'id',
     order: query.get('order') ?? 'asc',
   };
-}
-
-/** The search box: `key=value` or `key=` / `label:key` are labels, anything else an id prefix. */
-export function searchQuery(q: string): { prefix?: string; label?: string[] } {
-  const words = q.trim().split(/\s+/).filter(Boolean);
-  const label: string[] = [];
-  let prefix: string | undefined;
-  for (const w of words) {
-    if (w.includes('=')) label.push(w.endsWith('=') ? w.slice(0, -1) : w);
-    else if (w.startsWith('label:')) label.push(w.slice(6));
-    else prefix = w;
-  }
-  return { ...(prefix ? { prefix } : {}), ...(label.length ? { label } : {}) };
 }
 
 export function DevicesPage({ query }: { query: URLSearchParams }) {
