@@ -209,6 +209,13 @@ test('log in, a real agent comes online, deploy a compose app from the page, it 
     .getByText(/command-result.*kind: restart · ok: true/)
     .first()
     .waitFor({ timeout: 30_000 });
+
+  // an image a deployment uses cannot be deleted: the page says why
+  await page.goto(`${url}/#/images`);
+  await page.getByRole('row', { name: /sample:v1/ }).getByRole('button', { name: 'Delete' }).click();
+  await page.getByRole('button', { name: 'Yes, delete' }).click();
+  await page.getByText(/sample:v1 deleted failed — Conflict/).waitFor();
+  await page.getByRole('cell', { name: 'sample:v1' }).waitFor();
   t.deepEqual(problems, []);
 });
 

@@ -115,7 +115,7 @@ function Upload({ onDone }: { onDone: () => void }) {
   const [error, setError] = useState<string | undefined>();
   return (
     <form
-      class="card upload"
+      class="card upload inline-form"
       aria-labelledby="upload-title"
       onSubmit={async (e) => {
         e.preventDefault();
