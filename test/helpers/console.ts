@@ -4,7 +4,7 @@
  * `chromium`, driven by playwright-core) on a fresh profile. Every page a test opens is watched: a CSP
  * violation, an uncaught page error or an alert() (an injected script running) fails the test.
  */
-import { promises as fsp } from 'node:fs';
+import { accessSync, constants, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
@@ -19,6 +19,34 @@ import { FLEET, type FleetSide, startFleet, testLog } from './fleet-harness.js';
 
 export const CHROMIUM = process.env.BERTH_CHROMIUM ?? '/usr/bin/chromium';
 export const ARTIFACTS = path.resolve('test-artifacts', 'console');
+
+/** Why the browser cannot run here, or undefined when CHROMIUM is an executable file. */
+export function chromiumMissing(): string | undefined {
+  try {
+    accessSync(CHROMIUM, constants.X_OK);
+    return undefined;
+  } catch (err) {
+    return (
+      `no headless browser: ${CHROMIUM} is not an executable (${(err as NodeJS.ErrnoException).code}); ` +
+      "scripts/bootstrap.sh installs Debian's chromium (BERTH_CHROMIUM names another)"
+    );
+  }
+}
+
+/**
+ * Probe for the browser before a browser test sets anything up. Without it the test is skipped with the
+ * reason on a developer machine and fails with it under BERTH_REQUIRE_PRIVILEGED=1 (CI), never silently.
+ */
+export function needChromium(t: ExecutionContext): boolean {
+  const missing = chromiumMissing();
+  if (missing === undefined) return true;
+  if (process.env.BERTH_REQUIRE_PRIVILEGED === '1') t.fail(`${missing} (BERTH_REQUIRE_PRIVILEGED=1)`);
+  else {
+    t.log(`skipped: ${missing}`);
+    t.pass();
+  }
+  return false;
+}
 
 let built: Promise<EmbeddedAsset[]> | undefined;
 /** The console as the berth bundle embeds it (scripts/console-build.mjs), built once per test process. */
@@ -78,6 +106,8 @@ export interface Watched {
 
 /** Headless Chromium with a fresh profile, closed at teardown. */
 export async function launchBrowser(t: ExecutionContext): Promise<BrowserContext> {
+  const missing = chromiumMissing();
+  if (missing !== undefined) throw new Error(missing);
   const profile = await fsp.mkdtemp(path.join(os.tmpdir(), 'berth-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,

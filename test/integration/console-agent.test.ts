@@ -15,7 +15,7 @@ import { exec } from '../../src/lib/exec.js';
 import { mountsUnder } from '../helpers/agent-process.js';
 import { buildSampleImages } from '../helpers/agent-stack.js';
 import { BERTH_BUNDLE } from '../helpers/cli.js';
-import { axe, launchBrowser, login, screenshot, watchedPage } from '../helpers/console.js';
+import { axe, launchBrowser, login, needChromium, screenshot, watchedPage } from '../helpers/console.js';
 import { tempDir, waitFor } from '../helpers/fleet-harness.js';
 import { needPrivileges } from '../helpers/privileged.js';
 
@@ -23,7 +23,7 @@ const PASSWORD = 'console-admin-password';
 const XSS = '<img src=x onerror=window.__xss=1>';
 
 test('log in, a real agent comes online, deploy a compose app from the page, it converges, its logs, restart, the restart in the events', async (t) => {
-  if (!needPrivileges(t)) return;
+  if (!needPrivileges(t) || !needChromium(t)) return;
   t.timeout(420_000);
   const work = await tempDir(t, 'console-agent');
   const fleetDir = path.join(work, 'fleet');
@@ -212,7 +212,10 @@ test('log in, a real agent comes online, deploy a compose app from the page, it 
 
   // an image a deployment uses cannot be deleted: the page says why
   await page.goto(`${url}/#/images`);
-  await page.getByRole('row', { name: /sample:v1/ }).getByRole('button', { name: 'Delete' }).click();
+  await page
+    .getByRole('row', { name: /sample:v1/ })
+    .getByRole('button', { name: 'Delete' })
+    .click();
   await page.getByRole('button', { name: 'Yes, delete' }).click();
   await page.getByText(/sample:v1 deleted failed — Conflict/).waitFor();
   await page.getByRole('cell', { name: 'sample:v1' }).waitFor();
