@@ -1,7 +1,7 @@
 /** The console's pure text helpers: search box → API query, log tails merged, where a server error points. */
 import test from 'ava';
 import { jsonLine, lineOf, problemsOf, yamlLine } from '../../src/fleet/console/web/lineof.js';
-import { mergeTail, searchQuery } from '../../src/fleet/console/web/text.js';
+import { mergeTail, searchQuery, seriesLabel, statusTone } from '../../src/fleet/console/web/text.js';
 
 test('the search box: an id prefix, labels as key=value or a key alone', (t) => {
   t.deepEqual(searchQuery(''), {});
@@ -67,4 +67,18 @@ test('a path in a target JSON error points at its key', (t) => {
     '{\n  "apps": {\n    "web": {\n      "services": {\n        "main": { "image": "x" }\n      }\n    }\n  }\n}';
   t.is(jsonLine(json, ['apps', 'web', 'services', 'main', 'image']), 5);
   t.is(lineOf('body.apps.web.services: expected object', json, false), 4);
+});
+
+test('metric series names as a chart legend says them; a status has its colour family', (t) => {
+  t.is(seriesLabel('cpuPercent'), 'device');
+  t.is(seriesLabel('service.hello.web.cpuPercent'), 'hello/web');
+  t.is(seriesLabel('service.my.app.web.memoryBytes'), 'my.app/web');
+  t.is(seriesLabel('memory.usedBytes'), 'used');
+  t.is(seriesLabel('disk.totalBytes'), 'total');
+  t.is(seriesLabel('net.rxBytes'), 'net.rxBytes');
+  t.is(statusTone('converged'), 'ok');
+  t.is(statusTone('rolled-back'), 'warn');
+  t.is(statusTone('failed'), 'bad');
+  t.is(statusTone('applying'), 'info');
+  t.is(statusTone('unknown'), 'muted');
 });

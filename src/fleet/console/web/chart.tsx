@@ -48,11 +48,15 @@ export function Chart({
               label: s.label,
               stroke: COLORS[i % COLORS.length]!,
               width: 1.5,
+              // series are sampled at their own times: join a series' points across the others' times
+              spanGaps: true,
+              points: { show: true, size: 4 },
               value: (_u: unknown, v: number | null) => (v === null ? '—' : format(v)),
             })),
           ],
           axes: [{}, { values: (_u: unknown, ticks: number[]) => ticks.map(format), size: 70 }],
-          legend: { live: true },
+          // labels only: live values read "--" until the pointer is over the chart
+          legend: { live: false },
           scales: { x: { time: true, range: () => range } },
         },
         [x, ...series.map((s) => s.values)] as unknown as [number[], ...number[][]],

@@ -28,3 +28,27 @@ export function mergeTail(have: string[], fresh: string[]): string[] {
   }
   return [...have, ...fresh];
 }
+
+/** The colour family of a device or rollout status (the badge's and the overview bar's). */
+export function statusTone(status: string): 'ok' | 'info' | 'warn' | 'bad' | 'muted' {
+  if (/^(converged|running|active|succeeded|healthy|ok)$/.test(status)) return 'ok';
+  if (/^(applying|waiting|pending|starting|paused|waiting-approval|verifying)$/.test(status)) return 'info';
+  if (/^(rolled-back|expired|superseded)$/.test(status)) return 'warn';
+  if (/^(failed|rejected|revoked|aborted|exited|unhealthy)$/.test(status)) return 'bad';
+  return 'muted';
+}
+
+/**
+ * A metric series' name as a chart legend says it: `service.<app>.<service>.<metric>` → `app/service`,
+ * `memory.usedBytes` → `used`, `memory.totalBytes` → `total`, a device-wide `cpuPercent` → `device`.
+ */
+export function seriesLabel(name: string): string {
+  const svc = /^service\.(.+)\.([^.]+)\.[^.]+$/.exec(name);
+  if (svc) return `${svc[1]}/${svc[2]}`;
+  const last = name.split('.').pop() ?? name;
+  if (/^used/i.test(last)) return 'used';
+  if (/^total/i.test(last)) return 'total';
+  if (/^free/i.test(last)) return 'free';
+  if (!name.includes('.')) return 'device';
+  return name;
+}

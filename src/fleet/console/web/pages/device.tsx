@@ -13,7 +13,7 @@ import type {
 import { call, seg } from '../api.js';
 import { Chart, type ChartSeries } from '../chart.js';
 import { href } from '../router.js';
-import { mergeTail } from '../text.js';
+import { mergeTail, seriesLabel } from '../text.js';
 import {
   act,
   bytes,
@@ -444,7 +444,7 @@ function MetricsCharts({ id }: { id: string }) {
   const charts = useMemo(() => {
     const m = metrics.data;
     if (!m) return [];
-    const range: [number, number] = [Date.parse(m.from) / 1000, Date.parse(m.to) / 1000];
+    const [from, to] = [Date.parse(m.from) / 1000, Date.parse(m.to) / 1000];
     const out: Array<{
       title: string;
       x: number[];
@@ -458,12 +458,16 @@ function MetricsCharts({ id }: { id: string }) {
       );
       if (series.length === 0) continue;
       const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p.t)))].sort((a, b) => a - b);
+      // from the first sample (at least the last 5 minutes) to now: a device that just started
+      // reporting is not a dot squeezed against the right edge of an empty hour
+      const first = xs.length ? xs[0]! / 1000 : from;
+      const range: [number, number] = [Math.max(from, Math.min(first, to - 300)), to];
       out.push({
         title: fam.title,
         x: xs.map((t) => t / 1000),
         series: series.slice(0, 8).map((s) => {
           const byT = new Map(s.points.map((p) => [p.t, p.avg]));
-          return { label: s.series, values: xs.map((t) => byT.get(t) ?? null) };
+          return { label: seriesLabel(s.series), values: xs.map((t) => byT.get(t) ?? null) };
         }),
         format: fam.format,
         range,

@@ -2,6 +2,7 @@ import type { FleetSummary } from '../../../api/routes/summary.js';
 import type { Page as ApiPage, Device } from '../../../api/schemas.js';
 import { call } from '../api.js';
 import { href } from '../router.js';
+import { statusTone } from '../text.js';
 import { Empty, Page, Show, StatusBadge, useLive, useResource, When } from '../ui.js';
 import { activeRollouts } from './rollouts.js';
 
@@ -186,6 +187,7 @@ function Breakdown({
                 <td class="num">{r.count.toLocaleString()}</td>
                 <td class="barcell">
                   <meter
+                    class={`tone-${badge && r.key !== null ? statusTone(r.key) : 'accent'}`}
                     min={0}
                     max={Math.max(1, total)}
                     value={r.count}
