@@ -19,6 +19,7 @@ export function Chart({
   series,
   format,
   range,
+  floor,
 }: {
   title: string;
   /** the time range shown (seconds since the epoch) */
@@ -27,6 +28,8 @@ export function Chart({
   x: number[];
   series: ChartSeries[];
   format: (v: number) => string;
+  /** the y axis reaches at least this (100 for a percentage) */
+  floor?: number;
 }) {
   const box = useRef<HTMLDivElement>(null);
   useEffect(() => {
@@ -57,7 +60,13 @@ export function Chart({
           axes: [{}, { values: (_u: unknown, ticks: number[]) => ticks.map(format), size: 70 }],
           // labels only: live values read "--" until the pointer is over the chart
           legend: { live: false },
-          scales: { x: { time: true, range: () => range } },
+          scales: {
+            x: { time: true, range: () => range },
+            // from zero (a lone sample is not a flat line in the middle of nowhere), at least `floor` high
+            y: {
+              range: (_u: unknown, _min: number, max: number) => [0, Math.max(floor ?? 0, max * 1.1, 1)],
+            },
+          },
         },
         [x, ...series.map((s) => s.values)] as unknown as [number[], ...number[][]],
         el,
@@ -70,6 +79,6 @@ export function Chart({
       ro.disconnect();
       plot?.destroy();
     };
-  }, [title, x, series, format, range]);
+  }, [title, x, series, format, range, floor]);
   return <div class="chart" ref={box} role="img" aria-label={`${title} chart`} />;
 }

@@ -429,8 +429,13 @@ function Logs({
   );
 }
 
-const FAMILIES: Array<{ match: RegExp; title: string; format: (v: number) => string }> = [
-  { match: /^cpu|cpuPercent$/i, title: 'CPU %', format: (v) => `${v.toFixed(0)} %` },
+const FAMILIES: Array<{
+  match: RegExp;
+  title: string;
+  format: (v: number) => string;
+  floor?: number;
+}> = [
+  { match: /^cpu|cpuPercent$/i, title: 'CPU %', format: (v) => `${v.toFixed(0)} %`, floor: 100 },
   { match: /^mem|memoryBytes$/i, title: 'Memory', format: (v) => bytes(Math.max(0, v)) },
   { match: /^disk|storage/i, title: 'Disk', format: (v) => bytes(Math.max(0, v)) },
 ];
@@ -451,6 +456,7 @@ function MetricsCharts({ id }: { id: string }) {
       series: ChartSeries[];
       format: (v: number) => string;
       range: [number, number];
+      floor?: number;
     }> = [];
     for (const fam of FAMILIES) {
       const series = m.series.filter(
@@ -471,6 +477,7 @@ function MetricsCharts({ id }: { id: string }) {
         }),
         format: fam.format,
         range,
+        ...(fam.floor !== undefined ? { floor: fam.floor } : {}),
       });
     }
     return out;
@@ -494,6 +501,7 @@ function MetricsCharts({ id }: { id: string }) {
                 series={c.series}
                 format={c.format}
                 range={c.range}
+                {...(c.floor !== undefined ? { floor: c.floor } : {})}
               />
             ))}
           </div>

@@ -4,7 +4,7 @@ import { call } from '../api.js';
 import { href } from '../router.js';
 import { statusTone } from '../text.js';
 import { Empty, Page, Show, StatusBadge, useLive, useResource, When } from '../ui.js';
-import { activeRollouts } from './rollouts.js';
+import { activeRollouts, rolloutName } from './rollouts.js';
 
 const STATUS_ORDER = ['converged', 'applying', 'waiting', 'failed', 'rolled-back', 'rejected', 'unknown'];
 
@@ -96,12 +96,9 @@ export function OverviewPage() {
               <ul class="plain">
                 {list.map((r) => (
                   <li key={r.id}>
-                    <a href={href(['rollouts', r.id])}>{r.name ?? r.id}</a> <StatusBadge status={r.state} />{' '}
-                    <progress
-                      value={r.done}
-                      max={Math.max(1, r.total)}
-                      aria-label={`${r.name ?? r.id} progress`}
-                    />{' '}
+                    <a href={href(['rollouts', String(r.id)])}>{rolloutName(r)}</a>{' '}
+                    <StatusBadge status={r.state} /> phase {r.phase} of {r.phases.length}{' '}
+                    <progress value={r.done} max={Math.max(1, r.total)} aria-label={`${rolloutName(r)} progress`} />{' '}
                     {r.done}/{r.total}
                   </li>
                 ))}
