@@ -4,16 +4,7 @@
 #   with its own state dir (btrfs on a loop file when possible, else overlay) → deploy v1 (compose) →
 #   watch it run → update to v2 → logs and reported state → stop everything and clean up.
 # Exits 0 only when v2 is really running on the device.
-#   --keep   leave the fleet server (with the web console) and the agent running; print the console URL, the
-#            login the demo made, and the command that stops everything and cleans up.
 set -euo pipefail
-KEEP=""
-for a in "$@"; do
-  case $a in
-    --keep) KEEP=1 ;;
-    *) echo "demo: unknown argument $a (only --keep)" >&2; exit 2 ;;
-  esac
-done
 cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "demo: run as root (containers, mounts)" >&2; exit 1; }
 [[ -f dist/berth.mjs ]] || node scripts/build.mjs
@@ -21,7 +12,7 @@ make -s -C native >/dev/null
 WORK=$(mktemp -d /tmp/berth-demo.XXXXXX)
 FLEET=$WORK/fleet DEV=$WORK/device DEVICE=demo-$$
 mkdir -p "$FLEET" "$DEV"
-PIDS=() LOOPFILE="" KEEP_DONE=""
+PIDS=() LOOPFILE=""
 exec </dev/null
 berth() { node dist/berth.mjs --log-level warn "$@"; }
 fleetc() { berth --state-dir "$FLEET" "$@"; }
@@ -30,7 +21,6 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 cleanup() {
   set +e
-  [[ -n $KEEP_DONE ]] && return
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
   [[ -f $WORK/agent.log && -n ${BERTH_DEMO_VERBOSE:-} ]] && tail -30 "$WORK/agent.log" >&2
@@ -68,19 +58,14 @@ else
 fi
 
 say "fleet server with its embedded MQTT broker"
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
-PORT=$(free_port) HTTP_PORT=$(free_port)
+PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 fleetc fleet keygen >"$WORK/fleet.pub"
-# a login for the web console (the fleet's first admin, made on its state dir)
-CONSOLE_USER=demo CONSOLE_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
-printf '%s\n' "$CONSOLE_PASSWORD" | fleetc fleet user add "$CONSOLE_USER" --role admin --password-stdin >/dev/null
 # node itself in the background (not through the function): its pid is the one cleanup stops
 # (interim, until the HTTP API lands here: anonymous clients allowed; then the agent enrolls)
-node dist/berth.mjs --log-level warn --state-dir "$FLEET" fleet serve --listen "127.0.0.1:$PORT" --http "127.0.0.1:$HTTP_PORT" --allow-anonymous \
-  >"$WORK/fleet.log" 2>&1 &
+node dist/berth.mjs --log-level warn --state-dir "$FLEET" fleet serve --listen "127.0.0.1:$PORT" --http 127.0.0.1:0 --allow-anonymous &
 PIDS+=($!)
 wait_for 20 "the fleet broker on :$PORT" node -e 'require("net").connect(+process.argv[1],"127.0.0.1").on("connect",()=>process.exit(0)).on("error",()=>process.exit(1))' "$PORT"
-echo "broker mqtt://127.0.0.1:$PORT, API and web console http://127.0.0.1:$HTTP_PORT/"
+echo "broker mqtt://127.0.0.1:$PORT"
 
 say "sample image v1 and v2 (busybox-static, umoci), pushed to the fleet"
 bash scripts/sample-image.sh "$WORK/sample" v1 "hello from berth v1"
@@ -92,7 +77,7 @@ done
 
 say "device agent $DEVICE (state dir $DEV)"
 node --max-semi-space-size=1 dist/berth.mjs --log-level info --state-dir "$DEV" agent \
-  --broker "mqtt://127.0.0.1:$PORT" --device-id "$DEVICE" --fleet-key "$WORK/fleet.pub" --mqtt-version 4 >"$WORK/agent.out" 2>"$WORK/agent.log" &
+  --broker "mqtt://127.0.0.1:$PORT" --device-id "$DEVICE" --fleet-key "$WORK/fleet.pub" --mqtt-version 4 2>"$WORK/agent.log" &
 PIDS+=($!)
 wait_for 20 "the agent's local API" test -S "$DEV/berth.sock"
 device_online() { fleetc fleet devices --json | jq -e --arg d "$DEVICE" 'any(.items[]; .id == $d and .online)'; }
@@ -126,30 +111,4 @@ say "reported state of $DEVICE"
 fleetc fleet state "$DEVICE" | jq -c '.' | head -c 3000; echo
 
 running_image sample:v2
-if [[ -n $KEEP ]]; then
-  # hand the clean-up to a script of its own: the processes stay, the trap does nothing
-  cat >"$WORK/stop.sh" <<STOP
-#!/usr/bin/env bash
-# stops what \`npm run demo -- --keep\` left running and removes its files
-set +e
-kill -TERM ${PIDS[*]} 2>/dev/null
-for i in \$(seq 50); do kill -0 ${PIDS[*]} 2>/dev/null || break; sleep 0.2; done
-for c in \$(node "$PWD/dist/berth.mjs" --state-dir "$DEV" ps -a --json 2>/dev/null | jq -r '.[].name'); do
-  node "$PWD/dist/berth.mjs" --state-dir "$DEV" rm -f "\$c" >/dev/null 2>&1
-done
-grep -F " $DEV" /proc/mounts | awk '{print \$2}' | sort -r | while read -r m; do umount -l "\$m"; done
-${LOOPFILE:+rm -f "$LOOPFILE"}
-rm -rf "$WORK"
-echo "demo stopped and cleaned up"
-STOP
-  chmod 755 "$WORK/stop.sh"
-  KEEP_DONE=1
-  say "left running (--keep)"
-  echo "web console  http://127.0.0.1:$HTTP_PORT/"
-  echo "login        user $CONSOLE_USER, password $CONSOLE_PASSWORD"
-  echo "fleet        mqtt://127.0.0.1:$PORT, state dir $FLEET (pid ${PIDS[0]}); agent $DEVICE, state dir $DEV (pid ${PIDS[1]})"
-  echo "CLI          node dist/berth.mjs --state-dir $FLEET fleet devices"
-  echo "stop         bash $WORK/stop.sh"
-  exit 0
-fi
 say "v2 is running; stopping the agent and cleaning up"

@@ -17,6 +17,7 @@
  */
 import * as path from 'node:path';
 import type { Config } from '../../config/schema.js';
+import { ImageRepo } from '../../content/images.js';
 import type { ContentStore } from '../../content/store.js';
 import { parseTarget, sameOrigin, type TargetOrigin } from '../../core/target.js';
 import type { Db } from '../../db/database.js';
@@ -25,6 +26,7 @@ import type { Logger } from '../../lib/logger.js';
 import { nativePath } from '../../lib/native.js';
 import { secureStateDir } from '../../lib/state-dir.js';
 import { ContainerManager, ociArch } from '../../runtime/containers.js';
+import { HostClaims } from '../../runtime/network/host-claims.js';
 import { NetworkManager } from '../../runtime/network/network.js';
 import { DefaultRootfsProvider } from '../../runtime/rootfs.js';
 import { runtimeFromConfig } from '../../runtime/runtime.js';
@@ -34,7 +36,7 @@ import type { Snapshotter } from '../../snapshots/snapshotter.js';
 import type { SignedTarget } from '../../transport/messages.js';
 import { Agent, type AgentOptions } from '../agent.js';
 import type { AgentConnection } from '../connection.js';
-import { HostUpdateLocks } from '../locks.js';
+import { HostUpdateLocks, lockRootFor } from '../locks.js';
 import type { Transport } from '../ports.js';
 import type { AgentEvent } from '../reconciler.js';
 import { HostVolumes } from '../volumes.js';
@@ -123,7 +125,10 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     stateDir: o.stateDir,
     runtime: runtimeFromConfig(o.config.runtime, o.stateDir),
     monitorPath: nativePath('monitor'),
-    network: new NetworkManager(o.db, o.config.network),
+    network: new NetworkManager(o.db, o.config.network, {
+      stateDir: o.stateDir,
+      claims: new HostClaims(o.config.runDir),
+    }),
     rootfs: new DefaultRootfsProvider(images),
     arch: ociArch(),
     logMaxSize: o.config.runtime.logMaxSize,
@@ -160,11 +165,15 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
       images,
       volumes: new HostVolumes(path.join(o.stateDir, 'volumes')),
       networks: new RecordedNetworks(path.join(o.stateDir, 'networks')),
-      locks: new HostUpdateLocks(path.join(o.stateDir, 'locks')),
+      locks: new HostUpdateLocks(lockRootFor(o.config.runDir, o.stateDir)),
     },
     transport,
     log: o.log,
     stateDir: o.stateDir,
+    catalog: {
+      list: () => new ImageRepo(o.db, o.store).list(),
+      inspect: (ref) => new ImageRepo(o.db, o.store).describe(ref),
+    },
   });
 
   const conn = o.connection;
