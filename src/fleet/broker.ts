@@ -133,7 +133,10 @@ export async function startEmbeddedBroker(opts: {
       // the persistence aedes keeps retained messages in (memory: empty after a restart of the server)
       const store = (aedes as unknown as { persistence: RetainedSource }).persistence;
       for await (const p of store.createRetainedStreamCombi([...filters]))
-        out.push({ topic: p.topic, payload: Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload) });
+        out.push({
+          topic: p.topic,
+          payload: Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload),
+        });
       return out;
     },
     close: async () => {

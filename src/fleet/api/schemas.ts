@@ -523,7 +523,10 @@ const RolloutFields = {
     .string()
     .regex(/^[A-Za-z0-9_][A-Za-z0-9 _.:@/+-]{0,63}$/, 'use 1-64 of [A-Za-z0-9 _.:@/+-]')
     .optional(),
-  apps: z.unknown().optional().describe("the agent's target apps (with images), as POST /deployments takes them"),
+  apps: z
+    .unknown()
+    .optional()
+    .describe("the agent's target apps (with images), as POST /deployments takes them"),
   images: z.array(ImageName).max(256).optional(),
   file: z
     .strictObject({ name: z.string().max(255), text: z.string().max(1024 * 1024) })
@@ -541,10 +544,22 @@ const RolloutFields = {
     .optional()
     .describe('cumulative sizes, the last "100%" (default ["100%"]): [1, "10%", "100%"]'),
   canaries: z.array(SafeName).max(1000).optional().describe('devices put first (in this order)'),
-  successThreshold: Percent.optional().describe('% of a phase converged and healthy before the next (default 100)'),
-  errorThreshold: Percent.optional().describe('% of the devices so far that may fail; above it: abort (default 0)'),
-  maxPending: Percent.optional().describe('% of a phase that may still be pending when it is judged (default 0)'),
-  soakMs: z.number().int().min(0).max(30 * 86_400_000).optional().describe('a phase holds its threshold this long'),
+  successThreshold: Percent.optional().describe(
+    '% of a phase converged and healthy before the next (default 100)',
+  ),
+  errorThreshold: Percent.optional().describe(
+    '% of the devices so far that may fail; above it: abort (default 0)',
+  ),
+  maxPending: Percent.optional().describe(
+    '% of a phase that may still be pending when it is judged (default 0)',
+  ),
+  soakMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(30 * 86_400_000)
+    .optional()
+    .describe('a phase holds its threshold this long'),
   phaseTimeoutMs: z
     .number()
     .int()
@@ -554,15 +569,22 @@ const RolloutFields = {
     .optional()
     .describe('a phase that has not passed by then aborts the rollout (null: never)'),
   approval: z.boolean().optional().describe('an operator approves each phase after the first'),
-  rollback: z.boolean().optional().describe('an abort gives moved devices their previous target (default true)'),
+  rollback: z
+    .boolean()
+    .optional()
+    .describe('an abort gives moved devices their previous target (default true)'),
 };
 const oneSelection = (r: { group?: unknown; selector?: unknown; devices?: unknown; all?: unknown }) =>
   [r.group, r.selector, r.devices, r.all].filter((x) => x !== undefined).length === 1;
-const oneTarget = (r: { file?: unknown; apps?: unknown }) => (r.file === undefined) !== (r.apps === undefined);
+const oneTarget = (r: { file?: unknown; apps?: unknown }) =>
+  (r.file === undefined) !== (r.apps === undefined);
 export const RolloutCreate = named(
   'RolloutCreate',
   z
-    .strictObject({ ...RolloutFields, draft: z.boolean().optional().describe('store it without starting it') })
+    .strictObject({
+      ...RolloutFields,
+      draft: z.boolean().optional().describe('store it without starting it'),
+    })
     .refine(oneSelection, { message: 'give exactly one of group, selector, devices, all', path: ['group'] })
     .refine(oneTarget, { message: 'give apps (+ images) or file, not both', path: ['apps'] }),
 );
@@ -572,7 +594,10 @@ export const RolloutValidate = z
   .refine(oneTarget, { message: 'give apps (+ images) or file, not both', path: ['apps'] });
 export const RolloutAbort = z.strictObject({
   reason: z.string().max(500).optional(),
-  rollback: z.boolean().optional().describe("default: the rollout's policy (true unless created with rollback false)"),
+  rollback: z
+    .boolean()
+    .optional()
+    .describe("default: the rollout's policy (true unless created with rollback false)"),
 });
 export const RolloutParams = z.strictObject({ id: z.coerce.number().int().positive() });
 export const RolloutQuery = z.strictObject({
@@ -635,7 +660,7 @@ export const RolloutSchema = named(
       selector: z.string().optional(),
       devices: z.number().int().optional().describe('how many ids were given'),
     }),
-    excluded: z.number().int().describe("group devices left out: another target applies to them"),
+    excluded: z.number().int().describe('group devices left out: another target applies to them'),
     target: z.strictObject({
       apps: z.array(z.string()),
       images: z.array(z.strictObject({ name: z.string(), digest: z.string() })),
@@ -657,7 +682,9 @@ export const RolloutSchema = named(
       moved: z.number().int().describe('devices the rollback concerns'),
       returned: z.number().int().describe('of them, reported back on their previous target'),
     }),
-    settle: z.enum(['none', 'pending', 'done']).describe("after success: the earlier phases' overrides cleared"),
+    settle: z
+      .enum(['none', 'pending', 'done'])
+      .describe("after success: the earlier phases' overrides cleared"),
     supersededBy: z.number().int().nullable(),
     createdAt: Iso,
     createdBy: z.string().nullable(),
@@ -668,7 +695,11 @@ export const RolloutSchema = named(
 );
 export const RolloutPage = named(
   'RolloutPage',
-  z.strictObject({ items: z.array(RolloutSchema), total: z.number().int().nullable(), next: z.string().nullable() }),
+  z.strictObject({
+    items: z.array(RolloutSchema),
+    total: z.number().int().nullable(),
+    next: z.string().nullable(),
+  }),
 );
 export const RolloutDeviceSchema = named(
   'RolloutDevice',

@@ -147,8 +147,8 @@ export class RolloutDriver {
     if (this.tracked.has(id)) return;
     this.tracked.add(id);
     for (const m of this.o.stores.rollouts.memberships([id])) {
-      let s = this.index.get(m.deviceId);
-      if (!s) this.index.set(m.deviceId, (s = new Set()));
+      const s = this.index.get(m.deviceId) ?? new Set<number>();
+      this.index.set(m.deviceId, s);
       s.add(id);
     }
   }
@@ -186,7 +186,10 @@ export class RolloutDriver {
             this.schedule();
           }
         } else {
-          for (const id of this.tracked) this.refresh.add(id), this.dirty.add(id);
+          for (const id of this.tracked) {
+            this.refresh.add(id);
+            this.dirty.add(id);
+          }
           this.schedule();
         }
         return;
@@ -216,7 +219,10 @@ export class RolloutDriver {
         try {
           await this.loop();
         } catch (err) {
-          this.o.log.error({ err: errorMessage(err) }, 'rollout driver step failed; retrying at the next event');
+          this.o.log.error(
+            { err: errorMessage(err) },
+            'rollout driver step failed; retrying at the next event',
+          );
         }
       } while (this.again && !this.stopped);
     })().finally(() => {
@@ -289,7 +295,8 @@ export class RolloutDriver {
       if (x.publish !== 'published' || !x.want) continue; // queued, or being sent
       const d = devices.get(x.deviceId);
       updates.push({ rolloutId: id, deviceId: x.deviceId, ...outcomeOf(x, d, targetOf) });
-      if (x.rb === 'published' && d && hasReturned(x, d, targetOf)) returned.push({ deviceId: x.deviceId, rb: 'returned' });
+      if (x.rb === 'published' && d && hasReturned(x, d, targetOf))
+        returned.push({ deviceId: x.deviceId, rb: 'returned' });
     }
     const changed = stores.rollouts.setOutcomes(updates, now);
     if (returned.length) stores.rollouts.setRollbackStates(id, returned, now);
@@ -397,7 +404,8 @@ export class RolloutDriver {
         if (change) told.push([row, change]);
         return row;
       };
-      const passed = (i: number) => r.phases.map((p, j) => (j === i - 1 && p.passedAt === null ? { ...p, passedAt: now } : p));
+      const passed = (i: number) =>
+        r.phases.map((p, j) => (j === i - 1 && p.passedAt === null ? { ...p, passedAt: now } : p));
       switch (d.kind) {
         case 'publish':
           return { kind: 'publish', r, phase: d.phase };
@@ -431,7 +439,8 @@ export class RolloutDriver {
           this.o.log.info({ rollout: id }, 'rollout succeeded');
           return { kind: 'again' };
         case 'abort': {
-          const moved = counts.some((c) => c.total - c.queued - c.superseded > 0) || r.groupDeploymentId !== null;
+          const moved =
+            counts.some((c) => c.total - c.queued - c.superseded > 0) || r.groupDeploymentId !== null;
           upd(
             {
               state: 'aborted',
@@ -472,7 +481,9 @@ export class RolloutDriver {
   /** Send the target to a phase's queued devices; false when nothing could be done now. */
   private async deliverPhase(r: RolloutRow, phase: number): Promise<boolean> {
     const { stores, deploy } = this.o;
-    const rows = stores.rollouts.devices(r.id, { phase, publish: 'none' }).filter((x) => x.outcome === 'queued');
+    const rows = stores.rollouts
+      .devices(r.id, { phase, publish: 'none' })
+      .filter((x) => x.outcome === 'queued');
     if (rows.length === 0) return false;
     const final = r.group !== null && phase === r.phases.length;
     const now = this.clock.now();
@@ -571,7 +582,9 @@ export class RolloutDriver {
       committed: (deps) => {
         const ok = new Set(deps.map((dep) => dep.id));
         if (needGroup && !ok.has(groupDep!.id)) return;
-        const sent = go.filter((g) => !clearOf.has(g.d.id) || ok.has(clearOf.get(g.d.id)!)).map((g) => g.d.id);
+        const sent = go
+          .filter((g) => !clearOf.has(g.d.id) || ok.has(clearOf.get(g.d.id)!))
+          .map((g) => g.d.id);
         stores.rollouts.markSent(r.id, sent, this.clock.now());
       },
     });
@@ -621,7 +634,10 @@ export class RolloutDriver {
         groupRolledBack = true;
       } else {
         stores.rollouts.update(r.id, { groupRollbackId: 0 }, now()); // 0: left alone, a newer deploy stands
-        log.info({ rollout: r.id, group: r.group }, 'group target changed since the rollout set it: left as it is');
+        log.info(
+          { rollout: r.id, group: r.group },
+          'group target changed since the rollout set it: left as it is',
+        );
       }
     }
     const fresh = stores.rollouts.get(r.id)!;
@@ -630,8 +646,16 @@ export class RolloutDriver {
       if (dep && !dep.cleared) groupRef = { kind: 'group', id: dep.scope.id, version: dep.version };
     }
     // 2. each device
-    const marks: Array<{ deviceId: string; rb: 'kept' | 'published'; deploymentId: null; target: ScopeRef | null }> = [];
-    const sends: Array<{ x: RolloutDeviceRow; item: { scope: { kind: 'device'; id: string }; content?: RolloutTarget; clear?: boolean } }> = [];
+    const marks: Array<{
+      deviceId: string;
+      rb: 'kept' | 'published';
+      deploymentId: null;
+      target: ScopeRef | null;
+    }> = [];
+    const sends: Array<{
+      x: RolloutDeviceRow;
+      item: { scope: { kind: 'device'; id: string }; content?: RolloutTarget; clear?: boolean };
+    }> = [];
     for (const x of rows) {
       const scope = { kind: 'device' as const, id: x.deviceId };
       const own = stores.deployments.current(scope);
@@ -644,7 +668,12 @@ export class RolloutDriver {
       };
       if (x.viaGroup && (x.deploymentId === null || !ours || x.prev?.kind !== 'device')) {
         // the group target carried it: the group's rollback returns it
-        marks.push({ deviceId: x.deviceId, rb: groupRolledBack ? 'published' : 'kept', deploymentId: null, target: groupRef });
+        marks.push({
+          deviceId: x.deviceId,
+          rb: groupRolledBack ? 'published' : 'kept',
+          deploymentId: null,
+          target: groupRef,
+        });
         continue;
       }
       if (!ours) {
@@ -665,7 +694,12 @@ export class RolloutDriver {
           reserved: (deps) =>
             stores.rollouts.markRollback(
               r.id,
-              chunk.map((s, j) => ({ deviceId: s.x.deviceId, rb: 'pending', deploymentId: deps[j]!.id, target: null })),
+              chunk.map((s, j) => ({
+                deviceId: s.x.deviceId,
+                rb: 'pending',
+                deploymentId: deps[j]!.id,
+                target: null,
+              })),
               now(),
             ),
           committed: (deps) => {
@@ -750,7 +784,10 @@ export class RolloutDriver {
       if (res.inDoubt.length) return false;
     }
     const row = stores.rollouts.update(r.id, { settle: 'done' }, now());
-    log.info({ rollout: r.id, cleared: clear.length, kept: kept.length }, 'rollout settled: overrides cleared');
+    log.info(
+      { rollout: r.id, cleared: clear.length, kept: kept.length },
+      'rollout settled: overrides cleared',
+    );
     this.o.service.tell(row, 'settled');
     return true;
   }

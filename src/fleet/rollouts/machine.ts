@@ -122,7 +122,15 @@ export function pct(a: number, b: number): string {
 }
 
 function sum(phases: readonly PhaseCounts[], upTo: number): PhaseCounts {
-  const s: PhaseCounts = { total: 0, queued: 0, pending: 0, offline: 0, converged: 0, failed: 0, superseded: 0 };
+  const s: PhaseCounts = {
+    total: 0,
+    queued: 0,
+    pending: 0,
+    offline: 0,
+    converged: 0,
+    failed: 0,
+    superseded: 0,
+  };
   for (const p of phases.slice(0, upTo)) {
     s.total += p.total;
     s.queued += p.queued;
@@ -165,9 +173,7 @@ export function judgePhase(p: PhaseCounts, policy: RolloutPolicy): PhaseVerdict 
   const excused = Math.min(p.pending, Math.floor((milli(policy.maxPending) * counted) / 100_000));
   const eligible = counted - excused;
   const passes =
-    p.queued === 0 &&
-    p.converged >= 1 &&
-    p.converged * 100_000 >= milli(policy.successThreshold) * eligible;
+    p.queued === 0 && p.converged >= 1 && p.converged * 100_000 >= milli(policy.successThreshold) * eligible;
   return { passes, counted, eligible, excused };
 }
 
@@ -208,7 +214,11 @@ export function planRollout(r: RolloutSnapshot, now: number): Decision[] {
   const v = judgePhase(cur, policy);
   if (v.passes) {
     if (policy.soakMs > 0 && v.counted > 0) {
-      if (r.soakSince === null) return [{ kind: 'soak', since: now }, { kind: 'wake', at: now + policy.soakMs }];
+      if (r.soakSince === null)
+        return [
+          { kind: 'soak', since: now },
+          { kind: 'wake', at: now + policy.soakMs },
+        ];
       if (now < r.soakSince + policy.soakMs) return [{ kind: 'wake', at: r.soakSince + policy.soakMs }];
     }
     if (k === n) return [{ kind: 'succeed' }];
@@ -266,7 +276,8 @@ export function operatorTransition(
       return 'running';
     case 'pause':
       if (state === 'paused') throw conflict(`${name} is already paused`);
-      if (state === 'draft') throw conflict(`${name} is a draft: nothing runs to pause (start it, or abort it)`);
+      if (state === 'draft')
+        throw conflict(`${name} is a draft: nothing runs to pause (start it, or abort it)`);
       return 'paused';
     case 'resume':
       if (state === 'draft') throw conflict(`${name} is a draft: start it instead of resuming`);

@@ -96,7 +96,11 @@ export function percentOf(percent: number, total: number): number {
 }
 
 /** The fixed order of a rollout's devices: canaries first (as given), then by sha256(seed/id). */
-export function orderDevices(seed: string, ids: readonly string[], canaries: readonly string[] = []): string[] {
+export function orderDevices(
+  seed: string,
+  ids: readonly string[],
+  canaries: readonly string[] = [],
+): string[] {
   const chosen = new Set(canaries);
   const rest = ids
     .filter((id) => !chosen.has(id))

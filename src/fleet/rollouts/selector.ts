@@ -121,16 +121,10 @@ export function parseSelector(text: string): Requirement[] {
 export function matches(reqs: readonly Requirement[], labels: Readonly<Record<string, string>>): boolean {
   return reqs.every((r) => {
     const has = Object.hasOwn(labels, r.key);
-    switch (r.op) {
-      case 'exists':
-        return has;
-      case 'absent':
-        return !has;
-      case 'in':
-        return has && r.values.includes(labels[r.key]!);
-      case 'notin':
-        return !has || !r.values.includes(labels[r.key]!);
-    }
+    if (r.op === 'exists') return has;
+    if (r.op === 'absent') return !has;
+    if (r.op === 'in') return has && r.values.includes(labels[r.key]!);
+    return !has || !r.values.includes(labels[r.key]!);
   });
 }
 
@@ -138,18 +132,11 @@ export function matches(reqs: readonly Requirement[], labels: Readonly<Record<st
 export function formatSelector(reqs: readonly Requirement[]): string {
   return reqs
     .map((r) => {
-      switch (r.op) {
-        case 'exists':
-          return r.key;
-        case 'absent':
-          return `!${r.key}`;
-        case 'in':
-          return r.values.length === 1 ? `${r.key}=${r.values[0]}` : `${r.key} in (${r.values.join(',')})`;
-        case 'notin':
-          return r.values.length === 1
-            ? `${r.key}!=${r.values[0]}`
-            : `${r.key} notin (${r.values.join(',')})`;
-      }
+      if (r.op === 'exists') return r.key;
+      if (r.op === 'absent') return `!${r.key}`;
+      if (r.op === 'in')
+        return r.values.length === 1 ? `${r.key}=${r.values[0]}` : `${r.key} in (${r.values.join(',')})`;
+      return r.values.length === 1 ? `${r.key}!=${r.values[0]}` : `${r.key} notin (${r.values.join(',')})`;
     })
     .join(',');
 }

@@ -34,7 +34,14 @@ import {
   type PhaseCounts,
   type RolloutPolicy,
 } from './machine.js';
-import { type Assignment, assignPhases, formatPhase, type PhaseSpec, parsePhases, phaseSizes } from './phases.js';
+import {
+  type Assignment,
+  assignPhases,
+  formatPhase,
+  type PhaseSpec,
+  parsePhases,
+  phaseSizes,
+} from './phases.js';
 import { formatSelector, parseSelector } from './selector.js';
 
 export const MAX_SELECTED_IDS = 10_000;
@@ -111,7 +118,6 @@ export class RolloutService {
 
   /** Every check a rollout must pass before it is stored; throws InvalidInput/NotFound naming the problem. */
   plan(input: RolloutInput): RolloutPlan {
-    const { stores } = this.o;
     const name = input.name ?? null;
     if (name !== null && !NAME.test(name))
       throw invalidInput(`name ${JSON.stringify(name)}: use 1-64 of [A-Za-z0-9 _.:@/+-]`);
@@ -125,7 +131,9 @@ export class RolloutService {
             .map((e) => `${e.deviceId} (${e.reason})`)
             .join(', ')}${sel.excluded.length > 5 ? ', …' : ''}`
         : '';
-      throw invalidInput(`the selection (${describeSelection(sel.selection)}) has no device to roll out to${why}`);
+      throw invalidInput(
+        `the selection (${describeSelection(sel.selection)}) has no device to roll out to${why}`,
+      );
     }
     // the release: the agent's schema, the images in the fleet (digests pinned now), the signed size —
     // checked for the longest device id a target can name, and for the group when the last phase is its target
@@ -165,11 +173,16 @@ export class RolloutService {
     excluded: Array<{ deviceId: string; reason: string }>;
   } {
     const { stores } = this.o;
-    const given = [s.group !== undefined, s.selector !== undefined, s.devices !== undefined, s.all === true].filter(
-      Boolean,
-    ).length;
+    const given = [
+      s.group !== undefined,
+      s.selector !== undefined,
+      s.devices !== undefined,
+      s.all === true,
+    ].filter(Boolean).length;
     if (given !== 1)
-      throw invalidInput('selection: give exactly one of a group, a label selector, device ids, or all devices');
+      throw invalidInput(
+        'selection: give exactly one of a group, a label selector, device ids, or all devices',
+      );
     if (s.group !== undefined) {
       checkName('group', s.group);
       return { selection: { kind: 'group', group: s.group }, group: s.group, ...this.groupDevices(s.group) };
@@ -184,7 +197,8 @@ export class RolloutService {
       };
     }
     if (s.devices !== undefined) {
-      if (!Array.isArray(s.devices) || s.devices.length === 0) throw invalidInput('devices: give at least one id');
+      if (!Array.isArray(s.devices) || s.devices.length === 0)
+        throw invalidInput('devices: give at least one id');
       if (s.devices.length > MAX_SELECTED_IDS) throw invalidInput(`devices: at most ${MAX_SELECTED_IDS} ids`);
       const seen = new Set<string>();
       for (const id of s.devices) {
@@ -197,14 +211,23 @@ export class RolloutService {
       if (unknown.length)
         throw notFound(`devices not in the fleet: ${list(unknown)} (misspelt? not enrolled yet?)`);
       const revoked = s.devices.filter((id) => rows.get(id)!.revokedAt !== null);
-      if (revoked.length) throw invalidInput(`devices revoked, they can no longer receive targets: ${list(revoked)}`);
-      return { selection: { kind: 'devices', devices: [...s.devices] }, group: null, deviceIds: [...s.devices], excluded: [] };
+      if (revoked.length)
+        throw invalidInput(`devices revoked, they can no longer receive targets: ${list(revoked)}`);
+      return {
+        selection: { kind: 'devices', devices: [...s.devices] },
+        group: null,
+        deviceIds: [...s.devices],
+        excluded: [],
+      };
     }
     return { selection: { kind: 'all' }, group: null, deviceIds: stores.rollouts.allDevices(), excluded: [] };
   }
 
   /** A group's devices for which the group's target applies (see the file comment), and the others. */
-  private groupDevices(group: string): { deviceIds: string[]; excluded: Array<{ deviceId: string; reason: string }> } {
+  private groupDevices(group: string): {
+    deviceIds: string[];
+    excluded: Array<{ deviceId: string; reason: string }>;
+  } {
     const { stores } = this.o;
     const targetOf = scopeCache(stores);
     const deviceIds: string[] = [];
@@ -255,12 +278,14 @@ export class RolloutService {
         state: 'draft',
         selection: plan.selection,
         target: plan.target,
-        phases: plan.specs.map((s, i): PhaseRecord => ({
-          spec: formatPhase(s),
-          size: plan.sizes[i]!,
-          startedAt: null,
-          passedAt: null,
-        })),
+        phases: plan.specs.map(
+          (s, i): PhaseRecord => ({
+            spec: formatPhase(s),
+            size: plan.sizes[i]!,
+            startedAt: null,
+            passedAt: null,
+          }),
+        ),
         policy: plan.policy,
         group: plan.group,
         excluded: plan.excluded.length,
@@ -343,10 +368,15 @@ export class RolloutService {
   }
 
   /** Abort: by hand, with or without giving the moved devices their previous target back. */
-  async abort(id: number, by?: string, o: { reason?: string | undefined; rollback?: boolean | undefined } = {}): Promise<RolloutRow> {
+  async abort(
+    id: number,
+    by?: string,
+    o: { reason?: string | undefined; rollback?: boolean | undefined } = {},
+  ): Promise<RolloutRow> {
     return this.act(id, 'abort', by, (r) => {
       const rollback = o.rollback ?? r.policy.rollback;
-      const moved = this.o.stores.rollouts.devices(id).some((d) => d.publish !== 'none') || r.groupDeploymentId !== null;
+      const moved =
+        this.o.stores.rollouts.devices(id).some((d) => d.publish !== 'none') || r.groupDeploymentId !== null;
       return {
         reason: `aborted by ${by ?? 'an operator'}${o.reason ? `: ${o.reason}` : ''}`,
         finishedAt: this.now(),
@@ -384,7 +414,8 @@ export class RolloutService {
   private checkImagesUnchanged(r: RolloutRow): void {
     for (const img of r.target.images) {
       const now = this.o.stores.images.get(img.name);
-      if (!now) throw conflict(`image ${img.name} was removed from the fleet since rollout ${r.id} was created`);
+      if (!now)
+        throw conflict(`image ${img.name} was removed from the fleet since rollout ${r.id} was created`);
       if (now.digest !== img.digest)
         throw conflict(
           `image ${img.name} was pushed again since rollout ${r.id} was created (${img.digest.slice(0, 19)} → ${now.digest.slice(0, 19)}); create a new rollout`,
@@ -419,7 +450,11 @@ export class RolloutService {
     return {
       row,
       counts: stores.rollouts.counts(row.id, row.phases.length),
-      rollback: { moved: rb.pending + rb.published + rb.returned + rb.kept, returned: rb.returned, pending: rb.pending + rb.published },
+      rollback: {
+        moved: rb.pending + rb.published + rb.returned + rb.kept,
+        returned: rb.returned,
+        pending: rb.pending + rb.published,
+      },
       groupTarget:
         dep && dep.state === 'published' && dep.scope.kind === 'group'
           ? { kind: 'group', id: dep.scope.id, version: dep.version }
@@ -471,7 +506,8 @@ export function shadowedBy(
   for (const g of d.groups) {
     if (g === group) return undefined;
     const t = targetOf({ kind: 'group', id: g });
-    if (t && !t.cleared) return `group ${g}'s target applies (it comes before ${group} in the device's groups)`;
+    if (t && !t.cleared)
+      return `group ${g}'s target applies (it comes before ${group} in the device's groups)`;
   }
   return undefined;
 }

@@ -10,6 +10,7 @@
  * retained on the broker for a device that never comes.
  */
 import type { KeyObject } from 'node:crypto';
+import { Mutex } from '../../agent/mutex.js';
 import { parseTarget } from '../../core/target.js';
 import { BerthError, conflict, errorMessage, invalidInput, notFound, withContext } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
@@ -22,7 +23,6 @@ import {
   TargetSchema,
   type TargetScope,
 } from '../../transport/messages.js';
-import { Mutex } from '../../agent/mutex.js';
 import { signTarget } from '../../transport/targets.js';
 import { deviceTopic, groupTargetTopic } from '../../transport/topics.js';
 import type { FleetBus } from '../bus.js';
@@ -239,7 +239,11 @@ export class DeployService {
     };
     if (item.clear) return { ...base, images: [], apps: {}, clear: true };
     if (!item.content) throw invalidInput(`${item.scope.kind} ${item.scope.id}: nothing to publish`);
-    return { ...base, images: item.content.images as Target['images'], apps: item.content.apps as Target['apps'] };
+    return {
+      ...base,
+      images: item.content.images as Target['images'],
+      apps: item.content.apps as Target['apps'],
+    };
   }
 
   /**
@@ -290,7 +294,11 @@ export class DeployService {
           ok.push(r.row);
         } catch (err) {
           log.warn(
-            { scope: `${r.row.scope.kind}/${r.row.scope.id}`, version: r.row.version, err: errorMessage(err) },
+            {
+              scope: `${r.row.scope.kind}/${r.row.scope.id}`,
+              version: r.row.version,
+              err: errorMessage(err),
+            },
             'target publish failed; it and the ones after it stay pending until the next republish settles them',
           );
           inDoubt.push(...reserved.slice(i).map((x) => x.row));
@@ -300,7 +308,9 @@ export class DeployService {
       for (let i = lead; i < reserved.length && inDoubt.length === 0; i += window) {
         const chunk = reserved.slice(i, i + window);
         const results = await Promise.allSettled(
-          chunk.map((r) => publisher.publish(targetTopic(r.signed), encodeJson(r.signed), { qos: 1, retain: true })),
+          chunk.map((r) =>
+            publisher.publish(targetTopic(r.signed), encodeJson(r.signed), { qos: 1, retain: true }),
+          ),
         );
         results.forEach((res, j) => {
           const row = chunk[j]!.row;
@@ -308,7 +318,11 @@ export class DeployService {
           else {
             inDoubt.push(row);
             log.warn(
-              { scope: `${row.scope.kind}/${row.scope.id}`, version: row.version, err: errorMessage(res.reason) },
+              {
+                scope: `${row.scope.kind}/${row.scope.id}`,
+                version: row.version,
+                err: errorMessage(res.reason),
+              },
               'target publish failed; it stays pending until the next republish settles it',
             );
           }

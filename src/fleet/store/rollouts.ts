@@ -239,7 +239,9 @@ export class RolloutStore extends SqlStore {
    */
   create(
     r: NewRollout,
-    assign: (id: number) => ReadonlyArray<{ deviceId: string; phase: number; position: number; canary: boolean }>,
+    assign: (
+      id: number,
+    ) => ReadonlyArray<{ deviceId: string; phase: number; position: number; canary: boolean }>,
     now: number,
   ): RolloutRow {
     return tx(this.db, () => {
@@ -398,9 +400,9 @@ export class RolloutStore extends SqlStore {
   /** How the rollback stands: devices moved (and rolled back or kept), returned. */
   rollbackCounts(id: number): Record<RollbackState, number> {
     const out: Record<RollbackState, number> = { none: 0, pending: 0, published: 0, returned: 0, kept: 0 };
-    for (const r of this.stmt('SELECT rb, COUNT(*) AS n FROM rollout_devices WHERE rollout_id = ? GROUP BY rb').all(
-      id,
-    ) as Array<{ rb: RollbackState; n: number }>)
+    for (const r of this.stmt(
+      'SELECT rb, COUNT(*) AS n FROM rollout_devices WHERE rollout_id = ? GROUP BY rb',
+    ).all(id) as Array<{ rb: RollbackState; n: number }>)
       out[r.rb] = r.n;
     return out;
   }
@@ -421,7 +423,9 @@ export class RolloutStore extends SqlStore {
       params.outcome = q.outcome;
     }
     const total = (
-      this.db.prepare(`SELECT COUNT(*) AS n FROM rollout_devices WHERE ${where.join(' AND ')}`).get(params) as {
+      this.db
+        .prepare(`SELECT COUNT(*) AS n FROM rollout_devices WHERE ${where.join(' AND ')}`)
+        .get(params) as {
         n: number;
       }
     ).n;
@@ -430,9 +434,7 @@ export class RolloutStore extends SqlStore {
       params.cursor = idCursor(q.cursor);
     }
     const rows = this.db
-      .prepare(
-        `SELECT * FROM rollout_devices WHERE ${where.join(' AND ')} ORDER BY position LIMIT @limit`,
-      )
+      .prepare(`SELECT * FROM rollout_devices WHERE ${where.join(' AND ')} ORDER BY position LIMIT @limit`)
       .all(params) as DevRow[];
     const more = rows.length > limit;
     const items = rows.slice(0, limit).map(toDevice);
@@ -460,9 +462,10 @@ export class RolloutStore extends SqlStore {
   }
 
   device(id: number, deviceId: string): RolloutDeviceRow | undefined {
-    const r = this.stmt('SELECT * FROM rollout_devices WHERE rollout_id = ? AND device_id = ?').get(id, deviceId) as
-      | DevRow
-      | undefined;
+    const r = this.stmt('SELECT * FROM rollout_devices WHERE rollout_id = ? AND device_id = ?').get(
+      id,
+      deviceId,
+    ) as DevRow | undefined;
     return r ? toDevice(r) : undefined;
   }
 
@@ -645,7 +648,11 @@ export class RolloutStore extends SqlStore {
   }
 
   /** Devices back on their previous target (or kept where they are), as they report it. */
-  setRollbackStates(id: number, rows: ReadonlyArray<{ deviceId: string; rb: RollbackState }>, now: number): void {
+  setRollbackStates(
+    id: number,
+    rows: ReadonlyArray<{ deviceId: string; rb: RollbackState }>,
+    now: number,
+  ): void {
     const up = this.stmt(
       'UPDATE rollout_devices SET rb = @rb, updated_at = @now WHERE rollout_id = @id AND device_id = @dev AND rb <> @rb',
     );
@@ -703,7 +710,9 @@ export class RolloutStore extends SqlStore {
       }
     }
     return (
-      this.db.prepare(`SELECT d.id FROM devices d WHERE ${where.join(' AND ')} ORDER BY d.id`).all(...params) as Array<{
+      this.db
+        .prepare(`SELECT d.id FROM devices d WHERE ${where.join(' AND ')} ORDER BY d.id`)
+        .all(...params) as Array<{
         id: string;
       }>
     ).map((r) => r.id);
