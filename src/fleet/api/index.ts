@@ -17,6 +17,7 @@ import { changeRoutes } from './routes/changes.js';
 import { commandRoutes } from './routes/commands.js';
 import { fleetReadRoutes } from './routes/fleet.js';
 import { identityRoutes } from './routes/identity.js';
+import { rolloutRoutes } from './routes/rollouts.js';
 import { sessionRoutes } from './routes/session.js';
 import { type HttpListen, type HttpServer, startHttpServer } from './server.js';
 import { type EventBusLike, SseHub, type SseOptions } from './sse.js';
@@ -43,6 +44,7 @@ export function fleetRoutes(d: ApiDeps): RouteSpec[] {
     ...fleetReadRoutes(d),
     ...changeRoutes(d),
     ...commandRoutes(d),
+    ...rolloutRoutes(d),
   ];
   let doc: Record<string, unknown> | undefined;
   routes.push(
