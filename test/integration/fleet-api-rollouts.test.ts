@@ -36,7 +36,7 @@ async function setup(t: ExecutionContext) {
 }
 
 test('create, list, show, devices; a viewer may read but not create (403, audited)', async (t) => {
-  const { api, viewer, operator, admin } = await setup(t);
+  const { viewer, operator, admin } = await setup(t);
   const body = { group: 'g1', apps, images: ['app:1'], phases: [2, '50%', '100%'], name: 'first' };
   const denied = await viewer.call('POST', '/rollouts', body);
   t.is(denied.status, 403);
