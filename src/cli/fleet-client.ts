@@ -14,10 +14,9 @@ import type { Command } from 'commander';
 import type { FleetClient } from '../fleet/client/client.js';
 import { writeFileAtomic } from '../lib/atomic.js';
 import { invalidInput, notFound } from '../lib/errors.js';
-import { assertSafeName } from '../lib/ids.js';
 import type { MqttConnection } from '../transport/connection.js';
 import type { CliContext } from './context.js';
-import { fleetLinkOptions, readServeFile } from './fleet-link.js';
+import { openFleetLink } from './fleet-link.js';
 import type { MqttFlags } from './mqtt-options.js';
 
 export interface ClientFlags {
@@ -183,27 +182,4 @@ function safeUser(): string {
   } catch {
     return String(process.getuid?.() ?? 'unknown');
   }
-}
-
-/** An MQTT link to the broker `fleet serve` on this state dir uses (local mode: commands, deploy). */
-export async function openFleetLink(
-  c: CliContext,
-  flags: MqttFlags,
-  clientPrefix: string,
-): Promise<{ fleet: string; conn: MqttConnection }> {
-  const { MqttConnection } = await import('../transport/connection.js');
-  const served = await readServeFile(c.stateDir);
-  const fleet = assertSafeName('fleet', flags.fleet ?? served?.fleet ?? c.config.mqtt.fleet);
-  const conn = new MqttConnection({
-    ...(await fleetLinkOptions(c, flags)),
-    clientId: `${clientPrefix}-${process.pid}`,
-    log: c.log,
-  });
-  try {
-    await Promise.race([conn.start(), conn.waitConnected(15_000)]);
-  } catch (err) {
-    await conn.close(false);
-    throw err;
-  }
-  return { fleet, conn };
 }

@@ -40,6 +40,7 @@ export async function startApi(
     bus?: FleetBus;
     sse?: SseOptions;
     maxUploadBytes?: number;
+    tls?: { cert: Buffer; key: Buffer };
   } = {},
 ): Promise<ApiSide> {
   const db = openDatabase(':memory:', { migrations: FLEET_MIGRATIONS });
@@ -74,7 +75,7 @@ export async function startApi(
     identity,
     log: testLog(),
     version: 'test',
-    listen: { host: '127.0.0.1', port: 0 },
+    listen: { host: '127.0.0.1', port: 0, tls: o.tls },
     validateResponses: true,
     bus: o.bus,
     sse: o.sse,

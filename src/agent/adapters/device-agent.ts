@@ -17,22 +17,26 @@
  */
 import * as path from 'node:path';
 import type { Config } from '../../config/schema.js';
+import { ImageRepo } from '../../content/images.js';
 import type { ContentStore } from '../../content/store.js';
 import { parseTarget, sameOrigin, type TargetOrigin } from '../../core/target.js';
 import type { Db } from '../../db/database.js';
 import { errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { nativePath } from '../../lib/native.js';
+import { secureStateDir } from '../../lib/state-dir.js';
 import { ContainerManager, ociArch } from '../../runtime/containers.js';
+import { HostClaims } from '../../runtime/network/host-claims.js';
 import { NetworkManager } from '../../runtime/network/network.js';
 import { DefaultRootfsProvider } from '../../runtime/rootfs.js';
 import { runtimeFromConfig } from '../../runtime/runtime.js';
 import { createSnapshotter } from '../../snapshots/factory.js';
+import { remountNodev } from '../../snapshots/mount.js';
 import type { Snapshotter } from '../../snapshots/snapshotter.js';
 import type { SignedTarget } from '../../transport/messages.js';
 import { Agent, type AgentOptions } from '../agent.js';
 import type { AgentConnection } from '../connection.js';
-import { HostUpdateLocks } from '../locks.js';
+import { HostUpdateLocks, lockRootFor } from '../locks.js';
 import type { Transport } from '../ports.js';
 import type { AgentEvent } from '../reconciler.js';
 import { HostVolumes } from '../volumes.js';
@@ -100,6 +104,8 @@ export function chooseTarget(
 }
 
 export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAgent> {
+  // a state dir an older berth left open to other users is locked down before anything runs
+  secureStateDir(o.stateDir, o.log);
   const snapshotter = await createSnapshotter({
     db: o.db,
     stateDir: o.stateDir,
@@ -119,7 +125,10 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     stateDir: o.stateDir,
     runtime: runtimeFromConfig(o.config.runtime, o.stateDir),
     monitorPath: nativePath('monitor'),
-    network: new NetworkManager(o.db, o.config.network),
+    network: new NetworkManager(o.db, o.config.network, {
+      stateDir: o.stateDir,
+      claims: new HostClaims(o.config.runDir),
+    }),
     rootfs: new DefaultRootfsProvider(images),
     arch: ociArch(),
     logMaxSize: o.config.runtime.logMaxSize,
@@ -132,6 +141,12 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     new Set((await manager.list({ all: true })).map((c) => c.id)),
     path.join(o.stateDir, 'containers'),
   );
+  // container rootfs mounts an older berth made without nodev get it now (src/snapshots/mount.ts)
+  const hardened = await remountNodev(path.join(o.stateDir, 'containers')).catch((err: unknown) => {
+    o.log.warn({ err: errorMessage(err) }, 'container rootfs mounts not remounted nodev');
+    return [];
+  });
+  if (hardened.length > 0) o.log.warn({ mounts: hardened }, 'container rootfs mounts remounted nodev');
   o.log.info({ ...recovered, orphanSnapshots: orphans.length }, 'containers recovered');
   const engine = new RuntimeEngine(manager);
   const transport: Transport =
@@ -150,11 +165,15 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
       images,
       volumes: new HostVolumes(path.join(o.stateDir, 'volumes')),
       networks: new RecordedNetworks(path.join(o.stateDir, 'networks')),
-      locks: new HostUpdateLocks(path.join(o.stateDir, 'locks')),
+      locks: new HostUpdateLocks(lockRootFor(o.config.runDir, o.stateDir)),
     },
     transport,
     log: o.log,
     stateDir: o.stateDir,
+    catalog: {
+      list: () => new ImageRepo(o.db, o.store).list(),
+      inspect: (ref) => new ImageRepo(o.db, o.store).describe(ref),
+    },
   });
 
   const conn = o.connection;
