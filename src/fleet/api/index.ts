@@ -18,6 +18,7 @@ import { changeRoutes } from './routes/changes.js';
 import { commandRoutes } from './routes/commands.js';
 import { fleetReadRoutes } from './routes/fleet.js';
 import { identityRoutes } from './routes/identity.js';
+import { rolloutRoutes } from './routes/rollouts.js';
 import { sessionRoutes } from './routes/session.js';
 import { summaryRoutes } from './routes/summary.js';
 import { type HttpListen, type HttpServer, startHttpServer } from './server.js';
@@ -48,6 +49,7 @@ export function fleetRoutes(d: ApiDeps): RouteSpec[] {
     ...changeRoutes(d),
     ...commandRoutes(d),
     ...summaryRoutes(d),
+    ...rolloutRoutes(d),
   ];
   let doc: Record<string, unknown> | undefined;
   routes.push(
