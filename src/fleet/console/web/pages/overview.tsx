@@ -98,7 +98,11 @@ export function OverviewPage() {
                   <li key={r.id}>
                     <a href={href(['rollouts', String(r.id)])}>{rolloutName(r)}</a>{' '}
                     <StatusBadge status={r.state} /> phase {r.phase} of {r.phases.length}{' '}
-                    <progress value={r.done} max={Math.max(1, r.total)} aria-label={`${rolloutName(r)} progress`} />{' '}
+                    <progress
+                      value={r.done}
+                      max={Math.max(1, r.total)}
+                      aria-label={`${rolloutName(r)} progress`}
+                    />{' '}
                     {r.done}/{r.total}
                   </li>
                 ))}

@@ -11,8 +11,8 @@ import { type Problem, problemsOf } from '../lineof.js';
 import { go, href } from '../router.js';
 import {
   act,
-  can,
   ConfirmButton,
+  can,
   Empty,
   errorText,
   Page,
@@ -60,20 +60,22 @@ const isRolloutEvent = (e: { type: string }) => e.type.startsWith('rollout');
  * One bar, segments in proportion: converged, failed, superseded, pending, queued. Widths go through the
  * CSSOM (preact's style object), which the CSP allows; the numbers are also in the text beside it.
  */
-export function StackBar({
-  label,
-  parts,
-}: {
-  label: string;
-  parts: Array<{ kind: string; n: number }>;
-}) {
+export function StackBar({ label, parts }: { label: string; parts: Array<{ kind: string; n: number }> }) {
   const total = parts.reduce((s, p) => s + p.n, 0);
   return (
-    <span class="stack" role="img" aria-label={`${label}: ${parts.map((p) => `${p.n} ${p.kind}`).join(', ')}`}>
+    <span
+      class="stack"
+      role="img"
+      aria-label={`${label}: ${parts.map((p) => `${p.n} ${p.kind}`).join(', ')}`}
+    >
       {parts
         .filter((p) => p.n > 0)
         .map((p) => (
-          <span key={p.kind} class={`stack-${p.kind}`} style={{ flexGrow: String(p.n / Math.max(1, total)) }} />
+          <span
+            key={p.kind}
+            class={`stack-${p.kind}`}
+            style={{ flexGrow: String(p.n / Math.max(1, total)) }}
+          />
         ))}
     </span>
   );
@@ -95,12 +97,13 @@ export function RolloutsPage({ query }: { query: URLSearchParams }) {
   const state = query.get('state') ?? '';
   const list = useResource(
     (signal) =>
-      call<RolloutList>('GET', '/rollouts', { query: { limit: 50, state: state || undefined }, signal }).catch(
-        (err) => {
-          if (err instanceof ApiError && err.status === 404) return null;
-          throw err;
-        },
-      ),
+      call<RolloutList>('GET', '/rollouts', {
+        query: { limit: 50, state: state || undefined },
+        signal,
+      }).catch((err) => {
+        if (err instanceof ApiError && err.status === 404) return null;
+        throw err;
+      }),
     [state],
   );
   useLive(isRolloutEvent, list.reload, 1000);
@@ -211,8 +214,7 @@ export function RolloutPage({ id }: { id: string }) {
       }),
     [id, outcome],
   );
-  const mine = (e: { type: string; rolloutId?: unknown }) =>
-    isRolloutEvent(e) && String(e.rolloutId) === id;
+  const mine = (e: { type: string; rolloutId?: unknown }) => isRolloutEvent(e) && String(e.rolloutId) === id;
   useLive(mine, rollout.reload, 500);
   useLive(mine, devices.reload, 1500);
   const r = rollout.data;
@@ -252,7 +254,9 @@ export function RolloutPage({ id }: { id: string }) {
                 label="Abort"
                 question={r.policy.rollback ? 'Abort and roll moved devices back?' : 'Abort?'}
                 danger
-                onConfirm={() => post('abort', { reason: `aborted from the console by ${session?.user ?? '?'}` })}
+                onConfirm={() =>
+                  post('abort', { reason: `aborted from the console by ${session?.user ?? '?'}` })
+                }
               />
             )}
           </>
@@ -276,11 +280,14 @@ export function RolloutPage({ id }: { id: string }) {
                   <dt>Devices</dt>
                   <dd>
                     {selectionText(r.selection)}: {r.total}
-                    {r.excluded > 0 && <span class="muted"> ({r.excluded} left out: another target applies)</span>}
+                    {r.excluded > 0 && (
+                      <span class="muted"> ({r.excluded} left out: another target applies)</span>
+                    )}
                   </dd>
                   <dt>Target</dt>
                   <dd>
-                    apps {r.target.apps.join(', ') || '—'}; images {r.target.images.map((i) => i.name).join(', ')}
+                    apps {r.target.apps.join(', ') || '—'}; images{' '}
+                    {r.target.images.map((i) => i.name).join(', ')}
                   </dd>
                   <dt>Progress</dt>
                   <dd>
@@ -290,7 +297,8 @@ export function RolloutPage({ id }: { id: string }) {
                     <>
                       <dt>Rollback</dt>
                       <dd>
-                        {r.rollback.state}: {r.rollback.returned} of {r.rollback.moved} back on their previous target
+                        {r.rollback.state}: {r.rollback.returned} of {r.rollback.moved} back on their previous
+                        target
                       </dd>
                     </>
                   )}
@@ -321,7 +329,9 @@ export function RolloutPage({ id }: { id: string }) {
                   <dd>{r.policy.soakMs ? `${Math.round(r.policy.soakMs / 1000)} s` : 'none'}</dd>
                   <dt>Phase timeout</dt>
                   <dd>
-                    {r.policy.phaseTimeoutMs === null ? 'none' : `${Math.round(r.policy.phaseTimeoutMs / 1000)} s`}
+                    {r.policy.phaseTimeoutMs === null
+                      ? 'none'
+                      : `${Math.round(r.policy.phaseTimeoutMs / 1000)} s`}
                   </dd>
                   <dt>Approval</dt>
                   <dd>{r.policy.approval ? 'each phase after the first' : 'no'}</dd>
@@ -526,8 +536,20 @@ function CreateRollout() {
         <div class="radios">
           {(['group', 'selector', 'devices', 'all'] as const).map((k) => (
             <label key={k} class="inline">
-              <input type="radio" name="selection" value={k} checked={kind === k} onChange={() => setKind(k)} />{' '}
-              {k === 'group' ? 'A group' : k === 'selector' ? 'By labels' : k === 'devices' ? 'Device ids' : 'Every device'}
+              <input
+                type="radio"
+                name="selection"
+                value={k}
+                checked={kind === k}
+                onChange={() => setKind(k)}
+              />{' '}
+              {k === 'group'
+                ? 'A group'
+                : k === 'selector'
+                  ? 'By labels'
+                  : k === 'devices'
+                    ? 'Device ids'
+                    : 'Every device'}
             </label>
           ))}
         </div>
@@ -540,7 +562,12 @@ function CreateRollout() {
         {kind === 'selector' && (
           <label>
             Label selector
-            <input value={selector} required placeholder="site=berlin,tier!=lab" onInput={text2(setSelector)} />
+            <input
+              value={selector}
+              required
+              placeholder="site=berlin,tier!=lab"
+              onInput={text2(setSelector)}
+            />
           </label>
         )}
         {kind === 'devices' && (
@@ -620,7 +647,8 @@ function CreateRollout() {
         <p class="state state-ok" role="status">
           {preview.selection}: {preview.devices} devices in phases of{' '}
           {preview.phases.map((p) => p.size).join(' / ')}
-          {preview.excludedTotal > 0 ? `; ${preview.excludedTotal} left out` : ''}; apps {preview.apps.join(', ')}.
+          {preview.excludedTotal > 0 ? `; ${preview.excludedTotal} left out` : ''}; apps{' '}
+          {preview.apps.join(', ')}.
         </p>
       )}
       <div class="form-actions">
