@@ -195,7 +195,7 @@ test('login, every page with simulated devices, live updates, axe-core clean, CS
   await screenshot(page, '06-deploy');
 
   await page.goto(`${c.url}/#/rollouts`);
-  await page.getByRole('heading', { name: 'Rollouts' }).waitFor();
+  await page.getByRole('heading', { name: 'Rollouts', exact: true }).waitFor();
   t.deepEqual(await axe(page), [], 'rollouts');
 
   for (const tab of ['tokens', 'users', 'audit']) {
@@ -259,6 +259,10 @@ test('a viewer is offered no change, and changes forged from the page are refuse
   await page.goto(`${c.url}/#/images`);
   await page.getByRole('heading', { name: 'Images' }).waitFor();
   t.is(await page.getByRole('button', { name: 'Upload' }).count(), 0);
+  await page.goto(`${c.url}/#/rollouts?create=1`);
+  await page.getByText('No rollout yet.').waitFor();
+  t.is(await page.getByRole('link', { name: 'New rollout' }).count(), 0, 'no New rollout');
+  t.is(await page.getByRole('button', { name: 'Start rollout' }).count(), 0, 'no create form');
   await page.goto(`${c.url}/#/admin`);
   t.is(await page.getByRole('link', { name: 'Users' }).count(), 0);
   t.is(await page.getByRole('link', { name: 'Audit log' }).count(), 0);
@@ -317,6 +321,102 @@ test('HTML in device data is shown as text: a device id, its platform and agent 
     t.is(await page.locator('img[src=x]').count(), 0, view);
     t.is(await page.evaluate('globalThis.__xss'), undefined, view);
   }
+  t.deepEqual(problems, []);
+});
+
+test('a rollout made on the page over simulated devices with failures: phase bars move, approve, abort, rolled back', async (t) => {
+  if (!needChromium(t)) return;
+  const c = await startConsoleFleet(t);
+  const { fleet } = c;
+  const img = await putTestImage(fleet.store, { layerSizes: [1000] });
+  await fleet.addImage('app:1', img.digest, img.mediaType);
+  await fleet.addImage('app:2', img.digest, img.mediaType);
+  const publicKey = createPublicKey(await loadFleetPrivateKey(fleet.dir));
+  // 6 of the 20 devices fail their health window; which phase they land in is the rollout's (hashed) order
+  const sim = await startSimulator({
+    url: fleet.server.brokerUrl,
+    fleet: FLEET,
+    count: 20,
+    idPrefix: 'ro',
+    groups: () => ['g1'],
+    publicKey,
+    account: fleet.server.fleetAccount,
+    failShare: 0.3,
+    applyMs: 20,
+    windowMs: 40,
+  });
+  t.teardown(() => sim.stop());
+  await sim.ready();
+  await waitFor(() => fleet.stores.devices.list({ online: true }).total === 20, 15_000, 'all online');
+  const { deploy, rollouts } = fleet.server.services;
+  await deploy.deploy(
+    { apps: { web: { services: { main: { image: 'app:1' } } } }, images: ['app:1'] },
+    { kind: 'group', id: 'g1' },
+  );
+  await waitFor(() => deploy.progress({ kind: 'group', id: 'g1', version: 1 }).done, 15_000, 'g1 1');
+
+  const operator = await c.addUser('rita', 'operator');
+  const browser = await launchBrowser(t);
+  const { page, problems } = await watchedPage(browser);
+  await login(page, c.url, operator);
+  await page.goto(`${c.url}/#/rollouts`);
+  await page.getByText('No rollout yet.').waitFor();
+  await page.getByRole('link', { name: 'New rollout' }).click();
+  await page.getByLabel('Group', { exact: true }).fill('g1');
+  await page.getByLabel(/^Phases \(/).fill('5, 50%, 75%, 100%');
+  await page.getByLabel('Success threshold %').fill('0');
+  await page.getByLabel('Error threshold %').fill('100');
+  await page.getByLabel(/approves each phase/).check();
+  await page
+    .getByLabel('Rollout compose file or target JSON')
+    .fill('name: web\nservices:\n  main:\n    image: app:2\n');
+  await page.getByRole('button', { name: 'Check' }).click();
+  await page.getByRole('status').filter({ hasText: '20 devices in phases of 5 / 5 / 5 / 5' }).waitFor();
+  t.deepEqual(await axe(page), [], 'rollout create form');
+  await page.getByRole('button', { name: 'Start rollout' }).click();
+  await page.waitForURL(/#\/rollouts\/\d+$/);
+  const id = Number(/rollouts\/(\d+)$/.exec(page.url())![1]);
+
+  // phase 1 runs, passes and waits for approval; its bar shows its five devices done, the others queued
+  const settled = (n: number) =>
+    page.locator(`[aria-label^="phase ${n}: "][aria-label$=" superseded, 0 pending, 0 queued"]`);
+  const approve = page.getByRole('button', { name: 'Approve next phase' });
+  const done = async (n: number) => {
+    await settled(n).waitFor({ timeout: 30_000 });
+    const label = (await settled(n).getAttribute('aria-label')) ?? '';
+    const [, converged, failed] = /(\d+) converged, (\d+) failed/.exec(label)!.map(Number);
+    t.is(converged! + failed!, 5, label);
+    return failed!;
+  };
+  let failed = await done(1);
+  await approve.waitFor({ timeout: 30_000 });
+  await page
+    .locator('[aria-label="phase 2: 0 converged, 0 failed, 0 superseded, 0 pending, 5 queued"]')
+    .waitFor();
+  t.deepEqual(await axe(page), [], 'rollout detail');
+  await screenshot(page, '08-rollout');
+
+  // approved twice: phases 2 and 3 move (live, no reload); with 6 of 20 devices failing, some of the 15 fail
+  for (const n of [2, 3]) {
+    await approve.click();
+    failed += await done(n);
+    await approve.waitFor({ timeout: 30_000 });
+  }
+  t.true(failed >= 1, 'failures shown in the phase bars');
+  await page.getByTestId('rollout-devices').locator('.badge-failed').first().waitFor();
+
+  // abort: the fifteen moved devices go back to their previous target
+  await page.getByRole('button', { name: 'Abort' }).click();
+  await page.getByRole('button', { name: 'Yes, abort' }).click();
+  await page.locator('dl.kv .badge-aborted').waitFor({ timeout: 30_000 });
+  t.is(rollouts.view(id).row.state, 'aborted');
+  t.regex(rollouts.view(id).row.reason ?? '', /from the console by rita/);
+  await page.getByText('done: 15 of 15 back on their previous target').waitFor({ timeout: 30_000 });
+  t.is(await approve.count(), 0);
+  await screenshot(page, '09-rollout-aborted');
+  await page.goto(`${c.url}/#/rollouts`);
+  await page.getByTestId('rollouts-table').getByText('aborted').waitFor();
+  t.deepEqual(await axe(page), [], 'rollouts list');
   t.deepEqual(problems, []);
 });
 

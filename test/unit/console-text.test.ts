@@ -82,3 +82,16 @@ test('metric series names as a chart legend says them; a status has its colour f
   t.is(statusTone('applying'), 'info');
   t.is(statusTone('unknown'), 'muted');
 });
+
+test('a located error (file:line:column) points at its line, before any path it names', (t) => {
+  const text = 'name: hello\nservices:\n  web:\n    image: sample:v1\n    restart: bogus\n';
+  t.deepEqual(
+    problemsOf(
+      'compose.yml:5:14: services.web.restart: invalid restart policy "bogus"; compose.yml:4: services.web.image: unknown',
+      text,
+      true,
+    ).map((p) => p.line),
+    [5, 4],
+  );
+  t.is(lineOf('compose.yml:99:1: out of the text', text, true), undefined);
+});

@@ -1,6 +1,6 @@
 /**
- * Where in the text a validation error points: the server names either a line (`at line 4, column 1` from the
- * YAML parser) or a path into the document (`services.web.restart: Invalid option…`). For a path, walk the
+ * Where in the text a validation error points: the server names either a line (`compose.yml:5:14: …` or
+ * `at line 4, column 1` from the YAML parser) or a path into the document (`services.web.restart: Invalid option…`). For a path, walk the
  * YAML by indentation (or the JSON by key order) to the line that holds the last key found. Pure.
  */
 
@@ -11,6 +11,8 @@ export interface Problem {
 }
 
 const LINE_RE = /\bline (\d+)(?:, column (\d+))?/i;
+/** `compose.yml:5:14: services.web.restart: …` (the compose reader's located errors) */
+const FILE_POS_RE = /^\s*[^\s:]+:(\d+)(?::\d+)?:\s/;
 const PATH_RE =
   /(?:^|:\s|file:\s)((?:[A-Za-z0-9_-]+)(?:\.[A-Za-z0-9_-]+)+|services|apps|volumes|networks)\s*:/;
 
@@ -22,7 +24,7 @@ export function problemsOf(message: string, text: string, isYaml: boolean): Prob
 }
 
 export function lineOf(message: string, text: string, isYaml: boolean): number | undefined {
-  const l = LINE_RE.exec(message);
+  const l = FILE_POS_RE.exec(message) ?? LINE_RE.exec(message);
   if (l) {
     const n = Number(l[1]);
     const count = text.split('\n').length;

@@ -225,7 +225,7 @@ export function RolloutPage({ id }: { id: string }) {
     ).then(() => rollout.reload());
   return (
     <Page
-      title={r ? `Rollout ${rolloutName(r)}` : `Rollout #${id}`}
+      title={r?.name ? `Rollout ${r.name} (#${id})` : `Rollout #${id}`}
       actions={
         r && operator ? (
           <>
@@ -272,7 +272,7 @@ export function RolloutPage({ id }: { id: string }) {
             <div class="grid2">
               <section class="card" aria-labelledby="ro-summary">
                 <h2 id="ro-summary">Summary</h2>
-                <dl class="facts">
+                <dl class="kv">
                   <dt>State</dt>
                   <dd>
                     <StatusBadge status={r.state} /> {r.reason && <span class="reason">{r.reason}</span>}
@@ -318,7 +318,7 @@ export function RolloutPage({ id }: { id: string }) {
               </section>
               <section class="card" aria-labelledby="ro-policy">
                 <h2 id="ro-policy">Policy</h2>
-                <dl class="facts">
+                <dl class="kv">
                   <dt>Next phase when</dt>
                   <dd>
                     ≥ {r.policy.successThreshold} % converged, ≤ {r.policy.maxPending} % pending
@@ -427,7 +427,7 @@ export function RolloutPage({ id }: { id: string }) {
                     <td>
                       <When at={x.publishedAt} />
                     </td>
-                    <td class="reason">{x.detail ?? ''}</td>
+                    <td class={x.outcome === 'failed' ? 'reason' : 'muted'}>{x.detail ?? ''}</td>
                   </tr>
                 ))}
               </tbody>
