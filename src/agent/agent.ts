@@ -10,6 +10,7 @@
  *   await agent.stop();
  */
 
+import type { AgentReport } from '../core/report.js';
 import type { Target } from '../core/target.js';
 import type { Db } from '../db/database.js';
 import type { SystemInformation } from '../device/info.js';
@@ -20,7 +21,7 @@ import { type CommandDeps, type CommandResult, dispatchCommand } from './command
 import { Mutex } from './mutex.js';
 import { Outbox, type OutboxOptions } from './outbox.js';
 import { type AgentPorts, type Clock, systemClock, type Transport } from './ports.js';
-import { type AgentEvent, Reconciler, type ReconcilerOptions } from './reconciler.js';
+import { type AgentEvent, Reconciler, type ReconcilerOptions, type RunOutcome } from './reconciler.js';
 import { Reporter } from './reporter.js';
 import { AgentStore } from './store.js';
 
@@ -36,8 +37,12 @@ export interface AgentOptions {
   api?: boolean;
   sys?: SystemInformation;
   metricsIntervalMs?: number;
-  reconciler?: Partial<Omit<ReconcilerOptions, 'ports' | 'store' | 'clock' | 'log' | 'emit' | 'mutex'>>;
+  reconciler?: Partial<
+    Omit<ReconcilerOptions, 'ports' | 'store' | 'clock' | 'log' | 'emit' | 'mutex' | 'onOutcome'>
+  >;
   outbox?: Partial<Omit<OutboxOptions, 'db' | 'clock'>>;
+  /** the agent's version and self-update status in the reported state */
+  agentReport?: () => AgentReport;
 }
 
 export class Agent {
@@ -50,6 +55,7 @@ export class Agent {
   private readonly commandDeps: CommandDeps;
   private reportQueued = false;
   private offOnline: (() => void) | undefined;
+  private readonly outcomeListeners: Array<(o: RunOutcome) => void> = [];
 
   constructor(private readonly o: AgentOptions) {
     const clock = o.clock ?? systemClock;
@@ -63,6 +69,9 @@ export class Agent {
       log: o.log,
       mutex: this.mutex,
       emit: (e) => this.onEvent(e),
+      onOutcome: (out) => {
+        for (const fn of this.outcomeListeners) fn(out);
+      },
     });
     this.reporter = new Reporter({
       transport: o.transport,
@@ -73,6 +82,7 @@ export class Agent {
       clock,
       log: o.log,
       stateDir: o.stateDir,
+      ...(o.agentReport ? { agent: o.agentReport } : {}),
       ...(o.sys ? { sys: o.sys } : {}),
       ...(o.metricsIntervalMs !== undefined ? { metricsIntervalMs: o.metricsIntervalMs } : {}),
     });
@@ -101,9 +111,37 @@ export class Agent {
     });
   }
 
-  private onEvent(e: AgentEvent & { at: number }) {
+  /** Record an event from outside the reconciler (the self-update): outbox + reported state. */
+  emit(e: AgentEvent): void {
+    this.onEvent({ ...e, at: Date.now() });
+  }
+
+  /** Publish the reported state if it changed (progress that is not an event). */
+  reportSoon(): void {
+    this.onEvent(undefined);
+  }
+
+  /** Told every reconcile outcome (the self-update trial's "completed a reconcile"). */
+  onReconciled(fn: (o: RunOutcome) => void): void {
+    this.outcomeListeners.push(fn);
+  }
+
+  /**
+   * No target pending, applying or on probation, and no reconcile running: the agent's own switch may
+   * happen now (it restarts the agent, not the containers).
+   */
+  settled(): boolean {
+    if (this.store.getTarget('pending')) return false;
+    const cur = this.store.getTarget('current');
+    if (cur && (cur.status === 'applying' || cur.status === 'converged')) return false;
+    const out = this.reconciler.lastOutcome?.status;
+    return out === 'converged' || out === 'waiting' || (!cur && out !== undefined);
+  }
+
+  /** An event (undefined: progress only) goes to the outbox; the reported state follows either way. */
+  private onEvent(e: (AgentEvent & { at: number }) | undefined) {
     // health "starting" and per-step successes are chatty: they change the reported state, not the event log
-    if (!(e.type === 'step' && e.ok) && !(e.type === 'health' && e.status === 'starting'))
+    if (e && !(e.type === 'step' && e.ok) && !(e.type === 'health' && e.status === 'starting'))
       this.outbox.enqueue('event', e);
     if (!this.reportQueued && this.o.transport.online) {
       this.reportQueued = true;

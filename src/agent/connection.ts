@@ -72,6 +72,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
   readonly conn: MqttConnection;
   readonly fetcher: BlobFetcher;
   private readonly statusTopic: string;
+  private agentUpdate: (() => StatusMessage['agentUpdate']) | undefined;
   private readonly targetTopics: Set<string>;
   private readonly commandTopic: string;
   private readonly onMessage = (topic: string, payload: Buffer) => {
@@ -134,6 +135,16 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
         .catch(() => undefined);
     }
     await this.conn.close(true);
+  }
+
+  /** Where the agent's own update stands, sent with every status (`berth fleet devices` shows it). */
+  setAgentUpdate(fn: () => StatusMessage['agentUpdate']): void {
+    this.agentUpdate = fn;
+  }
+
+  /** Publish the status again (the agent update moved on); nothing when offline. */
+  refreshStatus(): void {
+    if (this.conn.connected) this.onConnect();
   }
 
   /** Pull an image from the fleet into the device's content store and record it. */
@@ -233,6 +244,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
 
   private status(state: 'online' | 'offline'): StatusMessage {
     const versions = this.versions();
+    const update = this.agentUpdate?.();
     return {
       v: 1,
       deviceId: this.opts.deviceId,
@@ -240,6 +252,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
       at: new Date().toISOString(),
       platform: formatPlatform(this.opts.platform),
       agentVersion: this.opts.agentVersion,
+      ...(update ? { agentUpdate: update } : {}),
       groups: this.opts.groups,
       ...(versions ? { target: versions } : {}),
     };

@@ -1,4 +1,5 @@
 import type BetterSqlite3 from 'better-sqlite3';
+import { FAULT_MIGRATE, FAULT_MIGRATION_SQL } from '../faults.js';
 
 export interface Migration {
   name: string;
@@ -281,3 +282,19 @@ export const MIGRATIONS: readonly Migration[] = [
     },
   },
 ];
+
+/**
+ * The oldest schema version this release can migrate from (every migration is kept, so any). A release
+ * manifest carries it with MIGRATIONS.length; a device refuses a release that cannot read its database
+ * (docs/self-update.md). Raise it only if early migrations are ever squashed.
+ */
+export const MIN_MIGRATABLE_SCHEMA = 0;
+
+/** The migrations this executable applies: MIGRATIONS, plus one in the `migrate` fault build (src/faults.ts). */
+export function releaseMigrations(): readonly Migration[] {
+  if (!FAULT_MIGRATE) return MIGRATIONS;
+  return [
+    ...MIGRATIONS,
+    { name: 'fault build: one migration no release has', up: (db) => db.exec(FAULT_MIGRATION_SQL) },
+  ];
+}

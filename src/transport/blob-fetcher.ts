@@ -2,7 +2,15 @@ import { createHash, type Hash, type KeyObject, randomBytes } from 'node:crypto'
 import * as fs from 'node:fs';
 import type { ContentStore } from '../content/store.js';
 import { type Db, tx } from '../db/database.js';
-import { BerthError, corrupt, type ErrorCode, ErrorCodes, errorMessage, unavailable } from '../lib/errors.js';
+import {
+  BerthError,
+  corrupt,
+  type ErrorCode,
+  ErrorCodes,
+  errorMessage,
+  unavailable,
+  withContext,
+} from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { type Digest, digestHex } from '../oci/digest.js';
 import type { MqttConnection } from './connection.js';
@@ -101,6 +109,8 @@ interface Transfer {
   /** sha256 of the blob's leading chunks, fed as they are written in order (see hashAhead). */
   hasher: Hash;
   hashedChunks: number;
+  /** a write to the ingest file failed (disk full…): the fetch fails with it instead of asking forever */
+  failed?: BerthError | undefined;
 }
 
 interface PendingReply {
@@ -473,7 +483,13 @@ export class BlobFetcher {
     if (t.bitmap.has(f.index)) {
       this.stats.duplicateBytes += f.payload.length;
     } else {
-      fs.writeSync(t.fd, f.payload, 0, f.payload.length, f.offset);
+      try {
+        fs.writeSync(t.fd, f.payload, 0, f.payload.length, f.offset);
+      } catch (err) {
+        t.failed ??= withContext(`writing ${f.digest} to ${t.file}`, err);
+        t.wake?.();
+        return;
+      }
       t.bitmap.set(f.index);
       if (f.index === t.hashedChunks) {
         t.hasher.update(f.payload);
@@ -535,6 +551,7 @@ export class BlobFetcher {
       // Passive: take the stream until it ends, stalls, or gives us everything.
       while (
         !this.stopped &&
+        !t.failed &&
         !t.streamEnded &&
         t.done < t.plan.size &&
         Date.now() - t.lastStreamFrame < 3000
@@ -559,6 +576,7 @@ export class BlobFetcher {
     this.pump(t);
     while (t.done < t.plan.size) {
       if (this.stopped) throw unavailable('blob fetcher stopped');
+      if (t.failed) throw t.failed;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, 1000);
         t.wake = () => {
@@ -573,7 +591,7 @@ export class BlobFetcher {
 
   /** Top the window up with requests for chunks neither present nor in flight. */
   private pump(t: Transfer): void {
-    if (!t.unicast || t.done >= t.plan.size || !this.opts.conn.connected) return;
+    if (!t.unicast || t.failed || t.done >= t.plan.size || !this.opts.conn.connected) return;
     const want: number[] = [];
     while (t.inflight.size + want.length < this.window) {
       let i: number | undefined = t.retry.shift();

@@ -1,0 +1,267 @@
+/**
+ * The launcher (src/agent/self-update/launcher.ts) with real processes and files: stand-in versions
+ * (test/helpers/fake-agent.c, real ELF executables) on trial pass and are committed, or exit, crash, hang,
+ * never connect and are rolled back — with the reason, the failed list, the database copy restored only
+ * when the trial changed its schema, and a trial child a killed launcher left behind ended first. Run in
+ * spawn mode (this Node has no process.execve); exec mode runs in self-update-package.test.ts.
+ */
+import { spawn } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { type AgentExit, Launcher, processStartTime } from '../../src/agent/self-update/launcher.js';
+import type { TrialRecord } from '../../src/core/self-update.js';
+import { databaseSchemaVersion, openDatabase } from '../../src/db/database.js';
+import { silentLogger } from '../../src/lib/logger.js';
+import { processAlive } from '../../src/lib/process.js';
+import {
+  fakeAgent,
+  removeFakeAgents,
+  type SelfUpdateDevice,
+  selfUpdateDevice,
+  trialRecord,
+} from '../helpers/self-update.js';
+
+test.after.always(removeFakeAgents);
+
+interface Run {
+  code: number;
+  selfRuns: number;
+}
+
+function launcher(
+  t: ExecutionContext,
+  d: SelfUpdateDevice,
+  o: { self?: string; deadlineMs?: number; selfExit?: AgentExit; env?: NodeJS.ProcessEnv } = {},
+) {
+  let selfRuns = 0;
+  const l = new Launcher({
+    dir: d.dir,
+    selfVersion: o.self ?? '0.1.0',
+    selfArgv: ['/nonexistent/berth', 'agent'],
+    agentArgs: ['agent'],
+    log: silentLogger(),
+    trialDeadlineMs: o.deadlineMs ?? 20_000,
+    trialBoots: 2,
+    execve: undefined,
+    env: { ...process.env, FAKE_LOG: d.log, ...o.env },
+    stopGraceMs: 500,
+    databaseSchema: async (file) => databaseSchemaVersion(file),
+    runSelf: async () => {
+      selfRuns++;
+      return o.selfExit ?? { restart: false, code: 0 };
+    },
+  });
+  return {
+    run: async (): Promise<Run> => {
+      const code = await l.run();
+      t.log(`launcher exit ${code} after ${selfRuns} in-process run(s)`);
+      return { code, selfRuns };
+    },
+  };
+}
+
+async function onTrial(d: SelfUpdateDevice, over: Partial<TrialRecord> = {}): Promise<TrialRecord> {
+  const tr = trialRecord(over);
+  await d.dir.writeTrial(tr);
+  await d.dir.setLink('current', tr.version);
+  return tr;
+}
+
+test('a version that reaches every milestone is committed, then runs for good', async (t) => {
+  const d = await selfUpdateDevice(t);
+  await d.stage('0.2.0', 'GOOD');
+  await onTrial(d);
+  const r = await launcher(t, d).run();
+  t.is(r.code, 0);
+  t.is(r.selfRuns, 0);
+  const starts = await d.starts();
+  t.deepEqual(
+    starts.map((s) => s.slice(0, 3)),
+    [
+      ['0.2.0', 'spawn', 'trial'],
+      ['0.2.0', 'spawn', 'run'],
+    ],
+  );
+  t.is(await d.dir.readTrial(), null);
+  t.is(await d.dir.link('current'), '0.2.0');
+  t.is(await d.dir.link('previous'), null, 'previous: the installed executable');
+  t.like((await d.dir.readStatus()).update, { version: '0.2.0', phase: 'committed', from: '0.1.0' });
+});
+
+for (const [mode, reason, deadlineMs] of [
+  ['EXIT', /exited with code 1 during its trial/, 20_000],
+  ['CRASH', /was killed by SIGSEGV during its trial.*\(reached: state\)/, 20_000],
+  ['NOCONNECT', /did not connect to the fleet within 2 s \(reached: state\)/, 2000],
+  ['HANG', /did not open its state \(database\) within 2 s/, 2000],
+] as const) {
+  test(`a version that ${mode.toLowerCase()}s on trial is rolled back, reported and never run again`, async (t) => {
+    const d = await selfUpdateDevice(t);
+    await d.stage('0.2.0', 'GOOD');
+    await d.stage('0.3.0', mode);
+    await d.dir.setLink('current', '0.2.0');
+    await onTrial(d, { version: '0.3.0', previous: '0.2.0', from: '0.2.0', deadlineMs });
+    const r = await launcher(t, d, { deadlineMs }).run();
+    t.is(r.code, 0);
+    const starts = await d.starts();
+    t.deepEqual(
+      starts.map((s) => s.slice(0, 3)),
+      [
+        ['0.3.0', 'spawn', 'trial'],
+        ['0.2.0', 'spawn', 'run'],
+      ],
+    );
+    const trialPid = Number(starts[0]![3]);
+    t.false(
+      processAlive(trialPid),
+      'the trial process is gone (SIGKILL after the grace when it ignores SIGTERM)',
+    );
+    t.is(await d.dir.link('current'), '0.2.0');
+    t.is(await d.dir.readTrial(), null);
+    const st = await d.dir.readStatus();
+    t.like(st.update, { version: '0.3.0', phase: 'rolled-back', from: '0.2.0' });
+    t.regex(st.update?.reason ?? '', reason);
+    t.regex(st.failed['0.3.0'] ?? '', reason);
+    await t.throwsAsync(fsp.stat(path.join(d.dir.root, '0.3.0')), undefined, 'the failed version is removed');
+  });
+}
+
+test('rolled back to the installed executable when there was no previous version', async (t) => {
+  const d = await selfUpdateDevice(t);
+  await d.stage('0.2.0', 'EXIT');
+  await onTrial(d);
+  const r = await launcher(t, d).run();
+  t.is(r.selfRuns, 1, 'the installed version runs in the launcher process');
+  t.is(await d.dir.link('current'), null);
+  t.like((await d.dir.readStatus()).update, { phase: 'rolled-back' });
+});
+
+test('a trial cut short too often (boot counter) is rolled back without starting it again', async (t) => {
+  const d = await selfUpdateDevice(t);
+  await d.stage('0.2.0', 'GOOD');
+  await onTrial(d, { boots: 2 });
+  const r = await launcher(t, d).run();
+  t.is(r.selfRuns, 1);
+  t.deepEqual(await d.starts(), [], 'never started');
+  t.regex((await d.dir.readStatus()).update?.reason ?? '', /cut short 2 time/);
+});
+
+test('a trial run a killed launcher left behind is ended before the next decision', async (t) => {
+  const d = await selfUpdateDevice(t);
+  await d.stage('0.2.0', 'HANG');
+  const orphan = spawn(await fakeAgent('0.2.0', 'HANG'), [], { stdio: 'ignore', env: { BERTH_TRIAL: 'x' } });
+  const exited = new Promise((r) => orphan.once('exit', r));
+  await new Promise((r) => setTimeout(r, 100));
+  const pid = orphan.pid!;
+  await onTrial(d, { boots: 2, child: { pid, startTime: processStartTime(pid)! } });
+  await launcher(t, d).run();
+  await exited;
+  t.is(orphan.signalCode, 'SIGKILL');
+  t.is(await d.dir.link('current'), null);
+});
+
+test('a journal whose `current` never moved (power cut mid-switch) is discarded: the old version runs', async (t) => {
+  const d = await selfUpdateDevice(t);
+  await d.stage('0.2.0', 'GOOD');
+  await d.dir.writeTrial(trialRecord());
+  const r = await launcher(t, d).run();
+  t.is(r.selfRuns, 1);
+  t.is(await d.dir.readTrial(), null);
+  t.deepEqual(await d.starts(), []);
+  t.true(await d.dir.isStaged('0.2.0'), 'staged stays for the agent to switch again');
+});
+
+test('an unreadable journal: back to the previous version', async (t) => {
+  const d = await selfUpdateDevice(t);
+  await d.stage('0.2.0', 'GOOD');
+  await d.stage('0.3.0', 'GOOD');
+  await d.dir.setLink('previous', '0.2.0');
+  await d.dir.setLink('current', '0.3.0');
+  await fsp.writeFile(d.dir.trialFile, '{"id": garbage');
+  const r = await launcher(t, d).run();
+  t.is(r.code, 0);
+  t.deepEqual(
+    (await d.starts()).map((s) => s.slice(0, 3)),
+    [['0.2.0', 'spawn', 'run']],
+  );
+});
+
+test('a newer installed executable wins over an older self-update; a missing current falls back', async (t) => {
+  const d = await selfUpdateDevice(t);
+  await d.stage('0.2.0', 'GOOD');
+  await d.dir.setLink('current', '0.2.0');
+  t.is((await launcher(t, d, { self: '0.3.0' }).run()).selfRuns, 1);
+  t.is(await d.dir.link('current'), null);
+  await d.dir.setLink('current', '0.2.0');
+  await fsp.rm(d.dir.executable('0.2.0'));
+  t.is((await launcher(t, d).run()).selfRuns, 1);
+  t.is(await d.dir.link('current'), null);
+});
+
+test('an agent that switched exits 75: the launcher decides again (spawn mode restart loop)', async (t) => {
+  const d = await selfUpdateDevice(t);
+  await d.stage('0.2.0', 'GOOD');
+  await d.dir.setLink('current', '0.2.0');
+  // the committed 0.2.0 "switches": exits 75 the first time; the test then clears `current`
+  const l = launcher(t, d, { env: { FAKE_EXIT: '75' } });
+  const done = l.run();
+  for (let i = 0; i < 200 && (await d.starts()).length < 2; i++) await new Promise((r) => setTimeout(r, 25));
+  await d.dir.setLink('current', null);
+  const r = await done;
+  t.true((await d.starts()).length >= 2);
+  t.is(r.selfRuns, 1);
+});
+
+/** A database at schema `n` with one row in `marker` naming `tag`. */
+function makeDb(file: string, n: number, tag: string): void {
+  const db = openDatabase(file, {
+    migrations: Array.from({ length: n }, (_, i) => ({
+      name: `m${i}`,
+      up: (x: import('better-sqlite3').Database) =>
+        x.exec(i === 0 ? 'CREATE TABLE marker (tag TEXT)' : `CREATE TABLE t${i} (x)`),
+    })),
+  });
+  db.prepare('DELETE FROM marker').run();
+  db.prepare('INSERT INTO marker VALUES (?)').run(tag);
+  db.close();
+}
+
+function readDb(file: string): { schema: number; tag: string } {
+  const db = openDatabase(file, { readonly: true });
+  try {
+    return {
+      schema: db.pragma('user_version', { simple: true }) as number,
+      tag: (db.prepare('SELECT tag FROM marker').get() as { tag: string }).tag,
+    };
+  } finally {
+    db.close();
+  }
+}
+
+test('rollback restores the database copy when the trial migrated it, keeps it when it did not', async (t) => {
+  for (const migrated of [true, false]) {
+    const d = await selfUpdateDevice(t);
+    const live = d.dir.dbFile;
+    makeDb(d.dir.dbCopyFile(), 3, 'at-switch');
+    // what the trial left: one more migration (or not) and its own writes, some still in the WAL
+    makeDb(live, migrated ? 4 : 3, 'written-by-trial');
+    await d.stage('0.2.0', 'EXIT');
+    await onTrial(d, { db: { copy: 'rollback.db', schema: 3 } });
+    await launcher(t, d).run();
+    t.deepEqual(
+      readDb(live),
+      migrated ? { schema: 3, tag: 'at-switch' } : { schema: 3, tag: 'written-by-trial' },
+    );
+    await t.throwsAsync(fsp.stat(d.dir.dbCopyFile()), undefined, 'the copy is gone after the rollback');
+  }
+});
+
+test('a database the trial broke is replaced by the copy', async (t) => {
+  const d = await selfUpdateDevice(t);
+  makeDb(d.dir.dbCopyFile(), 3, 'at-switch');
+  await fsp.writeFile(d.dir.dbFile, 'not a database at all, garbage garbage garbage garbage garbage garbage');
+  await d.stage('0.2.0', 'EXIT');
+  await onTrial(d, { db: { copy: 'rollback.db', schema: 3 } });
+  await launcher(t, d).run();
+  t.deepEqual(readDb(d.dir.dbFile), { schema: 3, tag: 'at-switch' });
+});
