@@ -485,18 +485,19 @@ export class BlobFetcher {
     } else {
       try {
         fs.writeSync(t.fd, f.payload, 0, f.payload.length, f.offset);
+        t.bitmap.set(f.index);
+        this.persist(f.digest, t.bitmap);
       } catch (err) {
-        t.failed ??= withContext(`writing ${f.digest} to ${t.file}`, err);
+        // Disk full (file or database): asking for the chunk again would fail the same way, forever.
+        t.failed ??= withContext(`storing chunk ${f.index} of ${f.digest}`, err);
         t.wake?.();
         return;
       }
-      t.bitmap.set(f.index);
       if (f.index === t.hashedChunks) {
         t.hasher.update(f.payload);
         t.hashedChunks++;
         this.hashAhead(t);
       }
-      this.persist(f.digest, t.bitmap);
       this.stats.receivedBytes += f.payload.length;
       t.done += f.payload.length;
       t.onProgress?.(t.done, t.plan.size);
