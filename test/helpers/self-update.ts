@@ -6,9 +6,14 @@ import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
+import type BetterSqlite3 from 'better-sqlite3';
 import { AgentDir } from '../../src/agent/self-update/files.js';
+import { type AgentExit, Launcher, type LauncherOptions } from '../../src/agent/self-update/launcher.js';
 import { agentArch, type TrialRecord } from '../../src/core/self-update.js';
+import { databaseSchemaVersion, openDatabase } from '../../src/db/database.js';
+import { MIGRATIONS } from '../../src/db/migrations.js';
 import { exec } from '../../src/lib/exec.js';
+import { silentLogger } from '../../src/lib/logger.js';
 
 export type FakeMode = 'GOOD' | 'EXIT' | 'HANG' | 'NOCONNECT' | 'CRASH';
 
@@ -85,4 +90,68 @@ export function trialRecord(over: Partial<TrialRecord> = {}): TrialRecord {
     db: null,
     ...over,
   };
+}
+
+/**
+ * A launcher over `dir` in spawn mode (this Node has no execve) whose in-process agent (the installed
+ * version) only counts its runs.
+ */
+export function testLauncher(
+  dir: AgentDir,
+  o: {
+    self?: string;
+    deadlineMs?: number;
+    trialBoots?: number;
+    selfExit?: AgentExit;
+    env?: NodeJS.ProcessEnv;
+    afterStep?: LauncherOptions['afterStep'];
+  } = {},
+): { launcher: Launcher; selfRuns: () => number } {
+  let runs = 0;
+  const launcher = new Launcher({
+    dir,
+    selfVersion: o.self ?? '0.1.0',
+    selfArgv: ['/nonexistent/berth', 'agent'],
+    agentArgs: ['agent'],
+    log: silentLogger(),
+    trialDeadlineMs: o.deadlineMs ?? 20_000,
+    trialBoots: o.trialBoots ?? 2,
+    execve: undefined,
+    env: { ...process.env, ...o.env },
+    stopGraceMs: 500,
+    databaseSchema: async (file) => databaseSchemaVersion(file),
+    runSelf: async () => {
+      runs++;
+      return o.selfExit ?? { restart: false, code: 0 };
+    },
+    ...(o.afterStep ? { afterStep: o.afterStep } : {}),
+  });
+  return { launcher, selfRuns: () => runs };
+}
+
+/** A database at `schema` (berth's own migrations when it is theirs) with one row naming `tag`. */
+export function makeDb(file: string, schema: number, tag: string): void {
+  const db = openDatabase(file, {
+    migrations:
+      schema === MIGRATIONS.length
+        ? [...MIGRATIONS]
+        : Array.from({ length: schema }, (_, i) => ({
+            name: `m${i}`,
+            up: (x: BetterSqlite3.Database) => x.exec(`CREATE TABLE t${i} (x)`),
+          })),
+  });
+  db.exec('CREATE TABLE IF NOT EXISTS marker (tag TEXT)');
+  db.prepare('DELETE FROM marker').run();
+  db.prepare('INSERT INTO marker VALUES (?)').run(tag);
+  db.close();
+}
+
+export function readDb(file: string): { schema: number; tag: string } {
+  const db = openDatabase(file, { readonly: true });
+  try {
+    const tag = (db.prepare('SELECT tag FROM marker').get() as { tag: string }).tag;
+    return { schema: db.pragma('user_version', { simple: true }) as number, tag };
+  } finally {
+    db.close();
+  }
 }

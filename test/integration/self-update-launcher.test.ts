@@ -9,16 +9,17 @@ import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { type AgentExit, Launcher, processStartTime } from '../../src/agent/self-update/launcher.js';
+import { type AgentExit, processStartTime } from '../../src/agent/self-update/launcher.js';
 import type { TrialRecord } from '../../src/core/self-update.js';
-import { databaseSchemaVersion, openDatabase } from '../../src/db/database.js';
-import { silentLogger } from '../../src/lib/logger.js';
 import { processAlive } from '../../src/lib/process.js';
 import {
   fakeAgent,
+  makeDb,
+  readDb,
   removeFakeAgents,
   type SelfUpdateDevice,
   selfUpdateDevice,
+  testLauncher,
   trialRecord,
 } from '../helpers/self-update.js';
 
@@ -34,29 +35,12 @@ function launcher(
   d: SelfUpdateDevice,
   o: { self?: string; deadlineMs?: number; selfExit?: AgentExit; env?: NodeJS.ProcessEnv } = {},
 ) {
-  let selfRuns = 0;
-  const l = new Launcher({
-    dir: d.dir,
-    selfVersion: o.self ?? '0.1.0',
-    selfArgv: ['/nonexistent/berth', 'agent'],
-    agentArgs: ['agent'],
-    log: silentLogger(),
-    trialDeadlineMs: o.deadlineMs ?? 20_000,
-    trialBoots: 2,
-    execve: undefined,
-    env: { ...process.env, FAKE_LOG: d.log, ...o.env },
-    stopGraceMs: 500,
-    databaseSchema: async (file) => databaseSchemaVersion(file),
-    runSelf: async () => {
-      selfRuns++;
-      return o.selfExit ?? { restart: false, code: 0 };
-    },
-  });
+  const { launcher: l, selfRuns } = testLauncher(d.dir, { ...o, env: { FAKE_LOG: d.log, ...o.env } });
   return {
     run: async (): Promise<Run> => {
       const code = await l.run();
-      t.log(`launcher exit ${code} after ${selfRuns} in-process run(s)`);
-      return { code, selfRuns };
+      t.log(`launcher exit ${code} after ${selfRuns()} in-process run(s)`);
+      return { code, selfRuns: selfRuns() };
     },
   };
 }
@@ -211,32 +195,6 @@ test('an agent that switched exits 75: the launcher decides again (spawn mode re
   t.true((await d.starts()).length >= 2);
   t.is(r.selfRuns, 1);
 });
-
-/** A database at schema `n` with one row in `marker` naming `tag`. */
-function makeDb(file: string, n: number, tag: string): void {
-  const db = openDatabase(file, {
-    migrations: Array.from({ length: n }, (_, i) => ({
-      name: `m${i}`,
-      up: (x: import('better-sqlite3').Database) =>
-        x.exec(i === 0 ? 'CREATE TABLE marker (tag TEXT)' : `CREATE TABLE t${i} (x)`),
-    })),
-  });
-  db.prepare('DELETE FROM marker').run();
-  db.prepare('INSERT INTO marker VALUES (?)').run(tag);
-  db.close();
-}
-
-function readDb(file: string): { schema: number; tag: string } {
-  const db = openDatabase(file, { readonly: true });
-  try {
-    return {
-      schema: db.pragma('user_version', { simple: true }) as number,
-      tag: (db.prepare('SELECT tag FROM marker').get() as { tag: string }).tag,
-    };
-  } finally {
-    db.close();
-  }
-}
 
 test('rollback restores the database copy when the trial migrated it, keeps it when it did not', async (t) => {
   for (const migrated of [true, false]) {

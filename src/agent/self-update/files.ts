@@ -218,6 +218,22 @@ export class AgentDir {
     return (await this.executableProblem(this.executable(v))) === undefined;
   }
 
+  /**
+   * Without a journal: the leftovers of a switch cut short (temp files, a database copy no journal
+   * names). Staged versions stay: the agent switches to them again.
+   */
+  async removeLeftovers(): Promise<void> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.root);
+    } catch {
+      return;
+    }
+    for (const name of names)
+      if (name.startsWith('.tmp-') || name === path.basename(this.dbCopyFile()))
+        await fsp.rm(path.join(this.root, name), { recursive: true, force: true });
+  }
+
   /** Remove version directories other than `keep`, and leftovers of interrupted writes. */
   async prune(keep: ReadonlyArray<string | null>): Promise<string[]> {
     const removed: string[] = [];

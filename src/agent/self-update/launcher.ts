@@ -139,6 +139,14 @@ export class Launcher {
           continue;
         case 'discard-trial':
           this.o.log.warn({ version: d.trial.version, reason: d.reason }, 'switch not completed; discarded');
+          // the staged version stays (the agent switches again); a half-written database copy goes
+          await this.o.dir.prune([
+            d.trial.version,
+            d.trial.previous,
+            input.current?.version ?? null,
+            input.previous?.version ?? null,
+          ]);
+          if (d.trial.db) await fsp.rm(this.o.dir.dbCopyFile(d.trial.db.copy), { force: true });
           await this.o.dir.removeTrial();
           continue;
         case 'trial': {
@@ -147,11 +155,13 @@ export class Launcher {
           continue;
         }
         case 'run': {
+          await this.o.dir.removeLeftovers();
           const r = await this.runVersion(d.version);
           if (r.restart) continue;
           return r.code;
         }
         case 'run-self': {
+          await this.o.dir.removeLeftovers();
           if (d.dropCurrent) {
             this.o.log.warn({ reason: d.reason }, 'running the installed executable');
             await this.o.dir.setLink('current', null);
