@@ -8,9 +8,9 @@ import { inProcessLaunch, type Launched, launchedFromEnv } from '../agent/self-u
 import { type AgentExit, Launcher, processExecve } from '../agent/self-update/launcher.js';
 import { agentArch } from '../core/self-update.js';
 import { databaseSchemaVersion } from '../db/database.js';
-import { FAULT_EXIT_AT_START } from '../faults.js';
+import { faultAtStart } from '../faults.js';
 import { resolvePublicKey } from '../fleet/keys.js';
-import { invalidInput, unavailable } from '../lib/errors.js';
+import { invalidInput } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import { autoRemoveCommand, selfLauncherCommand } from '../lib/self.js';
 import { hostPlatform, parsePlatform } from '../oci/platform.js';
@@ -45,10 +45,14 @@ export function registerAgent(program: Command, ctx: () => CliContext): void {
     const dir = arch ? new AgentDir(c.stateDir, arch) : undefined;
     if (launched) {
       // A launcher chose this version: run it.
-      if (launched.mode === 'exec') await dir?.clearExecAttempts();
-      if (FAULT_EXIT_AT_START) throw unavailable('fault build: exiting at start');
-      const r = await runAgent(c, opts, launched, configFile);
-      if (r.restart) process.exitCode = launched.restart();
+      try {
+        faultAtStart();
+        if (launched.mode === 'exec') await dir?.clearExecAttempts();
+        const r = await runAgent(c, opts, launched, configFile);
+        if (r.restart) process.exitCode = launched.restart();
+      } finally {
+        launched.close();
+      }
       return;
     }
     const self = selfLauncherCommand();

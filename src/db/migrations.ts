@@ -1,5 +1,5 @@
 import type BetterSqlite3 from 'better-sqlite3';
-import { FAULT_MIGRATE, FAULT_MIGRATION_SQL } from '../faults.js';
+import { faultMigrations } from '../faults.js';
 
 export interface Migration {
   name: string;
@@ -290,11 +290,7 @@ export const MIGRATIONS: readonly Migration[] = [
  */
 export const MIN_MIGRATABLE_SCHEMA = 0;
 
-/** The migrations this executable applies: MIGRATIONS, plus one in the `migrate` fault build (src/faults.ts). */
+/** The migrations this executable applies: MIGRATIONS (plus one in a fault build, src/faults.ts). */
 export function releaseMigrations(): readonly Migration[] {
-  if (!FAULT_MIGRATE) return MIGRATIONS;
-  return [
-    ...MIGRATIONS,
-    { name: 'fault build: one migration no release has', up: (db) => db.exec(FAULT_MIGRATION_SQL) },
-  ];
+  return faultMigrations(MIGRATIONS);
 }

@@ -288,10 +288,28 @@ test('an older release is refused unless the target allows the downgrade; a fail
   t.is((await d.apply({ ...older, allowDowngrade: true }))?.phase, 'staged');
   t.is(await d.dir.link('current'), '0.2.0');
 
+  // back from a rollback of 0.2.0, switched for target `device/d@7`
   const e = await device(t, fleet, { running: '0.1.0' });
-  await e.dir.writeStatus((s) => ({ ...s, failed: { '0.2.0': 'exited with code 1 during its trial' } }));
-  const again = await e.apply(older);
-  t.is(again?.phase, 'refused');
+  const reason = 'exited with code 1 during its trial';
+  await e.dir.writeStatus((s) => ({
+    ...s,
+    failed: { '0.2.0': reason },
+    switchedFor: 'device/d@7',
+    update: { version: '0.2.0', phase: 'rolled-back', reason, at: 1 },
+  }));
+  await e.updater.load();
+  e.updater.setDesired(older, 'device/d@7');
+  await e.updater.idle();
+  t.like(
+    e.updater.status,
+    { version: '0.2.0', phase: 'rolled-back' },
+    'the same target: the rollback stays the news',
+  );
+  t.deepEqual(e.updates, []);
+  e.updater.setDesired(older, 'device/d@8');
+  await e.updater.idle();
+  const again = e.updater.status;
+  t.is(again?.phase, 'refused', 'deployed again: refused');
   t.regex(again?.reason ?? '', /Conflict: agent 0.2.0 failed its trial on this device \(exited with code 1/);
   await nothingSwitched(t, e, '0.2.0');
 });

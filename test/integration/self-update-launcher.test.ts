@@ -7,6 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
+import { createServer } from 'node:net';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { type AgentExit, processStartTime } from '../../src/agent/self-update/launcher.js';
@@ -222,4 +223,29 @@ test('a database the trial broke is replaced by the copy', async (t) => {
   await onTrial(d, { db: { copy: 'rollback.db', schema: 3 } });
   await launcher(t, d).run();
   t.deepEqual(readDb(d.dir.dbFile), { schema: 3, tag: 'at-switch' });
+});
+
+test('a launched `berth agent` that fails before it runs exits (its launcher socket does not hold it)', async (t) => {
+  const d = await selfUpdateDevice(t);
+  const sock = path.join(d.dir.root, 'launcher-test.sock');
+  const server = createServer((c) => c.resume());
+  await new Promise<void>((r) => server.listen(sock, r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const bin = path.join(import.meta.dirname, '..', '..', 'dist', 'berth.mjs');
+  // a broker but no fleet key: the agent refuses to start (InvalidInput)
+  const p = spawn(
+    process.execPath,
+    [bin, '--state-dir', d.stateDir, 'agent', '--broker', 'mqtt://127.0.0.1:1'],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, BERTH_LAUNCHED: 'spawn', BERTH_LAUNCHER_SOCKET: sock },
+    },
+  );
+  let err = '';
+  p.stderr.on('data', (b: Buffer) => {
+    err += b.toString();
+  });
+  const code = await new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
+  t.is(code, 2, err);
+  t.regex(err, /no fleet public key/);
 });

@@ -80,12 +80,15 @@ const StatusFileSchema = z
     failed: z.record(z.string().max(2048)).default({}),
     /** the update outcome the running agent has already sent as an event */
     told: z.string().max(256).optional(),
+    /** the target (scope@version) the last switch was made for: its refusal after a rollback is not news */
+    switchedFor: z.string().max(512).optional(),
   })
   .strict();
 export type StatusFile = z.infer<typeof StatusFileSchema>;
 
 export class AgentDir {
   readonly root: string;
+  private statusWrites: Promise<unknown> = Promise.resolve();
 
   constructor(
     readonly stateDir: string,
@@ -278,11 +281,16 @@ export class AgentDir {
     return parsed?.success ? parsed.data : { failed: {} };
   }
 
-  async writeStatus(change: (s: StatusFile) => StatusFile): Promise<StatusFile> {
-    await this.ensure();
-    const next = change(await this.readStatus());
-    await writeFileAtomic(this.statusFile, `${JSON.stringify(next)}\n`);
-    return next;
+  /** Read-change-write of status.json, one at a time (writers in one process never lose each other's change). */
+  writeStatus(change: (s: StatusFile) => StatusFile): Promise<StatusFile> {
+    const run = this.statusWrites.then(async () => {
+      await this.ensure();
+      const next = change(await this.readStatus());
+      await writeFileAtomic(this.statusFile, `${JSON.stringify(next)}\n`);
+      return next;
+    });
+    this.statusWrites = run.catch(() => undefined);
+    return run;
   }
 
   setUpdate(update: UpdateStatus): Promise<StatusFile> {

@@ -51,6 +51,8 @@ export function launchedFromEnv(env: NodeJS.ProcessEnv): Launched | undefined {
       if (up) for (const fn of gone.splice(0)) fn();
     });
     s.resume();
+    // The agent keeps itself alive; a command that fails before it starts must still exit.
+    s.unref();
     sock = s;
   }
   return {

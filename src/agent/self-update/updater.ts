@@ -163,7 +163,16 @@ export class SelfUpdater {
     );
     if (plan.kind === 'none') return;
     if (this.refused === want.key) return;
-    if (plan.kind === 'refuse') return this.refuse(want.key, agent.version, plan);
+    if (plan.kind === 'refuse') {
+      // Back from a rollback under the very target that asked for it: "rolled back" stays the news.
+      const st = await this.o.dir.readStatus();
+      const rolledBack = st.update?.phase === 'rolled-back' && st.update.version === agent.version;
+      if (rolledBack && st.switchedFor === want.key) {
+        this.refused = want.key;
+        return;
+      }
+      return this.refuse(want.key, agent.version, plan);
+    }
 
     let staged = await this.stagedRelease(agent);
     if (!staged) {
@@ -232,6 +241,7 @@ export class SelfUpdater {
         this.later(5000);
         return;
       }
+      await this.o.dir.writeStatus((st) => ({ ...st, switchedFor: want.key }));
       await this.switchTo(agent.version);
       this.switching = true;
     });
