@@ -20,7 +20,7 @@ import { agentSocketPath } from './api-client.js';
 import { type CommandDeps, type CommandResult, dispatchCommand } from './commands.js';
 import { Mutex } from './mutex.js';
 import { Outbox, type OutboxOptions } from './outbox.js';
-import { type AgentPorts, type Clock, systemClock, type Transport } from './ports.js';
+import { type AgentPorts, type Clock, systemClock, type TimerHandle, type Transport } from './ports.js';
 import { type AgentEvent, Reconciler, type ReconcilerOptions, type RunOutcome } from './reconciler.js';
 import { Reporter } from './reporter.js';
 import { AgentStore } from './store.js';
@@ -37,6 +37,11 @@ export interface AgentOptions {
   api?: boolean;
   sys?: SystemInformation;
   metricsIntervalMs?: number;
+  /**
+   * How often the containers' states are looked at between reconcile runs (default 2 s; 0 = never): a
+   * container that stops — crashed, killed, stopped by hand — is reported within that, not at the next event.
+   */
+  stateWatchMs?: number;
   reconciler?: Partial<
     Omit<ReconcilerOptions, 'ports' | 'store' | 'clock' | 'log' | 'emit' | 'mutex' | 'onOutcome'>
   >;
@@ -56,6 +61,9 @@ export class Agent {
   private reportQueued = false;
   private offOnline: (() => void) | undefined;
   private readonly outcomeListeners: Array<(o: RunOutcome) => void> = [];
+  private watchTimer: TimerHandle | undefined;
+  private lastStates = '';
+  private stopped = true;
 
   constructor(private readonly o: AgentOptions) {
     const clock = o.clock ?? systemClock;
@@ -111,11 +119,6 @@ export class Agent {
     });
   }
 
-  /** Record an event from outside the reconciler (the self-update): outbox + reported state. */
-  emit(e: AgentEvent): void {
-    this.onEvent({ ...e, at: Date.now() });
-  }
-
   /** Publish the reported state if it changed (progress that is not an event). */
   reportSoon(): void {
     this.onEvent(undefined);
@@ -138,6 +141,14 @@ export class Agent {
     return out === 'converged' || out === 'waiting' || (!cur && out !== undefined);
   }
 
+  /**
+   * An event from outside the reconciler (the fleet link's refusals, the self-update): queued and
+   * reported like its own.
+   */
+  report(e: AgentEvent & { at: number }): void {
+    this.onEvent(e);
+  }
+
   /** An event (undefined: progress only) goes to the outbox; the reported state follows either way. */
   private onEvent(e: (AgentEvent & { at: number }) | undefined) {
     // health "starting" and per-step successes are chatty: they change the reported state, not the event log
@@ -157,8 +168,10 @@ export class Agent {
 
   async start(): Promise<void> {
     if (this.o.api !== false) await this.api.listen(this.o.socketPath ?? agentSocketPath(this.o.stateDir));
+    this.stopped = false;
     this.reconciler.start();
     this.reporter.start();
+    this.watchStates();
     // A run that failed or waits for want of the fleet (a fetch, sizing an image for the space check)
     // backs off up to minutes: the link coming back is the moment to try again.
     this.offOnline = this.o.transport.onOnline(() => {
@@ -167,7 +180,41 @@ export class Agent {
     });
   }
 
+  /**
+   * Between reconcile runs, look at the containers' states every `stateWatchMs`: when one changed (a
+   * container stopped or started outside a run), report the state now and let the reconciler act on it
+   * (restart policies), then report again.
+   */
+  private watchStates(): void {
+    const every = this.o.stateWatchMs ?? 2000;
+    if (every <= 0 || this.stopped) return;
+    const clock = this.o.clock ?? systemClock;
+    this.watchTimer = clock.setTimeout(async () => {
+      try {
+        // a run in flight reports what it changes through its own events; look again next time
+        if (!this.reconciler.busy) {
+          const list = await this.o.ports.engine.list();
+          const key = list
+            .map((c) => `${c.id}:${c.status}`)
+            .sort()
+            .join(',');
+          if (this.lastStates !== '' && key !== this.lastStates) {
+            await this.reporter.reportState();
+            await this.reconciler.trigger();
+            await this.reporter.reportState();
+          }
+          this.lastStates = key;
+        }
+      } catch (err) {
+        this.o.log.debug({ err }, 'container state watch failed');
+      }
+      this.watchStates();
+    }, every);
+  }
+
   async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.watchTimer) (this.o.clock ?? systemClock).clearTimeout(this.watchTimer);
     this.offOnline?.();
     this.reporter.stop();
     await this.reconciler.stop();

@@ -1,25 +1,47 @@
 /**
  * The fleet side's short MQTT links (deploy, state, command): to the broker `fleet serve` on this state dir
- * noted in fleet-serve.json, else the config's / flags'.
+ * noted in fleet-serve.json (with the fleet account of fleet-account.json when it is the embedded broker),
+ * else the config's / flags'.
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { readFleetAccount } from '../fleet/fleet-account.js';
 import { assertSafeName } from '../lib/ids.js';
-import { MqttConnection } from '../transport/connection.js';
+import { MqttConnection, type MqttConnectionOptions } from '../transport/connection.js';
 import type { CliContext } from './context.js';
 import { type MqttFlags, mqttOptionsFrom } from './mqtt-options.js';
 
 /** Where `fleet serve` notes the broker it uses, so `fleet deploy` on the same state dir finds it. */
 export const SERVE_FILE = 'fleet-serve.json';
 
-export async function readServeFile(
-  stateDir: string,
-): Promise<{ broker: string; fleet: string } | undefined> {
+export interface ServeFile {
+  broker: string;
+  fleet: string;
+  pid?: number;
+  /** the server runs the embedded broker (its clients use the fleet account) */
+  embedded?: boolean;
+}
+
+export async function readServeFile(stateDir: string): Promise<ServeFile | undefined> {
   try {
     return JSON.parse(await fsp.readFile(path.join(stateDir, SERVE_FILE), 'utf8'));
   } catch {
     return undefined;
   }
+}
+
+/** MQTT options for a fleet-side link on this state dir. */
+export async function fleetLinkOptions(
+  c: CliContext,
+  opts: MqttFlags,
+): Promise<Omit<MqttConnectionOptions, 'clientId' | 'log' | 'will'>> {
+  const served = await readServeFile(c.stateDir);
+  const o = mqttOptionsFrom(opts, c.config, served?.broker);
+  if (served?.embedded && o.url === served.broker && o.username === undefined) {
+    const account = await readFleetAccount(c.stateDir);
+    if (account) return { ...o, username: account.username, password: account.password };
+  }
+  return o;
 }
 
 export interface FleetLink {
@@ -39,7 +61,7 @@ export async function withFleetLink<T>(
   const served = await readServeFile(c.stateDir);
   const flt = assertSafeName('fleet', opts.fleet ?? served?.fleet ?? c.config.mqtt.fleet);
   const conn = new MqttConnection({
-    ...mqttOptionsFrom(opts, c.config, served?.broker),
+    ...(await fleetLinkOptions(c, opts)),
     clientId: `${clientPrefix}-${process.pid}`,
     log: c.log,
   });

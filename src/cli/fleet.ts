@@ -1,18 +1,22 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { buildTarget, publishTarget } from '../fleet/deploy.js';
 import { readDeployText } from '../fleet/deploy-file.js';
+import { loadOrCreateFleetAccount } from '../fleet/fleet-account.js';
 import { keygen, loadFleetPrivateKey } from '../fleet/keys.js';
-import { FleetRegistry } from '../fleet/registry.js';
 import { FleetServer } from '../fleet/server.js';
+import type { DeployService } from '../fleet/services/deploy.js';
+import { formatTargetRef, type ProgressSummary } from '../fleet/view.js';
 import { writeFileAtomic } from '../lib/atomic.js';
-import { invalidInput, notFound } from '../lib/errors.js';
+import { BerthError, invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
-import { deviceTopic } from '../transport/topics.js';
 import type { CliContext } from './context.js';
+import { parseDurationFlag } from './duration.js';
 import { registerFleetCommand } from './fleet-command.js';
-import { SERVE_FILE, withFleetLink } from './fleet-link.js';
+import { registerFleetDevices } from './fleet-devices.js';
+import { registerFleetEnroll } from './fleet-enroll.js';
+import { SERVE_FILE, type ServeFile } from './fleet-link.js';
+import { fleetStores, localFleet } from './fleet-local.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { humanSize, printJson, printTable } from './output.js';
 import { pushImage } from './push.js';
@@ -20,7 +24,7 @@ import { pushImage } from './push.js';
 export function registerFleet(program: Command, ctx: () => CliContext): void {
   const fleet = program
     .command('fleet')
-    .description('fleet server: images, signed targets, blob service over MQTT');
+    .description('fleet server: images, devices, signed targets, enrollment, blob service over MQTT');
 
   fleet
     .command('keygen')
@@ -39,33 +43,72 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
       .command('serve')
       .description('run the fleet server: on --broker, or on an embedded MQTT broker when none is given')
       .option('--listen <host:port>', 'embedded broker address', '127.0.0.1:1883')
+      .option(
+        '--allow-anonymous',
+        'embedded broker: let clients in without credentials, with full access (a lab only)',
+      )
+      .option(
+        '--broker-auth <mode>',
+        'with --broker: dynsec (Mosquitto dynamic security: a client + role per device) or external (you manage it)',
+        'external',
+      )
+      .option(
+        '--advertise-broker <url>',
+        'the broker URL enrolling devices are told (default: the one in use)',
+      )
       .option('--rate-limit <bytes/s>', 'cap blob egress (0 = none)', '0')
       .option('--gather-ms <ms>', 'how long to gather fan-out interest in a blob', '150'),
-  ).action(async (opts: MqttFlags & { listen: string; rateLimit: string; gatherMs: string }) => {
-    const c = ctx();
-    const flt = assertSafeName('fleet', opts.fleet ?? c.config.mqtt.fleet);
-    const external = opts.broker ?? c.config.mqtt.broker;
-    const [host, portStr] = splitHostPort(opts.listen);
-    const server = new FleetServer({
-      fleet: flt,
-      db: c.db,
-      store: c.store,
-      privateKey: await loadFleetPrivateKey(c.stateDir),
-      log: c.log,
-      mqtt: external ? mqttOptionsFrom(opts, c.config) : undefined,
-      listen: { host, port: Number(portStr) },
-      blob: { rateLimit: Number(opts.rateLimit), gatherMs: Number(opts.gatherMs) },
-    });
-    await server.start();
-    await writeFileAtomic(
-      path.join(c.stateDir, SERVE_FILE),
-      JSON.stringify({ broker: server.brokerUrl, fleet: flt, pid: process.pid }),
-    );
-    c.log.info({ broker: server.brokerUrl, fleet: flt }, 'fleet server ready');
-    process.stdout.write(`fleet ${flt} serving on ${server.brokerUrl}\n`);
-    await untilSignal();
-    await server.stop();
-  });
+  ).action(
+    async (
+      opts: MqttFlags & {
+        listen: string;
+        rateLimit: string;
+        gatherMs: string;
+        allowAnonymous?: boolean;
+        brokerAuth: string;
+        advertiseBroker?: string;
+      },
+    ) => {
+      const c = ctx();
+      const flt = assertSafeName('fleet', opts.fleet ?? c.config.mqtt.fleet);
+      const external = opts.broker ?? c.config.mqtt.broker;
+      if (opts.brokerAuth !== 'dynsec' && opts.brokerAuth !== 'external')
+        throw invalidInput(`--broker-auth ${opts.brokerAuth}: expected dynsec or external`);
+      if (external && opts.allowAnonymous)
+        throw invalidInput('--allow-anonymous is for the embedded broker; configure your own broker instead');
+      const [host, portStr] = splitHostPort(opts.listen);
+      const server = new FleetServer({
+        fleet: flt,
+        db: c.db,
+        store: c.store,
+        stores: fleetStores(c),
+        privateKey: await loadFleetPrivateKey(c.stateDir),
+        log: c.log,
+        mqtt: external ? mqttOptionsFrom(opts, c.config) : undefined,
+        brokerAuth: opts.brokerAuth,
+        listen: { host, port: Number(portStr) },
+        fleetAccount: external ? undefined : await loadOrCreateFleetAccount(c.stateDir),
+        allowAnonymous: opts.allowAnonymous === true,
+        advertiseBroker: opts.advertiseBroker,
+        blob: { rateLimit: Number(opts.rateLimit), gatherMs: Number(opts.gatherMs) },
+      });
+      await server.start();
+      const serve: ServeFile = {
+        broker: server.brokerUrl,
+        fleet: flt,
+        pid: process.pid,
+        embedded: !external,
+      };
+      await writeFileAtomic(path.join(c.stateDir, SERVE_FILE), JSON.stringify(serve));
+      c.log.info(
+        { broker: server.brokerUrl, fleet: flt, brokerAuth: server.access.mode },
+        'fleet server ready',
+      );
+      process.stdout.write(`fleet ${flt} serving on ${server.brokerUrl}\n`);
+      await untilSignal();
+      await server.stop();
+    },
+  );
 
   fleet
     .command('push <source>')
@@ -75,7 +118,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
     .requiredOption('--tag <name:tag>', 'name the image is deployed and pulled by')
     .action(async (source: string, opts: { tag: string }) => {
       const c = ctx();
-      const row = await pushImage(c, source, opts.tag);
+      const row = await pushImage(c, fleetStores(c), source, opts.tag);
       process.stdout.write(`${row.name} ${row.digest} ${row.platforms} ${humanSize(row.totalSize)}\n`);
     });
 
@@ -84,7 +127,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
     .description('list images in the fleet')
     .option('--json', 'print JSON')
     .action((opts: { json?: boolean }) => {
-      const rows = new FleetRegistry(ctx().db).images();
+      const rows = fleetStores(ctx()).images.list();
       if (opts.json) return printJson(rows);
       printTable(
         rows.map((r) => ({
@@ -98,76 +141,116 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
       );
     });
 
-  fleet
-    .command('devices')
-    .description('list devices: online/offline, last seen, platform, target versions received')
-    .option('--json', 'print JSON')
-    .action((opts: { json?: boolean }) => {
-      const reg = new FleetRegistry(ctx().db);
-      const rows = reg.devices();
-      if (opts.json) return printJson(rows);
-      printTable(
-        rows.map((d) => ({
-          id: d.id,
-          state: d.online ? 'online' : 'offline',
-          'last seen': new Date(d.lastSeen).toISOString(),
-          platform: d.platform ?? '',
-          groups: d.groups.join(','),
-          target: `device v${d.deviceVersion ?? '-'} group v${d.groupVersion ?? '-'}`,
-        })),
-        ['id', 'state', 'last seen', 'platform', 'groups', 'target'],
-      );
-    });
-
   addMqttOptions(
     fleet
-      .command('deploy <file>')
+      .command('deploy [file]')
       .description(
         'sign and publish (retained) a new target version for a device or a group: a target JSON or a docker-compose file',
       )
       .option('--app <name>', 'app name for a compose file (default: its name: key)')
       .option('--device <id>', 'target one device')
-      .option('--group <name>', 'target a group of devices'),
-  ).action(async (file: string, opts: MqttFlags & { device?: string; group?: string; app?: string }) => {
-    const c = ctx();
-    if (Boolean(opts.device) === Boolean(opts.group))
-      throw invalidInput('pass exactly one of --device ID or --group NAME');
-    const scope = opts.device
-      ? { kind: 'device' as const, id: assertSafeName('device id', opts.device) }
-      : { kind: 'group' as const, id: assertSafeName('group', opts.group!) };
-    const text = await fsp.readFile(file, 'utf8').catch((err: unknown) => {
-      throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
-    });
-    const input = readDeployText(text, file, opts.app ? { app: opts.app } : {});
-    const registry = new FleetRegistry(c.db);
-    const key = await loadFleetPrivateKey(c.stateDir);
-    const signed = await withFleetLink(c, opts, 'berth-deploy', async ({ fleet: flt, conn }) => {
-      const s = buildTarget(registry, flt, scope, input, key);
-      await publishTarget(conn, s);
-      return s;
-    });
-    registry.recordDeployment(signed);
-    process.stdout.write(`deployed ${scope.kind} ${scope.id} version ${signed.target.version}\n`);
-  });
+      .option('--group <name>', 'target a group of devices')
+      .option('--clear', "with --device: clear the device's own target, so its groups' targets apply again")
+      .option('--allow-unknown', 'deploy to a device id the fleet has never seen')
+      .option(
+        '--wait',
+        'wait until every device concerned converged, rejected or failed (exit 1 if any did not converge)',
+      )
+      .option('--timeout <duration>', 'with --wait: give up after this long (e.g. 90s, 5m)', '5m'),
+  ).action(
+    async (
+      file: string | undefined,
+      opts: MqttFlags & {
+        device?: string;
+        group?: string;
+        app?: string;
+        clear?: boolean;
+        allowUnknown?: boolean;
+        wait?: boolean;
+        timeout: string;
+      },
+    ) => {
+      const c = ctx();
+      if (Boolean(opts.device) === Boolean(opts.group))
+        throw invalidInput('pass exactly one of --device ID or --group NAME');
+      const scope = opts.device
+        ? { kind: 'device' as const, id: assertSafeName('device id', opts.device) }
+        : { kind: 'group' as const, id: assertSafeName('group', opts.group!) };
+      const timeoutMs = parseDurationFlag('--timeout', opts.timeout);
+      const { services } = await localFleet(c, opts);
+      let row: Awaited<ReturnType<DeployService['deploy']>>;
+      if (opts.clear) {
+        if (scope.kind !== 'device') throw invalidInput('--clear works with --device (a device override)');
+        if (file) throw invalidInput('--clear takes no target file');
+        row = await services.deploy.clear(scope.id);
+        process.stdout.write(
+          `cleared device ${scope.id}'s own target (version ${row.version}); its groups' targets apply\n`,
+        );
+      } else {
+        if (!file) throw invalidInput('a target file is required (or --clear)');
+        const text = await fsp.readFile(file, 'utf8').catch((err: unknown) => {
+          throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
+        });
+        const input = readDeployText(text, file, opts.app ? { app: opts.app } : {});
+        row = await services.deploy.deploy(input, scope, { allowUnknown: opts.allowUnknown === true });
+        process.stdout.write(`deployed ${scope.kind} ${scope.id} version ${row.version}\n`);
+      }
+      if (!opts.wait) return;
+      const want = { ...scope, version: row.version };
+      const result = await waitForDeployment(() => services.deploy.progress(want), timeoutMs);
+      if (!result.ok || !result.done) {
+        const bad = result.devices.filter((d) => d.state !== 'converged' && d.state !== 'superseded');
+        throw new BerthError(
+          result.done ? 'Conflict' : 'Timeout',
+          `${formatTargetRef(want)}: ${result.done ? '' : `not done after ${opts.timeout}; `}${bad
+            .map((d) => `${d.deviceId} ${d.state}${d.detail ? ` (${d.detail})` : ''}`)
+            .join('; ')}`,
+        );
+      }
+    },
+  );
 
-  addMqttOptions(
-    fleet
-      .command('state <device>')
-      .description("print a device's reported state (retained on berth/v1/<fleet>/devices/<id>/state)")
-      .option('--timeout <ms>', 'how long to wait for the retained message', '5000'),
-  ).action(async (device: string, opts: MqttFlags & { timeout: string }) => {
-    const c = ctx();
-    await withFleetLink(c, opts, 'berth-state', async ({ fleet: flt, conn, next }) => {
-      const topic = deviceTopic(flt, assertSafeName('device id', device), 'state');
-      const got = next((t, payload) => t === topic && payload.length > 0, Number(opts.timeout));
-      await conn.subscribe(topic, 1);
-      const payload = await got;
-      if (!payload) throw notFound(`no reported state from device ${device} on ${topic}`);
-      printJson(JSON.parse(payload.toString('utf8')));
+  fleet
+    .command('state <device>')
+    .description("print a device's reported state, as the fleet server stored it")
+    .action((device: string) => {
+      const d = fleetStores(ctx()).devices.detail(assertSafeName('device id', device));
+      if (!d?.state) throw notFound(`no reported state from device ${device} (is fleet serve running?)`);
+      printJson(d.state);
     });
-  });
 
+  registerFleetDevices(fleet, ctx);
+  registerFleetEnroll(fleet, ctx);
   registerFleetCommand(fleet, ctx);
+}
+
+/**
+ * Poll the deployment's progress until every device answered (converged, rejected, failed, superseded) or
+ * the time is up; progress lines go to stderr as devices move.
+ */
+export async function waitForDeployment(
+  progress: () => ProgressSummary | Promise<ProgressSummary>,
+  timeoutMs: number,
+  out: NodeJS.WritableStream = process.stderr,
+): Promise<ProgressSummary> {
+  const until = Date.now() + timeoutMs;
+  const told = new Map<string, string>();
+  for (;;) {
+    const p = await progress();
+    for (const d of p.devices) {
+      const line = `${d.deviceId}: ${d.state}${d.detail ? ` (${d.detail})` : ''}${d.online ? '' : ' [offline]'}`;
+      if (told.get(d.deviceId) === line) continue;
+      told.set(d.deviceId, line);
+      out.write(`${line}\n`);
+    }
+    if (p.done || Date.now() >= until) {
+      out.write(
+        `${p.converged}/${p.total} converged, ${p.failed} rejected or failed, ${p.pending} pending\n`,
+      );
+      return p;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 function splitHostPort(s: string): [string, string] {

@@ -1,6 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import { importImage } from '../content/import.js';
-import { type FleetImageRow, FleetRegistry } from '../fleet/registry.js';
+import { describeFleetImage } from '../fleet/image-record.js';
+import type { FleetImageRow, FleetStores } from '../fleet/store/index.js';
 import { hostPlatform } from '../oci/platform.js';
 import type { CliContext } from './context.js';
 import { ProgressBar } from './progress.js';
@@ -9,7 +10,12 @@ import { ProgressBar } from './progress.js';
  * Import an image into the fleet's store with every platform kept (the index stays the top-level
  * document devices resolve), then list it in the fleet's images.
  */
-export async function pushImage(c: CliContext, source: string, tag: string): Promise<FleetImageRow> {
+export async function pushImage(
+  c: CliContext,
+  stores: FleetStores,
+  source: string,
+  tag: string,
+): Promise<FleetImageRow> {
   const st = await fsp.stat(source);
   const total = st.isFile() ? st.size : 0;
   const bar = new ProgressBar(`push ${tag}`);
@@ -25,5 +31,7 @@ export async function pushImage(c: CliContext, source: string, tag: string): Pro
   );
   bar.finish();
   const img = res.images[0]!;
-  return new FleetRegistry(c.db).addImage(c.store, img.name, img.digest, img.mediaType);
+  const row = await describeFleetImage(c.store, img.name, img.digest, img.mediaType);
+  stores.images.put(row);
+  return row;
 }

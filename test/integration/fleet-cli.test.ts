@@ -135,17 +135,31 @@ test('CLI: fleet keygen, push (multi-arch kept), serve, agent receives a deploy 
   await waitFor(
     () => {
       const d = berth(['--state-dir', fdir, 'fleet', 'devices', '--json']);
-      const devs = JSON.parse(d.stdout);
-      return devs.length === 1 && devs[0].id === 'cli-dev' && devs[0].online && devs[0].groupVersion === 1;
+      const devs = JSON.parse(d.stdout).items;
+      return (
+        devs.length === 1 &&
+        devs[0].id === 'cli-dev' &&
+        devs[0].online &&
+        devs[0].applied?.kind === 'group' &&
+        devs[0].applied.id === 'lab' &&
+        devs[0].applied.version === 1
+      );
     },
     10_000,
-    'device listed online with group v1',
+    'device listed online, applying group lab 1',
+  );
+  const table = berth(['--state-dir', fdir, 'fleet', 'devices']);
+  t.regex(
+    table.stdout,
+    /cli-dev\s+online\s+\S+\s+group lab 1\s+group lab 1/,
+    'versions as the operator deployed them',
   );
   await stop(agent.p);
   await waitFor(
-    () => JSON.parse(berth(['--state-dir', fdir, 'fleet', 'devices', '--json']).stdout)[0].online === false,
+    () =>
+      JSON.parse(berth(['--state-dir', fdir, 'fleet', 'devices', '--json']).stdout).items[0].online === false,
     10_000,
     'device offline',
   );
-  t.false(JSON.parse(berth(['--state-dir', fdir, 'fleet', 'devices', '--json']).stdout)[0].online);
+  t.false(JSON.parse(berth(['--state-dir', fdir, 'fleet', 'devices', '--json']).stdout).items[0].online);
 });

@@ -94,13 +94,19 @@ async function device(
   const db = openDatabase(path.join(stateDir, 'berth.db'));
   const store = new ContentStore(path.join(stateDir, 'content'));
   const publicKey = await resolvePublicKey(fleet.publicKeyFile);
+  const deviceId = `su-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const conn = new AgentConnection({
     fleet: FLEET,
-    deviceId: `su-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+    deviceId,
     groups: [],
     platform: { os: 'linux', architecture: 'amd64' },
     agentVersion: o.running ?? '0.1.0',
-    mqtt: { url: fleet.server.brokerUrl, protocolVersion: 'auto', backoff: { initialMs: 50, maxMs: 500 } },
+    mqtt: {
+      url: fleet.server.brokerUrl,
+      protocolVersion: 'auto',
+      backoff: { initialMs: 50, maxMs: 500 },
+      ...(await fleet.credentials(deviceId)),
+    },
     store,
     db,
     publicKey,

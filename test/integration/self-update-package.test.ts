@@ -23,10 +23,10 @@ import { connectAgent } from '../../src/agent/api-client.js';
 import type { UpdateStatus } from '../../src/core/self-update.js';
 import { openDatabase } from '../../src/db/database.js';
 import { MIGRATIONS } from '../../src/db/migrations.js';
-import { publishTarget } from '../../src/fleet/deploy.js';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
+import { targetTopic } from '../../src/fleet/services/deploy.js';
 import type { Digest } from '../../src/oci/digest.js';
-import { type Target, type TargetAgent, TargetSchema } from '../../src/transport/messages.js';
+import { encodeJson, type Target, type TargetAgent, TargetSchema } from '../../src/transport/messages.js';
 import { signRelease } from '../../src/transport/releases.js';
 import { signTarget } from '../../src/transport/targets.js';
 import { type AgentBuild, agentBuild } from '../helpers/agent-builds.js';
@@ -91,22 +91,26 @@ async function pushRelease(stack: FleetStack, b: AgentBuild): Promise<TargetAgen
 async function deploy(stack: FleetStack, deviceId: string, tag: string, agent?: TargetAgent): Promise<void> {
   const fleet = stack.fleet;
   const scope = { kind: 'device' as const, id: deviceId };
-  const img = fleet.server.registry.image(`sample:${tag}`)!;
-  const target: Target = TargetSchema.parse({
-    v: 1,
-    fleet: FLEET,
-    scope,
-    version: fleet.server.registry.nextVersion(scope),
-    issuedAt: new Date().toISOString(),
-    images: [{ name: `sample:${tag}`, digest: img.digest as Digest }],
-    apps: {
-      hello: { services: { web: { image: `sample:${tag}`, networkMode: 'none', stopTimeoutMs: 500 } } },
-    },
-    ...(agent ? { agent } : {}),
+  const img = fleet.stores.images.get(`sample:${tag}`)!;
+  const key = await loadFleetPrivateKey(fleet.dir);
+  const target = (version: number): Target =>
+    TargetSchema.parse({
+      v: 1,
+      fleet: FLEET,
+      scope,
+      version,
+      issuedAt: new Date().toISOString(),
+      images: [{ name: `sample:${tag}`, digest: img.digest as Digest }],
+      apps: {
+        hello: { services: { web: { image: `sample:${tag}`, networkMode: 'none', stopTimeoutMs: 500 } } },
+      },
+      ...(agent ? { agent } : {}),
+    });
+  const { row, signed } = fleet.stores.deployments.reserve(scope, (v) => signTarget(target(v), key), {
+    now: Date.now(),
   });
-  const signed = signTarget(target, await loadFleetPrivateKey(fleet.dir));
-  await publishTarget(fleet.server.conn!, signed);
-  fleet.server.registry.recordDeployment(signed);
+  await fleet.server.conn!.publish(targetTopic(signed), encodeJson(signed), { qos: 1, retain: true });
+  fleet.stores.deployments.commit(row.id, Date.now());
 }
 
 interface AgentView {
@@ -302,7 +306,10 @@ test('self-update without a supervisor: commit, exit at start, never connects', 
   const t4 = Date.now();
   await deploy(s.stack, s.dev.id, 'v1', r4);
   await updateReaches(s, '0.4.0', 'rolled-back', '0.2.0');
-  t.regex(agentOf(s)?.update?.reason ?? '', /did not connect to the fleet within 20 s \(reached: state(, reconciled)?\)/);
+  t.regex(
+    agentOf(s)?.update?.reason ?? '',
+    /did not connect to the fleet within 20 s \(reached: state(, reconciled)?\)/,
+  );
   t.true(Date.now() - t4 >= TRIAL_DEADLINE_MS, 'at the deadline, not before');
   t.log(
     `0.2.0 → 0.4.0 (never connects): rolled back ${((Date.now() - t4) / 1000).toFixed(1)} s after the deploy`,

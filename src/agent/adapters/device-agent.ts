@@ -4,16 +4,23 @@
  * `berth agent` and the end-to-end tests build the agent here, so both run the same wiring.
  *
  * Targets: the fleet signs a target per scope (the device, each group), versioned per scope
- * (transport_targets). The agent applies one: the device's own target when it has one, else the first
- * group's; its version is merged into one increasing number (deviceVersion * 1e6 + sum of group
- * versions), which only grows as long as each scope's version does.
+ * (transport_targets). The agent applies one (`chooseTarget`): the device's own target when it has one that
+ * is not cleared, else the target of the first of its groups — in the order it follows them — that has one;
+ * the others are fallbacks, never merged (the same rule as the fleet's view, src/fleet/view.ts). The chosen
+ * target keeps its origin (scope + the operator's version), which reports and events show; the agent gives
+ * it its own increasing version whenever the origin changes, so clearing an override — which may go back
+ * to a lower group version — is still a new target for the reconciler. When nothing applies, the device
+ * keeps running what it runs.
+ *
+ * A target the agent refuses (signature, schema, topic, replay — in the connection, or the agent's target
+ * schema here) is reported as a `target-rejected` event, so the fleet shows it and `deploy --wait` fails.
  */
 import type { KeyObject } from 'node:crypto';
 import * as path from 'node:path';
 import { CONFIG_FORMAT, type Config } from '../../config/schema.js';
 import type { ContentStore } from '../../content/store.js';
 import { agentArch, type UpdateStatus } from '../../core/self-update.js';
-import { parseTarget } from '../../core/target.js';
+import { parseTarget, sameOrigin, type TargetOrigin } from '../../core/target.js';
 import type { Db } from '../../db/database.js';
 import { FAULT_NEVER_CONNECT } from '../../faults.js';
 import { errorMessage } from '../../lib/errors.js';
@@ -89,25 +96,23 @@ export interface DeviceAgent {
 }
 
 /**
- * The one target to apply, from the latest signed target per scope (see the file comment), with the
- * agent release the chosen target names and a key that changes with every target received.
+ * The one target to apply, from the latest signed target per scope (see the file comment), with the agent
+ * release it names (docs/self-update.md).
  */
-export function mergeSignedTargets(
+export function chooseTarget(
   signed: readonly SignedTarget[],
-): { version: number; apps: unknown; agent: TargetAgent | undefined; key: string } | undefined {
-  if (signed.length === 0) return undefined;
-  const device = signed.find((s) => s.target.scope.kind === 'device');
-  const groups = signed.filter((s) => s.target.scope.kind === 'group');
-  const chosen = device ?? groups[0]!;
-  const version =
-    (device?.target.version ?? 0) * 1_000_000 + groups.reduce((n, g) => n + g.target.version, 0);
-  const { scope } = chosen.target;
-  return {
-    version,
-    apps: chosen.target.apps,
-    agent: chosen.target.agent,
-    key: `${scope.kind}/${scope.id}@${chosen.target.version}`,
-  };
+  groups: readonly string[],
+): { origin: TargetOrigin; apps: unknown; agent: TargetAgent | undefined } | undefined {
+  const pick = (kind: 'device' | 'group', id?: string) =>
+    signed.find((s) => s.target.scope.kind === kind && (id === undefined || s.target.scope.id === id));
+  const device = pick('device');
+  const chosen =
+    device && !device.target.clear
+      ? device
+      : groups.map((g) => pick('group', g)).find((s) => s !== undefined && !s.target.clear);
+  if (!chosen) return undefined;
+  const { scope, version, apps, agent } = chosen.target;
+  return { origin: { kind: scope.kind, id: scope.id, version }, apps, agent };
 }
 
 export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAgent> {
@@ -198,7 +203,7 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
       settled: () => agent.settled(),
       onUpdate: (u, changed) => {
         if (!changed) return agent.reportSoon();
-        agent.emit(updateEvent(u));
+        agent.report({ ...updateEvent(u), at: Date.now() });
         conn.refreshStatus();
       },
       restart: self.restart,
@@ -212,21 +217,37 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
       : undefined;
   });
 
+  let lastRejection = '';
+  const reportRejection = (e: AgentEvent & { type: 'target-rejected' }) => {
+    const key = JSON.stringify(e);
+    if (key === lastRejection) return; // a retained bad target comes back on every reconnect: told once
+    lastRejection = key;
+    agent.report({ ...e, at: Date.now() });
+  };
   const applyReceived = () => {
     if (!conn) return;
     // A version on trial runs the target it was switched under; new targets wait for its commit.
     if (onTrial) return;
     const signed = conn.receivedTargets();
     for (const s of signed) for (const img of s.target.images) images.pin(img.name, img.digest);
-    const merged = mergeSignedTargets(signed);
-    if (!merged) return;
-    updater?.setDesired(merged.agent, merged.key);
+    const chosen = chooseTarget(signed, conn.groups);
+    if (!chosen) return;
+    updater?.setDesired(chosen.agent, `${chosen.origin.kind}/${chosen.origin.id}@${chosen.origin.version}`);
+    const store = agent.store;
+    const held = [store.getTarget('pending'), store.getTarget('current')];
+    if (held.some((h) => sameOrigin(h?.target.origin, chosen.origin))) return;
+    const label = `${chosen.origin.kind} ${chosen.origin.id} version ${chosen.origin.version}`;
     try {
-      const body = { version: merged.version, apps: merged.apps };
-      const accepted = agent.receiveTarget(parseTarget(body, `target version ${merged.version}`));
-      if (accepted) o.log.info({ version: merged.version }, 'target applied');
+      const target = parseTarget(
+        { version: store.nextVersion(), origin: chosen.origin, apps: chosen.apps },
+        `target of ${label}`,
+      );
+      if (agent.receiveTarget(target)) o.log.info({ origin: chosen.origin }, 'target applied');
     } catch (err) {
-      o.log.error({ err: errorMessage(err) }, 'target refused');
+      o.log.error({ origin: chosen.origin, err: errorMessage(err) }, 'target refused');
+      const { kind, id, version } = chosen.origin;
+      if (kind !== 'local')
+        reportRejection({ type: 'target-rejected', scope: { kind, id }, version, reason: errorMessage(err) });
     }
   };
   applyReceived();
@@ -249,6 +270,15 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
   }
   if (conn) {
     conn.on('target', () => applyReceived());
+    conn.on('rejected', (reason, _topic, claimed) => {
+      if (claimed.what !== 'target') return; // a refused command gets no answer at all (docs/protocol.md)
+      reportRejection({
+        type: 'target-rejected',
+        ...(claimed.scope ? { scope: claimed.scope } : {}),
+        ...(claimed.version !== undefined ? { version: claimed.version } : {}),
+        reason,
+      });
+    });
     conn.on('command', (cmd) => {
       void (async () => {
         const res = await agent.command({ ...cmd.body, id: cmd.id });
@@ -290,7 +320,7 @@ async function reportRecordedUpdate(agent: Agent, dir: AgentDir, log: Logger): P
   if (!u || !['trial', 'committed', 'rolled-back'].includes(u.phase)) return;
   const key = `${u.version}/${u.phase}/${u.at}`;
   if (st.told === key) return;
-  agent.emit(updateEvent(u));
+  agent.report({ ...updateEvent(u), at: Date.now() });
   await dir
     .writeStatus((s) => ({ ...s, told: key }))
     .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'update status not written'));
