@@ -5,7 +5,7 @@ import { readDeployText } from '../fleet/deploy-file.js';
 import { loadOrCreateFleetAccount } from '../fleet/fleet-account.js';
 import { keygen, loadFleetPrivateKey } from '../fleet/keys.js';
 import { FleetServer } from '../fleet/server.js';
-import type { DeployService } from '../fleet/services/deploy.js';
+import type { DeployInput, DeployService } from '../fleet/services/deploy.js';
 import { formatTargetRef, type ProgressSummary } from '../fleet/view.js';
 import { writeFileAtomic } from '../lib/atomic.js';
 import { BerthError, invalidInput, notFound } from '../lib/errors.js';
@@ -17,6 +17,7 @@ import { registerFleetDevices } from './fleet-devices.js';
 import { registerFleetEnroll } from './fleet-enroll.js';
 import { SERVE_FILE, type ServeFile } from './fleet-link.js';
 import { fleetStores, localFleet } from './fleet-local.js';
+import { registerFleetRelease } from './fleet-release.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { humanSize, printJson, printTable } from './output.js';
 import { pushImage } from './push.js';
@@ -153,6 +154,11 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
       .option('--clear', "with --device: clear the device's own target, so its groups' targets apply again")
       .option('--allow-unknown', 'deploy to a device id the fleet has never seen')
       .option(
+        '--agent <version>',
+        'the agent release the devices run (fleet release push); without a file, the current apps stay',
+      )
+      .option('--allow-downgrade', 'with --agent: let devices that run a newer agent go back to it')
+      .option(
         '--wait',
         'wait until every device concerned converged, rejected or failed (exit 1 if any did not converge)',
       )
@@ -166,6 +172,8 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         app?: string;
         clear?: boolean;
         allowUnknown?: boolean;
+        agent?: string;
+        allowDowngrade?: boolean;
         wait?: boolean;
         timeout: string;
       },
@@ -187,11 +195,23 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
           `cleared device ${scope.id}'s own target (version ${row.version}); its groups' targets apply\n`,
         );
       } else {
-        if (!file) throw invalidInput('a target file is required (or --clear)');
-        const text = await fsp.readFile(file, 'utf8').catch((err: unknown) => {
-          throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
-        });
-        const input = readDeployText(text, file, opts.app ? { app: opts.app } : {});
+        if (!file && !opts.agent) throw invalidInput('a target file is required (or --agent, or --clear)');
+        if (opts.allowDowngrade && !opts.agent) throw invalidInput('--allow-downgrade goes with --agent');
+        let input: DeployInput;
+        if (file) {
+          const text = await fsp.readFile(file, 'utf8').catch((err: unknown) => {
+            throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
+          });
+          input = readDeployText(text, file, opts.app ? { app: opts.app } : {});
+        } else {
+          // only the agent changes: the scope's current apps and images stay
+          input = services.deploy.currentInput(scope);
+        }
+        if (opts.agent)
+          input = {
+            ...input,
+            agent: { version: opts.agent, ...(opts.allowDowngrade ? { allowDowngrade: true } : {}) },
+          };
         row = await services.deploy.deploy(input, scope, { allowUnknown: opts.allowUnknown === true });
         process.stdout.write(`deployed ${scope.kind} ${scope.id} version ${row.version}\n`);
       }
@@ -219,6 +239,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
       printJson(d.state);
     });
 
+  registerFleetRelease(fleet, ctx);
   registerFleetDevices(fleet, ctx);
   registerFleetEnroll(fleet, ctx);
   registerFleetCommand(fleet, ctx);

@@ -23,12 +23,6 @@ import { connectAgent } from '../../src/agent/api-client.js';
 import type { UpdateStatus } from '../../src/core/self-update.js';
 import { openDatabase } from '../../src/db/database.js';
 import { MIGRATIONS } from '../../src/db/migrations.js';
-import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
-import { targetTopic } from '../../src/fleet/services/deploy.js';
-import type { Digest } from '../../src/oci/digest.js';
-import { encodeJson, type Target, type TargetAgent, TargetSchema } from '../../src/transport/messages.js';
-import { signRelease } from '../../src/transport/releases.js';
-import { signTarget } from '../../src/transport/targets.js';
 import { type AgentBuild, agentBuild } from '../helpers/agent-builds.js';
 import {
   type Device,
@@ -66,51 +60,24 @@ test.after.always(async () => {
   if (images) await fsp.rm((await images).dir, { recursive: true, force: true });
 });
 
-/** Store a build in the fleet as `berth fleet release push` does; the `agent` a target names. */
-async function pushRelease(stack: FleetStack, b: AgentBuild): Promise<TargetAgent> {
-  const fleet = stack.fleet;
-  const { createReadStream } = await import('node:fs');
-  const exe = await fleet.store.putStream(createReadStream(b.exe));
-  const signed = signRelease(
-    {
-      v: 1,
-      fleet: FLEET,
-      version: b.version,
-      createdAt: new Date().toISOString(),
-      database: b.record.database,
-      config: b.record.config,
-      artifacts: { 'linux/amd64': { digest: exe.digest, size: exe.size, node: b.record.node } },
-    },
-    await loadFleetPrivateKey(fleet.dir),
-  );
-  const m = await fleet.store.put(JSON.stringify(signed));
-  return { version: b.version, release: { digest: m.digest, size: m.size } };
+/** `berth fleet release push <build dir> --version <v>`, through the fleet's release service. */
+async function pushRelease(stack: FleetStack, b: AgentBuild): Promise<string> {
+  await stack.fleet.server.services.releases.push(b.dir, b.version);
+  return b.version;
 }
 
-/** Sign and publish the device's target: the sample app at `tag`, and `agent` if given. */
-async function deploy(stack: FleetStack, deviceId: string, tag: string, agent?: TargetAgent): Promise<void> {
-  const fleet = stack.fleet;
-  const scope = { kind: 'device' as const, id: deviceId };
-  const img = fleet.stores.images.get(`sample:${tag}`)!;
-  const key = await loadFleetPrivateKey(fleet.dir);
-  const target = (version: number): Target =>
-    TargetSchema.parse({
-      v: 1,
-      fleet: FLEET,
-      scope,
-      version,
-      issuedAt: new Date().toISOString(),
-      images: [{ name: `sample:${tag}`, digest: img.digest as Digest }],
+/** The device's target: the sample app at `tag`, and the agent release `agent` if given (deploy --agent). */
+async function deploy(stack: FleetStack, deviceId: string, tag: string, agent?: string): Promise<void> {
+  await stack.fleet.deploy(
+    { kind: 'device', id: deviceId },
+    {
       apps: {
         hello: { services: { web: { image: `sample:${tag}`, networkMode: 'none', stopTimeoutMs: 500 } } },
       },
-      ...(agent ? { agent } : {}),
-    });
-  const { row, signed } = fleet.stores.deployments.reserve(scope, (v) => signTarget(target(v), key), {
-    now: Date.now(),
-  });
-  await fleet.server.conn!.publish(targetTopic(signed), encodeJson(signed), { qos: 1, retain: true });
-  fleet.stores.deployments.commit(row.id, Date.now());
+      images: [`sample:${tag}`],
+      ...(agent ? { agent: { version: agent } } : {}),
+    },
+  );
 }
 
 interface AgentView {
@@ -271,6 +238,15 @@ test('self-update without a supervisor: commit, exit at start, never connects', 
   t.is(s.agent.pid, pid, 'one process throughout: exec, not a new one');
   t.true(processAlive(pid));
   t.is(exeOf(pid), path.join(s.dev.stateDir, 'agent', '0.2.0', 'berth'), 'the pid now runs 0.2.0');
+  await waitFor(
+    () => s.stack.fleet.stores.devices.get(s.dev.id)?.agentUpdate?.phase === 'committed',
+    30_000,
+    'the fleet sees the commit',
+  );
+  t.like(s.stack.fleet.stores.devices.get(s.dev.id), {
+    agentVersion: '0.2.0',
+    agentUpdate: { version: '0.2.0', phase: 'committed' },
+  });
   t.deepEqual(container(s), app, 'the container is untouched (same id, pid, start time)');
   const phases = s.view.events
     .filter((e) => e.type === 'agent-update' && e.version === '0.2.0')

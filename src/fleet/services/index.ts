@@ -6,6 +6,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { createPublicKey } from 'node:crypto';
+import type { ContentStore } from '../../content/store.js';
 import type { Logger } from '../../lib/logger.js';
 import { keyId } from '../../transport/signing.js';
 import { FleetBus } from '../bus.js';
@@ -14,6 +15,7 @@ import { type BrokerAccess, externalAccess } from './broker-access.js';
 import { DeployService, type TargetPublisher } from './deploy.js';
 import { DeviceService } from './devices.js';
 import { EnrollmentService } from './enrollment.js';
+import { ReleaseService } from './releases.js';
 
 export interface FleetServices {
   stores: FleetStores;
@@ -21,10 +23,13 @@ export interface FleetServices {
   deploy: DeployService;
   devices: DeviceService;
   enrollment: EnrollmentService;
+  releases: ReleaseService;
 }
 
 export interface FleetServicesOptions {
   stores: FleetStores;
+  /** the fleet's content store (images, agent releases) */
+  store: ContentStore;
   fleet: string;
   privateKey: KeyObject;
   publisher: () => TargetPublisher | Promise<TargetPublisher>;
@@ -42,10 +47,12 @@ export function createFleetServices(o: FleetServicesOptions): FleetServices {
   const access = o.access ?? externalAccess;
   const publicKey = createPublicKey(o.privateKey);
   const common = { stores: o.stores, fleet: o.fleet, log: o.log, bus, ...(o.now ? { now: o.now } : {}) };
+  const releases = new ReleaseService({ ...common, store: o.store, privateKey: o.privateKey });
   return {
     stores: o.stores,
     bus,
-    deploy: new DeployService({ ...common, privateKey: o.privateKey, publisher: o.publisher }),
+    releases,
+    deploy: new DeployService({ ...common, privateKey: o.privateKey, publisher: o.publisher, releases }),
     devices: new DeviceService({ ...common, access, publisher: o.publisher }),
     enrollment: new EnrollmentService({
       ...common,
