@@ -37,9 +37,15 @@ export async function fleetLinkOptions(
 ): Promise<Omit<MqttConnectionOptions, 'clientId' | 'log' | 'will'>> {
   const served = await readServeFile(c.stateDir);
   const o = mqttOptionsFrom(opts, c.config, served?.broker);
-  if (served?.embedded && o.url === served.broker && o.username === undefined) {
-    const account = await readFleetAccount(c.stateDir);
-    if (account) return { ...o, username: account.username, password: account.password };
+  if (served?.embedded && o.url === served.broker) {
+    // the embedded broker speaks MQTT 3.1.1: no need to try 5 first
+    const version = opts.mqttVersion === undefined ? { protocolVersion: 4 as const } : {};
+    const account = o.username === undefined ? await readFleetAccount(c.stateDir) : undefined;
+    return {
+      ...o,
+      ...version,
+      ...(account ? { username: account.username, password: account.password } : {}),
+    };
   }
   return o;
 }

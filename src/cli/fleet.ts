@@ -12,6 +12,7 @@ import { BerthError, invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import type { CliContext } from './context.js';
 import { parseDurationFlag } from './duration.js';
+import { registerFleetAdmin } from './fleet-admin.js';
 import { registerFleetCommand } from './fleet-command.js';
 import { registerFleetDevices } from './fleet-devices.js';
 import { registerFleetEnroll } from './fleet-enroll.js';
@@ -243,6 +244,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
   registerFleetDevices(fleet, ctx);
   registerFleetEnroll(fleet, ctx);
   registerFleetCommand(fleet, ctx);
+  registerFleetAdmin(fleet, ctx);
 }
 
 /**

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
@@ -44,6 +44,15 @@ export interface ImportOptions {
   onProgress?: (bytes: number) => void;
 }
 
+/**
+ * An oci-archive or docker-archive (optionally gzipped) arriving as a stream, e.g. an HTTP upload: read
+ * once, each blob verified into the content store as it streams past; `name` labels errors.
+ */
+export interface StreamSource {
+  stream: Readable;
+  name: string;
+}
+
 export interface ImportResult {
   format: SourceFormat;
   images: ImageRecord[];
@@ -69,10 +78,11 @@ interface Scanned {
  * import holds them), so bad input leaves nothing behind.
  */
 export async function importImage(
-  source: string,
+  from: string | StreamSource,
   deps: { store: ContentStore; db: Db },
   opts: ImportOptions,
 ): Promise<ImportResult> {
+  const source = typeof from === 'string' ? from : from.name;
   const images = new ImageRepo(deps.db, deps.store);
   const leases = new Leases(deps.db);
   const lease = leases.create(`import-${randomBytes(6).toString('hex')}`);
@@ -86,7 +96,10 @@ export async function importImage(
     if (info.created) added.push(info.digest);
   };
   try {
-    const scanned = await scanSource(source, deps.store, track, opts.onProgress);
+    const scanned =
+      typeof from === 'string'
+        ? await scanSource(source, deps.store, track, opts.onProgress)
+        : await scanTar(from.stream, source, deps.store, track, opts.onProgress);
     const plans =
       scanned.format === 'docker-archive'
         ? await planDockerArchive(scanned, deps.store, track, source)
@@ -167,7 +180,7 @@ async function scanSource(
   }
   if (st.isDirectory()) return scanOciDir(source);
   if (!st.isFile()) throw invalidInput(`${source} is neither an OCI layout directory nor an archive file`);
-  return scanTar(source, store, track, onProgress);
+  return scanTar(createReadStream(source), source, store, track, onProgress);
 }
 
 async function scanOciDir(dir: string): Promise<Scanned> {
@@ -214,6 +227,7 @@ export function archiveEntryPath(name: string): string {
 }
 
 async function scanTar(
+  input: Readable,
   file: string,
   store: ContentStore,
   track: Track,
@@ -293,19 +307,19 @@ async function scanTar(
     );
   });
 
-  const src = createReadStream(file);
-  if (onProgress) {
-    let n = 0;
-    src.on('data', (b) => {
-      n += (b as Buffer).length;
-      onProgress(n);
-    });
-  }
+  let n = 0;
+  const counted = onProgress
+    ? input.on('data', (b) => {
+        n += (b as Buffer).length;
+        onProgress(n);
+      })
+    : input;
   try {
-    const head = await peek(file, 2);
-    if (head[0] === 0x1f && head[1] === 0x8b) await pipeline(src, createGunzip(), extract);
-    else await pipeline(src, extract);
+    const { gzip, stream } = await sniffGzip(counted);
+    if (gzip) await pipeline(stream, createGunzip(), extract);
+    else await pipeline(stream, extract);
   } catch (err) {
+    input.destroy();
     if (err instanceof BerthError) throw err;
     const msg = (err as Error).message ?? String(err);
     throw invalidInput(`${file}: not a readable tar archive (${msg})`, err);
@@ -327,15 +341,31 @@ async function scanTar(
   );
 }
 
-async function peek(file: string, n: number): Promise<Buffer> {
-  const fh = await fsp.open(file, 'r');
-  try {
-    const buf = Buffer.alloc(n);
-    await fh.read(buf, 0, n, 0);
-    return buf;
-  } finally {
-    await fh.close();
+/** Look at the first bytes for gzip's magic without losing them: the stream returned starts at byte 0. */
+async function sniffGzip(src: Readable): Promise<{ gzip: boolean; stream: Readable }> {
+  const it = src[Symbol.asyncIterator]();
+  const head: Buffer[] = [];
+  let got = 0;
+  let done = false;
+  while (got < 2) {
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      break;
+    }
+    head.push(r.value as Buffer);
+    got += (r.value as Buffer).length;
   }
+  const first = Buffer.concat(head);
+  async function* all() {
+    if (first.length) yield first;
+    if (done) return;
+    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value as Buffer;
+  }
+  return {
+    gzip: first[0] === 0x1f && first[1] === 0x8b,
+    stream: Readable.from(all(), { objectMode: false }),
+  };
 }
 
 async function collect(stream: Readable): Promise<Buffer> {

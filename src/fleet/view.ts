@@ -102,7 +102,14 @@ export function effectiveTarget(
 }
 
 /** Where one device stands with one deployment (scope + version). */
-export type ProgressState = 'converged' | 'applying' | 'waiting' | 'rejected' | 'failed' | 'superseded';
+export type ProgressState =
+  | 'converged'
+  | 'verifying'
+  | 'applying'
+  | 'waiting'
+  | 'rejected'
+  | 'failed'
+  | 'superseded';
 
 export interface DeviceProgress {
   deviceId: string;
@@ -159,7 +166,8 @@ export function snapshotOf(
  * How one device stands with a deployment `want` (pure; `deploy --wait` and the rollout driver poll it):
  *   rejected    it refused exactly this version (signature, schema)
  *   failed      it ran this version and rolled back or gave up
- *   converged   it runs this version (or a later one of the same scope)
+ *   converged   it runs this version (or a later one of the same scope) and it passed its health window
+ *   verifying   it runs this version, in its health window (a crash now still rolls it back)
  *   superseded  another scope now applies to it (an override, an earlier group): this deployment never will
  *   waiting / applying  not there yet
  */
@@ -189,8 +197,9 @@ function appsProgress(want: ScopeKey & { version: number }, d: DeviceSnapshot): 
   const same = a && a.kind === want.kind && a.id === want.id;
   if (same && a.version >= want.version) {
     if (d.targetStatus === 'failed') return { ...base, state: 'failed', detail: d.reason ?? undefined };
-    if (a.version === want.version && (d.targetStatus === 'converged' || d.targetStatus === 'healthy'))
-      return { ...base, state: 'converged' };
+    if (a.version === want.version && d.targetStatus === 'healthy') return { ...base, state: 'converged' };
+    if (a.version === want.version && d.targetStatus === 'converged')
+      return { ...base, state: 'verifying', detail: 'in its health window' };
     if (a.version > want.version) return { ...base, state: 'converged', detail: 'runs a newer version' };
   }
   // a rollback away from the wanted version: the agent names it in its reason

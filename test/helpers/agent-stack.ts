@@ -115,6 +115,8 @@ export async function startAgentStack(
     agent?: DeviceAgentOptions['agent'];
     /** config on top of the defaults (e.g. a private bridge and subnet for bridge-mode services) */
     config?: Record<string, unknown>;
+    /** the fleet key the device trusts (default: this fleet's); another fleet's makes it refuse every target */
+    publicKeyFile?: string;
   },
 ): Promise<AgentStack> {
   const { deviceId } = opts;
@@ -136,7 +138,7 @@ export async function startAgentStack(
     },
     store,
     db,
-    publicKey: await resolvePublicKey(fleet.publicKeyFile),
+    publicKey: await resolvePublicKey(opts.publicKeyFile ?? fleet.publicKeyFile),
     log,
   });
   let device: DeviceAgent | undefined;

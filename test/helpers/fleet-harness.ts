@@ -81,6 +81,8 @@ export async function startFleet(
     blob?: FleetServerOptions['blob'];
     allowAnonymous?: boolean;
     log?: Logger;
+    /** the server's clock (token expiry, retention) */
+    now?: () => number;
   } = {},
 ): Promise<FleetSide> {
   const dir = await tempDir(t, 'fleet');
@@ -102,6 +104,7 @@ export async function startFleet(
     fleetAccount: opts.mqtt ? undefined : await loadOrCreateFleetAccount(dir),
     listen: { port: 0 },
     blob: opts.blob,
+    ...(opts.now ? { now: opts.now } : {}),
   });
   await server.start();
   await fsp.writeFile(

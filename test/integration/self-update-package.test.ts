@@ -185,7 +185,9 @@ test('self-update without a supervisor: commit, exit at start, never connects', 
     agentUpdate: { version: '0.2.0', phase: 'committed' },
   });
   const api = await connectAgent(s.dev.stateDir, 5000);
-  t.like(await api!.state(), { agent: { version: '0.2.0', update: { version: '0.2.0', phase: 'committed' } } });
+  t.like(await api!.state(), {
+    agent: { version: '0.2.0', update: { version: '0.2.0', phase: 'committed' } },
+  });
   t.deepEqual(container(s), app, 'the container is untouched (same id, pid, start time)');
   // events come from three processes' outboxes (0.1.0, the trial, 0.2.0), each drained once online
   const phases = () => [

@@ -76,6 +76,12 @@ test('deploy progress per device', (t) => {
       want,
       snap({ applied: { kind: 'device', id: 'd1', version: 3 }, targetStatus: 'converged' }),
     ).state,
+    'verifying',
+    'converged but in its health window: a crash still rolls it back',
+  );
+  t.is(
+    deviceProgress(want, snap({ applied: { kind: 'device', id: 'd1', version: 3 }, targetStatus: 'healthy' }))
+      .state,
     'converged',
   );
   t.is(deviceProgress(want, snap({ applied: { kind: 'device', id: 'd1', version: 4 } })).state, 'converged');
@@ -107,7 +113,7 @@ test('deploy progress per device', (t) => {
   const sum = summarizeProgress([
     deviceProgress(
       want,
-      snap({ applied: { kind: 'device', id: 'd1', version: 3 }, targetStatus: 'converged' }),
+      snap({ applied: { kind: 'device', id: 'd1', version: 3 }, targetStatus: 'healthy' }),
     ),
     deviceProgress(want, snap({ id: 'd2' })),
   ]);

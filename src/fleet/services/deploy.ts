@@ -86,7 +86,7 @@ export class DeployService {
    * Throws InvalidInput naming what is wrong (or NotFound for an image the fleet does not hold).
    */
   validate(input: DeployInput, scope: TargetScope): Target {
-    TargetSchema.shape.scope.parse(scope);
+    checkScope(scope);
     if (!Array.isArray(input.images) || input.images.length > 256)
       throw invalidInput('images: expected a list of at most 256 name:tag');
     const images = input.images.map((name, i) => {
@@ -96,27 +96,35 @@ export class DeployService {
       if (!img) throw notFound(`image ${r.data} is not in the fleet: push it first`);
       return { name: r.data, digest: img.digest };
     });
-    // the agent's own schema, on exactly what it will receive
-    parseTarget({ version: 0, apps: input.apps }, `target for ${scope.kind} ${scope.id}`);
     const agent = input.agent === undefined ? undefined : this.agentFor(input.agent, scope);
     const target: Target = {
       v: 1,
       fleet: this.o.fleet,
       scope,
-      version: Number.MAX_SAFE_INTEGER, // the widest a version can be, for the size check below
+      version: Number.MAX_SAFE_INTEGER, // the widest a version can be, for the size check
       issuedAt: new Date(this.now()).toISOString(),
       images,
       apps: input.apps as Target['apps'],
       ...(agent ? { agent } : {}),
     };
-    const checked = TargetSchema.safeParse(target);
-    if (!checked.success)
-      throw invalidInput(`target envelope: ${checked.error.issues[0]?.message ?? 'invalid'}`);
-    const bytes = encodeJson({ v: 1, target }).length + SIGNATURE_ALLOWANCE;
+    // the size first: it is cheap, and a target too big for any agent is not worth parsing
+    let bytes: number;
+    try {
+      bytes = encodeJson({ v: 1, target }).length + SIGNATURE_ALLOWANCE;
+    } catch (err) {
+      throw invalidInput(
+        `target for ${scope.kind} ${scope.id}: apps are not plain JSON (${(err as Error).message})`,
+      );
+    }
     if (bytes > MAX_TARGET_BYTES)
       throw invalidInput(
         `target for ${scope.kind} ${scope.id} is ${formatBytes(bytes)} signed; agents refuse target messages over ${formatBytes(MAX_TARGET_BYTES)} (nothing was published)`,
       );
+    // the agent's own schema, on exactly what it will receive
+    parseTarget({ version: 0, apps: input.apps }, `target for ${scope.kind} ${scope.id}`);
+    const checked = TargetSchema.safeParse(target);
+    if (!checked.success)
+      throw invalidInput(`target envelope: ${checked.error.issues[0]?.message ?? 'invalid'}`);
     return { ...target, version: 0 };
   }
 
@@ -155,7 +163,7 @@ export class DeployService {
    */
   async clear(deviceId: string, o: { createdBy?: string | undefined } = {}): Promise<DeploymentRow> {
     const scope: TargetScope = { kind: 'device', id: deviceId };
-    TargetSchema.shape.scope.parse(scope);
+    checkScope(scope);
     const cur = this.o.stores.deployments.current(scope);
     if (!cur || cur.cleared) throw notFound(`device ${deviceId} has no target of its own to clear`);
     return this.publish(
@@ -301,6 +309,11 @@ export class DeployService {
       });
     return summarizeProgress(progress);
   }
+}
+
+function checkScope(scope: TargetScope): void {
+  if (!TargetSchema.shape.scope.safeParse(scope).success)
+    throw invalidInput(`${scope?.kind ?? 'scope'} ${JSON.stringify(scope?.id)}: use 1-128 of [A-Za-z0-9_.-]`);
 }
 
 function formatBytes(n: number): string {
