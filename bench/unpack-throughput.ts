@@ -2,9 +2,11 @@
  * Unpack throughput: one ~200 MiB layer made of real files (the host's /usr: libraries, binaries,
  * data; thousands of files) unpacked by berth into a fresh snapshot vs `tar -x` of the same tar into a
  * fresh directory on the SAME loop filesystem, each followed by `sync -f` so both pay for writeback.
- * Median of N runs, printed as a ratio berth/tar in throughput (aim ≥ 0.8×). Uncompressed and gzip.
+ * Median of N runs, printed as a ratio berth/tar in throughput (aim ≥ 0.9×) and in CPU time, this
+ * process and its children (aim ≤ 1.2×). Uncompressed and gzip.
  *
  *   node --import tsx bench/unpack-throughput.ts [runs] [MiB]
+ *   BERTH_UNPACKERS=native,node …   which extractors to run (default: auto, what berth picks here)
  */
 import { createReadStream, promises as fsp, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -13,8 +15,8 @@ import { performance } from 'node:perf_hooks';
 import { openDatabase } from '../src/db/database.js';
 import { exec } from '../src/lib/exec.js';
 import { type Digest, sha256Digest } from '../src/oci/digest.js';
+import type { Unpacker } from '../src/snapshots/apply.js';
 import { BtrfsSnapshotter } from '../src/snapshots/btrfs.js';
-import { syncReadStream } from '../src/snapshots/fsutil.js';
 import { OverlaySnapshotter } from '../src/snapshots/overlay.js';
 import type { Snapshotter } from '../src/snapshots/snapshotter.js';
 import { unpackLayer } from '../src/snapshots/unpack.js';
@@ -22,6 +24,7 @@ import { makeLoopFs } from '../test/helpers/storage-loop.js';
 
 const RUNS = Number(process.argv[2] ?? 3);
 const MIB = Number(process.argv[3] ?? 200);
+const UNPACKERS = (process.env.BERTH_UNPACKERS ?? 'auto').split(',') as Unpacker[];
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /**
@@ -95,9 +98,9 @@ async function main() {
         for (const compression of ['none', 'gzip'] as const) {
           const file = compression === 'none' ? layer.tar : layer.gz;
           const tarMs: number[] = [];
-          const berthMs: number[] = [];
+          const berthMs = UNPACKERS.map(() => [] as number[]);
           const tarCpu: number[] = [];
-          const berthCpu: number[] = [];
+          const berthCpu = UNPACKERS.map(() => [] as number[]);
           for (let r = 0; r < RUNS; r++) {
             const dir = path.join(loop.mountpoint, `tar-${r}`);
             await fsp.mkdir(dir);
@@ -117,30 +120,37 @@ async function main() {
             await fsp.rm(dir, { recursive: true, force: true });
             await exec('sync', ['-f', loop.mountpoint]);
 
-            const chainId = sha256Digest(`${compression}-${r}`);
-            c0 = cpuMs();
-            t0 = performance.now();
-            await unpackLayer({
-              snapshotter: sn,
-              chainId,
-              parent: undefined,
-              diffId: layer.diffId,
-              open: async () => syncReadStream(file),
-              compression,
-            });
-            await exec('sync', ['-f', loop.mountpoint]);
-            berthMs.push(performance.now() - t0);
-            berthCpu.push(cpuSince(c0));
-            await sn.remove(chainId);
-            await exec('sync', ['-f', loop.mountpoint]);
+            for (const [u, unpacker] of UNPACKERS.entries()) {
+              const chainId = sha256Digest(`${compression}-${r}-${unpacker}`);
+              c0 = cpuMs();
+              t0 = performance.now();
+              await unpackLayer({
+                snapshotter: sn,
+                chainId,
+                parent: undefined,
+                diffId: layer.diffId,
+                open: async () => ({ file }),
+                compression,
+                unpacker,
+              });
+              await exec('sync', ['-f', loop.mountpoint]);
+              berthMs[u]!.push(performance.now() - t0);
+              berthCpu[u]!.push(cpuSince(c0));
+              await sn.remove(chainId);
+              await exec('sync', ['-f', loop.mountpoint]);
+            }
           }
           const mib = layer.bytes / 1048576;
           const load = loadavg()[0]!.toFixed(1);
           const t = median(tarMs);
-          const b = median(berthMs);
-          process.stdout.write(
-            `${driver.padEnd(8)} ${compression.padEnd(5)} tar -x ${t.toFixed(0).padStart(6)} ms (${(mib / (t / 1000)).toFixed(0)} MiB/s)  berth ${b.toFixed(0).padStart(6)} ms (${(mib / (b / 1000)).toFixed(0)} MiB/s)  ratio ${(t / b).toFixed(2)}x  cpu tar ${median(tarCpu).toFixed(0)} ms berth ${median(berthCpu).toFixed(0)} ms (${(median(berthCpu) / median(tarCpu)).toFixed(1)}x)  (median of ${RUNS}, load ${load})\n`,
-          );
+          for (const [u, unpacker] of UNPACKERS.entries()) {
+            const b = median(berthMs[u]!);
+            const bc = median(berthCpu[u]!);
+            const tc = median(tarCpu);
+            process.stdout.write(
+              `${driver.padEnd(8)} ${compression.padEnd(5)} tar -x ${t.toFixed(0).padStart(6)} ms (${(mib / (t / 1000)).toFixed(0)} MiB/s)  berth ${unpacker.padEnd(6)} ${b.toFixed(0).padStart(6)} ms (${(mib / (b / 1000)).toFixed(0)} MiB/s)  ratio ${(t / b).toFixed(2)}x  cpu tar ${tc.toFixed(0)} ms berth ${bc.toFixed(0)} ms (${(bc / tc).toFixed(2)}x)  (median of ${RUNS}, load ${load})\n`,
+            );
+          }
         }
         db.close();
       } finally {

@@ -8,7 +8,7 @@ APT_PACKAGES=(
   build-essential make gcc libc6-dev jq
   mosquitto mosquitto-clients
   btrfs-progs e2fsprogs xfsprogs busybox-static cpio zstd attr
-  umoci skopeo runc
+  umoci skopeo runc mmdebstrap containerd docker-registry
   iproute2 iptables nftables
   qemu-user-static qemu-system-x86 qemu-system-data dmsetup thin-provisioning-tools xz-utils
   binutils python3 time openssl

@@ -62,7 +62,7 @@ PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{
 fleetc fleet keygen >"$WORK/fleet.pub"
 # node itself in the background (not through the function): its pid is the one cleanup stops
 # (interim, until the HTTP API lands here: anonymous clients allowed; then the agent enrolls)
-node dist/berth.mjs --log-level warn --state-dir "$FLEET" fleet serve --listen "127.0.0.1:$PORT" --allow-anonymous &
+node dist/berth.mjs --log-level warn --state-dir "$FLEET" fleet serve --listen "127.0.0.1:$PORT" --http 127.0.0.1:0 --allow-anonymous &
 PIDS+=($!)
 wait_for 20 "the fleet broker on :$PORT" node -e 'require("net").connect(+process.argv[1],"127.0.0.1").on("connect",()=>process.exit(0)).on("error",()=>process.exit(1))' "$PORT"
 echo "broker mqtt://127.0.0.1:$PORT"

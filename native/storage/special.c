@@ -17,58 +17,58 @@
 
 
 /* fd of the directory holding rel (resolved component by component, no symlinks), base name out. */
-static int open_parent_in_root(int rootfd, const char *rel, const char **base, bs_err *err) {
+static int open_parent_in_root(int rootfd, const char *rel, const char **base, berth_err_t *err) {
   const char *slash = strrchr(rel, '/');
   *base = slash ? slash + 1 : rel;
   if (**base == '\0' || strcmp(*base, ".") == 0 || strcmp(*base, "..") == 0)
-    return bs_fail(err, EINVAL, "%s: bad name", rel);
+    return berth_make_error(err, EINVAL, "%s: bad name", rel);
   int fd = openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return bs_fail(err, errno, "open root: %s", strerror(errno));
+  if (fd < 0) return berth_make_error(err, errno, "open root");
   if (!slash) return fd;
   cleanup_free char *dir = strndup(rel, (size_t)(slash - rel));
   if (!dir) {
     close(fd);
-    return bs_fail(err, ENOMEM, "out of memory");
+    return berth_make_error(err, ENOMEM, "out of memory");
   }
   char *save = NULL;
   for (char *c = strtok_r(dir, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
     if (strcmp(c, ".") == 0) continue;
     if (strcmp(c, "..") == 0) {
       close(fd);
-      return bs_fail(err, EINVAL, "%s: '..' not allowed", rel);
+      return berth_make_error(err, EINVAL, "%s: '..' not allowed", rel);
     }
     int next = openat(fd, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     int saved = errno;
     close(fd);
-    if (next < 0) return bs_fail(err, saved, "%s: parent component %s: %s", rel, c, strerror(saved));
+    if (next < 0) return berth_make_error(err, saved, "%s: parent component %s", rel, c);
     fd = next;
   }
   return fd;
 }
 
-static int do_mknod(int rootfd, char **f, bs_err *err) {
+static int do_mknod(int rootfd, char **f, berth_err_t *err) {
   const char *base;
   cleanup_close int dirfd = open_parent_in_root(rootfd, f[0], &base, err);
   if (dirfd < 0) return -1;
   mode_t mode = (mode_t)strtoul(f[1], NULL, 8);
   dev_t dev = makedev(strtoul(f[2], NULL, 10), strtoul(f[3], NULL, 10));
   if (!S_ISCHR(mode) && !S_ISBLK(mode) && !S_ISFIFO(mode))
-    return bs_fail(err, EINVAL, "%s: mode %s is not a device or fifo", f[0], f[1]);
+    return berth_make_error(err, EINVAL, "%s: mode %s is not a device or fifo", f[0], f[1]);
   if (mknodat(dirfd, base, mode, dev) < 0) {
-    if (errno != EEXIST) return bs_fail(err, errno, "mknod %s: %s", f[0], strerror(errno));
-    if (unlinkat(dirfd, base, 0) < 0) return bs_fail(err, errno, "replace %s: %s", f[0], strerror(errno));
-    if (mknodat(dirfd, base, mode, dev) < 0) return bs_fail(err, errno, "mknod %s: %s", f[0], strerror(errno));
+    if (errno != EEXIST) return berth_make_error(err, errno, "mknod %s", f[0]);
+    if (unlinkat(dirfd, base, 0) < 0) return berth_make_error(err, errno, "replace %s", f[0]);
+    if (mknodat(dirfd, base, mode, dev) < 0) return berth_make_error(err, errno, "mknod %s", f[0]);
   }
   if (fchownat(dirfd, base, (uid_t)strtoul(f[4], NULL, 10), (gid_t)strtoul(f[5], NULL, 10),
                AT_SYMLINK_NOFOLLOW) < 0)
-    return bs_fail(err, errno, "chown %s: %s", f[0], strerror(errno));
+    return berth_make_error(err, errno, "chown %s", f[0]);
   /* mknod applies the umask: set the permission bits exactly */
-  if (fchmodat(dirfd, base, mode & 07777, 0) < 0) return bs_fail(err, errno, "chmod %s: %s", f[0], strerror(errno));
+  if (fchmodat(dirfd, base, mode & 07777, 0) < 0) return berth_make_error(err, errno, "chmod %s", f[0]);
   struct timespec ts[2];
   ts[0].tv_sec = ts[1].tv_sec = (time_t)strtoll(f[6], NULL, 10);
   ts[0].tv_nsec = ts[1].tv_nsec = strtol(f[7], NULL, 10);
   if (utimensat(dirfd, base, ts, AT_SYMLINK_NOFOLLOW) < 0)
-    return bs_fail(err, errno, "utimes %s: %s", f[0], strerror(errno));
+    return berth_make_error(err, errno, "utimes %s", f[0]);
   return 0;
 }
 
@@ -79,31 +79,32 @@ static int hexval(char c) {
   return -1;
 }
 
-static int do_xattr(int rootfd, char **f, bs_err *err) {
+static int do_xattr(int rootfd, char **f, berth_err_t *err) {
   const char *base;
   cleanup_close int dirfd = open_parent_in_root(rootfd, f[0], &base, err);
   if (dirfd < 0) return -1;
   size_t hl = strlen(f[2]);
-  if (hl % 2) return bs_fail(err, EINVAL, "%s: xattr %s: odd hex length", f[0], f[1]);
+  if (hl % 2) return berth_make_error(err, EINVAL, "%s: xattr %s: odd hex length", f[0], f[1]);
   cleanup_free unsigned char *val = malloc(hl / 2 + 1);
-  if (!val) return bs_fail(err, ENOMEM, "out of memory");
+  if (!val) return berth_make_error(err, ENOMEM, "out of memory");
   for (size_t i = 0; i < hl / 2; i++) {
     int hi = hexval(f[2][2 * i]), lo = hexval(f[2][2 * i + 1]);
-    if (hi < 0 || lo < 0) return bs_fail(err, EINVAL, "%s: xattr %s: bad hex", f[0], f[1]);
+    if (hi < 0 || lo < 0) return berth_make_error(err, EINVAL, "%s: xattr %s: bad hex", f[0], f[1]);
     val[i] = (unsigned char)(hi << 4 | lo);
   }
   /* lsetxattr needs a path: /proc/self/fd/<dirfd>/<base> names the entry without following it */
   char p[4200];
   if (snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dirfd, base) >= (int)sizeof p)
-    return bs_fail(err, ENAMETOOLONG, "%s: name too long", f[0]);
-  if (lsetxattr(p, f[1], val, hl / 2, 0) < 0)
-    return bs_fail(err, errno, "setxattr %s %s: %s", f[0], f[1], strerror(errno));
+    return berth_make_error(err, ENAMETOOLONG, "%s: name too long", f[0]);
+  /* a filesystem without that namespace: skipped, as extract.c and containerd do */
+  if (lsetxattr(p, f[1], val, hl / 2, 0) < 0 && errno != EOPNOTSUPP)
+    return berth_make_error(err, errno, "setxattr %s %s", f[0], f[1]);
   return 0;
 }
 
-int bs_apply_specials(const char *root, FILE *in, bs_err *err) {
+int bs_apply_specials(const char *root, FILE *in, berth_err_t *err) {
   cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (rootfd < 0) return bs_fail(err, errno, "open %s: %s", root, strerror(errno));
+  if (rootfd < 0) return berth_make_error(err, errno, "open %s", root);
   char *fields[9] = {0};
   size_t caps[9] = {0};
   char *op = NULL;
@@ -114,12 +115,12 @@ int bs_apply_specials(const char *root, FILE *in, bs_err *err) {
     n++;
     int want = strcmp(op, "mknod") == 0 ? 8 : strcmp(op, "xattr") == 0 ? 3 : -1;
     if (want < 0) {
-      rc = bs_fail(err, EINVAL, "record %ld: unknown op %s", n, op);
+      rc = berth_make_error(err, EINVAL, "record %ld: unknown op %s", n, op);
       break;
     }
     for (int i = 0; i < want; i++) {
       if (getdelim(&fields[i], &caps[i], '\0', in) <= 0) {
-        rc = bs_fail(err, EINVAL, "record %ld (%s): truncated", n, op);
+        rc = berth_make_error(err, EINVAL, "record %ld (%s): truncated", n, op);
         goto out;
       }
     }
@@ -130,4 +131,19 @@ out:
   free(op);
   for (int i = 0; i < 9; i++) free(fields[i]);
   return rc;
+}
+
+/* overlay-opaque <dir>...: a JSON array, true where the directory carries trusted.overlay.opaque=y (the
+ * fallback unpacker's view of its lower layers; Node has no xattr call). Never follows a symlink. */
+int bs_overlay_opaque(int argc, char **argv, FILE *out, berth_err_t *err) {
+  fputc('[', out);
+  for (int i = 0; i < argc; i++) {
+    char v[2];
+    ssize_t n = lgetxattr(argv[i], "trusted.overlay.opaque", v, sizeof v);
+    if (n < 0 && errno != ENODATA && errno != EOPNOTSUPP && errno != ERANGE)
+      return berth_make_error(err, errno, "getxattr %s", argv[i]);
+    fprintf(out, "%s%s", i ? "," : "", n == 1 && v[0] == 'y' ? "true" : "false");
+  }
+  fputs("]\n", out);
+  return 0;
 }

@@ -1,38 +1,36 @@
-/* berth-storage: storage operations Node cannot do itself (btrfs ioctls, mknod, xattrs).
- * Self-contained (no native/common): errors go through bs_err, the crun way. */
+/* berth-storage: storage operations Node cannot do itself or does slower: btrfs ioctls, mknod and
+ * xattrs for the fallback unpacker, and the layer extractor. Errors are native/common's: functions return
+ * a negative int and fill a berth_err_t (error.h), context is prepended on the way up. */
 #ifndef BERTH_STORAGE_H
 #define BERTH_STORAGE_H
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-typedef struct bs_err {
-  int errno_;
-  char msg[512];
-} bs_err;
-
-/* Fill *err and return -1: `return bs_fail(err, errno, "open %s", path);` */
-int bs_fail(bs_err *err, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static inline void bs_closep(int *fd) {
-  if (*fd >= 0) close(*fd);
-}
-static inline void bs_freep(void *p) { free(*(void **)p); }
-#define cleanup_close __attribute__((cleanup(bs_closep)))
-#define cleanup_free __attribute__((cleanup(bs_freep)))
+#include "cleanup.h"
+#include "error.h"
 
 /* btrfs.c */
-int bs_btrfs_create(const char *path, bs_err *err);
-int bs_btrfs_snapshot(const char *src, const char *dst, int readonly, bs_err *err);
-int bs_btrfs_delete(const char *path, bs_err *err);
-int bs_btrfs_set_readonly(const char *path, int readonly, bs_err *err);
-int bs_btrfs_info(const char *path, FILE *out, bs_err *err);
-int bs_btrfs_usage(const char *path, FILE *out, bs_err *err);
+int bs_btrfs_create(const char *path, berth_err_t *err);
+int bs_btrfs_snapshot(const char *src, const char *dst, int readonly, berth_err_t *err);
+int bs_btrfs_delete(const char *path, berth_err_t *err);
+int bs_btrfs_set_readonly(const char *path, int readonly, berth_err_t *err);
+int bs_btrfs_info(const char *path, FILE *out, berth_err_t *err);
+int bs_btrfs_usage(const char *path, FILE *out, berth_err_t *err);
 
 /* special.c */
-int bs_apply_specials(const char *root, FILE *in, bs_err *err);
+int bs_apply_specials(const char *root, FILE *in, berth_err_t *err);
+int bs_overlay_opaque(int argc, char **argv, FILE *out, berth_err_t *err);
+
+/* usage.c */
+int bs_usage(const char *dir, FILE *out, berth_err_t *err);
+
+/* extract.c */
+int bs_extract(const char *root, bool overlay, char **lowers, size_t nlowers, int in, FILE *out, berth_err_t *err);
+int bs_extract_probe(berth_err_t *err);
 
 #endif

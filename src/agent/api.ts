@@ -30,6 +30,7 @@ import {
   invalidInput,
   notFound,
 } from '../lib/errors.js';
+import { DEFAULT_MAX_DEPTH, parseJsonBounded } from '../lib/json-bounds.js';
 import type { Logger } from '../lib/logger.js';
 import { formatIssues } from '../oci/validate.js';
 import { type CommandDeps, dispatchCommand } from './commands.js';
@@ -156,6 +157,7 @@ export interface ApiDeps {
 
 const MAX_BODY = 1024 * 1024;
 
+/** Bodies are read whole up to 1 MiB, then checked for UTF-8 and depth before JSON.parse (lib/json-bounds). */
 async function readJson(req: http.IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   let n = 0;
@@ -165,17 +167,32 @@ async function readJson(req: http.IncomingMessage): Promise<unknown> {
     chunks.push(c as Buffer);
   }
   if (n === 0) return {};
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw invalidInput('request body is not valid JSON');
-  }
+  const body = parseJsonBounded(Buffer.concat(chunks), { maxBytes: MAX_BODY, maxDepth: DEFAULT_MAX_DEPTH });
+  if (!body.ok) throw invalidInput(`request body refused: ${body.reason}`);
+  return body.value;
 }
 
 function parse<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, raw: unknown, what: string): T {
   const r = schema.safeParse(raw);
   if (!r.success) throw invalidInput(`invalid ${what}: ${formatIssues(r.error)}`);
   return r.data;
+}
+
+/** The request target as a URL; anything `new URL` refuses (`GET http://[`) is InvalidInput, not a crash. */
+function requestUrl(raw: string | undefined): URL {
+  try {
+    return new URL(raw ?? '/', 'http://berth');
+  } catch {
+    throw invalidInput(`request target ${JSON.stringify(String(raw).slice(0, 200))} is not a URL path`);
+  }
+}
+
+function decodePart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw invalidInput(`path segment ${JSON.stringify(part.slice(0, 200))} is not valid percent-encoding`);
+  }
 }
 
 let adhocSeq = 0;
@@ -206,7 +223,7 @@ export class AgentApi {
     res: http.ServerResponse,
   ): Promise<unknown> {
     const { engine, mutex, store, clock } = this.d;
-    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    const parts = url.pathname.split('/').filter(Boolean).map(decodePart);
     if (parts[0] !== 'v1') throw notFound(`no route ${method} ${url.pathname}`);
     const [, resource, ref, action] = parts;
     if (method === 'GET' && resource === 'ping') return { ok: true, pid: process.pid };
@@ -388,11 +405,10 @@ export class AgentApi {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse) {
-    const url = new URL(req.url ?? '/', 'http://berth');
     let status = 200;
     let body: unknown;
     try {
-      body = await this.route(req.method ?? 'GET', url, req, res);
+      body = await this.route(req.method ?? 'GET', requestUrl(req.url), req, res);
       if (body === STREAMED) return;
     } catch (err) {
       const code: ErrorCode = err instanceof BerthError ? err.code : 'Internal';
@@ -410,7 +426,13 @@ export class AgentApi {
   async listen(socketPath: string): Promise<void> {
     if (await socketAnswers(socketPath)) throw conflict(`another agent is already serving ${socketPath}`);
     await unlink(socketPath).catch(() => {});
-    const server = http.createServer((req, res) => void this.handle(req, res));
+    const server = http.createServer((req, res) =>
+      // handle() answers every error itself; this catch is for a response that cannot be written at all
+      this.handle(req, res).catch((err: unknown) => {
+        this.d.log.warn({ err: errorMessage(err), url: req.url }, 'local API request dropped');
+        res.destroy();
+      }),
+    );
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(socketPath, () => resolve());

@@ -6,6 +6,7 @@ import { type Db, openDatabase } from '../db/database.js';
 import { releaseMigrations } from '../db/migrations.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { nativeHints } from '../lib/native.js';
+import { secureStateDir } from '../lib/state-dir.js';
 
 /** The command line of this run (runCli sets it): `berth agent`'s launcher starts versions with it. */
 export const invocation: { argv: readonly string[] } = { argv: [] };
@@ -58,6 +59,8 @@ export class CliContext {
   get db(): Db {
     if (!this._db) {
       const db = openDatabase(path.join(this.stateDir, 'berth.db'), { migrations: releaseMigrations() });
+      // every command that opens the state dir leaves it locked down (src/lib/state-dir.ts)
+      secureStateDir(this.stateDir, this.log);
       this._db = db;
       this.closers.push(() => {
         db.close();

@@ -128,7 +128,7 @@ export function registerFleetAdmin(fleet: Command, ctx: () => CliContext): void 
             ...(tokenId ? { tokenId } : {}),
             ...(o.serverCa ? { ca: (await import('node:path')).resolve(o.serverCa) } : {}),
           });
-          process.stdout.write(`logged in to ${o.server} as ${who.user} (${who.role}); saved in ${file}\n`);
+          process.stdout.write(`logged in to ${o.server} as ${whoText(who)}; saved in ${file}\n`);
         } finally {
           await http.close();
         }
@@ -159,7 +159,7 @@ export function registerFleetAdmin(fleet: Command, ctx: () => CliContext): void 
     async (o: ClientFlags) => {
       const c = await client(o);
       const who = await c.whoami();
-      process.stdout.write(`${who.user} (${who.role}) at ${c.where}\n`);
+      process.stdout.write(`${whoText(who)} at ${c.where}\n`);
     },
   );
 
@@ -288,6 +288,11 @@ export function registerFleetAdmin(fleet: Command, ctx: () => CliContext): void 
       );
     },
   );
+}
+
+function whoText(w: { user: string | null; token: string | null; role: string }): string {
+  const who = w.token ? `${w.user ?? 'the server'}'s token ${w.token}` : (w.user ?? '?');
+  return `${who} (${w.role})`;
 }
 
 /** Log in with a password over HTTP (session + CSRF), make an API token for this machine, log out. */

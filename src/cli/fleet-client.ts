@@ -14,11 +14,10 @@ import type { Command } from 'commander';
 import type { FleetClient } from '../fleet/client/client.js';
 import { writeFileAtomic } from '../lib/atomic.js';
 import { invalidInput, notFound } from '../lib/errors.js';
-import { assertSafeName } from '../lib/ids.js';
 import type { MqttConnection } from '../transport/connection.js';
 import type { CliContext } from './context.js';
-import { readServeFile } from './fleet-link.js';
-import { type MqttFlags, mqttOptionsFrom } from './mqtt-options.js';
+import { openFleetLink } from './fleet-link.js';
+import type { MqttFlags } from './mqtt-options.js';
 
 export interface ClientFlags {
   server?: string;
@@ -93,16 +92,17 @@ export async function remoteTarget(
 ): Promise<{ server: string; token: string; ca?: Buffer | undefined } | undefined> {
   if (flags.local) return undefined;
   const saved = await readLogin(env);
-  const server = flags.server ?? env.BERTH_FLEET_SERVER ?? saved?.server;
+  // an empty variable is unset (`BERTH_FLEET_SERVER= berth fleet …`)
+  const server = flags.server || env.BERTH_FLEET_SERVER || saved?.server;
   if (!server) return undefined;
   const token =
-    flags.token ?? env.BERTH_FLEET_TOKEN ?? (saved && saved.server === server ? saved.token : undefined);
+    flags.token || env.BERTH_FLEET_TOKEN || (saved && saved.server === server ? saved.token : undefined);
   if (!token)
     throw invalidInput(
       `no API token for ${server}: pass --token, set BERTH_FLEET_TOKEN, or run \`berth fleet login --server ${server}\``,
     );
   const ca =
-    flags.serverCa ?? env.BERTH_FLEET_CA ?? (saved && saved.server === server ? saved.ca : undefined);
+    flags.serverCa || env.BERTH_FLEET_CA || (saved && saved.server === server ? saved.ca : undefined);
   return { server, token, ca: readCa(ca) };
 }
 
@@ -122,25 +122,33 @@ export async function openFleetClient(c: CliContext, flags: ClientFlags & MqttFl
 
 async function openLocalClient(c: CliContext, flags: MqttFlags): Promise<FleetClient> {
   const [
-    { openFleetStores, FLEET_DB_FILE },
+    { fleetStores, localFleet },
     { IdentityService },
     { IdentityStore },
     { FleetOperations },
     { LocalFleetClient },
   ] = await Promise.all([
-    import('../fleet/store/index.js'),
+    import('./fleet-local.js'),
     import('../fleet/identity/service.js'),
     import('../fleet/identity/store.js'),
     import('../fleet/operations.js'),
     import('../fleet/client/local.js'),
   ]);
-  const stores = openFleetStores(path.join(c.stateDir, FLEET_DB_FILE), { legacy: c.db });
+  const stores = fleetStores(c);
   const identity = new IdentityService(new IdentityStore(stores.db));
+  let services: ReturnType<typeof localFleet> | undefined;
   let link: MqttConnection | undefined;
   let commands: import('../fleet/commands.js').CommandService | undefined;
+  // the services need the fleet key and an MQTT link: opened on first use, so `user add` or `devices`
+  // work on a state dir without either
   const ops = new FleetOperations({
     identity,
     stores,
+    services: async () => {
+      services ??= localFleet(c, flags);
+      return (await services).services;
+    },
+    content: { store: c.store, db: c.db },
     commands: async () => {
       if (commands) return commands;
       const { CommandService } = await import('../fleet/commands.js');
@@ -154,7 +162,7 @@ async function openLocalClient(c: CliContext, flags: MqttFlags): Promise<FleetCl
     },
   });
   const user = safeUser();
-  return new LocalFleetClient(
+  const client = new LocalFleetClient(
     ops,
     { kind: 'local', name: user, role: 'admin', userId: null },
     {
@@ -162,10 +170,10 @@ async function openLocalClient(c: CliContext, flags: MqttFlags): Promise<FleetCl
       close: async () => {
         commands?.stop();
         await link?.close(true);
-        stores.close();
       },
     },
   );
+  return client;
 }
 
 function safeUser(): string {
@@ -174,27 +182,4 @@ function safeUser(): string {
   } catch {
     return String(process.getuid?.() ?? 'unknown');
   }
-}
-
-/** An MQTT link to the broker `fleet serve` on this state dir uses (local mode: commands, deploy). */
-export async function openFleetLink(
-  c: CliContext,
-  flags: MqttFlags,
-  clientPrefix: string,
-): Promise<{ fleet: string; conn: MqttConnection }> {
-  const { MqttConnection } = await import('../transport/connection.js');
-  const served = await readServeFile(c.stateDir);
-  const fleet = assertSafeName('fleet', flags.fleet ?? served?.fleet ?? c.config.mqtt.fleet);
-  const conn = new MqttConnection({
-    ...mqttOptionsFrom(flags, c.config, served?.broker),
-    clientId: `${clientPrefix}-${process.pid}`,
-    log: c.log,
-  });
-  try {
-    await Promise.race([conn.start(), conn.waitConnected(15_000)]);
-  } catch (err) {
-    await conn.close(false);
-    throw err;
-  }
-  return { fleet, conn };
 }

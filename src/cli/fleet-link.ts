@@ -1,5 +1,5 @@
 /**
- * The fleet side's short MQTT links (deploy, state, command): to the broker `fleet serve` on this state dir
+ * The fleet side's MQTT links from the CLI (local mode: deploy, revoke, command): to the broker `fleet serve` on this state dir
  * noted in fleet-serve.json (with the fleet account of fleet-account.json when it is the embedded broker),
  * else the config's / flags'.
  */
@@ -20,6 +20,8 @@ export interface ServeFile {
   pid?: number;
   /** the server runs the embedded broker (its clients use the fleet account) */
   embedded?: boolean;
+  /** the management API's URL (`--http`), when it serves one */
+  api?: string;
 }
 
 export async function readServeFile(stateDir: string): Promise<ServeFile | undefined> {
@@ -50,45 +52,27 @@ export async function fleetLinkOptions(
   return o;
 }
 
-export interface FleetLink {
-  fleet: string;
-  conn: MqttConnection;
-  /** the first message `match` accepts within `timeoutMs` (undefined after it) */
-  next(match: (topic: string, payload: Buffer) => boolean, timeoutMs: number): Promise<Buffer | undefined>;
-}
-
-/** A short-lived MQTT link for fleet-side commands, to the broker `fleet serve` on this state dir uses. */
-export async function withFleetLink<T>(
+/**
+ * An MQTT link for fleet-side commands on this state dir: to the broker `fleet serve` uses (with the fleet
+ * account on the embedded broker), or the config's / flags'. The caller closes it.
+ */
+export async function openFleetLink(
   c: CliContext,
   opts: MqttFlags,
   clientPrefix: string,
-  fn: (link: FleetLink) => Promise<T>,
-): Promise<T> {
+): Promise<{ fleet: string; conn: MqttConnection }> {
   const served = await readServeFile(c.stateDir);
-  const flt = assertSafeName('fleet', opts.fleet ?? served?.fleet ?? c.config.mqtt.fleet);
+  const fleet = assertSafeName('fleet', opts.fleet ?? served?.fleet ?? c.config.mqtt.fleet);
   const conn = new MqttConnection({
     ...(await fleetLinkOptions(c, opts)),
     clientId: `${clientPrefix}-${process.pid}`,
     log: c.log,
   });
-  const next: FleetLink['next'] = (match, timeoutMs) =>
-    new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        conn.off('message', on);
-        resolve(undefined);
-      }, timeoutMs);
-      const on = (t: string, payload: Buffer) => {
-        if (!match(t, payload)) return;
-        clearTimeout(timer);
-        conn.off('message', on);
-        resolve(payload);
-      };
-      conn.on('message', on);
-    });
   try {
     await Promise.race([conn.start(), conn.waitConnected(15_000)]);
-    return await fn({ fleet: flt, conn, next });
-  } finally {
-    await conn.close(true);
+  } catch (err) {
+    await conn.close(false);
+    throw err;
   }
+  return { fleet, conn };
 }

@@ -10,9 +10,8 @@ import { viaServerAccess } from '../fleet/services/broker-access.js';
 import { createFleetServices, type FleetServices, type TargetPublisher } from '../fleet/services/index.js';
 import { FLEET_DB_FILE, type FleetStores, openFleetStores } from '../fleet/store/index.js';
 import { assertSafeName } from '../lib/ids.js';
-import { MqttConnection } from '../transport/connection.js';
 import type { CliContext } from './context.js';
-import { fleetLinkOptions, readServeFile } from './fleet-link.js';
+import { openFleetLink, readServeFile } from './fleet-link.js';
 import type { MqttFlags } from './mqtt-options.js';
 
 const opened = new WeakMap<CliContext, FleetStores>();
@@ -38,16 +37,10 @@ export async function localFleet(
   const stores = fleetStores(c);
   let link: Promise<TargetPublisher> | undefined;
   const publisher = () => {
-    link ??= (async () => {
-      const conn = new MqttConnection({
-        ...(await fleetLinkOptions(c, opts)),
-        clientId: `berth-cli-${process.pid}`,
-        log: c.log,
-      });
+    link ??= openFleetLink(c, opts, 'berth-cli').then(({ conn }) => {
       c.onClose(() => conn.close(true));
-      await Promise.race([conn.start(), conn.waitConnected(15_000)]);
       return conn;
-    })();
+    });
     return link;
   };
   const services = createFleetServices({

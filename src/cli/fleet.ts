@@ -1,27 +1,27 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { readDeployText } from '../fleet/deploy-file.js';
+import type { Deployment, DeploymentProgress } from '../fleet/api/schemas.js';
 import { loadOrCreateFleetAccount } from '../fleet/fleet-account.js';
 import { keygen, loadFleetPrivateKey } from '../fleet/keys.js';
 import { FleetServer } from '../fleet/server.js';
-import type { DeployInput, DeployService } from '../fleet/services/deploy.js';
-import { formatTargetRef, type ProgressSummary } from '../fleet/view.js';
 import { writeFileAtomic } from '../lib/atomic.js';
 import { BerthError, invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
+import { BUILD } from '../version.js';
 import type { CliContext } from './context.js';
 import { parseDurationFlag } from './duration.js';
 import { registerFleetAdmin } from './fleet-admin.js';
+import { addClientOptions, type ClientFlags, openFleetClient } from './fleet-client.js';
 import { registerFleetCommand } from './fleet-command.js';
 import { registerFleetDevices } from './fleet-devices.js';
 import { registerFleetEnroll } from './fleet-enroll.js';
 import { SERVE_FILE, type ServeFile } from './fleet-link.js';
-import { fleetStores, localFleet } from './fleet-local.js';
+import { fleetStores } from './fleet-local.js';
 import { registerFleetRelease } from './fleet-release.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { humanSize, printJson, printTable } from './output.js';
-import { pushImage } from './push.js';
+import { ProgressBar } from './progress.js';
 
 export function registerFleet(program: Command, ctx: () => CliContext): void {
   const fleet = program
@@ -59,7 +59,11 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         'the broker URL enrolling devices are told (default: the one in use)',
       )
       .option('--rate-limit <bytes/s>', 'cap blob egress (0 = none)', '0')
-      .option('--gather-ms <ms>', 'how long to gather fan-out interest in a blob', '150'),
+      .option('--gather-ms <ms>', 'how long to gather fan-out interest in a blob', '150')
+      .option('--http <host:port>', 'the management API (off: none)', '127.0.0.1:8080')
+      .option('--tls-cert <file>', 'serve the API over HTTPS with this certificate chain (PEM)')
+      .option('--tls-key <file>', 'the private key (PEM) of --tls-cert')
+      .option('--max-upload <bytes>', 'largest image upload the API accepts', String(4 * 1024 * 1024 * 1024)),
   ).action(
     async (
       opts: MqttFlags & {
@@ -69,6 +73,10 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         allowAnonymous?: boolean;
         brokerAuth: string;
         advertiseBroker?: string;
+        http: string;
+        tlsCert?: string;
+        tlsKey?: string;
+        maxUpload: string;
       },
     ) => {
       const c = ctx();
@@ -78,13 +86,24 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         throw invalidInput(`--broker-auth ${opts.brokerAuth}: expected dynsec or external`);
       if (external && opts.allowAnonymous)
         throw invalidInput('--allow-anonymous is for the embedded broker; configure your own broker instead');
-      const [host, portStr] = splitHostPort(opts.listen);
+      const [host, portStr] = splitHostPort('--listen', opts.listen);
+      const http = opts.http === 'off' ? undefined : splitHostPort('--http', opts.http);
+      if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey))
+        throw invalidInput('--tls-cert and --tls-key go together');
+      const tls =
+        opts.tlsCert && opts.tlsKey
+          ? { cert: await readPem('--tls-cert', opts.tlsCert), key: await readPem('--tls-key', opts.tlsKey) }
+          : undefined;
+      const maxUpload = Number(opts.maxUpload);
+      if (!(Number.isInteger(maxUpload) && maxUpload > 0))
+        throw invalidInput(`--max-upload ${opts.maxUpload}: bytes`);
+      const privateKey = await loadFleetPrivateKey(c.stateDir);
       const server = new FleetServer({
         fleet: flt,
         db: c.db,
         store: c.store,
         stores: fleetStores(c),
-        privateKey: await loadFleetPrivateKey(c.stateDir),
+        privateKey,
         log: c.log,
         mqtt: external ? mqttOptionsFrom(opts, c.config) : undefined,
         brokerAuth: opts.brokerAuth,
@@ -95,135 +114,191 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         blob: { rateLimit: Number(opts.rateLimit), gatherMs: Number(opts.gatherMs) },
       });
       await server.start();
+      let api: Awaited<ReturnType<typeof import('../fleet/api/index.js').serveFleetApi>> | undefined;
+      try {
+        if (http) {
+          // the HTTP side (hono, routes, schemas) loads only here
+          const { serveFleetApi } = await import('../fleet/api/index.js');
+          api = await serveFleetApi({
+            served: {
+              fleet: flt,
+              stores: server.stores,
+              services: server.services,
+              bus: server.bus,
+              conn: server.conn,
+            },
+            privateKey,
+            content: { store: c.store, db: c.db },
+            log: c.log,
+            version: BUILD.version,
+            listen: { host: http[0], port: Number(http[1]), tls },
+            maxUploadBytes: maxUpload,
+          });
+        }
+      } catch (err) {
+        await server.stop();
+        throw err;
+      }
       const serve: ServeFile = {
         broker: server.brokerUrl,
         fleet: flt,
         pid: process.pid,
         embedded: !external,
+        ...(api ? { api: api.server.url } : {}),
       };
       await writeFileAtomic(path.join(c.stateDir, SERVE_FILE), JSON.stringify(serve));
       c.log.info(
-        { broker: server.brokerUrl, fleet: flt, brokerAuth: server.access.mode },
+        { broker: server.brokerUrl, api: api?.server.url, fleet: flt, brokerAuth: server.access.mode },
         'fleet server ready',
       );
-      process.stdout.write(`fleet ${flt} serving on ${server.brokerUrl}\n`);
+      process.stdout.write(
+        `fleet ${flt} serving on ${server.brokerUrl}${api ? `; API on ${api.server.url}/api/v1` : ''}\n`,
+      );
+      if (api?.setupToken)
+        process.stdout.write(
+          `no users yet: create the first admin with \`berth fleet user add <name> --role admin\` here, or\n` +
+            `  POST ${api.server.url}/api/v1/setup {"token": "${api.setupToken}", "name": …, "password": …} (one use)\n`,
+        );
       await untilSignal();
+      await api?.server.close();
       await server.stop();
     },
   );
 
-  fleet
-    .command('push <source>')
-    .description(
-      'import an image (OCI layout dir, oci-archive or docker-archive) into the fleet, every platform kept',
-    )
-    .requiredOption('--tag <name:tag>', 'name the image is deployed and pulled by')
-    .action(async (source: string, opts: { tag: string }) => {
-      const c = ctx();
-      const row = await pushImage(c, fleetStores(c), source, opts.tag);
-      process.stdout.write(`${row.name} ${row.digest} ${row.platforms} ${humanSize(row.totalSize)}\n`);
-    });
-
-  fleet
-    .command('images')
-    .description('list images in the fleet')
-    .option('--json', 'print JSON')
-    .action((opts: { json?: boolean }) => {
-      const rows = fleetStores(ctx()).images.list();
-      if (opts.json) return printJson(rows);
-      printTable(
-        rows.map((r) => ({
-          name: r.name,
-          digest: r.digest.slice(0, 19),
-          platforms: r.platforms,
-          size: humanSize(r.totalSize),
-          pushed: new Date(r.pushedAt).toISOString(),
-        })),
-        ['name', 'digest', 'platforms', 'size', 'pushed'],
-      );
-    });
-
-  addMqttOptions(
+  addClientOptions(
     fleet
-      .command('deploy [file]')
+      .command('push <source>')
       .description(
-        'sign and publish (retained) a new target version for a device or a group: a target JSON or a docker-compose file',
+        'import an image into the fleet, every platform kept: an oci-archive or docker-archive (an OCI layout dir on the server)',
       )
-      .option('--app <name>', 'app name for a compose file (default: its name: key)')
-      .option('--device <id>', 'target one device')
-      .option('--group <name>', 'target a group of devices')
-      .option('--clear', "with --device: clear the device's own target, so its groups' targets apply again")
-      .option('--allow-unknown', 'deploy to a device id the fleet has never seen')
-      .option(
-        '--agent <version>',
-        'the agent release the devices run (fleet release push); without a file, the current apps stay',
-      )
-      .option('--allow-downgrade', 'with --agent: let devices that run a newer agent go back to it')
-      .option(
-        '--wait',
-        'wait until every device concerned converged, rejected or failed (exit 1 if any did not converge)',
-      )
-      .option('--timeout <duration>', 'with --wait: give up after this long (e.g. 90s, 5m)', '5m'),
+      .requiredOption('--tag <name:tag>', 'name the image is deployed and pulled by'),
+  ).action(async (source: string, opts: ClientFlags & { tag: string }) => {
+    const client = await openFleetClient(ctx(), opts);
+    const bar = new ProgressBar(`push ${opts.tag}`);
+    const img = await client.pushImage(source, opts.tag, (n, total) => bar.update(n, total));
+    bar.finish();
+    process.stdout.write(
+      `${img.name} ${img.digest} ${img.platforms.join(',')} ${humanSize(img.totalSize)}\n`,
+    );
+  });
+
+  addClientOptions(
+    fleet.command('images').description('list images in the fleet').option('--json', 'print JSON'),
+  ).action(async (opts: ClientFlags & { json?: boolean }) => {
+    const rows = await (await openFleetClient(ctx(), opts)).images();
+    if (opts.json) return printJson(rows);
+    printTable(
+      rows.map((r) => ({
+        name: r.name,
+        digest: r.digest.slice(0, 19),
+        platforms: r.platforms.join(','),
+        size: humanSize(r.totalSize),
+        pushed: r.pushedAt,
+      })),
+      ['name', 'digest', 'platforms', 'size', 'pushed'],
+    );
+  });
+
+  addClientOptions(
+    fleet
+      .command('image-rm <name>')
+      .description('forget an image of the fleet (refused while a current deployment pins it)'),
+  ).action(async (name: string, opts: ClientFlags) => {
+    await (await openFleetClient(ctx(), opts)).deleteImage(name);
+    process.stdout.write(`image ${name} removed from the fleet\n`);
+  });
+
+  addClientOptions(
+    addMqttOptions(
+      fleet
+        .command('deploy [file]')
+        .description(
+          'sign and publish (retained) a new target version for a device or a group: a target JSON or a docker-compose file',
+        )
+        .option('--app <name>', 'app name for a compose file (default: its name: key)')
+        .option('--device <id>', 'target one device')
+        .option('--group <name>', 'target a group of devices')
+        .option('--clear', "with --device: clear the device's own target, so its groups' targets apply again")
+        .option('--allow-unknown', 'deploy to a device id the fleet has never seen')
+        .option(
+          '--agent <version>',
+          'the agent release the devices run (fleet release push); without a file, the current apps stay',
+        )
+        .option('--allow-downgrade', 'with --agent: let devices that run a newer agent go back to it')
+        .option(
+          '--wait',
+          'wait until every device concerned converged, rejected or failed (exit 1 if any did not converge)',
+        )
+        .option('--timeout <duration>', 'with --wait: give up after this long (e.g. 90s, 5m)', '5m')
+        .option('--dry-run', 'validate (schema, images, size) without publishing'),
+    ),
   ).action(
     async (
       file: string | undefined,
-      opts: MqttFlags & {
-        device?: string;
-        group?: string;
-        app?: string;
-        clear?: boolean;
-        allowUnknown?: boolean;
-        agent?: string;
-        allowDowngrade?: boolean;
-        wait?: boolean;
-        timeout: string;
-      },
+      opts: MqttFlags &
+        ClientFlags & {
+          device?: string;
+          group?: string;
+          app?: string;
+          clear?: boolean;
+          allowUnknown?: boolean;
+          agent?: string;
+          allowDowngrade?: boolean;
+          wait?: boolean;
+          timeout: string;
+          dryRun?: boolean;
+        },
     ) => {
-      const c = ctx();
       if (Boolean(opts.device) === Boolean(opts.group))
         throw invalidInput('pass exactly one of --device ID or --group NAME');
       const scope = opts.device
         ? { kind: 'device' as const, id: assertSafeName('device id', opts.device) }
         : { kind: 'group' as const, id: assertSafeName('group', opts.group!) };
       const timeoutMs = parseDurationFlag('--timeout', opts.timeout);
-      const { services } = await localFleet(c, opts);
-      let row: Awaited<ReturnType<DeployService['deploy']>>;
+      const client = await openFleetClient(ctx(), opts);
+      let dep: Deployment;
       if (opts.clear) {
         if (scope.kind !== 'device') throw invalidInput('--clear works with --device (a device override)');
         if (file) throw invalidInput('--clear takes no target file');
-        row = await services.deploy.clear(scope.id);
+        dep = await client.clearOverride(scope.id);
         process.stdout.write(
-          `cleared device ${scope.id}'s own target (version ${row.version}); its groups' targets apply\n`,
+          `cleared device ${scope.id}'s own target (version ${dep.version}); its groups' targets apply\n`,
         );
       } else {
         if (!file && !opts.agent) throw invalidInput('a target file is required (or --agent, or --clear)');
         if (opts.allowDowngrade && !opts.agent) throw invalidInput('--allow-downgrade goes with --agent');
-        let input: DeployInput;
-        if (file) {
-          const text = await fsp.readFile(file, 'utf8').catch((err: unknown) => {
-            throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
-          });
-          input = readDeployText(text, file, opts.app ? { app: opts.app } : {});
-        } else {
-          // only the agent changes: the scope's current apps and images stay
-          input = services.deploy.currentInput(scope);
+        const text = file
+          ? await fsp.readFile(file, 'utf8').catch((err: unknown) => {
+              throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
+            })
+          : undefined;
+        // without a file only the agent changes: the scope's current apps and images stay
+        const req = {
+          [scope.kind]: scope.id,
+          ...(file && text !== undefined ? { file: { name: path.basename(file), text } } : {}),
+          ...(opts.agent
+            ? { agent: { version: opts.agent, ...(opts.allowDowngrade ? { allowDowngrade: true } : {}) } }
+            : {}),
+          ...(opts.app ? { app: opts.app } : {}),
+          ...(opts.allowUnknown ? { allowUnknown: true } : {}),
+        };
+        if (opts.dryRun) {
+          const v = await client.validateDeployment(req);
+          process.stdout.write(
+            `valid for ${scope.kind} ${scope.id}: apps ${v.apps.join(', ')}; images ${v.images.map((i) => `${i.name}@${i.digest.slice(7, 19)}`).join(', ')}; ${v.bytes} bytes signed\n`,
+          );
+          return;
         }
-        if (opts.agent)
-          input = {
-            ...input,
-            agent: { version: opts.agent, ...(opts.allowDowngrade ? { allowDowngrade: true } : {}) },
-          };
-        row = await services.deploy.deploy(input, scope, { allowUnknown: opts.allowUnknown === true });
-        process.stdout.write(`deployed ${scope.kind} ${scope.id} version ${row.version}\n`);
+        dep = await client.deploy(req);
+        process.stdout.write(`deployed ${scope.kind} ${scope.id} version ${dep.version}\n`);
       }
       if (!opts.wait) return;
-      const want = { ...scope, version: row.version };
-      const result = await waitForDeployment(() => services.deploy.progress(want), timeoutMs);
+      const result = await waitForDeployment(() => client.progress(dep.id), timeoutMs);
       if (!result.ok || !result.done) {
         const bad = result.devices.filter((d) => d.state !== 'converged' && d.state !== 'superseded');
         throw new BerthError(
           result.done ? 'Conflict' : 'Timeout',
-          `${formatTargetRef(want)}: ${result.done ? '' : `not done after ${opts.timeout}; `}${bad
+          `${dep.text}: ${result.done ? '' : `not done after ${opts.timeout}; `}${bad
             .map((d) => `${d.deviceId} ${d.state}${d.detail ? ` (${d.detail})` : ''}`)
             .join('; ')}`,
         );
@@ -231,14 +306,15 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
     },
   );
 
-  fleet
-    .command('state <device>')
-    .description("print a device's reported state, as the fleet server stored it")
-    .action((device: string) => {
-      const d = fleetStores(ctx()).devices.detail(assertSafeName('device id', device));
-      if (!d?.state) throw notFound(`no reported state from device ${device} (is fleet serve running?)`);
-      printJson(d.state);
-    });
+  addClientOptions(
+    fleet
+      .command('state <device>')
+      .description("print a device's reported state, as the fleet server stored it"),
+  ).action(async (device: string, opts: ClientFlags) => {
+    const d = await (await openFleetClient(ctx(), opts)).device(assertSafeName('device id', device));
+    if (!d.state) throw notFound(`no reported state from device ${device} yet (is fleet serve running?)`);
+    printJson(d.state);
+  });
 
   registerFleetRelease(fleet, ctx);
   registerFleetDevices(fleet, ctx);
@@ -252,10 +328,10 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
  * the time is up; progress lines go to stderr as devices move.
  */
 export async function waitForDeployment(
-  progress: () => ProgressSummary | Promise<ProgressSummary>,
+  progress: () => DeploymentProgress | Promise<DeploymentProgress>,
   timeoutMs: number,
   out: NodeJS.WritableStream = process.stderr,
-): Promise<ProgressSummary> {
+): Promise<DeploymentProgress> {
   const until = Date.now() + timeoutMs;
   const told = new Map<string, string>();
   for (;;) {
@@ -276,8 +352,16 @@ export async function waitForDeployment(
   }
 }
 
-function splitHostPort(s: string): [string, string] {
+function splitHostPort(flag: string, s: string): [string, string] {
   const i = s.lastIndexOf(':');
-  if (i <= 0 || !/^\d+$/.test(s.slice(i + 1))) throw invalidInput(`--listen ${s}: expected host:port`);
-  return [s.slice(0, i), s.slice(i + 1)];
+  if (i <= 0 || !/^\d+$/.test(s.slice(i + 1))) throw invalidInput(`${flag} ${s}: expected host:port`);
+  return [s.slice(0, i).replace(/^\[(.*)\]$/, '$1'), s.slice(i + 1)];
+}
+
+async function readPem(flag: string, file: string): Promise<Buffer> {
+  try {
+    return await fsp.readFile(file);
+  } catch (err) {
+    throw invalidInput(`${flag} ${file}: ${(err as Error).message}`);
+  }
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import type { ZodError } from 'zod';
 import { invalidInput, withContext } from '../lib/errors.js';
+import { parseYamlBounded } from '../lib/yaml-bounds.js';
 import { type Config, ConfigSchema } from './schema.js';
 
 type Tree = Record<string, unknown>;
@@ -60,6 +60,9 @@ export function setPath(tree: Tree, keyPath: string[], value: unknown): void {
   node[keyPath[keyPath.length - 1]!] = value;
 }
 
+/** A config file is a few KB; anything near this is not one. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 export function readConfigFile(file: string): Tree {
   let text: string;
   try {
@@ -67,12 +70,8 @@ export function readConfigFile(file: string): Tree {
   } catch (err) {
     throw withContext(`cannot read config file ${file}`, err);
   }
-  let parsed: unknown;
-  try {
-    parsed = parseYaml(text); // YAML is a superset of JSON
-  } catch (err) {
-    throw invalidInput(`config file ${file} is not valid YAML/JSON: ${(err as Error).message}`);
-  }
+  // YAML is a superset of JSON; bounded in size, nesting and alias expansion before it is parsed
+  const parsed = parseYamlBounded(text, { maxBytes: MAX_CONFIG_BYTES }, `config file ${file}`);
   if (parsed === null || parsed === undefined) return {};
   if (!isPlain(parsed)) throw invalidInput(`config file ${file}: expected a mapping at the top level`);
   return parsed;

@@ -7,8 +7,9 @@
  * a reboot, as balena does); update behaviour comes from labels `berth.update.strategy`,
  * `berth.update.handover-timeout` and `berth.update.override-lock`.
  */
-import { parse as parseYaml } from 'yaml';
 import { invalidInput } from '../lib/errors.js';
+import { DEFAULT_MAX_DEPTH, parseJsonOrThrow } from '../lib/json-bounds.js';
+import { parseYamlBounded } from '../lib/yaml-bounds.js';
 import {
   type App,
   type AppInput,
@@ -417,14 +418,20 @@ function parseTopLevelSet(
   return out;
 }
 
+/**
+ * How big a compose or target file may be: parsing costs (the yaml library takes seconds per MiB here),
+ * and the agent refuses targets over 1 MiB on the wire anyway. Nesting and alias expansion are bounded
+ * too (lib/yaml-bounds.ts), before anything recursive runs.
+ */
+export const MAX_TARGET_FILE_BYTES = 4 * 1024 * 1024;
+
+function parseComposeYaml(text: string, merge: boolean): unknown {
+  return parseYamlBounded(text, { maxBytes: MAX_TARGET_FILE_BYTES }, 'compose file', { merge });
+}
+
 /** Parse compose YAML text into one app of a target (validated against the target schema). */
 export function composeToApp(text: string): App {
-  let doc: unknown;
-  try {
-    doc = parseYaml(text, { prettyErrors: true, merge: true });
-  } catch (err) {
-    throw invalidInput(`compose file is not valid YAML: ${(err as Error).message}`);
-  }
+  const doc = parseComposeYaml(text, true);
   const top = obj(doc, '(root)');
   for (const k of Object.keys(top)) {
     if (!k.startsWith('x-') && !TOP_KEYS.includes(k)) fail(k, 'unsupported key');
@@ -462,7 +469,7 @@ export function composeToApp(text: string): App {
 
 /** The app name compose would use: the file's `name:` key, if any. */
 export function composeProjectName(text: string): string | undefined {
-  const doc = parseYaml(text) as unknown;
+  const doc = parseComposeYaml(text, false);
   return isObj(doc) && typeof doc.name === 'string' ? doc.name : undefined;
 }
 
@@ -485,12 +492,11 @@ export function loadTargetText(
     if (!app) throw invalidInput(`${fileName}: name the app (--app) or give the compose file a name: key`);
     return targetFromCompose(text, app, opts.version ?? 0);
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw invalidInput(`${fileName} is not valid JSON: ${(err as Error).message}`);
-  }
+  let raw = parseJsonOrThrow(
+    text,
+    { maxBytes: MAX_TARGET_FILE_BYTES, maxDepth: DEFAULT_MAX_DEPTH },
+    fileName,
+  );
   if (opts.version !== undefined && raw && typeof raw === 'object') raw = { ...raw, version: opts.version };
   return parseTarget(raw, fileName);
 }

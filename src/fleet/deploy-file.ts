@@ -4,11 +4,11 @@
  * schema here, so a fleet never signs a target its devices would refuse; images default to every
  * name:tag image the services use.
  */
-
 import { z } from 'zod';
-import { loadTargetText } from '../core/compose.js';
+import { loadTargetText, MAX_TARGET_FILE_BYTES } from '../core/compose.js';
 import { targetImages } from '../core/target.js';
 import { invalidInput } from '../lib/errors.js';
+import { DEFAULT_MAX_DEPTH, parseJsonOrThrow } from '../lib/json-bounds.js';
 import { AgentVersionSchema, ImageRefSchema } from '../transport/messages.js';
 import type { DeployInput } from './services/deploy.js';
 
@@ -52,12 +52,11 @@ const DeployAgentSchema = z
 
 export function readDeployText(text: string, fileName: string, opts: { app?: string } = {}): DeployInput {
   if (!/\.ya?ml$/i.test(fileName)) {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(text);
-    } catch (err) {
-      throw invalidInput(`${fileName} is not valid JSON: ${(err as Error).message}`);
-    }
+    const raw = parseJsonOrThrow(
+      text,
+      { maxBytes: MAX_TARGET_FILE_BYTES, maxDepth: DEFAULT_MAX_DEPTH },
+      fileName,
+    );
     if (raw && typeof raw === 'object' && 'images' in raw) {
       const input = parseDeployFile(raw);
       loadTargetText(JSON.stringify({ version: 0, apps: input.apps }), fileName);

@@ -7,18 +7,29 @@
  * Finer rules than a route's role live here, since they depend on who asks: a user may change their own
  * password, see and revoke their own tokens; everything else about users and other tokens is admin work.
  */
+
+import type { Readable } from 'node:stream';
+import { importImage } from '../content/import.js';
+import type { ContentStore } from '../content/store.js';
 import { compareVersions } from '../core/self-update.js';
-import { conflict, invalidInput, notFound, permissionDenied, unavailable } from '../lib/errors.js';
+import type { Db } from '../db/database.js';
+import { conflict, invalidInput, notFound, permissionDenied } from '../lib/errors.js';
+import { hostPlatform } from '../oci/platform.js';
 import type {
   ApiToken,
   AuditEntry,
   CommandAnswer,
   Deployment,
+  DeploymentProgress,
   DeploymentQueryInput,
+  DeployRequestBody,
+  DeployValidation,
   Device,
   DeviceDetail,
   DeviceEvent,
   DeviceQueryInput,
+  EnrollmentCreateBody,
+  EnrollmentToken,
   EventQueryInput,
   Image,
   MetricQueryInput,
@@ -30,20 +41,39 @@ import type {
   User,
 } from './api/schemas.js';
 import type { CommandService } from './commands.js';
+import { readDeployText } from './deploy-file.js';
 import type { Role } from './identity/roles.js';
-import type { Actor, IdentityService, TokenInfo, UserInfo } from './identity/service.js';
+import {
+  type Actor,
+  actorLabel,
+  type IdentityService,
+  type TokenInfo,
+  type UserInfo,
+} from './identity/service.js';
 import type { AuditRow } from './identity/store.js';
-import type { ReleaseService } from './services/releases.js';
-import type { DeploymentRow, DeviceRow, FleetImageRow, FleetStores, ReleaseRow } from './store/index.js';
-import { effectiveTarget, formatTargetRef } from './view.js';
+import { describeFleetImage } from './image-record.js';
+import type { DeployInput } from './services/deploy.js';
+import type { EnrollRequest, EnrollResponse, FleetServices } from './services/index.js';
+import type {
+  DeploymentRow,
+  DeviceRow,
+  EnrollmentTokenRow,
+  FleetImageRow,
+  FleetStores,
+  ReleaseRow,
+} from './store/index.js';
+import { effectiveTarget, formatTargetRef, type ScopeKey, type ScopeVersion } from './view.js';
 
 export interface FleetOperationsDeps {
   identity: IdentityService;
   stores: FleetStores;
+  /** fleet-core's services (deploy, devices, enrollment) over the same stores; the local CLI opens them
+   * (fleet key, MQTT link) only when a call needs them */
+  services: () => FleetServices | Promise<FleetServices>;
+  /** the fleet's content store and its database (blobs of pushed images) */
+  content: { store: ContentStore; db: Db };
   /** the command service, opened on first use (the local CLI connects to the broker only then) */
   commands: () => Promise<CommandService>;
-  /** agent releases (removal deletes blobs from the content store); absent: read-only */
-  releases?: (() => ReleaseService | Promise<ReleaseService>) | undefined;
 }
 
 export interface AuditQueryInput {
@@ -72,12 +102,13 @@ function ref(r: { kind: TargetRefWire['kind']; id: string; version: number } | n
   return r ? { kind: r.kind, id: r.id, version: r.version, text: formatTargetRef(r) } : null;
 }
 
-export function toDevice(d: DeviceRow): Device {
+export function toDevice(d: DeviceRow, expected: ScopeVersion | undefined): Device {
   return {
     id: d.id,
     online: d.online,
     status: d.status,
     applied: ref(d.applied),
+    expected: expected && !expected.cleared ? ref(expected) : null,
     previous: ref(d.previous),
     targetStatus: d.targetStatus,
     lastError: d.lastError,
@@ -87,6 +118,7 @@ export function toDevice(d: DeviceRow): Device {
       : null,
     platform: d.platform,
     agentVersion: d.agentVersion,
+    agentUpdate: d.agentUpdate,
     keyId: d.keyId,
     groups: d.groups,
     labels: d.labels,
@@ -140,6 +172,20 @@ function labelFilter(labels: string[] | undefined): { labels: Record<string, str
   return { labels: out, keys };
 }
 
+export function toEnrollmentToken(r: EnrollmentTokenRow): EnrollmentToken {
+  return {
+    id: r.id,
+    groups: r.groups,
+    labels: r.labels,
+    expiresAt: iso(r.expiresAt),
+    maxUses: r.maxUses,
+    uses: r.uses,
+    createdAt: iso(r.createdAt),
+    createdBy: r.createdBy,
+    revokedAt: isoOrNull(r.revokedAt),
+  };
+}
+
 export function toUser(u: UserInfo): User {
   return { name: u.name, role: u.role, createdAt: iso(u.createdAt) };
 }
@@ -167,10 +213,12 @@ export class FleetOperations {
 
   whoami(actor: Actor): Session {
     if (!actor.role) throw permissionDenied('not logged in');
+    const owner = actor.userId === null ? null : (this.identity.userNameOf(actor.userId) ?? null);
     return {
-      user: actor.name,
+      user: actor.kind === 'local' ? `local:${actor.name}` : actor.kind === 'token' ? owner : actor.name,
+      token: actor.kind === 'token' ? actor.name : null,
       role: actor.role,
-      via: actor.kind === 'token' ? 'token' : 'session',
+      via: actor.kind === 'token' ? 'token' : actor.kind === 'local' ? 'local' : 'session',
       csrfToken: actor.csrf ?? null,
       expiresAt: isoOrNull(actor.expiresAt ?? null),
     };
@@ -271,17 +319,30 @@ export class FleetOperations {
       limit: q.limit,
       cursor: q.cursor,
     });
-    return { items: page.items.map(toDevice), total: page.total ?? null, next: page.nextCursor ?? null };
+    const expected = this.expectedFor();
+    return {
+      items: page.items.map((d) => toDevice(d, expected(d))),
+      total: page.total ?? null,
+      next: page.nextCursor ?? null,
+    };
+  }
+
+  /** The deployment that applies to a device (scope targets looked up once per call). */
+  private expectedFor(): (d: DeviceRow) => ScopeVersion | undefined {
+    const cache = new Map<string, ScopeVersion | undefined>();
+    const targetOf = (s: ScopeKey) => {
+      const k = `${s.kind}/${s.id}`;
+      if (!cache.has(k)) cache.set(k, this.deps.stores.deployments.current(s));
+      return cache.get(k);
+    };
+    return (d) => effectiveTarget(d.id, d.groups, targetOf);
   }
 
   device(_actor: Actor, id: string): DeviceDetail {
-    const { devices, deployments } = this.deps.stores;
-    const d = devices.detail(id);
+    const d = this.deps.stores.devices.detail(id);
     if (!d) throw notFound(`no device ${id} in the fleet`);
-    const expected = effectiveTarget(d.id, d.groups, (scope) => deployments.current(scope));
     return {
-      ...toDevice(d),
-      expected: expected ? ref(expected) : null,
+      ...toDevice(d, this.expectedFor()(d)),
       services: d.services,
       state: d.state,
       info: d.info,
@@ -332,8 +393,7 @@ export class FleetOperations {
   }
 
   async removeRelease(_actor: Actor, version: string): Promise<void> {
-    if (!this.deps.releases) throw unavailable('releases cannot be removed through this server');
-    await (await this.deps.releases()).remove(version);
+    await (await this.deps.services()).releases.remove(version);
   }
 
   // images, deployments (read) -----------------------------------------------------------------------
@@ -352,6 +412,141 @@ export class FleetOperations {
           : undefined;
     const page = this.deps.stores.deployments.list({ scope, limit: q.limit, cursor: q.cursor });
     return { items: page.items.map(toDeployment), total: page.total ?? null, next: page.nextCursor ?? null };
+  }
+
+  // changes: labels, revoke, images ----------------------------------------------------------------
+  async setLabels(
+    _actor: Actor,
+    id: string,
+    patch: { set?: Record<string, string> | undefined; remove?: string[] | undefined },
+  ): Promise<{ labels: Record<string, string> }> {
+    const svc = await this.deps.services();
+    return { labels: svc.devices.setLabels(id, patch.set ?? {}, patch.remove ?? []) };
+  }
+
+  async revokeDevice(_actor: Actor, id: string): Promise<Device> {
+    const row = await (await this.deps.services()).devices.revoke(id);
+    return toDevice(row, this.expectedFor()(row));
+  }
+
+  /**
+   * Import an oci-archive/docker-archive (a path, or a stream such as an HTTP upload, read once) into the
+   * fleet's content store with every platform kept, then record it. Bad input leaves no blob and no row.
+   */
+  async pushImage(
+    _actor: Actor,
+    source: string | { stream: Readable; name: string },
+    tag: string,
+    onProgress?: (bytes: number) => void,
+  ): Promise<Image> {
+    const { store, db } = this.deps.content;
+    const res = await importImage(
+      source,
+      { store, db },
+      { platform: hostPlatform(), allPlatforms: true, tag, onProgress },
+    );
+    const img = res.images[0]!;
+    const row = await describeFleetImage(store, img.name, img.digest, img.mediaType);
+    this.deps.stores.images.put(row);
+    return toImage(row);
+  }
+
+  /** Forget an image; refused while a current deployment pins it (its devices may still fetch it). */
+  deleteImage(_actor: Actor, name: string): void {
+    if (!this.deps.stores.images.get(name)) throw notFound(`image ${name} is not in the fleet`);
+    const users = this.deps.stores.deployments.imageInUse(name);
+    if (users.length)
+      throw conflict(
+        `image ${name} is in the current deployment of ${users.map((u) => `${u.kind} ${u.id}`).join(', ')}; deploy something else first`,
+      );
+    this.deps.stores.images.remove(name);
+  }
+
+  // deployments ------------------------------------------------------------------------------------
+  private async deployInput(req: DeployRequestBody) {
+    const scope =
+      req.device !== undefined
+        ? { kind: 'device' as const, id: req.device }
+        : { kind: 'group' as const, id: req.group! };
+    let input: DeployInput = req.file
+      ? readDeployText(req.file.text, req.file.name, req.app ? { app: req.app } : {})
+      : req.apps !== undefined
+        ? { apps: req.apps, images: req.images ?? [] }
+        : // only the agent release: the scope's current apps and images stay
+          (await this.deps.services()).deploy.currentInput(scope);
+    if (req.agent) input = { ...input, agent: req.agent };
+    return { scope, input };
+  }
+
+  async validateDeployment(_actor: Actor, req: DeployRequestBody): Promise<DeployValidation> {
+    const { scope, input } = await this.deployInput(req);
+    const target = (await this.deps.services()).deploy.validate(input, scope);
+    return {
+      ok: true,
+      scope,
+      images: target.images,
+      apps: Object.keys((target.apps ?? {}) as Record<string, unknown>),
+      bytes: Buffer.byteLength(JSON.stringify(target)),
+    };
+  }
+
+  async deploy(actor: Actor, req: DeployRequestBody): Promise<Deployment> {
+    const { scope, input } = await this.deployInput(req);
+    return toDeployment(
+      await (await this.deps.services()).deploy.deploy(input, scope, {
+        allowUnknown: req.allowUnknown === true,
+        createdBy: actorLabel(actor),
+      }),
+    );
+  }
+
+  async clearOverride(actor: Actor, deviceId: string): Promise<Deployment> {
+    const svc = await this.deps.services();
+    return toDeployment(await svc.deploy.clear(deviceId, { createdBy: actorLabel(actor) }));
+  }
+
+  async progress(_actor: Actor, deploymentId: number): Promise<DeploymentProgress> {
+    const d = this.deps.stores.deployments.get(deploymentId);
+    if (!d) throw notFound(`no deployment ${deploymentId}`);
+    const p = (await this.deps.services()).deploy.progress({ ...d.scope, version: d.version });
+    return {
+      deployment: toDeployment(d),
+      total: p.total,
+      converged: p.converged,
+      pending: p.pending,
+      failed: p.failed,
+      done: p.done,
+      ok: p.ok,
+      devices: p.devices.map((x) => ({
+        deviceId: x.deviceId,
+        state: x.state,
+        online: x.online,
+        reported: x.reported,
+        ...(x.detail !== undefined ? { detail: x.detail } : {}),
+      })),
+    };
+  }
+
+  // enrollment -------------------------------------------------------------------------------------
+  async enrollmentTokens(_actor: Actor): Promise<EnrollmentToken[]> {
+    return (await this.deps.services()).enrollment.list().map(toEnrollmentToken);
+  }
+
+  async createEnrollmentToken(
+    actor: Actor,
+    req: EnrollmentCreateBody,
+  ): Promise<{ token: string; info: EnrollmentToken }> {
+    const made = (await this.deps.services()).enrollment.create({ ...req, createdBy: actorLabel(actor) });
+    return { token: made.token, info: toEnrollmentToken(made.row) };
+  }
+
+  async revokeEnrollmentToken(_actor: Actor, id: string): Promise<void> {
+    (await this.deps.services()).enrollment.revoke(id);
+  }
+
+  /** A device's enrollment exchange (no actor: the enrollment token is the credential). */
+  async enroll(body: EnrollRequest, remoteAddress: string): Promise<EnrollResponse> {
+    return (await this.deps.services()).enrollment.exchange(body, { remoteAddress });
   }
 
   // commands ---------------------------------------------------------------------------------------

@@ -102,14 +102,16 @@ export function effectiveTarget(
 }
 
 /** Where one device stands with one deployment (scope + version). */
-export type ProgressState =
-  | 'converged'
-  | 'verifying'
-  | 'applying'
-  | 'waiting'
-  | 'rejected'
-  | 'failed'
-  | 'superseded';
+export const PROGRESS_STATES = [
+  'converged',
+  'verifying',
+  'applying',
+  'waiting',
+  'rejected',
+  'failed',
+  'superseded',
+] as const;
+export type ProgressState = (typeof PROGRESS_STATES)[number];
 
 export interface DeviceProgress {
   deviceId: string;

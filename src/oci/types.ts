@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { invalidInput } from '../lib/errors.js';
+import { DEFAULT_MAX_DEPTH, parseJsonBounded } from '../lib/json-bounds.js';
 import { type Digest, isDigest } from './digest.js';
 import { formatIssues } from './validate.js';
 
@@ -84,14 +85,15 @@ export const ImageConfigSchema = z.object({
 });
 export type ImageConfig = z.infer<typeof ImageConfigSchema>;
 
+/** Manifests, indexes and configs: a big image's config with a long history is a few MB. */
+export const MAX_JSON_DOC_BYTES = 64 * 1024 * 1024;
+
 /** Parse JSON bytes against a schema; errors name the document and the failing field. */
 export function parseJsonDoc<T>(schema: z.ZodType<T>, bytes: Uint8Array | string, what: string): T {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(typeof bytes === 'string' ? bytes : Buffer.from(bytes).toString('utf8'));
-  } catch (err) {
-    throw invalidInput(`${what} is not valid JSON: ${(err as Error).message}`);
-  }
+  // image authors write these: bounded in depth before anything recursive (JSON.stringify, zod) walks them
+  const parsed = parseJsonBounded(bytes, { maxBytes: MAX_JSON_DOC_BYTES, maxDepth: DEFAULT_MAX_DEPTH });
+  if (!parsed.ok) throw invalidInput(`${what}: ${parsed.reason}`);
+  const raw = parsed.value;
   const res = schema.safeParse(raw);
   if (!res.success) throw invalidInput(`${what} is malformed: ${formatIssues(res.error)}`);
   return res.data;

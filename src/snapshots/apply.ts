@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { constants as fsc, type Stats } from 'node:fs';
 import * as path from 'node:path';
@@ -10,8 +10,10 @@ import * as tar from 'tar-stream';
 import { BerthError, corrupt, invalidInput, withContext } from '../lib/errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Compression } from '../oci/media-types.js';
-import { classifyWhiteout, entryParts, layerXattrs } from './layer-paths.js';
-import { applySpecials, type SpecialRecord } from './native-storage.js';
+import { extractNative, nativeExtractAvailable } from './extract-native.js';
+import { syncReadStream } from './fsutil.js';
+import { checkLayerHeader, classifyWhiteout, entryParts, layerXattrs } from './layer-paths.js';
+import { applySpecials, overlayOpaque, type SpecialRecord } from './native-storage.js';
 
 /**
  * Applying one OCI layer (a tar, possibly compressed) onto a directory, streaming: bytes are
@@ -36,8 +38,23 @@ import { applySpecials, type SpecialRecord } from './native-storage.js';
  *   - a directory replaced by a symlink invalidates every cached resolution, so writing "through" it
  *     resolves the new symlink inside the root;
  *   - device nodes, fifos and xattrs go through berth-storage, which re-walks parents with O_NOFOLLOW.
- * Overlay mode resolves symlinks in the upperdir only (as containerd does): a symlinked directory that
- * exists only in a lower layer is not followed, the entry lands at its literal path.
+ * Overlay mode resolves the layer's own paths in the upperdir only (as containerd does): a symlinked
+ * directory that exists only in a lower layer is not followed, the entry lands at its literal path. What it
+ * needs from the lowers — the metadata of a parent directory it creates, the file a hardlink names — it
+ * finds in overlay's merged view, walked component by component (mergedLookup): whiteouts, opaque
+ * directories and non-directories end a merge as in overlayfs, symlinks resolve against the merged root,
+ * and no path is ever joined onto a lower layer's directory through a symlink (a symlink in a lower layer
+ * once led a hardlink's copy-up out to a host file).
+ *
+ * Two extractors, one behaviour (test/conformance/unpack-safety-suite.ts runs every trick against both):
+ *   - `native` — berth-storage `extract` (native/storage/extract.c), fed the uncompressed tar through a
+ *     pipe; parents resolved by the kernel with openat2 RESOLVE_IN_ROOT. Used whenever the kernel has
+ *     openat2 (≥ 5.6) and the helper is there (`auto`, probed once per process).
+ *   - `node` — the LayerApplier below (tar-stream + synchronous fs calls + berth-storage apply-specials),
+ *     the fallback for older kernels.
+ * Both refuse what they cannot apply faithfully rather than guess: entry types other than files,
+ * directories, links, devices and fifos; a size on a header-only entry. GNU sparse files are expanded by
+ * the native extractor and refused by the fallback (tar-stream cannot read their maps).
  *
  * Errors: ENOSPC anywhere becomes NoSpace; a DiffID mismatch is Corrupt. The caller (unpack.ts) removes
  * the active snapshot on any error, so a failed layer leaves nothing behind.
@@ -59,6 +76,9 @@ export interface ApplyTarget {
   lowers?: string[];
 }
 
+/** Which extractor applies a layer: `auto` = native when the kernel and helper allow it. */
+export type Unpacker = 'auto' | 'native' | 'node';
+
 export interface ApplyResult {
   diffId: Digest;
   /** uncompressed bytes */
@@ -68,12 +88,19 @@ export interface ApplyResult {
 
 const MAX_SYMLINK_HOPS = 255;
 
+/** A layer blob: a stream, or a file the native extractor can read itself. */
+export type LayerInput = Readable | { file: string };
+
 export async function applyLayer(
-  src: Readable,
+  input: LayerInput,
   compression: Compression,
   target: ApplyTarget,
   expected?: Digest,
+  unpacker: Unpacker = 'auto',
 ): Promise<ApplyResult> {
+  const native = unpacker === 'native' || (unpacker === 'auto' && (await nativeExtractAvailable()));
+  if (native) return applyNative(input, compression, target, expected);
+  const src = 'file' in input ? syncReadStream(input.file) : input;
   const hash = createHash('sha256');
   let size = 0;
   const hasher = new Transform({
@@ -112,11 +139,85 @@ export async function applyLayer(
     src.destroy();
     throw mapApplyError(err, target.root);
   }
+  return checkDiffId(hash, size, applier.count, expected);
+}
+
+/**
+ * The native extractor. An uncompressed blob in a file is read by the helper itself (copied into the
+ * snapshot in the kernel where it can be) while Node hashes the same file; anything else is decompressed
+ * here (zlib in the thread pool: about half the CPU of `gzip -d`, measured) and hashed on its way into
+ * the helper's stdin.
+ */
+async function applyNative(
+  input: LayerInput,
+  compression: Compression,
+  target: ApplyTarget,
+  expected: Digest | undefined,
+): Promise<ApplyResult> {
+  const to = { root: target.root, overlay: target.whiteouts === 'overlay', lowers: target.lowers ?? [] };
+  const hash = createHash('sha256');
+  let size = 0;
+  if ('file' in input && compression === 'none') {
+    let stop = false;
+    const hashing = hashFile(input.file, (chunk) => {
+      hash.update(chunk);
+      size += chunk.length;
+      return !stop;
+    });
+    try {
+      const [{ entries }] = await Promise.all([
+        extractNative({ file: input.file }, to).catch((err: unknown) => {
+          stop = true;
+          throw err;
+        }),
+        hashing,
+      ]);
+      return checkDiffId(hash, size, entries, expected);
+    } catch (err) {
+      throw mapApplyError(err, target.root);
+    }
+  }
+  const src = 'file' in input ? syncReadStream(input.file) : input;
+  const hasher = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  const { stream: decompressed, done } = decompress(src, compression, { preferZlib: true });
+  try {
+    const [{ entries }] = await Promise.all([extractNative({ streams: [decompressed, hasher] }, to), done]);
+    return checkDiffId(hash, size, entries, expected);
+  } catch (err) {
+    src.destroy();
+    throw mapApplyError(err, target.root);
+  }
+}
+
+/** Feed a file to `each` in 1 MiB synchronous reads (see syncReadStream) until it returns false. */
+async function hashFile(file: string, each: (chunk: Buffer) => boolean): Promise<void> {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(1024 * 1024);
+    for (let pos = 0; ; ) {
+      const n = fs.readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0 || !each(buf.subarray(0, n))) return;
+      pos += n;
+      // let the helper's pipes and exit be seen between chunks
+      await new Promise<void>((r) => setImmediate(r));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function checkDiffId(hash: Hash, size: number, entries: number, expected: Digest | undefined): ApplyResult {
   const diffId = `sha256:${hash.digest('hex')}` as Digest;
   if (expected !== undefined && diffId !== expected) {
     throw corrupt(`layer DiffID mismatch: expected ${expected}, the uncompressed layer hashes to ${diffId}`);
   }
-  return { diffId, size, entries: applier.count };
+  return { diffId, size, entries };
 }
 
 function mapApplyError(err: unknown, root: string): BerthError {
@@ -154,12 +255,17 @@ function findProgram(name: string): string | undefined {
   return programCache.get(name) ?? undefined;
 }
 
-function decompress(src: Readable, compression: Compression): { stream: Readable; done: Promise<void> } {
+function decompress(
+  src: Readable,
+  compression: Compression,
+  opts: { preferZlib?: boolean } = {},
+): { stream: Readable; done: Promise<void> } {
   if (compression === 'none') return { stream: src, done: Promise.resolve() };
   if (compression === 'gzip') {
-    // gzip -d in a child process runs on another core while this one writes files (GNU tar -xz does
-    // the same); zlib in-process when there is no gzip binary
-    const gzip = findProgram('gzip');
+    // The fallback applier keeps this (the main) thread busy writing files: gzip -d in a child process
+    // runs on another core (GNU tar -xz does the same). With the native extractor this thread is free,
+    // and zlib (in the thread pool, so on another core as well) inflates at half gzip's CPU.
+    const gzip = opts.preferZlib ? undefined : findProgram('gzip');
     if (gzip) return externalDecompress(src, gzip, 'gzip');
     const gunzip = zlib.createGunzip({ chunkSize: 256 * 1024 });
     return { stream: src.pipe(gunzip), done: errorOf(src, gunzip) };
@@ -259,6 +365,8 @@ class LayerApplier {
 
   async entry(h: Header, stream: EntryStream): Promise<void> {
     this.count++;
+    checkLayerHeader(h);
+    applyPaxOwnerAndTime(h);
     const parts = entryParts(h.name);
     try {
       await this.apply(h, parts, stream);
@@ -310,16 +418,30 @@ class LayerApplier {
       case 'link': {
         const srcParts = entryParts(h.linkname ?? '', 'hardlink target');
         if (srcParts.length === 0) throw invalidInput(`hardlink ${JSON.stringify(h.name)} has no target`);
-        const srcDir = await this.resolveDir(srcParts.slice(0, -1), false);
-        const source = path.join(srcDir, srcParts[srcParts.length - 1]!);
-        if (this.pendingSpecial.has(path.relative(this.root, source))) await this.flushSpecials();
-        let sst = lstatOrNull(source);
-        if (!sst && this.overlay) sst = await this.copyUp(srcParts, source);
-        if (!sst)
-          throw invalidInput(
+        const missing = () =>
+          invalidInput(
             `hardlink ${JSON.stringify(h.name)}: target ${JSON.stringify(h.linkname)} does not exist in the layer`,
           );
-        if (sst.isDirectory()) throw invalidInput(`hardlink ${JSON.stringify(h.name)} points at a directory`);
+        let source: string;
+        if (this.overlay) {
+          // the merged view reads the upper's whiteouts and opaque markers: write the queued ones first
+          if (this.specials.length > 0) await this.flushSpecials();
+          const hit = await this.mergedLookup(srcParts);
+          if (hit === 'directory')
+            throw invalidInput(`hardlink ${JSON.stringify(h.name)} points at a directory`);
+          if (!hit) throw missing();
+          source = hit.layer === 0 ? path.join(hit.dir, hit.name) : await this.copyUp(hit, h.linkname ?? '');
+        } else {
+          const srcDir = await this.resolveDir(srcParts.slice(0, -1), false).catch((err: unknown) => {
+            throw isMissingPath(err) ? missing() : err;
+          });
+          source = path.join(srcDir, srcParts[srcParts.length - 1]!);
+          if (this.pendingSpecial.has(path.relative(this.root, source))) await this.flushSpecials();
+          const sst = lstatOrNull(source);
+          if (!sst) throw missing();
+          if (sst.isDirectory())
+            throw invalidInput(`hardlink ${JSON.stringify(h.name)} points at a directory`);
+        }
         if (source === full) break;
         await this.clear(full);
         fs.linkSync(source, full);
@@ -469,7 +591,7 @@ class LayerApplier {
         if (st === null) {
           if (!create) throw invalidInput(`path ${JSON.stringify(key)} does not exist in the layer`);
           real.push(c);
-          this.makeParent(p, real);
+          await this.makeParent(p, real);
           fresh = true;
         } else if (st.isDirectory()) {
           real.push(c);
@@ -490,37 +612,142 @@ class LayerApplier {
   }
 
   /** A missing parent: in overlay mode it takes the lower layers' metadata, so the merged view keeps it. */
-  private makeParent(full: string, relParts: string[]): void {
+  private async makeParent(full: string, relParts: string[]): Promise<void> {
     fs.mkdirSync(full, { mode: 0o755 });
     this.created.add(relParts.join('/'));
     if (!this.overlay) return;
-    for (const lower of this.lowers) {
-      const st = lstatOrNull(path.join(lower, ...relParts));
+    const st = await this.mergedLowerDir(relParts);
+    if (!st) return;
+    fs.chownSync(full, Number(st.uid), Number(st.gid));
+    fs.chmodSync(full, Number(st.mode) & 0o7777);
+    this.dirTimes.push([full, new Date(Number(st.mtimeMs))]);
+  }
+
+  /**
+   * overlay: a hardlink whose target lives in a lower layer — copy it up to the same place in the upper
+   * (parents created as the merged view shows them), then link to the copy. Returns the copy's path.
+   */
+  private async copyUp(hit: MergedHit, linkname: string): Promise<string> {
+    if (!hit.st.isFile())
+      throw invalidInput(
+        `hardlink target ${JSON.stringify(linkname)} is not a regular file in a lower layer`,
+      );
+    const dir = await this.resolveDir(hit.real, true);
+    const dest = path.join(dir, hit.name);
+    // hit.dir is made of directories checked one by one with lstat: nothing in it is a symlink, and the
+    // file itself was lstat'ed a regular file
+    fs.copyFileSync(path.join(hit.dir, hit.name), dest, fsc.COPYFILE_EXCL);
+    fs.chownSync(dest, Number(hit.st.uid), Number(hit.st.gid));
+    fs.chmodSync(dest, Number(hit.st.mode) & 0o7777);
+    const t = new Date(Number(hit.st.mtimeMs));
+    fs.utimesSync(dest, t, t);
+    return dest;
+  }
+
+  /** overlay: the directories of the merged tree's root — the upper's (when asked) and each lower's. */
+  private rootLevel(withUpper: boolean): Level {
+    const level: Level = withUpper ? [{ layer: 0, dir: this.root }] : [];
+    this.lowers.forEach((dir, i) => {
+      level.push({ layer: i + 1, dir });
+    });
+    return level;
+  }
+
+  /**
+   * Look `name` up in one directory of the merged tree, overlayfs's way: the topmost layer that has it
+   * decides; a whiteout hides it; a directory merges with the same name below until a layer has a
+   * non-directory or a whiteout there, or a directory is opaque.
+   */
+  private async levelLookup(
+    level: Level,
+    name: string,
+  ): Promise<{ st: Stats; which: number; next: Level } | null> {
+    for (let k = 0; k < level.length; k++) {
+      const st = lstatOrNull(path.join(level[k]!.dir, name));
       if (!st) continue;
-      if (!st.isDirectory()) break;
-      fs.chownSync(full, Number(st.uid), Number(st.gid));
-      fs.chmodSync(full, Number(st.mode) & 0o7777);
-      const t = new Date(Number(st.mtimeMs));
-      this.dirTimes.push([full, t]);
-      break;
+      if (isWhiteout(st)) return null;
+      if (!st.isDirectory()) return { st, which: k, next: [] };
+      const next: Level = [{ layer: level[k]!.layer, dir: path.join(level[k]!.dir, name) }];
+      for (let j = k + 1; j < level.length; j++) {
+        const below = lstatOrNull(path.join(level[j]!.dir, name));
+        if (!below) continue;
+        if (!below.isDirectory()) break;
+        next.push({ layer: level[j]!.layer, dir: path.join(level[j]!.dir, name) });
+      }
+      if (next.length > 1) {
+        // only an opaque directory above another one changes the merge
+        const opaque = await overlayOpaque(next.slice(0, -1).map((d) => d.dir));
+        const cut = opaque.indexOf(true);
+        if (cut >= 0) next.length = cut + 1;
+      }
+      return { st, which: k, next };
+    }
+    return null;
+  }
+
+  /**
+   * overlay: what the merged view (this upper over its lowers) shows at `parts`, the last component not
+   * followed; symlinks on the way resolve against the merged root, `..` never above it.
+   */
+  private async mergedLookup(parts: string[]): Promise<MergedHit | 'directory' | null> {
+    const levels: Level[] = [this.rootLevel(true)];
+    const real: string[] = [];
+    const todo = parts.slice(0, -1);
+    let hops = 0;
+    let final = false;
+    for (;;) {
+      let c: string;
+      if (todo.length > 0) c = todo.shift()!;
+      else if (!final) {
+        c = parts[parts.length - 1]!;
+        final = true;
+      } else return null;
+      if (c === '' || c === '.') continue;
+      if (c === '..') {
+        if (levels.length > 1) {
+          levels.pop();
+          real.pop();
+        }
+        continue;
+      }
+      const level = levels[levels.length - 1]!;
+      const found = await this.levelLookup(level, c);
+      if (!found) return null;
+      if (final) {
+        if (found.st.isDirectory()) return 'directory';
+        const l = level[found.which]!;
+        return { layer: l.layer, dir: l.dir, name: c, real: [...real], st: found.st };
+      }
+      if (found.st.isDirectory()) {
+        levels.push(found.next);
+        real.push(c);
+      } else if (found.st.isSymbolicLink()) {
+        if (++hops > MAX_SYMLINK_HOPS)
+          throw invalidInput(`path ${JSON.stringify(parts.join('/'))}: too many symlinks`);
+        const link = fs.readlinkSync(path.join(level[found.which]!.dir, c));
+        if (link.startsWith('/')) {
+          levels.length = 1;
+          real.length = 0;
+        }
+        todo.unshift(...link.split('/'));
+      } else {
+        throw invalidInput(
+          `path ${JSON.stringify(parts.join('/'))}: ${[...real, c].join('/')} is not a directory`,
+        );
+      }
     }
   }
 
-  /** overlay: a hardlink whose target lives in a lower layer — copy the target up, then link to it. */
-  private async copyUp(parts: string[], dest: string): Promise<Stats | null> {
-    for (const lower of this.lowers) {
-      const src = path.join(lower, ...parts);
-      const st = lstatOrNull(src);
-      if (!st) continue;
-      if (!st.isFile()) return null;
-      fs.copyFileSync(src, dest);
-      fs.chownSync(dest, Number(st.uid), Number(st.gid));
-      fs.chmodSync(dest, Number(st.mode) & 0o7777);
-      const t = new Date(Number(st.mtimeMs));
-      fs.utimesSync(dest, t, t);
-      return lstatOrNull(dest);
+  /** overlay: the metadata of the directory the lowers show at `real` (symlink-free), if any. */
+  private async mergedLowerDir(real: string[]): Promise<Stats | null> {
+    let level = this.rootLevel(false);
+    for (const c of real) {
+      if (level.length === 0) return null;
+      const found = await this.levelLookup(level, c);
+      if (!found?.st.isDirectory()) return null;
+      level = found.next;
     }
-    return null;
+    return level.length > 0 ? lstatOrNull(level[0]!.dir) : null;
   }
 
   private async whiteout(targetParts: string[]): Promise<void> {
@@ -609,6 +836,38 @@ function writeStreamTo(fd: number, stream: EntryStream): Promise<void> {
     });
     stream.on('error', reject);
   });
+}
+
+/** One directory of overlay's merged tree: the directories of the layers that make it up, top first. */
+type Level = Array<{ layer: number; dir: string }>;
+/** What the merged view shows at a path: in layer `layer` (0 = upper), as `dir`/`name`; `real` = its
+ * parent directory's symlink-free path in the merged tree. */
+interface MergedHit {
+  layer: number;
+  dir: string;
+  name: string;
+  real: string[];
+  st: Stats;
+}
+
+const isWhiteout = (st: Stats) => st.isCharacterDevice() && Number(st.rdev) === 0;
+
+const isMissingPath = (err: unknown) =>
+  err instanceof BerthError && /does not exist in the layer/.test(err.message);
+
+/**
+ * tar-stream applies a PAX header's path, linkpath and size only: the owner and mtime it carries (set
+ * when they do not fit the ustar fields: uids above 2097151, sub-second or far-future times) are taken
+ * here, as the native extractor and Go's archive/tar take them.
+ */
+function applyPaxOwnerAndTime(h: Header): void {
+  const pax = h.pax as Record<string, string> | undefined;
+  if (!pax) return;
+  const int = (v: string | undefined) => (v !== undefined && /^\d{1,15}$/.test(v) ? Number(v) : undefined);
+  h.uid = int(pax.uid) ?? h.uid;
+  h.gid = int(pax.gid) ?? h.gid;
+  if (pax.mtime !== undefined && /^-?\d{1,15}(\.\d*)?$/.test(pax.mtime))
+    h.mtime = new Date(Number(pax.mtime) * 1000);
 }
 
 function lstatOrNull(p: string): Stats | null {

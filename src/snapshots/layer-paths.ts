@@ -1,4 +1,4 @@
-import { invalidInput } from '../lib/errors.js';
+import { corrupt, invalidInput } from '../lib/errors.js';
 
 /**
  * Pure rules for tar entry names in OCI layers (no fs here; unit-tested in test/unit/layer-paths.test.ts).
@@ -55,4 +55,54 @@ export function layerXattrs(pax: Record<string, string> | null | undefined): Arr
     out.push([name, Buffer.from(v, 'utf8')]);
   }
   return out;
+}
+
+/** The parts of a tar-stream header the checks below read. */
+export interface LayerHeader {
+  name: string;
+  type: string | null;
+  size?: number | undefined;
+  pax?: unknown;
+}
+
+const DATA_TYPES = new Set(['file', 'contiguous-file']);
+const HEADER_ONLY_TYPES = new Set([
+  'link',
+  'symlink',
+  'character-device',
+  'block-device',
+  'directory',
+  'fifo',
+]);
+
+/**
+ * What the fallback unpacker (tar-stream) refuses rather than apply wrongly — the native extractor
+ * (native/storage/tar.c) refuses the same, or expands it correctly:
+ *   - GNU sparse files: tar-stream cannot read their maps (old GNU 'S' headers are an unknown type to it;
+ *     a PAX 1.0 one would be written as GNUSparseFile.<pid>/<name> with the map as content);
+ *   - entry types other than files, directories, links, devices and fifos (containerd refuses them too);
+ *   - a size on a header-only entry: readers disagree on whether data follows, so one layer would mean
+ *     two trees.
+ */
+export function checkLayerHeader(h: LayerHeader): void {
+  const name = JSON.stringify(h.name);
+  if (
+    Object.keys((h.pax as Record<string, string> | null | undefined) ?? {}).some((k) =>
+      k.startsWith('GNU.sparse.'),
+    )
+  ) {
+    throw invalidInput(
+      `tar entry ${name} is a GNU sparse file, which this unpacker does not expand (the native extractor does; it needs Linux >= 5.6)`,
+    );
+  }
+  if (h.type === null || (!DATA_TYPES.has(h.type) && !HEADER_ONLY_TYPES.has(h.type))) {
+    throw invalidInput(
+      `tar entry ${name} has an unsupported type${h.type ? ` (${h.type})` : ''} (e.g. an old GNU sparse file)`,
+    );
+  }
+  if (HEADER_ONLY_TYPES.has(h.type) && (h.size ?? 0) > 0) {
+    throw corrupt(
+      `layer is not a valid tar: tar entry ${name}: a ${h.type} entry cannot carry ${h.size} bytes of data`,
+    );
+  }
 }

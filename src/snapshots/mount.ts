@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { BerthError, withContext } from '../lib/errors.js';
 import { exec } from '../lib/exec.js';
+import { type MountEntry, readMountinfo } from '../lib/mountinfo.js';
 import type { Mount } from './snapshotter.js';
 
 /**
@@ -58,13 +59,23 @@ function commonParent(dirs: string[]): string {
   return parts.join(path.sep) || path.sep;
 }
 
-/** mount(8) arguments for one Mount; pure, so the rewriting is unit-tested. */
+/**
+ * mount(8) arguments for one Mount; pure, so the rewriting is unit-tested.
+ *
+ * Every snapshot mount berth makes is `nodev` (issue 15, item 3): layers may carry device nodes, and a
+ * container rootfs mount point is listed in /proc/mounts, so the host-side path (an overlay, the bind of a
+ * btrfs subvolume, the ext4 of a thin device) must not open them for anyone — not even root by mistake.
+ * Inside the container the rootfs stays nodev too; its /dev is the runtime's own tmpfs (default devices
+ * and the spec's `devices`), which is where device nodes work, as the device cgroup allows.
+ */
 export function mountArgs(m: Mount, target: string): { args: string[]; cwd?: string } {
   const isBind = m.type === 'bind' || m.options.includes('bind') || m.options.includes('rbind');
   let options = [...m.options];
   let cwd: string | undefined;
   if (m.type === 'overlay') ({ options, cwd } = compactOverlayOptions(options));
   if (isBind && !options.includes('bind') && !options.includes('rbind')) options.unshift('rbind');
+  // mount(8) applies flags to a bind with a second, remounting call (util-linux ≥ 2.27)
+  if (!options.includes('nodev')) options.push('nodev');
   const args = isBind ? [] : ['-t', m.type];
   if (options.length > 0) args.push('-o', options.join(','));
   args.push(m.source, target);
@@ -90,6 +101,30 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
   }
 }
 
+/**
+ * Pure: remount arguments that add `nodev` to every mount at or under `dir` that lacks it, keeping its
+ * other per-mount flags (ro, nosuid, noexec, atime): what a mount made by an older berth needs.
+ */
+export function nodevRemounts(mounts: readonly MountEntry[], dir: string): string[][] {
+  const out: string[][] = [];
+  for (const m of mounts) {
+    if (!(m.point === dir || m.point.startsWith(`${dir}/`)) || m.options.includes('nodev')) continue;
+    out.push(['-o', ['remount', 'bind', ...m.options, 'nodev'].join(','), m.point]);
+  }
+  return out;
+}
+
+/** Add `nodev` to the snapshot mounts under `dir` that lack it (agent start). Returns the mount points. */
+export async function remountNodev(dir: string): Promise<string[]> {
+  const done: string[] = [];
+  for (const args of nodevRemounts(readMountinfo(), dir)) {
+    const r = await exec('mount', args, { allowFailure: true });
+    if (r.code !== 0) throw new BerthError('Internal', `mount ${args.join(' ')}: ${r.stderr.trim()}`);
+    done.push(args[args.length - 1]!);
+  }
+  return done;
+}
+
 /** Unmount `target` (all stacked mounts). Not mounted is fine. */
 export async function unmountAll(target: string): Promise<void> {
   for (let i = 0; i < 16; i++) {
@@ -100,13 +135,19 @@ export async function unmountAll(target: string): Promise<void> {
   }
 }
 
-/** Mount at a fresh temp dir, run fn, always unmount and remove the dir. */
+/**
+ * Mount under a fresh temp dir, run fn, always unmount and remove the dirs. The mount point is a child of
+ * the 0700 mkdtemp dir, not that dir itself: a mounted root shows its own mode (an image's 0755) in place
+ * of the mount point's, so only a parent that stays 0700 keeps other users out while a layer is unpacked.
+ */
 export async function withTempMount<T>(
   mounts: readonly Mount[],
   fn: (dir: string) => Promise<T>,
 ): Promise<T> {
-  const dir = await fsp.mkdtemp(path.join(tmpdir(), 'berth-mnt-'));
+  const parent = await fsp.mkdtemp(path.join(tmpdir(), 'berth-mnt-'));
+  const dir = path.join(parent, 'root');
   try {
+    await fsp.mkdir(dir, { mode: 0o700 });
     try {
       await mountAll(mounts, dir);
     } catch (err) {
@@ -120,5 +161,6 @@ export async function withTempMount<T>(
     }
   } finally {
     await fsp.rmdir(dir).catch(() => undefined);
+    await fsp.rmdir(parent).catch(() => undefined);
   }
 }

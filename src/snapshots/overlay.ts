@@ -2,8 +2,9 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Db } from '../db/database.js';
 import { BaseSnapshotter } from './base.js';
-import { diskUsage, fsCapacity, removeTree } from './fsutil.js';
+import { fsCapacity, removeTree } from './fsutil.js';
 import type { SnapshotRecord } from './metadata.js';
+import { treeUsage } from './native-storage.js';
 import type { Mount, SnapshotterStatus, Usage } from './snapshotter.js';
 
 /**
@@ -71,7 +72,7 @@ export class OverlaySnapshotter extends BaseSnapshotter {
 
   protected async commitOnDisk(rec: SnapshotRecord): Promise<Usage> {
     await removeTree(path.join(this.dirOf(rec), 'work'));
-    return diskUsage(this.fsDir(rec));
+    return treeUsage(this.fsDir(rec));
   }
 
   protected async removeOnDisk(rec: SnapshotRecord): Promise<void> {
@@ -101,7 +102,7 @@ export class OverlaySnapshotter extends BaseSnapshotter {
   }
 
   protected usageOf(rec: SnapshotRecord): Promise<Usage> {
-    return diskUsage(this.fsDir(rec));
+    return treeUsage(this.fsDir(rec));
   }
 
   async status(): Promise<SnapshotterStatus> {

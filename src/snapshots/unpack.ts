@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
 import type { ContentStore } from '../content/store.js';
 import { invalidInput, isBerthError, withContext } from '../lib/errors.js';
 import { exec } from '../lib/exec.js';
@@ -10,8 +9,7 @@ import { processAlive } from '../lib/process.js';
 import { chainIds, type Digest } from '../oci/digest.js';
 import { layerCompression } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
-import { type ApplyResult, type ApplyTarget, applyLayer } from './apply.js';
-import { syncReadStream } from './fsutil.js';
+import { type ApplyResult, type ApplyTarget, applyLayer, type LayerInput, type Unpacker } from './apply.js';
 import { withTempMount } from './mount.js';
 import type { Mount, Snapshotter } from './snapshotter.js';
 
@@ -43,6 +41,8 @@ export interface UnpackImageOptions {
   log?: Logger;
   /** labels put on each committed layer snapshot */
   labels?: Record<string, string>;
+  /** which extractor (default `auto`: the native one where the kernel allows; see apply.ts) */
+  unpacker?: Unpacker;
 }
 
 export async function unpackImage(
@@ -70,10 +70,11 @@ export async function unpackImage(
       diffId: diffIds[i]!,
       open: async () => {
         await store.info(desc.digest); // NotFound with the blob's name when it is missing
-        return syncReadStream(store.blobPath(desc.digest));
+        return { file: store.blobPath(desc.digest) };
       },
       compression,
       labels: opts.labels,
+      unpacker: opts.unpacker,
     }).catch((err: unknown) => {
       throw withContext(`unpack layer ${i + 1}/${layers.length} (${desc.digest})`, err);
     });
@@ -91,9 +92,11 @@ export async function unpackLayer(o: {
   chainId: Digest;
   parent: Digest | undefined;
   diffId: Digest;
-  open: () => Promise<Readable>;
+  /** the blob: a stream, or a file (which the native extractor reads itself) */
+  open: () => Promise<LayerInput>;
   compression: 'none' | 'gzip' | 'zstd';
   labels?: Record<string, string> | undefined;
+  unpacker?: Unpacker | undefined;
 }): Promise<UnpackLayerResult> {
   const sn = o.snapshotter;
   if (await isCommitted(sn, o.chainId)) return { chainId: o.chainId, diffId: o.diffId, reused: true };
@@ -106,7 +109,9 @@ export async function unpackLayer(o: {
   let result: ApplyResult;
   try {
     const src = await o.open();
-    result = await applyInto(mounts, sn.driver, (target) => applyLayer(src, o.compression, target, o.diffId));
+    result = await applyInto(mounts, sn.driver, (target) =>
+      applyLayer(src, o.compression, target, o.diffId, o.unpacker),
+    );
   } catch (err) {
     // On a full disk the database may share the filesystem: free the partial layer's blocks first so
     // recording the removal (intent, then result) has room, then remove the snapshot properly.

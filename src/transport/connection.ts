@@ -3,6 +3,7 @@ import { connect, type IClientOptions, type IClientPublishOptions, type MqttClie
 import { unavailable } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { backoffDelay } from './backoff.js';
+import { deliverGuarded, type MessageListener } from './guard.js';
 
 /**
  * One MQTT connection with berth's habits: reconnect with exponential backoff and jitter (mqtt.js's
@@ -115,7 +116,10 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
       for (const [filter, qos] of this.subs) this.subscribeNow(client, filter, qos);
       this.emit('connect');
     });
-    client.on('message', (topic, payload) => this.emit('message', topic, payload));
+    // not emit(): a listener that throws must drop its message, not crash the process (guard.ts)
+    client.on('message', (topic, payload) =>
+      deliverGuarded(this.rawListeners('message') as MessageListener[], topic, payload, o.log),
+    );
     client.on('error', (err) => {
       const code = (err as { code?: number }).code;
       o.log.warn({ broker: o.url, err: err.message, code }, 'mqtt error');

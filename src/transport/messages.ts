@@ -1,13 +1,17 @@
 import { z } from 'zod';
 import { UPDATE_PHASES, VERSION_PATTERN } from '../core/self-update.js';
 import { isSafeName } from '../lib/ids.js';
+import { type Bounded, parseJsonBounded, plainJsonProblem } from '../lib/json-bounds.js';
 import { type Digest, isDigest } from '../oci/digest.js';
 import { formatIssues } from '../oci/validate.js';
 
 /**
  * JSON payload schemas for every control topic (pure). Every message carries `v` (schema version, 1);
- * a receiver drops messages that are too large, not JSON, or fail the schema, with a log line, before
- * anything acts on them. See docs/protocol.md for which topic carries which message.
+ * a receiver drops messages that are too large, nested too deep, not UTF-8, not JSON, or fail the
+ * schema, with a log line, before anything acts on them (`decodeJson`: every inbound JSON message on
+ * every topic goes through it). No schema here is recursive: free-form JSON (a target's `apps`, a command
+ * body, a command result) is checked by an explicit-stack walk, so no accepted input can overflow the
+ * stack. See docs/protocol.md for which topic carries which message, docs/security.md for why.
  */
 export const MESSAGE_VERSION = 1;
 
@@ -15,6 +19,12 @@ export const MESSAGE_VERSION = 1;
 export const MAX_CONTROL_BYTES = 64 * 1024;
 export const MAX_TARGET_BYTES = 1024 * 1024;
 export const MAX_REPLY_BYTES = 4 * 1024 * 1024;
+/**
+ * Nesting of arrays/objects any message may have, checked on the raw bytes before JSON.parse. A signed
+ * target is about 10 deep (envelope, target, apps, app, services, service, healthcheck, probe, command);
+ * the fleet refuses to sign deeper ones (the same limit), the agent drops them.
+ */
+export const MAX_MESSAGE_DEPTH = 32;
 
 const digest = z
   .string()
@@ -66,10 +76,17 @@ export const TargetScopeSchema = z.discriminatedUnion('kind', [
 ]);
 export type TargetScope = z.infer<typeof TargetScopeSchema>;
 
-/** JSON value (the `apps` body is the agent-core schema's business; here it must only be plain JSON). */
-const JsonValue: z.ZodType<unknown> = z.lazy(() =>
-  z.union([z.null(), z.boolean(), z.number().finite(), z.string(), z.array(JsonValue), z.record(JsonValue)]),
-);
+/**
+ * Plain JSON (the `apps` body is the agent-core schema's business; here it must only be plain JSON) that
+ * sits `levelsAbove` objects deep in its message, so the whole message stays within MAX_MESSAGE_DEPTH:
+ * what the fleet signs is exactly what the agent's byte scan lets through. Not a recursive zod schema:
+ * that is what overflowed the stack on a deep payload before the signature was even looked at (issue 15).
+ */
+const jsonValue = (levelsAbove: number) =>
+  z.unknown().superRefine((v, ctx) => {
+    const problem = plainJsonProblem(v, MAX_MESSAGE_DEPTH - levelsAbove);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
 
 /** An agent release version (semver, no build metadata: src/core/self-update.ts). */
 export const AgentVersionSchema = z.string().max(64).regex(VERSION_PATTERN, 'expected a version like 1.2.3');
@@ -108,7 +125,7 @@ export const TargetSchema = z
     version: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
     issuedAt: z.string().datetime(),
     images: z.array(z.object({ name: ImageRefSchema, digest }).strict()).max(256),
-    apps: JsonValue,
+    apps: jsonValue(2), // SignedTarget → target → apps
     agent: TargetAgentSchema.optional(),
     /**
      * A signed "this scope has no target any more" (a device override cleared: its groups' targets apply
@@ -146,7 +163,7 @@ export const CommandEnvelopeSchema = z
     id: reqId,
     issuedAt: z.string().datetime(),
     expiresAt: z.string().datetime(),
-    body: z.record(JsonValue),
+    body: z.intersection(z.record(z.unknown()), jsonValue(2)), // SignedCommand → command → body
   })
   .strict();
 export type CommandEnvelope = z.infer<typeof CommandEnvelopeSchema>;
@@ -166,7 +183,7 @@ export const CommandResultSchema = z
     id: reqId,
     kind: z.string().max(32),
     ok: z.boolean(),
-    result: JsonValue.optional(),
+    result: jsonValue(1).optional(), // CommandResult → result
     error: z
       .object({ code: z.string().max(32), message: z.string().max(4096) })
       .strict()
@@ -256,22 +273,28 @@ export const ReplySchema = z.discriminatedUnion('kind', [
 ]);
 export type Reply = z.infer<typeof ReplySchema>;
 
-export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
+export type Decoded<T> = Bounded<T>;
 
-/** Size-check, parse and validate a JSON payload. Never throws. */
-export function decodeJson<T>(schema: z.ZodType<T>, payload: Buffer, maxBytes: number): Decoded<T> {
+/**
+ * Size, UTF-8 and depth check, parse, validate: every inbound JSON message on every topic, on the device
+ * and on the fleet (src/lib/json-bounds.ts for the order and why). Never throws.
+ */
+export function decodeJson<T>(
+  schema: z.ZodType<T, z.ZodTypeDef, unknown>,
+  payload: Buffer,
+  maxBytes: number,
+  maxDepth = MAX_MESSAGE_DEPTH,
+): Decoded<T> {
   if (!Buffer.isBuffer(payload)) return { ok: false, reason: 'payload is not bytes' };
-  if (payload.length > maxBytes)
-    return { ok: false, reason: `payload of ${payload.length} bytes exceeds ${maxBytes}` };
-  let raw: unknown;
+  const raw = parseJsonBounded(payload, { maxBytes, maxDepth });
+  if (!raw.ok) return raw;
   try {
-    raw = JSON.parse(payload.toString('utf8'));
+    const res = schema.safeParse(raw.value);
+    if (!res.success) return { ok: false, reason: `schema: ${formatIssues(res.error)}` };
+    return { ok: true, value: res.data };
   } catch (err) {
-    return { ok: false, reason: `not JSON: ${(err as Error).message}` };
+    return { ok: false, reason: `schema: ${(err as Error)?.message ?? String(err)}` };
   }
-  const res = schema.safeParse(raw);
-  if (!res.success) return { ok: false, reason: `schema: ${formatIssues(res.error)}` };
-  return { ok: true, value: res.data };
 }
 
 export function encodeJson(value: unknown): Buffer {

@@ -94,7 +94,15 @@ export class AgentProcess {
   private exited: Promise<void> = Promise.resolve();
   starts = 0;
 
-  constructor(readonly o: { stateDir: string; deviceId: string; fleetKeyFile: string; logFile: string }) {}
+  constructor(
+    readonly o: {
+      stateDir: string;
+      deviceId: string;
+      fleetKeyFile: string;
+      logFile: string;
+      groups?: string[];
+    },
+  ) {}
 
   get pid(): number | undefined {
     return this.proc?.exitCode === null && this.proc.signalCode === null ? this.proc.pid : undefined;
@@ -108,6 +116,7 @@ export class AgentProcess {
       ...['--max-semi-space-size=1', BIN, '--state-dir', this.o.stateDir, '--log-level', 'info'],
       ...['agent', '--broker', brokerUrl, '--fleet', FLEET, '--device-id', this.o.deviceId],
       ...['--fleet-key', this.o.fleetKeyFile, '--mqtt-version', '4'],
+      ...(this.o.groups?.length ? ['--group', ...this.o.groups] : []),
     ];
     const p = spawn(process.execPath, args, { stdio: ['ignore', fd, fd] });
     closeSync(fd);
@@ -332,7 +341,13 @@ export interface Device {
 
 export async function makeDevice(
   t: ExecutionContext,
-  o: { name: string; fleetKeyFile: string; stateDir?: string; after?: () => Promise<void> },
+  o: {
+    name: string;
+    fleetKeyFile: string;
+    stateDir?: string;
+    after?: () => Promise<void>;
+    groups?: string[];
+  },
 ): Promise<Device> {
   const id = `${o.name}-${process.pid}`;
   const work = await fsp.mkdtemp(path.join(tmpdir(), `berth-${o.name}-`));
@@ -343,6 +358,7 @@ export async function makeDevice(
     deviceId: id,
     fleetKeyFile: o.fleetKeyFile,
     logFile: path.join(work, 'agent.log'),
+    ...(o.groups ? { groups: o.groups } : {}),
   });
   const db = new DeviceDb(stateDir);
   t.teardown(async () => {

@@ -2,24 +2,34 @@
  * The fleet API on a loopback port (port 0) over a temp identity database, for tests that speak real
  * HTTP to it; plus small fetch helpers that keep cookies and the CSRF token like a browser would.
  */
+import { generateKeyPairSync } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { openDatabase } from '../../src/db/database.js';
+import { ContentStore } from '../../src/content/store.js';
+import { type Db, openDatabase } from '../../src/db/database.js';
 import { startFleetApi } from '../../src/fleet/api/index.js';
-import type { BusEvent, EventBusLike, SseOptions } from '../../src/fleet/api/sse.js';
+import type { SseOptions } from '../../src/fleet/api/sse.js';
+import type { FleetBus } from '../../src/fleet/bus.js';
 import type { CommandService } from '../../src/fleet/commands.js';
 import { type IdentityOptions, IdentityService } from '../../src/fleet/identity/service.js';
 import { IdentityStore } from '../../src/fleet/identity/store.js';
 import { FleetOperations } from '../../src/fleet/operations.js';
-import type { ReleaseService } from '../../src/fleet/services/releases.js';
+import { createFleetServices, type FleetServices } from '../../src/fleet/services/index.js';
 import { type FleetStores, fleetStoresOn } from '../../src/fleet/store/index.js';
 import { FLEET_MIGRATIONS } from '../../src/fleet/store/migrations.js';
-import { testLog } from './fleet-harness.js';
+import { FLEET, testLog } from './fleet-harness.js';
 
 export interface ApiSide {
   url: string;
   identity: IdentityService;
   ops: FleetOperations;
   stores: FleetStores;
+  services: FleetServices;
+  content: { store: ContentStore; db: Db };
+  /** what the deploy service published */
+  published: Array<{ topic: string; payload: Buffer; retain: boolean }>;
 }
 
 export async function startApi(
@@ -27,36 +37,58 @@ export async function startApi(
   o: {
     identity?: IdentityOptions;
     commands?: () => Promise<CommandService>;
-    bus?: EventBusLike;
+    bus?: FleetBus;
     sse?: SseOptions;
-    /** agent releases over the API's stores (DELETE /releases needs it) */
-    releases?: (stores: FleetStores) => ReleaseService;
+    maxUploadBytes?: number;
+    tls?: { cert: Buffer; key: Buffer };
   } = {},
 ): Promise<ApiSide> {
   const db = openDatabase(':memory:', { migrations: FLEET_MIGRATIONS });
   const stores = fleetStoresOn(db);
   const identity = new IdentityService(new IdentityStore(db), o.identity);
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'berth-api-'));
+  const contentDb = openDatabase(path.join(dir, 'berth.db'));
+  const content = { store: new ContentStore(path.join(dir, 'content')), db: contentDb };
+  const published: Array<{ topic: string; payload: Buffer; retain: boolean }> = [];
+  const services = createFleetServices({
+    stores,
+    store: content.store,
+    fleet: FLEET,
+    privateKey: generateKeyPairSync('ed25519').privateKey,
+    // targets the API signs land here (no broker in these tests)
+    publisher: () => ({
+      publish: async (topic, payload, opts) => {
+        published.push({ topic, payload, retain: opts.retain === true });
+      },
+    }),
+    log: testLog(),
+    ...(o.bus ? { bus: o.bus } : {}),
+  });
   const ops = new FleetOperations({
     identity,
     stores,
+    services: () => services,
+    content,
     commands: o.commands ?? (() => Promise.reject(new Error('no MQTT in this test'))),
-    ...(o.releases ? { releases: () => o.releases!(stores) } : {}),
   });
   const server = await startFleetApi({
     ops,
     identity,
     log: testLog(),
     version: 'test',
-    listen: { host: '127.0.0.1', port: 0 },
+    listen: { host: '127.0.0.1', port: 0, tls: o.tls },
     validateResponses: true,
     bus: o.bus,
     sse: o.sse,
+    maxUploadBytes: o.maxUploadBytes,
   });
   t.teardown(async () => {
     await server.close();
     db.close();
+    contentDb.close();
+    await fsp.rm(dir, { recursive: true, force: true });
   });
-  return { url: server.url, identity, ops, stores };
+  return { url: server.url, identity, ops, stores, services, content, published };
 }
 
 export interface Answer {
@@ -100,20 +132,5 @@ export class Caller {
       this.csrf = r.body.csrfToken as string;
     }
     return r;
-  }
-}
-
-/** A synchronous in-process bus for API tests that publish events themselves. */
-export class TestBus implements EventBusLike {
-  private readonly subs = new Set<(e: BusEvent) => void>();
-  subscribe(fn: (e: BusEvent) => void): () => void {
-    this.subs.add(fn);
-    return () => this.subs.delete(fn);
-  }
-  publish(e: BusEvent): void {
-    for (const fn of this.subs) fn(e);
-  }
-  get listeners(): number {
-    return this.subs.size;
   }
 }

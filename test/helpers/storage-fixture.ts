@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { type Db, openDatabase } from '../../src/db/database.js';
 import type { Digest } from '../../src/oci/digest.js';
 import { sha256Digest } from '../../src/oci/digest.js';
+import type { Unpacker } from '../../src/snapshots/apply.js';
 import { BtrfsSnapshotter } from '../../src/snapshots/btrfs.js';
 import { OverlaySnapshotter } from '../../src/snapshots/overlay.js';
 import type { Snapshotter } from '../../src/snapshots/snapshotter.js';
@@ -63,7 +64,12 @@ export async function freshSnapshotter(
 }
 
 /** Unpack an in-memory uncompressed tar as the next layer; returns its ChainID. */
-export async function unpackTar(sn: Snapshotter, tarBytes: Buffer, parent?: Digest): Promise<Digest> {
+export async function unpackTar(
+  sn: Snapshotter,
+  tarBytes: Buffer,
+  parent?: Digest,
+  unpacker?: Unpacker,
+): Promise<Digest> {
   const diffId = sha256Digest(tarBytes);
   const chainId = parent === undefined ? diffId : sha256Digest(`${parent} ${diffId}`);
   await unpackLayer({
@@ -73,6 +79,7 @@ export async function unpackTar(sn: Snapshotter, tarBytes: Buffer, parent?: Dige
     diffId,
     open: async () => Readable.from([tarBytes]),
     compression: 'none',
+    unpacker,
   });
   return chainId;
 }

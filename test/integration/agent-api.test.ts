@@ -3,6 +3,8 @@
  * (test/helpers/agent-fakes.ts) and a real SQLite file; also commands and reporting through a fake transport.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test from 'ava';
@@ -129,6 +131,79 @@ test('errors keep their codes across the socket', async (t) => {
   t.regex(bad!.message, /bogus/);
   const route = await t.throwsAsync(client.request('GET', '/v2/whatever'));
   t.true(isBerthError(route, 'NotFound'));
+});
+
+/** One raw request (the client would JSON.stringify a body, which is the point here not to). */
+function rawPost(
+  socketPath: string,
+  urlPath: string,
+  body: Buffer,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { socketPath, method: 'POST', path: urlPath, headers: { 'content-type': 'application/json' } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+test('a body nested too deep, not UTF-8 or not finite is refused (400, InvalidInput) before it is parsed', async (t) => {
+  const { stateDir, client } = await setup(t);
+  const sock = agentSocketPath(stateDir);
+  const cases: Array<[string, Buffer, RegExp]> = [
+    [
+      '/v1/commands',
+      Buffer.from(`{"kind":"report","x":${'['.repeat(100_000)}${']'.repeat(100_000)}}`),
+      /nested deeper than 64/,
+    ],
+    [
+      '/v1/containers',
+      Buffer.from(`{"image":"busybox:1","labels":${'{"a":'.repeat(5_000)}1${'}'.repeat(5_000)}}`),
+      /nested deeper than 64/,
+    ],
+    [
+      '/v1/commands',
+      Buffer.concat([Buffer.from('{"kind":"'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]),
+      /UTF-8/,
+    ],
+    ['/v1/containers', Buffer.from('{"image":"busybox:1","memoryBytes":1e400}'), /not finite/],
+  ];
+  for (const [url, body, reason] of cases) {
+    const r = await rawPost(sock, url, body);
+    t.is(r.status, 400, r.body);
+    const e = (JSON.parse(r.body) as { error: { code: string; message: string } }).error;
+    t.is(e.code, 'InvalidInput');
+    t.regex(e.message, reason);
+  }
+  t.true((await client.ping()).ok);
+});
+
+test('a request target that is not a URL, or bad percent-encoding, is a 400, not a crashed agent', async (t) => {
+  const { stateDir, client } = await setup(t);
+  const raw = (line: string) =>
+    new Promise<string>((resolve, reject) => {
+      const c = net.connect(agentSocketPath(stateDir), () =>
+        c.write(`${line}\r\nHost: berth\r\nConnection: close\r\n\r\n`),
+      );
+      let got = '';
+      c.on('data', (d) => {
+        got += String(d);
+      });
+      c.on('end', () => resolve(got));
+      c.on('error', reject);
+    });
+  for (const line of ['GET http://[ HTTP/1.1', 'GET /v1/containers/%E0%A4%A/logs HTTP/1.1']) {
+    const reply = await raw(line);
+    t.regex(reply, /^HTTP\/1\.1 400 /, line);
+    t.regex(reply, /"code":"InvalidInput"/);
+  }
+  t.true((await client.ping()).ok);
 });
 
 test('connectAgent: undefined without an agent or with a stale socket; a second agent is refused', async (t) => {

@@ -165,7 +165,7 @@ test('bad input → 400 naming the field: malformed JSON, oversized body, deep n
     admin.call('POST', '/users', body, o);
   const malformed = await bad(undefined, { raw: '{"name": "x",' });
   t.is(malformed.status, 400);
-  t.regex(malformed.body.message!, /^body: malformed JSON/);
+  t.regex(malformed.body.message!, /^body: not valid JSON/);
   const huge = await bad(undefined, { raw: JSON.stringify({ name: 'x'.repeat(20_000) }) });
   t.is(huge.status, 400);
   t.regex(huge.body.message!, /^body: larger than the 8192 byte limit/);

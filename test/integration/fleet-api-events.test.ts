@@ -4,7 +4,8 @@
  * the stream; no credentials → 401.
  */
 import test from 'ava';
-import { Caller, startApi, TestBus } from '../helpers/fleet-api.js';
+import { FleetBus } from '../../src/fleet/bus.js';
+import { Caller, startApi } from '../helpers/fleet-api.js';
 
 const LOCAL = { kind: 'local' as const, name: 'root', role: 'admin' as const, userId: null };
 
@@ -37,38 +38,53 @@ function open(url: string, token: string, query = '') {
 }
 
 test('events from the bus reach the stream, filtered by device and type', async (t) => {
-  const bus = new TestBus();
+  const bus = new FleetBus();
   const api = await startApi(t, { bus });
   const { token } = api.ops.createToken(LOCAL, { name: 'v', role: 'viewer' });
   const res = await open(api.url, token, '?device=d1&type=device.online&type=device.state');
   t.is(res.status, 200);
   t.regex(res.headers.get('content-type')!, /text\/event-stream/);
   const got = frames(res, (all) => all.filter((f) => f.includes('event: ')).length >= 2);
-  while (bus.listeners === 0) await new Promise((r) => setTimeout(r, 10));
-  bus.publish({ type: 'device.online', at: 1, deviceId: 'd2' });
-  bus.publish({ type: 'device.event', at: 2, deviceId: 'd1' });
-  bus.publish({ type: 'device.online', at: 3, deviceId: 'd1' });
-  bus.publish({ type: 'device.state', at: 4, deviceId: 'd1' });
+  while (bus.size === 0) await new Promise((r) => setTimeout(r, 10));
+  bus.emit({ type: 'device.online', at: 1, deviceId: 'd2' });
+  bus.emit({ type: 'device.event', at: 2, deviceId: 'd1', id: 1, event: {} });
+  bus.emit({ type: 'device.online', at: 3, deviceId: 'd1' });
+  bus.emit({
+    type: 'device.state',
+    at: 4,
+    deviceId: 'd1',
+    status: 'converged',
+    applied: null,
+    lastError: null,
+  });
   const events = (await got).filter((f) => f.includes('event: '));
   t.deepEqual(
     events.map((f) => JSON.parse(f.split('data: ')[1]!)),
     [
       { type: 'device.online', at: 3, deviceId: 'd1' },
-      { type: 'device.state', at: 4, deviceId: 'd1' },
+      { type: 'device.state', at: 4, deviceId: 'd1', status: 'converged', applied: null, lastError: null },
     ],
   );
-  while (bus.listeners > 0) await new Promise((r) => setTimeout(r, 10));
+  while (bus.size > 0) await new Promise((r) => setTimeout(r, 10));
   t.pass('the subscription is gone once the client left');
 });
 
 test('a client that falls behind gets resync, not an unbounded backlog', async (t) => {
-  const bus = new TestBus();
+  const bus = new FleetBus();
   const api = await startApi(t, { bus, sse: { maxQueue: 5, heartbeatMs: 60_000 } });
   const { token } = api.ops.createToken(LOCAL, { name: 'v', role: 'viewer' });
   const res = await open(api.url, token);
-  while (bus.listeners === 0) await new Promise((r) => setTimeout(r, 10));
+  while (bus.size === 0) await new Promise((r) => setTimeout(r, 10));
   // 10,000 events published while the client reads nothing: at most maxQueue stay queued
-  for (let i = 0; i < 10_000; i++) bus.publish({ type: 'device.state', at: i, deviceId: 'd1' });
+  for (let i = 0; i < 10_000; i++)
+    bus.emit({
+      type: 'device.state',
+      at: i,
+      deviceId: 'd1',
+      status: 'applying',
+      applied: null,
+      lastError: null,
+    });
   const got = await frames(res, (all) => all.some((f) => f.includes('"at":9999')));
   t.true(
     got.some((f) => f.startsWith('event: resync')),
@@ -79,7 +95,7 @@ test('a client that falls behind gets resync, not an unbounded backlog', async (
 });
 
 test('heartbeats keep the stream; a revoked token closes it; no credentials → 401', async (t) => {
-  const bus = new TestBus();
+  const bus = new FleetBus();
   const api = await startApi(t, { bus, sse: { heartbeatMs: 50 } });
   const made = api.ops.createToken(LOCAL, { name: 'v', role: 'viewer' });
   t.is((await fetch(`${api.url}/api/v1/events/stream`)).status, 401);

@@ -7,29 +7,16 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
-import { ContentStore } from '../../src/content/store.js';
-import { ReleaseService } from '../../src/fleet/services/releases.js';
-import { generateFleetKey, loadPrivateKey } from '../../src/transport/signing.js';
 import { Caller, startApi } from '../helpers/fleet-api.js';
-import { tempDir, testLog } from '../helpers/fleet-harness.js';
+import { tempDir } from '../helpers/fleet-harness.js';
 import { fakeAgent, removeFakeAgents } from '../helpers/self-update.js';
 
 test.after.always(removeFakeAgents);
 
 test('releases: list and show for viewers; remove for operators, audited, refused while in use', async (t) => {
   const work = await tempDir(t, 'api-rel');
-  const store = new ContentStore(path.join(work, 'content'));
-  const privateKey = loadPrivateKey(generateFleetKey().privateKeyPem);
-  const api = await startApi(t, {
-    releases: (stores) => new ReleaseService({ stores, store, fleet: 'test', privateKey, log: testLog() }),
-  });
-  const service = new ReleaseService({
-    stores: api.stores,
-    store,
-    fleet: 'test',
-    privateKey,
-    log: testLog(),
-  });
+  const api = await startApi(t);
+  const service = api.services.releases;
   for (const version of ['0.2.0', '0.10.0']) {
     const dir = path.join(work, version);
     await fsp.mkdir(dir);

@@ -50,7 +50,18 @@ test('CLI: fleet keygen, push (multi-arch kept), serve, agent receives a deploy 
   t.is(list.length, 1);
   t.is(list[0].mediaType, 'application/vnd.oci.image.index.v1+json');
 
-  const serve = start(['--state-dir', fdir, 'fleet', 'serve', '--broker', m.url, '--fleet', 'cli']);
+  const serve = start([
+    '--state-dir',
+    fdir,
+    'fleet',
+    'serve',
+    '--broker',
+    m.url,
+    '--fleet',
+    'cli',
+    '--http',
+    '127.0.0.1:0',
+  ]);
   t.teardown(() => stop(serve.p));
   await waitFor(() => serve.out().includes('serving on'), 15_000, 'fleet serve');
   const agent = start([

@@ -253,5 +253,5 @@ test('loadTargetText: compose YAML becomes a one-app target, JSON is validated; 
     },
   );
   t.is(j.version, 9);
-  t.throws(() => loadTargetText('{nope', 't.json'), { message: /t\.json is not valid JSON/ });
+  t.throws(() => loadTargetText('{nope', 't.json'), { message: /t\.json: not valid JSON/ });
 });

@@ -1,7 +1,17 @@
 import test from 'ava';
 import { chooseDriver, devmapperConfigured } from '../../src/snapshots/factory.js';
-import { classifyWhiteout, entryParts, layerXattrs } from '../../src/snapshots/layer-paths.js';
-import { compactOverlayOptions, MOUNT_DATA_LIMIT, mountArgs } from '../../src/snapshots/mount.js';
+import {
+  checkLayerHeader,
+  classifyWhiteout,
+  entryParts,
+  layerXattrs,
+} from '../../src/snapshots/layer-paths.js';
+import {
+  compactOverlayOptions,
+  MOUNT_DATA_LIMIT,
+  mountArgs,
+  nodevRemounts,
+} from '../../src/snapshots/mount.js';
 import { encodeSpecials } from '../../src/snapshots/native-storage.js';
 import { directTarget } from '../../src/snapshots/unpack.js';
 
@@ -54,13 +64,34 @@ test('compactOverlayOptions leaves short options alone and relativizes long ones
   t.true(c.options[3]!.startsWith('lowerdir=1/fs:2/fs:'));
 });
 
-test('mountArgs: bind without -t, overlay with -t and the compaction cwd', (t) => {
+test('mountArgs: bind without -t, overlay with -t and the compaction cwd; every snapshot mount nodev', (t) => {
   t.deepEqual(mountArgs({ type: 'bind', source: '/s', options: ['ro'] }, '/t'), {
-    args: ['-o', 'rbind,ro', '/s', '/t'],
+    args: ['-o', 'rbind,ro,nodev', '/s', '/t'],
   });
   t.deepEqual(mountArgs({ type: 'overlay', source: 'overlay', options: ['lowerdir=/a:/b'] }, '/t'), {
-    args: ['-t', 'overlay', '-o', 'lowerdir=/a:/b', 'overlay', '/t'],
+    args: ['-t', 'overlay', '-o', 'lowerdir=/a:/b,nodev', 'overlay', '/t'],
   });
+  // devmapper: ext4 of a thin device, with and without ro; nodev given once only
+  t.deepEqual(mountArgs({ type: 'ext4', source: '/dev/mapper/x', options: [] }, '/t'), {
+    args: ['-t', 'ext4', '-o', 'nodev', '/dev/mapper/x', '/t'],
+  });
+  t.deepEqual(mountArgs({ type: 'ext4', source: '/dev/mapper/x', options: ['ro', 'nodev'] }, '/t'), {
+    args: ['-t', 'ext4', '-o', 'ro,nodev', '/dev/mapper/x', '/t'],
+  });
+});
+
+test('nodevRemounts: mounts under the dir without nodev get it, their other flags kept', (t) => {
+  const mounts = [
+    { point: '/s/containers/a/rootfs', options: ['rw', 'relatime'] },
+    { point: '/s/containers/b/rootfs', options: ['rw', 'nodev', 'relatime'] },
+    { point: '/s/containers/c/rootfs', options: ['ro', 'nosuid'] },
+    { point: '/s/containers-other/x', options: ['rw'] },
+    { point: '/', options: ['rw'] },
+  ];
+  t.deepEqual(nodevRemounts(mounts, '/s/containers'), [
+    ['-o', 'remount,bind,rw,relatime,nodev', '/s/containers/a/rootfs'],
+    ['-o', 'remount,bind,ro,nosuid,nodev', '/s/containers/c/rootfs'],
+  ]);
 });
 
 test('directTarget: rw bind and overlay upperdir are written directly; ro and others mount', (t) => {
@@ -118,4 +149,28 @@ test('chooseDriver: explicit wins; auto prefers btrfs, then a configured thin po
   t.false(devmapperConfigured(dm));
   t.true(devmapperConfigured({ ...dm, poolName: 'p' }));
   t.true(devmapperConfigured({ ...dm, dataDevice: '/d', metadataDevice: '/m' }));
+});
+
+test('checkLayerHeader refuses what the fallback unpacker cannot apply faithfully', (t) => {
+  t.notThrows(() => checkLayerHeader({ name: 'f', type: 'file', size: 10 }));
+  t.notThrows(() => checkLayerHeader({ name: 'd/', type: 'directory', size: 0 }));
+  t.notThrows(() => checkLayerHeader({ name: 'l', type: 'symlink', size: 0, pax: { path: 'l' } }));
+  for (const pax of [
+    { 'GNU.sparse.major': '1', 'GNU.sparse.minor': '0', 'GNU.sparse.name': 'f' },
+    { 'GNU.sparse.map': '0,10', 'GNU.sparse.size': '100' },
+    { 'GNU.sparse.offset': '0', 'GNU.sparse.numbytes': '10' },
+  ]) {
+    t.throws(() => checkLayerHeader({ name: 'GNUSparseFile.1/f', type: 'file', size: 10, pax }), {
+      code: 'InvalidInput',
+      message: /GNU sparse file/,
+    });
+  }
+  // tar-stream knows no old GNU sparse 'S', volume labels, dumpdirs…: type null
+  t.throws(() => checkLayerHeader({ name: 's', type: null, size: 10 }), { message: /unsupported type/ });
+  for (const type of ['symlink', 'link', 'directory', 'character-device', 'fifo']) {
+    t.throws(() => checkLayerHeader({ name: 'x', type, size: 512 }), {
+      code: 'Corrupt',
+      message: /cannot carry 512/,
+    });
+  }
 });

@@ -26,11 +26,13 @@ import { FAULT_NEVER_CONNECT } from '../../faults.js';
 import { errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { nativePath } from '../../lib/native.js';
+import { secureStateDir } from '../../lib/state-dir.js';
 import { ContainerManager, ociArch } from '../../runtime/containers.js';
 import { NetworkManager } from '../../runtime/network/network.js';
 import { DefaultRootfsProvider } from '../../runtime/rootfs.js';
 import { runtimeFromConfig } from '../../runtime/runtime.js';
 import { createSnapshotter } from '../../snapshots/factory.js';
+import { remountNodev } from '../../snapshots/mount.js';
 import type { Snapshotter } from '../../snapshots/snapshotter.js';
 import type { SignedTarget, TargetAgent } from '../../transport/messages.js';
 import { BUILD } from '../../version.js';
@@ -116,6 +118,8 @@ export function chooseTarget(
 }
 
 export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAgent> {
+  // a state dir an older berth left open to other users is locked down before anything runs
+  secureStateDir(o.stateDir, o.log);
   const snapshotter = await createSnapshotter({
     db: o.db,
     stateDir: o.stateDir,
@@ -148,6 +152,12 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     new Set((await manager.list({ all: true })).map((c) => c.id)),
     path.join(o.stateDir, 'containers'),
   );
+  // container rootfs mounts an older berth made without nodev get it now (src/snapshots/mount.ts)
+  const hardened = await remountNodev(path.join(o.stateDir, 'containers')).catch((err: unknown) => {
+    o.log.warn({ err: errorMessage(err) }, 'container rootfs mounts not remounted nodev');
+    return [];
+  });
+  if (hardened.length > 0) o.log.warn({ mounts: hardened }, 'container rootfs mounts remounted nodev');
   o.log.info({ ...recovered, orphanSnapshots: orphans.length }, 'containers recovered');
   const engine = new RuntimeEngine(manager);
   const transport: Transport =

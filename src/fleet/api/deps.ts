@@ -11,6 +11,8 @@ export interface ApiDeps {
   /** HTTPS: session cookies get `Secure` */
   secureCookies: boolean;
   version: string;
+  /** the largest image upload accepted (bytes) */
+  maxUploadBytes: number;
   /** live events (absent: the stream route answers 503) */
   events?: SseHub | undefined;
 }

@@ -1,9 +1,11 @@
 /**
- * Request bodies are bounded before they are parsed: a byte cap while reading, a nesting-depth scan
- * before JSON.parse (a deep `[[[[…` costs the parser stack, not bytes), then the route's schema.
+ * Request bodies are bounded before they are parsed: a byte cap while reading, then berth's bounded JSON
+ * parse (encoding, nesting depth before JSON.parse — a deep `[[[[…` costs the stack, not bytes), then the
+ * route's schema.
  */
 import type { IncomingMessage } from 'node:http';
 import { invalidInput } from '../../lib/errors.js';
+import { parseJsonOrThrow } from '../../lib/json-bounds.js';
 
 export const DEFAULT_MAX_BODY = 1024 * 1024;
 export const MAX_JSON_DEPTH = 32;
@@ -25,29 +27,9 @@ function tooLarge(max: number) {
   return invalidInput(`body: larger than the ${max} byte limit`);
 }
 
-/** Throws when `text` nests arrays/objects deeper than `max` (strings skipped). */
-export function assertJsonDepth(text: string, max = MAX_JSON_DEPTH): void {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text.charCodeAt(i);
-    if (inString) {
-      if (ch === 0x5c) i++;
-      else if (ch === 0x22) inString = false;
-    } else if (ch === 0x22) inString = true;
-    else if (ch === 0x7b || ch === 0x5b) {
-      if (++depth > max) throw invalidInput(`body: nested deeper than ${max} levels`);
-    } else if (ch === 0x7d || ch === 0x5d) depth--;
-  }
-}
-
+/** A request body as JSON, bounded (src/lib/json-bounds.ts: UTF-8, depth, no non-finite numbers or
+ * `__proto__` keys); an empty body is `{}`. */
 export function parseJsonBody(buf: Buffer): unknown {
   if (buf.length === 0) return {};
-  const text = buf.toString('utf8');
-  assertJsonDepth(text);
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw invalidInput(`body: malformed JSON (${(err as Error).message})`);
-  }
+  return parseJsonOrThrow(buf, { maxBytes: buf.length, maxDepth: MAX_JSON_DEPTH }, 'body');
 }

@@ -7,7 +7,7 @@ import { z } from 'zod/v4';
 import { VERSION_PATTERN } from '../../core/self-update.js';
 import { ROLES } from '../identity/roles.js';
 import { DEVICE_SORTS } from '../store/devices.js';
-import { DEVICE_STATUSES } from '../view.js';
+import { DEVICE_STATUSES, PROGRESS_STATES } from '../view.js';
 import { components } from './openapi.js';
 
 const named = <T extends z.ZodType>(id: string, schema: T, description?: string): T => {
@@ -61,9 +61,10 @@ export const UserUpdate = z.strictObject({
 export const SessionSchema = named(
   'Session',
   z.strictObject({
-    user: z.string(),
+    user: z.string().nullable().describe('the user; null for an API token made on the server'),
+    token: z.string().nullable().describe('the API token’s name when the call came with one'),
     role: RoleSchema,
-    via: z.enum(['session', 'token']),
+    via: z.enum(['session', 'token', 'local']),
     csrfToken: z.string().nullable().describe('send back in the X-CSRF-Token header on changing calls'),
     expiresAt: Iso.nullable(),
   }),
@@ -209,6 +210,9 @@ export const DeviceSchema = named(
     online: z.boolean(),
     status: DeviceStatusSchema,
     applied: TargetRefSchema.nullable().describe('what the device reports it runs'),
+    expected: TargetRefSchema.nullable().describe(
+      'the deployment that applies to it now (its own, else its first group with one); null: none or cleared',
+    ),
     previous: TargetRefSchema.nullable(),
     targetStatus: z.string().nullable(),
     lastError: z.string().nullable(),
@@ -224,6 +228,10 @@ export const DeviceSchema = named(
       .describe('the last target the device refused (wrong key, schema)'),
     platform: z.string().nullable(),
     agentVersion: z.string().nullable(),
+    /** the latest self-update the device reported (docs/self-update.md) */
+    agentUpdate: z
+      .strictObject({ version: z.string(), phase: z.string(), reason: z.string().optional() })
+      .nullable(),
     keyId: z.string().nullable().describe('fleet key id the agent trusts'),
     groups: z.array(z.string()).describe('in priority order'),
     labels: z.record(z.string(), z.string()),
@@ -383,6 +391,133 @@ export const DeploymentPage = z.strictObject({
   next: z.string().nullable(),
 });
 
+// ---- changes: labels, deploy, enrollment -------------------------------------------------------------
+export const LabelKey = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$/,
+    'a label key: 1-63 of [A-Za-z0-9_./-], starting with a letter or digit',
+  );
+export const LabelValue = z
+  .string()
+  .regex(/^[A-Za-z0-9_.:/@+-]{0,128}$/, 'a label value: up to 128 of [A-Za-z0-9_.:/@+-]');
+export const LabelsPatch = z.strictObject({
+  set: z.record(LabelKey, LabelValue).optional(),
+  remove: z.array(LabelKey).max(64).optional(),
+});
+export const LabelsSchema = z.strictObject({ labels: z.record(z.string(), z.string()) });
+
+export const DeployRequest = z
+  .strictObject({
+    device: SafeName.optional().describe('deploy to one device (its own target, an override)'),
+    group: SafeName.optional().describe('deploy to every device of a group'),
+    apps: z.unknown().optional().describe("the agent's target apps (with images)"),
+    images: z
+      .array(ImageName)
+      .max(256)
+      .optional()
+      .describe('name:tag the apps use (pinned to the fleet digests)'),
+    file: z
+      .strictObject({
+        name: z
+          .string()
+          .max(255)
+          .describe('its name decides the format: .yml/.yaml compose, else target JSON'),
+        text: z.string().max(1024 * 1024),
+      })
+      .optional()
+      .describe('a docker-compose file, a target JSON or a deploy file, as text'),
+    app: SafeName.optional().describe('app name for a compose file (default: its name: key)'),
+    allowUnknown: z.boolean().optional().describe('deploy to a device id the fleet has never seen'),
+    agent: z
+      .strictObject({
+        version: z.string().max(64).regex(VERSION_PATTERN, 'expected a version like 1.2.3'),
+        allowDowngrade: z.boolean().optional(),
+      })
+      .optional()
+      .describe(
+        'the agent release the devices run (docs/self-update.md); alone (no apps, no file): the current apps stay',
+      ),
+  })
+  .refine((r) => (r.device === undefined) !== (r.group === undefined), {
+    message: 'give exactly one of device or group',
+    path: ['device'],
+  })
+  .refine(
+    (r) =>
+      (r.file === undefined) !== (r.apps === undefined) ||
+      (r.file === undefined && r.apps === undefined && r.agent !== undefined),
+    {
+      message: 'give apps (+ images) or file, not both (or only agent)',
+      path: ['apps'],
+    },
+  );
+export const ValidationSchema = named(
+  'DeployValidation',
+  z.strictObject({
+    ok: z.literal(true),
+    scope: ScopeSchema,
+    images: z.array(z.strictObject({ name: z.string(), digest: z.string() })),
+    apps: z.array(z.string()),
+    bytes: z.number().int().describe('size of the signed target; the agent takes at most 1 MiB'),
+  }),
+);
+export const DeploymentParams = z.strictObject({ id: z.coerce.number().int().positive() });
+export const ProgressSchema = named(
+  'DeploymentProgress',
+  z.strictObject({
+    deployment: DeploymentSchema,
+    total: z.number().int(),
+    converged: z.number().int(),
+    pending: z.number().int(),
+    failed: z.number().int(),
+    done: z.boolean().describe('every device answered: converged, rejected, failed or superseded'),
+    ok: z.boolean().describe('no device rejected or failed'),
+    devices: z.array(
+      z.strictObject({
+        deviceId: z.string(),
+        state: z.enum(PROGRESS_STATES),
+        online: z.boolean(),
+        reported: z.string(),
+        detail: z.string().optional(),
+      }),
+    ),
+  }),
+);
+
+export const EnrollmentTokenSchema = named(
+  'EnrollmentToken',
+  z.strictObject({
+    id: z.string(),
+    groups: z.array(z.string()),
+    labels: z.record(z.string(), z.string()),
+    expiresAt: Iso,
+    maxUses: z.number().int().nullable(),
+    uses: z.number().int(),
+    createdAt: Iso,
+    createdBy: z.string().nullable(),
+    revokedAt: Iso.nullable(),
+  }),
+);
+export const EnrollmentCreate = z.strictObject({
+  groups: z.array(SafeName).max(16).optional(),
+  labels: z.record(LabelKey, LabelValue).optional(),
+  expiresInMs: z
+    .number()
+    .int()
+    .min(1000)
+    .max(365 * 24 * 3600_000),
+  maxUses: z.number().int().min(1).max(1_000_000).optional(),
+});
+export const EnrollmentCreated = z.strictObject({
+  token: z.string().describe('bet_<id>_<secret>: shown this once'),
+  info: EnrollmentTokenSchema,
+});
+export const EnrollmentList = z.strictObject({ items: z.array(EnrollmentTokenSchema) });
+export const EnrollmentParams = z.strictObject({
+  id: z.string().regex(/^[0-9a-f]{6,32}$/, 'an enrollment token id'),
+});
+
 export type Device = z.output<typeof DeviceSchema>;
 export type DeviceDetail = z.output<typeof DeviceDetailSchema>;
 export type DevicePageT = z.output<typeof DevicePage>;
@@ -396,6 +531,11 @@ export type Release = z.output<typeof ReleaseSchema>;
 export type DeploymentQueryInput = z.output<typeof DeploymentQuery>;
 export type TargetRefWire = z.output<typeof TargetRefSchema>;
 export type Page<T> = { items: T[]; total: number | null; next: string | null };
+export type DeployRequestBody = z.input<typeof DeployRequest>;
+export type DeployValidation = z.output<typeof ValidationSchema>;
+export type DeploymentProgress = z.output<typeof ProgressSchema>;
+export type EnrollmentToken = z.output<typeof EnrollmentTokenSchema>;
+export type EnrollmentCreateBody = z.input<typeof EnrollmentCreate>;
 export type User = z.output<typeof UserSchema>;
 export type Session = z.output<typeof SessionSchema>;
 export type ApiToken = z.output<typeof TokenSchema>;

@@ -11,10 +11,15 @@ import type {
   AuditEntry,
   CommandAnswer,
   Deployment,
+  DeploymentProgress,
   DeploymentQueryInput,
+  DeployRequestBody,
+  DeployValidation,
   Device,
   DeviceDetail,
   DeviceEvent,
+  EnrollmentCreateBody,
+  EnrollmentToken,
   EventQueryInput,
   Image,
   Metrics,
@@ -61,6 +66,25 @@ export interface FleetClient {
   metrics(deviceId: string, q: MetricListQuery): Promise<Metrics>;
   images(): Promise<Image[]>;
   deployments(q: Partial<DeploymentQueryInput>): Promise<Page<Deployment>>;
+
+  setLabels(
+    deviceId: string,
+    patch: { set?: Record<string, string> | undefined; remove?: string[] | undefined },
+  ): Promise<{ labels: Record<string, string> }>;
+  revokeDevice(deviceId: string): Promise<Device>;
+
+  /** push an oci-archive / docker-archive file (an OCI layout dir only locally) */
+  pushImage(source: string, tag: string, onProgress?: (bytes: number, total: number) => void): Promise<Image>;
+  deleteImage(name: string): Promise<void>;
+
+  validateDeployment(req: DeployRequestBody): Promise<DeployValidation>;
+  deploy(req: DeployRequestBody): Promise<Deployment>;
+  clearOverride(deviceId: string): Promise<Deployment>;
+  progress(deploymentId: number): Promise<DeploymentProgress>;
+
+  enrollmentTokens(): Promise<EnrollmentToken[]>;
+  createEnrollmentToken(req: EnrollmentCreateBody): Promise<{ token: string; info: EnrollmentToken }>;
+  revokeEnrollmentToken(id: string): Promise<void>;
 
   command(deviceId: string, req: CommandInput): Promise<CommandAnswer>;
 

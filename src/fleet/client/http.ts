@@ -3,10 +3,12 @@
  * private CA for a self-signed server, streamed uploads with progress). Non-2xx answers become the
  * BerthError the server named ({code, message, details}).
  */
+
+import { createReadStream, promises as fsp } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { Readable } from 'node:stream';
-import { BerthError, errorFromWire, invalidInput, unavailable } from '../../lib/errors.js';
+import { BerthError, errorFromWire, invalidInput, unavailable, withContext } from '../../lib/errors.js';
 import type { DeviceListQuery, FleetClient, MetricListQuery } from './client.js';
 
 export interface HttpClientOptions {
@@ -87,7 +89,11 @@ export class HttpFleetClient implements FleetClient {
           chunks.push(c);
         });
         res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+          resolve({
+            status: res.statusCode ?? 0,
+            text: Buffer.concat(chunks).toString('utf8'),
+            setCookie: res.headers['set-cookie'],
+          }),
         );
         res.on('error', reject);
       });
@@ -177,6 +183,94 @@ export class HttpFleetClient implements FleetClient {
     return this.request<Awaited<ReturnType<FleetClient['deployments']>>>('GET', '/deployments', {
       query: q as Query,
     });
+  }
+
+  setLabels(deviceId: string, patch: Parameters<FleetClient['setLabels']>[1]) {
+    return this.request<Awaited<ReturnType<FleetClient['setLabels']>>>(
+      'PATCH',
+      `/devices/${encodeURIComponent(deviceId)}/labels`,
+      { body: patch },
+    );
+  }
+  revokeDevice(deviceId: string) {
+    return this.request<Awaited<ReturnType<FleetClient['revokeDevice']>>>(
+      'POST',
+      `/devices/${encodeURIComponent(deviceId)}/revoke`,
+    );
+  }
+
+  /** Upload an archive file as the request body (streamed, never read whole). */
+  async pushImage(source: string, tag: string, onProgress?: (bytes: number, total: number) => void) {
+    const st = await fsp.stat(source).catch((err: NodeJS.ErrnoException) => {
+      throw withContext(`cannot read image source ${source}`, err);
+    });
+    if (!st.isFile())
+      throw invalidInput(
+        `${source}: a remote push takes an oci-archive or docker-archive file (make one: skopeo copy oci:${source} oci-archive:x.tar)`,
+      );
+    const stream = createReadStream(source);
+    if (onProgress) {
+      let n = 0;
+      stream.on('data', (b) => {
+        n += (b as Buffer).length;
+        onProgress(n, st.size);
+      });
+    }
+    return this.request<Awaited<ReturnType<FleetClient['pushImage']>>>('POST', '/images', {
+      query: { tag },
+      stream,
+      contentType: 'application/x-tar',
+      length: st.size,
+    });
+  }
+  async deleteImage(name: string) {
+    await this.request('DELETE', `/images/${encodeURIComponent(name)}`);
+  }
+
+  validateDeployment(req: Parameters<FleetClient['deploy']>[0]) {
+    return this.request<Awaited<ReturnType<FleetClient['validateDeployment']>>>(
+      'POST',
+      '/deployments/validate',
+      {
+        body: req,
+      },
+    );
+  }
+  deploy(req: Parameters<FleetClient['deploy']>[0]) {
+    return this.request<Awaited<ReturnType<FleetClient['deploy']>>>('POST', '/deployments', { body: req });
+  }
+  clearOverride(deviceId: string) {
+    return this.request<Awaited<ReturnType<FleetClient['clearOverride']>>>(
+      'DELETE',
+      `/devices/${encodeURIComponent(deviceId)}/target`,
+    );
+  }
+  progress(deploymentId: number) {
+    return this.request<Awaited<ReturnType<FleetClient['progress']>>>(
+      'GET',
+      `/deployments/${deploymentId}/progress`,
+    );
+  }
+
+  async enrollmentTokens() {
+    return (
+      await this.request<{ items: Awaited<ReturnType<FleetClient['enrollmentTokens']>> }>(
+        'GET',
+        '/enrollment-tokens',
+      )
+    ).items;
+  }
+  createEnrollmentToken(req: Parameters<FleetClient['createEnrollmentToken']>[0]) {
+    return this.request<Awaited<ReturnType<FleetClient['createEnrollmentToken']>>>(
+      'POST',
+      '/enrollment-tokens',
+      {
+        body: req,
+      },
+    );
+  }
+  async revokeEnrollmentToken(id: string) {
+    await this.request('DELETE', `/enrollment-tokens/${encodeURIComponent(id)}`);
   }
 
   command(deviceId: string, req: Parameters<FleetClient['command']>[1]) {

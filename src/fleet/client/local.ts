@@ -3,6 +3,7 @@
  * read the state dir holds the fleet key anyway, so it acts as an admin). Changing calls are audited like
  * API calls, with source `local`.
  */
+import { promises as fsp } from 'node:fs';
 import type { Actor } from '../identity/service.js';
 import type { FleetOperations } from '../operations.js';
 import type { DeviceListQuery, FleetClient, MetricListQuery } from './client.js';
@@ -68,6 +69,49 @@ export class LocalFleetClient implements FleetClient {
     return this.ops.deployments(this.actor, { limit: 50, ...q });
   }
 
+  setLabels(deviceId: string, patch: Parameters<FleetClient['setLabels']>[1]) {
+    return this.audited('device.labels', deviceId, () => this.ops.setLabels(this.actor, deviceId, patch));
+  }
+  revokeDevice(deviceId: string) {
+    return this.audited('device.revoke', deviceId, () => this.ops.revokeDevice(this.actor, deviceId));
+  }
+
+  async pushImage(source: string, tag: string, onProgress?: (bytes: number, total: number) => void) {
+    const st = await fsp.stat(source).catch(() => undefined);
+    const total = st?.isFile() ? st.size : 0;
+    return this.audited('image.push', tag, () =>
+      this.ops.pushImage(this.actor, source, tag, onProgress && ((n) => onProgress(n, Math.max(total, n)))),
+    );
+  }
+  deleteImage(name: string) {
+    return this.audited('image.delete', name, () => this.ops.deleteImage(this.actor, name));
+  }
+
+  validateDeployment(req: Parameters<FleetClient['deploy']>[0]) {
+    return this.audited('deployment.validate', scopeText(req), () =>
+      this.ops.validateDeployment(this.actor, req),
+    );
+  }
+  deploy(req: Parameters<FleetClient['deploy']>[0]) {
+    return this.audited('deployment.create', scopeText(req), () => this.ops.deploy(this.actor, req));
+  }
+  clearOverride(deviceId: string) {
+    return this.audited('deployment.clear', deviceId, () => this.ops.clearOverride(this.actor, deviceId));
+  }
+  async progress(deploymentId: number) {
+    return this.ops.progress(this.actor, deploymentId);
+  }
+
+  async enrollmentTokens() {
+    return this.ops.enrollmentTokens(this.actor);
+  }
+  createEnrollmentToken(req: Parameters<FleetClient['createEnrollmentToken']>[0]) {
+    return this.audited('enrollment.create', null, () => this.ops.createEnrollmentToken(this.actor, req));
+  }
+  revokeEnrollmentToken(id: string) {
+    return this.audited('enrollment.revoke', id, () => this.ops.revokeEnrollmentToken(this.actor, id));
+  }
+
   command(deviceId: string, req: Parameters<FleetClient['command']>[1]) {
     return this.audited('device.command', `${deviceId} ${req.kind}`, () =>
       this.ops.command(this.actor, deviceId, req),
@@ -106,4 +150,8 @@ export class LocalFleetClient implements FleetClient {
   async close(): Promise<void> {
     await this.closeFn?.();
   }
+}
+
+function scopeText(r: { device?: string | undefined; group?: string | undefined }): string {
+  return r.device !== undefined ? `device ${r.device}` : `group ${r.group}`;
 }

@@ -139,6 +139,10 @@ export class IdentityService {
     return userInfo(this.requireUser(name));
   }
 
+  userNameOf(id: number): string | undefined {
+    return this.store.userById(id)?.name;
+  }
+
   hasUsers(): boolean {
     return this.store.countUsers() > 0;
   }

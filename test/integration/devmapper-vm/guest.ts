@@ -1,6 +1,7 @@
 /**
  * Runs INSIDE the test VM (test/vm): the snapshotter conformance suite against the devmapper backend on
- * real thin pools, then devmapper's own checks (pool from block devices, device states, recovery after
+ * real thin pools, the tar-slip corpus (unpack-safety-suite.ts) with both extractors, then devmapper's
+ * own checks (pool from block devices, device states, recovery after
  * a "reboot", deferred removal, pool status). Bundled by the host test (devmapper-vm.test.ts) and run
  * with the host's node over 9p; prints BERTH-TEST lines (test/vm/mini-ava.ts). Exit code 1 on failure.
  *
@@ -21,6 +22,7 @@ import { type DevmapperOptions, DevmapperSnapshotter } from '../../../src/snapsh
 import { withTempMount } from '../../../src/snapshots/mount.js';
 import { unpackLayer } from '../../../src/snapshots/unpack.js';
 import { type SuiteFixture, snapshotterSuite } from '../../conformance/snapshotter-suite.js';
+import { unpackSafetySuite } from '../../conformance/unpack-safety-suite.js';
 import { makeTar } from '../../helpers/layer-tar.js';
 import { createMiniAva, type MiniContext } from '../../vm/mini-ava.js';
 
@@ -81,6 +83,16 @@ snapshotterSuite(
   },
   { serial: true },
 );
+
+// the tar-slip corpus on devmapper, with both extractors (test/conformance/unpack-safety-suite.ts)
+for (const unpacker of ['native', 'node'] as const) {
+  unpackSafetySuite(test as unknown as TestFn, 'devmapper', unpacker, async () => {
+    const p = freshPool({ discard: false });
+    const sn = await p.open();
+    await sn.recover();
+    return { sn, cleanup: () => p.cleanup() };
+  });
+}
 
 type T = MiniContext;
 const dmTest = (title: string, body: (t: T, p: Pool) => Promise<void>, extra?: Partial<DevmapperOptions>) =>
@@ -271,6 +283,28 @@ dmTest('unpack applies OCI layers (whiteouts, opaque dirs, links) into thin snap
   });
   t.is((await sn.stat(c2!)).parent, c1);
 });
+
+dmTest(
+  'thin-device mounts are nodev, under a 0700 dir: a device node in a snapshot does not open',
+  async (t, p) => {
+    const sn = await p.open();
+    await sn.recover();
+    await sn.prepare('devnode');
+    await withTempMount(await sn.mounts('devnode'), async (d) => {
+      const point = (await readFile('/proc/self/mountinfo', 'utf8'))
+        .split('\n')
+        .map((l) => l.split(' '))
+        .find((f) => f[4] === d);
+      t.truthy(point, `${d} is a mount point`);
+      t.true(point![5]!.split(',').includes('nodev'), `options ${point![5]}`);
+      t.is((await lstat(path.dirname(d))).mode & 0o777, 0o700, 'the mount point sits in a 0700 dir');
+      await exec('mknod', ['-m', '0666', path.join(d, 'zero'), 'c', '1', '5']);
+      const r = await exec('head', ['-c', '1', path.join(d, 'zero')], { allowFailure: true });
+      t.not(r.code, 0, 'root cannot open a device node through the nodev mount');
+      t.regex(r.stderr, /Permission denied/);
+    });
+  },
+);
 
 // The harness itself (test/vm), checked in the same boot: what the runtime's cgroup v2 tests rely on.
 test('vm: a pure cgroup v2 hierarchy with controllers delegated, /usr from the host read-only', async (t: T) => {

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { promises as fsp, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -15,6 +14,7 @@ import type { Snapshotter } from '../../../src/snapshots/snapshotter.js';
 import { unpackImage, unpackLayer } from '../../../src/snapshots/unpack.js';
 import { buildBusyboxImage } from '../../helpers/images.js';
 import { makeTar } from '../../helpers/layer-tar.js';
+import { referenceExtract, snapshotTree } from '../../helpers/layer-tree.js';
 import { needPrivileges } from '../../helpers/privileged.js';
 import { freshSnapshotter, unpackTar } from '../../helpers/storage-fixture.js';
 
@@ -23,85 +23,6 @@ import { freshSnapshotter, unpackTar } from '../../helpers/storage-fixture.js';
  * whiteouts and adds a hardlink) into both backends, compared file by file with what GNU tar plus the
  * OCI whiteout rules produce from the same blobs.
  */
-type Node = {
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size?: number;
-  sha?: string;
-  link?: string;
-  mtime?: number;
-  rdev?: number;
-};
-
-async function snapshotTree(dir: string): Promise<{ nodes: Record<string, Node>; links: string[][] }> {
-  const nodes: Record<string, Node> = {};
-  const byIno = new Map<bigint, string[]>();
-  const visit = async (rel: string) => {
-    for (const name of (await fsp.readdir(path.join(dir, rel))).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      if (r === 'lost+found') continue;
-      const p = path.join(dir, r);
-      const st = await fsp.lstat(p, { bigint: true });
-      const n: Node = {
-        type: '?',
-        mode: Number(st.mode & 0o7777n),
-        uid: Number(st.uid),
-        gid: Number(st.gid),
-      };
-      if (st.isDirectory()) n.type = 'dir';
-      else if (st.isSymbolicLink()) {
-        n.type = 'symlink';
-        n.link = await fsp.readlink(p);
-        n.mtime = Number(st.mtimeMs / 1000n);
-      } else if (st.isFile()) {
-        n.type = 'file';
-        n.size = Number(st.size);
-        n.sha = createHash('sha256')
-          .update(await fsp.readFile(p))
-          .digest('hex');
-        n.mtime = Number(st.mtimeMs / 1000n);
-        if (st.nlink > 1n) byIno.set(st.ino, [...(byIno.get(st.ino) ?? []), r]);
-      } else {
-        n.type = st.isCharacterDevice()
-          ? 'char'
-          : st.isBlockDevice()
-            ? 'block'
-            : st.isFIFO()
-              ? 'fifo'
-              : 'other';
-        n.rdev = Number(st.rdev);
-      }
-      nodes[r] = n;
-      if (st.isDirectory()) await visit(r);
-    }
-  };
-  await visit('');
-  const links = [...byIno.values()].filter((g) => g.length > 1).map((g) => g.sort());
-  return { nodes, links: links.sort((a, b) => a[0]!.localeCompare(b[0]!)) };
-}
-
-/** GNU tar + OCI whiteout rules: per layer, apply its whiteouts to what is there, then extract the rest. */
-async function referenceExtract(blobs: string[], dir: string): Promise<void> {
-  for (const blob of blobs) {
-    const list = (await exec('tar', ['-tzf', blob])).stdout.split('\n').filter(Boolean);
-    for (const entry of list) {
-      const clean = entry.replace(/^\.\//, '').replace(/\/$/, '');
-      const base = path.basename(clean);
-      const parent = path.dirname(clean);
-      if (base === '.wh..wh..opq') {
-        for (const n of await fsp.readdir(path.join(dir, parent)).catch(() => [])) {
-          await fsp.rm(path.join(dir, parent, n), { recursive: true, force: true });
-        }
-      } else if (base.startsWith('.wh.')) {
-        await fsp.rm(path.join(dir, parent, base.slice(4)), { recursive: true, force: true });
-      }
-    }
-    await exec('tar', ['-xzf', blob, '-C', dir, '--numeric-owner', '-p', '--exclude=.wh.*']);
-  }
-}
-
 async function viewDir<T>(sn: Snapshotter, name: string, fn: (dir: string) => Promise<T>): Promise<T> {
   const key = `view-${Math.random().toString(16).slice(2)}`;
   const m = await sn.view(key, name);
@@ -112,211 +33,243 @@ async function viewDir<T>(sn: Snapshotter, name: string, fn: (dir: string) => Pr
   }
 }
 
-for (const driver of ['overlay', 'btrfs'] as const) {
-  test(`${driver}: a umoci busybox image unpacks like GNU tar + OCI whiteouts, and shared layers are reused`, async (t) => {
-    if (!needPrivileges(t, { root: true, paths: ['/bin/busybox', '/usr/bin/umoci'] })) return;
-    const fx = await freshSnapshotter(driver);
-    const work = mkdtempSync(path.join(tmpdir(), 'berth-unpack-img-'));
-    t.teardown(async () => {
-      await fx.cleanup();
-      await fsp.rm(work, { recursive: true, force: true });
-    });
-    const img = buildBusyboxImage(path.join(work, 'build'));
-    const store = new ContentStore(path.join(fx.root, 'content'));
-    await importImage(img.layout, { store, db: fx.db }, { platform: hostPlatform(), tag: 'busybox:test' });
-    const resolved = await new ImageRepo(fx.db, store).resolve('busybox:test');
-    t.is(resolved.layers.length, 2);
+const combos = (['overlay', 'btrfs'] as const).flatMap((d) =>
+  (['native', 'node'] as const).map((u) => [d, u] as const),
+);
 
-    const res = await unpackImage({
-      store,
-      snapshotter: fx.sn,
-      layers: resolved.layers,
-      diffIds: resolved.diffIds,
-    });
-    t.deepEqual(
-      res.layers.map((l) => l.chainId),
-      chainIds(resolved.diffIds),
-    );
-    t.true(res.layers.every((l) => !l.reused));
-    const info = await fx.sn.stat(res.chainId);
-    t.is(info.kind, 'committed');
-    t.is(info.parent, res.layers[0]!.chainId);
-
-    const ref = path.join(work, 'ref');
-    await fsp.mkdir(ref);
-    await referenceExtract(
-      resolved.layers.map((l) => store.blobPath(l.digest)),
-      ref,
-    );
-    const expected = await snapshotTree(ref);
-    const got = await viewDir(fx.sn, res.chainId, snapshotTree);
-    // the root directory itself and mtimes of directories touched by whiteouts differ by design
-    t.deepEqual(Object.keys(got.nodes).sort(), Object.keys(expected.nodes).sort());
-    for (const [p, n] of Object.entries(expected.nodes)) t.deepEqual(got.nodes[p], n, p);
-    t.deepEqual(got.links, expected.links);
-    t.true(
-      got.links.some((g) => g.includes('data/new.txt') && g.includes('data/new-link.txt')),
-      'hardlink kept',
-    );
-    t.is(got.nodes['etc/deleted-later.txt'], undefined, 'whiteout applied');
-    t.is(got.nodes['data/old'], undefined, 'whited-out directory gone');
-    t.is(got.nodes['bin/sh']?.link, 'busybox');
-
-    // a second unpack of the same image reuses every layer
-    const again = await unpackImage({
-      store,
-      snapshotter: fx.sn,
-      layers: resolved.layers,
-      diffIds: resolved.diffIds,
-    });
-    t.true(again.layers.every((l) => l.reused));
-    let count = 0;
-    await fx.sn.walk(() => {
-      count++;
-    });
-    t.is(count, 2);
-  });
-
-  test(`${driver}: opaque dirs, whiteouts, devices, fifos, xattrs, owners and modes from a crafted layer`, async (t) => {
-    if (!needPrivileges(t, { root: true })) return;
-    const fx = await freshSnapshotter(driver);
-    t.teardown(() => fx.cleanup());
-    const mtime = new Date(1_600_000_000_000);
-    const base = await unpackTar(
-      fx.sn,
-      await makeTar([
-        { name: 'etc/', type: 'directory' },
-        { name: 'etc/keep', content: 'keep' },
-        { name: 'etc/gone', content: 'gone' },
-        { name: 'opq/', type: 'directory' },
-        { name: 'opq/old1', content: '1' },
-        { name: 'opq/sub/', type: 'directory' },
-        { name: 'opq/sub/old2', content: '2' },
-        { name: 'dir-gone/', type: 'directory' },
-        { name: 'dir-gone/x', content: 'x' },
-        { name: 'lowfile', content: 'low', mode: 0o600, uid: 1000, gid: 1000 },
-      ]),
-    );
-    const top = await unpackTar(
-      fx.sn,
-      await makeTar([
-        { name: 'etc/.wh.gone', content: '' },
-        { name: '.wh.dir-gone', content: '' },
-        { name: 'opq/', type: 'directory', mode: 0o750 },
-        { name: 'opq/.wh..wh..opq', content: '' },
-        { name: 'opq/new', content: 'new' },
-        { name: 'dev/', type: 'directory' },
-        { name: 'dev/null', type: 'character-device', devmajor: 1, devminor: 3, mode: 0o666 },
-        { name: 'dev/loopx', type: 'block-device', devmajor: 7, devminor: 200, mode: 0o660, gid: 6 },
-        { name: 'run.fifo', type: 'fifo', mode: 0o600 },
-        { name: 'suid', content: '#!/bin/sh\n', mode: 0o4755, uid: 1000, gid: 1000, mtime },
-        { name: 'owned/', type: 'directory', uid: 123, gid: 456, mode: 0o711, mtime },
-        { name: 'owned/f', content: 'f', uid: 123, gid: 456, mode: 0o640, mtime },
-        { name: 'xattr', content: 'x', pax: { 'SCHILY.xattr.user.berth': 'hello' } },
-        { name: 'evil-xattr', content: 'x', pax: { 'SCHILY.xattr.trusted.overlay.redirect': '/etc' } },
-        { name: 'hl-to-lower', type: 'link', linkname: 'lowfile' },
-      ]),
-      base,
-    );
-    const tree = await viewDir(fx.sn, top, async (dir) => {
-      const s = await snapshotTree(dir);
-      const x = await exec('getfattr', ['--absolute-names', '-d', '-m', '-', path.join(dir, 'xattr')], {
-        allowFailure: true,
+for (const [driver, unpacker] of combos) {
+  const title = (what: string) => `${driver} ${unpacker}: ${what}`;
+  test(
+    title('a umoci busybox image unpacks like GNU tar + OCI whiteouts, and shared layers are reused'),
+    async (t) => {
+      if (!needPrivileges(t, { root: true, paths: ['/bin/busybox', '/usr/bin/umoci'] })) return;
+      const fx = await freshSnapshotter(driver);
+      const work = mkdtempSync(path.join(tmpdir(), 'berth-unpack-img-'));
+      t.teardown(async () => {
+        await fx.cleanup();
+        await fsp.rm(work, { recursive: true, force: true });
       });
-      return { ...s, xattrs: x.stdout };
-    });
-    const n = tree.nodes;
-    t.is(n['etc/keep']?.type, 'file');
-    t.is(n['etc/gone'], undefined);
-    t.is(n['dir-gone'], undefined);
-    t.deepEqual(
-      Object.keys(n).filter((k) => k.startsWith('opq/')),
-      ['opq/new'],
-    );
-    t.is(n.opq?.mode, 0o750);
-    t.deepEqual([n['dev/null']?.type, n['dev/null']?.rdev, n['dev/null']?.mode], ['char', 0x103, 0o666]);
-    t.deepEqual([n['dev/loopx']?.type, n['dev/loopx']?.gid, n['dev/loopx']?.mode], ['block', 6, 0o660]);
-    t.is(n['run.fifo']?.type, 'fifo');
-    t.deepEqual([n.suid?.mode, n.suid?.uid, n.suid?.mtime], [0o4755, 1000, 1_600_000_000]);
-    t.deepEqual([n.owned?.uid, n.owned?.gid, n.owned?.mode], [123, 456, 0o711]);
-    t.deepEqual([n['owned/f']?.uid, n['owned/f']?.mode], [123, 0o640]);
-    t.deepEqual(tree.links, [['hl-to-lower', 'lowfile']]);
-    t.deepEqual([n.lowfile?.mode, n.lowfile?.uid], [0o600, 1000]);
-    if (tree.xattrs) t.regex(tree.xattrs, /user\.berth="hello"/);
-    t.notRegex(tree.xattrs, /redirect/);
-  });
+      const img = buildBusyboxImage(path.join(work, 'build'));
+      const store = new ContentStore(path.join(fx.root, 'content'));
+      await importImage(img.layout, { store, db: fx.db }, { platform: hostPlatform(), tag: 'busybox:test' });
+      const resolved = await new ImageRepo(fx.db, store).resolve('busybox:test');
+      t.is(resolved.layers.length, 2);
 
-  test(`${driver}: gzip and zstd layers give the same DiffID; a wrong DiffID or a corrupt stream commits nothing`, async (t) => {
-    if (!needPrivileges(t, { root: true, paths: ['/usr/bin/zstd'] })) return;
-    const fx = await freshSnapshotter(driver);
-    const work = mkdtempSync(path.join(tmpdir(), 'berth-unpack-z-'));
-    t.teardown(async () => {
-      await fx.cleanup();
-      await fsp.rm(work, { recursive: true, force: true });
-    });
-    const raw = await makeTar([
-      { name: 'a/', type: 'directory' },
-      { name: 'a/big', content: Buffer.alloc(3 * 1024 * 1024, 7) },
-      { name: 'a/small', content: 'small' },
-    ]);
-    const diffId = sha256Digest(raw);
-    await fsp.writeFile(path.join(work, 'layer.tar'), raw);
-    await exec('zstd', ['-q', '-f', path.join(work, 'layer.tar'), '-o', path.join(work, 'layer.tar.zst')]);
-    await exec('gzip', ['-k', '-f', path.join(work, 'layer.tar')]);
-    const names: Digest[] = [];
-    for (const [file, compression] of [
-      ['layer.tar.gz', 'gzip'],
-      ['layer.tar.zst', 'zstd'],
-    ] as const) {
-      const chainId = sha256Digest(`${file}`);
-      names.push(chainId);
-      const r = await unpackLayer({
+      const res = await unpackImage({
+        store,
         snapshotter: fx.sn,
-        chainId,
-        parent: undefined,
-        diffId,
-        open: async () => (await import('node:fs')).createReadStream(path.join(work, file)),
-        compression,
+        layers: resolved.layers,
+        diffIds: resolved.diffIds,
+        unpacker,
       });
-      t.false(r.reused);
-      t.is(r.size, raw.length);
-      const files = await viewDir(fx.sn, chainId, (d) => snapshotTree(d));
-      t.is(files.nodes['a/big']?.size, 3 * 1024 * 1024);
-    }
-    const before: string[] = [];
-    await fx.sn.walk((i) => {
-      before.push(i.name);
-    });
-    const wrong = sha256Digest('not this layer');
-    const err = await t.throwsAsync(
-      unpackLayer({
+      t.deepEqual(
+        res.layers.map((l) => l.chainId),
+        chainIds(resolved.diffIds),
+      );
+      t.true(res.layers.every((l) => !l.reused));
+      const info = await fx.sn.stat(res.chainId);
+      t.is(info.kind, 'committed');
+      t.is(info.parent, res.layers[0]!.chainId);
+
+      const ref = path.join(work, 'ref');
+      await fsp.mkdir(ref);
+      await referenceExtract(
+        resolved.layers.map((l) => store.blobPath(l.digest)),
+        ref,
+      );
+      const expected = await snapshotTree(ref);
+      const got = await viewDir(fx.sn, res.chainId, snapshotTree);
+      // the root directory itself and mtimes of directories touched by whiteouts differ by design
+      t.deepEqual(Object.keys(got.nodes).sort(), Object.keys(expected.nodes).sort());
+      for (const [p, n] of Object.entries(expected.nodes)) t.deepEqual(got.nodes[p], n, p);
+      t.deepEqual(got.links, expected.links);
+      t.true(
+        got.links.some((g) => g.includes('data/new.txt') && g.includes('data/new-link.txt')),
+        'hardlink kept',
+      );
+      t.is(got.nodes['etc/deleted-later.txt'], undefined, 'whiteout applied');
+      t.is(got.nodes['data/old'], undefined, 'whited-out directory gone');
+      t.is(got.nodes['bin/sh']?.link, 'busybox');
+
+      // a second unpack of the same image reuses every layer
+      const again = await unpackImage({
+        store,
         snapshotter: fx.sn,
-        chainId: sha256Digest('x'),
-        parent: undefined,
-        diffId: wrong,
-        open: async () => Readable.from([raw]),
-        compression: 'none',
-      }),
-    );
-    t.is((err as { code?: string }).code, 'Corrupt');
-    t.regex(err!.message, /DiffID mismatch/);
-    const zst = await fsp.readFile(path.join(work, 'layer.tar.zst'));
-    zst.fill(0x55, 20, 200);
-    const err2 = await t.throwsAsync(
-      unpackLayer({
-        snapshotter: fx.sn,
-        chainId: sha256Digest('y'),
-        parent: undefined,
-        diffId,
-        open: async () => Readable.from([zst]),
-        compression: 'zstd',
-      }),
-    );
-    t.is((err2 as { code?: string }).code, 'Corrupt');
-    const after: string[] = [];
-    await fx.sn.walk((i) => {
-      after.push(i.name);
-    });
-    t.deepEqual(after, before, 'no snapshot left by the failed layers');
-  });
+        layers: resolved.layers,
+        diffIds: resolved.diffIds,
+        unpacker,
+      });
+      t.true(again.layers.every((l) => l.reused));
+      let count = 0;
+      await fx.sn.walk(() => {
+        count++;
+      });
+      t.is(count, 2);
+    },
+  );
+
+  test(
+    title('opaque dirs, whiteouts, devices, fifos, xattrs, owners and modes from a crafted layer'),
+    async (t) => {
+      if (!needPrivileges(t, { root: true })) return;
+      const fx = await freshSnapshotter(driver);
+      t.teardown(() => fx.cleanup());
+      const mtime = new Date(1_600_000_000_000);
+      const base = await unpackTar(
+        fx.sn,
+        await makeTar([
+          { name: 'etc/', type: 'directory' },
+          { name: 'etc/keep', content: 'keep' },
+          { name: 'etc/gone', content: 'gone' },
+          { name: 'opq/', type: 'directory' },
+          { name: 'opq/old1', content: '1' },
+          { name: 'opq/sub/', type: 'directory' },
+          { name: 'opq/sub/old2', content: '2' },
+          { name: 'dir-gone/', type: 'directory' },
+          { name: 'dir-gone/x', content: 'x' },
+          { name: 'lowfile', content: 'low', mode: 0o600, uid: 1000, gid: 1000 },
+        ]),
+        undefined,
+        unpacker,
+      );
+      const top = await unpackTar(
+        fx.sn,
+        await makeTar([
+          { name: 'etc/.wh.gone', content: '' },
+          { name: '.wh.dir-gone', content: '' },
+          { name: 'opq/', type: 'directory', mode: 0o750 },
+          { name: 'opq/.wh..wh..opq', content: '' },
+          { name: 'opq/new', content: 'new' },
+          { name: 'dev/', type: 'directory' },
+          { name: 'dev/null', type: 'character-device', devmajor: 1, devminor: 3, mode: 0o666 },
+          { name: 'dev/loopx', type: 'block-device', devmajor: 7, devminor: 200, mode: 0o660, gid: 6 },
+          { name: 'run.fifo', type: 'fifo', mode: 0o600 },
+          { name: 'suid', content: '#!/bin/sh\n', mode: 0o4755, uid: 1000, gid: 1000, mtime },
+          { name: 'owned/', type: 'directory', uid: 123, gid: 456, mode: 0o711, mtime },
+          { name: 'owned/f', content: 'f', uid: 123, gid: 456, mode: 0o640, mtime },
+          { name: 'xattr', content: 'x', pax: { 'SCHILY.xattr.user.berth': 'hello' } },
+          { name: 'evil-xattr', content: 'x', pax: { 'SCHILY.xattr.trusted.overlay.redirect': '/etc' } },
+          { name: 'hl-to-lower', type: 'link', linkname: 'lowfile' },
+          // a parent made on the way is this layer's own: its whiteout (OCI: lower layers only) leaves it
+          { name: 'made/sub/f', content: 'f' },
+          { name: '.wh.made', content: '' },
+          // owner and mtime that only PAX can carry (the ustar fields say 0)
+          { name: 'big-uid', content: 'b', pax: { uid: '3000000', gid: '3000001', mtime: '1600000000.5' } },
+        ]),
+        base,
+        unpacker,
+      );
+      const tree = await viewDir(fx.sn, top, async (dir) => {
+        const s = await snapshotTree(dir);
+        const x = await exec('getfattr', ['--absolute-names', '-d', '-m', '-', path.join(dir, 'xattr')], {
+          allowFailure: true,
+        });
+        return { ...s, xattrs: x.stdout };
+      });
+      const n = tree.nodes;
+      t.is(n['etc/keep']?.type, 'file');
+      t.is(n['etc/gone'], undefined);
+      t.is(n['dir-gone'], undefined);
+      t.deepEqual(
+        Object.keys(n).filter((k) => k.startsWith('opq/')),
+        ['opq/new'],
+      );
+      t.is(n.opq?.mode, 0o750);
+      t.deepEqual([n['dev/null']?.type, n['dev/null']?.rdev, n['dev/null']?.mode], ['char', 0x103, 0o666]);
+      t.deepEqual([n['dev/loopx']?.type, n['dev/loopx']?.gid, n['dev/loopx']?.mode], ['block', 6, 0o660]);
+      t.is(n['run.fifo']?.type, 'fifo');
+      t.deepEqual([n.suid?.mode, n.suid?.uid, n.suid?.mtime], [0o4755, 1000, 1_600_000_000]);
+      t.deepEqual([n.owned?.uid, n.owned?.gid, n.owned?.mode], [123, 456, 0o711]);
+      t.deepEqual([n['owned/f']?.uid, n['owned/f']?.mode], [123, 0o640]);
+      t.deepEqual(tree.links, [['hl-to-lower', 'lowfile']]);
+      t.is(n['made/sub/f']?.type, 'file');
+      t.deepEqual(
+        [n['big-uid']?.uid, n['big-uid']?.gid, n['big-uid']?.mtime],
+        [3_000_000, 3_000_001, 1_600_000_000],
+      );
+      t.deepEqual([n.lowfile?.mode, n.lowfile?.uid], [0o600, 1000]);
+      if (tree.xattrs) t.regex(tree.xattrs, /user\.berth="hello"/);
+      t.notRegex(tree.xattrs, /redirect/);
+    },
+  );
+
+  test(
+    title('gzip and zstd layers give the same DiffID; a wrong DiffID or a corrupt stream commits nothing'),
+    async (t) => {
+      if (!needPrivileges(t, { root: true, paths: ['/usr/bin/zstd'] })) return;
+      const fx = await freshSnapshotter(driver);
+      const work = mkdtempSync(path.join(tmpdir(), 'berth-unpack-z-'));
+      t.teardown(async () => {
+        await fx.cleanup();
+        await fsp.rm(work, { recursive: true, force: true });
+      });
+      const raw = await makeTar([
+        { name: 'a/', type: 'directory' },
+        { name: 'a/big', content: Buffer.alloc(3 * 1024 * 1024, 7) },
+        { name: 'a/small', content: 'small' },
+      ]);
+      const diffId = sha256Digest(raw);
+      await fsp.writeFile(path.join(work, 'layer.tar'), raw);
+      await exec('zstd', ['-q', '-f', path.join(work, 'layer.tar'), '-o', path.join(work, 'layer.tar.zst')]);
+      await exec('gzip', ['-k', '-f', path.join(work, 'layer.tar')]);
+      const names: Digest[] = [];
+      for (const [file, compression] of [
+        ['layer.tar.gz', 'gzip'],
+        ['layer.tar.zst', 'zstd'],
+      ] as const) {
+        const chainId = sha256Digest(`${file}`);
+        names.push(chainId);
+        const r = await unpackLayer({
+          snapshotter: fx.sn,
+          chainId,
+          parent: undefined,
+          diffId,
+          open: async () => (await import('node:fs')).createReadStream(path.join(work, file)),
+          compression,
+          unpacker,
+        });
+        t.false(r.reused);
+        t.is(r.size, raw.length);
+        const files = await viewDir(fx.sn, chainId, (d) => snapshotTree(d));
+        t.is(files.nodes['a/big']?.size, 3 * 1024 * 1024);
+      }
+      const before: string[] = [];
+      await fx.sn.walk((i) => {
+        before.push(i.name);
+      });
+      const wrong = sha256Digest('not this layer');
+      const err = await t.throwsAsync(
+        unpackLayer({
+          snapshotter: fx.sn,
+          chainId: sha256Digest('x'),
+          parent: undefined,
+          diffId: wrong,
+          open: async () => Readable.from([raw]),
+          compression: 'none',
+          unpacker,
+        }),
+      );
+      t.is((err as { code?: string }).code, 'Corrupt');
+      t.regex(err!.message, /DiffID mismatch/);
+      const zst = await fsp.readFile(path.join(work, 'layer.tar.zst'));
+      zst.fill(0x55, 20, 200);
+      const err2 = await t.throwsAsync(
+        unpackLayer({
+          snapshotter: fx.sn,
+          chainId: sha256Digest('y'),
+          parent: undefined,
+          diffId,
+          open: async () => Readable.from([zst]),
+          compression: 'zstd',
+          unpacker,
+        }),
+      );
+      t.is((err2 as { code?: string }).code, 'Corrupt');
+      const after: string[] = [];
+      await fx.sn.walk((i) => {
+        after.push(i.name);
+      });
+      t.deepEqual(after, before, 'no snapshot left by the failed layers');
+    },
+  );
 }

@@ -52,6 +52,7 @@ export function sessionRoutes(d: ApiDeps) {
         );
         return {
           user: s.user.name,
+          token: null,
           role: s.user.role,
           via: 'session' as const,
           csrfToken: s.csrf,

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Pull + unpack of a real image, berth vs containerd, on the same loop filesystem (issue 16 item 4).
+#
+#   bash bench/vs-containerd.sh [runs=3] [btrfs|ext4|both=both]
+#
+# The image: Debian bookworm minbase, made by mmdebstrap from this machine's apt sources and packed by
+# umoci (test/fixtures/debian-image.sh); set DEBIAN_ROOTFS_TAR=<mmdebstrap tarball> to reuse one.
+#   containerd: a private docker-registry (Debian's docker-registry) and a private containerd (Debian's
+#     containerd 1.6), both on 127.0.0.1 with their own config, root, state and socket under the work
+#     dir — never the system services; `ctr images pull --plain-http` (fetch + unpack) with the btrfs or
+#     overlayfs snapshotter.
+#   berth: `berth fleet serve` (embedded broker) with the image pushed to it; `berth pull` over MQTT into
+#     a fresh state dir, then `berth image unpack` (btrfs, or overlay on ext4). Pull and unpack are
+#     printed separately; the transport is whatever this checkout has.
+# Each run is cold on both sides (a fresh containerd root / berth state dir; page cache not dropped:
+# the machine is shared), the two sides alternate, medians of N runs and the ratio berth/containerd
+# (aim ≤ 1.0) are printed with the load average.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+RUNS=${1:-3}
+WHICH=${2:-both}
+for tool in mmdebstrap umoci skopeo containerd ctr docker-registry; do
+  command -v "$tool" >/dev/null || { echo "vs-containerd: $tool is missing (scripts/bootstrap.sh installs it)" >&2; exit 1; }
+done
+node scripts/build.mjs >/dev/null # this checkout's code, not a stale bundle
+berth() { node dist/berth.mjs --log-level warn "$@"; }
+
+W=$(mktemp -d /tmp/berth-bench-vsctr.XXXXXX)
+BENCH_CLEANUP+=("rm -rf '$W'")
+free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+wait_port() { # wait_port <port> <what>
+  local i
+  for ((i = 0; i < 100; i++)); do
+    node -e 'require("net").connect(+process.argv[1],"127.0.0.1").on("connect",()=>process.exit(0)).on("error",()=>process.exit(1))' "$1" && return 0
+    sleep 0.2
+  done
+  echo "vs-containerd: $2 did not come up on :$1" >&2
+  return 1
+}
+stop_pid() { kill "$1" 2>/dev/null && wait "$1" 2>/dev/null || true; }
+
+echo "image: Debian bookworm minbase (mmdebstrap from the host's apt sources, umoci)..."
+bash test/fixtures/debian-image.sh "$W/layout" ${DEBIAN_ROOTFS_TAR:+--rootfs-tar "$DEBIAN_ROOTFS_TAR"}
+img_bytes=$(du -sb "$W/layout/blobs" | cut -f1)
+echo "image: $((img_bytes / 1048576)) MiB of blobs"
+
+# the private registry
+RPORT=$(free_port)
+mkdir -p "$W/registry"
+cat >"$W/registry.yml" <<EOF
+version: 0.1
+log: { level: error, accesslog: { disabled: true } }
+storage: { filesystem: { rootdirectory: $W/registry } }
+http: { addr: 127.0.0.1:$RPORT }
+EOF
+docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
+REGISTRY_PID=$!
+BENCH_CLEANUP+=("stop_pid $REGISTRY_PID")
+wait_port "$RPORT" "docker-registry"
+skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$W/layout:bookworm" "docker://127.0.0.1:$RPORT/debian:bookworm"
+REF=127.0.0.1:$RPORT/debian:bookworm
+
+# the fleet server
+FPORT=$(free_port)
+berth --state-dir "$W/fleet" fleet keygen >"$W/fleet.pub"
+node dist/berth.mjs --log-level warn --state-dir "$W/fleet" fleet serve --listen "127.0.0.1:$FPORT" >"$W/fleet.log" 2>&1 &
+FLEET_PID=$!
+BENCH_CLEANUP+=("stop_pid $FLEET_PID")
+wait_port "$FPORT" "the fleet server"
+berth --state-dir "$W/fleet" fleet push "$W/layout" --tag debian:bookworm >/dev/null
+
+ctr_run() { # ctr_run <dir> <snapshotter> → ms on stdout
+  local d=$1 sn=$2 pid t0 t1 i
+  mkdir -p "$d"
+  cat >"$d/config.toml" <<EOF
+version = 2
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$d/containerd.sock"
+[ttrpc]
+  address = "$d/containerd.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+EOF
+  containerd --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
+  pid=$!
+  for ((i = 0; i < 100; i++)); do ctr --address "$d/containerd.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+  sync -f "$d"
+  t0=$(now_ms)
+  ctr --address "$d/containerd.sock" images pull --plain-http --snapshotter "$sn" "$REF" >/dev/null
+  sync -f "$d"
+  t1=$(now_ms)
+  stop_pid "$pid"
+  echo $((t1 - t0))
+}
+
+berth_run() { # berth_run <state-dir> <driver> → "pull_ms unpack_ms" on stdout
+  local s=$1 drv=$2 t0 t1 t2
+  mkdir -p "$s"
+  sync -f "$s"
+  t0=$(now_ms)
+  # the embedded broker speaks MQTT 3.1.1
+  if ! BERTH_STORAGE_DRIVER=$drv berth --state-dir "$s" pull debian:bookworm --broker "mqtt://127.0.0.1:$FPORT" \
+    --device-id "bench-$RANDOM" --fleet-key "$W/fleet.pub" --mqtt-version 4 >"$s.pull.out" 2>"$s.pull.log" ||
+    ! grep -q '^debian:bookworm sha256:' "$s.pull.out"; then
+    echo "vs-containerd: berth pull failed:" >&2
+    cat "$s.pull.out" "$s.pull.log" >&2
+    return 1
+  fi
+  t1=$(now_ms)
+  BERTH_STORAGE_DRIVER=$drv berth --state-dir "$s" image unpack debian:bookworm >/dev/null
+  sync -f "$s"
+  t2=$(now_ms)
+  echo "$((t1 - t0)) $((t2 - t1))"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+fss=(btrfs ext4)
+[[ $WHICH != both ]] && fss=("$WHICH")
+for fs in "${fss[@]}"; do
+  M=$W/mnt-$fs
+  loopfs "$fs" 8G "$M"
+  sn=overlayfs drv=overlay
+  [[ $fs == btrfs ]] && sn=btrfs drv=btrfs
+  ctr_ms=() pull_ms=() unpack_ms=() total_ms=()
+  for i in $(seq "$RUNS"); do
+    c=$(ctr_run "$M/ctr-$i" "$sn")
+    out=$(berth_run "$M/berth-$i" "$drv")
+    read -r p u <<<"$out"
+    ctr_ms+=("$c") pull_ms+=("$p") unpack_ms+=("$u") total_ms+=($((p + u)))
+    echo "$fs run $i: containerd ${c} ms | berth ${p} + ${u} = $((p + u)) ms (pull + unpack)  load $(cut -d' ' -f1 /proc/loadavg)"
+  done
+  c=$(printf '%s\n' "${ctr_ms[@]}" | median)
+  p=$(printf '%s\n' "${pull_ms[@]}" | median)
+  u=$(printf '%s\n' "${unpack_ms[@]}" | median)
+  b=$(printf '%s\n' "${total_ms[@]}" | median)
+  echo "RESULT $fs ($sn / $drv), median of $RUNS: ctr images pull ${c} ms; berth ${b} ms (pull ${p}, unpack ${u}); ratio berth/containerd $(ratio "$b" "$c") (aim <= 1.0); load $(cut -d' ' -f1-3 /proc/loadavg)"
+done
