@@ -5,10 +5,14 @@
  *   berth fleet release ls [--json]
  *   berth fleet release rm 0.1.0                     refused while a current target names it
  *
+ * `push` reads the executables on the fleet server's machine and signs with its key, so it runs there
+ * (the state dir); `ls` and `rm` go through the FleetClient, so they work remotely too (--server, login).
+ *
  * A target names a release with `fleet deploy … --agent 0.2.0` (or `agent` in a deploy file).
  */
 import type { Command } from 'commander';
 import type { CliContext } from './context.js';
+import { addClientOptions, type ClientFlags, openFleetClient } from './fleet-client.js';
 import { localFleet } from './fleet-local.js';
 import { humanSize, printJson, printTable } from './output.js';
 
@@ -30,33 +34,33 @@ export function registerFleetRelease(fleet: Command, ctx: () => CliContext): voi
       );
     });
 
-  release
-    .command('ls')
-    .description('list agent releases, newest version first')
-    .option('--json', 'print JSON')
-    .action(async (o: { json?: boolean }) => {
-      const { services } = await localFleet(ctx(), {});
-      const rows = services.releases.list();
-      if (o.json) return printJson(rows);
-      printTable(
-        rows.map((r) => ({
-          version: r.version,
-          platforms: Object.keys(r.artifacts).sort().join(','),
-          size: humanSize(Object.values(r.artifacts).reduce((n, a) => n + a.size, 0)),
-          schema: String(r.database.schema),
-          manifest: r.manifest.digest.slice(0, 19),
-          pushed: new Date(r.createdAt).toISOString(),
-        })),
-        ['version', 'platforms', 'size', 'schema', 'manifest', 'pushed'],
-      );
-    });
+  addClientOptions(
+    release
+      .command('ls')
+      .description('list agent releases, newest version first')
+      .option('--json', 'print JSON'),
+  ).action(async (o: ClientFlags & { json?: boolean }) => {
+    const rows = await (await openFleetClient(ctx(), o)).releases();
+    if (o.json) return printJson(rows);
+    printTable(
+      rows.map((r) => ({
+        version: r.version,
+        platforms: Object.keys(r.artifacts).sort().join(','),
+        size: humanSize(Object.values(r.artifacts).reduce((n, a) => n + a.size, 0)),
+        schema: String(r.database.schema),
+        manifest: r.manifest.digest.slice(0, 19),
+        pushed: r.createdAt,
+      })),
+      ['version', 'platforms', 'size', 'schema', 'manifest', 'pushed'],
+    );
+  });
 
-  release
-    .command('rm <version>')
-    .description('remove a release no current target names (its blobs go too)')
-    .action(async (version: string) => {
-      const { services } = await localFleet(ctx(), {});
-      await services.releases.remove(version);
-      process.stdout.write(`removed release ${version}\n`);
-    });
+  addClientOptions(
+    release
+      .command('rm <version>')
+      .description('remove a release no current target names (its blobs go too)'),
+  ).action(async (version: string, o: ClientFlags) => {
+    await (await openFleetClient(ctx(), o)).deleteRelease(version);
+    process.stdout.write(`removed release ${version}\n`);
+  });
 }
