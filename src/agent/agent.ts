@@ -15,7 +15,8 @@ import type { Target } from '../core/target.js';
 import type { Db } from '../db/database.js';
 import type { SystemInformation } from '../device/info.js';
 import type { Logger } from '../lib/logger.js';
-import { AgentApi } from './api.js';
+import { EventLog } from '../runtime/events.js';
+import { AgentApi, type ImageCatalog } from './api.js';
 import { agentSocketPath } from './api-client.js';
 import { type CommandDeps, type CommandResult, dispatchCommand } from './commands.js';
 import { Mutex } from './mutex.js';
@@ -35,6 +36,8 @@ export interface AgentOptions {
   socketPath?: string;
   /** false: no local API socket (tests of other parts) */
   api?: boolean;
+  /** images on the device for the local API (`berth images`, `berth inspect <image>`) */
+  catalog?: ImageCatalog;
   sys?: SystemInformation;
   metricsIntervalMs?: number;
   /**
@@ -109,6 +112,8 @@ export class Agent {
     };
     this.api = new AgentApi({
       engine: o.ports.engine,
+      events: new EventLog(o.db),
+      catalog: o.catalog,
       images: o.ports.images,
       store: this.store,
       clock,
@@ -216,8 +221,9 @@ export class Agent {
     this.stopped = true;
     if (this.watchTimer) (this.o.clock ?? systemClock).clearTimeout(this.watchTimer);
     this.offOnline?.();
-    this.reporter.stop();
+    const reporting = this.reporter.stop();
     await this.reconciler.stop();
+    await reporting;
     await this.api.close();
     this.outbox.close();
   }

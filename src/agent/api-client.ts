@@ -5,10 +5,12 @@
  */
 import * as http from 'node:http';
 import * as path from 'node:path';
+import type { ImageRecord } from '../content/images.js';
 import { BerthError, errorFromWire, unavailable } from '../lib/errors.js';
+import type { BerthEvent, EventStreamOptions } from '../runtime/events.js';
 import type { ContainerView, RunRequest } from './api.js';
 import type { CommandResult } from './commands.js';
-import type { ExecResult, LogLine } from './ports.js';
+import type { ContainerStats, ExecResult, LogLine, LogStreamOptions } from './ports.js';
 
 export const SOCKET_NAME = 'berth.sock';
 export const agentSocketPath = (stateDir: string) => path.join(stateDir, SOCKET_NAME);
@@ -87,31 +89,39 @@ export class AgentClient {
     );
   }
   /** the output as NDJSON lines (LogLine), live with `follow` until the container stops or `signal` aborts */
-  streamLogs(
-    id: string,
-    opts: { tail?: number | undefined; follow: boolean; signal?: AbortSignal },
-    emit: (line: LogLine) => void,
-  ): Promise<void> {
+  streamLogs(id: string, opts: LogStreamOptions, emit: (line: LogLine) => void): Promise<void> {
     const q = new URLSearchParams({
       stream: '1',
       follow: opts.follow ? '1' : '0',
       tail: opts.tail === undefined ? 'all' : String(opts.tail),
+      ...(opts.since !== undefined ? { since: String(opts.since) } : {}),
+      ...(opts.until !== undefined ? { until: String(opts.until) } : {}),
     });
+    return this.ndjson(`/v1/containers/${encodeURIComponent(id)}/logs?${q}`, opts.signal, emit);
+  }
+
+  /** the event log as NDJSON (BerthEvent): stored ones in [since, until], then live ones with `follow` */
+  events(opts: EventStreamOptions, emit: (e: BerthEvent) => void): Promise<void> {
+    const q = new URLSearchParams({
+      follow: opts.follow ? '1' : '0',
+      ...(opts.since !== undefined ? { since: String(opts.since) } : {}),
+      ...(opts.until !== undefined ? { until: String(opts.until) } : {}),
+    });
+    return this.ndjson(`/v1/events?${q}`, opts.signal, emit);
+  }
+
+  /** GET an NDJSON stream; a last line `{error}` (the stream had started) rejects with that error */
+  private ndjson<T>(urlPath: string, signal: AbortSignal | undefined, emit: (v: T) => void): Promise<void> {
     return new Promise((resolve, reject) => {
       const req = http.request(
-        {
-          socketPath: this.socketPath,
-          method: 'GET',
-          path: `/v1/containers/${encodeURIComponent(id)}/logs?${q}`,
-          ...(opts.signal ? { signal: opts.signal } : {}),
-        },
+        { socketPath: this.socketPath, method: 'GET', path: urlPath, ...(signal ? { signal } : {}) },
         (res) => {
           let buf = '';
           let failed: BerthError | undefined;
           const lines = (text: string) => {
             for (const l of text.split('\n')) {
               if (!l) continue;
-              const j = JSON.parse(l) as LogLine & { error?: { code?: string; message?: string } };
+              const j = JSON.parse(l) as T & { error?: { code?: string; message?: string } };
               if (j.error) failed = toBerthError(j.error, res.statusCode);
               else emit(j);
             }
@@ -128,21 +138,43 @@ export class AgentClient {
             try {
               lines(buf);
             } catch {
-              failed ??= unavailable(`agent at ${this.socketPath} sent a bad log stream`);
+              failed ??= unavailable(`agent at ${this.socketPath} sent a bad stream`);
             }
             if (failed) reject(failed);
             else resolve();
           });
-          res.on('error', (err) => (opts.signal?.aborted ? resolve() : reject(err)));
+          res.on('error', (err) => (signal?.aborted ? resolve() : reject(err)));
         },
       );
       req.on('error', (err) =>
-        opts.signal?.aborted
-          ? resolve()
-          : reject(unavailable(`agent at ${this.socketPath}: ${err.message}`, err)),
+        signal?.aborted ? resolve() : reject(unavailable(`agent at ${this.socketPath}: ${err.message}`, err)),
       );
       req.end();
     });
+  }
+  inspect(id: string) {
+    return this.request<unknown>('GET', `/v1/containers/${encodeURIComponent(id)}`);
+  }
+  stats(id: string) {
+    return this.request<ContainerStats & { at: number }>(
+      'GET',
+      `/v1/containers/${encodeURIComponent(id)}/stats`,
+    );
+  }
+  top(id: string) {
+    return this.request<{ titles: string[]; processes: string[][] }>(
+      'GET',
+      `/v1/containers/${encodeURIComponent(id)}/top`,
+    );
+  }
+  restart(id: string, timeoutMs = 10_000) {
+    return this.request<object>('POST', `/v1/containers/${encodeURIComponent(id)}/restart`, { timeoutMs });
+  }
+  images() {
+    return this.request<ImageRecord[]>('GET', '/v1/images');
+  }
+  image(ref: string) {
+    return this.request<Record<string, unknown>>('GET', `/v1/images/${encodeURIComponent(ref)}`);
   }
   start(id: string) {
     return this.request<object>('POST', `/v1/containers/${encodeURIComponent(id)}/start`, {});

@@ -4,15 +4,25 @@
  * never act on the same containers at once: every mutation goes through the agent's mutex.
  *
  *   GET    /v1/ping                          {ok, pid}
- *   GET    /v1/containers                    [ContainerView]
+ *   GET    /v1/containers                    [ContainerView]            (with health)
  *   POST   /v1/containers                    RunRequest → {id}          (ad-hoc container, like docker run)
- *   GET    /v1/containers/:id/logs?tail=N    {lines}
+ *   GET    /v1/containers/:id                docker-like inspect JSON   (src/runtime/inspect.ts)
+ *   GET    /v1/containers/:id/logs?tail=N&since=ms&until=ms[&stream=1&follow=1]   {lines} | NDJSON LogLine
+ *   GET    /v1/containers/:id/stats          {cpuUsageNs, memoryBytes, memoryLimitBytes?, pids?, at}
+ *   GET    /v1/containers/:id/top            {titles, processes}        (ps -ef of the container)
  *   POST   /v1/containers/:id/start          {}
  *   POST   /v1/containers/:id/stop           {timeoutMs?} → {}
+ *   POST   /v1/containers/:id/restart        {timeoutMs?} → {}
  *   DELETE /v1/containers/:id?force=1        {}
  *   POST   /v1/containers/:id/exec           {argv, timeoutMs?} → {exitCode, stdout, stderr}
+ *   GET    /v1/events?since=ms&until=ms&follow=1   NDJSON BerthEvent     (src/runtime/events.ts)
+ *   GET    /v1/images                        [ImageRecord]
+ *   GET    /v1/images/:ref                   record + manifest + config (or index)
  *   GET    /v1/state                         reported state
  *   POST   /v1/commands                      Command → CommandResult    (same commands as from the fleet)
+ *
+ * `:id` is the name the agent gave a container, its runtime id, a unique prefix (≥ 4) of that, or an app's
+ * service name (`web`, `app/web`).
  *
  * Errors: {error: {code, message}} with an HTTP status per BerthError code.
  */
@@ -33,6 +43,7 @@ import {
 import { DEFAULT_MAX_DEPTH, parseJsonBounded } from '../lib/json-bounds.js';
 import type { Logger } from '../lib/logger.js';
 import { formatIssues } from '../oci/validate.js';
+import type { EventLog } from '../runtime/events.js';
 import { type CommandDeps, dispatchCommand } from './commands.js';
 import type { Mutex } from './mutex.js';
 import {
@@ -119,12 +130,15 @@ export interface ContainerView {
   ipAddress?: string | undefined;
   ports: Array<{ hostIp?: string; hostPort: number; containerPort: number; protocol: string }>;
   managed: boolean;
+  /** health of a target's service (starting | healthy | unhealthy), none for the others */
+  health?: string | undefined;
 }
 
 export const LABEL_ADHOC = 'io.berth.adhoc';
 
-export function containerView(c: EngineContainer): ContainerView {
+export function containerView(c: EngineContainer, health?: string): ContainerView {
   return {
+    ...(health && health !== 'none' ? { health } : {}),
     id: c.id,
     name: c.id,
     containerId: c.runtimeId,
@@ -144,8 +158,17 @@ export function containerView(c: EngineContainer): ContainerView {
   };
 }
 
+/** Images on the device, for `berth images` / `berth inspect <image>` through the agent. */
+export interface ImageCatalog {
+  list(): unknown[];
+  inspect(ref: string): Promise<unknown>;
+}
+
 export interface ApiDeps {
   engine: ContainerEngine;
+  /** the state dir's event log (`berth events`); optional so fakes need not have one */
+  events?: EventLog | undefined;
+  catalog?: ImageCatalog | undefined;
   images: ImageService;
   store: AgentStore;
   clock: Clock;
@@ -197,6 +220,18 @@ function decodePart(part: string): string {
 
 let adhocSeq = 0;
 
+/** how often a followed event stream looks for new events */
+const EVENTS_POLL_MS = 250;
+
+/** A time bound in ms since the epoch from a query parameter; InvalidInput when it is not one. */
+function msParam(url: URL, name: string): number | undefined {
+  const v = url.searchParams.get(name);
+  if (v === null || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw invalidInput(`${name} must be milliseconds since the epoch`);
+  return n;
+}
+
 /** route() wrote the response itself (a stream) */
 const STREAMED = Symbol('streamed');
 
@@ -213,7 +248,24 @@ export class AgentApi {
     const byPrefix = ref.length >= 4 ? all.filter((x) => x.runtimeId?.startsWith(ref)) : [];
     if (byPrefix.length > 1) throw invalidInput(`container reference ${ref} is ambiguous`);
     if (byPrefix.length === 1) return byPrefix[0]!;
+    // an app's service by name (`web`, `app/web`): its running container, the newest in a hand-over
+    const [app, service] = ref.includes('/') ? ref.split('/', 2) : [undefined, ref];
+    const ofService = all.filter(
+      (x) => x.labels[LABEL_SERVICE] === service && (app === undefined || x.labels[LABEL_APP] === app),
+    );
+    const apps = [...new Set(ofService.map((x) => x.labels[LABEL_APP]))];
+    if (apps.length > 1)
+      throw invalidInput(
+        `service ${ref} is in several apps (${apps.map((a) => `${a}/${service}`).join(', ')}): name one`,
+      );
+    const newest = (xs: EngineContainer[]) => xs.sort((a, b) => (b.createdAt ?? 0) - (a.createdAt ?? 0))[0];
+    const hit = newest(ofService.filter((x) => x.status === 'running')) ?? newest(ofService);
+    if (hit) return hit;
     throw notFound(`no such container: ${ref}`);
+  }
+
+  private healthOf(): Map<string, string> {
+    return new Map(this.d.store.containers().map((c) => [c.id, c.health]));
   }
 
   private async route(
@@ -230,24 +282,58 @@ export class AgentApi {
     if (method === 'GET' && resource === 'state') return this.d.state();
     if (method === 'POST' && resource === 'commands')
       return dispatchCommand(await readJson(req), this.d.commands);
+    if (method === 'GET' && resource === 'events') return this.streamEvents(url, res);
+    if (method === 'GET' && resource === 'images') {
+      const catalog = this.d.catalog;
+      if (!catalog) throw new BerthError('Unsupported', 'this agent has no image catalog');
+      return ref ? catalog.inspect(ref) : catalog.list();
+    }
     if (resource !== 'containers') throw notFound(`no route ${method} ${url.pathname}`);
 
     if (!ref) {
-      if (method === 'GET') return (await engine.list()).map(containerView);
+      if (method === 'GET') {
+        const health = this.healthOf();
+        return (await engine.list()).map((c) => containerView(c, health.get(c.id)));
+      }
       if (method === 'POST') return this.run(parse(RunRequestSchema, await readJson(req), 'run request'));
       throw notFound(`no route ${method} ${url.pathname}`);
     }
     const c = await this.find(ref);
     const id = c.id;
     const managed = c.labels[LABEL_APP] !== undefined;
+    if (method === 'GET' && !action) {
+      if (!engine.inspect) throw new BerthError('Unsupported', 'this engine cannot inspect containers');
+      return engine.inspect(id, { health: this.healthOf().get(id) });
+    }
+    if (method === 'GET' && action === 'stats') return { ...(await engine.stats(id)), at: clock.now() };
+    if (method === 'GET' && action === 'top') {
+      if (!engine.top) throw new BerthError('Unsupported', 'this engine cannot list processes');
+      return engine.top(id);
+    }
     if (method === 'GET' && action === 'logs') {
       const tailParam = url.searchParams.get('tail');
       const tail = tailParam === null || tailParam === 'all' ? undefined : Number(tailParam);
       if (tail !== undefined && (!Number.isInteger(tail) || tail < 0))
         throw invalidInput('tail must be a non-negative integer or "all"');
-      if (url.searchParams.get('stream') !== '1')
+      const since = msParam(url, 'since');
+      const until = msParam(url, 'until');
+      if (url.searchParams.get('stream') !== '1' && since === undefined && until === undefined)
         return { lines: await engine.logs(id, { tail: tail ?? 200 }) };
-      return this.streamLogs(id, tail, url.searchParams.get('follow') === '1', res);
+      return this.streamLogs(id, { tail, since, until }, url.searchParams.get('follow') === '1', res);
+    }
+    if (method === 'POST' && action === 'restart') {
+      const body = parse(
+        z.object({ timeoutMs: z.number().int().nonnegative().default(10_000) }).strict(),
+        await readJson(req),
+        'restart request',
+      );
+      await mutex.run(async () => {
+        if (managed) store.updateContainer(id, { stoppedByUser: false }, clock.now());
+        await engine.stop(id, { timeoutMs: body.timeoutMs });
+        await engine.start(id);
+      });
+      this.d.events?.record('container', 'restart', { id: c.runtimeId ?? id, name: id }, { image: c.image });
+      return {};
     }
     if (method === 'POST' && action === 'start') {
       await mutex.run(async () => {
@@ -322,10 +408,42 @@ export class AgentApi {
     throw notFound(`no route ${method} ${url.pathname}`);
   }
 
+  /**
+   * NDJSON, one BerthEvent per line: the stored ones in [since, until], then (follow) new ones as they
+   * happen. Following also reconciles the containers every poll, so an exit is seen as it happens.
+   */
+  private async streamEvents(url: URL, res: http.ServerResponse): Promise<typeof STREAMED> {
+    const log = this.d.events;
+    if (!log) throw new BerthError('Unsupported', 'this agent keeps no event log');
+    const since = msParam(url, 'since');
+    const until = msParam(url, 'until');
+    const follow = url.searchParams.get('follow') === '1';
+    let closed = false;
+    res.on('close', () => {
+      closed = true;
+    });
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    let after = since === undefined && follow ? log.lastSeq() : 0;
+    const send = () => {
+      for (const e of log.list({ afterSeq: after, since, until })) {
+        res.write(`${JSON.stringify(e)}\n`);
+        after = e.seq;
+      }
+    };
+    send();
+    while (follow && !closed && (until === undefined || this.d.clock.now() <= until)) {
+      await new Promise((r) => setTimeout(r, EVENTS_POLL_MS));
+      await this.d.engine.list().catch(() => undefined); // reconciles: exits become "die" events
+      send();
+    }
+    res.end();
+    return STREAMED;
+  }
+
   /** NDJSON, one LogLine per line, written as the lines come; ends when the container stops (follow). */
   private async streamLogs(
     id: string,
-    tail: number | undefined,
+    window: { tail: number | undefined; since: number | undefined; until: number | undefined },
     follow: boolean,
     res: http.ServerResponse,
   ): Promise<typeof STREAMED> {
@@ -335,7 +453,7 @@ export class AgentApi {
     res.on('close', () => ac.abort());
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
     try {
-      await stream(id, { tail, follow, signal: ac.signal }, (line) => {
+      await stream(id, { ...window, follow, signal: ac.signal }, (line) => {
         res.write(`${JSON.stringify(line)}\n`);
       });
     } catch (err) {
@@ -397,7 +515,8 @@ export class AgentApi {
       try {
         await engine.start(id);
       } catch (err) {
-        if (r.autoRemove) await engine.remove(id, { force: true }).catch(() => undefined);
+        // an ad-hoc run that failed leaves nothing behind (as `berth run` without an agent)
+        await engine.remove(id, { force: true }).catch(() => undefined);
         throw err;
       }
       return { id };
@@ -424,6 +543,11 @@ export class AgentApi {
 
   /** Listen on the socket; a stale socket file is replaced, a live agent on it is a Conflict. */
   async listen(socketPath: string): Promise<void> {
+    // sun_path holds 108 bytes with the terminating NUL; a longer path fails with a bare EINVAL
+    if (Buffer.byteLength(socketPath) > 107)
+      throw invalidInput(
+        `the agent's socket ${socketPath} is ${Buffer.byteLength(socketPath)} bytes long; unix sockets allow 107: use a shorter --state-dir`,
+      );
     if (await socketAnswers(socketPath)) throw conflict(`another agent is already serving ${socketPath}`);
     await unlink(socketPath).catch(() => {});
     const server = http.createServer((req, res) =>

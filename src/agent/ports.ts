@@ -49,6 +49,18 @@ export interface EngineContainer {
 export interface LogLine {
   stream: 'stdout' | 'stderr';
   log: string;
+  /** when the monitor read it (RFC 3339, ns) */
+  time?: string | undefined;
+}
+
+/** Which lines of a container's output: the last `tail` of those written in [since, until] (ms). */
+export interface LogStreamOptions {
+  tail?: number | undefined;
+  since?: number | undefined;
+  until?: number | undefined;
+  /** keep streaming new lines until the container stops or `signal` aborts */
+  follow: boolean;
+  signal?: AbortSignal;
 }
 
 export interface CreateContainerRequest {
@@ -78,6 +90,7 @@ export interface ContainerStats {
   cpuUsageNs: number;
   memoryBytes: number;
   memoryLimitBytes?: number | undefined;
+  pids?: number | undefined;
 }
 
 export interface ContainerEngine {
@@ -99,12 +112,12 @@ export interface ContainerEngine {
    * The container's output line by line (the last `tail` lines first); with `follow`, new lines until the
    * container stops or `signal` aborts. Optional: the local API answers 501 for an engine without it.
    */
-  streamLogs?(
-    id: string,
-    opts: { tail?: number | undefined; follow: boolean; signal?: AbortSignal },
-    emit: (line: LogLine) => void,
-  ): Promise<void>;
+  streamLogs?(id: string, opts: LogStreamOptions, emit: (line: LogLine) => void): Promise<void>;
   stats(id: string): Promise<ContainerStats>;
+  /** `berth inspect`: the container as docker-like JSON (see src/runtime/inspect.ts). Optional. */
+  inspect?(id: string, extra: { health?: string | undefined }): Promise<unknown>;
+  /** `berth top`: the container's processes, `ps -ef` style. Optional. */
+  top?(id: string): Promise<{ titles: string[]; processes: string[][] }>;
   /**
    * Names other containers answer to, as seen from this one (its /etc/hosts). Optional: without it
    * services find each other by address only.

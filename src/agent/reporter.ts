@@ -64,10 +64,12 @@ export class Reporter {
     if (this.o.transport.online) void this.onOnline();
   }
 
-  stop(): void {
+  /** No new sample starts; one in flight is waited for (it writes to the database being closed next). */
+  async stop(): Promise<void> {
     this.stopped = true;
     this.offOnline?.();
     if (this.timer) this.o.clock.clearTimeout(this.timer);
+    await this.sampling;
   }
 
   async onOnline(): Promise<void> {
@@ -166,16 +168,22 @@ export class Reporter {
     return changed;
   }
 
+  /** the metrics sample running now, if any */
+  private sampling: Promise<void> | undefined;
+
   private scheduleMetrics(ms: number) {
     if (this.stopped) return;
-    this.timer = this.o.clock.setTimeout(async () => {
-      try {
-        await this.sampleMetrics();
-        await this.reportInfo();
-      } catch (err) {
-        this.o.log.warn({ err: errorMessage(err) }, 'metrics sample failed');
-      }
-      this.scheduleMetrics(this.o.metricsIntervalMs ?? 60_000);
+    this.timer = this.o.clock.setTimeout(() => {
+      this.sampling = (async () => {
+        try {
+          await this.sampleMetrics();
+          await this.reportInfo();
+        } catch (err) {
+          this.o.log.warn({ err: errorMessage(err) }, 'metrics sample failed');
+        }
+        this.sampling = undefined;
+        this.scheduleMetrics(this.o.metricsIntervalMs ?? 60_000);
+      })();
     }, ms);
   }
 }

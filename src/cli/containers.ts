@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import type { ContainerView, RunRequest } from '../agent/api.js';
+import type { RunRequest } from '../agent/api.js';
 import { type AgentClient, connectAgent } from '../agent/api-client.js';
 import { invalidInput } from '../lib/errors.js';
 import { nativePath } from '../lib/native.js';
@@ -19,12 +19,15 @@ import {
   ociArch,
   statDevice,
 } from '../runtime/containers.js';
-import { followLogs, type LogEntry, readLogs } from '../runtime/logs.js';
+import { followLogs, type LogEntry } from '../runtime/logs.js';
+import { HostClaims } from '../runtime/network/host-claims.js';
 import { NetworkManager, parsePortMapping } from '../runtime/network/network.js';
 import { DefaultRootfsProvider, type ImageRootfs } from '../runtime/rootfs.js';
 import { LazyRuntime, runtimeFromConfig } from '../runtime/runtime.js';
+import { containerSource, type PsRow } from './container-source.js';
 import type { CliContext } from './context.js';
-import { printJson, printTable } from './output.js';
+import { type Column, humanDuration, printListing } from './output.js';
+import { parseTimeArg } from './time.js';
 
 /** Set by the composition root once the image store and snapshotter exist (lead wires at merge). */
 export const imageRootfsSeam: { get?: (ctx: CliContext) => ImageRootfs } = {};
@@ -42,7 +45,10 @@ export function containerManager(
     get monitorPath() {
       return nativePath('monitor');
     },
-    network: new NetworkManager(ctx.db, cfg.network),
+    network: new NetworkManager(ctx.db, cfg.network, {
+      stateDir: ctx.stateDir,
+      claims: new HostClaims(cfg.runDir),
+    }),
     rootfs: new DefaultRootfsProvider(imageRootfsSeam.get?.(ctx)),
     arch: ociArch(),
     logMaxSize: cfg.runtime.logMaxSize,
@@ -62,14 +68,59 @@ export function parseSize(s: string): number {
   return Math.round(Number(m[1]) * mult);
 }
 
+/**
+ * `-v /host:/ctr[:ro|rw]`. The host path must be absolute: docker reads a bare name as a named volume,
+ * which `berth run` does not have, and resolving it against the current directory would mount whatever
+ * happens to be there.
+ */
 export function parseVolume(s: string): BindVolume {
   const parts = s.split(':');
   if (parts.length < 2 || parts.length > 3)
-    throw invalidInput(`invalid volume ${s}: use /host:/container[:ro]`);
+    throw invalidInput(`-v ${s}: expected /host/path:/container/path[:ro]`);
   const [source, target, mode] = parts as [string, string, string | undefined];
   if (mode !== undefined && mode !== 'ro' && mode !== 'rw')
-    throw invalidInput(`invalid volume mode ${mode} in ${s}`);
-  return { source: path.resolve(source), target, readOnly: mode === 'ro' };
+    throw invalidInput(`-v ${s}: unknown mode ${mode} (ro or rw)`);
+  if (!source.startsWith('/'))
+    throw invalidInput(
+      `-v ${s}: the host path ${JSON.stringify(source)} must be absolute (berth run has no named volumes; use $PWD/${source})`,
+    );
+  if (!target.startsWith('/'))
+    throw invalidInput(`-v ${s}: the container path ${JSON.stringify(target)} must be absolute`);
+  return { source: path.normalize(source), target, readOnly: mode === 'ro' };
+}
+
+/** `--cpus 0.5`: a positive number of CPUs (docker's limit: at most the machine's, here at most 1024). */
+export function parseCpus(s: string): number {
+  const n = s.trim() === '' ? Number.NaN : Number(s);
+  if (!Number.isFinite(n) || n <= 0 || n > 1024)
+    throw invalidInput(`--cpus ${s}: expected a number of CPUs greater than 0, e.g. 0.5 or 2`);
+  return n;
+}
+
+/** `--pids-limit 100`: a positive integer. */
+export function parsePidsLimit(s: string): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1) throw invalidInput(`--pids-limit ${s}: expected a whole number ≥ 1`);
+  return n;
+}
+
+/** Every `run` option checked and converted before anything is created. */
+function runLimits(o: RunOptions): { memoryBytes?: number; cpus?: number; pids?: number } {
+  let memoryBytes: number | undefined;
+  if (o.memory !== undefined) {
+    try {
+      memoryBytes = parseSize(o.memory);
+    } catch {
+      throw invalidInput(`--memory ${o.memory}: expected a size, e.g. 64m or 1g`);
+    }
+    if (memoryBytes < 6 * 1024 * 1024)
+      throw invalidInput(`--memory ${o.memory}: the minimum is 6m (as docker's)`);
+  }
+  return {
+    ...(memoryBytes !== undefined ? { memoryBytes } : {}),
+    ...(o.cpus !== undefined ? { cpus: parseCpus(o.cpus) } : {}),
+    ...(o.pidsLimit !== undefined ? { pids: parsePidsLimit(o.pidsLimit) } : {}),
+  };
 }
 
 function parseEnv(list: string[]): Record<string, string> {
@@ -84,44 +135,49 @@ function parseEnv(list: string[]): Record<string, string> {
   return out;
 }
 
-/** What `ps` shows, from the state dir (ContainerRecord) or from the agent (ContainerView). */
-interface PsRow {
-  id: string;
-  name: string;
-  image: string;
-  state: string;
-  exitCode?: number | null | undefined;
-  oomKilled?: boolean | undefined;
-  startedAt?: number | null | undefined;
-  finishedAt?: number | null | undefined;
-  ipAddress?: string | null | undefined;
-  ports: Array<{ hostIp?: string | undefined; hostPort: number; containerPort: number; protocol: string }>;
-}
-
-/** The agent's view, keyed as `ps --json` is without an agent: `id` the runtime's id, `name` the name. */
-function viewRow(v: ContainerView): PsRow & Omit<ContainerView, 'containerId'> {
-  const { containerId, ...rest } = v;
-  return { ...rest, id: containerId ?? v.id };
-}
-
-function status(c: PsRow): string {
-  const ago = (t: number | null | undefined) => {
-    if (!t) return '';
-    const s = Math.max(0, Math.round((Date.now() - t) / 1000));
-    return s < 60
-      ? `${s} seconds`
-      : s < 3600
-        ? `${Math.round(s / 60)} minutes`
-        : `${Math.round(s / 3600)} hours`;
-  };
-  if (c.state === 'running') return `Up ${ago(c.startedAt)}`;
+/** docker's STATUS words: "Up 3 minutes", "Exited (0) 2 hours ago", "Created". */
+export function containerStatus(c: PsRow, now: number = Date.now()): string {
+  const since = (t: number | null | undefined) => humanDuration(t ? now - t : 0);
+  if (c.state === 'running') return `Up ${since(c.startedAt)}${c.health ? ` (${c.health})` : ''}`;
   if (c.state === 'exited')
-    return `Exited (${c.exitCode}) ${ago(c.finishedAt)} ago${c.oomKilled ? ' (OOM)' : ''}`;
+    return `Exited (${c.exitCode}) ${since(c.finishedAt)} ago${c.oomKilled ? ' (OOM)' : ''}`;
   return c.state[0]!.toUpperCase() + c.state.slice(1);
+}
+
+const PS_COLUMNS: Column[] = [
+  { key: 'id', header: 'CONTAINER ID' },
+  { key: 'name', header: 'NAME' },
+  { key: 'image', header: 'IMAGE' },
+  { key: 'status', header: 'STATUS' },
+  { key: 'health', header: 'HEALTH' },
+  { key: 'ip', header: 'IP' },
+  { key: 'ports', header: 'PORTS' },
+];
+
+/** A ps row as the table and `--format` templates see it (docker's field names). */
+export function psRow(c: PsRow, now: number = Date.now()): Record<string, string> {
+  return {
+    id: c.id.slice(0, 12),
+    name: c.name,
+    image: c.image,
+    status: containerStatus({ ...c, health: undefined }, now),
+    health: c.health ?? '',
+    state: c.state,
+    ip: c.ipAddress ?? '',
+    ports: c.ports
+      .map((p) => `${p.hostIp ?? '0.0.0.0'}:${p.hostPort}->${p.containerPort}/${p.protocol}`)
+      .join(', '),
+    createdAt: c.createdAt ? new Date(c.createdAt).toISOString() : '',
+  };
 }
 
 function writeEntry(e: Pick<LogEntry, 'stream' | 'log'>): void {
   (e.stream === 'stderr' ? process.stderr : process.stdout).write(e.log);
+}
+
+/** `logs -t`: each line prefixed with its RFC 3339 time, as docker does. */
+function writeEntryWithTime(e: Pick<LogEntry, 'stream' | 'log'> & { time?: string | undefined }): void {
+  (e.stream === 'stderr' ? process.stderr : process.stdout).write(`${e.time ?? ''} ${e.log}`);
 }
 
 interface RunOptions {
@@ -155,6 +211,7 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
   const mgr = () => containerManager(ctx(), globals());
   /** The running agent of this state dir: when one answers, every command goes through it. */
   const agent = () => connectAgent(ctx().stateDir);
+  const source = () => containerSource(ctx(), mgr);
 
   program
     .command('run')
@@ -207,60 +264,65 @@ export function registerContainers(program: Command, ctx: () => CliContext): voi
     .command('ps')
     .description('list containers (running; -a for all)')
     .option('-a, --all', 'include containers that are not running')
-    .option('--json', 'print JSON')
-    .action(async (o: { all?: boolean; json?: boolean }) => {
-      const client = await agent();
-      const list: PsRow[] = client
-        ? (await client.ps()).map(viewRow).filter((c) => o.all === true || c.state === 'running')
-        : await mgr().list({ all: o.all === true });
-      if (o.json) {
-        printJson(list);
-        return;
-      }
-      printTable(
-        list.map((c) => ({
-          id: c.id.slice(0, 12),
-          name: c.name,
-          image: c.image,
-          status: status(c),
-          ip: c.ipAddress ?? '',
-          ports: c.ports
-            .map((p) => `${p.hostIp ?? '0.0.0.0'}:${p.hostPort}->${p.containerPort}/${p.protocol}`)
-            .join(','),
-        })),
-        ['id', 'name', 'image', 'status', 'ip', 'ports'],
+    .option('--format <format>', "table (default) | json | a template, e.g. '{{.Name}} {{.Status}}'")
+    .option('--json', 'print JSON (same as --format json)')
+    .option('-q, --quiet', 'only the container ids')
+    .action(async (o: { all?: boolean; json?: boolean; format?: string; quiet?: boolean }) => {
+      const src = await source();
+      const list = await src.list(o.all === true);
+      const now = Date.now();
+      printListing(
+        list.map((c) => psRow(c, now)),
+        PS_COLUMNS,
+        o.quiet ? { format: '{{.ID}}' } : o,
+        list,
       );
     });
 
   program
     .command('logs')
-    .description("print a container's output (stdout and stderr)")
-    .argument('<container>', 'name or id')
+    .description("print a container's output (stdout and stderr); a service name of an app works too")
+    .argument('<container>', 'name, id, id prefix, or an app service (web, app/web)')
     .option('-f, --follow', 'follow new output until the container exits')
-    .option('-n, --tail <n>', 'only the last n lines')
-    .action(async (ref: string, o: { follow?: boolean; tail?: string }) => {
-      const tail = o.tail !== undefined ? Number(o.tail) : undefined;
-      if (tail !== undefined && (!Number.isInteger(tail) || tail < 0))
-        throw invalidInput(`invalid --tail ${o.tail}`);
-      const ac = new AbortController();
-      if (o.follow) process.once('SIGINT', () => ac.abort());
-      const client = await agent();
-      if (client) {
-        await client.streamLogs(ref, { tail, follow: o.follow === true, signal: ac.signal }, writeEntry);
-        return;
+    .option('-n, --tail <n>', 'only the last n lines ("all" for every line)')
+    .option('--since <time>', 'only lines since: a duration (10m), a unix time or a date')
+    .option('--until <time>', 'only lines before: a duration (5m), a unix time or a date')
+    .option('-t, --timestamps', 'show the time of each line')
+    .action(
+      async (
+        ref: string,
+        o: { follow?: boolean; tail?: string; since?: string; until?: string; timestamps?: boolean },
+      ) => {
+        const tail = o.tail === undefined || o.tail === 'all' ? undefined : Number(o.tail);
+        if (tail !== undefined && (!Number.isInteger(tail) || tail < 0))
+          throw invalidInput(`--tail ${o.tail}: expected a whole number of lines or "all"`);
+        const now = Date.now();
+        const since = o.since !== undefined ? parseTimeArg(o.since, '--since', now) : undefined;
+        const until = o.until !== undefined ? parseTimeArg(o.until, '--until', now) : undefined;
+        const ac = new AbortController();
+        if (o.follow) process.once('SIGINT', () => ac.abort());
+        const src = await source();
+        await src.logs(
+          ref,
+          { tail, since, until, follow: o.follow === true, signal: ac.signal },
+          o.timestamps ? writeEntryWithTime : writeEntry,
+        );
+      },
+    );
+
+  program
+    .command('restart')
+    .description('restart containers: stop (StopSignal, SIGKILL after the timeout), then start')
+    .argument('<containers...>')
+    .option('-t, --time <secs>', 'seconds to wait before SIGKILL', '10')
+    .action(async (refs: string[], o: { time: string }) => {
+      const t = Number(o.time);
+      if (!(t >= 0)) throw invalidInput(`--time ${o.time}: expected a number of seconds`);
+      const src = await source();
+      for (const r of refs) {
+        await src.restart(r, t);
+        process.stdout.write(`${r}\n`);
       }
-      const m = mgr();
-      const rec = await m.inspect(ref);
-      const dir = m.containerDir(rec.id);
-      if (!o.follow) {
-        for (const e of await readLogs(dir, tail !== undefined ? { tail } : {})) writeEntry(e);
-        return;
-      }
-      await followLogs(dir, writeEntry, {
-        ...(tail !== undefined ? { tail } : {}),
-        isDone: async () => (await m.inspect(rec.id)).state !== 'running',
-        signal: ac.signal,
-      });
     });
 
   /** One action per named container, through the agent when one runs, else on the state dir. */
@@ -402,6 +464,9 @@ async function runDirect(
   cmd: string[],
   o: RunOptions,
 ): Promise<void> {
+  const limits = runLimits(o);
+  const volumes = o.volume.map(parseVolume);
+  const ports = o.publish.map(parsePortMapping);
   const devices = await Promise.all(
     o.device.map((d) => {
       const { host, ctr } = splitDevice(d);
@@ -413,11 +478,11 @@ async function runDirect(
     ...(cmd.length ? { command: cmd } : {}),
     ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint ? [o.entrypoint] : [] } : {}),
     env: parseEnv(o.env),
-    volumes: o.volume.map(parseVolume),
+    volumes,
     resources: {
-      ...(o.memory ? { memoryBytes: parseSize(o.memory) } : {}),
-      ...(o.cpus ? { cpus: Number(o.cpus) } : {}),
-      ...(o.pidsLimit ? { pidsLimit: Number(o.pidsLimit) } : {}),
+      ...(limits.memoryBytes !== undefined ? { memoryBytes: limits.memoryBytes } : {}),
+      ...(limits.cpus !== undefined ? { cpus: limits.cpus } : {}),
+      ...(limits.pids !== undefined ? { pidsLimit: limits.pids } : {}),
     },
     network: o.network as NetworkMode,
     restart: o.restart as RestartPolicy,
@@ -435,13 +500,14 @@ async function runDirect(
     ...(o.name ? { name: o.name } : {}),
     source: o.rootfs ? { kind: 'dir', path: path.resolve(o.rootfs) } : { kind: 'image', ref: image! },
     app,
-    ports: o.publish.map(parsePortMapping),
+    ports,
     autoRemove: o.rm === true && o.detach === true,
   });
   try {
     await m.start(rec.id);
   } catch (err) {
-    if (o.rm) await m.remove(rec.id, { force: true }).catch(() => undefined);
+    // a run that failed leaves nothing behind (no container stuck in Created, no network, no lease)
+    await m.remove(rec.id, { force: true }).catch(() => undefined);
     throw err;
   }
   if (o.detach) {
@@ -479,6 +545,7 @@ async function runViaAgent(
     throw invalidInput(
       `--restart ${o.restart}: while an agent runs, containers that restart belong in the target (berth fleet deploy); an ad-hoc container runs once`,
     );
+  const limits = runLimits(o);
   const req: RunRequest = {
     ...(image ? { image } : {}),
     ...(o.rootfs ? { rootfs: path.resolve(o.rootfs) } : {}),
@@ -489,9 +556,7 @@ async function runViaAgent(
     volumes: o.volume.map(parseVolume),
     ports: o.publish.map(parsePortMapping),
     networkMode: o.network as NetworkMode,
-    ...(o.memory ? { memoryBytes: parseSize(o.memory) } : {}),
-    ...(o.cpus ? { cpus: Number(o.cpus) } : {}),
-    ...(o.pidsLimit ? { pids: Number(o.pidsLimit) } : {}),
+    ...limits,
     ...(o.user ? { user: o.user } : {}),
     ...(o.workdir ? { workingDir: o.workdir } : {}),
     ...(o.hostname ? { hostname: o.hostname } : {}),

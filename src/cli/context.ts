@@ -4,9 +4,9 @@ import type { Config } from '../config/schema.js';
 import { ContentStore } from '../content/store.js';
 import { type Db, openDatabase } from '../db/database.js';
 import { releaseMigrations } from '../db/migrations.js';
-import { createLogger, type Logger } from '../lib/logger.js';
+import { createLogger, type LogFormat, type Logger } from '../lib/logger.js';
 import { nativeHints } from '../lib/native.js';
-import { secureStateDir } from '../lib/state-dir.js';
+import { prepareDir, secureStateDir } from '../lib/state-dir.js';
 
 /** The command line of this run (runCli sets it): `berth agent`'s launcher starts versions with it. */
 export const invocation: { argv: readonly string[] } = { argv: [] };
@@ -16,6 +16,7 @@ export interface GlobalOptions {
   stateDir?: string;
   config?: string;
   logLevel?: string;
+  logFormat?: string;
   platform?: string;
   storageDriver?: string;
 }
@@ -38,6 +39,7 @@ export class CliContext {
       const flags: Record<string, unknown> = {};
       if (this.globals.stateDir) flags.stateDir = this.globals.stateDir;
       if (this.globals.logLevel) flags.logLevel = this.globals.logLevel;
+      if (this.globals.logFormat) flags.logFormat = this.globals.logFormat;
       if (this.globals.platform) flags.platform = this.globals.platform;
       if (this.globals.storageDriver) flags.storage = { driver: this.globals.storageDriver };
       const file = this.globals.config ?? process.env.BERTH_CONFIG;
@@ -52,15 +54,29 @@ export class CliContext {
   }
 
   get log(): Logger {
-    if (!this._log) this._log = createLogger({ level: this.config.logLevel });
+    if (!this._log)
+      this._log = createLogger({ level: this.config.logLevel, format: this.config.logFormat as LogFormat });
     return this._log;
+  }
+
+  private prepared = false;
+  /** The state dir, created if missing; its problems (read-only, a file, too long) as coded errors. */
+  ensureStateDir(): string {
+    const dir = this.stateDir;
+    if (!this.prepared) {
+      prepareDir(dir, 'state dir');
+      // every command that opens the state dir leaves it locked down (src/lib/state-dir.ts); before
+      // anything is made in it, so what berth makes has its mode from the start and nothing needs a warning
+      secureStateDir(dir, this.log);
+      this.prepared = true;
+    }
+    return dir;
   }
 
   get db(): Db {
     if (!this._db) {
+      this.ensureStateDir();
       const db = openDatabase(path.join(this.stateDir, 'berth.db'), { migrations: releaseMigrations() });
-      // every command that opens the state dir leaves it locked down (src/lib/state-dir.ts)
-      secureStateDir(this.stateDir, this.log);
       this._db = db;
       this.closers.push(() => {
         db.close();
@@ -70,6 +86,7 @@ export class CliContext {
   }
 
   get store(): ContentStore {
+    this.ensureStateDir();
     if (!this._store) this._store = new ContentStore(path.join(this.stateDir, 'content'));
     return this._store;
   }

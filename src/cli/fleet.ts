@@ -20,7 +20,7 @@ import { SERVE_FILE, type ServeFile } from './fleet-link.js';
 import { fleetStores } from './fleet-local.js';
 import { registerFleetRelease } from './fleet-release.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
-import { humanSize, printJson, printTable } from './output.js';
+import { columnsOf, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
 import { ProgressBar } from './progress.js';
 
 export function registerFleet(program: Command, ctx: () => CliContext): void {
@@ -183,11 +183,14 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
   });
 
   addClientOptions(
-    fleet.command('images').description('list images in the fleet').option('--json', 'print JSON'),
-  ).action(async (opts: ClientFlags & { json?: boolean }) => {
+    fleet
+      .command('images')
+      .description('list images in the fleet')
+      .option('--format <format>', FORMAT_HELP)
+      .option('--json', 'print JSON (same as --format json)'),
+  ).action(async (opts: ClientFlags & { json?: boolean; format?: string }) => {
     const rows = await (await openFleetClient(ctx(), opts)).images();
-    if (opts.json) return printJson(rows);
-    printTable(
+    printListing(
       rows.map((r) => ({
         name: r.name,
         digest: r.digest.slice(0, 19),
@@ -195,7 +198,9 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         size: humanSize(r.totalSize),
         pushed: r.pushedAt,
       })),
-      ['name', 'digest', 'platforms', 'size', 'pushed'],
+      columnsOf('name', 'digest', 'platforms', 'size', 'pushed'),
+      opts,
+      rows,
     );
   });
 

@@ -1,12 +1,21 @@
 import type { Command } from 'commander';
+import { connectAgent } from '../agent/api-client.js';
 import { exportImages } from '../content/export.js';
 import { collectGarbage } from '../content/gc.js';
 import { ImageRepo } from '../content/images.js';
-import { importImage } from '../content/import.js';
 import { formatPlatform, hostPlatform, type PlatformSpec, parsePlatform } from '../oci/platform.js';
 import type { CliContext } from './context.js';
-import { humanSize, printJson, printTable } from './output.js';
+import { type Column, humanDuration, humanSize, printJson, printListing } from './output.js';
 import type { Register } from './program.js';
+import { importWithProgress } from './push.js';
+
+const IMAGE_COLUMNS: Column[] = [
+  { key: 'name', header: 'NAME' },
+  { key: 'id', header: 'IMAGE ID' },
+  { key: 'platform', header: 'PLATFORM' },
+  { key: 'size', header: 'SIZE' },
+  { key: 'created', header: 'CREATED' },
+];
 
 export function devicePlatform(ctx: CliContext): PlatformSpec {
   return ctx.config.platform ? parsePlatform(ctx.config.platform) : hostPlatform();
@@ -16,18 +25,20 @@ export const registerImage: Register = (program: Command, ctx: () => CliContext)
   const image = program.command('image').description('manage images in the local store');
 
   image
-    .command('import <path>')
-    .description('import an OCI image layout directory, an oci-archive tar or a docker-archive tar')
+    .command('import <source>')
+    .description(
+      'import an OCI image layout directory, an oci-archive tar or a docker-archive tar; <source>:<ref> picks one image of several',
+    )
     .option('--tag <name:tag>', 'name the imported image (default: names found in the source)')
     .option('--all-platforms', 'keep every platform of a multi-arch image')
     .option('--json', 'print the result as JSON')
     .action(async (source: string, opts: { tag?: string; allPlatforms?: boolean; json?: boolean }) => {
       const c = ctx();
-      const res = await importImage(
-        source,
-        { store: c.store, db: c.db },
-        { platform: devicePlatform(c), tag: opts.tag, allPlatforms: opts.allPlatforms ?? false },
-      );
+      const res = await importWithProgress(c, source, `import ${source}`, {
+        platform: devicePlatform(c),
+        tag: opts.tag,
+        allPlatforms: opts.allPlatforms ?? false,
+      });
       if (opts.json) return printJson(res);
       for (const img of res.images) {
         process.stdout.write(
@@ -36,39 +47,41 @@ export const registerImage: Register = (program: Command, ctx: () => CliContext)
       }
     });
 
-  image
-    .command('ls')
-    .alias('list')
-    .description('list images')
-    .option('--json', 'print JSON')
-    .action((opts: { json?: boolean }) => {
-      const c = ctx();
-      const list = new ImageRepo(c.db, c.store).list();
-      if (opts.json) return printJson(list);
-      printTable(
-        list.map((i) => ({
-          name: i.name,
-          digest: i.digest.slice(7, 19),
-          platform: i.platform,
-          size: humanSize(i.size),
-          created: new Date(i.createdAt).toISOString(),
-        })),
-        ['name', 'digest', 'platform', 'size', 'created'],
-      );
-    });
+  const ls = (cmd: Command) =>
+    cmd
+      .description('list images')
+      .option('--format <format>', "table (default) | json | a template, e.g. '{{.Name}} {{.Size}}'")
+      .option('--json', 'print JSON (same as --format json)')
+      .option('-q, --quiet', 'only the image names')
+      .action(async (opts: { json?: boolean; format?: string; quiet?: boolean }) => {
+        const c = ctx();
+        const client = await connectAgent(c.stateDir);
+        const list = client ? await client.images() : new ImageRepo(c.db, c.store).list();
+        printListing(
+          list.map((i) => ({
+            name: i.name,
+            id: i.digest.slice(7, 19),
+            digest: i.digest,
+            platform: i.platform,
+            size: humanSize(i.size),
+            created: `${humanDuration(Date.now() - i.createdAt)} ago`,
+            createdAt: new Date(i.createdAt).toISOString(),
+          })),
+          IMAGE_COLUMNS,
+          opts.quiet ? { format: '{{.Name}}' } : opts,
+          list,
+        );
+      });
+  ls(image.command('ls').alias('list'));
+  // docker's `docker images`
+  ls(program.command('images'));
 
   image
     .command('inspect <ref>')
     .description('show an image: record, manifest and config')
     .action(async (ref: string) => {
       const c = ctx();
-      const repo = new ImageRepo(c.db, c.store);
-      const rec = repo.get(ref);
-      if (rec.configDigest) {
-        const r = await repo.resolve(ref);
-        return printJson({ ...rec, manifest: r.manifest, config: r.config });
-      }
-      printJson({ ...rec, index: await repo.readIndex(rec.digest) });
+      printJson(await new ImageRepo(c.db, c.store).describe(ref));
     });
 
   image

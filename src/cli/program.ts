@@ -4,11 +4,15 @@ import { registerAgent } from './agent.js';
 import { imageRootfsSeam, registerContainers } from './containers.js';
 import { CliContext, type GlobalOptions, invocation } from './context.js';
 import { registerDiagnostics } from './diagnostics.js';
+import { registerDockerVerbs } from './docker-verbs.js';
+import { registerEvents } from './events.js';
 import { registerFleet } from './fleet.js';
 import { registerImage } from './image.js';
 import { lazyImageRootfs } from './image-rootfs.js';
+import { registerInspect } from './inspect.js';
 import { registerPull } from './pull.js';
 import { registerRuntime } from './runtime.js';
+import { registerStats } from './stats.js';
 import { registerStorage } from './storage.js';
 import { registerTarget } from './target.js';
 import { registerVersion } from './version.js';
@@ -27,6 +31,10 @@ const FAMILIES: Register[] = [
   registerPull,
   registerDiagnostics,
   registerTarget,
+  registerInspect,
+  registerStats,
+  registerEvents,
+  registerDockerVerbs,
 ];
 
 export function buildProgram(): { program: Command; context: () => CliContext } {
@@ -42,6 +50,10 @@ export function buildProgram(): { program: Command; context: () => CliContext } 
     )
     .option('--config <file>', 'config file, YAML or JSON (env BERTH_CONFIG)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+    .option(
+      '--log-format <format>',
+      'auto (human lines on a terminal, else JSON) | json | pretty (env BERTH_LOG_FORMAT)',
+    )
     .option(
       '--platform <os/arch[/variant]>',
       'platform to select from multi-arch images (default: this machine)',
@@ -61,6 +73,20 @@ export function buildProgram(): { program: Command; context: () => CliContext } 
   return { program, context: () => ctx ?? context() };
 }
 
+/**
+ * The exit code for an error: 2 for invalid input and usage errors (unknown command or option, missing
+ * argument: the README's promise), 0 for help the user asked for, 1 for everything else.
+ */
+export function exitCodeFor(err: unknown): number {
+  if (err instanceof CommanderError) {
+    // `berth runtime` passes the runtime's own exit status through as a CommanderError
+    if (!err.code.startsWith('commander.')) return err.exitCode;
+    return err.exitCode === 0 ? 0 : 2;
+  }
+  if (err instanceof BerthError) return err.code === 'InvalidInput' || err.details?.usage === true ? 2 : 1;
+  return 1;
+}
+
 /** Parse argv, run the command, print a clean error (code + message) and pick an exit code. */
 export async function runCli(argv: string[]): Promise<number> {
   const { program, context } = buildProgram();
@@ -70,15 +96,14 @@ export async function runCli(argv: string[]): Promise<number> {
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {
+    code = exitCodeFor(err);
     if (err instanceof CommanderError) {
-      code = err.exitCode;
+      // commander printed its message (and the help) already
     } else if (err instanceof BerthError) {
       process.stderr.write(`berth: ${err.code}: ${err.message}\n`);
-      code = err.code === 'InvalidInput' ? 2 : 1;
     } else {
       process.stderr.write(`berth: ${errorMessage(err)}\n`);
       if (process.env.BERTH_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
-      code = 1;
     }
   } finally {
     await context()

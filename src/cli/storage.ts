@@ -4,7 +4,7 @@ import { createSnapshotter } from '../snapshots/factory.js';
 import type { SnapshotInfo, Snapshotter, Usage } from '../snapshots/snapshotter.js';
 import { unpackImage } from '../snapshots/unpack.js';
 import type { CliContext } from './context.js';
-import { humanSize, printJson, printTable } from './output.js';
+import { columnsOf, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
 import type { Register } from './program.js';
 
 /** The configured snapshotter (driver from --storage-driver / storage.driver / detection), recovered. */
@@ -49,15 +49,15 @@ export const registerStorage: Register = (program: Command, ctx: () => CliContex
     .command('ls')
     .alias('list')
     .description('list snapshots (committed layers, active container filesystems, views)')
-    .option('--json', 'print JSON')
-    .action(async (opts: { json?: boolean }) => {
+    .option('--format <format>', FORMAT_HELP)
+    .option('--json', 'print JSON (same as --format json)')
+    .action(async (opts: { json?: boolean; format?: string }) => {
       const sn = await openSnapshotter(ctx());
       const rows: Array<SnapshotInfo & { usage: Usage | null }> = [];
       await sn.walk(async (i) => {
         rows.push({ ...i, usage: await sn.usage(i.name).catch(() => null) });
       });
-      if (opts.json) return printJson(rows.map((r) => ({ driver: sn.driver, ...r })));
-      printTable(
+      printListing(
         rows.map((r) => ({
           name: short(r.name),
           kind: r.kind,
@@ -66,7 +66,9 @@ export const registerStorage: Register = (program: Command, ctx: () => CliContex
           inodes: r.usage ? r.usage.inodes : '?',
           created: new Date(r.createdAt).toISOString(),
         })),
-        ['name', 'kind', 'parent', 'size', 'inodes', 'created'],
+        columnsOf('name', 'kind', 'parent', 'size', 'inodes', 'created'),
+        opts,
+        rows.map((r) => ({ driver: sn.driver, ...r })),
       );
     });
 

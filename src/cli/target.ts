@@ -4,12 +4,13 @@ import { loadTargetText } from '../core/compose.js';
 import { specHash, targetImages } from '../core/target.js';
 import { invalidInput, withContext } from '../lib/errors.js';
 import type { CliContext } from './context.js';
-import { printJson, printTable } from './output.js';
+import { columnsOf, FORMAT_HELP, printJson, printListing } from './output.js';
 
 interface TargetOpts {
   app?: string;
   targetVersion?: string;
   json?: boolean;
+  format?: string;
 }
 
 async function load(file: string, opts: TargetOpts) {
@@ -37,6 +38,7 @@ export function registerTarget(program: Command, _ctx: () => CliContext): void {
     .command('validate <file>')
     .description('validate a target JSON or a docker-compose file (unsupported keys are named)')
     .option('--app <name>', 'app name for a compose file (default: its name: key)')
+    .option('--format <format>', FORMAT_HELP)
     .option('--json', 'print JSON')
     .action(async (file: string, opts: TargetOpts) => {
       const t = await load(file, opts);
@@ -51,7 +53,7 @@ export function registerTarget(program: Command, _ctx: () => CliContext): void {
         })),
       );
       if (opts.json) return printJson({ version: t.version, images: targetImages(t), services: rows });
-      printTable(rows, ['app', 'service', 'image', 'strategy', 'restart', 'spec']);
+      printListing(rows, columnsOf('app', 'service', 'image', 'strategy', 'restart', 'spec'), opts);
     });
   target
     .command('convert <compose-file>')

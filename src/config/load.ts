@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { ZodError } from 'zod';
+import { formatPath, type ParsedSource, parseSource, zodSourceIssues } from '../core/source-issues.js';
 import { invalidInput, withContext } from '../lib/errors.js';
-import { parseYamlBounded } from '../lib/yaml-bounds.js';
 import { type Config, ConfigSchema } from './schema.js';
 
 type Tree = Record<string, unknown>;
@@ -28,7 +28,9 @@ function isPlain(v: unknown): v is Tree {
 /** Names of config keys as the environment spells them. */
 const ENV_KEYS: Record<string, string[]> = {
   BERTH_STATE_DIR: ['stateDir'],
+  BERTH_RUN_DIR: ['runDir'],
   BERTH_LOG_LEVEL: ['logLevel'],
+  BERTH_LOG_FORMAT: ['logFormat'],
   BERTH_PLATFORM: ['platform'],
   BERTH_STORAGE_DRIVER: ['storage', 'driver'],
   BERTH_DEVMAPPER_POOL_NAME: ['storage', 'devmapper', 'poolName'],
@@ -63,29 +65,43 @@ export function setPath(tree: Tree, keyPath: string[], value: unknown): void {
 /** A config file is a few KB; anything near this is not one. */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
 
-export function readConfigFile(file: string): Tree {
+function readConfigSource(file: string): { tree: Tree; src: ParsedSource } {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw withContext(`cannot read config file ${file}`, err);
   }
-  // YAML is a superset of JSON; bounded in size, nesting and alias expansion before it is parsed
-  const parsed = parseYamlBounded(text, { maxBytes: MAX_CONFIG_BYTES }, `config file ${file}`);
-  if (parsed === null || parsed === undefined) return {};
+  // YAML is a superset of JSON; bounded in size, nesting and alias expansion before it is parsed, and a
+  // syntax error names the file, line and column
+  const src = parseSource(text, file, { maxBytes: MAX_CONFIG_BYTES }, `config file ${file}`);
+  const parsed = src.value;
+  if (parsed === null || parsed === undefined) return { tree: {}, src };
   if (!isPlain(parsed)) throw invalidInput(`config file ${file}: expected a mapping at the top level`);
-  return parsed;
+  return { tree: parsed, src };
 }
 
-export function formatZodError(err: ZodError, what: string): string {
-  return err.issues
+/**
+ * Every problem, each as `what: key: message`, with `file:line:col` when the key is in the config file
+ * (it may come from the environment or a flag instead) and "did you mean" for a misspelled key.
+ */
+export function formatZodError(err: ZodError, what: string, src?: ParsedSource): string {
+  return zodSourceIssues(err, ConfigSchema)
     .map((i) => {
-      const key = i.path.length ? i.path.join('.') : '(root)';
-      if (i.code === 'unrecognized_keys')
-        return `${what}: unknown key(s) ${i.keys.map((k) => (i.path.length ? `${key}.${k}` : k)).join(', ')}`;
-      return `${what}: ${key}: ${i.message}`;
+      const inFile = src && hasPath(src.value, i.path) ? src.locate(i.path, i.atKey) : undefined;
+      const where = inFile ? ` (${src!.file}:${inFile.line}:${inFile.col})` : '';
+      return `${what}: ${formatPath(i.path)}: ${i.message}${where}`;
     })
     .join('; ');
+}
+
+function hasPath(v: unknown, p: ReadonlyArray<string | number>): boolean {
+  let cur = v;
+  for (const k of p) {
+    if (!cur || typeof cur !== 'object' || !(String(k) in (cur as object))) return false;
+    cur = (cur as Record<string, unknown>)[String(k)];
+  }
+  return true;
 }
 
 export interface LoadConfigInput {
@@ -96,9 +112,9 @@ export interface LoadConfigInput {
 
 /** Build the effective configuration: defaults < file < environment < flags. Throws InvalidInput naming the key. */
 export function loadConfig(input: LoadConfigInput = {}): Config {
-  const fileTree = input.file ? readConfigFile(input.file) : {};
-  const merged = mergeTrees(fileTree, envTree(input.env ?? process.env), input.flags ?? {});
+  const file = input.file ? readConfigSource(input.file) : undefined;
+  const merged = mergeTrees(file?.tree ?? {}, envTree(input.env ?? process.env), input.flags ?? {});
   const res = ConfigSchema.safeParse(merged);
-  if (!res.success) throw invalidInput(formatZodError(res.error, 'invalid configuration'));
+  if (!res.success) throw invalidInput(formatZodError(res.error, 'invalid configuration', file?.src));
   return res.data;
 }

@@ -16,7 +16,14 @@ export const MIN_CONFIG_FORMAT = 1;
 export const ConfigSchema = z
   .object({
     stateDir: z.string().min(1).default('/var/lib/berth'),
+    /**
+     * Host-wide runtime state on a tmpfs, shared by every agent on the machine: subnet and published-port
+     * claims, the apps' update locks. Gone at reboot, as what it describes.
+     */
+    runDir: z.string().startsWith('/').default('/run/berth'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** auto: human-readable lines on a terminal, JSON otherwise (journald, files, pipes) */
+    logFormat: z.enum(['auto', 'json', 'pretty']).default('auto'),
     platform: z
       .string()
       .regex(/^linux\/[a-z0-9]+(\/v[0-9]+)?$/, 'an OCI platform like linux/arm64 or linux/arm/v7')
@@ -58,21 +65,25 @@ export const ConfigSchema = z
       .default({}),
     network: z
       .object({
-        /** The bridge for `--network bridge` containers. */
+        /**
+         * The bridge for `--network bridge` containers. Unset (with subnet and nftTable): one of this
+         * state dir's own — berth0 / 172.31.250.0/24 / berth for /var/lib/berth, else berth-<hash> /
+         * 172.30.N.0/24 / berth_<hash> — recorded in <state-dir>/network.json (src/runtime/network/resolve.ts).
+         */
         bridge: z
           .string()
           .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'an interface name of at most 15 characters')
-          .default('berth0'),
-        /** IPv4 subnet for the bridge; .1 is the gateway. Chosen to be unlikely to clash with LANs. */
+          .optional(),
+        /** IPv4 subnet for the bridge; .1 is the gateway. */
         subnet: z
           .string()
           .regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/, 'an IPv4 CIDR like 172.31.250.0/24')
-          .default('172.31.250.0/24'),
-        /** nftables table (family ip) holding berth's NAT and port rules. */
+          .optional(),
+        /** nftables table (family ip) holding berth's NAT and port rules (iptables: its chains' prefix). */
         nftTable: z
           .string()
           .regex(/^[A-Za-z0-9_]{1,32}$/)
-          .default('berth'),
+          .optional(),
         /** NAT/ports backend: auto = nftables when `nft` works, else iptables, else none (no NAT, no ports). */
         firewall: z.enum(['auto', 'nftables', 'iptables', 'none']).default('auto'),
       })

@@ -146,6 +146,16 @@ export class ImageRepo {
     return parseJsonDoc(ManifestSchema, await this.store.get(digest), `manifest ${digest}`);
   }
 
+  /** `berth image inspect` / `berth inspect <image>`: the record with its manifest and config (or index). */
+  async describe(ref: string): Promise<Record<string, unknown>> {
+    const rec = this.get(ref);
+    if (rec.configDigest) {
+      const r = await this.resolve(ref);
+      return { ...rec, manifest: r.manifest, config: r.config };
+    }
+    return { ...rec, index: await this.readIndex(rec.digest) };
+  }
+
   async readIndex(digest: Digest): Promise<Index> {
     return parseJsonDoc(IndexSchema, await this.store.get(digest), `index ${digest}`);
   }

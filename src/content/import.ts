@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
 import { z } from 'zod';
 import type { Db } from '../db/database.js';
-import { BerthError, corrupt, invalidInput, withContext } from '../lib/errors.js';
+import { BerthError, corrupt, invalidInput, notFound, withContext } from '../lib/errors.js';
 import { type Digest, digestHex, sha256Digest } from '../oci/digest.js';
 import {
   isConfigType,
@@ -40,17 +40,19 @@ export interface ImportOptions {
   allPlatforms?: boolean;
   /** Name for the image, overriding names found in the source. */
   tag?: string;
-  /** Called with bytes read from the source so far (progress bars). */
-  onProgress?: (bytes: number) => void;
+  /** Called with bytes read from the source so far and the source's size (progress bars). */
+  onProgress?: (bytes: number, total: number) => void;
 }
 
 /**
  * An oci-archive or docker-archive (optionally gzipped) arriving as a stream, e.g. an HTTP upload: read
- * once, each blob verified into the content store as it streams past; `name` labels errors.
+ * once, each blob verified into the content store as it streams past; `name` labels errors, `size` (when
+ * known) is the progress total.
  */
 export interface StreamSource {
   stream: Readable;
   name: string;
+  size?: number;
 }
 
 export interface ImportResult {
@@ -82,7 +84,14 @@ export async function importImage(
   deps: { store: ContentStore; db: Db },
   opts: ImportOptions,
 ): Promise<ImportResult> {
-  const source = typeof from === 'string' ? from : from.name;
+  const sourceSpec = typeof from === 'string' ? from : from.name;
+  const {
+    path: source,
+    ref,
+    transport,
+  } = typeof from === 'string'
+    ? await resolveImageSource(from)
+    : { path: from.name, ref: undefined, transport: undefined };
   const images = new ImageRepo(deps.db, deps.store);
   const leases = new Leases(deps.db);
   const lease = leases.create(`import-${randomBytes(6).toString('hex')}`);
@@ -99,15 +108,19 @@ export async function importImage(
     const scanned =
       typeof from === 'string'
         ? await scanSource(source, deps.store, track, opts.onProgress)
-        : await scanTar(from.stream, source, deps.store, track, opts.onProgress);
-    const plans =
+        : await scanTar(from.stream, source, from.size ?? 0, deps.store, track, opts.onProgress);
+    if (transport && transport !== scanned.format)
+      throw invalidInput(`${sourceSpec}: ${source} is ${scanned.format}, not ${transport}`);
+    let plans =
       scanned.format === 'docker-archive'
         ? await planDockerArchive(scanned, deps.store, track, source)
         : await planOciLayout(scanned, deps.store, track, source);
     if (plans.length === 0) throw invalidInput(`${source}: no image found in the source`);
+    if (ref !== undefined) plans = selectPlans(plans, ref, source, scanned.format);
     if (opts.tag && plans.length > 1) {
+      const names = plans.map((p) => p.ref ?? p.name ?? '(unnamed)');
       throw invalidInput(
-        `${source} holds ${plans.length} images; --tag names only one (import them without --tag)`,
+        `${source} holds ${plans.length} images (${names.join(', ')}); --tag names one: pick it with ${source}:<ref>, e.g. ${source}:${names[0]}`,
       );
     }
     const records: Array<Omit<ImageRecord, 'createdAt'>> = [];
@@ -170,17 +183,18 @@ async function scanSource(
   source: string,
   store: ContentStore,
   track: Track,
-  onProgress?: (bytes: number) => void,
+  onProgress?: (bytes: number, total: number) => void,
 ): Promise<Scanned> {
   let st: import('node:fs').Stats;
   try {
     st = await fsp.stat(source);
   } catch (err) {
-    throw withContext(`cannot read image source ${source}`, err);
+    throw withContext(`image source ${source} (${EXPECTED_SOURCE})`, err);
   }
   if (st.isDirectory()) return scanOciDir(source);
-  if (!st.isFile()) throw invalidInput(`${source} is neither an OCI layout directory nor an archive file`);
-  return scanTar(createReadStream(source), source, store, track, onProgress);
+  if (!st.isFile())
+    throw invalidInput(`image source ${source} is neither a directory nor a file (${EXPECTED_SOURCE})`);
+  return scanTar(createReadStream(source), source, st.size, store, track, onProgress);
 }
 
 async function scanOciDir(dir: string): Promise<Scanned> {
@@ -203,7 +217,7 @@ async function readSmallFile(file: string, missingMsg: string): Promise<Buffer> 
     return await fsp.readFile(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw invalidInput(missingMsg);
-    throw err;
+    throw withContext(`cannot read ${file}`, err);
   }
 }
 
@@ -229,9 +243,10 @@ export function archiveEntryPath(name: string): string {
 async function scanTar(
   input: Readable,
   file: string,
+  size: number,
   store: ContentStore,
   track: Track,
-  onProgress?: (bytes: number) => void,
+  onProgress?: (bytes: number, total: number) => void,
 ): Promise<Scanned> {
   const extract = tarStream.extract();
   const small = new Map<string, Buffer>();
@@ -307,20 +322,25 @@ async function scanTar(
     );
   });
 
+  // Bytes are counted inside the pipeline: a 'data' listener on the file stream would start it flowing
+  // before the pipeline is attached, and the tar parser would miss the archive's first blocks.
   let n = 0;
-  const counted = onProgress
-    ? input.on('data', (b) => {
-        n += (b as Buffer).length;
-        onProgress(n);
-      })
-    : input;
+  const count = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      n += chunk.length;
+      onProgress?.(n, size);
+      cb(null, chunk);
+    },
+  });
   try {
-    const { gzip, stream } = await sniffGzip(counted);
-    if (gzip) await pipeline(stream, createGunzip(), extract);
-    else await pipeline(stream, extract);
+    const { gzip, stream } = await sniffGzip(input);
+    if (gzip) await pipeline(stream, count, createGunzip(), extract);
+    else await pipeline(stream, count, extract);
   } catch (err) {
     input.destroy();
     if (err instanceof BerthError) throw err;
+    if ((err as NodeJS.ErrnoException).code && (err as NodeJS.ErrnoException).syscall)
+      throw withContext(`cannot read ${file}`, err);
     const msg = (err as Error).message ?? String(err);
     throw invalidInput(`${file}: not a readable tar archive (${msg})`, err);
   }
@@ -375,10 +395,83 @@ async function collect(stream: Readable): Promise<Buffer> {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The source: a path, optionally a transport (skopeo's words) and a reference selecting one image.
+
+const EXPECTED_SOURCE =
+  'expected an OCI image layout directory, an oci-archive or a docker-archive tar; <path>:<ref> selects one image';
+
+const TRANSPORTS = {
+  oci: 'oci-layout',
+  'oci-archive': 'oci-archive',
+  'docker-archive': 'docker-archive',
+} as const;
+
+export interface ImageSource {
+  path: string;
+  /** the image to take from a source that holds several (OCI ref.name, docker RepoTag) */
+  ref?: string | undefined;
+  /** the format the spec insisted on (`oci:…`, `oci-archive:…`, `docker-archive:…`) */
+  transport?: SourceFormat | undefined;
+}
+
+const exists = (p: string) =>
+  fsp.stat(p).then(
+    () => true,
+    () => false,
+  );
+
+/**
+ * `[transport:]path[:ref]`, as skopeo writes `oci:dir:ref`: the path is the shortest prefix (split at a
+ * colon) that exists, so paths containing colons still work; a spec naming nothing that exists is
+ * NotFound with what was expected.
+ */
+export async function resolveImageSource(spec: string): Promise<ImageSource> {
+  let rest = spec;
+  let transport: SourceFormat | undefined;
+  const t = /^(oci|oci-archive|docker-archive):(.+)$/.exec(spec);
+  if (t && !(await exists(spec))) {
+    transport = TRANSPORTS[t[1] as keyof typeof TRANSPORTS];
+    rest = t[2]!;
+  }
+  if (await exists(rest)) return { path: rest, transport };
+  for (let i = rest.indexOf(':'); i > 0; i = rest.indexOf(':', i + 1)) {
+    const p = rest.slice(0, i);
+    if (await exists(p)) {
+      const ref = rest.slice(i + 1);
+      if (!ref) throw invalidInput(`image source ${spec}: empty reference after ${p}:`);
+      return { path: p, ref, transport };
+    }
+  }
+  throw notFound(`image source ${spec}: no such file or directory (${EXPECTED_SOURCE})`);
+}
+
+/** The plans `ref` names: OCI ref.name as written ("v1", "sample:v1") or the name berth would give it. */
+function selectPlans(plans: Plan[], ref: string, source: string, format: SourceFormat): Plan[] {
+  const strip = (s: string) => s.replace(/^docker\.io\/(library\/)?/, '');
+  const want = strip(ref);
+  const withTag = want.includes(':') || want.includes('@') ? want : `${want}:latest`;
+  const hit = plans.filter(
+    (p) =>
+      p.ref === ref ||
+      (p.ref !== undefined && strip(p.ref) === want) ||
+      p.name === want ||
+      p.name === withTag ||
+      (p.ref !== undefined && format === 'docker-archive' && strip(p.ref) === withTag),
+  );
+  if (hit.length === 0) {
+    const have = plans.map((p) => p.ref ?? p.name ?? '(unnamed)').join(', ');
+    throw notFound(`${source} has no image ${ref} (it has: ${have})`);
+  }
+  return hit;
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Planning: which images the source holds, as root descriptors already in the content store.
 
 interface Plan {
   name: string | undefined;
+  /** how the source names it (OCI ref.name annotation, docker RepoTag), for `source:ref` selection */
+  ref?: string | undefined;
   root: Descriptor;
 }
 
@@ -430,6 +523,7 @@ async function planOciLayout(
   if (named.length > 0 || index.manifests.length === 1) {
     return (named.length > 0 ? named : index.manifests).map((root) => ({
       name: refName(root.annotations?.['org.opencontainers.image.ref.name'], source),
+      ref: root.annotations?.['org.opencontainers.image.ref.name'],
       root,
     }));
   }
@@ -510,7 +604,7 @@ async function planDockerArchive(
     const root: Descriptor = { mediaType: MediaTypes.OciManifest, digest: mdigest, size: mbytes.length };
     const tags = e.RepoTags ?? [];
     if (tags.length === 0) plans.push({ name: undefined, root });
-    for (const t of tags) plans.push({ name: t.replace(/^docker\.io\/(library\/)?/, ''), root });
+    for (const t of tags) plans.push({ name: t.replace(/^docker\.io\/(library\/)?/, ''), ref: t, root });
   }
   return plans;
 }

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import * as path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { BerthError, corrupt, withContext } from '../lib/errors.js';
@@ -38,6 +38,14 @@ export function setSqliteNativeBindingLoader(load: () => unknown): void {
 export function openDatabase(file: string, opts: OpenOptions = {}): Db {
   if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
   const existed = file !== ':memory:' && existsSync(file);
+  // a new database is 0600 from its first byte; SQLite gives its -wal and -shm files the same mode
+  if (!existed && file !== ':memory:' && !opts.readonly) {
+    try {
+      closeSync(openSync(file, 'a', 0o600));
+    } catch (err) {
+      throw withContext(`cannot create database ${file}`, err);
+    }
+  }
   let db: Db;
   try {
     if (nativeBindingOverride === undefined && nativeBindingLoader)

@@ -282,6 +282,23 @@ export const MIGRATIONS: readonly Migration[] = [
     },
   },
   {
+    name: 'local events (berth events): container and image lifecycle, capped',
+    up(db) {
+      db.exec(`
+        CREATE TABLE local_events (
+          seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+          at         INTEGER NOT NULL,            -- ms since the epoch
+          type       TEXT NOT NULL,               -- container | image
+          action     TEXT NOT NULL,               -- create | start | die | oom | kill | stop | restart | destroy | import | delete
+          actor_id   TEXT NOT NULL,
+          actor_name TEXT NOT NULL,
+          attributes TEXT NOT NULL DEFAULT '{}'   -- JSON: image, exitCode, signal, app, service…
+        );
+        CREATE INDEX local_events_at ON local_events(at);
+      `);
+    },
+  },
+  {
     name: 'agent: targets refused by where they came from (device/group scope and operator version)',
     up(db) {
       db.exec(`

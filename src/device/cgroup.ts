@@ -1,14 +1,15 @@
 /**
- * Per-container CPU and memory from cgroups, v1 and v2. A container's cgroup path (relative to the
- * hierarchy root, as the runtime placed it) is read from:
- *   v2 (unified): <root>/<path>/cpu.stat (usage_usec), memory.current, memory.max
+ * Per-container CPU, memory and process counts from cgroups, v1 and v2. A container's cgroup path
+ * (relative to the hierarchy root, as the runtime placed it) is read from:
+ *   v2 (unified): <root>/<path>/cpu.stat (usage_usec), memory.current, memory.max, pids.current, cgroup.procs
  *   v1:           <root>/cpuacct/<path>/cpuacct.usage (ns) (or cpu,cpuacct/), <root>/memory/<path>/memory.usage_in_bytes,
- *                 memory.limit_in_bytes
+ *                 memory.limit_in_bytes, <root>/pids/<path>/pids.current, cgroup.procs of the first
+ *                 controller that has the group (pids, memory, cpu…)
  * Hybrid hosts (v1 controllers plus an empty unified tree at <root>/unified) count as v1.
  */
 import { readFile, stat } from 'node:fs/promises';
 import * as path from 'node:path';
-import { invalidInput, withContext } from '../lib/errors.js';
+import { invalidInput, notFound, withContext } from '../lib/errors.js';
 
 export type CgroupVersion = 1 | 2;
 
@@ -16,6 +17,8 @@ export interface CgroupStats {
   cpuUsageNs: number;
   memoryBytes: number;
   memoryLimitBytes?: number | undefined;
+  /** processes (tasks) in the group, when the pids controller is there */
+  pids?: number | undefined;
 }
 
 const exists = (p: string) =>
@@ -57,10 +60,12 @@ export async function readCgroupV2(root: string, cgroupPath: string): Promise<Cg
     const cpu = parseFlatKeyed(await readFile(path.join(dir, 'cpu.stat'), 'utf8'));
     const memoryBytes = await readNumber(path.join(dir, 'memory.current'));
     const max = (await readFile(path.join(dir, 'memory.max'), 'utf8').catch(() => 'max')).trim();
+    const pids = await readNumber(path.join(dir, 'pids.current')).catch(() => undefined);
     return {
       cpuUsageNs: (cpu.usage_usec ?? 0) * 1000,
       memoryBytes,
       memoryLimitBytes: max === 'max' ? undefined : Number(max),
+      pids,
     };
   } catch (err) {
     throw withContext(`reading cgroup v2 stats of ${cgroupPath}`, err);
@@ -80,10 +85,12 @@ export async function readCgroupV1(root: string, cgroupPath: string): Promise<Cg
     const mem = path.join(root, 'memory', rel);
     const memoryBytes = await readNumber(path.join(mem, 'memory.usage_in_bytes'));
     const limit = await readNumber(path.join(mem, 'memory.limit_in_bytes')).catch(() => undefined);
+    const pids = await readNumber(path.join(root, 'pids', rel, 'pids.current')).catch(() => undefined);
     return {
       cpuUsageNs,
       memoryBytes,
       memoryLimitBytes: limit === undefined || limit >= V1_UNLIMITED ? undefined : limit,
+      pids,
     };
   } catch (err) {
     throw withContext(`reading cgroup v1 stats of ${cgroupPath}`, err);
@@ -93,6 +100,33 @@ export async function readCgroupV1(root: string, cgroupPath: string): Promise<Cg
 export async function readCgroupStats(cgroupPath: string, root = '/sys/fs/cgroup', version?: CgroupVersion) {
   const v = version ?? (await detectCgroupVersion(root));
   return v === 2 ? readCgroupV2(root, cgroupPath) : readCgroupV1(root, cgroupPath);
+}
+
+/** v1 hierarchies that hold a container's group, in the order `cgroupProcs` looks. */
+const V1_PROCS_FROM = ['pids', 'memory', 'cpu,cpuacct', 'cpuacct', 'cpu', 'systemd'];
+
+/** The pids in a container's cgroup (its processes, not only the init), v1 or v2. */
+export async function cgroupProcs(
+  cgroupPath: string,
+  root = '/sys/fs/cgroup',
+  version?: CgroupVersion,
+): Promise<number[]> {
+  const rel = safeRel(cgroupPath);
+  const v = version ?? (await detectCgroupVersion(root));
+  const files =
+    v === 2
+      ? [path.join(root, rel, 'cgroup.procs')]
+      : V1_PROCS_FROM.map((c) => path.join(root, c, rel, 'cgroup.procs'));
+  for (const f of files) {
+    const text = await readFile(f, 'utf8').catch(() => undefined);
+    if (text === undefined) continue;
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map(Number)
+      .filter((n) => Number.isInteger(n) && n > 0);
+  }
+  throw notFound(`no cgroup ${cgroupPath} under ${root} (v${v}): the container is not running`);
 }
 
 /** CPU use between two samples, in percent of one core (200 = two cores busy). */

@@ -20,7 +20,11 @@ export function formatPlatform(p: PlatformSpec): string {
   return p.variant ? `${p.os}/${p.architecture}/${p.variant}` : `${p.os}/${p.architecture}`;
 }
 
-/** Normalize like containerd's platforms package: aarch64→arm64 (v8 implied), armhf→arm/v7, x86_64→amd64. */
+/**
+ * Normalize like containerd's platforms package: aarch64→arm64 (v8 implied), armhf→arm/v7, x86_64→amd64,
+ * ppc64el (Debian's name)→ppc64le. `ppc64` stays ppc64: it is big-endian POWER (Go's GOARCH=ppc64), another
+ * architecture whose binaries do not run on a ppc64le device.
+ */
 export function normalizePlatform(p: PlatformSpec): PlatformSpec {
   let { architecture, variant } = p;
   switch (architecture) {
@@ -41,7 +45,8 @@ export function normalizePlatform(p: PlatformSpec): PlatformSpec {
       architecture = 'arm';
       variant = 'v6';
       break;
-    case 'ppc64':
+    case 'ppc64el':
+    case 'powerpc64le':
       architecture = 'ppc64le';
       break;
   }
@@ -51,8 +56,14 @@ export function normalizePlatform(p: PlatformSpec): PlatformSpec {
   return { os: p.os.toLowerCase(), architecture, variant };
 }
 
+/** This machine's byte order (Node says "ppc64" for both POWER flavours). */
+export const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 /** The platform of the machine this process runs on (Node names: x64, arm64, arm, ppc64). */
-export function hostPlatform(nodeArch: string = process.arch): PlatformSpec {
+export function hostPlatform(
+  nodeArch: string = process.arch,
+  littleEndian: boolean = LITTLE_ENDIAN,
+): PlatformSpec {
   switch (nodeArch) {
     case 'x64':
       return { os: 'linux', architecture: 'amd64' };
@@ -61,7 +72,7 @@ export function hostPlatform(nodeArch: string = process.arch): PlatformSpec {
     case 'arm':
       return { os: 'linux', architecture: 'arm', variant: 'v7' };
     case 'ppc64':
-      return { os: 'linux', architecture: 'ppc64le' };
+      return { os: 'linux', architecture: littleEndian ? 'ppc64le' : 'ppc64' };
     default:
       return { os: 'linux', architecture: nodeArch };
   }

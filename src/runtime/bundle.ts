@@ -22,6 +22,11 @@ export interface BindVolume {
   /** Absolute path inside the container. */
   target: string;
   readOnly?: boolean;
+  /**
+   * A directory berth owns on a tmpfs (the app's update lock dir): made again when missing at create
+   * and start — after a reboot — instead of failing like any other missing bind source.
+   */
+  ensure?: boolean;
 }
 
 /** What the app asks for (compose service / `berth run` flags), already validated at the edge. */

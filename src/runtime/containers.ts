@@ -32,7 +32,10 @@ import { BerthError, conflict, invalidInput, isBerthError, notFound, withContext
 import { exec } from '../lib/exec.js';
 import { assertSafeName } from '../lib/ids.js';
 import type { Logger } from '../lib/logger.js';
+import { hostPlatform } from '../oci/platform.js';
 import { type AppSpec, buildBundleConfig, type RestartPolicy } from './bundle.js';
+import { type BerthEvent, EventLog } from './events.js';
+import { followLogs, type LogEntry, type LogWindow, readLogs } from './logs.js';
 import type { NetworkAttachment, NetworkManager, PortMapping } from './network/network.js';
 import type { RootfsProvider, RootfsSource } from './rootfs.js';
 import type { OciRuntime } from './runtime.js';
@@ -40,6 +43,10 @@ import type { LinuxDevice, RuntimeSpec } from './spec.js';
 import { resolveUserInRootfs } from './users.js';
 
 export type ContainerState = 'creating' | 'created' | 'running' | 'exited' | 'removing';
+
+/** Labels the agent puts on the containers of a target (same values as src/agent/ports.ts). */
+const LABEL_APP = 'io.berth.app';
+const LABEL_SERVICE = 'io.berth.service';
 
 export interface CreateRequest {
   name?: string;
@@ -172,22 +179,35 @@ export async function statDevice(hostPath: string, containerPath = hostPath): Pr
 }
 
 export function ociArch(nodeArch: string = process.arch): string {
-  return (
-    (
-      {
-        x64: 'amd64',
-        arm64: 'arm64',
-        arm: 'arm',
-        ppc64: 'ppc64le',
-        s390x: 's390x',
-        riscv64: 'riscv64',
-      } as const
-    )[nodeArch as 'x64'] ?? nodeArch
-  );
+  return hostPlatform(nodeArch).architecture;
 }
 
 export class ContainerManager {
-  constructor(private readonly o: ContainerManagerOptions) {}
+  /** what happened, for `berth events` (the same log with or without an agent) */
+  readonly events: EventLog;
+
+  constructor(private readonly o: ContainerManagerOptions) {
+    this.events = new EventLog(o.db);
+  }
+
+  private event(
+    action: string,
+    r: { id: string; name: string; image: string; spec?: string; request?: CreateRequest },
+    extra: BerthEvent['attributes'] = {},
+    at?: number,
+  ): void {
+    try {
+      const req = r.request ?? (r.spec ? (JSON.parse(r.spec) as CreateRequest) : undefined);
+      const labels = req?.app.labels ?? {};
+      const attrs: BerthEvent['attributes'] = { image: r.image, ...extra };
+      if (labels[LABEL_APP]) attrs.app = labels[LABEL_APP];
+      if (labels[LABEL_SERVICE]) attrs.service = labels[LABEL_SERVICE];
+      this.events.record('container', action, { id: r.id, name: r.name }, attrs, at);
+    } catch (err) {
+      // the event log is a convenience: it never fails the operation it describes
+      this.o.log?.debug({ err, action }, 'event not recorded');
+    }
+  }
 
   containerDir(id: string): string {
     return path.join(this.o.stateDir, 'containers', assertSafeName('container id', id));
@@ -205,7 +225,32 @@ export class ContainerManager {
     if (exact) return exact;
     if (r.length === 1 && ref.length >= 4) return r[0]!;
     if (r.length > 1) throw invalidInput(`container reference ${ref} is ambiguous`);
+    const byService = this.serviceRow(ref);
+    if (byService) return byService;
     throw notFound(`no such container: ${ref}`);
+  }
+
+  /**
+   * An app's service by name (`web`, or `app/web` when two apps have one), as docker compose users write
+   * `logs web`: the running container of it (the newest, during a hand-over), else the newest one.
+   */
+  private serviceRow(ref: string): Row | undefined {
+    const [app, service] = ref.includes('/') ? ref.split('/', 2) : [undefined, ref];
+    const rows = (
+      this.o.db.prepare("SELECT * FROM containers WHERE spec LIKE '%io.berth.service%'").all() as Row[]
+    )
+      .map((r) => ({ r, labels: (JSON.parse(r.spec) as CreateRequest).app.labels ?? {} }))
+      .filter(
+        ({ labels }) => labels[LABEL_SERVICE] === service && (app === undefined || labels[LABEL_APP] === app),
+      );
+    if (rows.length === 0) return undefined;
+    const apps = [...new Set(rows.map((x) => x.labels[LABEL_APP]))];
+    if (apps.length > 1)
+      throw invalidInput(
+        `service ${ref} is in several apps (${apps.map((a) => `${a}/${service}`).join(', ')}): name one`,
+      );
+    const newest = (xs: typeof rows) => xs.sort((a, b) => b.r.created_at - a.r.created_at)[0]?.r;
+    return newest(rows.filter((x) => x.r.state === 'running')) ?? newest(rows);
   }
 
   /** The record, reconciled with the monitor's exit file and the runtime. */
@@ -221,6 +266,30 @@ export class ContainerManager {
       if (opts.all || rec.state === 'running') out.push(rec);
     }
     return out;
+  }
+
+  /**
+   * A container's output (the window's lines), and with `follow` new lines until it stops or `signal`
+   * aborts: what `berth logs` prints, on the state dir or through the agent.
+   */
+  async streamLogs(
+    ref: string,
+    opts: LogWindow & { follow: boolean; signal?: AbortSignal | undefined; pollMs?: number },
+    emit: (e: LogEntry) => void,
+  ): Promise<void> {
+    const rec = await this.inspect(ref);
+    const dir = this.containerDir(rec.id);
+    const window = { tail: opts.tail, since: opts.since, until: opts.until };
+    if (!opts.follow) {
+      for (const e of await readLogs(dir, window)) emit(e);
+      return;
+    }
+    await followLogs(dir, emit, {
+      ...window,
+      isDone: async () => (await this.inspect(rec.id)).state !== 'running',
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.pollMs ? { pollMs: opts.pollMs } : {}),
+    });
   }
 
   readExitFile(id: string): ExitStatus | undefined {
@@ -254,14 +323,17 @@ export class ContainerManager {
     const exit = this.readExitFile(r.id);
     if (exit) {
       await this.o.runtime.delete(r.id, { force: true }).catch(() => undefined);
+      const finishedAt = Date.parse(exit.finishedAt) || Date.now();
       this.update(r.id, {
         state: 'exited',
         exit_code: exit.exitCode,
         oom_killed: exit.oomKilled ? 1 : 0,
-        finished_at: Date.parse(exit.finishedAt) || Date.now(),
+        finished_at: finishedAt,
         pid: null,
         monitor_pid: null,
       });
+      if (exit.oomKilled) this.event('oom', r, {}, finishedAt);
+      this.event('die', r, { exitCode: exit.exitCode }, finishedAt);
     } else if (!this.monitorAlive(r.id, r.monitor_pid)) {
       const st = await this.o.runtime.state(r.id).catch(() => undefined);
       if (st?.status === 'running') {
@@ -276,6 +348,7 @@ export class ContainerManager {
           pid: null,
           monitor_pid: null,
         });
+        this.event('die', r, { exitCode: -1 });
       }
     }
     return toRecord(this.o.db.prepare('SELECT * FROM containers WHERE id = ?').get(r.id) as Row);
@@ -290,6 +363,14 @@ export class ContainerManager {
     const requestJson = JSON.stringify(req);
     const specHash = `sha256:${createHash('sha256').update(requestJson).digest('hex')}`;
     const mode = req.app.network ?? 'none';
+    await ensureOwnedBindSources(req);
+    for (const v of req.app.volumes ?? []) {
+      const st = await fsp.stat(v.source).catch(() => undefined);
+      if (!st)
+        throw notFound(
+          `bind mount source ${v.source} (for ${v.target}) does not exist; berth does not create it`,
+        );
+    }
     tx(this.o.db, () => {
       if (this.o.db.prepare('SELECT 1 FROM containers WHERE name = ?').get(name))
         throw conflict(`container name ${name} is already in use`);
@@ -339,6 +420,7 @@ export class ContainerManager {
         ip_address: net.ipAddress ?? null,
         netns: net.netnsPath ?? null,
       });
+      this.event('create', { id, name, image, request: req });
     } catch (err) {
       await this.cleanup(id, req).catch((e) =>
         this.o.log?.warn({ err: e, id }, 'cleanup after failed create'),
@@ -402,6 +484,7 @@ export class ContainerManager {
         );
     }
     await this.o.rootfs.remount(rec.id, rec.request.source, dir);
+    await ensureOwnedBindSources(rec.request);
     for (const f of ['exit.json', 'pidfile', 'monitor.pid']) await fsp.rm(path.join(dir, f), { force: true });
     const { runtime, runtimeRoot, runtimeArgs } = this.o.runtime.monitorArgs();
     const args = [
@@ -460,6 +543,7 @@ export class ContainerManager {
       error: null,
       restart_count: rec.startedAt ? rec.restartCount + 1 : rec.restartCount,
     });
+    this.event('start', rec);
     return this.inspect(rec.id);
   }
 
@@ -497,6 +581,7 @@ export class ContainerManager {
     const rec = await this.inspect(ref);
     if (rec.state !== 'running') throw conflict(`container ${rec.name} is not running`);
     await this.o.runtime.kill(rec.id, signal);
+    this.event('kill', rec, { signal });
   }
 
   /** StopSignal, then SIGKILL after `timeoutSec` (docker's default 10). */
@@ -510,12 +595,24 @@ export class ContainerManager {
         if (isBerthError(e, 'Conflict') || isBerthError(e, 'NotFound')) return false;
         throw e;
       });
+    if (signalOk) this.event('kill', rec, { signal: rec.stopSignal });
     let exit = signalOk ? await this.waitExit(rec.id, timeoutSec * 1000) : undefined;
     if (!exit) {
       await this.o.runtime.kill(rec.id, 'SIGKILL').catch(() => undefined);
+      this.event('kill', rec, { signal: 'SIGKILL' });
       exit = await this.waitExit(rec.id, 10_000);
     }
-    return this.inspect(rec.id);
+    const after = await this.inspect(rec.id);
+    this.event('stop', rec);
+    return after;
+  }
+
+  /** stop (StopSignal, SIGKILL after `timeoutSec`) then start, as `docker restart`. */
+  async restart(ref: string, timeoutSec = 10): Promise<ContainerRecord> {
+    const rec = await this.stop(ref, timeoutSec);
+    const started = await this.start(rec.id);
+    this.event('restart', started);
+    return started;
   }
 
   // ---- remove / recover ----------------------------------------------------------------------------
@@ -524,7 +621,7 @@ export class ContainerManager {
     await this.o.runtime.delete(id, { force: true }).catch((e) => {
       if (!isBerthError(e, 'NotFound')) throw e;
     });
-    await this.o.network.detach(id);
+    await this.o.network.detach(id, req.ports ?? []);
     const dir = this.containerDir(id);
     await this.o.rootfs.release(id, req.source, dir);
     await fsp.rm(dir, { recursive: true, force: true });
@@ -541,6 +638,7 @@ export class ContainerManager {
     this.update(rec.id, { state: 'removing' });
     await this.cleanup(rec.id, rec.request);
     this.o.db.prepare('DELETE FROM containers WHERE id = ?').run(rec.id);
+    this.event('destroy', rec);
   }
 
   /** At agent start: finish or undo what was in flight, reconcile the rest. */
@@ -620,6 +718,18 @@ export class ContainerManager {
     const nsenter =
       this.o.nsenterPath ?? ['/usr/bin/nsenter', '/bin/nsenter'].find((p) => existsSync(p)) ?? 'nsenter';
     return { file: nsenter, args, env };
+  }
+}
+
+/**
+ * Bind sources berth owns on a tmpfs (the update lock dir) are made again when a reboot took them, behind
+ * a parent only root walks through (src/agent/locks.ts).
+ */
+async function ensureOwnedBindSources(req: CreateRequest): Promise<void> {
+  for (const v of req.app.volumes ?? []) {
+    if (!v.ensure) continue;
+    await fsp.mkdir(path.dirname(v.source), { recursive: true, mode: 0o700 });
+    await fsp.mkdir(v.source, { recursive: true, mode: 0o755 });
   }
 }
 

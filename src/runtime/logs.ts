@@ -33,11 +33,31 @@ export async function logFiles(dir: string): Promise<string[]> {
   return names.sort((a, b) => rank(b) - rank(a)).map((n) => path.join(dir, n));
 }
 
-export async function readLogs(dir: string, opts: { tail?: number } = {}): Promise<LogEntry[]> {
+/** Which entries to show: written in [since, until] (ms since the epoch), then the last `tail` of those. */
+export interface LogWindow {
+  tail?: number | undefined;
+  since?: number | undefined;
+  until?: number | undefined;
+}
+
+/** An entry inside the window's time bounds (entries without a readable time are kept). */
+export function inTimeWindow(e: Pick<LogEntry, 'time'>, w: LogWindow): boolean {
+  if (w.since === undefined && w.until === undefined) return true;
+  const t = Date.parse(e.time);
+  if (Number.isNaN(t)) return true;
+  return (w.since === undefined || t >= w.since) && (w.until === undefined || t <= w.until);
+}
+
+function windowed(entries: LogEntry[], w: LogWindow): LogEntry[] {
+  const timed = entries.filter((e) => inTimeWindow(e, w));
+  return w.tail !== undefined ? timed.slice(Math.max(0, timed.length - w.tail)) : timed;
+}
+
+export async function readLogs(dir: string, opts: LogWindow = {}): Promise<LogEntry[]> {
   const entries: LogEntry[] = [];
   for (const f of await logFiles(dir))
     entries.push(...parseLines(await fsp.readFile(f, 'utf8').catch(() => '')));
-  return opts.tail !== undefined ? entries.slice(Math.max(0, entries.length - opts.tail)) : entries;
+  return windowed(entries, opts);
 }
 
 /**
@@ -48,8 +68,11 @@ export async function readLogs(dir: string, opts: { tail?: number } = {}): Promi
 export async function followLogs(
   dir: string,
   emit: (e: LogEntry) => void,
-  opts: { tail?: number; isDone: () => Promise<boolean>; signal?: AbortSignal; pollMs?: number },
+  opts: LogWindow & { isDone: () => Promise<boolean>; signal?: AbortSignal; pollMs?: number },
 ): Promise<void> {
+  const out = (e: LogEntry) => {
+    if (inTimeWindow(e, opts)) emit(e);
+  };
   const file = path.join(dir, 'log.json');
   const open = async () => {
     const fh = await fsp.open(file, 'r').catch(() => undefined);
@@ -64,7 +87,7 @@ export async function followLogs(
     if (f !== file) existing.push(...parseLines(await fsp.readFile(f, 'utf8').catch(() => '')));
   const first: LogEntry[] = [];
   /** emit what the open file has beyond `offset`; true when there was something */
-  const drain = async (sink: (e: LogEntry) => void = emit): Promise<boolean> => {
+  const drain = async (sink: (e: LogEntry) => void = out): Promise<boolean> => {
     if (!cur) return false;
     const size = (await cur.fh.stat()).size;
     if (size <= offset) return false;
@@ -79,8 +102,7 @@ export async function followLogs(
   };
   try {
     await drain((e) => first.push(e));
-    const all = [...existing, ...first];
-    for (const e of opts.tail !== undefined ? all.slice(Math.max(0, all.length - opts.tail)) : all) emit(e);
+    for (const e of windowed([...existing, ...first], opts)) emit(e);
     for (;;) {
       if (opts.signal?.aborted) return;
       const done = await opts.isDone();

@@ -28,6 +28,7 @@ export const SECCOMP_ARCH_MAP: Record<string, string[]> = {
   arm64: ['SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM'],
   arm: ['SCMP_ARCH_ARM'],
   ppc64le: ['SCMP_ARCH_PPC64LE'],
+  ppc64: ['SCMP_ARCH_PPC64'],
   s390x: ['SCMP_ARCH_S390X', 'SCMP_ARCH_S390'],
   riscv64: ['SCMP_ARCH_RISCV64'],
 };

@@ -30,6 +30,8 @@ import { openDatabase } from '../../src/db/database.js';
 import { resolvePublicKey } from '../../src/fleet/keys.js';
 import { exec } from '../../src/lib/exec.js';
 import { hostPlatform } from '../../src/oci/platform.js';
+import { HostClaims } from '../../src/runtime/network/host-claims.js';
+import { recordedNetwork } from '../../src/runtime/network/resolve.js';
 import { MqttConnection } from '../../src/transport/connection.js';
 import { deviceTopic } from '../../src/transport/topics.js';
 import { FLEET, type FleetSide, tempDir, testLog } from './fleet-harness.js';
@@ -121,6 +123,7 @@ export async function startAgentStack(
 ): Promise<AgentStack> {
   const { deviceId } = opts;
   const stateDir = await tempDir(t, `device-${deviceId}`);
+  const config = loadConfig({ env: {}, flags: { ...opts.config, stateDir } });
   const db = openDatabase(path.join(stateDir, 'berth.db'));
   const store = new ContentStore(path.join(stateDir, 'content'));
   const log = testLog();
@@ -148,6 +151,9 @@ export async function startAgentStack(
     if (device)
       for (const c of await device.manager.list({ all: true }))
         await device.manager.remove(c.id, { force: true }).catch(() => undefined);
+    // the host-wide subnet claim goes with the state dir (src/runtime/network/host-claims.ts)
+    const net = await recordedNetwork(stateDir);
+    if (net) await new HostClaims(config.runDir).releaseSubnet(net.subnet, stateDir);
     db.close();
   });
 
@@ -161,7 +167,7 @@ export async function startAgentStack(
   device = await startDeviceAgent({
     db,
     store,
-    config: loadConfig({ env: {}, flags: { ...opts.config, stateDir } }),
+    config,
     stateDir,
     log,
     connection,

@@ -67,6 +67,11 @@ export class Mosquitto {
     return `mqtt://127.0.0.1:${this.port}`;
   }
 
+  /** the broker's process id while it runs (benches read its RSS) */
+  get pid(): number | undefined {
+    return this.proc?.exitCode === null ? this.proc.pid : undefined;
+  }
+
   /**
    * `dynsec`: authentication and ACLs by the dynamic security plugin (as docs/fleet-api.md sets it up):
    * `mosquitto_ctrl dynsec init` makes the admin account, anonymous clients are refused.

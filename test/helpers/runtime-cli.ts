@@ -4,9 +4,11 @@
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
+import * as http from 'node:http';
 import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { type ExecResult, exec } from '../../src/lib/exec.js';
+import { HostClaims } from '../../src/runtime/network/host-claims.js';
 import { deleteChains } from '../../src/runtime/network/iptables.js';
 import { buildBusyboxRootfs, sharedBusyboxRootfs, tempDir } from './runtime-rootfs.js';
 
@@ -106,6 +108,7 @@ export async function cliEnv(
     await exec('/usr/sbin/nft', ['delete', 'table', 'ip', nftTable], { allowFailure: true });
     await deleteChains(nftTable).catch(() => undefined);
     await exec('/usr/sbin/ip', ['link', 'del', bridge], { allowFailure: true });
+    await new HostClaims().releaseSubnet(subnet, stateDir);
   });
   return {
     dir,
@@ -134,3 +137,21 @@ export async function waitUntil<T>(
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** GET http://host:port/ (3 s timeout), the body. */
+export function httpGet(host: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host, port, path: '/', timeout: 3000 }, (res) => {
+      let body = '';
+      res.on('data', (d) => {
+        body += d;
+      });
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+  });
+}
+
+/** busybox httpd serving the test rootfs' /var/www ("hello from berth") on 8080, in the foreground */
+export const HTTPD = ['httpd', '-f', '-p', '8080', '-h', '/var/www'];

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test from 'ava';
 import {
+  cgroupProcs,
   cpuPercent,
   detectCgroupVersion,
   parseFlatKeyed,
@@ -21,12 +22,14 @@ function tree(files: Record<string, string>): string {
   return root;
 }
 
-test('cgroup v2: cpu.stat usage_usec, memory.current and memory.max', async (t) => {
+test('cgroup v2: cpu.stat usage_usec, memory.current and memory.max, pids.current, cgroup.procs', async (t) => {
   const root = tree({
     'cgroup.controllers': 'cpu memory pids\n',
     'berth/c1/cpu.stat': 'usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n',
     'berth/c1/memory.current': '4194304\n',
     'berth/c1/memory.max': '8388608\n',
+    'berth/c1/pids.current': '3\n',
+    'berth/c1/cgroup.procs': '101\n102\n250\n',
     'berth/c2/cpu.stat': 'usage_usec 7\n',
     'berth/c2/memory.current': '1\n',
     'berth/c2/memory.max': 'max\n',
@@ -36,20 +39,27 @@ test('cgroup v2: cpu.stat usage_usec, memory.current and memory.max', async (t) 
     cpuUsageNs: 1_500_000,
     memoryBytes: 4194304,
     memoryLimitBytes: 8388608,
+    pids: 3,
   });
   t.deepEqual(await readCgroupStats('berth/c2', root), {
     cpuUsageNs: 7000,
     memoryBytes: 1,
     memoryLimitBytes: undefined,
+    pids: undefined,
   });
+  t.deepEqual(await cgroupProcs('/berth/c1', root), [101, 102, 250], 'v2: the unified group');
+  await t.throwsAsync(cgroupProcs('/berth/c2', root), { message: /no cgroup \/berth\/c2 .*\(v2\)/ });
   await t.throwsAsync(readCgroupStats('/berth/missing', root), {
     message: /reading cgroup v2 stats of \/berth\/missing/,
   });
   await t.throwsAsync(readCgroupStats('../../etc', root), { message: /invalid cgroup path|reading cgroup/ });
 });
 
-test('cgroup v1: cpuacct.usage (or cpu,cpuacct) and memory.usage_in_bytes / limit', async (t) => {
+test('cgroup v1: cpuacct.usage (or cpu,cpuacct) and memory.usage_in_bytes / limit, pids, procs', async (t) => {
   const root = tree({
+    'pids/berth/c1/pids.current': '2\n',
+    'pids/berth/c1/cgroup.procs': '7\n9\n',
+    'memory/berth/c2/cgroup.procs': '11\n',
     'cpuacct/berth/c1/cpuacct.usage': '123456789\n',
     'memory/berth/c1/memory.usage_in_bytes': '1048576\n',
     'memory/berth/c1/memory.limit_in_bytes': '9223372036854771712\n',
@@ -62,12 +72,16 @@ test('cgroup v1: cpuacct.usage (or cpu,cpuacct) and memory.usage_in_bytes / limi
     cpuUsageNs: 123456789,
     memoryBytes: 1048576,
     memoryLimitBytes: undefined,
+    pids: 2,
   });
   t.deepEqual(await readCgroupStats('/berth/c2', root, 1), {
     cpuUsageNs: 5,
     memoryBytes: 2,
     memoryLimitBytes: 67108864,
+    pids: undefined,
   });
+  t.deepEqual(await cgroupProcs('/berth/c1', root), [7, 9], 'v1: from the pids hierarchy');
+  t.deepEqual(await cgroupProcs('/berth/c2', root), [11], 'v1: another controller when pids has no group');
 });
 
 test('cgroup v1 on this host: the test process own memory and cpuacct cgroups read sensibly', async (t) => {

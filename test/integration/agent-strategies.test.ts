@@ -21,6 +21,7 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
+import { lockRootFor } from '../../src/agent/locks.js';
 import type { EngineContainer } from '../../src/agent/ports.js';
 import type { ServiceInput } from '../../src/core/target.js';
 import type { Digest } from '../../src/oci/digest.js';
@@ -45,14 +46,17 @@ test('update strategies and the update lock, in container start/stop and image f
   const layouts = await buildSampleImages(work, tags, { padBytes: PAD_BYTES });
   await pushSampleImages(fleet, layouts);
   const signalDir = await tempDir(t, 'strategies-signal');
+  const runDir = await tempDir(t, 'strategies-run');
   const stack = await startAgentStack(t, fleet, {
     deviceId: `strategies-${process.pid}`,
     agent: { reconciler: { healthWindowMs: 500, minDelayMs: 100, maxDelayMs: 500, idleIntervalMs: 300 } },
+    config: { runDir },
   });
+  const locks = lockRootFor(runDir, stack.stateDir);
   const { device, events } = stack;
   const { engine } = device;
   const counters = device.images.counters;
-  const lockFile = path.join(stack.stateDir, 'locks', APP, 'updates.lock');
+  const lockFile = path.join(locks, APP, 'updates.lock');
 
   // The runtime's last word on each container the agent removes (times, exit code), taken just before
   // the real removal: once removed, a container is gone from every list.
@@ -340,7 +344,7 @@ test('update strategies and the update lock, in container start/stop and image f
       command: ['/bin/sh', '-c', 'sleep 1; touch /tmp/berth-lock/handover-complete; exec /bin/app'],
       update: { strategy: 'hand-over', handoverTimeoutMs: 60_000 },
     });
-    const signalAt = (await fsp.stat(path.join(stack.stateDir, 'locks', APP, 'handover-complete'))).mtimeMs;
+    const signalAt = (await fsp.stat(path.join(locks, APP, 'handover-complete'))).mtimeMs;
     timeline('v10 hand-over (handover-complete)', {
       'new created': fresh.createdAt,
       'new started': fresh.startedAt,

@@ -360,3 +360,85 @@ test('crash safety: kill -9 during an import, then import again; no blob present
     [],
   );
 });
+
+test('push and import share one reader: a skopeo docker-archive pushed to the fleet, with progress, is the imported image', async (t) => {
+  const { docker } = fixture();
+  const s = newState();
+  let last = 0;
+  let total = 0;
+  const res = await importImage(docker, s, {
+    platform: amd64,
+    tag: 'bb:1',
+    onProgress: (n, of) => {
+      last = n;
+      total = of;
+    },
+  });
+  t.is(res.format, 'docker-archive');
+  t.is(total, statSync(docker).size);
+  t.is(last, total, 'every byte counted once');
+
+  const viaImport = berth([
+    '--state-dir',
+    tempDir('imp'),
+    'image',
+    'import',
+    docker,
+    '--tag',
+    'bb:1',
+    '--json',
+  ]);
+  t.is(viaImport.code, 0, viaImport.stderr);
+  const fleet = tempDir('push');
+  const push = berth(['--state-dir', fleet, 'fleet', 'push', docker, '--tag', 'bb:1']);
+  t.is(push.code, 0, push.stderr);
+  t.is(
+    berth(['--state-dir', fleet, 'fleet', 'images', '--format', '{{.Name}} {{.Platforms}}']).stdout,
+    'bb:1 linux/amd64\n',
+  );
+  t.true(
+    push.stdout.startsWith(`bb:1 ${JSON.parse(viaImport.stdout).images[0].digest} linux/amd64`),
+    push.stdout,
+  );
+});
+
+test('a source with several images: <path>:<ref> (and skopeo transports) pick one; file errors name the path and what was expected', async (t) => {
+  const work = tempDir('multi-tag');
+  const v1 = buildBusyboxImage(work, { tag: 'v1' });
+  buildBusyboxImage(work, { tag: 'v2', files: { 'etc/version': 'two' } });
+  const layout = v1.layout;
+  const docker = toDockerArchive(v1, path.join(work, 'bb.tar'), 'bb:1');
+  const fleet = tempDir('fleet');
+
+  const both = berth(['--state-dir', fleet, 'fleet', 'push', layout, '--tag', 'sample:v1']);
+  t.is(both.code, 2);
+  t.regex(both.stderr, /holds 2 images \(v1, v2\).*:<ref>/);
+
+  const one = berth(['--state-dir', fleet, 'fleet', 'push', `${layout}:v2`, '--tag', 'sample:v2']);
+  t.is(one.code, 0, one.stderr);
+  t.true(one.stdout.startsWith(`sample:v2 ${manifestOf(layout, 'v2').digest}`), one.stdout);
+  const oci = berth(['--state-dir', fleet, 'fleet', 'push', `oci:${layout}:v1`, '--tag', 'sample:v1']);
+  t.is(oci.code, 0, oci.stderr);
+  t.true(oci.stdout.startsWith(`sample:v1 ${manifestOf(layout, 'v1').digest}`), oci.stdout);
+  const imp = berth(['--state-dir', tempDir('dev'), 'image', 'import', `docker-archive:${docker}:bb:1`]);
+  t.is(imp.code, 0, imp.stderr);
+  t.regex(imp.stdout, /imported bb:1 /);
+
+  const noRef = berth(['--state-dir', fleet, 'fleet', 'push', `${layout}:v9`, '--tag', 'x:1']);
+  t.is(noRef.code, 1);
+  t.regex(noRef.stderr, new RegExp(`NotFound: ${layout}.* has no image v9 \\(it has: v1, v2\\)`));
+  const wrongKind = berth(['--state-dir', fleet, 'fleet', 'push', `oci-archive:${docker}`, '--tag', 'x:1']);
+  t.is(wrongKind.code, 2);
+  t.regex(wrongKind.stderr, /bb\.tar is docker-archive, not oci-archive/);
+  const missing = berth(['--state-dir', fleet, 'fleet', 'push', 'sample:v1', '--tag', 'sample:v1']);
+  t.is(missing.code, 1);
+  t.regex(
+    missing.stderr,
+    /NotFound: image source sample:v1: no such file or directory \(expected an OCI image layout directory, an oci-archive or a docker-archive tar/,
+  );
+  t.notRegex(missing.stderr, /ENOENT/);
+  rmSync(path.join(layout, 'index.json'));
+  const broken = berth(['--state-dir', fleet, 'fleet', 'push', `${layout}:v1`, '--tag', 'x:1']);
+  t.is(broken.code, 2);
+  t.regex(broken.stderr, new RegExp(`${layout}: OCI layout without index.json`));
+});

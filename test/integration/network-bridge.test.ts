@@ -4,33 +4,19 @@
  * rm removes veth, netns, nft rules and the IP lease.
  */
 import { randomInt } from 'node:crypto';
+import { createSocket } from 'node:dgram';
 import { existsSync } from 'node:fs';
-import * as http from 'node:http';
 import test from 'ava';
 import { openDatabase } from '../../src/db/database.js';
 import { exec } from '../../src/lib/exec.js';
 import { chainNames } from '../../src/runtime/network/iptables.js';
 import { needPrivileges } from '../helpers/privileged.js';
-import { cliEnv, waitUntil } from '../helpers/runtime-cli.js';
+import { cliEnv, HTTPD, httpGet, waitUntil } from '../helpers/runtime-cli.js';
 import { removeSharedBusyboxRootfs } from '../helpers/runtime-rootfs.js';
 
 test.after.always(removeSharedBusyboxRootfs);
 
 const LOOP = 'while true; do sleep 0.1; done';
-
-function httpGet(host: string, port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host, port, path: '/', timeout: 3000 }, (res) => {
-      let body = '';
-      res.on('data', (d) => {
-        body += d;
-      });
-      res.on('end', () => resolve(body));
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-  });
-}
 
 test('bridge: two containers reach each other; published port reaches httpd; rm cleans up', async (t) => {
   if (!needPrivileges(t, { root: true, paths: ['/usr/sbin/nft', '/usr/sbin/ip'] })) return;
@@ -203,3 +189,71 @@ test('none and host modes', async (t) => {
   t.regex(bad.stderr, /published ports need --network bridge/);
   t.deepEqual(await env.ps(), [], 'a failed create leaves nothing behind');
 });
+
+/** In the container's netns: send `first` to 127.0.0.1:port as if the host's loopback were a neighbour, then `second` to the gateway. */
+async function sendFromContainer(id: string, gateway: string, port: number): Promise<void> {
+  const ns = `berth-${id}`;
+  // make 127.0.0.1 a destination beyond eth0 (the gateway), as a hostile container would
+  await exec('/usr/sbin/ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.conf.eth0.route_localnet=1']);
+  await exec('/usr/sbin/ip', ['-n', ns, 'route', 'del', 'local', '127.0.0.1', 'table', 'local'], {
+    allowFailure: true,
+  });
+  await exec('/usr/sbin/ip', ['-n', ns, 'route', 'del', 'local', '127.0.0.0/8', 'table', 'local'], {
+    allowFailure: true,
+  });
+  await exec('/usr/sbin/ip', ['-n', ns, 'route', 'replace', '127.0.0.1/32', 'via', gateway, 'dev', 'eth0']);
+  const script = `const s = require('node:dgram').createSocket('udp4');
+s.send('via-loopback', ${port}, '127.0.0.1', () => s.send('via-gateway', ${port}, '${gateway}', () => s.close()));`;
+  await exec('/usr/sbin/ip', ['netns', 'exec', ns, process.execPath, '-e', script]);
+}
+
+for (const firewall of ['nftables', 'iptables'] as const) {
+  test(`${firewall}: published ports answer on 127.0.0.1:<hostPort>; a container cannot reach the host's loopback`, async (t) => {
+    const tool = firewall === 'nftables' ? '/usr/sbin/nft' : '/usr/sbin/iptables';
+    if (!needPrivileges(t, { root: true, paths: [tool, '/usr/sbin/ip'] })) return;
+    const env = await cliEnv(t, { network: { firewall } });
+    const hostPort = randomInt(20000, 40000);
+    const loopOnly = hostPort + 1;
+    const id = (
+      await env.berth([
+        'run',
+        '-d',
+        '--read-only',
+        '-p',
+        `${hostPort}:8080`,
+        '-p',
+        `127.0.0.1:${loopOnly}:8080`,
+        '--rootfs',
+        env.rootfs,
+        ...HTTPD,
+      ])
+    ).stdout.trim();
+    const viaLoopback = await waitUntil(
+      '127.0.0.1',
+      () => httpGet('127.0.0.1', hostPort).catch(() => undefined),
+      10_000,
+    );
+    t.is(viaLoopback, 'hello from berth\n', 'docker users expect localhost to answer');
+    t.is(await httpGet(env.gateway, hostPort), 'hello from berth\n', 'and the host addresses still do');
+    t.is(await httpGet('127.0.0.1', loopOnly), 'hello from berth\n', '-p 127.0.0.1:port:ctr');
+    await t.throwsAsync(
+      httpGet(env.gateway, loopOnly),
+      undefined,
+      'a loopback-only port is not published elsewhere',
+    );
+
+    // route_localnet must not open the host's loopback to containers: a datagram to 127.0.0.1 sent over the
+    // bridge is dropped; one to the gateway, sent right after it on the same path, arrives
+    const sock = createSocket('udp4');
+    const got: string[] = [];
+    sock.on('message', (m) => got.push(m.toString()));
+    await new Promise<void>((r) => sock.bind(0, '0.0.0.0', () => r()));
+    t.teardown(() => sock.close());
+    await sendFromContainer(id, env.gateway, sock.address().port);
+    await waitUntil('the datagram to the gateway', async () => got.includes('via-gateway'), 10_000);
+    t.deepEqual(got, ['via-gateway'], 'nothing reached the host loopback');
+
+    await env.berth(['rm', '-f', id]);
+    await t.throwsAsync(httpGet('127.0.0.1', hostPort));
+  });
+}

@@ -182,11 +182,14 @@ test('compose converts every supported field', (t) => {
 
 test('compose: unknown keys are errors that name their path', (t) => {
   const cases: Array<[string, RegExp]> = [
-    ['services:\n  web:\n    image: x\n    build: .\n', /services\.web\.build: unsupported key/],
-    ['services:\n  web:\n    image: x\nsecrets: {}\n', /secrets: unsupported key/],
+    [
+      'services:\n  web:\n    image: x\n    build: .\n',
+      /:4:5: services\.web\.build: unsupported key: berth does not build images/,
+    ],
+    ['services:\n  web:\n    image: x\nsecrets: {}\n', /:4:1: secrets: unsupported key/],
     [
       'services:\n  web:\n    image: x\n    healthcheck: { test: [CMD, x], bogus: 1 }\n',
-      /services\.web\.healthcheck\.bogus: unsupported key/,
+      /services\.web\.healthcheck\.bogus: unknown key "bogus"/,
     ],
     [
       'services:\n  web:\n    image: x\n    deploy: { replicas: 2 }\n',
@@ -205,14 +208,14 @@ test('compose: unknown keys are errors that name their path', (t) => {
     ],
     [
       'services:\n  web:\n    image: x\n    depends_on: [db]\n',
-      /services\.web\.dependsOn\.db: depends on unknown/,
+      /services\.web\.depends_on\[0\]: depends on unknown/,
     ],
     ['services:\n  web:\n    image: x\n    environment: [FOO]\n', /environment\[0\]: expected KEY=VALUE/],
     [
       'services:\n  web:\n    image: x\n    labels: { berth.update.strategy: yolo }\n',
       /unknown strategy yolo/,
     ],
-    ['services: [\n', /not valid YAML/],
+    ['services: [\n', /compose file is not valid YAML\/JSON:\n {2}compose file:2:1: /],
   ];
   for (const [yaml, re] of cases) {
     const err = t.throws(() => composeToApp(yaml), undefined, yaml);
@@ -253,5 +256,5 @@ test('loadTargetText: compose YAML becomes a one-app target, JSON is validated; 
     },
   );
   t.is(j.version, 9);
-  t.throws(() => loadTargetText('{nope', 't.json'), { message: /t\.json: not valid JSON/ });
+  t.throws(() => loadTargetText('{nope', 't.json'), { message: /^t\.json:1:2: not valid JSON/ });
 });

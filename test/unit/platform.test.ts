@@ -29,7 +29,8 @@ test('parse and format round-trip, with normalisation', (t) => {
 test('host platform maps Node arch names to OCI', (t) => {
   t.is(formatPlatform(hostPlatform('x64')), 'linux/amd64');
   t.is(formatPlatform(hostPlatform('arm')), 'linux/arm/v7');
-  t.is(formatPlatform(hostPlatform('ppc64')), 'linux/ppc64le');
+  t.is(formatPlatform(hostPlatform('ppc64', true)), 'linux/ppc64le');
+  t.is(formatPlatform(hostPlatform('ppc64', false)), 'linux/ppc64', 'big-endian POWER is ppc64');
   t.is(formatPlatform(hostPlatform('arm64')), 'linux/arm64');
 });
 
@@ -53,4 +54,16 @@ test('selection prefers the exact variant, then the newest compatible one', (t) 
   );
   t.is(selectManifest(list, parsePlatform('linux/ppc64le'))?.platform?.architecture, 'ppc64le');
   t.is(selectManifest([d('amd64')], parsePlatform('linux/arm64')), undefined);
+});
+
+test('linux/ppc64 is big-endian POWER, not ppc64le: never mapped onto it, never selects it', (t) => {
+  t.is(formatPlatform(parsePlatform('linux/ppc64')), 'linux/ppc64');
+  t.is(formatPlatform(parsePlatform('linux/ppc64el')), 'linux/ppc64le', "Debian's name for ppc64le");
+  t.false(platformMatches(parsePlatform('linux/ppc64'), { os: 'linux', architecture: 'ppc64le' }));
+  t.false(platformMatches(parsePlatform('linux/ppc64le'), { os: 'linux', architecture: 'ppc64' }));
+  t.is(selectManifest([d('ppc64le'), d('amd64')], parsePlatform('linux/ppc64')), undefined);
+  t.is(
+    selectManifest([d('ppc64le'), d('ppc64')], parsePlatform('linux/ppc64'))?.platform?.architecture,
+    'ppc64',
+  );
 });

@@ -68,7 +68,12 @@ test('iptables -S lines split back into argv', (t) => {
     ],
   );
   t.deepEqual(splitRuleSpec('-A X --comment "a \\"b\\" c"'), ['-A', 'X', '--comment', 'a "b" c']);
-  t.deepEqual(chainNames('berth'), { post: 'BERTH-POST', dnat: 'BERTH-DNAT', fwd: 'BERTH-FWD' });
+  t.deepEqual(chainNames('berth'), {
+    post: 'BERTH-POST',
+    dnat: 'BERTH-DNAT',
+    fwd: 'BERTH-FWD',
+    raw: 'BERTH-RAW',
+  });
 });
 
 test('the MAC follows the address, so a reused address keeps its ARP entries valid', (t) => {

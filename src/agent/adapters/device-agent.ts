@@ -18,6 +18,7 @@
 import type { KeyObject } from 'node:crypto';
 import * as path from 'node:path';
 import { CONFIG_FORMAT, type Config } from '../../config/schema.js';
+import { ImageRepo } from '../../content/images.js';
 import type { ContentStore } from '../../content/store.js';
 import { agentArch, type UpdateStatus } from '../../core/self-update.js';
 import { parseTarget, sameOrigin, type TargetOrigin } from '../../core/target.js';
@@ -28,6 +29,7 @@ import type { Logger } from '../../lib/logger.js';
 import { nativePath } from '../../lib/native.js';
 import { secureStateDir } from '../../lib/state-dir.js';
 import { ContainerManager, ociArch } from '../../runtime/containers.js';
+import { HostClaims } from '../../runtime/network/host-claims.js';
 import { NetworkManager } from '../../runtime/network/network.js';
 import { DefaultRootfsProvider } from '../../runtime/rootfs.js';
 import { runtimeFromConfig } from '../../runtime/runtime.js';
@@ -38,7 +40,7 @@ import type { SignedTarget, TargetAgent } from '../../transport/messages.js';
 import { BUILD } from '../../version.js';
 import { Agent, type AgentOptions } from '../agent.js';
 import type { AgentConnection } from '../connection.js';
-import { HostUpdateLocks } from '../locks.js';
+import { HostUpdateLocks, lockRootFor } from '../locks.js';
 import { systemClock, type Transport } from '../ports.js';
 import type { AgentEvent } from '../reconciler.js';
 import { AgentDir } from '../self-update/files.js';
@@ -139,7 +141,10 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     stateDir: o.stateDir,
     runtime: runtimeFromConfig(o.config.runtime, o.stateDir),
     monitorPath: nativePath('monitor'),
-    network: new NetworkManager(o.db, o.config.network),
+    network: new NetworkManager(o.db, o.config.network, {
+      stateDir: o.stateDir,
+      claims: new HostClaims(o.config.runDir),
+    }),
     rootfs: new DefaultRootfsProvider(images),
     arch: ociArch(),
     logMaxSize: o.config.runtime.logMaxSize,
@@ -182,7 +187,7 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
       images,
       volumes: new HostVolumes(path.join(o.stateDir, 'volumes')),
       networks: new RecordedNetworks(path.join(o.stateDir, 'networks')),
-      locks: new HostUpdateLocks(path.join(o.stateDir, 'locks')),
+      locks: new HostUpdateLocks(lockRootFor(o.config.runDir, o.stateDir)),
     },
     transport,
     log: o.log,
@@ -191,6 +196,10 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
       version: o.selfUpdate?.running ?? BUILD.version,
       update: updater?.status ?? recorded?.update,
     }),
+    catalog: {
+      list: () => new ImageRepo(o.db, o.store).list(),
+      inspect: (ref) => new ImageRepo(o.db, o.store).describe(ref),
+    },
   });
   if (conn && o.selfUpdate && agentDir && arch && o.fleet && !onTrial) {
     const self = o.selfUpdate;

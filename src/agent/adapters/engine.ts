@@ -9,13 +9,15 @@
  */
 import * as path from 'node:path';
 import type { Service } from '../../core/target.js';
-import { readCgroupStats } from '../../device/cgroup.js';
-import { invalidInput } from '../../lib/errors.js';
+import { cgroupProcs, readCgroupStats } from '../../device/cgroup.js';
+import { conflict, invalidInput } from '../../lib/errors.js';
 import { exec } from '../../lib/exec.js';
 import type { AppSpec, BindVolume } from '../../runtime/bundle.js';
 import { type ContainerManager, type ContainerRecord, statDevice } from '../../runtime/containers.js';
-import { followLogs, type LogEntry, readLogs } from '../../runtime/logs.js';
+import { inspectContainer } from '../../runtime/inspect.js';
+import { type LogEntry, readLogs } from '../../runtime/logs.js';
 import type { PortMapping } from '../../runtime/network/network.js';
+import { processTable } from '../../runtime/top.js';
 import {
   type ContainerEngine,
   type ContainerStats,
@@ -23,6 +25,7 @@ import {
   type EngineContainer,
   type ExecResult,
   type LogLine,
+  type LogStreamOptions,
   UPDATE_LOCK_MOUNT,
 } from '../ports.js';
 
@@ -77,7 +80,7 @@ export async function serviceToAppSpec(
     } else if (v.type === 'bind') volumes.push({ source: v.source!, target: v.target, readOnly: v.readOnly });
     else throw invalidInput(`tmpfs mount ${v.target}: not supported by the runtime yet`);
   }
-  if (lockDir) volumes.push({ source: lockDir, target: UPDATE_LOCK_MOUNT, readOnly: false });
+  if (lockDir) volumes.push({ source: lockDir, target: UPDATE_LOCK_MOUNT, readOnly: false, ensure: true });
   const devices = [];
   for (const d of spec.devices) devices.push(await statDevice(d.hostPath, d.containerPath));
   return {
@@ -188,30 +191,26 @@ export class RuntimeEngine implements ContainerEngine {
     return entries.map((e) => e.log.replace(/\n$/, ''));
   }
 
-  async streamLogs(
-    id: string,
-    opts: { tail?: number | undefined; follow: boolean; signal?: AbortSignal },
-    emit: (line: LogLine) => void,
-  ): Promise<void> {
-    const rec = await this.manager.inspect(id);
-    const dir = this.manager.containerDir(rec.id);
-    const tail = opts.tail !== undefined ? { tail: opts.tail } : {};
-    const out = (e: LogEntry) => emit({ stream: e.stream === 'stderr' ? 'stderr' : 'stdout', log: e.log });
-    if (!opts.follow) {
-      for (const e of await readLogs(dir, tail)) out(e);
-      return;
-    }
-    await followLogs(dir, out, {
-      ...tail,
-      isDone: async () => (await this.manager.inspect(rec.id)).state !== 'running',
-      ...(opts.signal ? { signal: opts.signal } : {}),
-      pollMs: 100,
-    });
+  async streamLogs(id: string, opts: LogStreamOptions, emit: (line: LogLine) => void): Promise<void> {
+    await this.manager.streamLogs(id, { ...opts, pollMs: 100 }, (e: LogEntry) =>
+      emit({ stream: e.stream === 'stderr' ? 'stderr' : 'stdout', log: e.log, time: e.time }),
+    );
   }
 
   async stats(id: string): Promise<ContainerStats> {
     const rec = await this.manager.inspect(id);
     return readCgroupStats(cgroupPathOf(rec));
+  }
+
+  async inspect(id: string, extra: { health?: string | undefined }): Promise<unknown> {
+    const rec = await this.manager.inspect(id);
+    return inspectContainer(rec, this.manager.containerDir(rec.id), extra);
+  }
+
+  async top(id: string): Promise<{ titles: string[]; processes: string[][] }> {
+    const rec = await this.manager.inspect(id);
+    if (rec.state !== 'running') throw conflict(`container ${id} is not running`);
+    return processTable(await cgroupProcs(cgroupPathOf(rec)));
   }
 
   async setHosts(id: string, entries: ReadonlyArray<{ ip: string; names: string[] }>): Promise<void> {

@@ -2,6 +2,7 @@
  * Typed wrappers over iproute2 (`ip`), through the exec helper. Each returns when the kernel has done
  * the change or throws a BerthError naming the link/namespace.
  */
+import { writeFile } from 'node:fs/promises';
 import { exec } from '../../lib/exec.js';
 
 const IP = '/usr/sbin/ip';
@@ -89,4 +90,12 @@ export async function configureInside(
   await ip(['-n', netns, 'link', 'set', name, 'up']);
   await ip(['-n', netns, 'link', 'set', 'lo', 'up']);
   await ip(['-n', netns, 'route', 'add', 'default', 'via', gateway]);
+}
+
+/**
+ * net.ipv4.conf.<dev>.route_localnet: packets with a 127/8 source or destination may be routed by `dev`
+ * (needed for DNAT of 127.0.0.1:<port> to a container on the bridge).
+ */
+export async function setRouteLocalnet(dev: string, on: boolean): Promise<void> {
+  await writeFile(`/proc/sys/net/ipv4/conf/${dev}/route_localnet`, on ? '1' : '0');
 }

@@ -84,3 +84,8 @@ export class Ipam {
     return r?.address;
   }
 }
+
+/** Give back every address a container holds, whatever the network (teardown, recovery). */
+export function releaseLeases(db: Db, containerId: string): void {
+  db.prepare('DELETE FROM ip_leases WHERE container_id = ?').run(containerId);
+}

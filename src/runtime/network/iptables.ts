@@ -1,7 +1,9 @@
 /**
  * The iptables backend, for devices without a working `nft`: the same rules as nft.ts, in berth's own
- * chains (`<PREFIX>-POST` masquerade, `<PREFIX>-DNAT` published ports, `<PREFIX>-FWD` accept for the
- * bridge) jumped to from the built-in chains. Per-container rules carry `-m comment --comment berth:<id>`
+ * chains (`<PREFIX>-POST` masquerade — the subnet going out, loopback-sourced traffic going to the bridge —,
+ * `<PREFIX>-DNAT` published ports, `<PREFIX>-FWD` accept for the bridge, `<PREFIX>-RAW` in the raw table
+ * dropping packets from the bridge to 127/8) jumped to from the built-in chains; PREROUTING jumps to the
+ * DNAT chain only for non-127/8 destinations, OUTPUT for all local ones (127.0.0.1:<port> included). Per-container rules carry `-m comment --comment berth:<id>`
  * and are removed by replaying their `-S` spec with -D. `-w` waits for the xtables lock.
  */
 import { exec } from '../../lib/exec.js';
@@ -21,10 +23,16 @@ export async function iptablesAvailable(): Promise<boolean> {
   return r?.code === 0;
 }
 
-export function chainNames(table: string): { post: string; dnat: string; fwd: string } {
+export function chainNames(table: string): { post: string; dnat: string; fwd: string; raw: string } {
   const p = table.toUpperCase().slice(0, 20);
-  return { post: `${p}-POST`, dnat: `${p}-DNAT`, fwd: `${p}-FWD` };
+  return { post: `${p}-POST`, dnat: `${p}-DNAT`, fwd: `${p}-FWD`, raw: `${p}-RAW` };
 }
+
+const LOOPBACK = '127.0.0.0/8';
+/** PREROUTING → DNAT chain: local destinations but loopback (those only come from the host itself) */
+const PREROUTING_MATCH = ['-m', 'addrtype', '--dst-type', 'LOCAL', '!', '-d', LOOPBACK];
+/** before localhost ports worked, PREROUTING jumped for every local destination */
+const OLD_PREROUTING_MATCH = ['-m', 'addrtype', '--dst-type', 'LOCAL'];
 
 /** Append `rule` to `chain` unless an identical rule is there (-C). */
 async function ensureRule(table: string, chain: string, rule: string[], insert = false): Promise<void> {
@@ -42,11 +50,16 @@ export async function ensureChains(table: string, bridge: string, subnet: string
   await ensureChain('nat', c.post);
   await ensureChain('nat', c.dnat);
   await ensureChain('filter', c.fwd);
+  await ensureChain('raw', c.raw);
   await ensureRule('nat', 'POSTROUTING', ['-j', c.post]);
-  await ensureRule('nat', 'PREROUTING', ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', c.dnat]);
+  await ipt(['-t', 'nat', '-D', 'PREROUTING', ...OLD_PREROUTING_MATCH, '-j', c.dnat], true);
+  await ensureRule('nat', 'PREROUTING', [...PREROUTING_MATCH, '-j', c.dnat]);
   await ensureRule('nat', 'OUTPUT', ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', c.dnat]);
   await ensureRule('filter', 'FORWARD', ['-j', c.fwd], true);
+  await ensureRule('raw', 'PREROUTING', ['-j', c.raw]);
   await ensureRule('nat', c.post, ['-s', subnet, '!', '-o', bridge, '-j', 'MASQUERADE']);
+  await ensureRule('nat', c.post, ['-s', LOOPBACK, '-o', bridge, '-j', 'MASQUERADE']);
+  await ensureRule('raw', c.raw, ['-i', bridge, '-d', LOOPBACK, '-j', 'DROP']);
   await ensureRule('filter', c.fwd, ['-i', bridge, '-j', 'ACCEPT']);
   await ensureRule('filter', c.fwd, ['-o', bridge, '-j', 'ACCEPT']);
 }
@@ -112,13 +125,16 @@ export async function listContainerRules(table: string, containerId: string): Pr
 export async function deleteChains(table: string): Promise<void> {
   const c = chainNames(table);
   await ipt(['-t', 'nat', '-D', 'POSTROUTING', '-j', c.post], true);
-  await ipt(['-t', 'nat', '-D', 'PREROUTING', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', c.dnat], true);
+  await ipt(['-t', 'nat', '-D', 'PREROUTING', ...PREROUTING_MATCH, '-j', c.dnat], true);
+  await ipt(['-t', 'nat', '-D', 'PREROUTING', ...OLD_PREROUTING_MATCH, '-j', c.dnat], true);
   await ipt(['-t', 'nat', '-D', 'OUTPUT', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', c.dnat], true);
   await ipt(['-t', 'filter', '-D', 'FORWARD', '-j', c.fwd], true);
+  await ipt(['-t', 'raw', '-D', 'PREROUTING', '-j', c.raw], true);
   for (const [t, ch] of [
     ['nat', c.post],
     ['nat', c.dnat],
     ['filter', c.fwd],
+    ['raw', c.raw],
   ] as const) {
     await ipt(['-t', t, '-F', ch], true);
     await ipt(['-t', t, '-X', ch], true);

@@ -9,23 +9,49 @@
  * inside) → address + default route → firewall: nftables table, or iptables chains when nft is missing
  * (masquerade) → published ports (DNAT). Teardown
  * reverses it and tolerates pieces that are already gone, so it is also the recovery path.
+ *
+ * Which bridge/subnet/table: resolve.ts (one per state dir, recorded, claimed host-wide). Published host
+ * ports are claimed host-wide too (host-claims.ts): a port another agent or container publishes, or a
+ * process on this host listens on, is a Conflict instead of a second DNAT rule that silently loses.
+ *
+ * 127.0.0.1:<hostPort> answers as docker users expect, without a userland proxy: the output chain DNATs
+ * loopback traffic too, `route_localnet` on the bridge lets a packet with a loopback source leave by it,
+ * and postrouting masquerades it to the gateway address (docker's --userland-proxy=false design; why not
+ * a proxy: docs/containers.md). route_localnet would also let a container reach the host's
+ * loopback-only services by sending to 127.x over the bridge: a raw-priority rule drops packets from the
+ * bridge addressed to 127.0.0.0/8 before routing, and prerouting DNAT ignores 127.0.0.0/8 destinations
+ * arriving from outside (only the host itself reaches its ports through loopback).
  */
+
+import * as dgram from 'node:dgram';
 import { promises as fsp } from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
 import type { Db } from '../../db/database.js';
-import { invalidInput, unsupported } from '../../lib/errors.js';
+import { conflict, invalidInput, unsupported } from '../../lib/errors.js';
 import type { NetworkMode } from '../bundle.js';
+import { HostClaims } from './host-claims.js';
 import * as iproute from './ip.js';
-import { gatewayOf, Ipam, parseSubnet } from './ipam.js';
+import { gatewayOf, Ipam, parseSubnet, releaseLeases } from './ipam.js';
 import * as ipt from './iptables.js';
 import * as nft from './nft.js';
+import { LEGACY_NETWORK, type ResolvedNetwork, recordedNetwork, resolveNetwork } from './resolve.js';
 
 export type { PortMapping } from './nft.js';
 
 export interface NetworkConfig {
-  bridge: string;
-  subnet: string;
-  nftTable: string;
+  /** unset: one of the state dir's own (resolve.ts) */
+  bridge?: string | undefined;
+  subnet?: string | undefined;
+  nftTable?: string | undefined;
   firewall: 'auto' | 'nftables' | 'iptables' | 'none';
+}
+
+export interface NetworkManagerOptions {
+  /** the state dir whose network this is; without one the config (or the historical defaults) is used as is */
+  stateDir?: string;
+  /** host-wide claims on subnets and ports (default under /run/berth) */
+  claims?: HostClaims;
 }
 
 /** NAT + published ports, one implementation per tool (nft.ts, iptables.ts). */
@@ -100,21 +126,60 @@ function vethNames(id: string): { host: string; peer: string } {
 }
 
 export class NetworkManager {
-  private readonly ipam: Ipam;
+  private readonly claims: HostClaims;
+
   constructor(
-    db: Db,
+    private readonly db: Db,
     private readonly cfg: NetworkConfig,
+    private readonly opts: NetworkManagerOptions = {},
   ) {
-    this.ipam = new Ipam(db, cfg.bridge, parseSubnet(cfg.subnet));
+    this.claims = opts.claims ?? new HostClaims();
+  }
+
+  private resolved: Promise<ResolvedNetwork> | undefined;
+
+  /** This state dir's bridge, subnet and table (chosen, recorded and claimed on first use). */
+  network(): Promise<ResolvedNetwork> {
+    if (!this.resolved) {
+      const configured = { bridge: this.cfg.bridge, subnet: this.cfg.subnet, nftTable: this.cfg.nftTable };
+      const stateDir = this.opts.stateDir;
+      this.resolved = stateDir
+        ? resolveNetwork({
+            stateDir,
+            configured,
+            claims: this.claims,
+            leasedNetworks: () =>
+              (
+                this.db.prepare('SELECT DISTINCT network FROM ip_leases').all() as Array<{ network: string }>
+              ).map((r) => r.network),
+          })
+        : Promise.resolve({
+            ...LEGACY_NETWORK,
+            ...Object.fromEntries(Object.entries(configured).filter(([, v]) => v !== undefined)),
+          });
+      // a failed resolution is tried again next time (the conflict may be gone)
+      this.resolved.catch(() => {
+        this.resolved = undefined;
+      });
+    }
+    return this.resolved;
+  }
+
+  /** The network already in use, without choosing one (teardown of a state dir that never had one). */
+  private async existing(): Promise<ResolvedNetwork | undefined> {
+    if (this.resolved) return this.resolved.catch(() => undefined);
+    const configured =
+      this.cfg.bridge !== undefined || this.cfg.subnet !== undefined || this.cfg.nftTable !== undefined;
+    if (configured || !this.opts.stateDir) return this.network();
+    return recordedNetwork(this.opts.stateDir);
   }
 
   private fw: Promise<Firewall | undefined> | undefined;
 
   /** The firewall backend from config (auto: nftables, else iptables, else none). */
-  firewall(): Promise<Firewall | undefined> {
+  firewall(table: string): Promise<Firewall | undefined> {
     if (!this.fw) {
       this.fw = (async () => {
-        const table = this.cfg.nftTable;
         switch (this.cfg.firewall) {
           case 'none':
             return undefined;
@@ -144,10 +209,27 @@ export class NetworkManager {
     members: readonly string[],
     pairs: ReadonlyArray<readonly [string, string]>,
   ): Promise<boolean> {
-    const fw = await this.firewall();
+    const n = members.length > 0 ? await this.network() : await this.existing();
+    if (!n) return false;
+    const fw = await this.firewall(n.nftTable);
     if (!fw?.isolate) return false;
     await fw.isolate(members, pairs);
     return true;
+  }
+
+  /**
+   * Claim the container's host ports (host-wide), refusing one a process on this host listens on: a DNAT
+   * rule would take its traffic away silently (sshd on 22…).
+   */
+  private async claimPorts(id: string, ports: readonly nft.PortMapping[]): Promise<void> {
+    const stateDir = path.resolve(this.opts.stateDir ?? '/');
+    for (const p of ports) {
+      await this.claims.claimPort({ stateDir, containerId: id, ...p });
+      if (await portInUse(p))
+        throw conflict(
+          `host port ${p.hostIp ? `${p.hostIp}:` : ''}${p.hostPort}/${p.protocol} is in use by a process on this host`,
+        );
+    }
   }
 
   async attach(id: string, mode: NetworkMode, ports: nft.PortMapping[]): Promise<NetworkAttachment> {
@@ -155,50 +237,86 @@ export class NetworkManager {
       if (ports.length) throw invalidInput(`published ports need --network bridge (got ${mode})`);
       return { mode, ports: [] };
     }
-    const subnet = parseSubnet(this.cfg.subnet);
+    const n = await this.network();
+    const subnet = parseSubnet(n.subnet);
     const gateway = gatewayOf(subnet);
-    await iproute.addBridge(this.cfg.bridge, `${gateway}/${subnet.prefix}`);
+    const ipam = new Ipam(this.db, n.bridge, subnet);
+    try {
+      await this.claimPorts(id, ports);
+    } catch (err) {
+      await this.releasePorts(id, ports);
+      throw err;
+    }
+    await iproute.addBridge(n.bridge, `${gateway}/${subnet.prefix}`);
     await fsp.writeFile('/proc/sys/net/ipv4/ip_forward', '1').catch(() => undefined);
-    const ip = this.ipam.allocate(id);
+    // 127.0.0.1:<hostPort>: loopback-sourced packets DNATed to the bridge may leave by it (see the file comment)
+    await iproute.setRouteLocalnet(n.bridge, true);
+    const ip = ipam.allocate(id);
     const netnsName = netnsNameFor(id);
     const { host, peer } = vethNames(id);
     try {
       await iproute.addNetns(netnsName);
       await iproute.addVethPair(host, peer, netnsName, iproute.macForIp(ip));
-      await iproute.setMaster(host, this.cfg.bridge);
+      await iproute.setMaster(host, n.bridge);
       await iproute.configureInside(netnsName, peer, 'eth0', `${ip}/${subnet.prefix}`, gateway);
-      const fw = await this.firewall();
+      const fw = await this.firewall(n.nftTable);
       if (fw) {
-        await fw.ensure(this.cfg.bridge, this.cfg.subnet);
+        await fw.ensure(n.bridge, n.subnet);
         await fw.removeContainer(id); // re-attach after a reboot must not duplicate rules
         await fw.addPorts(id, ip, ports);
       } else if (ports.length) {
         throw unsupported('published ports need nftables or iptables (network.firewall)');
       }
     } catch (err) {
-      await this.detach(id);
+      await this.detach(id, ports);
       throw err;
     }
     return { mode, netnsName, netnsPath: `/run/netns/${netnsName}`, ipAddress: ip, gateway, ports };
   }
 
+  private async releasePorts(id: string, ports: ReadonlyArray<{ protocol: string; hostPort: number }>) {
+    await this.claims.releasePorts(path.resolve(this.opts.stateDir ?? '/'), id, ports).catch(() => undefined);
+  }
+
   /** Undo attach; every step tolerates "already gone". */
-  async detach(id: string): Promise<void> {
-    const fw = await this.firewall().catch(() => undefined);
+  async detach(id: string, ports: ReadonlyArray<{ protocol: string; hostPort: number }> = []): Promise<void> {
+    const n = await this.existing().catch(() => undefined);
+    const fw = n ? await this.firewall(n.nftTable).catch(() => undefined) : undefined;
     if (fw) await fw.removeContainer(id);
     await iproute.deleteLink(vethNames(id).host);
     await iproute.deleteNetns(netnsNameFor(id));
-    this.ipam.release(id);
-  }
-
-  leaseOf(id: string): string | undefined {
-    return this.ipam.leaseOf(id);
+    releaseLeases(this.db, id);
+    await this.releasePorts(id, ports);
   }
 
   /** Remove the bridge and berth's firewall rules (tests; `berth network prune` later). */
   async destroyBridge(): Promise<void> {
-    const fw = await this.firewall().catch(() => undefined);
+    const n = await this.existing();
+    if (!n) return;
+    const fw = await this.firewall(n.nftTable).catch(() => undefined);
     if (fw) await fw.destroy();
-    await iproute.deleteLink(this.cfg.bridge);
+    await iproute.deleteLink(n.bridge);
+    if (this.opts.stateDir) await this.claims.releaseSubnet(n.subnet, path.resolve(this.opts.stateDir));
   }
+}
+
+/** Whether a process on this host has the port open (bind it for a moment; EADDRINUSE says yes). */
+async function portInUse(p: nft.PortMapping): Promise<boolean> {
+  const host = p.hostIp ?? '0.0.0.0';
+  const busy = (err: NodeJS.ErrnoException) => err.code === 'EADDRINUSE';
+  if (p.protocol === 'udp') {
+    return new Promise((resolve) => {
+      const sock = dgram.createSocket('udp4');
+      sock.once('error', (err) => {
+        sock.close();
+        resolve(busy(err));
+      });
+      sock.bind(p.hostPort, host, () => sock.close(() => resolve(false)));
+    });
+  }
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', (err) => resolve(busy(err)));
+    srv.listen({ port: p.hostPort, host, exclusive: true }, () => srv.close(() => resolve(false)));
+  });
 }

@@ -1,10 +1,15 @@
 /**
  * berth's nftables rules, all in one table (family ip) so removal is exact and never touches other
  * software's rules:
- *   chain postrouting (nat): masquerade traffic from the bridge subnet leaving by another interface
- *   chain prerouting  (nat): published ports for traffic arriving from outside (fib daddr type local)
- *   chain output      (nat): the same for connections made on the host itself
+ *   chain postrouting (nat): masquerade traffic from the bridge subnet leaving by another interface, and
+ *                            loopback-sourced traffic (127.0.0.1:<port> DNATed) leaving by the bridge
+ *   chain prerouting  (nat): published ports for traffic arriving from outside (fib daddr type local,
+ *                            never a 127/8 destination: those come only from the host itself)
+ *   chain output      (nat): the same for connections made on the host itself, 127.0.0.1 included
  *   chain forward (filter):  accept to/from the bridge (other tables may still drop)
+ *   chain localnet_guard (filter, prerouting, raw priority): drop packets from the bridge to 127/8 — with
+ *                            route_localnet on the bridge a container could otherwise reach the host's
+ *                            loopback-only services
  * Every per-container rule carries the comment "berth:<id>"; removal finds them by handle.
  */
 import { exec } from '../../lib/exec.js';
@@ -30,9 +35,23 @@ export async function nftAvailable(): Promise<boolean> {
   return r?.code === 0;
 }
 
+const LOOPBACK = '127.0.0.0/8';
+
+/** The rules that make 127.0.0.1:<hostPort> work (and keep the hole route_localnet opens shut). */
+function localhostRules(table: string, bridge: string): string {
+  return `add rule ip ${table} postrouting ip saddr ${LOOPBACK} oifname "${bridge}" masquerade comment "berth:localhost"
+add chain ip ${table} localnet_guard { type filter hook prerouting priority raw; policy accept; }
+add rule ip ${table} localnet_guard iifname "${bridge}" ip daddr ${LOOPBACK} drop comment "berth:localnet-guard"
+`;
+}
+
 export async function ensureTable(table: string, bridge: string, subnet: string): Promise<void> {
   const r = await exec(NFT, ['list', 'table', 'ip', table], { allowFailure: true });
-  if (r.code === 0) return;
+  if (r.code === 0) {
+    // a table made before localhost ports worked gets the rules it lacks
+    if (!r.stdout.includes('"berth:localhost"')) await nftScript(localhostRules(table, bridge));
+    return;
+  }
   await nftScript(`table ip ${table} {
   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
     ip saddr ${subnet} oifname != "${bridge}" masquerade comment "berth:nat"
@@ -44,7 +63,7 @@ export async function ensureTable(table: string, bridge: string, subnet: string)
     oifname "${bridge}" accept
   }
 }
-`);
+${localhostRules(table, bridge)}`);
 }
 
 export async function deleteTable(table: string): Promise<void> {
@@ -91,10 +110,16 @@ export async function addPortMappings(
   if (ports.length === 0) return;
   const lines: string[] = [];
   for (const p of ports) {
-    const match = `${p.hostIp ? `ip daddr ${p.hostIp}` : 'fib daddr type local'} ${p.protocol} dport ${p.hostPort}`;
-    const rule = `${match} dnat to ${containerIp}:${p.containerPort} comment "berth:${containerId}"`;
-    lines.push(`add rule ip ${table} prerouting ${rule}`);
-    lines.push(`add rule ip ${table} output ${rule}`);
+    const to = `${p.protocol} dport ${p.hostPort} dnat to ${containerIp}:${p.containerPort} comment "berth:${containerId}"`;
+    const loopbackOnly = p.hostIp?.startsWith('127.') === true;
+    // from outside: never a 127/8 destination (only the host itself may reach a port through loopback)
+    if (!loopbackOnly)
+      lines.push(
+        `add rule ip ${table} prerouting ${p.hostIp ? `ip daddr ${p.hostIp}` : `fib daddr type local ip daddr != ${LOOPBACK}`} ${to}`,
+      );
+    lines.push(
+      `add rule ip ${table} output ${p.hostIp ? `ip daddr ${p.hostIp}` : 'fib daddr type local'} ${to}`,
+    );
   }
   await nftScript(`${lines.join('\n')}\n`);
 }
