@@ -146,7 +146,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         embedded: !external,
         ...(api ? { api: api.server.url } : {}),
       };
-      await writeFileAtomic(path.join(c.stateDir, SERVE_FILE), JSON.stringify(serve));
+      await writeFileAtomic(path.join(c.stateDir, SERVE_FILE), JSON.stringify(serve), 0o600);
       c.log.info(
         { broker: server.brokerUrl, api: api?.server.url, fleet: flt, brokerAuth: server.access.mode },
         'fleet server ready',

@@ -202,7 +202,7 @@ export async function startAgent(
 
 export async function waitFor(
   cond: () => boolean | Promise<boolean>,
-  timeoutMs = 10_000,
+  timeoutMs = 30_000,
   what = 'condition',
 ): Promise<void> {
   const until = Date.now() + timeoutMs;

@@ -197,7 +197,7 @@ test('enroll → deploy --wait over the API → converged → service stopped sh
   t.log(`fleet state showed the stopped service ${seenAfter} ms after the kill (aim: within 5 s)`);
 
   // a signed command over the API, answered by the device
-  const report = await op(['command', deviceId, 'report', '--timeout', '20000'], { allowFailure: true });
+  const report = await op(['command', deviceId, 'report', '--timeout', '60000'], { allowFailure: true });
   t.is(report.code, 0, report.stderr);
 
   // revoke: disconnected, and its own credentials are refused by the broker from now on

@@ -88,7 +88,7 @@ test('CLI: fleet keygen, push (multi-arch kept), serve, agent receives a deploy 
       berth(['--state-dir', adir, 'rm', '-f', c.name]);
   });
   t.teardown(() => stop(agent.p));
-  await waitFor(() => agent.out().includes('mqtt connected'), 15_000, 'agent connected');
+  await waitFor(() => agent.out().includes('mqtt connected'), 60_000, 'agent connected');
 
   const targetFile = path.join(work, 'target.json');
   await fsp.writeFile(

@@ -48,7 +48,7 @@ test('deploy --wait, versions as deployed, previous, a stopped service within 5 
     deviceId,
     agent: { reconciler: { healthWindowMs: 3000, minDelayMs: 100, maxDelayMs: 1000, idleIntervalMs: 300 } },
   });
-  await waitFor(() => fleet.stores.devices.get(deviceId)?.online === true, 20_000, 'device online');
+  await waitFor(() => fleet.stores.devices.get(deviceId)?.online === true, 60_000, 'device online');
   const view = () => fleet.stores.devices.detail(deviceId)!;
 
   const d1 = await fleetCli(
@@ -128,7 +128,7 @@ test('a device that trusts another fleet key rejects the target: deploy --wait e
   await pushSampleImages(fleet, await buildSampleImages(work, ['v1']));
   const deviceId = `wrongkey-${process.pid}`;
   await startAgentStack(t, fleet, { deviceId, publicKeyFile: other.publicKeyFile });
-  await waitFor(() => fleet.stores.devices.get(deviceId)?.online === true, 20_000, 'device online');
+  await waitFor(() => fleet.stores.devices.get(deviceId)?.online === true, 60_000, 'device online');
   t.is(fleet.stores.devices.get(deviceId)!.keyId !== null, true, 'the device says which key it trusts');
 
   const r = await fleetCli(
