@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import * as esbuild from 'esbuild';
+import { buildConsole, consolePlugin } from '../console-build.mjs';
 import { ROOT, sha256File } from './common.mjs';
 
 /** Faults a test build may carry (src/faults.ts); release builds define every one as false. */
@@ -83,7 +84,7 @@ export async function bundleApp(def, { addon, natives, outfile, version, faults 
     outfile,
     minify: true,
     legalComments: 'none',
-    plugins: [payloadPlugin],
+    plugins: [payloadPlugin, consolePlugin(await buildConsole(), 'cjs')],
     define: { __BERTH_BUILD__: JSON.stringify(buildInfo(version)), ...faultDefines(faults) },
     logLevel: 'warning',
   });

@@ -19,6 +19,7 @@ import { registerFleetEnroll } from './fleet-enroll.js';
 import { SERVE_FILE, type ServeFile } from './fleet-link.js';
 import { fleetStores } from './fleet-local.js';
 import { registerFleetRelease } from './fleet-release.js';
+import { registerFleetRollout } from './fleet-rollout.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { columnsOf, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
 import { ProgressBar } from './progress.js';
@@ -324,6 +325,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
   registerFleetRelease(fleet, ctx);
   registerFleetDevices(fleet, ctx);
   registerFleetEnroll(fleet, ctx);
+  registerFleetRollout(fleet, ctx);
   registerFleetCommand(fleet, ctx);
   registerFleetAdmin(fleet, ctx);
 }

@@ -20,6 +20,7 @@ import { ImageStore } from './images.js';
 import { MetricStore, type Resolution } from './metrics.js';
 import { FLEET_MIGRATIONS } from './migrations.js';
 import { ReleaseStore } from './releases.js';
+import { RolloutStore } from './rollouts.js';
 
 export const FLEET_DB_FILE = 'fleet.db';
 
@@ -32,6 +33,7 @@ export interface FleetStores {
   images: ImageStore;
   enrollment: EnrollmentStore;
   releases: ReleaseStore;
+  rollouts: RolloutStore;
   close(): void;
 }
 
@@ -65,6 +67,7 @@ export function fleetStoresOn(db: Db, o: Omit<FleetStoreOptions, 'legacy'> = {})
     images: new ImageStore(db),
     enrollment: new EnrollmentStore(db),
     releases: new ReleaseStore(db),
+    rollouts: new RolloutStore(db),
     close: () => db.close(),
   };
 }
@@ -156,4 +159,5 @@ export type { EventQuery, EventRow } from './events.js';
 export type { FleetImageRow } from './images.js';
 export type { MetricQuery, SeriesData } from './metrics.js';
 export type { ReleaseRow } from './releases.js';
+export type { RolloutDeviceRow, RolloutRow } from './rollouts.js';
 export type { Page } from './sql.js';
