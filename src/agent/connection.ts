@@ -90,6 +90,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
   private readonly source: FleetImageSource;
   private readonly images: ImageAcquisition;
   private readonly statusTopic: string;
+  private agentUpdate: (() => StatusMessage['agentUpdate']) | undefined;
   private readonly targetTopics: Set<string>;
   private readonly commandTopic: string;
   private readonly onMessage = (topic: string, payload: Buffer) => {
@@ -163,6 +164,16 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
         .catch(() => undefined);
     }
     await this.conn.close(true);
+  }
+
+  /** Where the agent's own update stands, sent with every status (`berth fleet devices` shows it). */
+  setAgentUpdate(fn: () => StatusMessage['agentUpdate']): void {
+    this.agentUpdate = fn;
+  }
+
+  /** Publish the status again (the agent update moved on); nothing when offline. */
+  refreshStatus(): void {
+    if (this.conn.connected) this.onConnect();
   }
 
   /**
@@ -265,6 +276,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
 
   private status(state: 'online' | 'offline'): StatusMessage {
     const versions = this.versions();
+    const update = this.agentUpdate?.();
     return {
       v: 1,
       deviceId: this.opts.deviceId,
@@ -272,6 +284,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
       at: new Date().toISOString(),
       platform: formatPlatform(this.opts.platform),
       agentVersion: this.opts.agentVersion,
+      ...(update ? { agentUpdate: update } : {}),
       groups: this.opts.groups,
       keyId: keyId(this.opts.publicKey),
       ...(versions ? { target: versions } : {}),

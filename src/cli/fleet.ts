@@ -18,6 +18,7 @@ import { registerFleetDevices } from './fleet-devices.js';
 import { registerFleetEnroll } from './fleet-enroll.js';
 import { SERVE_FILE, type ServeFile } from './fleet-link.js';
 import { fleetStores } from './fleet-local.js';
+import { registerFleetRelease } from './fleet-release.js';
 import { registerFleetRollout } from './fleet-rollout.js';
 import {
   addMqttOptions,
@@ -242,6 +243,11 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         .option('--clear', "with --device: clear the device's own target, so its groups' targets apply again")
         .option('--allow-unknown', 'deploy to a device id the fleet has never seen')
         .option(
+          '--agent <version>',
+          'the agent release the devices run (fleet release push); without a file, the current apps stay',
+        )
+        .option('--allow-downgrade', 'with --agent: let devices that run a newer agent go back to it')
+        .option(
           '--wait',
           'wait until every device concerned converged, rejected or failed (exit 1 if any did not converge)',
         )
@@ -258,6 +264,8 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
           app?: string;
           clear?: boolean;
           allowUnknown?: boolean;
+          agent?: string;
+          allowDowngrade?: boolean;
           wait?: boolean;
           timeout: string;
           dryRun?: boolean;
@@ -279,13 +287,20 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
           `cleared device ${scope.id}'s own target (version ${dep.version}); its groups' targets apply\n`,
         );
       } else {
-        if (!file) throw invalidInput('a target file is required (or --clear)');
-        const text = await fsp.readFile(file, 'utf8').catch((err: unknown) => {
-          throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
-        });
+        if (!file && !opts.agent) throw invalidInput('a target file is required (or --agent, or --clear)');
+        if (opts.allowDowngrade && !opts.agent) throw invalidInput('--allow-downgrade goes with --agent');
+        const text = file
+          ? await fsp.readFile(file, 'utf8').catch((err: unknown) => {
+              throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
+            })
+          : undefined;
+        // without a file only the agent changes: the scope's current apps and images stay
         const req = {
           [scope.kind]: scope.id,
-          file: { name: path.basename(file), text },
+          ...(file && text !== undefined ? { file: { name: path.basename(file), text } } : {}),
+          ...(opts.agent
+            ? { agent: { version: opts.agent, ...(opts.allowDowngrade ? { allowDowngrade: true } : {}) } }
+            : {}),
           ...(opts.app ? { app: opts.app } : {}),
           ...(opts.allowUnknown ? { allowUnknown: true } : {}),
         };
@@ -323,6 +338,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
     printJson(d.state);
   });
 
+  registerFleetRelease(fleet, ctx);
   registerFleetDevices(fleet, ctx);
   registerFleetEnroll(fleet, ctx);
   registerFleetRollout(fleet, ctx);

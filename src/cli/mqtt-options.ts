@@ -92,18 +92,23 @@ export function mqttOptionsFrom(
   };
 }
 
-/** Resolve when SIGINT or SIGTERM arrives. */
-export function untilSignal(): Promise<string> {
+/** Resolve when SIGINT or SIGTERM arrives, or with the first of `also` to settle. */
+export function untilSignal<T = never>(also: Array<Promise<T>> = []): Promise<string | T> {
   return new Promise((resolve) => {
     // Signal handlers do not hold the event loop open; a daemon must stay up while reconnecting.
     const keepAlive = setInterval(() => undefined, 1 << 30);
-    const on = (sig: string) => {
+    let done = false;
+    const finish = (v: string | T) => {
+      if (done) return;
+      done = true;
       clearInterval(keepAlive);
       process.off('SIGINT', on);
       process.off('SIGTERM', on);
-      resolve(sig);
+      resolve(v);
     };
+    const on = (sig: string) => finish(sig);
     process.on('SIGINT', on);
     process.on('SIGTERM', on);
+    for (const p of also) void p.then(finish);
   });
 }

@@ -107,6 +107,7 @@ export class FleetServer {
           : externalAccess;
     this.services = createFleetServices({
       stores: opts.stores,
+      store: opts.store,
       fleet: opts.fleet,
       privateKey: opts.privateKey,
       log: opts.log,

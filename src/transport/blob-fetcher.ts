@@ -2,7 +2,15 @@ import { type KeyObject, randomBytes } from 'node:crypto';
 import type { ContentStore } from '../content/store.js';
 import { type Db, tx } from '../db/database.js';
 import { type Clock, systemClock, type TimerHandle } from '../lib/clock.js';
-import { BerthError, corrupt, type ErrorCode, ErrorCodes, errorMessage, unavailable } from '../lib/errors.js';
+import {
+  BerthError,
+  corrupt,
+  type ErrorCode,
+  ErrorCodes,
+  errorMessage,
+  unavailable,
+  withContext,
+} from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { type Digest, digestHex } from '../oci/digest.js';
 import { ChunkWriter } from './chunk-writer.js';
@@ -556,7 +564,8 @@ export class BlobFetcher {
         (ok) => this.onWritten(t, i, length, ok, fromStream),
         (err: unknown) => {
           t.writing.delete(i);
-          t.failed ??= err instanceof Error ? err : new Error(String(err));
+          // disk full (file or database): asking for the chunk again would fail the same way, forever
+          t.failed ??= withContext(`storing chunk ${i} of ${t.plan.digest}`, err);
           t.wake?.();
         },
       );

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { UPDATE_PHASES, VERSION_PATTERN } from '../core/self-update.js';
 import { isSafeName } from '../lib/ids.js';
 import { type Bounded, parseJsonBounded, plainJsonProblem } from '../lib/json-bounds.js';
 import { type Digest, isDigest } from '../oci/digest.js';
@@ -46,6 +47,15 @@ export const StatusSchema = z
     at: z.string().max(64),
     platform: z.string().max(64).optional(),
     agentVersion: z.string().max(64).optional(),
+    /** where the latest agent self-update stands (docs/self-update.md) */
+    agentUpdate: z
+      .object({
+        version: z.string().max(64),
+        phase: z.enum(UPDATE_PHASES),
+        reason: z.string().max(1024).optional(),
+      })
+      .strict()
+      .optional(),
     groups: z.array(safeName).max(32).optional(),
     /** the key id of the fleet key the agent verifies targets with */
     keyId: z.string().max(64).optional(),
@@ -78,6 +88,34 @@ const jsonValue = (levelsAbove: number) =>
     if (problem) ctx.addIssue({ code: 'custom', message: problem });
   });
 
+/** An agent release version (semver, no build metadata: src/core/self-update.ts). */
+export const AgentVersionSchema = z.string().max(64).regex(VERSION_PATTERN, 'expected a version like 1.2.3');
+
+/** A blob of the fleet's content store named by digest and size (fetched with the blob transfer). */
+export const BlobRefSchema = z
+  .object({
+    digest,
+    size: z
+      .number()
+      .int()
+      .nonnegative()
+      .max(2 ** 40),
+  })
+  .strict();
+
+/**
+ * The agent release a target asks for (docs/self-update.md): its version and the signed release
+ * manifest's blob, pinned at deploy time like the images.
+ */
+export const TargetAgentSchema = z
+  .object({
+    version: AgentVersionSchema,
+    release: BlobRefSchema,
+    allowDowngrade: z.boolean().optional(),
+  })
+  .strict();
+export type TargetAgent = z.infer<typeof TargetAgentSchema>;
+
 /** The envelope berth signs. Stable: fields may be added in a new `v`, never repurposed. */
 export const TargetSchema = z
   .object({
@@ -88,6 +126,7 @@ export const TargetSchema = z
     issuedAt: z.string().datetime(),
     images: z.array(z.object({ name: ImageRefSchema, digest }).strict()).max(256),
     apps: jsonValue(2), // SignedTarget → target → apps
+    agent: TargetAgentSchema.optional(),
     /**
      * A signed "this scope has no target any more" (a device override cleared: its groups' targets apply
      * again). Versioned and signed like any target, so it cannot be replayed or forged; `apps` is {}.
