@@ -3,9 +3,13 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { ContentStore } from '../content/store.js';
 import { type Db, openDatabase } from '../db/database.js';
+import { releaseMigrations } from '../db/migrations.js';
 import { createLogger, type LogFormat, type Logger } from '../lib/logger.js';
 import { nativeHints } from '../lib/native.js';
 import { prepareDir, secureStateDir } from '../lib/state-dir.js';
+
+/** The command line of this run (runCli sets it): `berth agent`'s launcher starts versions with it. */
+export const invocation: { argv: readonly string[] } = { argv: [] };
 
 /** Global options every command accepts (commander puts them on the root program). */
 export interface GlobalOptions {
@@ -72,7 +76,7 @@ export class CliContext {
   get db(): Db {
     if (!this._db) {
       this.ensureStateDir();
-      const db = openDatabase(path.join(this.stateDir, 'berth.db'));
+      const db = openDatabase(path.join(this.stateDir, 'berth.db'), { migrations: releaseMigrations() });
       this._db = db;
       this.closers.push(() => {
         db.close();

@@ -2,7 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
 import { registerAgent } from './agent.js';
 import { imageRootfsSeam, registerContainers } from './containers.js';
-import { CliContext, type GlobalOptions } from './context.js';
+import { CliContext, type GlobalOptions, invocation } from './context.js';
 import { registerDiagnostics } from './diagnostics.js';
 import { registerDockerVerbs } from './docker-verbs.js';
 import { registerEvents } from './events.js';
@@ -90,6 +90,7 @@ export function exitCodeFor(err: unknown): number {
 /** Parse argv, run the command, print a clean error (code + message) and pick an exit code. */
 export async function runCli(argv: string[]): Promise<number> {
   const { program, context } = buildProgram();
+  invocation.argv = [...argv];
   program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
   let code = 0;
   try {

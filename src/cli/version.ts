@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { CONFIG_FORMAT, MIN_CONFIG_FORMAT } from '../config/schema.js';
+import { MIN_MIGRATABLE_SCHEMA, releaseMigrations } from '../db/migrations.js';
 import { BUILD } from '../version.js';
 import { printJson } from './output.js';
 
@@ -9,6 +11,9 @@ export interface VersionInfo {
   platform: string;
   node: string;
   native: Record<string, string>;
+  /** what a release manifest records: the database schema it migrates to and from, the config format */
+  database: { schema: number; minSchema: number };
+  config: { format: number; minFormat: number };
 }
 
 /** Hooks the packaged executable fills in (hashes of the embedded native parts). */
@@ -22,6 +27,8 @@ export function versionInfo(): VersionInfo {
     platform: process.platform,
     node: process.version,
     native: versionExtras.native(),
+    database: { schema: releaseMigrations().length, minSchema: MIN_MIGRATABLE_SCHEMA },
+    config: { format: CONFIG_FORMAT, minFormat: MIN_CONFIG_FORMAT },
   };
 }
 
