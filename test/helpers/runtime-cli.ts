@@ -97,7 +97,7 @@ export async function cliEnv(
   );
   const berth: CliEnv['berth'] = (args, opts = {}) =>
     exec(process.execPath, [BERTH, '--state-dir', stateDir, '--config', configPath, ...args], {
-      timeoutMs: opts.timeoutMs ?? 60_000,
+      timeoutMs: opts.timeoutMs ?? 180_000,
       allowFailure: opts.allowFailure ?? false,
       env: { ...process.env, ...env, ...(opts.env ?? {}) },
     });

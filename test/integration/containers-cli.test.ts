@@ -453,7 +453,7 @@ test('limits enforced: pids limit stops forks, cpu quota set, logs -f follows un
     '-c',
     'for i in 1 2 3 4 5; do echo tick $i; sleep 0.2; done',
   ]);
-  const followed = await env.berth(['logs', '-f', 'ticker'], { timeoutMs: 20_000 });
+  const followed = await env.berth(['logs', '-f', 'ticker'], { timeoutMs: 120_000 });
   t.is(followed.stdout, 'tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n');
 });
 
