@@ -42,6 +42,7 @@ export function registerAgent(program: Command, ctx: () => CliContext): void {
         config: c.config,
         stateDir: c.stateDir,
         log: c.log,
+        native: c.native,
         connection,
         fleet: assertSafeName('fleet', opts.fleet ?? c.config.mqtt.fleet),
         deviceId,

@@ -1,14 +1,14 @@
 import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
+import { developmentNative, type NativeSource } from '../lib/native.js';
 import { registerAgent } from './agent.js';
-import { imageRootfsSeam, registerContainers } from './containers.js';
+import { registerContainers } from './containers.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import { registerDiagnostics } from './diagnostics.js';
 import { registerDockerVerbs } from './docker-verbs.js';
 import { registerEvents } from './events.js';
 import { registerFleet } from './fleet.js';
 import { registerImage } from './image.js';
-import { lazyImageRootfs } from './image-rootfs.js';
 import { registerInspect } from './inspect.js';
 import { registerPull } from './pull.js';
 import { registerRuntime } from './runtime.js';
@@ -37,7 +37,14 @@ const FAMILIES: Register[] = [
   registerDockerVerbs,
 ];
 
-export function buildProgram(): { program: Command; context: () => CliContext } {
+/**
+ * The program and its composition root (CliContext) over the executable's native parts: src/main.ts
+ * passes the development ones (native/build, node_modules), src/packaged/main.ts the embedded ones.
+ */
+export function buildProgram(native: NativeSource = developmentNative): {
+  program: Command;
+  context: () => CliContext;
+} {
   const program = new Command('berth');
   program
     .description(
@@ -64,11 +71,10 @@ export function buildProgram(): { program: Command; context: () => CliContext } 
     .exitOverride();
   let ctx: CliContext | undefined;
   const context = () => {
-    if (!ctx) ctx = new CliContext(program.opts<GlobalOptions>());
+    if (!ctx) ctx = new CliContext(program.opts<GlobalOptions>(), native);
     return ctx;
   };
-  registerVersion(program);
-  imageRootfsSeam.get = lazyImageRootfs;
+  registerVersion(program, native);
   for (const register of FAMILIES) register(program, context);
   return { program, context: () => ctx ?? context() };
 }
@@ -88,8 +94,8 @@ export function exitCodeFor(err: unknown): number {
 }
 
 /** Parse argv, run the command, print a clean error (code + message) and pick an exit code. */
-export async function runCli(argv: string[]): Promise<number> {
-  const { program, context } = buildProgram();
+export async function runCli(argv: string[], native: NativeSource = developmentNative): Promise<number> {
+  const { program, context } = buildProgram(native);
   program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
   let code = 0;
   try {

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { developmentNative, type NativeSource } from '../lib/native.js';
 import { BUILD } from '../version.js';
 import { printJson } from './output.js';
 
@@ -11,27 +12,25 @@ export interface VersionInfo {
   native: Record<string, string>;
 }
 
-/** Hooks the packaged executable fills in (hashes of the embedded native parts). */
-export const versionExtras: { native: () => Record<string, string> } = { native: () => ({}) };
-
-export function versionInfo(): VersionInfo {
+/** `native`: the executable's embedded parts (name → sha256; none in development). */
+export function versionInfo(native: Pick<NativeSource, 'embedded'> = developmentNative): VersionInfo {
   return {
     version: BUILD.version,
     commit: BUILD.commit,
     arch: process.arch,
     platform: process.platform,
     node: process.version,
-    native: versionExtras.native(),
+    native: native.embedded(),
   };
 }
 
-export function registerVersion(program: Command): void {
+export function registerVersion(program: Command, native: NativeSource): void {
   program
     .command('version')
     .description('print version, commit, architecture, Node version and embedded native parts')
     .option('--json', 'print JSON')
     .action((opts: { json?: boolean }) => {
-      const v = versionInfo();
+      const v = versionInfo(native);
       if (opts.json) return printJson(v);
       process.stdout.write(`berth ${v.version}\ncommit: ${v.commit}\narch: ${v.arch}\nnode: ${v.node}\n`);
       for (const [name, hash] of Object.entries(v.native)) process.stdout.write(`native ${name}: ${hash}\n`);

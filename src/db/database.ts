@@ -12,22 +12,8 @@ export interface OpenOptions {
   readonly?: boolean;
   /** Run `PRAGMA quick_check` at open (default true). */
   integrityCheck?: boolean;
-  /** The loaded better-sqlite3 addon, for the packaged executable (see src/lib/native.ts). */
+  /** The loaded better-sqlite3 addon (NativeParts.sqliteBinding, src/lib/native.ts); undefined: node_modules' build. */
   nativeBinding?: unknown;
-}
-
-let nativeBindingOverride: unknown;
-let nativeBindingLoader: (() => unknown) | undefined;
-/** The packaged executable hands in the addon it extracted; development uses the node_modules build. */
-export function setSqliteNativeBinding(binding: unknown): void {
-  nativeBindingOverride = binding;
-}
-/**
- * Like setSqliteNativeBinding, but the addon is loaded (extracted) only when a database is first opened,
- * so commands that never touch SQLite never write the native parts out.
- */
-export function setSqliteNativeBindingLoader(load: () => unknown): void {
-  nativeBindingLoader = load;
 }
 
 /**
@@ -48,9 +34,7 @@ export function openDatabase(file: string, opts: OpenOptions = {}): Db {
   }
   let db: Db;
   try {
-    if (nativeBindingOverride === undefined && nativeBindingLoader)
-      nativeBindingOverride = nativeBindingLoader();
-    const binding = opts.nativeBinding ?? nativeBindingOverride;
+    const binding = opts.nativeBinding;
     db = new BetterSqlite3(file, {
       readonly: opts.readonly ?? false,
       ...(binding ? { nativeBinding: binding as string } : {}),

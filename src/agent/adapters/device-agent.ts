@@ -1,6 +1,6 @@
 /**
- * The device agent's composition root: database, content store, snapshotter, runtime (ContainerManager
- * over berth-runtime/runc + berth-monitor), the fleet connection (optional) and the Agent on top.
+ * The device agent: the device stack (device-stack.ts: snapshotter, images, runtime, ContainerManager —
+ * the same wiring the docker-like commands use), the fleet connection (optional) and the Agent on top.
  * `berth agent` and the end-to-end tests build the agent here, so both run the same wiring.
  *
  * Targets: the fleet signs a target per scope (the device, each group), versioned per scope
@@ -16,14 +16,9 @@ import { parseTarget } from '../../core/target.js';
 import type { Db } from '../../db/database.js';
 import { errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
-import { nativePath } from '../../lib/native.js';
+import { developmentParts, type NativeParts } from '../../lib/native.js';
 import { secureStateDir } from '../../lib/state-dir.js';
-import { ContainerManager, ociArch } from '../../runtime/containers.js';
-import { HostClaims } from '../../runtime/network/host-claims.js';
-import { NetworkManager } from '../../runtime/network/network.js';
-import { DefaultRootfsProvider } from '../../runtime/rootfs.js';
-import { runtimeFromConfig } from '../../runtime/runtime.js';
-import { createSnapshotter } from '../../snapshots/factory.js';
+import type { ContainerManager } from '../../runtime/containers.js';
 import { remountNodev } from '../../snapshots/mount.js';
 import type { Snapshotter } from '../../snapshots/snapshotter.js';
 import type { SignedTarget } from '../../transport/messages.js';
@@ -32,8 +27,9 @@ import type { AgentConnection } from '../connection.js';
 import { HostUpdateLocks, lockRootFor } from '../locks.js';
 import type { Transport } from '../ports.js';
 import { HostVolumes } from '../volumes.js';
+import { DeviceStack } from './device-stack.js';
 import { RuntimeEngine } from './engine.js';
-import { AgentImages } from './images.js';
+import type { AgentImages } from './images.js';
 import { RecordedNetworks } from './networks.js';
 import { MqttAgentTransport, offlineTransport } from './transport.js';
 
@@ -58,6 +54,8 @@ export interface DeviceAgentOptions {
   config: Config;
   stateDir: string;
   log: Logger;
+  /** where the native programs run from (default: native/build, for tests; `berth agent` passes its own) */
+  native?: NativeParts;
   /** the fleet link; undefined runs the agent from SQLite alone (no fleet configured) */
   connection?: AgentConnection | undefined;
   fleet?: string;
@@ -94,36 +92,21 @@ export function mergeSignedTargets(
 export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAgent> {
   // a state dir an older berth left open to other users is locked down before anything runs
   secureStateDir(o.stateDir, o.log);
-  const snapshotter = await createSnapshotter({
-    db: o.db,
-    stateDir: o.stateDir,
-    storage: o.config.storage,
-    log: o.log,
-  });
-  const images = new AgentImages({
+  const native = o.native ?? developmentParts;
+  const stack = new DeviceStack({
     db: o.db,
     store: o.store,
-    snapshotter,
+    config: o.config,
     stateDir: o.stateDir,
+    log: o.log,
+    native,
+    autoRemoveCommand: o.autoRemoveCommand,
     puller: o.connection,
-    log: o.log,
   });
-  const manager = new ContainerManager({
-    db: o.db,
-    stateDir: o.stateDir,
-    runtime: runtimeFromConfig(o.config.runtime, o.stateDir),
-    monitorPath: nativePath('monitor'),
-    network: new NetworkManager(o.db, o.config.network, {
-      stateDir: o.stateDir,
-      claims: new HostClaims(o.config.runDir),
-    }),
-    rootfs: new DefaultRootfsProvider(images),
-    arch: ociArch(),
-    logMaxSize: o.config.runtime.logMaxSize,
-    logMaxFiles: o.config.runtime.logMaxFiles,
-    log: o.log,
-    ...(o.autoRemoveCommand ? { autoRemoveCommand: o.autoRemoveCommand } : {}),
-  });
+  // the agent fails at start, not at its first container, when a native part is missing
+  native.path('monitor');
+  const { snapshotter, images } = await stack.open();
+  const manager = stack.manager;
   const recovered = await manager.recover();
   const orphans = await images.sweepOrphans(
     new Set((await manager.list({ all: true })).map((c) => c.id)),
@@ -206,7 +189,7 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
       conn?.fetcher.stop();
       await stopping;
       if (conn) await conn.stop().catch(() => undefined);
-      await snapshotter.close().catch(() => undefined);
+      await stack.close();
     },
   };
 }
