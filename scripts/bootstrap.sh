@@ -11,7 +11,7 @@ APT_PACKAGES=(
   umoci skopeo runc mmdebstrap containerd docker-registry
   iproute2 iptables nftables
   qemu-user-static qemu-system-x86 qemu-system-data dmsetup thin-provisioning-tools xz-utils
-  binutils python3 time openssl
+  binutils python3 time openssl strace
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf
   gcc-powerpc64le-linux-gnu g++-powerpc64le-linux-gnu
 )

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -74,6 +75,7 @@ int cgroup_resources_parse(json_value *res, struct cgroup_resources *r, berth_er
   if (opt(mem, "limit", &r->mem_limit, "memory", err) < 0 || opt(mem, "reservation", &r->mem_reservation, "memory", err) < 0 ||
       opt(mem, "swap", &r->mem_swap, "memory", err) < 0 || opt(mem, "swappiness", &r->mem_swappiness, "memory", err) < 0)
     return -1;
+  if (opt(mem, "kernel", &r->mem_kernel, "memory", err) < 0 || opt(mem, "kernelTCP", &r->mem_kernel_tcp, "memory", err) < 0) return -1;
   json_value *doom = json_get(mem, "disableOOMKiller");
   r->mem_disable_oom_killer = doom && doom->type == JSON_BOOL && doom->boolean;
   json_value *cpu = json_get_object(res, "cpu");
@@ -116,6 +118,26 @@ int cgroup_resources_parse(json_value *res, struct cgroup_resources *r, berth_er
     strcpy(d->access, access);
   }
   for (size_t i = 0; i < ndef; i++) r->dev_rules[r->n_dev_rules++] = default_allows[i];
+  json_value *net = json_get(res, "network");
+  if (net && net->type != JSON_OBJECT) return berth_make_error(err, 0, "`linux.resources.network` must be an object");
+  if (opt(net, "classID", &r->net_classid, "network", err) < 0) return -1;
+  if (r->net_classid.set && (r->net_classid.v < 0 || r->net_classid.v > UINT32_MAX))
+    return berth_make_error(err, 0, "`linux.resources.network.classID` must be a 32-bit unsigned integer");
+  json_value *prios = json_get(net, "priorities");
+  if (prios) {
+    if (prios->type != JSON_ARRAY) return berth_make_error(err, 0, "`linux.resources.network.priorities` must be an array");
+    r->net_prio = xmalloc0((prios->len + 1) * sizeof *r->net_prio);
+    for (size_t i = 0; i < prios->len; i++) {
+      const char *name = json_get_string(prios->items[i], "name");
+      uint64_t prio;
+      /* an interface name (IFNAMSIZ), written as "<name> <prio>" */
+      if (!name || !*name || strlen(name) > 15 || strpbrk(name, " /\n") || json_as_uint64(json_get(prios->items[i], "priority"), &prio) < 0 || prio > UINT32_MAX)
+        return berth_make_error(err, 0, "`linux.resources.network.priorities[%zu]` needs an interface name and a 32-bit priority", i);
+      r->net_prio[i].key = (char *) name;
+      r->net_prio[i].value = xasprintf("%llu", (unsigned long long) prio);
+      r->n_net_prio++;
+    }
+  }
   if (kv_list(json_get(res, "unified"), "unified", &r->unified, &r->n_unified, err) < 0) return -1;
   json_value *hp = json_get(res, "hugepageLimits");
   if (hp) {
@@ -141,6 +163,8 @@ void cgroup_resources_free(struct cgroup_resources *r) {
   free(r->unified);
   for (size_t i = 0; i < r->n_hugetlb; i++) free(r->hugetlb[i].value);
   free(r->hugetlb);
+  for (size_t i = 0; i < r->n_net_prio; i++) free(r->net_prio[i].value);
+  free(r->net_prio);
 }
 
 static bool is_cgroup2(const char *path) {
@@ -229,6 +253,39 @@ int cg_read_pids(const char *dir, pid_t **out, size_t *n, berth_err_t *err) {
     pids[(*n)++] = (pid_t) v;
   }
   *out = pids;
+  return 0;
+}
+
+bool cg_file_exists(const char *dir, const char *file) {
+  cleanup_free char *p = xasprintf("%s/%s", dir, file);
+  return access(p, F_OK) == 0;
+}
+
+bool cg_v2_has_controller(const char *dir, const char *controller) {
+  cleanup_free char *p = xasprintf("%s/cgroup.controllers", dir);
+  cleanup_free char *text = NULL;
+  berth_err_t e = NULL;
+  if (berth_read_file(p, &text, NULL, &e) < 0) {
+    berth_error_release(&e);
+    return false;
+  }
+  char *save = NULL;
+  for (char *tok = strtok_r(text, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
+    if (strcmp(tok, controller) == 0) return true;
+  return false;
+}
+
+int cg_v2_enable_down(const char *root, const char *path, const char *controller, berth_err_t *err) {
+  cleanup_free char *dir = xasprintf("%s%s", root, path);
+  cleanup_free char *v = xasprintf("+%s", controller);
+  /* every ancestor of the leaf, root first: the leaf itself keeps an empty subtree_control */
+  for (size_t i = strlen(root); dir[i]; i++) {
+    if (dir[i] != '/') continue;
+    dir[i] = 0;
+    int r = cg_write(dir, "cgroup.subtree_control", v, err);
+    dir[i] = '/';
+    if (r < 0) return berth_error_prepend(err, "enable the %s controller", controller);
+  }
   return 0;
 }
 

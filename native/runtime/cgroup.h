@@ -31,7 +31,7 @@ struct cg_kv {
 };
 
 struct cgroup_resources {
-  opt_i64 mem_limit, mem_reservation, mem_swap, mem_swappiness;
+  opt_i64 mem_limit, mem_reservation, mem_swap, mem_swappiness, mem_kernel, mem_kernel_tcp;
   bool mem_disable_oom_killer;
   opt_i64 cpu_shares, cpu_quota, cpu_period, cpu_rt_runtime, cpu_rt_period, cpu_idle;
   char *cpus, *mems;
@@ -44,6 +44,9 @@ struct cgroup_resources {
   bool has_dev_rules;
   struct cg_kv *hugetlb, *unified;
   size_t n_hugetlb, n_unified;
+  opt_i64 net_classid;      /* linux.resources.network.classID */
+  struct cg_kv *net_prio;   /* network.priorities: interface name → priority */
+  size_t n_net_prio;
 };
 
 struct cgroup_manager;
@@ -85,6 +88,11 @@ int cg_write(const char *dir, const char *file, const char *value, berth_err_t *
 int cg_write_i64(const char *dir, const char *file, int64_t v, berth_err_t *err);
 int cg_read_pids(const char *dir, pid_t **out, size_t *n, berth_err_t *err);
 int cg_rmdir(const char *dir, berth_err_t *err);
+bool cg_file_exists(const char *dir, const char *file);
+/* does the v2 cgroup at dir offer controller (its cgroup.controllers)? */
+bool cg_v2_has_controller(const char *dir, const char *controller);
+/* enable controller in cgroup.subtree_control from root down to the parent of root+path */
+int cg_v2_enable_down(const char *root, const char *path, const char *controller, berth_err_t *err);
 /* the eBPF device controller for v2 (ebpf.c) */
 int cg_bpf_devices_attach(const char *cgroup_dir, const struct cg_dev_rule *rules, size_t n, berth_err_t *err);
 

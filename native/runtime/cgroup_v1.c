@@ -1,10 +1,16 @@
 /* cgroup v1: one hierarchy per controller under /sys/fs/cgroup/<ctrl>; the container gets the same
- * relative path in each. */
+ * relative path in each. On a hybrid host (a cgroup2 mount at /sys/fs/cgroup/unified) the container also
+ * gets that path in the unified hierarchy, as runc does, and a controller only the unified hierarchy has
+ * (hugetlb on recent systemd hosts) is applied there. A limit whose controller is nowhere fails create:
+ * nothing is skipped silently. */
 #include "cgroup.h"
 #include "cleanup.h"
+#include "log.h"
 #include "util.h"
 #include <dirent.h>
 #include <errno.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +87,21 @@ static int v1_create_one(struct cgroup_manager *m, const char *hier, const char 
   return 0;
 }
 
-static int v1_create(struct cgroup_manager *m, berth_err_t *err) { return each_hierarchy(m, v1_create_one, NULL, err); }
+/* <root>/unified when it is a cgroup2 mount (a hybrid host), else NULL */
+static char *unified_root(struct cgroup_manager *m) {
+  cleanup_free char *u = xasprintf("%s/unified", m->root);
+  struct statfs sfs;
+  if (statfs(u, &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC) return steal_pointer(&u);
+  return NULL;
+}
+
+static int v1_create(struct cgroup_manager *m, berth_err_t *err) {
+  if (each_hierarchy(m, v1_create_one, NULL, err) < 0) return -1;
+  cleanup_free char *unified = unified_root(m);
+  if (!unified) return 0;
+  cleanup_free char *dir = xasprintf("%s%s", unified, m->path);
+  return berth_mkdir_p(dir, 0755, err);
+}
 
 static int v1_enter_one(struct cgroup_manager *m, const char *hier, const char *dir, void *data, berth_err_t *err) {
   return cg_write(dir, "cgroup.procs", data, err);
@@ -90,7 +110,13 @@ static int v1_enter_one(struct cgroup_manager *m, const char *hier, const char *
 static int v1_enter(struct cgroup_manager *m, pid_t pid, berth_err_t *err) {
   char buf[32];
   snprintf(buf, sizeof buf, "%d", pid);
-  return each_hierarchy(m, v1_enter_one, buf, err);
+  if (each_hierarchy(m, v1_enter_one, buf, err) < 0) return -1;
+  cleanup_free char *unified = unified_root(m);
+  if (!unified) return 0;
+  cleanup_free char *dir = xasprintf("%s%s", unified, m->path);
+  /* exec into a container an older berth-runtime created (no unified cgroup): the v1 ones are its cgroups */
+  if (access(dir, F_OK) < 0 && errno == ENOENT) return 0;
+  return cg_write(dir, "cgroup.procs", buf, err);
 }
 
 static int dev_rule_string(const struct cg_dev_rule *r, char *buf, size_t n) {
@@ -134,6 +160,13 @@ static int v1_apply_one(struct cgroup_manager *m, const char *hier, const char *
     if (r->mem_reservation.set && cg_write_i64(dir, "memory.soft_limit_in_bytes", r->mem_reservation.v, err) < 0) return -1;
     if (r->mem_swappiness.set && r->mem_swappiness.v >= 0 && r->mem_swappiness.v <= 100 && cg_write_i64(dir, "memory.swappiness", r->mem_swappiness.v, err) < 0) return -1;
     if (r->mem_disable_oom_killer && cg_write(dir, "memory.oom_control", "1", err) < 0) return -1;
+    if (r->mem_kernel_tcp.set) {
+      if (cg_file_exists(dir, "memory.kmem.tcp.limit_in_bytes")) {
+        if (cg_write_i64(dir, "memory.kmem.tcp.limit_in_bytes", r->mem_kernel_tcp.v, err) < 0) return -1;
+      } else {
+        runtime_warn("`linux.resources.memory.kernelTCP` ignored: this kernel has no memory.kmem.tcp.limit_in_bytes (runc ignores it too)");
+      }
+    }
   }
   if (has_ctrl(hier, "cpu")) {
     if (r->cpu_shares.set && r->cpu_shares.v > 0 && cg_write_i64(dir, "cpu.shares", r->cpu_shares.v, err) < 0) return -1;
@@ -150,22 +183,28 @@ static int v1_apply_one(struct cgroup_manager *m, const char *hier, const char *
     if (r->pids_limit.v > 0 ? cg_write_i64(dir, "pids.max", r->pids_limit.v, err) < 0 : cg_write(dir, "pids.max", "max", err) < 0) return -1;
   }
   if (has_ctrl(hier, "blkio")) {
-    if (r->blkio_weight.set && r->blkio_weight.v) {
-      if (cg_write_i64(dir, "blkio.weight", r->blkio_weight.v, err) < 0) {
-        berth_error_release(err);
-        if (cg_write_i64(dir, "blkio.bfq.weight", r->blkio_weight.v, err) < 0) return -1;
-      }
-    }
+    /* proportional weights belong to the I/O scheduler: BFQ's files, else CFQ's (kernels before 5.0),
+     * else this kernel has none and the limit cannot be applied */
+    bool bfq = cg_file_exists(dir, "blkio.bfq.weight"), cfq = cg_file_exists(dir, "blkio.weight");
+    bool want_weight = (r->blkio_weight.set && r->blkio_weight.v) || r->n_weight_dev;
+    if (want_weight && !bfq && !cfq)
+      return berth_make_error(err, ENOENT, "`linux.resources.blockIO` weights: `%s` has neither blkio.bfq.weight (BFQ scheduler) nor blkio.weight (CFQ scheduler)", dir);
+    if (r->blkio_weight.set && r->blkio_weight.v && cg_write_i64(dir, bfq ? "blkio.bfq.weight" : "blkio.weight", r->blkio_weight.v, err) < 0) return -1;
+    bool want_leaf = r->blkio_leaf_weight.set && r->blkio_leaf_weight.v;
+    for (size_t i = 0; i < r->n_weight_dev; i++) want_leaf |= r->weight_dev[i].leaf_weight.set;
+    if (want_leaf && !cg_file_exists(dir, "blkio.leaf_weight"))
+      return berth_make_error(err, ENOENT, "`linux.resources.blockIO.leafWeight`: `%s` has no blkio.leaf_weight (only the CFQ scheduler had leaf weights)", dir);
     if (r->blkio_leaf_weight.set && r->blkio_leaf_weight.v && cg_write_i64(dir, "blkio.leaf_weight", r->blkio_leaf_weight.v, err) < 0) return -1;
     for (size_t i = 0; i < r->n_weight_dev; i++) {
       const struct cg_blkio_dev *d = &r->weight_dev[i];
       char buf[96];
       if (d->weight.set) {
         snprintf(buf, sizeof buf, "%lld:%lld %lld", (long long) d->major, (long long) d->minor, (long long) d->weight.v);
-        if (cg_write(dir, "blkio.weight_device", buf, err) < 0) {
-          berth_error_release(err);
-          if (cg_write(dir, "blkio.bfq.weight_device", buf, err) < 0) return -1;
-        }
+        if (cg_write(dir, bfq ? "blkio.bfq.weight_device" : "blkio.weight_device", buf, err) < 0) return -1;
+      }
+      if (d->leaf_weight.set) {
+        snprintf(buf, sizeof buf, "%lld:%lld %lld", (long long) d->major, (long long) d->minor, (long long) d->leaf_weight.v);
+        if (cg_write(dir, "blkio.leaf_weight_device", buf, err) < 0) return -1;
       }
     }
     static const char *const files[4] = {"blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device", "blkio.throttle.read_iops_device", "blkio.throttle.write_iops_device"};
@@ -185,12 +224,73 @@ static int v1_apply_one(struct cgroup_manager *m, const char *hier, const char *
       cleanup_free char *f = xasprintf("hugetlb.%s.limit_in_bytes", r->hugetlb[i].key);
       if (cg_write(dir, f, r->hugetlb[i].value, err) < 0) return -1;
     }
+  if (has_ctrl(hier, "net_cls") && r->net_classid.set && cg_write_i64(dir, "net_cls.classid", r->net_classid.v, err) < 0) return -1;
+  if (has_ctrl(hier, "net_prio"))
+    for (size_t i = 0; i < r->n_net_prio; i++) {
+      cleanup_free char *line = xasprintf("%s %s", r->net_prio[i].key, r->net_prio[i].value);
+      if (cg_write(dir, "net_prio.ifpriomap", line, err) < 0) return -1;
+    }
   return 0;
+}
+
+/* which controllers the v1 hierarchies under root offer */
+struct v1_controllers {
+  bool memory, cpu, cpuset, pids, blkio, devices, hugetlb, net_cls, net_prio;
+};
+
+static int v1_scan_one(struct cgroup_manager *m, const char *hier, const char *dir, void *data, berth_err_t *err) {
+  struct v1_controllers *c = data;
+  c->memory |= has_ctrl(hier, "memory");
+  c->cpu |= has_ctrl(hier, "cpu");
+  c->cpuset |= has_ctrl(hier, "cpuset");
+  c->pids |= has_ctrl(hier, "pids");
+  c->blkio |= has_ctrl(hier, "blkio");
+  c->devices |= has_ctrl(hier, "devices");
+  c->hugetlb |= has_ctrl(hier, "hugetlb");
+  c->net_cls |= has_ctrl(hier, "net_cls");
+  c->net_prio |= has_ctrl(hier, "net_prio");
+  return 0;
+}
+
+static int missing(const struct cgroup_manager *m, const char *what, const char *controller, berth_err_t *err) {
+  return berth_make_error(err, ENOTSUP, "`linux.resources.%s` needs the %s cgroup controller: no v1 hierarchy under %s has it", what, controller, m->root);
 }
 
 static int v1_apply(struct cgroup_manager *m, const struct cgroup_resources *r, berth_err_t *err) {
   if (r->n_unified) return berth_make_error(err, ENOTSUP, "`linux.resources.unified` needs cgroup v2");
-  return each_hierarchy(m, v1_apply_one, (void *) r, err);
+  if (r->cpu_idle.set) return berth_make_error(err, ENOTSUP, "`linux.resources.cpu.idle` needs cgroup v2");
+  struct v1_controllers c = {0};
+  if (each_hierarchy(m, v1_scan_one, &c, err) < 0) return -1;
+  if (!c.memory && (r->mem_limit.set || r->mem_reservation.set || r->mem_swap.set || r->mem_swappiness.set || r->mem_disable_oom_killer || r->mem_kernel_tcp.set))
+    return missing(m, "memory", "memory", err);
+  if (!c.cpu && (r->cpu_shares.set || r->cpu_quota.set || r->cpu_period.set || r->cpu_rt_runtime.set || r->cpu_rt_period.set))
+    return missing(m, "cpu", "cpu", err);
+  if (!c.cpuset && ((r->cpus && *r->cpus) || (r->mems && *r->mems))) return missing(m, "cpu.cpus/mems", "cpuset", err);
+  if (!c.pids && r->pids_limit.set) return missing(m, "pids", "pids", err);
+  bool blkio = r->blkio_weight.set || r->blkio_leaf_weight.set || r->n_weight_dev;
+  for (int k = 0; k < 4; k++) blkio |= r->n_throttle[k] > 0;
+  if (!c.blkio && blkio) return missing(m, "blockIO", "blkio", err);
+  if (!c.devices && r->has_dev_rules) return missing(m, "devices", "devices", err);
+  if (!c.net_cls && r->net_classid.set) return missing(m, "network.classID", "net_cls", err);
+  if (!c.net_prio && r->n_net_prio) return missing(m, "network.priorities", "net_prio", err);
+  /* hugetlb: a v1 hierarchy, else the unified one of a hybrid host */
+  cleanup_free char *unified = NULL;
+  if (r->n_hugetlb && !c.hugetlb) {
+    unified = unified_root(m);
+    if (!unified || !cg_v2_has_controller(unified, "hugetlb"))
+      return berth_make_error(err, ENOTSUP, "`linux.resources.hugepageLimits` needs the hugetlb cgroup controller: neither a v1 hierarchy under %s nor the unified hierarchy has it", m->root);
+  }
+  if (r->mem_kernel.set) runtime_warn("`linux.resources.memory.kernel` ignored: kernel memory limits are obsolete since Linux 5.4 (runc ignores them too)");
+  if (each_hierarchy(m, v1_apply_one, (void *) r, err) < 0) return -1;
+  if (unified) {
+    if (cg_v2_enable_down(unified, m->path, "hugetlb", err) < 0) return -1;
+    cleanup_free char *dir = xasprintf("%s%s", unified, m->path);
+    for (size_t i = 0; i < r->n_hugetlb; i++) {
+      cleanup_free char *f = xasprintf("hugetlb.%s.max", r->hugetlb[i].key);
+      if (cg_write(dir, f, r->hugetlb[i].value, err) < 0) return -1;
+    }
+  }
+  return 0;
 }
 
 static int v1_destroy_one(struct cgroup_manager *m, const char *hier, const char *dir, void *data, berth_err_t *err) {
@@ -206,6 +306,11 @@ static int v1_destroy_one(struct cgroup_manager *m, const char *hier, const char
 static int v1_destroy(struct cgroup_manager *m, berth_err_t *err) {
   int failed = 0;
   if (each_hierarchy(m, v1_destroy_one, &failed, err) < 0) return -1;
+  cleanup_free char *unified = unified_root(m);
+  if (unified) {
+    cleanup_free char *dir = xasprintf("%s%s", unified, m->path);
+    v1_destroy_one(m, "unified", dir, &failed, err);
+  }
   return failed ? -1 : 0;
 }
 

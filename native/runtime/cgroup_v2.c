@@ -2,6 +2,7 @@
  * the device controller is an eBPF program (ebpf.c). */
 #include "cgroup.h"
 #include "cleanup.h"
+#include "log.h"
 #include "util.h"
 #include <errno.h>
 #include <stdio.h>
@@ -57,8 +58,37 @@ static int write_max(const char *dir, const char *file, int64_t v, berth_err_t *
   return cg_write_i64(dir, file, v, err);
 }
 
+/* blkio weight (10..1000) to io.weight (1..10000), runc's and crun's conversion */
+static int64_t io_weight(int64_t blkio) { return 1 + ((blkio - 10) * 9999) / 990; }
+
+static int v2_apply_io_weights(const char *dir, const struct cgroup_resources *r, berth_err_t *err) {
+  bool want = (r->blkio_weight.set && r->blkio_weight.v) || r->n_weight_dev;
+  if (r->blkio_leaf_weight.set && r->blkio_leaf_weight.v) runtime_warn("`linux.resources.blockIO.leafWeight` ignored: cgroup v2 has no leaf weights");
+  if (!want) return 0;
+  /* BFQ's io.bfq.weight takes blkio weights as they are; else io.weight (the io.cost controller), converted */
+  bool bfq = cg_file_exists(dir, "io.bfq.weight");
+  if (!bfq && !cg_file_exists(dir, "io.weight"))
+    return berth_make_error(err, ENOENT, "`linux.resources.blockIO` weights: `%s` has neither io.bfq.weight (BFQ scheduler) nor io.weight (io controller with io.cost)", dir);
+  if (r->blkio_weight.set && r->blkio_weight.v &&
+      cg_write_i64(dir, bfq ? "io.bfq.weight" : "io.weight", bfq ? r->blkio_weight.v : io_weight(r->blkio_weight.v), err) < 0)
+    return -1;
+  for (size_t i = 0; i < r->n_weight_dev; i++) {
+    const struct cg_blkio_dev *d = &r->weight_dev[i];
+    if (d->leaf_weight.set) runtime_warn("`linux.resources.blockIO.weightDevice[%zu].leafWeight` ignored: cgroup v2 has no leaf weights", i);
+    if (!d->weight.set) continue;
+    char buf[96];
+    snprintf(buf, sizeof buf, "%lld:%lld %lld", (long long) d->major, (long long) d->minor, (long long) (bfq ? d->weight.v : io_weight(d->weight.v)));
+    if (cg_write(dir, bfq ? "io.bfq.weight" : "io.weight", buf, err) < 0) return -1;
+  }
+  return 0;
+}
+
 static int v2_apply(struct cgroup_manager *m, const struct cgroup_resources *r, berth_err_t *err) {
   cleanup_free char *dir = dir_of(m);
+  if (r->net_classid.set || r->n_net_prio)
+    return berth_make_error(err, ENOTSUP, "`linux.resources.network` needs the net_cls/net_prio controllers of cgroup v1; cgroup v2 has neither");
+  if (r->mem_kernel.set) runtime_warn("`linux.resources.memory.kernel` ignored: cgroup v2 has no kernel memory limit (kernel memory counts toward memory.max)");
+  if (r->mem_kernel_tcp.set) runtime_warn("`linux.resources.memory.kernelTCP` ignored: cgroup v2 has no TCP buffer limit (socket memory counts toward memory.max); runc ignores it too");
   if (r->mem_limit.set && write_max(dir, "memory.max", r->mem_limit.v, err) < 0) return -1;
   if (r->mem_reservation.set && write_max(dir, "memory.low", r->mem_reservation.v, err) < 0) return -1;
   if (r->mem_swap.set) {
@@ -87,20 +117,7 @@ static int v2_apply(struct cgroup_manager *m, const struct cgroup_resources *r, 
   if (r->cpus && *r->cpus && cg_write(dir, "cpuset.cpus", r->cpus, err) < 0) return -1;
   if (r->mems && *r->mems && cg_write(dir, "cpuset.mems", r->mems, err) < 0) return -1;
   if (r->pids_limit.set && write_max(dir, "pids.max", r->pids_limit.v > 0 ? r->pids_limit.v : -1, err) < 0) return -1;
-  if (r->blkio_weight.set && r->blkio_weight.v) {
-    int64_t w = 1 + ((r->blkio_weight.v - 10) * 9999) / 990;
-    if (cg_write_i64(dir, "io.bfq.weight", r->blkio_weight.v, err) < 0) {
-      berth_error_release(err);
-      if (cg_write_i64(dir, "io.weight", w, err) < 0) return -1;
-    }
-  }
-  for (size_t i = 0; i < r->n_weight_dev; i++) {
-    const struct cg_blkio_dev *d = &r->weight_dev[i];
-    if (!d->weight.set) continue;
-    char buf[96];
-    snprintf(buf, sizeof buf, "%lld:%lld %lld", (long long) d->major, (long long) d->minor, (long long) d->weight.v);
-    if (cg_write(dir, "io.bfq.weight", buf, err) < 0) return -1;
-  }
+  if (v2_apply_io_weights(dir, r, err) < 0) return -1;
   static const char *const keys[4] = {"rbps", "wbps", "riops", "wiops"};
   for (int k = 0; k < 4; k++)
     for (size_t i = 0; i < r->n_throttle[k]; i++) {
@@ -109,6 +126,8 @@ static int v2_apply(struct cgroup_manager *m, const struct cgroup_resources *r, 
       snprintf(buf, sizeof buf, "%lld:%lld %s=%llu", (long long) d->major, (long long) d->minor, keys[k], (unsigned long long) d->value);
       if (cg_write(dir, "io.max", buf, err) < 0) return -1;
     }
+  if (r->n_hugetlb && !cg_v2_has_controller(dir, "hugetlb"))
+    return berth_make_error(err, ENOTSUP, "`linux.resources.hugepageLimits` needs the hugetlb controller, which `%s` does not have", dir);
   for (size_t i = 0; i < r->n_hugetlb; i++) {
     cleanup_free char *f = xasprintf("hugetlb.%s.max", r->hugetlb[i].key);
     if (cg_write(dir, f, r->hugetlb[i].value, err) < 0) return -1;

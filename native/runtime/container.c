@@ -118,17 +118,19 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
   struct init_ctx ctx = {.id = id, .spec = spec, .sync_fd = -1, .fifo_fd = -1, .console_fd = -1};
   int ret = -1;
   cleanup_free char *dir = NULL;
-  bool dir_made = false, cg_made = false;
+  bool dir_made = false, cg_made = false, host_mounts = false;
+  unsigned long long rootfs_mnt_before = 0;
   pid_t init_pid = 0;
   int sv[2] = {-1, -1};
   memset(&res, 0, sizeof res);
   if (cgroup_resources_parse(spec->resources, &res, err) < 0 || caps_parse(spec->capabilities, err) < 0) goto out;
   if (spec->seccomp && seccomp_compile(spec->seccomp, &ctx.seccomp, err) < 0) goto out;
   if (cgroup_manager_new(spec->cgroups_path, id, getenv("BERTH_RUNTIME_CGROUP_MODE"), getenv("BERTH_RUNTIME_CGROUP_V2_ROOT"), &cg, err) < 0) goto out;
-  if (!spec_has_namespace(spec, CLONE_NEWNS)) {
-    berth_make_error(err, 0, "`linux.namespaces` must include a mount namespace");
-    goto out;
-  }
+  /* no mount namespace listed: the container inherits ours (runtime-spec). Init then makes its mounts
+   * in our namespace, under a private bind of the rootfs onto itself that delete (or a failed create)
+   * detaches, and chroots instead of pivot_root (which would move the root of the whole namespace). */
+  host_mounts = !spec_has_namespace(spec, CLONE_NEWNS);
+  if (host_mounts) rootfs_mnt_before = mount_id_at(spec->root);
   if (spec->terminal && !co->console_socket) {
     berth_make_error(err, 0, "process.terminal is set: --console-socket is required");
     goto out;
@@ -189,8 +191,10 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
     if (!*err) berth_make_error(err, errno, "sync with the container process");
     goto out;
   }
-  /* init's SYNC_HOOKS can overtake stage 1's SYNC_PID (two processes, one socket): hooks wait for the pid */
-  for (bool ready = false, hooks_pending = false; !ready;) {
+  /* Stage 1 and init share the socket: init's SYNC_HOOKS and even its SYNC_READY can overtake stage 1's
+   * SYNC_PID (stage 1 may be preempted between fork and send while init sets the container up), so hooks
+   * wait for the pid and the container is created only once both READY and the pid have arrived. */
+  for (bool ready = false, hooks_pending = false; !ready || init_pid <= 0;) {
     struct sync_msg m;
     if (sync_recv(sv[0], &m, err) < 0) goto fail_procs;
     switch (m.type) {
@@ -203,6 +207,10 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
     case SYNC_PID:
     case SYNC_HOOKS:
       if (m.type == SYNC_PID) {
+        if (m.value <= 0) {
+          berth_make_error(err, 0, "bad pid %d from the container process", m.value);
+          goto fail_procs;
+        }
         init_pid = m.value;
         waitpid(stage1, NULL, 0);
         stage1 = 0;
@@ -230,7 +238,9 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
         .id = (char *) id, .bundle = spec->bundle, .rootfs = spec->root, .created = created, .pid = init_pid,
         .start_time = process_start_time(init_pid, NULL), .cgroup_path = cg->path, .cgroup_mode = (char *) cg->ops->name,
         .cgroup_root = cg->root, .annotations = spec->annotations,
+        .rootfs_mount_id = host_mounts ? mount_id_at(spec->root) : 0,
     };
+    if (st.rootfs_mount_id == rootfs_mnt_before) st.rootfs_mount_id = 0;
     if (status_write(dir, &st, err) < 0) goto fail_procs;
     if (co->pid_file) {
       char buf[32];
@@ -260,13 +270,7 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
       goto fail_procs;
     }
     char *state = state_json_build(id, "running", init_pid, spec->bundle, spec->annotations, -1);
-    berth_err_t e2 = NULL;
-    if (hooks_run(spec->hooks[HOOK_POSTSTART], spec->n_hooks[HOOK_POSTSTART], "poststart", state, &e2) < 0) {
-      char *msg = berth_error_string(e2);
-      fprintf(stderr, "berth-runtime: warning: %s\n", msg);
-      free(msg);
-      berth_error_release(&e2);
-    }
+    hooks_run_warn(spec->hooks[HOOK_POSTSTART], spec->n_hooks[HOOK_POSTSTART], "poststart", state);
     free(state);
     close(ctx.fifo_fd);
     ctx.fifo_fd = -1;
@@ -276,12 +280,8 @@ int container_create(const struct runtime_opts *ro, const char *id, const struct
     }
     *exit_code = wait_init(init_pid);
     forward_to = 0;
-    if (container_delete(ro, id, true, &e2) < 0) {
-      char *msg = berth_error_string(e2);
-      fprintf(stderr, "berth-runtime: warning: %s\n", msg);
-      free(msg);
-      berth_error_release(&e2);
-    }
+    berth_err_t e2 = NULL;
+    if (container_delete(ro, id, true, &e2) < 0) runtime_warn_error(&e2);
     dir_made = cg_made = false;
   }
   goto out;
@@ -299,6 +299,10 @@ out:
     berth_err_t e2 = NULL;
     if (cg_made && cg->ops->destroy(cg, &e2) < 0) berth_error_release(&e2);
     if (dir_made && berth_rm_rf(dir, &e2) < 0) berth_error_release(&e2);
+    /* init may have mounted under the rootfs in our namespace before it failed */
+    if (cg_made && host_mounts && mount_id_at(spec->root) != rootfs_mnt_before &&
+        rootfs_detach(spec->root, &e2) < 0)
+      berth_error_release(&e2);
   }
   if (sv[0] >= 0) close(sv[0]);
   if (sv[1] >= 0) close(sv[1]);
@@ -339,10 +343,7 @@ int container_start(const struct runtime_opts *ro, const char *id, berth_err_t *
   berth_err_t e2 = NULL;
   if (spec_load(st.bundle, &spec, &e2) == 0) {
     cleanup_free char *state = state_json_build(id, "running", st.pid, st.bundle, st.annotations, -1);
-    if (hooks_run(spec->hooks[HOOK_POSTSTART], spec->n_hooks[HOOK_POSTSTART], "poststart", state, &e2) < 0) {
-      cleanup_free char *msg = berth_error_string(e2);
-      fprintf(stderr, "berth-runtime: warning: %s\n", msg);
-    }
+    hooks_run_warn(spec->hooks[HOOK_POSTSTART], spec->n_hooks[HOOK_POSTSTART], "poststart", state);
     spec_free(spec);
   }
   berth_error_release(&e2);
@@ -403,8 +404,8 @@ int container_kill(const struct runtime_opts *ro, const char *id, int sig, bool 
 int container_delete(const struct runtime_opts *ro, const char *id, bool force, berth_err_t *err) {
   struct container_status st;
   if (status_read(ro->root, id, &st, err) < 0) {
-    /* a state dir without state.json is a create that died half way: force removes it */
-    if (force && (*err)->status == EAGAIN) {
+    /* a state dir without state.json is a create that died half way (or one without a pid): force removes it */
+    if (force && ((*err)->status == EAGAIN || (*err)->status == EBADMSG)) {
       berth_error_release(err);
       cleanup_free char *dir = status_dir(ro->root, id);
       return berth_rm_rf(dir, err);
@@ -415,7 +416,8 @@ int container_delete(const struct runtime_opts *ro, const char *id, bool force, 
   const char *status = status_compute(dir, &st);
   int ret = 0;
   struct cgroup_manager *cg = NULL;
-  if ((strcmp(status, "running") == 0 || strcmp(status, "paused") == 0) && !force) {
+  /* runtime-spec: only a stopped container may be deleted; --force kills a created/running/paused one */
+  if (strcmp(status, "stopped") != 0 && !force) {
     ret = berth_make_error(err, 0, "cannot delete container `%s` in state %s (use --force)", id, status);
     goto out;
   }
@@ -442,13 +444,14 @@ int container_delete(const struct runtime_opts *ro, const char *id, bool force, 
     ret = berth_error_prepend(err, "delete container `%s`", id);
     goto out;
   }
+  if (st.rootfs_mount_id && mount_id_at(st.rootfs) == st.rootfs_mount_id && rootfs_detach(st.rootfs, err) < 0) {
+    ret = berth_error_prepend(err, "delete container `%s`", id);
+    goto out;
+  }
   struct container_spec *spec = NULL;
   if (spec_load(st.bundle, &spec, &e2) == 0) {
     cleanup_free char *state = state_json_build(id, "stopped", st.pid, st.bundle, st.annotations, -1);
-    if (hooks_run(spec->hooks[HOOK_POSTSTOP], spec->n_hooks[HOOK_POSTSTOP], "poststop", state, &e2) < 0) {
-      cleanup_free char *msg = berth_error_string(e2);
-      fprintf(stderr, "berth-runtime: warning: %s\n", msg);
-    }
+    hooks_run_warn(spec->hooks[HOOK_POSTSTOP], spec->n_hooks[HOOK_POSTSTOP], "poststop", state);
     spec_free(spec);
   }
   berth_error_release(&e2);

@@ -4,6 +4,7 @@
 #define BERTH_CONTAINER_H
 #include "cgroup.h"
 #include "error.h"
+#include "log.h"
 #include "spec.h"
 #include <linux/filter.h>
 #include <stdbool.h>
@@ -59,6 +60,10 @@ void linux_stage1(struct init_ctx *ctx) __attribute__((noreturn));
 int rootfs_prepare(struct init_ctx *ctx, berth_err_t *err);
 int rootfs_pivot(struct init_ctx *ctx, berth_err_t *err);
 int rootfs_finalize(struct init_ctx *ctx, berth_err_t *err);
+/* id of the topmost mount at path (statx STATX_MNT_ID, else mountinfo); 0 when unknown */
+unsigned long long mount_id_at(const char *path);
+/* detach the topmost mount at root and everything under it (a container without its own mount namespace) */
+int rootfs_detach(const char *root, berth_err_t *err);
 /* caps.c */
 int caps_parse(json_value *caps, berth_err_t *err);
 int caps_drop_bounding(json_value *caps, int last_cap, berth_err_t *err);
@@ -68,6 +73,8 @@ int seccomp_compile(json_value *profile, struct sock_fprog *out, berth_err_t *er
 int seccomp_load(const struct sock_fprog *prog, berth_err_t *err);
 /* hooks.c */
 int hooks_run(struct spec_hook *hooks, size_t n, const char *kind, const char *state_json, berth_err_t *err);
+/* poststart/poststop: run every hook; each failure is a warning */
+void hooks_run_warn(struct spec_hook *hooks, size_t n, const char *kind, const char *state_json);
 char *state_json_build(const char *id, const char *status, pid_t pid, const char *bundle, const json_value *annotations, int oom_killed);
 /* terminal.c */
 int terminal_setup(int console_fd, bool bind_console, berth_err_t *err);

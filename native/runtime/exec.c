@@ -42,10 +42,12 @@ static const struct {
     {"pid", CLONE_NEWPID},   {"cgroup", CLONE_NEWCGROUP}, {"mnt", CLONE_NEWNS},
 };
 #define N_NS (sizeof ns_kinds / sizeof ns_kinds[0])
+#define NS_MNT (N_NS - 1) /* "mnt" comes last in ns_kinds */
 
 struct exec_ctx {
   struct container_spec *spec;
   int ns_fd[N_NS]; /* -1: same as ours, not joined */
+  int root_fd;     /* the init's root when it shares our mount namespace (a chroot), else -1 */
   int sync_fd;
   int console_fd;
   int cap_last_cap;
@@ -157,6 +159,11 @@ static void exec_join(struct exec_ctx *x) {
     }
     close(x->ns_fd[i]);
   }
+  /* a container without its own mount namespace lives in a chroot of ours: enter the same one */
+  if (x->root_fd >= 0 && (fchdir(x->root_fd) < 0 || chroot(".") < 0 || chdir("/") < 0)) {
+    berth_make_error(&err, errno, "enter the container's root");
+    exec_fail(x, &err);
+  }
   if (x->ns_fd[0] >= 0 && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)) {
     berth_make_error(&err, errno, "become root in the container's user namespace");
     exec_fail(x, &err);
@@ -237,7 +244,7 @@ static int write_pid_file(const char *pf, pid_t pid, berth_err_t *err) {
 int container_exec(const struct runtime_opts *ro, const char *id, const struct exec_opts *eo, int *exit_code, berth_err_t *err) {
   struct container_status st;
   if (status_read(ro->root, id, &st, err) < 0) return -1;
-  struct exec_ctx x = {.sync_fd = -1, .console_fd = -1};
+  struct exec_ctx x = {.sync_fd = -1, .console_fd = -1, .root_fd = -1};
   for (size_t i = 0; i < N_NS; i++) x.ns_fd[i] = -1;
   struct cgroup_manager *cg = NULL;
   int ret = -1, sv[2] = {-1, -1};
@@ -260,6 +267,16 @@ int container_exec(const struct runtime_opts *ro, const char *id, const struct e
   x.cap_last_cap = read_cap_last_cap();
   if (status_cgroup(&st, &cg, err) < 0) goto out;
   if (open_namespaces(st.pid, x.ns_fd, err) < 0) goto out;
+  if (x.ns_fd[NS_MNT] < 0) {
+    char root[64];
+    snprintf(root, sizeof root, "/proc/%d/root", st.pid);
+    struct stat a, b;
+    if (stat(root, &a) == 0 && stat("/", &b) == 0 && (a.st_dev != b.st_dev || a.st_ino != b.st_ino) &&
+        (x.root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+      berth_make_error(err, errno, "open `%s`", root);
+      goto out;
+    }
+  }
   /* the pid could have been reused between status_compute and opening its namespaces */
   if (process_start_time(st.pid, NULL) != st.start_time) {
     berth_make_error(err, ESRCH, "container `%s` stopped", id);
@@ -355,6 +372,7 @@ out:
   if (x.console_fd >= 0) close(x.console_fd);
   for (size_t i = 0; i < N_NS; i++)
     if (x.ns_fd[i] >= 0) close(x.ns_fd[i]);
+  if (x.root_fd >= 0) close(x.root_fd);
   free(x.seccomp.filter);
   cgroup_manager_free(cg);
   spec_free(x.spec);

@@ -1,4 +1,6 @@
-/* OCI hooks: each runs with the container state JSON on stdin, its own args/env, and an optional timeout. */
+/* OCI hooks: each runs with the container state JSON on stdin, its own args/env, and an optional timeout.
+ * prestart/createRuntime/createContainer/startContainer: the first failure stops the operation.
+ * poststart/poststop: a failure is a warning and the remaining hooks still run (runtime-spec). */
 #include "cleanup.h"
 #include "container.h"
 #include "util.h"
@@ -76,4 +78,14 @@ int hooks_run(struct spec_hook *hooks, size_t n, const char *kind, const char *s
   for (size_t i = 0; i < n; i++)
     if (run_one(&hooks[i], state_json, err) < 0) return berth_error_prepend(err, "%s hook", kind);
   return 0;
+}
+
+void hooks_run_warn(struct spec_hook *hooks, size_t n, const char *kind, const char *state_json) {
+  for (size_t i = 0; i < n; i++) {
+    berth_err_t err = NULL;
+    if (run_one(&hooks[i], state_json, &err) < 0) {
+      berth_error_prepend(&err, "%s hook %zu of %zu (going on)", kind, i + 1, n);
+      runtime_warn_error(&err);
+    }
+  }
 }

@@ -5,6 +5,7 @@
 #include "container.h"
 #include "util.h"
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -199,31 +200,51 @@ static void usage(FILE *f) {
   for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) fprintf(f, "  %s\n", verbs[i].usage);
 }
 
-static void log_error(const struct runtime_opts *ro, const char *msg) {
-  fprintf(stderr, "berth-runtime: %s\n", msg);
-  if (!ro->log_file) return;
-  cleanup_close int fd = open(ro->log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+/* Where log lines go besides stderr: set once by main from --log / --log-format. */
+static const struct runtime_opts *log_opts;
+
+static void log_line(const char *level, const char *msg) {
+  if (strcmp(level, "error") == 0) fprintf(stderr, "berth-runtime: %s\n", msg);
+  else fprintf(stderr, "berth-runtime: %s: %s\n", level, msg);
+  if (!log_opts || !log_opts->log_file) return;
+  cleanup_close int fd = open(log_opts->log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return;
   berth_buf b = {0};
-  if (ro->log_json) {
+  if (log_opts->log_json) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     char t[64];
     strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    berth_buf_puts(&b, "{\"level\":\"error\",\"msg\":");
+    berth_buf_printf(&b, "{\"level\":\"%s\",\"msg\":", level);
     berth_buf_json_string(&b, msg);
     berth_buf_printf(&b, ",\"time\":\"%s\"}\n", t);
   } else {
-    berth_buf_printf(&b, "error: %s\n", msg);
+    berth_buf_printf(&b, "%s: %s\n", level, msg);
   }
   berth_write_all(fd, b.buf, b.len);
   free(b.buf);
 }
 
+void runtime_warn(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  cleanup_free char *msg = NULL;
+  if (vasprintf(&msg, fmt, ap) < 0) msg = NULL;
+  va_end(ap);
+  log_line("warning", msg ? msg : fmt);
+}
+
+void runtime_warn_error(berth_err_t *err) {
+  cleanup_free char *msg = berth_error_string(*err);
+  log_line("warning", msg);
+  berth_error_release(err);
+}
+
 int main(int argc, char **argv) {
   struct runtime_opts ro = {.root = "/run/berth-runtime"};
+  log_opts = &ro;
   int i = 1;
   for (; i < argc && argv[i][0] == '-'; i++) {
     const char *a = argv[i];
@@ -265,7 +286,7 @@ int main(int argc, char **argv) {
     int r = verbs[v].fn(&ro, argc - i - 1, argv + i + 1, &err);
     if (r < 0) {
       cleanup_free char *msg = berth_error_string(err);
-      log_error(&ro, msg);
+      log_line("error", msg);
       berth_error_release(&err);
       return 1;
     }

@@ -17,6 +17,10 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#ifndef STATX_MNT_ID
+#define STATX_MNT_ID 0x00001000U
+#endif
+
 /* Resolve path (absolute, inside the container) against root without escaping it; like securejoin. */
 static int resolve_in_root(const char *root, const char *path, char **out, berth_err_t *err) {
   berth_buf resolved = {0};
@@ -312,15 +316,22 @@ static void make_parent_mount_private(const char *path) {
 
 int rootfs_prepare(struct init_ctx *ctx, berth_err_t *err) {
   struct container_spec *s = ctx->spec;
-  if (!spec_has_namespace(s, CLONE_NEWNS)) return berth_make_error(err, 0, "a mount namespace is required");
-  unsigned long prop = s->rootfs_propagation ? s->rootfs_propagation : MS_SLAVE | MS_REC;
-  if (mount(NULL, "/", NULL, prop, NULL) < 0)
-    return berth_make_error(err, errno, "set propagation of /");
-  cleanup_free char *parent = xstrdup(s->root);
-  char *slash = strrchr(parent, '/');
-  if (slash && slash != parent) *slash = 0;
-  make_parent_mount_private(parent);
-  if (mount(s->root, s->root, NULL, MS_BIND | MS_REC, NULL) < 0) return berth_make_error(err, errno, "bind rootfs `%s`", s->root);
+  if (spec_has_namespace(s, CLONE_NEWNS)) {
+    unsigned long prop = s->rootfs_propagation ? s->rootfs_propagation : MS_SLAVE | MS_REC;
+    if (mount(NULL, "/", NULL, prop, NULL) < 0)
+      return berth_make_error(err, errno, "set propagation of /");
+    cleanup_free char *parent = xstrdup(s->root);
+    char *slash = strrchr(parent, '/');
+    if (slash && slash != parent) *slash = 0;
+    make_parent_mount_private(parent);
+    if (mount(s->root, s->root, NULL, MS_BIND | MS_REC, NULL) < 0) return berth_make_error(err, errno, "bind rootfs `%s`", s->root);
+  } else {
+    /* the caller's namespace: its mounts' propagation is not ours to change; only our own bind of the
+     * rootfs is made private (rootfsPropagation if given), so what the container mounts stays under it */
+    if (mount(s->root, s->root, NULL, MS_BIND | MS_REC, NULL) < 0) return berth_make_error(err, errno, "bind rootfs `%s`", s->root);
+    unsigned long prop = s->rootfs_propagation ? s->rootfs_propagation : MS_PRIVATE | MS_REC;
+    if (mount(NULL, s->root, NULL, prop, NULL) < 0) return berth_make_error(err, errno, "set propagation of rootfs `%s`", s->root);
+  }
   for (size_t i = 0; i < s->n_mounts; i++)
     if (do_mount(ctx, &s->mounts[i], err) < 0) return berth_error_prepend(err, "mount `%s`", s->mounts[i].destination);
   if (setup_dev(ctx, err) < 0) return -1;
@@ -329,6 +340,13 @@ int rootfs_prepare(struct init_ctx *ctx, berth_err_t *err) {
 
 int rootfs_pivot(struct init_ctx *ctx, berth_err_t *err) {
   struct container_spec *s = ctx->spec;
+  if (!spec_has_namespace(s, CLONE_NEWNS)) {
+    /* pivot_root would change the root of every process of the caller's namespace: chroot, as runc */
+    if (chdir(s->root) < 0) return berth_make_error(err, errno, "chdir rootfs `%s`", s->root);
+    if (chroot(".") < 0) return berth_make_error(err, errno, "chroot `%s`", s->root);
+    if (chdir("/") < 0) return berth_make_error(err, errno, "chdir /");
+    return 0;
+  }
   cleanup_close int oldroot = open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
   cleanup_close int newroot = open(s->root, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
   if (oldroot < 0 || newroot < 0) return berth_make_error(err, errno, "open rootfs");
@@ -340,6 +358,27 @@ int rootfs_pivot(struct init_ctx *ctx, berth_err_t *err) {
   if (chdir("/") < 0) return berth_make_error(err, errno, "chdir /");
   if (s->rootfs_propagation && mount(NULL, "/", NULL, s->rootfs_propagation, NULL) < 0)
     return berth_make_error(err, errno, "set rootfsPropagation");
+  return 0;
+}
+
+unsigned long long mount_id_at(const char *path) {
+  struct statx stx;
+  if (statx(AT_FDCWD, path, AT_NO_AUTOMOUNT, STATX_MNT_ID, &stx) == 0 && (stx.stx_mask & STATX_MNT_ID)) return stx.stx_mnt_id;
+  /* kernels before 5.8: the last mountinfo entry at path is the topmost mount there */
+  cleanup_fclose FILE *f = fopen("/proc/self/mountinfo", "re");
+  char line[4096];
+  unsigned long long id = 0;
+  while (f && fgets(line, sizeof line, f)) {
+    unsigned long long mid;
+    char mp[PATH_MAX];
+    if (sscanf(line, "%llu %*s %*s %*s %4095s", &mid, mp) == 2 && strcmp(mp, path) == 0) id = mid;
+  }
+  return id;
+}
+
+int rootfs_detach(const char *root, berth_err_t *err) {
+  if (umount2(root, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
+    return berth_make_error(err, errno, "detach the container's mounts at `%s`", root);
   return 0;
 }
 

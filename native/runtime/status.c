@@ -2,6 +2,7 @@
 #include "cleanup.h"
 #include "util.h"
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@ int status_write(const char *dir, const struct container_status *st, berth_err_t
   berth_buf_json_string(&b, st->cgroup_mode);
   berth_buf_puts(&b, ",\"cgroupRoot\":");
   berth_buf_json_string(&b, st->cgroup_root);
+  if (st->rootfs_mount_id) berth_buf_printf(&b, ",\"rootfsMountId\":%llu", st->rootfs_mount_id);
   berth_buf_puts(&b, ",\"annotations\":");
   if (st->annotations) json_serialize(st->annotations, &b);
   else berth_buf_puts(&b, "{}");
@@ -53,11 +55,14 @@ int status_read(const char *root, const char *id, struct container_status *st, b
     return -1;
   }
   if (json_parse(text, len, &st->doc, err) < 0) return berth_error_prepend(err, "`%s`", file);
-  int64_t pid = 0, start = 0;
-  json_as_int64(json_get(st->doc, "pid"), &pid);
+  int64_t pid = 0, start = 0, mnt = 0;
   json_as_int64(json_get(st->doc, "startTime"), &start);
+  if (json_as_int64(json_get(st->doc, "pid"), &pid) < 0 || pid <= 0 || pid > INT32_MAX)
+    return berth_make_error(err, EBADMSG, "`%s`: no valid pid", file);
+  json_as_int64(json_get(st->doc, "rootfsMountId"), &mnt);
   st->pid = (pid_t) pid;
   st->start_time = (unsigned long long) start;
+  st->rootfs_mount_id = mnt > 0 ? (unsigned long long) mnt : 0;
   st->id = xstrdup(id);
   st->bundle = xstrdup(json_get_string(st->doc, "bundle"));
   st->rootfs = xstrdup(json_get_string(st->doc, "rootfs"));

@@ -12,6 +12,9 @@ struct container_status {
   pid_t pid;
   unsigned long long start_time;
   char *cgroup_path, *cgroup_mode, *cgroup_root;
+  /* without a mount namespace of its own the container's mounts live in the caller's namespace under a
+   * bind mount of the rootfs onto itself: its mount id, so delete detaches exactly that one (0: none) */
+  unsigned long long rootfs_mount_id;
   json_value *doc; /* owns annotations */
   json_value *annotations;
 };

@@ -40,6 +40,24 @@ export function buildNativeRuntime(): Promise<void> {
 
 export const uniq = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 
+const sharedDirs: string[] = [];
+/**
+ * A test file's `before`: build the runtime and make the busybox rootfs its tests share (as root; ''
+ * otherwise, the tests then skip). `removeSharedRootfs` in `after.always` deletes it.
+ */
+export async function sharedRootfs(): Promise<string> {
+  if (process.getuid?.() !== 0) return '';
+  await buildNativeRuntime();
+  const dir = await mkdtemp(path.join(tmpdir(), 'berth-rootfs-'));
+  sharedDirs.push(dir);
+  await chmod(dir, 0o755); // user-namespace cases reach the rootfs as a mapped uid
+  return makeBusyboxRootfs(dir);
+}
+
+export async function removeSharedRootfs(): Promise<void> {
+  for (const dir of sharedDirs.splice(0)) await rm(dir, { recursive: true, force: true });
+}
+
 /** A busybox-static rootfs (/bin/busybox + applet symlinks + the usual empty dirs). */
 export async function makeBusyboxRootfs(dir: string): Promise<string> {
   const rootfs = path.join(dir, 'rootfs');
@@ -145,13 +163,29 @@ export interface RuntimeEnv {
 
 const V1 = '/sys/fs/cgroup';
 
-/** Remove a cgroup path from every v1 hierarchy and the unified one (children first). */
+/**
+ * Remove a cgroup path from every v1 hierarchy and the unified one. A process a failed test left in it
+ * (a container init still waiting for `start`) is killed first, so nothing outlives the test.
+ */
 export async function removeCgroup(cgPath: string): Promise<void> {
   const hierarchies = existsSync(V1) ? await readdir(V1) : [];
   for (const h of hierarchies) {
     const dir = path.join(V1, h, cgPath);
-    if (existsSync(dir))
-      await rm(dir, { recursive: false }).catch(async () => exec('rmdir', [dir], { allowFailure: true }));
+    if (!existsSync(dir)) continue;
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const procs = await readFile(path.join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
+      const pids = procs.split('\n').filter(Boolean).map(Number);
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+      if (pids.length === 0) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await rm(dir, { recursive: false }).catch(async () => exec('rmdir', [dir], { allowFailure: true }));
   }
 }
 

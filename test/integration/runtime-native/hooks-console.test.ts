@@ -4,8 +4,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import test from 'ava';
 import { exec } from '../../../src/lib/exec.js';
@@ -13,24 +12,21 @@ import { needPrivileges } from '../../helpers/privileged.js';
 import {
   baseConfig,
   berthRuntimeBinary,
-  buildNativeRuntime,
   cgroupExists,
-  makeBusyboxRootfs,
   type RuntimeName,
+  removeSharedRootfs,
   runtimeEnv,
   runtimeExec,
   runtimeSpawn,
+  sharedRootfs,
   uniq,
 } from '../../helpers/runtime-native.js';
 
 let rootfs: string;
 test.before(async () => {
-  if (process.getuid?.() !== 0) return;
-  await buildNativeRuntime();
-  const dir = await mkdtemp(path.join(tmpdir(), 'berth-rootfs-'));
-  await chmod(dir, 0o755);
-  rootfs = await makeBusyboxRootfs(dir);
+  rootfs = await sharedRootfs();
 });
+test.after.always(removeSharedRootfs);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const KINDS = [
@@ -126,6 +122,65 @@ test('berth: a hook that times out or fails aborts create and leaves nothing beh
   }
 });
 
+test('berth: a failing poststart or poststop hook is a warning and the remaining hooks still run', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: ['/sys/fs/cgroup/memory'] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  const out = path.join(env.dir, 'hooks');
+  await exec('mkdir', ['-p', out]);
+  const failing = { path: '/bin/sh', args: ['sh', '-c', 'exit 3'] };
+  const touch = (name: string) => ({ path: '/bin/sh', args: ['sh', '-c', `cat > ${out}/${name}`] });
+  const config = baseConfig(rootfs, ['true'], env.cgroup());
+  config.hooks = {
+    poststart: [failing, touch('poststart-2'), { path: '/nonexistent-hook' }, touch('poststart-4')],
+    poststop: [failing, touch('poststop-2')],
+  };
+  const bundle = await env.bundle(config);
+  for (const verb of ['create+start', 'run']) {
+    const id = uniq('posthook');
+    let stderr: string;
+    if (verb === 'run') {
+      const r = await runtimeExec(env, 'berth', ['run', '--bundle', bundle, id], {
+        binary: berthRuntimeBinary(true),
+      });
+      t.is(r.code, 0, `run goes on and reports the container's exit: ${r.stderr}`);
+      stderr = r.stderr;
+    } else {
+      t.is((await runtimeSpawn(env, 'berth', ['create', '--bundle', bundle, id], id)).code, 0);
+      const s = await runtimeExec(env, 'berth', ['start', id], { binary: berthRuntimeBinary(true) });
+      t.is(s.code, 0, `start succeeds: ${s.stderr}`);
+      for (
+        let i = 0;
+        i < 100 && (await runtimeExec(env, 'berth', ['state', id])).stdout.includes('running');
+        i++
+      )
+        await sleep(20);
+      const d = await runtimeExec(env, 'berth', ['delete', id], { binary: berthRuntimeBinary(true) });
+      t.is(d.code, 0, `delete succeeds: ${d.stderr}`);
+      stderr = s.stderr + d.stderr;
+    }
+    t.regex(
+      stderr,
+      /warning: poststart hook 1 of 4 \(going on\): hook `\/bin\/sh` exited with status 3/,
+      verb,
+    );
+    t.regex(
+      stderr,
+      /warning: poststart hook 3 of 4 \(going on\): hook `\/nonexistent-hook` exited with status 127/,
+      verb,
+    );
+    t.regex(
+      stderr,
+      /warning: poststop hook 1 of 2 \(going on\): hook `\/bin\/sh` exited with status 3/,
+      verb,
+    );
+    for (const name of ['poststart-2', 'poststart-4', 'poststop-2']) {
+      const state = JSON.parse(await readFile(path.join(out, name), 'utf8')) as { id: string };
+      t.is(state.id, id, `${verb}: ${name} ran after the failed hook`);
+    }
+    t.false(existsSync(path.join(env.stateRoot('berth'), id)), `${verb}: deleted`);
+  }
+});
+
 for (const runtime of ['berth', 'runc'] as RuntimeName[]) {
   test(`${runtime}: process.terminal sends the pty master over --console-socket`, async (t) => {
     if (!needPrivileges(t, { root: true, paths: ['/sys/fs/cgroup/memory'] })) return;
@@ -139,7 +194,10 @@ for (const runtime of ['berth', 'runc'] as RuntimeName[]) {
     receiver.stdout?.on('data', (b: Buffer) => {
       output += b.toString();
     });
-    const exited = new Promise((r) => receiver.on('exit', r));
+    // 'close', not 'exit': the receiver prints the terminal's output right before it exits, and Node may
+    // report the exit before it has read that last output from the pipe (seen under load: the output
+    // then had "received /dev/ptmx" but none of the container's lines)
+    const closed = new Promise((r) => receiver.on('close', r));
     for (let i = 0; i < 100 && !output.includes('listening'); i++) await sleep(20);
     const config = baseConfig(
       rootfs,
@@ -157,7 +215,7 @@ for (const runtime of ['berth', 'runc'] as RuntimeName[]) {
     );
     t.is(c.code, 0, c.stderr);
     t.is((await runtimeExec(env, runtime, ['start', id])).code, 0);
-    await Promise.race([exited, sleep(10_000)]);
+    await Promise.race([closed, sleep(10_000)]);
     t.regex(output, /received \/dev\/ptmx/);
     t.regex(output, /\/dev\/pts\/0\r?\n/);
     t.regex(output, /stdio-is-tty/);

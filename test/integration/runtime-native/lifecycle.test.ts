@@ -3,37 +3,35 @@
  * containers that exit at once, OOM kills recorded, pids and CPU limits enforced, no zombies left behind,
  * and bad configs failing cleanly (no state dir, no cgroup).
  */
-import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { existsSync, openSync } from 'node:fs';
+import { readFile, readlink, realpath, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { exec } from '../../../src/lib/exec.js';
+import { filesOfNewCgroup } from '../../helpers/cgroup-probe.js';
 import { needPrivileges } from '../../helpers/privileged.js';
 import {
   baseConfig,
   berthRuntimeBinary,
-  buildNativeRuntime,
   cgroupExists,
-  makeBusyboxRootfs,
   type OciConfig,
   type RuntimeEnv,
   type RuntimeName,
+  removeSharedRootfs,
   runBundle,
   runtimeEnv,
   runtimeExec,
   runtimeSpawn,
+  sharedRootfs,
   uniq,
 } from '../../helpers/runtime-native.js';
 
 let rootfs: string;
 test.before(async () => {
-  if (process.getuid?.() !== 0) return;
-  await buildNativeRuntime();
-  const dir = await mkdtemp(path.join(tmpdir(), 'berth-rootfs-'));
-  await chmod(dir, 0o755);
-  rootfs = await makeBusyboxRootfs(dir);
+  rootfs = await sharedRootfs();
 });
+test.after.always(removeSharedRootfs);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -132,6 +130,21 @@ test('a container that exits immediately is stopped and deletes cleanly', async 
   t.false(await cgroupExists(cg));
 });
 
+test('delete without --force refuses a created container (only a stopped one may be deleted)', async (t) => {
+  if (!ready(t)) return;
+  const env = await runtimeEnv(t, rootfs);
+  const cg = env.cgroup();
+  const { id } = await created(t, env, baseConfig(rootfs, ['sleep', '60'], cg));
+  const del = await runtimeExec(env, 'berth', ['delete', id]);
+  t.is(del.code, 1);
+  t.regex(del.stderr, /cannot delete container `.*` in state created \(use --force\)/);
+  t.is((await state(env, 'berth', id)).status, 'created', 'a failed delete changes nothing');
+  t.true(await cgroupExists(cg));
+  t.is((await runtimeExec(env, 'berth', ['start', id])).code, 0, 'and it can still start');
+  t.is((await runtimeExec(env, 'berth', ['delete', '--force', id])).code, 0);
+  t.false(await cgroupExists(cg));
+});
+
 test('delete --force of a created container and kill --all', async (t) => {
   if (!ready(t)) return;
   const env = await runtimeEnv(t, rootfs);
@@ -171,6 +184,102 @@ test('run: exit code and no zombie left on the host (same as runc)', async (t) =
   t.false(existsSync(path.join(env.stateRoot('berth'), id)), 'run deletes the container');
 });
 
+// Stage 1 forks init and then reports init's pid; init sets the container up and reports ready. Both write
+// to one socket, so under load (stage 1 preempted right after fork) "ready" can arrive first. strace's
+// fault injection makes that order certain: every fork/clone of the runtime returns 1.5 s late in the
+// parent, so init is ready long before stage 1 gets to send the pid (--seccomp-bpf: only clone stops
+// under strace, the rest runs at full speed). Seen in CI as `run` exiting 255 with the container's output
+// intact: the pid was still 0 when the container was declared created.
+const STRACE = '/usr/bin/strace';
+const slowFork = (env: RuntimeEnv, args: string[]) => [
+  ...['-f', '--seccomp-bpf', '-qq', '-o', '/dev/null', '-e', 'trace=clone,clone3'],
+  ...['-e', 'inject=clone,clone3:delay_exit=1500000'],
+  ...[berthRuntimeBinary(), '--root', env.stateRoot('berth'), ...args],
+];
+
+test("run: the exit code is the container's when stage 1 reports the pid after init is ready", async (t) => {
+  if (!needPrivileges(t, { root: true, paths: ['/sys/fs/cgroup/memory', STRACE] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  const bundle = await env.bundle(baseConfig(rootfs, ['sh', '-c', 'echo out; exit 7'], env.cgroup()));
+  const id = uniq('slowfork');
+  const r = await exec(STRACE, slowFork(env, ['run', '--bundle', bundle, id]), {
+    allowFailure: true,
+    timeoutMs: 60_000,
+  });
+  t.is(r.stdout, 'out\n');
+  t.is(r.code, 7, r.stderr);
+  t.false(existsSync(path.join(env.stateRoot('berth'), id)), 'run deleted it');
+});
+
+test('create: state has the real init pid when stage 1 reports it after init is ready', async (t) => {
+  if (!needPrivileges(t, { root: true, paths: ['/sys/fs/cgroup/memory', STRACE] })) return;
+  const env = await runtimeEnv(t, rootfs);
+  const bundle = await env.bundle(baseConfig(rootfs, ['sh', '-c', 'echo started-$$'], env.cgroup()));
+  const id = uniq('slowfork');
+  // strace follows init too, so it only exits with the container: its create is not awaited here
+  const out = path.join(env.dir, 'slowfork.out');
+  const tracer = spawn(STRACE, slowFork(env, ['create', '--bundle', bundle, id]), {
+    stdio: ['ignore', openSync(out, 'w'), 'inherit'],
+  });
+  const traced = new Promise((resolve) => tracer.on('close', resolve));
+  t.teardown(() => tracer.kill('SIGKILL'));
+  let s: OciState | undefined;
+  for (let i = 0; i < 600 && !s; i++) {
+    const r = await runtimeExec(env, 'berth', ['state', id]);
+    if (r.code === 0) s = JSON.parse(r.stdout) as OciState;
+    else await sleep(50);
+  }
+  t.is(s?.status, 'created');
+  t.true((s?.pid ?? 0) > 0 && existsSync(`/proc/${s?.pid}`), `init pid ${s?.pid}`);
+  t.is((await runtimeExec(env, 'berth', ['start', id])).code, 0);
+  await Promise.race([traced, sleep(30_000)]);
+  t.is(await readFile(out, 'utf8'), 'started-1\n');
+  t.is((await runtimeExec(env, 'berth', ['delete', id])).code, 0);
+});
+
+test("without a mount namespace the container shares the caller's, in a chroot; delete detaches its mounts", async (t) => {
+  if (!ready(t)) return;
+  // its own rootfs: the mounts made in our namespace must not show up in other tests' containers
+  const env = await runtimeEnv(t);
+  const cg = env.cgroup();
+  const config = baseConfig(env.rootfs, ['sleep', '60'], cg);
+  config.linux.namespaces = config.linux.namespaces.filter((n) => n.type !== 'mount');
+  const mountsUnder = async (dir: string) =>
+    (await readFile('/proc/self/mountinfo', 'utf8'))
+      .split('\n')
+      .filter((l) => l.split(' ')[4]?.startsWith(dir))
+      .map((l) => l.split(' ')[4]);
+  const rootEntry = async () =>
+    (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.split(' ')[4] === '/');
+  const rootBefore = await rootEntry();
+  const { id } = await created(t, env, config);
+  const s = await state(env, 'berth', id);
+  t.is(s.status, 'created');
+  t.is(
+    await readlink(`/proc/${s.pid}/ns/mnt`),
+    await readlink('/proc/self/ns/mnt'),
+    "the caller's mount namespace",
+  );
+  t.is(await realpath(`/proc/${s.pid}/root`), env.rootfs, 'chrooted into the rootfs');
+  t.true((await mountsUnder(env.rootfs)).includes(`${env.rootfs}/proc`), 'its mounts are in our namespace');
+  t.is((await runtimeExec(env, 'berth', ['start', id])).code, 0);
+  // exec enters the same chroot (there is no mount namespace to join)
+  const e = await runtimeExec(
+    env,
+    'berth',
+    ['exec', id, 'sh', '-c', 'ls / | tr "\\n" " "; cat /proc/1/cmdline | tr "\\0" " "'],
+    {
+      binary: berthRuntimeBinary(true),
+    },
+  );
+  t.is(e.code, 0, e.stderr);
+  t.regex(e.stdout, /^bin dev etc mnt proc root sys tmp sleep 60 $/);
+  t.is((await runtimeExec(env, 'berth', ['delete', '--force', id])).code, 0);
+  t.deepEqual(await mountsUnder(env.rootfs), [], 'delete detached every mount it made');
+  t.is(await rootEntry(), rootBefore, 'the propagation of our / is untouched');
+  t.false(await cgroupExists(cg));
+});
+
 test('the container process starts with default signal dispositions, whatever its caller ignores', async (t) => {
   if (!ready(t)) return;
   const env = await runtimeEnv(t, rootfs);
@@ -200,11 +309,13 @@ test('the container process starts with default signal dispositions, whatever it
 
 test('OOM kill is recorded (cgroup v1 memory)', async (t) => {
   if (!ready(t)) return;
+  // memory+swap is capped too where the kernel accounts swap (memsw files), so swapping cannot delay the kill
+  const memsw = (await filesOfNewCgroup('/sys/fs/cgroup/memory', ['memory.memsw.limit_in_bytes'])).size > 0;
   const env = await runtimeEnv(t, rootfs);
   const config = baseConfig(rootfs, ['sh', '-c', 'tail /dev/zero'], env.cgroup());
   config.linux.resources = {
     ...config.linux.resources,
-    memory: { limit: 24 * 1024 * 1024, swap: 24 * 1024 * 1024 },
+    memory: { limit: 24 * 1024 * 1024, ...(memsw ? { swap: 24 * 1024 * 1024 } : {}) },
   };
   const { id } = await created(t, env, config);
   t.is((await runtimeExec(env, 'berth', ['start', id])).code, 0);
