@@ -7,7 +7,6 @@ import { CliContext, type GlobalOptions } from './context.js';
 import { registerDiagnostics } from './diagnostics.js';
 import { registerDockerVerbs } from './docker-verbs.js';
 import { registerEvents } from './events.js';
-import { registerFleet } from './fleet.js';
 import { registerImage } from './image.js';
 import { registerInspect } from './inspect.js';
 import { registerPull } from './pull.js';
@@ -26,7 +25,6 @@ const FAMILIES: Register[] = [
   registerStorage,
   registerRuntime,
   registerContainers,
-  registerFleet,
   registerAgent,
   registerPull,
   registerDiagnostics,
@@ -41,7 +39,30 @@ const FAMILIES: Register[] = [
  * The program and its composition root (CliContext) over the executable's native parts: src/main.ts
  * passes the development ones (native/build, node_modules), src/packaged/main.ts the embedded ones.
  */
-export function buildProgram(native: NativeSource = developmentNative): {
+/**
+ * Families loaded only when one of their commands runs: the fleet server's code (HTTP API, broker,
+ * stores, console assets) stays out of `berth agent` and the docker-like commands, which never import
+ * it (test/unit/module-graph.test.ts checks the bundle). Until then the family is a placeholder command
+ * with the same name and description; invoking it (its help included) loads the family and parses again.
+ */
+const LAZY_FAMILIES: Record<string, { description: string; load: () => Promise<Register> }> = {
+  fleet: {
+    description: 'fleet server: images, signed targets, blob service over MQTT',
+    load: () => import('./fleet.js').then((m) => m.registerFleet),
+  },
+};
+
+/** Thrown by a lazy family's placeholder: runCli loads the family and parses again. */
+class LoadFamily extends Error {
+  constructor(readonly family: string) {
+    super(`command family ${family} is not loaded`);
+  }
+}
+
+export function buildProgram(
+  native: NativeSource = developmentNative,
+  loaded: ReadonlyMap<string, Register> = new Map(),
+): {
   program: Command;
   context: () => CliContext;
 } {
@@ -76,6 +97,26 @@ export function buildProgram(native: NativeSource = developmentNative): {
   };
   registerVersion(program, native);
   for (const register of FAMILIES) register(program, context);
+  for (const [name, family] of Object.entries(LAZY_FAMILIES)) {
+    const register = loaded.get(name);
+    if (register) register(program, context);
+    else {
+      const placeholder = program
+        .command(name)
+        .description(family.description)
+        .helpOption(false)
+        .allowUnknownOption()
+        .allowExcessArguments()
+        .argument('[args...]')
+        .action(() => {
+          throw new LoadFamily(name);
+        });
+      // `berth help <family>` prints the subcommand's help without running it: load the family first
+      placeholder.outputHelp = () => {
+        throw new LoadFamily(name);
+      };
+    }
+  }
   return { program, context: () => ctx ?? context() };
 }
 
@@ -95,11 +136,20 @@ export function exitCodeFor(err: unknown): number {
 
 /** Parse argv, run the command, print a clean error (code + message) and pick an exit code. */
 export async function runCli(argv: string[], native: NativeSource = developmentNative): Promise<number> {
-  const { program, context } = buildProgram(native);
+  let { program, context } = buildProgram(native);
   program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
   let code = 0;
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    try {
+      await program.parseAsync(argv, { from: 'user' });
+    } catch (err) {
+      if (!(err instanceof LoadFamily)) throw err;
+      const family = LAZY_FAMILIES[err.family];
+      if (!family) throw err;
+      ({ program, context } = buildProgram(native, new Map([[err.family, await family.load()]])));
+      program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+      await program.parseAsync(argv, { from: 'user' });
+    }
   } catch (err) {
     code = exitCodeFor(err);
     if (err instanceof CommanderError) {

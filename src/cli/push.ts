@@ -1,5 +1,5 @@
 import { type ImportOptions, type ImportResult, importImage } from '../content/import.js';
-import { type FleetImageRow, FleetRegistry } from '../fleet/registry.js';
+import type { FleetImageRow } from '../fleet/registry.js';
 import { hostPlatform } from '../oci/platform.js';
 import type { CliContext } from './context.js';
 import { ProgressBar } from './progress.js';
@@ -36,5 +36,7 @@ export async function pushImage(c: CliContext, source: string, tag: string): Pro
     tag,
   });
   const img = res.images[0]!;
+  // fleet code loads only for fleet commands (`berth image import` shares this file)
+  const { FleetRegistry } = await import('../fleet/registry.js');
   return new FleetRegistry(c.db).addImage(c.store, img.name, img.digest, img.mediaType);
 }
