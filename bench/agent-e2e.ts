@@ -17,9 +17,10 @@ import { loadConfig } from '../src/config/load.js';
 import { importImage } from '../src/content/import.js';
 import { ContentStore } from '../src/content/store.js';
 import { openDatabase } from '../src/db/database.js';
-import { buildTarget, publishTarget } from '../src/fleet/deploy.js';
+import { describeFleetImage } from '../src/fleet/image-record.js';
 import { keygen, loadFleetPrivateKey, resolvePublicKey } from '../src/fleet/keys.js';
 import { FleetServer } from '../src/fleet/server.js';
+import { FLEET_DB_FILE, openFleetStores } from '../src/fleet/store/index.js';
 import { exec } from '../src/lib/exec.js';
 import { silentLogger } from '../src/lib/logger.js';
 import { hostPlatform } from '../src/oci/platform.js';
@@ -33,15 +34,23 @@ const log = silentLogger();
 const fleetDb = openDatabase(path.join(fleetDir, 'berth.db'));
 const fleetStore = new ContentStore(path.join(fleetDir, 'content'));
 const k = await keygen(fleetDir);
+const stores = openFleetStores(path.join(fleetDir, FLEET_DB_FILE));
 const server = new FleetServer({
   fleet: 'bench',
   db: fleetDb,
+  stores,
   store: fleetStore,
   privateKey: await loadFleetPrivateKey(fleetDir),
   log,
   listen: { port: 0 },
 });
 await server.start();
+/** The device's broker credentials, through an enrollment token as a real device gets them. */
+async function enrolled(deviceId: string): Promise<{ username?: string; password?: string }> {
+  const { token } = server.services.enrollment.create({ expiresInMs: 60_000, maxUses: 1 });
+  const e = await server.services.enrollment.exchange({ token, deviceId });
+  return { username: e.username, password: e.password };
+}
 const tags = ['v1', 'v2'];
 for (const tag of tags) {
   await exec('bash', ['scripts/sample-image.sh', path.join(root, 'all'), tag, `bench ${tag}`]);
@@ -52,7 +61,8 @@ for (const tag of tags) {
     { store: fleetStore, db: fleetDb },
     { platform: hostPlatform(), allPlatforms: true, tag: `sample:${tag}` },
   );
-  server.registry.addImage(fleetStore, res.images[0]!.name, res.images[0]!.digest, res.images[0]!.mediaType);
+  const img = res.images[0]!;
+  stores.images.put(await describeFleetImage(fleetStore, img.name, img.digest, img.mediaType));
 }
 
 const db = openDatabase(path.join(stateDir, 'berth.db'));
@@ -63,7 +73,7 @@ const connection = new AgentConnection({
   groups: [],
   platform: hostPlatform(),
   agentVersion: 'bench',
-  mqtt: { url: server.brokerUrl, protocolVersion: 4 },
+  mqtt: { url: server.brokerUrl, protocolVersion: 4, ...(await enrolled('bench-dev')) },
   store,
   db,
   publicKey: await resolvePublicKey(k.publicFile),
@@ -80,26 +90,21 @@ const device = await startDeviceAgent({
   deviceId: 'bench-dev',
   agent: { api: false, reconciler: { minDelayMs: 20, idleIntervalMs: 200, healthWindowMs: 1000 } },
 });
-const key = await loadFleetPrivateKey(fleetDir);
 const rows: Array<Record<string, string | number>> = [];
 try {
   for (const tag of tags) {
     const before = { ...device.images.counters };
-    const signed = buildTarget(
-      server.registry,
-      'bench',
-      { kind: 'device', id: 'bench-dev' },
+    const t0 = performance.now();
+    await server.services.deploy.deploy(
       {
         apps: {
           app: { services: { web: { image: `sample:${tag}`, networkMode: 'none', stopTimeoutMs: 100 } } },
         },
         images: [`sample:${tag}`],
       },
-      key,
+      { kind: 'device', id: 'bench-dev' },
+      { allowUnknown: true },
     );
-    const t0 = performance.now();
-    await publishTarget(server.conn!, signed);
-    server.registry.recordDeployment(signed);
     for (;;) {
       const list = await device.engine.list();
       if (list.some((c) => c.image === `sample:${tag}` && c.status === 'running')) break;

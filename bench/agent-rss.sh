@@ -47,7 +47,7 @@ rss_line() { # rss_line <label> <pid>
 
 PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 berth --state-dir "$FLEET" fleet keygen >"$WORK/fleet.pub"
-node dist/berth.mjs --log-level warn --state-dir "$FLEET" fleet serve --listen "127.0.0.1:$PORT" >/dev/null 2>&1 &
+node dist/berth.mjs --log-level warn --state-dir "$FLEET" fleet serve --listen "127.0.0.1:$PORT" --http off >/dev/null 2>&1 &
 PIDS+=($!)
 wait_for 20 "the fleet broker" node -e 'require("net").connect(+process.argv[1],"127.0.0.1").on("connect",()=>process.exit(0)).on("error",()=>process.exit(1))' "$PORT"
 bash scripts/sample-image.sh "$WORK/sample" v1 "rss bench" >/dev/null

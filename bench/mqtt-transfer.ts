@@ -17,8 +17,10 @@ import { connectAsync } from 'mqtt';
 import { AgentConnection } from '../src/agent/connection.js';
 import { ContentStore } from '../src/content/store.js';
 import { openDatabase } from '../src/db/database.js';
+import { describeFleetImage } from '../src/fleet/image-record.js';
 import { keygen, loadFleetPrivateKey, resolvePublicKey } from '../src/fleet/keys.js';
 import { FleetServer } from '../src/fleet/server.js';
+import { FLEET_DB_FILE, openFleetStores } from '../src/fleet/store/index.js';
 import { silentLogger } from '../src/lib/logger.js';
 import { putTestImage } from '../test/helpers/fleet-images.js';
 import { Mosquitto } from '../test/helpers/mosquitto.js';
@@ -82,6 +84,7 @@ async function fleetServer(url: string) {
   const server = new FleetServer({
     fleet: 'bench',
     db,
+    stores: openFleetStores(path.join(dir, FLEET_DB_FILE)),
     store,
     privateKey: await loadFleetPrivateKey(dir),
     log,
@@ -130,7 +133,7 @@ try {
   }
   const f = await fleetServer(m.url);
   const big = await putTestImage(f.store, { layerSizes: [SIZE] });
-  await f.server.registry.addImage(f.store, 'big:1', big.digest, big.mediaType);
+  f.server.stores.images.put(await describeFleetImage(f.store, 'big:1', big.digest, big.mediaType));
   {
     const { a, db } = await agent(m.url, f.publicKeyFile, 'single', true);
     const t0 = performance.now();
@@ -147,7 +150,7 @@ try {
   }
   if (FANOUT.length) {
     const small = await putTestImage(f.store, { layerSizes: [FANOUT_SIZE] });
-    await f.server.registry.addImage(f.store, 'fan:1', small.digest, small.mediaType);
+    f.server.stores.images.put(await describeFleetImage(f.store, 'fan:1', small.digest, small.mediaType));
     const imageBytes = small.blobs.reduce((n, b) => n + b.size, 0);
     // One pull alone for the wall-time baseline.
     const solo = await agent(m.url, f.publicKeyFile, 'solo', true);

@@ -20,7 +20,7 @@ import { agentSocketPath } from './api-client.js';
 import { type CommandDeps, type CommandResult, dispatchCommand } from './commands.js';
 import { Mutex } from './mutex.js';
 import { Outbox, type OutboxOptions } from './outbox.js';
-import { type AgentPorts, type Clock, systemClock, type Transport } from './ports.js';
+import { type AgentPorts, type Clock, systemClock, type TimerHandle, type Transport } from './ports.js';
 import { type AgentEvent, Reconciler, type ReconcilerOptions } from './reconciler.js';
 import { Reporter } from './reporter.js';
 import { AgentStore } from './store.js';
@@ -39,6 +39,11 @@ export interface AgentOptions {
   catalog?: ImageCatalog;
   sys?: SystemInformation;
   metricsIntervalMs?: number;
+  /**
+   * How often the containers' states are looked at between reconcile runs (default 2 s; 0 = never): a
+   * container that stops — crashed, killed, stopped by hand — is reported within that, not at the next event.
+   */
+  stateWatchMs?: number;
   reconciler?: Partial<Omit<ReconcilerOptions, 'ports' | 'store' | 'clock' | 'log' | 'emit' | 'mutex'>>;
   outbox?: Partial<Omit<OutboxOptions, 'db' | 'clock'>>;
 }
@@ -53,6 +58,9 @@ export class Agent {
   private readonly commandDeps: CommandDeps;
   private reportQueued = false;
   private offOnline: (() => void) | undefined;
+  private watchTimer: TimerHandle | undefined;
+  private lastStates = '';
+  private stopped = true;
 
   constructor(private readonly o: AgentOptions) {
     const clock = o.clock ?? systemClock;
@@ -106,6 +114,11 @@ export class Agent {
     });
   }
 
+  /** An event from outside the reconciler (the fleet link's refusals): queued and reported like its own. */
+  report(e: AgentEvent & { at: number }): void {
+    this.onEvent(e);
+  }
+
   private onEvent(e: AgentEvent & { at: number }) {
     // health "starting" and per-step successes are chatty: they change the reported state, not the event log
     if (!(e.type === 'step' && e.ok) && !(e.type === 'health' && e.status === 'starting'))
@@ -124,8 +137,10 @@ export class Agent {
 
   async start(): Promise<void> {
     if (this.o.api !== false) await this.api.listen(this.o.socketPath ?? agentSocketPath(this.o.stateDir));
+    this.stopped = false;
     this.reconciler.start();
     this.reporter.start();
+    this.watchStates();
     // A run that failed or waits for want of the fleet (a fetch, sizing an image for the space check)
     // backs off up to minutes: the link coming back is the moment to try again.
     this.offOnline = this.o.transport.onOnline(() => {
@@ -134,7 +149,41 @@ export class Agent {
     });
   }
 
+  /**
+   * Between reconcile runs, look at the containers' states every `stateWatchMs`: when one changed (a
+   * container stopped or started outside a run), report the state now and let the reconciler act on it
+   * (restart policies), then report again.
+   */
+  private watchStates(): void {
+    const every = this.o.stateWatchMs ?? 2000;
+    if (every <= 0 || this.stopped) return;
+    const clock = this.o.clock ?? systemClock;
+    this.watchTimer = clock.setTimeout(async () => {
+      try {
+        // a run in flight reports what it changes through its own events; look again next time
+        if (!this.reconciler.busy) {
+          const list = await this.o.ports.engine.list();
+          const key = list
+            .map((c) => `${c.id}:${c.status}`)
+            .sort()
+            .join(',');
+          if (this.lastStates !== '' && key !== this.lastStates) {
+            await this.reporter.reportState();
+            await this.reconciler.trigger();
+            await this.reporter.reportState();
+          }
+          this.lastStates = key;
+        }
+      } catch (err) {
+        this.o.log.debug({ err }, 'container state watch failed');
+      }
+      this.watchStates();
+    }, every);
+  }
+
   async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.watchTimer) (this.o.clock ?? systemClock).clearTimeout(this.watchTimer);
     this.offOnline?.();
     const reporting = this.reporter.stop();
     await this.reconciler.stop();

@@ -31,7 +31,15 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { z } from 'zod';
 import { NameSchema, ServiceSchema } from '../core/target.js';
-import { BerthError, conflict, type ErrorCode, errorMessage, invalidInput, notFound } from '../lib/errors.js';
+import {
+  BerthError,
+  conflict,
+  type ErrorCode,
+  errorMessage,
+  HTTP_STATUS,
+  invalidInput,
+  notFound,
+} from '../lib/errors.js';
 import { DEFAULT_MAX_DEPTH, parseJsonBounded } from '../lib/json-bounds.js';
 import type { Logger } from '../lib/logger.js';
 import { formatIssues } from '../oci/validate.js';
@@ -149,19 +157,6 @@ export function containerView(c: EngineContainer, health?: string): ContainerVie
     managed: c.labels[LABEL_APP] !== undefined,
   };
 }
-
-const STATUS: Record<ErrorCode, number> = {
-  NotFound: 404,
-  InvalidInput: 400,
-  Conflict: 409,
-  Unavailable: 503,
-  Corrupt: 500,
-  NoSpace: 507,
-  Unsupported: 501,
-  PermissionDenied: 403,
-  Timeout: 504,
-  Internal: 500,
-};
 
 /** Images on the device, for `berth images` / `berth inspect <image>` through the agent. */
 export interface ImageCatalog {
@@ -536,7 +531,7 @@ export class AgentApi {
       if (body === STREAMED) return;
     } catch (err) {
       const code: ErrorCode = err instanceof BerthError ? err.code : 'Internal';
-      status = STATUS[code];
+      status = HTTP_STATUS[code];
       body = { error: { code, message: errorMessage(err) } };
       if (status >= 500)
         this.d.log.warn({ err: errorMessage(err), url: req.url }, 'local API request failed');

@@ -28,6 +28,7 @@ import {
   SignedTargetSchema,
   type StatusMessage,
 } from '../transport/messages.js';
+import { keyId } from '../transport/signing.js';
 import { verifyTarget } from '../transport/targets.js';
 import { deviceTopic, groupTargetTopic, parseTopic } from '../transport/topics.js';
 
@@ -61,11 +62,18 @@ export interface AgentConnectionOptions {
   >;
 }
 
+/** What a refused message claimed to be, when it parsed that far (unverified: for the report only). */
+export interface RejectedTarget {
+  what: 'target' | 'command';
+  scope?: { kind: 'device' | 'group'; id: string } | undefined;
+  version?: number | undefined;
+}
+
 export interface AgentConnectionEvents {
   target: [target: SignedTarget];
   /** a verified, unexpired command not seen before */
   command: [command: CommandEnvelope];
-  rejected: [reason: string, topic: string];
+  rejected: [reason: string, topic: string, claimed: RejectedTarget];
 }
 
 export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
@@ -112,6 +120,11 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
       log: opts.log,
       ...opts.transfer,
     });
+  }
+
+  /** The groups this device follows, in priority order. */
+  get groups(): readonly string[] {
+    return this.opts.groups;
   }
 
   /** Connect (resolves on the first CONNACK unless `waitForBroker` is false: then it keeps retrying). */
@@ -241,6 +254,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
       platform: formatPlatform(this.opts.platform),
       agentVersion: this.opts.agentVersion,
       groups: this.opts.groups,
+      keyId: keyId(this.opts.publicKey),
       ...(versions ? { target: versions } : {}),
     };
   }
@@ -265,39 +279,51 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
     return this.conn.publish(this.statusTopic, encodeJson(this.status(state)), { qos: 1, retain: true });
   }
 
-  private reject(topic: string, reason: string, what: 'target' | 'command' = 'target'): void {
+  private reject(
+    topic: string,
+    reason: string,
+    what: 'target' | 'command' = 'target',
+    claimed: Omit<RejectedTarget, 'what'> = {},
+  ): void {
     this.opts.log.warn({ topic, reason }, `rejected ${what}`);
-    this.emit('rejected', reason, topic);
+    this.emit('rejected', reason, topic, { what, ...claimed });
   }
 
   private onTarget(topic: string, payload: Buffer): void {
     if (payload.length === 0) return; // a cleared retained target
+    const t = parseTopic(topic);
+    const topicScope =
+      t?.kind === 'device'
+        ? { kind: 'device' as const, id: t.deviceId }
+        : t?.kind === 'group-target'
+          ? { kind: 'group' as const, id: t.group }
+          : undefined;
     const msg = decodeJson(SignedTargetSchema, payload, MAX_TARGET_BYTES);
     if (!msg.ok) {
-      this.reject(topic, msg.reason);
+      this.reject(topic, msg.reason, 'target', { scope: topicScope });
       return;
     }
     const signed = msg.value;
     const { scope, fleet, version } = signed.target;
-    const t = parseTopic(topic);
-    const topicScope =
-      t?.kind === 'device'
-        ? { kind: 'device', id: t.deviceId }
-        : t?.kind === 'group-target'
-          ? { kind: 'group', id: t.group }
-          : undefined;
     if (
       !topicScope ||
       fleet !== this.opts.fleet ||
       topicScope.kind !== scope.kind ||
       topicScope.id !== scope.id
     ) {
-      this.reject(topic, `target for ${fleet}/${scope.kind}/${scope.id} arrived on the wrong topic`);
+      this.reject(
+        topic,
+        `target for ${fleet}/${scope.kind}/${scope.id} arrived on the wrong topic`,
+        'target',
+        {
+          scope: topicScope,
+        },
+      );
       return;
     }
     const check = verifyTarget(signed, this.opts.publicKey);
     if (!check.ok) {
-      this.reject(topic, check.reason);
+      this.reject(topic, check.reason, 'target', { scope, version });
       return;
     }
     const db = this.opts.db;
@@ -318,7 +344,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
     });
     if (accepted === 'same') return;
     if (accepted !== 'new') {
-      this.reject(topic, accepted);
+      this.reject(topic, accepted, 'target', { scope, version });
       return;
     }
     this.opts.log.info({ scope: `${scope.kind}/${scope.id}`, version }, 'target accepted');

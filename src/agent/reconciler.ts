@@ -18,9 +18,11 @@ import { describeStep, isIdleStep, type Step } from '../core/steps.js';
 import {
   emptyTarget,
   type Healthcheck,
+  originOf,
   type Service,
   specHash,
   type Target,
+  type TargetOrigin,
   targetImages,
 } from '../core/target.js';
 import { BerthError, errorMessage, isBerthError, withContext } from '../lib/errors.js';
@@ -40,16 +42,24 @@ import {
 } from './ports.js';
 import type { AgentStore } from './store.js';
 
+/** Targets are named by their origin (device 3, group g1 7), the operator's versions, in every event. */
 export type AgentEvent =
-  | { type: 'target-accepted'; version: number }
-  | { type: 'target-ignored'; version: number; reason: string }
+  | { type: 'target-accepted'; target: TargetOrigin }
+  | { type: 'target-ignored'; target: TargetOrigin; reason: string }
+  /** the agent refused a target before it reached the reconciler (signature, schema, topic, replay) */
+  | {
+      type: 'target-rejected';
+      scope?: { kind: 'device' | 'group'; id: string };
+      version?: number;
+      reason: string;
+    }
   | { type: 'step'; step: string; ok: boolean; error?: string }
-  | { type: 'converged'; version: number }
+  | { type: 'converged'; target: TargetOrigin }
   /** the plan is blocked (update lock, hand-over, dependencies, restart backoff); sent when the reasons change */
   | { type: 'waiting'; reasons: string[] }
-  | { type: 'rollout-healthy'; version: number }
-  | { type: 'rollback'; from: number; to: number; reason: string }
-  | { type: 'rollout-failed'; version: number; reason: string }
+  | { type: 'rollout-healthy'; target: TargetOrigin }
+  | { type: 'rollback'; from: TargetOrigin; to: TargetOrigin; reason: string }
+  | { type: 'rollout-failed'; target: TargetOrigin; reason: string }
   | { type: 'error'; code: string; message: string; app?: string }
   | { type: 'interrupted'; steps: string[] }
   | { type: 'health'; container: string; status: HealthStatus; output?: string };
@@ -199,10 +209,10 @@ export class Reconciler {
   setTarget(target: Target): boolean {
     const r = this.opts.store.receiveTarget(target, this.opts.clock.now());
     if (!r.accepted) {
-      this.emit({ type: 'target-ignored', version: target.version, reason: r.reason! });
+      this.emit({ type: 'target-ignored', target: originOf(target), reason: r.reason! });
       return false;
     }
-    this.emit({ type: 'target-accepted', version: target.version });
+    this.emit({ type: 'target-accepted', target: originOf(target) });
     void this.trigger();
     return true;
   }
@@ -228,6 +238,11 @@ export class Reconciler {
     });
     this.inFlight = p;
     return p;
+  }
+
+  /** Whether a run is in flight. */
+  get busy(): boolean {
+    return this.inFlight !== undefined;
   }
 
   /** Resolves when no run is in flight. */
@@ -296,7 +311,7 @@ export class Reconciler {
         if (verdict.status === 'healthy') {
           store.setCurrentStatus('healthy', clock.now());
           store.endRollout();
-          this.emit({ type: 'rollout-healthy', version: target.version });
+          this.emit({ type: 'rollout-healthy', target: originOf(target) });
         }
       }
 
@@ -378,7 +393,7 @@ export class Reconciler {
     let next = this.o.idleIntervalMs;
     if (cur?.status === 'applying') {
       this.openHealthWindow(target, state);
-      this.emit({ type: 'converged', version: target.version });
+      this.emit({ type: 'converged', target: originOf(target) });
       next = Math.min(next, this.o.healthWindowMs);
     } else if (cur?.status === 'converged' && this.reopenUntil !== undefined) {
       this.reopenUntil = undefined;
@@ -433,13 +448,13 @@ export class Reconciler {
         { from: failed.version, to: back.version, reason },
         'target failed its health window; rolling back',
       );
-      this.emit({ type: 'rollback', from: failed.version, to: back.version, reason });
+      this.emit({ type: 'rollback', from: originOf(failed), to: originOf(back), reason });
     } else {
       log.error(
         { version: failed.version, reason },
         'target failed its health window and there is nothing to roll back to',
       );
-      this.emit({ type: 'rollout-failed', version: failed.version, reason });
+      this.emit({ type: 'rollout-failed', target: originOf(failed), reason });
     }
     for (const app of Object.keys(failed.apps)) store.setAppStatus(app, 'error', clock.now(), reason);
   }

@@ -90,7 +90,7 @@ export class Reporter {
       target: cur?.target,
       targetStatus: cur?.status,
       targetReason: cur?.reason,
-      previousVersion: prev?.target.version,
+      previous: prev?.target,
       waiting: this.o.reconciler.waiting,
       containers: state.containers,
       lastErrors,

@@ -2,16 +2,17 @@
  * The agent's records in SQLite — its single source of truth across restarts, with or without a broker.
  *
  * Targets have three roles: `pending` (received, not yet started), `current` (being applied or applied)
- * and `previous` (the last target that passed its health window: what a rollback goes back to, and what GC
- * keeps). A target moves pending → current (status applying → converged → healthy | failed); when a new
- * one is promoted while the current is healthy, current becomes previous.
+ * and `previous` (the target a rollback goes back to, and what GC keeps: the last one that passed its health
+ * window, or one that converged and was replaced before its window ended when there was none). A target
+ * moves pending → current (status applying → converged → healthy | failed). A target that failed its window
+ * is remembered by its origin (scope + operator version) and never applied again.
  */
 
 import type { Statement } from 'better-sqlite3';
 import type { Rollout } from '../core/rollback.js';
 import type { HealthStatus } from '../core/state.js';
 import type { Step } from '../core/steps.js';
-import { parseTarget, type Target } from '../core/target.js';
+import { originLabel, originOf, parseTarget, type Target } from '../core/target.js';
 import type { Db } from '../db/database.js';
 import { tx } from '../db/database.js';
 
@@ -105,19 +106,32 @@ export class AgentStore {
     this.stmt('DELETE FROM agent_targets WHERE role = ?').run(role);
   }
 
+  /** A version above every target this agent has held, pending, applied or refused. */
+  nextVersion(): number {
+    const r = this.stmt(
+      `SELECT MAX(v) AS v FROM (SELECT MAX(version) AS v FROM agent_targets
+         UNION ALL SELECT MAX(version) FROM agent_rejected_targets)`,
+    ).get() as { v: number | null };
+    return (r.v ?? 0) + 1;
+  }
+
   /**
    * A target arrived (from the fleet or a file). Older than what we apply, or rejected before: ignored
    * (returns why). Otherwise it replaces any pending one.
    */
   receiveTarget(target: Target, now: number): { accepted: boolean; reason?: string } {
     return tx(this.db, () => {
-      const rejected = this.stmt('SELECT reason FROM agent_rejected_targets WHERE version = ?').get(
-        target.version,
+      const rejected = (
+        target.origin
+          ? this.stmt('SELECT reason FROM agent_rejected_targets WHERE origin = ?').get(originKey(target))
+          : this.stmt('SELECT reason FROM agent_rejected_targets WHERE version = ? AND origin IS NULL').get(
+              target.version,
+            )
       ) as { reason: string } | undefined;
       if (rejected)
         return {
           accepted: false,
-          reason: `target ${target.version} was rolled back before: ${rejected.reason}`,
+          reason: `target ${originLabel(originOf(target))} was rolled back before: ${rejected.reason}`,
         };
       const cur = this.getTarget('current');
       const pend = this.getTarget('pending');
@@ -132,13 +146,19 @@ export class AgentStore {
     });
   }
 
-  /** Move pending to current; a healthy current becomes previous. Returns the promoted target, if any. */
+  /**
+   * Move pending to current. A healthy current becomes previous (what a rollback returns to); so does a
+   * converged one still in its health window when there is no previous yet — it ran and had not failed,
+   * which beats having nothing to go back to. Returns the promoted target, if any.
+   */
   promotePending(now: number): Target | undefined {
     return tx(this.db, () => {
       const pend = this.getTarget('pending');
       if (!pend) return undefined;
       const cur = this.getTarget('current');
       if (cur?.status === 'healthy') this.putTarget('previous', cur.target, 'healthy', now);
+      else if (cur?.status === 'converged' && !this.getTarget('previous'))
+        this.putTarget('previous', cur.target, 'converged', now);
       this.putTarget('current', pend.target, 'applying', now);
       this.dropTarget('pending');
       this.stmt('DELETE FROM agent_rollout').run();
@@ -158,11 +178,9 @@ export class AgentStore {
       const cur = this.getTarget('current');
       const prev = this.getTarget('previous');
       if (!cur) return undefined;
-      this.stmt('INSERT OR REPLACE INTO agent_rejected_targets (version, reason, at) VALUES (?, ?, ?)').run(
-        cur.target.version,
-        reason,
-        now,
-      );
+      this.stmt(
+        'INSERT OR REPLACE INTO agent_rejected_targets (version, reason, at, origin) VALUES (?, ?, ?, ?)',
+      ).run(cur.target.version, reason, now, cur.target.origin ? originKey(cur.target) : null);
       this.stmt('DELETE FROM agent_rollout').run();
       if (!prev) {
         this.setCurrentStatus('failed', now, reason);
@@ -173,7 +191,7 @@ export class AgentStore {
         prev.target,
         'applying',
         now,
-        `rollback from ${cur.target.version}: ${reason}`,
+        `rollback from ${originLabel(originOf(cur.target))}: ${reason}`,
       );
       this.dropTarget('previous');
       return prev.target;
@@ -328,4 +346,10 @@ export class AgentStore {
       return rows.map((r) => JSON.parse(r.step) as Step);
     });
   }
+}
+
+/** A target's origin as one string, the key rejected targets are found by. */
+function originKey(t: Target): string {
+  const o = originOf(t);
+  return `${o.kind}/${o.id}/${o.version}`;
 }

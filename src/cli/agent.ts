@@ -1,21 +1,36 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { startDeviceAgent } from '../agent/adapters/device-agent.js';
 import { agentSocketPath } from '../agent/api-client.js';
 import { AgentConnection } from '../agent/connection.js';
-import { invalidInput } from '../lib/errors.js';
+import { type Enrollment, enroll, readEnrollment } from '../agent/enroll.js';
+import { invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import { autoRemoveCommand } from '../lib/self.js';
-import { hostPlatform, parsePlatform } from '../oci/platform.js';
+import { formatPlatform, hostPlatform, parsePlatform } from '../oci/platform.js';
 import { resolvePublicKey } from '../transport/signing.js';
 import { BUILD } from '../version.js';
 import type { CliContext } from './context.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { ProgressBar } from './progress.js';
 
+interface AgentFlags extends MqttFlags {
+  deviceId?: string;
+  group?: string[];
+  fleetKey?: string;
+  offline?: boolean;
+  enroll?: string;
+  token?: string;
+  tokenFile?: string;
+}
+
 /**
  * `berth agent`: the full device agent (see src/agent/adapters/device-agent.ts for the wiring). SIGTERM
  * or SIGINT stops the agent; the apps' containers keep running under their monitors.
+ *
+ * Enrolled (`--enroll <server-url> --token <t>`, once; see src/agent/enroll.ts), the agent takes broker,
+ * fleet, device id, credentials, groups and fleet key from <state-dir>/enrollment.json; flags still win.
  */
 export function registerAgent(program: Command, ctx: () => CliContext): void {
   addMqttOptions(
@@ -24,36 +39,104 @@ export function registerAgent(program: Command, ctx: () => CliContext): void {
       .description(
         'run the device agent: fleet connection, reconciler, health, reporting, local API on <state-dir>/berth.sock',
       )
-      .option('--device-id <id>', 'this device (config mqtt.deviceId)')
-      .option('--group <name...>', 'groups whose targets this device follows')
+      .option(
+        '--device-id <id>',
+        'this device (config mqtt.deviceId; default: enrollment, else the hostname)',
+      )
+      .option('--group <name...>', 'groups whose targets this device follows, in priority order')
       .option('--fleet-key <file|pem>', 'fleet public key (config mqtt.fleetPublicKey)')
-      .option('--offline', 'no fleet connection: run the last applied target from the state dir'),
-  ).action(
-    async (
-      opts: MqttFlags & { deviceId?: string; group?: string[]; fleetKey?: string; offline?: boolean },
-    ) => {
-      const c = ctx();
-      const hasFleet = !opts.offline && Boolean(opts.broker ?? c.config.mqtt.broker);
-      const connection = hasFleet ? await buildAgentConnection(c, opts, true) : undefined;
-      const deviceId = assertSafeName('device id', opts.deviceId ?? c.config.mqtt.deviceId ?? hostname());
-      const device = await startDeviceAgent({
-        db: c.db,
-        store: c.store,
-        config: c.config,
-        stateDir: c.stateDir,
-        log: c.log,
-        native: c.native,
-        connection,
-        fleet: assertSafeName('fleet', opts.fleet ?? c.config.mqtt.fleet),
-        deviceId,
-        autoRemoveCommand: autoRemoveCommand(c.stateDir, program.opts<{ config?: string }>().config),
-      });
-      c.log.info({ deviceId, fleet: hasFleet, socket: agentSocketPath(c.stateDir) }, 'agent running');
-      await untilSignal();
-      // containers keep running: their monitors own them; the next agent picks them up
-      await device.stop();
-    },
-  );
+      .option('--offline', 'no fleet connection: run the last applied target from the state dir')
+      .option(
+        '--enroll <server-url>',
+        'enroll at this fleet server first (once: skipped when already enrolled)',
+      )
+      .option('--token <token>', 'the enrollment token (prefer --token-file)')
+      .option('--token-file <file>', 'a file holding the enrollment token'),
+  ).action(async (opts: AgentFlags) => {
+    const c = ctx();
+    const enrollment = await enrollIfAsked(c, opts);
+    const flags = withEnrollment(opts, enrollment);
+    const hasFleet = !opts.offline && Boolean(flags.broker ?? c.config.mqtt.broker);
+    const connection = hasFleet ? await buildAgentConnection(c, flags, true) : undefined;
+    const deviceId = assertSafeName('device id', flags.deviceId ?? c.config.mqtt.deviceId ?? hostname());
+    const device = await startDeviceAgent({
+      db: c.db,
+      store: c.store,
+      config: c.config,
+      stateDir: c.stateDir,
+      log: c.log,
+      native: c.native,
+      connection,
+      fleet: assertSafeName('fleet', flags.fleet ?? c.config.mqtt.fleet),
+      deviceId,
+      autoRemoveCommand: autoRemoveCommand(c.stateDir, program.opts<{ config?: string }>().config),
+    });
+    c.log.info({ deviceId, fleet: hasFleet, socket: agentSocketPath(c.stateDir) }, 'agent running');
+    await untilSignal();
+    // containers keep running: their monitors own them; the next agent picks them up
+    await device.stop();
+  });
+}
+
+async function enrollIfAsked(c: CliContext, opts: AgentFlags): Promise<Enrollment | undefined> {
+  const have = await readEnrollment(c.stateDir);
+  if (!opts.enroll) {
+    if (opts.token || opts.tokenFile) throw invalidInput('--token needs --enroll <server-url>');
+    return have;
+  }
+  if (have) {
+    c.log.info(
+      { deviceId: have.deviceId, fleet: have.fleet, server: have.server },
+      'already enrolled; --enroll ignored',
+    );
+    return have;
+  }
+  let token = opts.token;
+  if (opts.tokenFile) {
+    try {
+      token = readFileSync(opts.tokenFile, 'utf8').trim();
+    } catch {
+      throw notFound(`token file ${opts.tokenFile} not found or unreadable`);
+    }
+  }
+  if (!token) throw invalidInput('--enroll needs --token or --token-file');
+  const deviceId = assertSafeName('device id', opts.deviceId ?? c.config.mqtt.deviceId ?? hostname());
+  const ca = opts.ca ?? c.config.mqtt.ca;
+  let caPem: Buffer | undefined;
+  if (ca) {
+    try {
+      caPem = readFileSync(ca);
+    } catch {
+      throw notFound(`CA file ${ca} not found or unreadable`);
+    }
+  }
+  const e = await enroll(c.stateDir, {
+    server: opts.enroll,
+    token,
+    deviceId,
+    platform: formatPlatform(c.config.platform ? parsePlatform(c.config.platform) : hostPlatform()),
+    agentVersion: BUILD.version,
+    ca: caPem,
+  });
+  c.log.info({ deviceId: e.deviceId, fleet: e.fleet, broker: e.broker, groups: e.groups }, 'enrolled');
+  return e;
+}
+
+/** Flags over the enrollment (which is over the config file). */
+export function withEnrollment<
+  T extends MqttFlags & { deviceId?: string; group?: string[]; fleetKey?: string },
+>(opts: T, e: Enrollment | undefined): T {
+  if (!e) return opts;
+  const creds = opts.username === undefined && e.username !== undefined;
+  return {
+    ...opts,
+    broker: opts.broker ?? e.broker,
+    fleet: opts.fleet ?? e.fleet,
+    deviceId: opts.deviceId ?? e.deviceId,
+    group: opts.group ?? e.groups,
+    fleetKey: opts.fleetKey ?? e.fleetPublicKey,
+    ...(creds ? { username: e.username, password: opts.password ?? e.password } : {}),
+  };
 }
 
 export async function buildAgentConnection(

@@ -170,3 +170,8 @@ export function printListing(
 ): void {
   process.stdout.write(renderListing(rows, columns, formatOf(o), full));
 }
+
+/** A plain table of `columns` (keys, headed in capitals), for listings without `--format`. */
+export function printTable(rows: ReadonlyArray<Row>, columns: readonly string[]): void {
+  printListing(rows, columnsOf(...columns), {});
+}

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
+import { readEnrollment } from '../agent/enroll.js';
 import { invalidInput } from '../lib/errors.js';
 import { ImageRefSchema } from '../transport/messages.js';
-import { buildAgentConnection, pullProgress } from './agent.js';
+import { buildAgentConnection, pullProgress, withEnrollment } from './agent.js';
 import type { CliContext } from './context.js';
 import { addMqttOptions, type MqttFlags } from './mqtt-options.js';
 import { humanSize } from './output.js';
@@ -24,7 +25,9 @@ export function registerPull(program: Command, ctx: () => CliContext): void {
       if (!ImageRefSchema.safeParse(ref).success)
         throw invalidInput(`image reference ${ref}: expected name:tag`);
       const c = ctx();
-      const agent = await buildAgentConnection(c, opts, false, `berth-pull-${process.pid}`);
+      // an enrolled device pulls with its own credentials
+      const flags = withEnrollment(opts, await readEnrollment(c.stateDir));
+      const agent = await buildAgentConnection(c, flags, false, `berth-pull-${process.pid}`);
       const started = Date.now();
       await agent.start(true);
       const { bar, fn } = pullProgress(`pull ${ref}`);

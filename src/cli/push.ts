@@ -1,11 +1,9 @@
 import { type ImportOptions, type ImportResult, importImage } from '../content/import.js';
-import type { FleetImageRow } from '../fleet/registry.js';
-import { hostPlatform } from '../oci/platform.js';
 import type { CliContext } from './context.js';
 import { ProgressBar } from './progress.js';
 
 /**
- * The one reader behind `berth image import` and `berth fleet push`: an OCI layout directory, an
+ * The reader behind `berth image import` (and, through FleetOperations, `berth fleet push`): an OCI layout directory, an
  * oci-archive or a docker-archive (`[oci:|oci-archive:|docker-archive:]path[:ref]`, as skopeo writes
  * them), with a progress bar on a terminal.
  */
@@ -23,20 +21,4 @@ export async function importWithProgress(
   );
   bar.finish();
   return res;
-}
-
-/**
- * Import an image into the fleet's store with every platform kept (the index stays the top-level
- * document devices resolve), then list it in the fleet's images.
- */
-export async function pushImage(c: CliContext, source: string, tag: string): Promise<FleetImageRow> {
-  const res = await importWithProgress(c, source, `push ${tag}`, {
-    platform: hostPlatform(),
-    allPlatforms: true,
-    tag,
-  });
-  const img = res.images[0]!;
-  // fleet code loads only for fleet commands (`berth image import` shares this file)
-  const { FleetRegistry } = await import('../fleet/registry.js');
-  return new FleetRegistry(c.db).addImage(c.store, img.name, img.digest, img.mediaType);
 }

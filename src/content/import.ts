@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
-import { Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
@@ -45,6 +44,17 @@ export interface ImportOptions {
   onProgress?: (bytes: number, total: number) => void;
 }
 
+/**
+ * An oci-archive or docker-archive (optionally gzipped) arriving as a stream, e.g. an HTTP upload: read
+ * once, each blob verified into the content store as it streams past; `name` labels errors, `size` (when
+ * known) is the progress total.
+ */
+export interface StreamSource {
+  stream: Readable;
+  name: string;
+  size?: number;
+}
+
 export interface ImportResult {
   format: SourceFormat;
   images: ImageRecord[];
@@ -70,11 +80,18 @@ interface Scanned {
  * import holds them), so bad input leaves nothing behind.
  */
 export async function importImage(
-  sourceSpec: string,
+  from: string | StreamSource,
   deps: { store: ContentStore; db: Db },
   opts: ImportOptions,
 ): Promise<ImportResult> {
-  const { path: source, ref, transport } = await resolveImageSource(sourceSpec);
+  const sourceSpec = typeof from === 'string' ? from : from.name;
+  const {
+    path: source,
+    ref,
+    transport,
+  } = typeof from === 'string'
+    ? await resolveImageSource(from)
+    : { path: from.name, ref: undefined, transport: undefined };
   const images = new ImageRepo(deps.db, deps.store);
   const leases = new Leases(deps.db);
   const lease = leases.create(`import-${randomBytes(6).toString('hex')}`);
@@ -88,7 +105,10 @@ export async function importImage(
     if (info.created) added.push(info.digest);
   };
   try {
-    const scanned = await scanSource(source, deps.store, track, opts.onProgress);
+    const scanned =
+      typeof from === 'string'
+        ? await scanSource(source, deps.store, track, opts.onProgress)
+        : await scanTar(from.stream, source, from.size ?? 0, deps.store, track, opts.onProgress);
     if (transport && transport !== scanned.format)
       throw invalidInput(`${sourceSpec}: ${source} is ${scanned.format}, not ${transport}`);
     let plans =
@@ -174,7 +194,7 @@ async function scanSource(
   if (st.isDirectory()) return scanOciDir(source);
   if (!st.isFile())
     throw invalidInput(`image source ${source} is neither a directory nor a file (${EXPECTED_SOURCE})`);
-  return scanTar(source, st.size, store, track, onProgress);
+  return scanTar(createReadStream(source), source, st.size, store, track, onProgress);
 }
 
 async function scanOciDir(dir: string): Promise<Scanned> {
@@ -221,6 +241,7 @@ export function archiveEntryPath(name: string): string {
 }
 
 async function scanTar(
+  input: Readable,
   file: string,
   size: number,
   store: ContentStore,
@@ -312,11 +333,11 @@ async function scanTar(
     },
   });
   try {
-    const head = await peek(file, 2);
-    const src = createReadStream(file);
-    if (head[0] === 0x1f && head[1] === 0x8b) await pipeline(src, count, createGunzip(), extract);
-    else await pipeline(src, count, extract);
+    const { gzip, stream } = await sniffGzip(input);
+    if (gzip) await pipeline(stream, count, createGunzip(), extract);
+    else await pipeline(stream, count, extract);
   } catch (err) {
+    input.destroy();
     if (err instanceof BerthError) throw err;
     if ((err as NodeJS.ErrnoException).code && (err as NodeJS.ErrnoException).syscall)
       throw withContext(`cannot read ${file}`, err);
@@ -340,15 +361,31 @@ async function scanTar(
   );
 }
 
-async function peek(file: string, n: number): Promise<Buffer> {
-  const fh = await fsp.open(file, 'r');
-  try {
-    const buf = Buffer.alloc(n);
-    await fh.read(buf, 0, n, 0);
-    return buf;
-  } finally {
-    await fh.close();
+/** Look at the first bytes for gzip's magic without losing them: the stream returned starts at byte 0. */
+async function sniffGzip(src: Readable): Promise<{ gzip: boolean; stream: Readable }> {
+  const it = src[Symbol.asyncIterator]();
+  const head: Buffer[] = [];
+  let got = 0;
+  let done = false;
+  while (got < 2) {
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      break;
+    }
+    head.push(r.value as Buffer);
+    got += (r.value as Buffer).length;
   }
+  const first = Buffer.concat(head);
+  async function* all() {
+    if (first.length) yield first;
+    if (done) return;
+    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value as Buffer;
+  }
+  return {
+    gzip: first[0] === 0x1f && first[1] === 0x8b,
+    stream: Readable.from(all(), { objectMode: false }),
+  };
 }
 
 async function collect(stream: Readable): Promise<Buffer> {

@@ -4,7 +4,7 @@
  * metrics are sent only when some value moved beyond its threshold, to spare the link and the broker.
  */
 import type { CurrentContainer, HealthStatus } from './state.js';
-import { specHash, type Target } from './target.js';
+import { originOf, specHash, type Target, type TargetOrigin } from './target.js';
 
 export const REPORT_SCHEMA = 1;
 
@@ -27,10 +27,12 @@ export interface AppReport {
 export interface ReportedState {
   schema: typeof REPORT_SCHEMA;
   target: {
-    version: number | null;
+    /** the target applied, as the operator names it (device 3, group g1 7); null before the first */
+    applied: TargetOrigin | null;
     status: string | null;
     reason?: string | undefined;
-    previous: number | null;
+    /** the target this one replaced, which a rollback returns to */
+    previous: TargetOrigin | null;
     /** why the update is not progressing (update lock, hand-over, dependencies), while it waits */
     waiting?: string[] | undefined;
   };
@@ -41,7 +43,7 @@ export interface ReportInput {
   target: Target | undefined;
   targetStatus?: string | undefined;
   targetReason?: string | undefined;
-  previousVersion?: number | undefined;
+  previous?: Target | undefined;
   waiting?: readonly string[] | undefined;
   containers: readonly CurrentContainer[];
   lastErrors: ReadonlyMap<string, string>;
@@ -88,10 +90,10 @@ export function buildReportedState(i: ReportInput): ReportedState {
   return {
     schema: REPORT_SCHEMA,
     target: {
-      version: i.target?.version ?? null,
+      applied: i.target ? originOf(i.target) : null,
       status: i.targetStatus ?? null,
       ...(i.targetReason ? { reason: i.targetReason } : {}),
-      previous: i.previousVersion ?? null,
+      previous: i.previous ? originOf(i.previous) : null,
       ...(i.waiting && i.waiting.length > 0 ? { waiting: [...i.waiting] } : {}),
     },
     apps,

@@ -43,6 +43,8 @@ export function evaluateRollout(
           status: 'failed',
           reason: `${name}: restarted ${c.restarts - base} time(s) during the health window`,
         };
+      // stopped on purpose (local API, a command): the operator's doing, not the version failing
+      if (c.status === 'stopped' && c.stoppedByUser) continue;
       if (c.status === 'stopped') {
         // A one-shot service that finished cleanly and is not meant to come back is fine.
         const oneShot =

@@ -192,11 +192,27 @@ export const AppSchema = z
 export type App = z.infer<typeof AppSchema>;
 export type AppInput = z.input<typeof AppSchema>;
 
+/**
+ * Where a target came from, in the operator's terms: the device's own target, or one of its groups', at the
+ * version the operator deployed for that scope. `version` of the target itself is the agent's own counter
+ * (it only grows, whichever scope applies); reports, events and the fleet show the origin instead.
+ */
+export const TargetOriginSchema = z
+  .object({
+    kind: z.enum(['device', 'group', 'local']),
+    id: z.string().max(128),
+    version: z.number().int().nonnegative(),
+  })
+  .strict();
+export type TargetOrigin = z.infer<typeof TargetOriginSchema>;
+
 export const TargetSchema = z
   .object({
     /** monotonically increasing per device; the agent ignores a target older than the one it applies */
     version: z.number().int().nonnegative(),
     apps: z.record(NameSchema, AppSchema).default({}),
+    /** absent for a target from a file or a test: it is then `local <version>` */
+    origin: TargetOriginSchema.optional(),
   })
   .strict()
   .superRefine((t, ctx) => {
@@ -248,6 +264,20 @@ export function parseTarget(raw: unknown, what = 'target'): Target {
 }
 
 export const emptyTarget = (version = 0): Target => ({ version, apps: {} });
+
+/** The operator's name for what a target is: its origin, or `local <version>` for one without. */
+export function originOf(t: Pick<Target, 'version' | 'origin'>): TargetOrigin {
+  return t.origin ?? { kind: 'local', id: 'local', version: t.version };
+}
+
+/** "device 3", "group g1 7", "local 5": how a target is named in reports, events and the fleet. */
+export function originLabel(o: TargetOrigin): string {
+  return o.kind === 'group' ? `group ${o.id} ${o.version}` : `${o.kind} ${o.version}`;
+}
+
+export function sameOrigin(a: TargetOrigin | undefined, b: TargetOrigin | undefined): boolean {
+  return a !== undefined && b !== undefined && a.kind === b.kind && a.id === b.id && a.version === b.version;
+}
 
 /** A cycle in depends_on as [a, b, a], or undefined. */
 export function findDependencyCycle(app: Pick<App, 'services'>): string[] | undefined {

@@ -297,4 +297,15 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    name: 'agent: targets refused by where they came from (device/group scope and operator version)',
+    up(db) {
+      db.exec(`
+        -- a rolled-back target is named by its origin (the scope and version the operator deployed), since
+        -- the agent's own version number is a counter that a re-published origin would get anew
+        ALTER TABLE agent_rejected_targets ADD COLUMN origin TEXT;
+        CREATE INDEX agent_rejected_targets_origin ON agent_rejected_targets(origin);
+      `);
+    },
+  },
 ];

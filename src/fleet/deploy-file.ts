@@ -6,9 +6,31 @@
  */
 import { loadTargetText, MAX_TARGET_FILE_BYTES } from '../core/compose.js';
 import { targetImages } from '../core/target.js';
+import { invalidInput } from '../lib/errors.js';
 import { DEFAULT_MAX_DEPTH, parseJsonOrThrow } from '../lib/json-bounds.js';
 import { ImageRefSchema } from '../transport/messages.js';
-import { type DeployInput, parseDeployFile } from './deploy.js';
+import type { DeployInput } from './services/deploy.js';
+
+/** A deploy file: `{apps, images}` (images as name:tag); anything else is refused by name. */
+export function parseDeployFile(raw: unknown): DeployInput {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw invalidInput('target file must be a JSON object');
+  const o = raw as Record<string, unknown>;
+  for (const k of Object.keys(o))
+    if (k !== 'apps' && k !== 'images')
+      throw invalidInput(`target file: unknown key ${JSON.stringify(k)} (expected apps, images)`);
+  if (!('apps' in o)) throw invalidInput('target file: missing "apps"');
+  const images = o.images ?? [];
+  if (!Array.isArray(images)) throw invalidInput('target file: "images" must be a list of name:tag');
+  return {
+    apps: o.apps,
+    images: images.map((i, n) => {
+      const r = ImageRefSchema.safeParse(i);
+      if (!r.success) throw invalidInput(`target file: images[${n}] ${JSON.stringify(i)} is not name:tag`);
+      return r.data;
+    }),
+  };
+}
 
 export function readDeployText(text: string, fileName: string, opts: { app?: string } = {}): DeployInput {
   if (!/\.ya?ml$/i.test(fileName)) {

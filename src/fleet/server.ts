@@ -2,43 +2,113 @@ import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import type { ContentStore } from '../content/store.js';
 import type { Db } from '../db/database.js';
-import { errorMessage } from '../lib/errors.js';
+import { errorMessage, unavailable } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { BlobServer, type BlobServerOptions } from '../transport/blob-server.js';
 import { MqttConnection, type MqttConnectionOptions } from '../transport/connection.js';
-import { decodeJson, MAX_CONTROL_BYTES, StatusSchema } from '../transport/messages.js';
-import { parseTopic, serverStatusFilter } from '../transport/topics.js';
+import type { Principal } from './acl.js';
 import { type EmbeddedBroker, startEmbeddedBroker } from './broker.js';
-import { publishTarget } from './deploy.js';
-import { FleetRegistry } from './registry.js';
+import { FleetBus } from './bus.js';
+import { DynsecClient, ensureFleetRole } from './dynsec.js';
+import { Ingest, type IngestOptions } from './ingest.js';
+import { type BrokerAccess, dynsecAccess, embeddedAccess, externalAccess } from './services/broker-access.js';
+import { secretMatches, sha256Hex } from './services/enrollment.js';
+import { createFleetServices, type FleetServices } from './services/index.js';
+import type { FleetStores } from './store/index.js';
 
 /**
- * The fleet server: one MQTT connection (to `broker`, or to an embedded aedes when none is given), the
- * device registry fed by retained status messages, the blob service, and the current targets
- * re-published (retained) at start so a broker that lost its retained store converges again.
+ * The fleet server: one MQTT connection (to `mqtt`, or to an embedded aedes when none is given), the ingest
+ * that stores what devices report, the services (deploy, devices, enrollment) over the fleet's stores, the
+ * blob service, and the current targets re-published (retained) on every connect so a broker that lost its
+ * retained store converges again.
+ *
+ * Broker access control (`brokerAuth`):
+ *   embedded  (no `mqtt`) aedes authenticates every client: devices with their enrollment credentials, the
+ *             fleet's own connections with `fleetAccount`; anonymous only with `allowAnonymous` (a lab).
+ *   dynsec    Mosquitto with the dynamic security plugin: the server's account (`mqtt.username`, a dynsec
+ *             admin) gets the fleet role at start; each enrolled device gets a client + role.
+ *   external  another broker, managed by the operator; enrollment hands out no MQTT credentials.
  *
  * Lifecycle: `new FleetServer(opts)` → `start()` → … → `stop()`. Nothing is opened in the constructor.
  */
 export interface FleetServerOptions {
   fleet: string;
+  /** the state dir's berth.db: the content store's records and the chunk-plan cache */
   db: Db;
   store: ContentStore;
+  /** the operator plane (fleet.db) */
+  stores: FleetStores;
   privateKey: KeyObject;
   log: Logger;
   /** External broker; when absent an embedded one listens on `listen`. */
   mqtt?: Omit<MqttConnectionOptions, 'clientId' | 'log'> | undefined;
   listen?: { host?: string; port?: number } | undefined;
+  /** how devices are given broker access on an external broker (default external) */
+  brokerAuth?: 'dynsec' | 'external' | undefined;
+  /** the embedded broker's account for the fleet's own connections (server, local CLI) */
+  fleetAccount?: { username: string; password: string } | undefined;
+  /** embedded broker: accept clients without credentials (logged; never in production) */
+  allowAnonymous?: boolean | undefined;
+  /** the broker URL enrolling devices are given (default: the one the server uses) */
+  advertiseBroker?: string | undefined;
   blob?: Pick<BlobServerOptions, 'gatherMs' | 'maxInflight' | 'rateLimit'> | undefined;
+  ingest?: Pick<IngestOptions, 'flushMs' | 'maxBatch' | 'maxQueued'> | undefined;
+  /** how often retention runs over events and metrics (default 10 min) */
+  pruneEveryMs?: number | undefined;
+  /** how often revocations recorded elsewhere (the local CLI) are finished on the broker (default 1 s) */
+  accessCheckMs?: number | undefined;
+  now?: () => number;
 }
 
 export class FleetServer {
-  readonly registry: FleetRegistry;
+  readonly stores: FleetStores;
+  readonly bus: FleetBus;
+  readonly services: FleetServices;
+  readonly access: BrokerAccess;
+  readonly ingest: Ingest;
   conn: MqttConnection | undefined;
   blobs: BlobServer | undefined;
   broker: EmbeddedBroker | undefined;
+  private dynsec: DynsecClient | undefined;
+  private account: { username: string; password: string } | undefined;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  private accessTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: FleetServerOptions) {
-    this.registry = new FleetRegistry(opts.db);
+    this.stores = opts.stores;
+    this.bus = new FleetBus(opts.log);
+    const mode = opts.mqtt ? (opts.brokerAuth ?? 'external') : 'embedded';
+    this.access =
+      mode === 'embedded'
+        ? embeddedAccess(() => this.broker)
+        : mode === 'dynsec'
+          ? dynsecAccess(() => {
+              if (!this.dynsec) throw unavailable('the fleet server is not connected to its broker');
+              return this.dynsec;
+            })
+          : externalAccess;
+    this.services = createFleetServices({
+      stores: opts.stores,
+      fleet: opts.fleet,
+      privateKey: opts.privateKey,
+      log: opts.log,
+      bus: this.bus,
+      access: this.access,
+      brokerUrl: () => opts.advertiseBroker ?? this.brokerUrl,
+      publisher: () => {
+        if (!this.conn) throw unavailable('the fleet server is not started');
+        return this.conn;
+      },
+      ...(opts.now ? { now: opts.now } : {}),
+    });
+    this.ingest = new Ingest({
+      fleet: opts.fleet,
+      stores: opts.stores,
+      bus: this.bus,
+      log: opts.log,
+      ...opts.ingest,
+      ...(opts.now ? { now: opts.now } : {}),
+    });
   }
 
   /** The broker URL in use (the embedded one's once started). */
@@ -46,12 +116,44 @@ export class FleetServer {
     return this.broker?.url ?? this.opts.mqtt?.url ?? '';
   }
 
+  /** Who a broker username/password is, for the embedded broker. */
+  private authenticate(username: string, password: Buffer): Principal | undefined {
+    const acct = this.account;
+    const pw = password.toString('utf8');
+    if (acct && username === acct.username)
+      return secretMatches(pw, sha256Hex(acct.password)) ? { kind: 'fleet' } : undefined;
+    const cred = this.stores.enrollment.activeByUsername(username);
+    if (!cred || !secretMatches(pw, cred.passwordHash)) return undefined;
+    if (this.stores.devices.get(cred.deviceId)?.revokedAt) return undefined;
+    return { kind: 'device', deviceId: cred.deviceId };
+  }
+
   async start(): Promise<void> {
     const { log } = this.opts;
     let mqtt = this.opts.mqtt;
     if (!mqtt) {
-      this.broker = await startEmbeddedBroker({ ...this.opts.listen, log });
-      mqtt = { url: this.broker.url, protocolVersion: 4 };
+      const account = this.opts.fleetAccount ?? {
+        username: 'berth-fleet',
+        password: randomBytes(24).toString('base64url'),
+      };
+      this.account = account;
+      this.broker = await startEmbeddedBroker({
+        ...this.opts.listen,
+        log,
+        auth: {
+          fleet: this.opts.fleet,
+          allowAnonymous: this.opts.allowAnonymous === true,
+          authenticate: (u, p) => this.authenticate(u, p),
+        },
+      });
+      mqtt = {
+        url: this.broker.url,
+        protocolVersion: 4,
+        username: account.username,
+        password: account.password,
+      };
+    } else if (this.access.mode === 'dynsec') {
+      await ensureFleetRole(mqtt, { fleet: this.opts.fleet, log });
     }
     const conn = new MqttConnection({
       ...mqtt,
@@ -59,12 +161,17 @@ export class FleetServer {
       log,
     });
     this.conn = conn;
-    conn.on('message', (topic, payload) => this.onStatus(topic, payload));
+    if (this.access.mode === 'dynsec') this.dynsec = new DynsecClient(conn, { fleet: this.opts.fleet, log });
     conn.on('connect', () => {
-      this.republish().catch((err) => log.warn({ err: errorMessage(err) }, 'republishing targets failed'));
+      this.services.deploy
+        .republish()
+        .catch((err) => log.warn({ err: errorMessage(err) }, 'republishing targets failed'));
     });
     await conn.start();
-    await conn.subscribe(serverStatusFilter(this.opts.fleet), 1);
+    await this.ingest.start(conn);
+    const recovered = await this.services.enrollment.recover();
+    if (recovered.undone.length + recovered.revoked.length > 0)
+      log.info(recovered, 'finished enrollments and revocations a restart interrupted');
     this.blobs = new BlobServer({
       conn,
       fleet: this.opts.fleet,
@@ -73,38 +180,54 @@ export class FleetServer {
       privateKey: this.opts.privateKey,
       log,
       resolveImage: (name) => {
-        const img = this.registry.image(name);
+        const img = this.stores.images.get(name);
         return img ? { mediaType: img.mediaType, digest: img.digest, size: img.size } : undefined;
       },
       ...this.opts.blob,
     });
     await this.blobs.start();
+    // revocations recorded by the local CLI (and broker steps that failed) are finished here, within seconds
+    const finish = () => {
+      this.services.enrollment
+        .recover({ pendingOlderThanMs: 10 * 60_000 })
+        .catch((err) => log.warn({ err: errorMessage(err) }, 'finishing revocations failed'))
+        .finally(() => {
+          if (!this.conn) return;
+          this.accessTimer = setTimeout(finish, this.opts.accessCheckMs ?? 1000);
+          this.accessTimer.unref?.();
+        });
+    };
+    this.accessTimer = setTimeout(finish, this.opts.accessCheckMs ?? 1000);
+    this.accessTimer.unref?.();
+    const every = this.opts.pruneEveryMs ?? 10 * 60_000;
+    const prune = () => {
+      try {
+        const now = (this.opts.now ?? Date.now)();
+        const n = this.stores.events.prune(now) + this.stores.metrics.prune(now);
+        if (n > 0) log.debug({ rows: n }, 'retention pruned events and metrics');
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, 'retention failed');
+      }
+      this.pruneTimer = setTimeout(prune, every);
+      this.pruneTimer.unref?.();
+    };
+    prune();
+  }
+
+  /** The account the fleet's own connections use on the embedded broker (after start). */
+  get fleetAccount(): { username: string; password: string } | undefined {
+    return this.account;
   }
 
   async stop(): Promise<void> {
+    if (this.pruneTimer) clearTimeout(this.pruneTimer);
+    if (this.accessTimer) clearTimeout(this.accessTimer);
     this.blobs?.stop();
-    await this.conn?.close(true);
+    this.ingest.stop();
+    this.dynsec?.close();
+    const conn = this.conn;
+    this.conn = undefined;
+    await conn?.close(true);
     await this.broker?.close();
-  }
-
-  private onStatus(topic: string, payload: Buffer): void {
-    const t = parseTopic(topic);
-    if (t?.kind !== 'device' || t.channel !== 'status' || t.fleet !== this.opts.fleet) return;
-    if (payload.length === 0) return;
-    const msg = decodeJson(StatusSchema, payload, MAX_CONTROL_BYTES);
-    if (!msg.ok) {
-      this.opts.log.warn({ topic, reason: msg.reason }, 'rejected status');
-      return;
-    }
-    if (msg.value.deviceId !== t.deviceId) {
-      this.opts.log.warn({ topic, deviceId: msg.value.deviceId }, 'rejected status for another device');
-      return;
-    }
-    this.registry.recordStatus(msg.value);
-  }
-
-  private async republish(): Promise<void> {
-    if (!this.conn) return;
-    for (const signed of this.registry.currentDeployments()) await publishTarget(this.conn, signed);
   }
 }

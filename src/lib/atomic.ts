@@ -20,6 +20,15 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** A file's text, or undefined when it cannot be read (absent, unreadable). */
+export async function readTextIfPresent(file: string): Promise<string | undefined> {
+  try {
+    return await fsp.readFile(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
 /** Write a file by temp name + fsync + rename + fsync(dir): readers see the old file or the new, never half. */
 export async function writeFileAtomic(target: string, data: string | Buffer, mode = 0o644): Promise<void> {
   const tmp = tempPathFor(target);

@@ -12,6 +12,10 @@ export const ErrorCodes = [
   'NoSpace',
   'Unsupported',
   'PermissionDenied',
+  /** no or bad credentials (the fleet API's 401) */
+  'Unauthenticated',
+  /** too many attempts; try again later (the fleet API's 429) */
+  'RateLimited',
   'Timeout',
   'Internal',
 ] as const;
@@ -40,6 +44,9 @@ export const corrupt = (msg: string, cause?: unknown) => new BerthError('Corrupt
 export const unavailable = (msg: string, cause?: unknown) => new BerthError('Unavailable', msg, { cause });
 export const noSpace = (msg: string, cause?: unknown) => new BerthError('NoSpace', msg, { cause });
 export const unsupported = (msg: string, cause?: unknown) => new BerthError('Unsupported', msg, { cause });
+export const permissionDenied = (msg: string, cause?: unknown) =>
+  new BerthError('PermissionDenied', msg, { cause });
+export const unauthenticated = (msg: string) => new BerthError('Unauthenticated', msg);
 
 /** An error that crossed a wire as `{code, message}` (local API, command results): unknown codes → Internal. */
 export function errorFromWire(
@@ -51,6 +58,22 @@ export function errorFromWire(
     : 'Internal';
   return new BerthError(code, e?.message ?? fallback);
 }
+
+/** The HTTP status each error kind answers with (the agent's local API and the fleet API). */
+export const HTTP_STATUS: Record<ErrorCode, number> = {
+  NotFound: 404,
+  InvalidInput: 400,
+  Conflict: 409,
+  Unavailable: 503,
+  Corrupt: 500,
+  NoSpace: 507,
+  Unsupported: 501,
+  PermissionDenied: 403,
+  Unauthenticated: 401,
+  RateLimited: 429,
+  Timeout: 504,
+  Internal: 500,
+};
 
 export function isBerthError(err: unknown, code?: ErrorCode): err is BerthError {
   return err instanceof BerthError && (code === undefined || err.code === code);

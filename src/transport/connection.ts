@@ -52,6 +52,8 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
   maxPacket = DEFAULT_MAX_PACKET;
   /** Connections made so far (1 after the first CONNACK). */
   connects = 0;
+  /** Why the broker last refused us (bad credentials, not authorised), until a CONNACK accepts us. */
+  refused: string | undefined;
 
   constructor(readonly opts: MqttConnectionOptions) {
     super();
@@ -106,6 +108,7 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
       (client.stream as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
       this.attempt = 0;
       this.connected = true;
+      this.refused = undefined;
       this.connects++;
       const mps = connack.properties?.maximumPacketSize;
       this.maxPacket = typeof mps === 'number' && mps > 0 ? mps : DEFAULT_MAX_PACKET;
@@ -120,6 +123,8 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
     client.on('error', (err) => {
       const code = (err as { code?: number }).code;
       o.log.warn({ broker: o.url, err: err.message, code }, 'mqtt error');
+      // 3.1.1: 4 bad user name or password, 5 not authorised; MQTT 5: 134, 135
+      if (code === 4 || code === 5 || code === 134 || code === 135) this.refused = err.message;
       if (o.protocolVersion === 'auto' && this.version === 5 && (code === 1 || code === 132))
         this.version = 4;
     });
@@ -190,7 +195,13 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         this.off('connect', on);
-        reject(unavailable(`MQTT broker ${this.opts.url} not reachable within ${timeoutMs} ms`));
+        reject(
+          unavailable(
+            this.refused
+              ? `MQTT broker ${this.opts.url} refused us: ${this.refused} (credentials?)`
+              : `MQTT broker ${this.opts.url} not reachable within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
       const on = () => {
         clearTimeout(t);

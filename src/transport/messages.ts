@@ -47,6 +47,8 @@ export const StatusSchema = z
     platform: z.string().max(64).optional(),
     agentVersion: z.string().max(64).optional(),
     groups: z.array(safeName).max(32).optional(),
+    /** the key id of the fleet key the agent verifies targets with */
+    keyId: z.string().max(64).optional(),
     target: z
       .object({
         device: z.number().int().nonnegative().optional(),
@@ -86,6 +88,11 @@ export const TargetSchema = z
     issuedAt: z.string().datetime(),
     images: z.array(z.object({ name: ImageRefSchema, digest }).strict()).max(256),
     apps: jsonValue(2), // SignedTarget → target → apps
+    /**
+     * A signed "this scope has no target any more" (a device override cleared: its groups' targets apply
+     * again). Versioned and signed like any target, so it cannot be replayed or forged; `apps` is {}.
+     */
+    clear: z.literal(true).optional(),
   })
   .strict();
 export type Target = z.infer<typeof TargetSchema>;

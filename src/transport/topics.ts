@@ -71,6 +71,16 @@ export function serverRequestFilter(fleet: string, shared: boolean): string {
   return shared ? `$share/${SHARE_GROUP}/${filter}` : filter;
 }
 
+/**
+ * What every device reports on `channel`, for the fleet server's ingest. Queued reports (events, metrics,
+ * command results) are split between fleet servers under MQTT 5 (`$share`), so a shared database gets each
+ * once; retained ones (status, state, info) go to every server.
+ */
+export function serverReportFilter(fleet: string, channel: DeviceChannel, shared: boolean): string {
+  const filter = `${prefix(fleet)}/devices/+/${channel}`;
+  return shared ? `$share/${SHARE_GROUP}/${filter}` : filter;
+}
+
 /** Presence of every device (retained), which each fleet server keeps in its registry. */
 export function serverStatusFilter(fleet: string): string {
   return `${prefix(fleet)}/devices/+/status`;

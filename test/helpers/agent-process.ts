@@ -20,8 +20,6 @@ import type { ExecutionContext } from 'ava';
 import { connectAgent } from '../../src/agent/api-client.js';
 import { ContentStore } from '../../src/content/store.js';
 import { type Db, openDatabase } from '../../src/db/database.js';
-import { buildTarget, publishTarget } from '../../src/fleet/deploy.js';
-import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import { exec } from '../../src/lib/exec.js';
 import { type DeviceWatch, pushSampleImages, watchDeviceOn } from './agent-stack.js';
 import { FLEET, type FleetSide, startFleet, waitFor } from './fleet-harness.js';
@@ -50,34 +48,32 @@ export async function startFleetStack(
     ...(opts.rateLimit ? { blob: { rateLimit: opts.rateLimit } } : {}),
   });
   await pushSampleImages(fleet, opts.layouts);
-  const key = await loadFleetPrivateKey(fleet.dir);
-  const deploy = async (deviceId: string, tag: string) => {
-    const signed = buildTarget(
-      fleet.server.registry,
-      FLEET,
-      { kind: 'device', id: deviceId },
-      {
-        apps: {
-          hello: {
-            services: {
-              // stop: SIGTERM, SIGKILL after 500 ms
-              web: { image: `sample:${tag}`, networkMode: 'none', stopTimeoutMs: 500 },
+  const deploy = async (deviceId: string, tag: string) =>
+    (
+      await fleet.deploy(
+        { kind: 'device', id: deviceId },
+        {
+          apps: {
+            hello: {
+              services: {
+                // stop: SIGTERM, SIGKILL after 500 ms
+                web: { image: `sample:${tag}`, networkMode: 'none', stopTimeoutMs: 500 },
+              },
             },
           },
+          images: [`sample:${tag}`],
         },
-        images: [`sample:${tag}`],
-      },
-      key,
-    );
-    await publishTarget(fleet.server.conn!, signed);
-    fleet.server.registry.recordDeployment(signed);
-    return signed.target.version;
-  };
+      )
+    ).version;
   return { mosquitto, fleet, deploy };
 }
 
 export interface ReportedStateView {
-  target?: { version: number | null; status: string | null };
+  target?: {
+    applied: { kind: string; id: string; version: number } | null;
+    status: string | null;
+    reason?: string;
+  };
   apps?: Record<
     string,
     { status: string; lastError?: string; services: Record<string, { image: string; state: string }> }
@@ -290,10 +286,10 @@ export class DeviceDb {
   }
 
   /** The agent's current target: version and status (applying, converged, healthy, failed). */
-  currentTarget(): { version: number; status: string; reason: string | null } | undefined {
+  currentTarget(): { version: number; status: string; reason: string | null; body: string } | undefined {
     return this.open()
-      .prepare("SELECT version, status, reason FROM agent_targets WHERE role = 'current'")
-      .get() as { version: number; status: string; reason: string | null } | undefined;
+      .prepare("SELECT version, status, reason, body FROM agent_targets WHERE role = 'current'")
+      .get() as { version: number; status: string; reason: string | null; body: string } | undefined;
   }
 
   apps(): Array<{ name: string; status: string; lastError: string | null }> {

@@ -27,8 +27,7 @@ import { ContentStore } from '../../src/content/store.js';
 import type { ReportedState } from '../../src/core/report.js';
 import type { TargetInput } from '../../src/core/target.js';
 import { openDatabase } from '../../src/db/database.js';
-import { buildTarget, publishTarget } from '../../src/fleet/deploy.js';
-import { loadFleetPrivateKey, resolvePublicKey } from '../../src/fleet/keys.js';
+import { resolvePublicKey } from '../../src/fleet/keys.js';
 import { exec } from '../../src/lib/exec.js';
 import { hostPlatform } from '../../src/oci/platform.js';
 import { HostClaims } from '../../src/runtime/network/host-claims.js';
@@ -76,7 +75,7 @@ export async function layoutBlobs(layout: string): Promise<Array<{ digest: strin
   return [{ digest: m.digest, size: m.size }, manifest.config, ...manifest.layers];
 }
 
-/** Import each layout into the fleet's store and registry as `sample:<tag>`. */
+/** Import each layout into the fleet's store and list it in the fleet's images as `sample:<tag>`. */
 export async function pushSampleImages(fleet: FleetSide, layouts: Record<string, string>): Promise<void> {
   for (const [tag, layout] of Object.entries(layouts)) {
     const res = await importImage(
@@ -85,7 +84,7 @@ export async function pushSampleImages(fleet: FleetSide, layouts: Record<string,
       { platform: hostPlatform(), allPlatforms: true, tag: `sample:${tag}` },
     );
     const img = res.images[0]!;
-    fleet.server.registry.addImage(fleet.store, img.name, img.digest, img.mediaType);
+    await fleet.addImage(img.name, img.digest, img.mediaType);
   }
 }
 
@@ -104,8 +103,8 @@ export interface AgentStack {
   events: StackEvent[];
   /** the device's latest retained reported state (read from the broker) */
   reported(): ReportedState | undefined;
-  /** sign and publish a target for this device, as `berth fleet deploy` does */
-  deploy(apps: TargetInput['apps'], images: string[]): Promise<void>;
+  /** sign and publish a target for this device, as `berth fleet deploy` does; resolves with its version */
+  deploy(apps: TargetInput['apps'], images: string[]): Promise<number>;
   /** whether a container of `image` is running */
   running(image: string): Promise<boolean>;
 }
@@ -118,6 +117,8 @@ export async function startAgentStack(
     agent?: DeviceAgentOptions['agent'];
     /** config on top of the defaults (e.g. a private bridge and subnet for bridge-mode services) */
     config?: Record<string, unknown>;
+    /** the fleet key the device trusts (default: this fleet's); another fleet's makes it refuse every target */
+    publicKeyFile?: string;
   },
 ): Promise<AgentStack> {
   const { deviceId } = opts;
@@ -132,10 +133,15 @@ export async function startAgentStack(
     groups: [],
     platform: hostPlatform(),
     agentVersion: 'test',
-    mqtt: { url: fleet.server.brokerUrl, protocolVersion: 4, backoff: { initialMs: 50, maxMs: 500 } },
+    mqtt: {
+      url: fleet.server.brokerUrl,
+      protocolVersion: 4,
+      backoff: { initialMs: 50, maxMs: 500 },
+      ...(await fleet.credentials(deviceId)),
+    },
     store,
     db,
-    publicKey: await resolvePublicKey(fleet.publicKeyFile),
+    publicKey: await resolvePublicKey(opts.publicKeyFile ?? fleet.publicKeyFile),
     log,
   });
   let device: DeviceAgent | undefined;
@@ -151,7 +157,12 @@ export async function startAgentStack(
     db.close();
   });
 
-  const watch = await watchDeviceOn<ReportedState>(t, fleet.server.brokerUrl, deviceId);
+  const watch = await watchDeviceOn<ReportedState>(
+    t,
+    fleet.server.brokerUrl,
+    deviceId,
+    fleet.server.fleetAccount,
+  );
 
   device = await startDeviceAgent({
     db,
@@ -164,7 +175,6 @@ export async function startAgentStack(
     deviceId,
     agent: { metricsIntervalMs: 60_000, ...opts.agent },
   });
-  const key = await loadFleetPrivateKey(fleet.dir);
   const started = device;
   return {
     device: started,
@@ -173,17 +183,8 @@ export async function startAgentStack(
     store,
     events: watch.events,
     reported: watch.state,
-    deploy: async (apps, images) => {
-      const signed = buildTarget(
-        fleet.server.registry,
-        FLEET,
-        { kind: 'device', id: deviceId },
-        { apps, images },
-        key,
-      );
-      await publishTarget(fleet.server.conn!, signed);
-      fleet.server.registry.recordDeployment(signed);
-    },
+    deploy: async (apps, images) =>
+      (await fleet.deploy({ kind: 'device', id: deviceId }, { apps, images })).version,
     running: async (image) =>
       (await started.engine.list()).some((c) => c.image === image && c.status === 'running'),
   };
@@ -195,15 +196,20 @@ export interface DeviceWatch<S> {
   state(): S | undefined;
 }
 
-/** Subscribe to a device's event and state topics on the broker at `url` (closed at teardown). */
+/**
+ * Subscribe to a device's event and state topics on the broker at `url` (closed at teardown); `account`:
+ * the fleet's own (the embedded broker lets no one in without credentials).
+ */
 export async function watchDeviceOn<S>(
   t: ExecutionContext,
   url: string,
   deviceId: string,
+  account?: { username: string; password: string },
 ): Promise<DeviceWatch<S>> {
   const watcher = new MqttConnection({
     url,
     protocolVersion: 4,
+    ...account,
     clientId: `watch-${deviceId}`,
     log: testLog(),
     backoff: { initialMs: 50, maxMs: 500 },

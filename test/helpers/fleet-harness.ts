@@ -4,11 +4,19 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import type { ExecutionContext } from 'ava';
 import { AgentConnection, type AgentConnectionOptions } from '../../src/agent/connection.js';
+import { SERVE_FILE } from '../../src/cli/fleet-link.js';
 import { ContentStore } from '../../src/content/store.js';
 import { type Db, openDatabase } from '../../src/db/database.js';
+import { loadOrCreateFleetAccount } from '../../src/fleet/fleet-account.js';
+import { describeFleetImage } from '../../src/fleet/image-record.js';
 import { keygen, loadFleetPrivateKey, resolvePublicKey } from '../../src/fleet/keys.js';
 import { FleetServer, type FleetServerOptions } from '../../src/fleet/server.js';
+import type { DeployInput } from '../../src/fleet/services/deploy.js';
+import type { DeploymentRow } from '../../src/fleet/store/deployments.js';
+import { FLEET_DB_FILE, type FleetStores, openFleetStores } from '../../src/fleet/store/index.js';
 import { createLogger, type Logger } from '../../src/lib/logger.js';
+import type { Digest } from '../../src/oci/digest.js';
+import type { TargetScope } from '../../src/transport/messages.js';
 
 export const FLEET = 'test';
 
@@ -45,38 +53,93 @@ export async function tempDir(t: ExecutionContext, name: string): Promise<string
 
 export interface FleetSide {
   dir: string;
+  /** the fleet state dir's berth.db (content records, chunk plans) */
   db: Db;
   store: ContentStore;
+  /** fleet.db: devices, deployments, images, enrollment */
+  stores: FleetStores;
   server: FleetServer;
   publicKeyPem: string;
   publicKeyFile: string;
+  /** record an image whose blobs are in `store` as `name` (what `fleet push` does after the import) */
+  addImage(name: string, digest: Digest, mediaType: string): Promise<void>;
+  /**
+   * Broker credentials for a device, as enrollment hands them out (a token made and exchanged through the
+   * enrollment service); {} when the broker is one the fleet does not manage.
+   */
+  credentials(deviceId: string, o?: { groups?: string[] }): Promise<{ username?: string; password?: string }>;
+  /** sign and publish a target, as `berth fleet deploy` does (an unknown device allowed) */
+  deploy(scope: TargetScope, input: DeployInput): Promise<DeploymentRow>;
 }
 
-/** A fleet server on its own state dir (key generated), on `mqtt` or an embedded broker. */
+/** A fleet server on its own state dir (key generated), on `mqtt` or an embedded broker (authenticated). */
 export async function startFleet(
   t: ExecutionContext,
-  opts: { mqtt?: FleetServerOptions['mqtt']; blob?: FleetServerOptions['blob']; log?: Logger } = {},
+  opts: {
+    mqtt?: FleetServerOptions['mqtt'];
+    brokerAuth?: FleetServerOptions['brokerAuth'];
+    blob?: FleetServerOptions['blob'];
+    allowAnonymous?: boolean;
+    log?: Logger;
+    /** the server's clock (token expiry, retention) */
+    now?: () => number;
+  } = {},
 ): Promise<FleetSide> {
   const dir = await tempDir(t, 'fleet');
   const k = await keygen(dir);
   const db = openDatabase(path.join(dir, 'berth.db'));
+  const stores = openFleetStores(path.join(dir, FLEET_DB_FILE), { legacy: db });
   const store = new ContentStore(path.join(dir, 'content'));
   const server = new FleetServer({
     fleet: FLEET,
     db,
     store,
+    stores,
     privateKey: await loadFleetPrivateKey(dir),
     log: opts.log ?? testLog(),
     mqtt: opts.mqtt,
+    brokerAuth: opts.brokerAuth,
+    allowAnonymous: opts.allowAnonymous,
+    // as `fleet serve` does: the account and fleet-serve.json let the CLI on this state dir in
+    fleetAccount: opts.mqtt ? undefined : await loadOrCreateFleetAccount(dir),
     listen: { port: 0 },
     blob: opts.blob,
+    ...(opts.now ? { now: opts.now } : {}),
   });
   await server.start();
+  await fsp.writeFile(
+    path.join(dir, SERVE_FILE),
+    JSON.stringify({ broker: server.brokerUrl, fleet: FLEET, embedded: !opts.mqtt }),
+  );
   t.teardown(async () => {
     await server.stop();
+    stores.close();
     db.close();
   });
-  return { dir, db, store, server, publicKeyPem: k.publicKeyPem, publicKeyFile: k.publicFile };
+  const services = server.services;
+  return {
+    dir,
+    db,
+    store,
+    stores,
+    server,
+    publicKeyPem: k.publicKeyPem,
+    publicKeyFile: k.publicFile,
+    addImage: async (name, digest, mediaType) => {
+      stores.images.put(await describeFleetImage(store, name, digest, mediaType));
+    },
+    credentials: async (deviceId, o = {}) => {
+      if (!server.access.issuesCredentials) return {};
+      const { token } = services.enrollment.create({
+        groups: o.groups ?? [],
+        expiresInMs: 60_000,
+        maxUses: 1,
+      });
+      const e = await services.enrollment.exchange({ token, deviceId });
+      return { username: e.username!, password: e.password! };
+    },
+    deploy: (scope, input) => services.deploy.deploy(input, scope, { allowUnknown: true }),
+  };
 }
 
 export interface AgentSide {
@@ -106,6 +169,10 @@ export async function startAgent(
   const dir = await tempDir(t, `agent-${opts.deviceId}`);
   const db = openDatabase(path.join(dir, 'berth.db'));
   const store = new ContentStore(path.join(dir, 'content'));
+  const creds =
+    opts.mqtt?.username === undefined
+      ? await fleet.credentials(opts.deviceId, { groups: opts.groups ?? [] })
+      : {};
   const agent = new AgentConnection({
     fleet: FLEET,
     deviceId: opts.deviceId,
@@ -116,6 +183,7 @@ export async function startAgent(
       url: opts.url ?? fleet.server.brokerUrl,
       protocolVersion: opts.protocolVersion ?? 'auto',
       backoff: { initialMs: 50, maxMs: 500 },
+      ...creds,
       ...opts.mqtt,
     },
     store,
@@ -134,7 +202,7 @@ export async function startAgent(
 
 export async function waitFor(
   cond: () => boolean | Promise<boolean>,
-  timeoutMs = 10_000,
+  timeoutMs = 30_000,
   what = 'condition',
 ): Promise<void> {
   const until = Date.now() + timeoutMs;

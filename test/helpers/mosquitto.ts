@@ -1,5 +1,5 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, promises as fsp, readdirSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -33,8 +33,28 @@ async function waitListening(port: number, timeoutMs = 5000): Promise<void> {
   }
 }
 
+/** Where Debian installs Mosquitto's dynamic security plugin (per-arch lib dir), if it is there. */
+export function dynsecPluginPath(): string | undefined {
+  const dirs = [
+    '/usr/lib',
+    ...readdirSync('/usr/lib')
+      .filter((d) => d.endsWith('-linux-gnu'))
+      .map((d) => `/usr/lib/${d}`),
+  ];
+  return dirs.map((d) => `${d}/mosquitto_dynamic_security.so`).find((f) => existsSync(f));
+}
+
+/** The dynamic-security admin account a Mosquitto started with `dynsec` has (what `fleet serve` logs in as). */
+export interface DynsecAdmin {
+  username: string;
+  password: string;
+}
+
 /** A real Mosquitto on a free port, with kill -9 and restart for broker-loss tests. */
 export class Mosquitto {
+  /** set when started with `dynsec`: the plugin's admin account */
+  admin: DynsecAdmin | undefined;
+
   private proc: ChildProcess | undefined;
   restarts = 0;
   private constructor(
@@ -47,15 +67,45 @@ export class Mosquitto {
     return `mqtt://127.0.0.1:${this.port}`;
   }
 
-  static async start(extraConf: string[] = []): Promise<Mosquitto> {
+  /** the broker's process id while it runs (benches read its RSS) */
+  get pid(): number | undefined {
+    return this.proc?.exitCode === null ? this.proc.pid : undefined;
+  }
+
+  /**
+   * `dynsec`: authentication and ACLs by the dynamic security plugin (as docs/fleet-api.md sets it up):
+   * `mosquitto_ctrl dynsec init` makes the admin account, anonymous clients are refused.
+   */
+  static async start(extraConf: string[] = [], opts: { dynsec?: DynsecAdmin } = {}): Promise<Mosquitto> {
     const port = await freePort();
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'berth-mosq-'));
     const conf = path.join(dir, 'mosquitto.conf');
+    const auth: string[] = ['allow_anonymous true'];
+    if (opts.dynsec) {
+      const plugin = dynsecPluginPath();
+      if (!plugin) throw new Error('mosquitto_dynamic_security.so not found (Debian package mosquitto)');
+      const json = path.join(dir, 'dynamic-security.json');
+      execFileSync('mosquitto_ctrl', ['dynsec', 'init', json, opts.dynsec.username, opts.dynsec.password], {
+        stdio: 'ignore',
+      });
+      auth.splice(0, 1, 'allow_anonymous false', `plugin ${plugin}`, `plugin_opt_config_file ${json}`);
+      // started as root, mosquitto runs as the mosquitto user: it must read and rewrite the plugin's file
+      if (process.getuid?.() === 0) {
+        try {
+          const uid = Number(execFileSync('id', ['-u', 'mosquitto']).toString());
+          const gid = Number(execFileSync('id', ['-g', 'mosquitto']).toString());
+          await fsp.chown(dir, uid, gid);
+          await fsp.chown(json, uid, gid);
+        } catch {
+          auth.push('user root'); // no mosquitto user on this machine: stay root
+        }
+      }
+    }
     await fsp.writeFile(
       conf,
       [
         `listener ${port} 127.0.0.1`,
-        'allow_anonymous true',
+        ...auth,
         'max_queued_messages 10000',
         'set_tcp_nodelay true',
         ...extraConf,
@@ -63,6 +113,7 @@ export class Mosquitto {
       ].join('\n'),
     );
     const m = new Mosquitto(port, conf, dir);
+    m.admin = opts.dynsec;
     await m.spawn();
     return m;
   }

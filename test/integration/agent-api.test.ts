@@ -273,7 +273,7 @@ test('offline: events wait in the outbox; on reconnect info, retained state and 
   t.true(state.retain);
   t.like(state.payload, {
     schema: 1,
-    target: { version: 1, status: 'converged' },
+    target: { applied: { kind: 'local', version: 1 }, status: 'converged' },
     apps: { app: { services: { web: { state: 'running', image: 'app:1' } } } },
   });
   const events = transport.published
@@ -285,7 +285,7 @@ test('offline: events wait in the outbox; on reconnect info, retained state and 
     [...events.map((e) => e.seq)].sort((a, b) => a - b),
   );
   t.is(agent.outbox.size().count, 0);
-  t.like(await client.state(), { target: { version: 1 } });
+  t.like(await client.state(), { target: { applied: { version: 1 } } });
   // report command re-publishes
   const n = transport.published.length;
   t.like(await agent.command({ kind: 'report' }), { ok: true });

@@ -202,10 +202,10 @@ test('a crash in the health window rolls back to the previous target and reports
   await rec.idle();
   const rb = w.events.find((e) => e.type === 'rollback');
   t.truthy(rb);
-  t.like(rb, { from: 2, to: 1 });
+  t.like(rb, { from: { version: 2 }, to: { version: 1 } });
   t.regex((rb as { reason: string }).reason, /shop\/web: exited with code 139/);
   t.is(store.getTarget('current')?.target.version, 1);
-  t.regex(store.getTarget('current')?.reason ?? '', /rollback from 2/);
+  t.regex(store.getTarget('current')?.reason ?? '', /rollback from local 2/);
   t.true(w.device.running().some((id) => w.device.containers.get(id)!.image === 'web:1'));
   t.false(w.device.running().some((id) => w.device.containers.get(id)!.image === 'web:3'));
   t.false(rec.setTarget(v(2, 'web:3')), 'the failed version is not applied again');
@@ -234,7 +234,7 @@ test('an unhealthy exec health check in the window rolls back; healthy passes', 
   for (let i = 0; i < 10; i++) await w.clock.advance(1000);
   await rec.idle();
   const rb = w.events.find((e) => e.type === 'rollback');
-  t.like(rb, { from: 2, to: 1 });
+  t.like(rb, { from: { version: 2 }, to: { version: 1 } });
   t.regex((rb as { reason: string }).reason, /health check failed/);
   await rec.stop();
 });
@@ -471,7 +471,7 @@ test('reboot inside the health window of v2: v2 comes back, no rollback; the win
   await b.rec.idle();
   t.like(
     w.events.find((e) => e.type === 'rollback'),
-    { from: 2, to: 1 },
+    { from: { version: 2 }, to: { version: 1 } },
   );
   await settle(b.rec, () => images().includes('web:1'));
   t.deepEqual(images().sort(), ['db:1', 'web:1']);

@@ -68,12 +68,9 @@ test('update strategies and the update lock, in container start/stop and image f
     if (last) gone.set(id, { ...last, removedAt: Date.now() });
   };
 
-  let version = 0;
   const deploy = async (tag: string, extra: Partial<ServiceInput> = {}) => {
-    version++;
     const svc: ServiceInput = { image: `sample:${tag}`, networkMode: 'none', stopTimeoutMs: 300, ...extra };
-    await stack.deploy({ [APP]: { services: { [SVC]: svc } } }, [`sample:${tag}`]);
-    return version * 1_000_000;
+    return stack.deploy({ [APP]: { services: { [SVC]: svc } } }, [`sample:${tag}`]);
   };
   const runningOnly = async (): Promise<EngineContainer> => {
     const up = (await engine.list()).filter((c) => c.status === 'running');
@@ -86,7 +83,8 @@ test('update strategies and the update lock, in container start/stop and image f
   };
   const healthy = (v: number) =>
     waitFor(
-      () => events.some((e) => e.type === 'rollout-healthy' && e.version === v),
+      () =>
+        events.some((e) => e.type === 'rollout-healthy' && (e.target as { version: number }).version === v),
       30_000,
       `v${v} healthy`,
     );

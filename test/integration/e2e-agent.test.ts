@@ -75,7 +75,7 @@ test('deploy v1 → running; v2 moves one layer only; v3 crashes in its health w
 
   // only a target that passed its health window is a rollback point
   await waitFor(
-    () => events.some((e) => e.type === 'rollout-healthy' && e.version === 2_000_000),
+    () => events.some((e) => e.type === 'rollout-healthy' && (e.target as { version: number }).version === 2),
     30_000,
     'v2 healthy',
   );
@@ -87,17 +87,21 @@ test('deploy v1 → running; v2 moves one layer only; v3 crashes in its health w
     },
   );
   const rb = events.find((e) => e.type === 'rollback')!;
-  t.is(rb.from, 3_000_000);
-  t.is(rb.to, 2_000_000);
+  t.like(rb, { from: { kind: 'device', version: 3 }, to: { kind: 'device', version: 2 } });
   t.regex(String(rb.reason), /health window/);
   await waitFor(async () => running('sample:v2'), 30_000, 'v2 back');
   t.false(await running('sample:v3'));
   await waitFor(
-    () => stack.reported()?.target?.version === 2_000_000,
+    () => stack.reported()?.target?.applied?.version === 2 && stack.reported()?.target.status !== 'applying',
     20_000,
     'reported state after rollback',
   );
-  t.is(stack.reported()?.target?.version, 2_000_000);
+  t.like(stack.reported()?.target, { applied: { kind: 'device', version: 2 } });
+  t.regex(
+    stack.reported()?.target.reason ?? '',
+    /^rollback from device 3: /,
+    'versions as the operator deployed them',
+  );
 
   // a container snapshot no container owns (an agent killed mid-create whose cleanup failed) is swept;
   // the running container's is kept

@@ -50,7 +50,18 @@ test('CLI: fleet keygen, push (multi-arch kept), serve, agent receives a deploy 
   t.is(list.length, 1);
   t.is(list[0].mediaType, 'application/vnd.oci.image.index.v1+json');
 
-  const serve = start(['--state-dir', fdir, 'fleet', 'serve', '--broker', m.url, '--fleet', 'cli']);
+  const serve = start([
+    '--state-dir',
+    fdir,
+    'fleet',
+    'serve',
+    '--broker',
+    m.url,
+    '--fleet',
+    'cli',
+    '--http',
+    '127.0.0.1:0',
+  ]);
   t.teardown(() => stop(serve.p));
   await waitFor(() => serve.out().includes('serving on'), 15_000, 'fleet serve');
   const agent = start([
@@ -77,7 +88,7 @@ test('CLI: fleet keygen, push (multi-arch kept), serve, agent receives a deploy 
       berth(['--state-dir', adir, 'rm', '-f', c.name]);
   });
   t.teardown(() => stop(agent.p));
-  await waitFor(() => agent.out().includes('mqtt connected'), 15_000, 'agent connected');
+  await waitFor(() => agent.out().includes('mqtt connected'), 60_000, 'agent connected');
 
   const targetFile = path.join(work, 'target.json');
   await fsp.writeFile(
@@ -135,17 +146,31 @@ test('CLI: fleet keygen, push (multi-arch kept), serve, agent receives a deploy 
   await waitFor(
     () => {
       const d = berth(['--state-dir', fdir, 'fleet', 'devices', '--json']);
-      const devs = JSON.parse(d.stdout);
-      return devs.length === 1 && devs[0].id === 'cli-dev' && devs[0].online && devs[0].groupVersion === 1;
+      const devs = JSON.parse(d.stdout).items;
+      return (
+        devs.length === 1 &&
+        devs[0].id === 'cli-dev' &&
+        devs[0].online &&
+        devs[0].applied?.kind === 'group' &&
+        devs[0].applied.id === 'lab' &&
+        devs[0].applied.version === 1
+      );
     },
     10_000,
-    'device listed online with group v1',
+    'device listed online, applying group lab 1',
+  );
+  const table = berth(['--state-dir', fdir, 'fleet', 'devices']);
+  t.regex(
+    table.stdout,
+    /cli-dev\s+online\s+\S+\s+group lab 1\s+group lab 1/,
+    'versions as the operator deployed them',
   );
   await stop(agent.p);
   await waitFor(
-    () => JSON.parse(berth(['--state-dir', fdir, 'fleet', 'devices', '--json']).stdout)[0].online === false,
+    () =>
+      JSON.parse(berth(['--state-dir', fdir, 'fleet', 'devices', '--json']).stdout).items[0].online === false,
     10_000,
     'device offline',
   );
-  t.false(JSON.parse(berth(['--state-dir', fdir, 'fleet', 'devices', '--json']).stdout)[0].online);
+  t.false(JSON.parse(berth(['--state-dir', fdir, 'fleet', 'devices', '--json']).stdout).items[0].online);
 });

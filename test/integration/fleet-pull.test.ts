@@ -1,8 +1,6 @@
 import test from 'ava';
-import { buildTarget, publishTarget } from '../../src/fleet/deploy.js';
-import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import type { SignedTarget } from '../../src/transport/messages.js';
-import { FLEET, startAgent, startFleet, waitFor } from '../helpers/fleet-harness.js';
+import { startAgent, startFleet, waitFor } from '../helpers/fleet-harness.js';
 import { putTestImage } from '../helpers/fleet-images.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 
@@ -19,20 +17,15 @@ for (const broker of ['embedded', 'mosquitto'] as const) {
       layerSizes: [3 * 1024 * 1024 + 17, 1000],
       platforms: [{ architecture: 'amd64' }, { architecture: 'arm64' }],
     });
-    await fleet.server.registry.addImage(fleet.store, 'app:1', img.digest, img.mediaType);
+    await fleet.addImage('app:1', img.digest, img.mediaType);
     const dev = await startAgent(t, fleet, { deviceId: 'dev1', groups: ['g1'] });
     const got: SignedTarget[] = [];
     dev.agent.on('target', (s) => got.push(s));
 
-    const signed = buildTarget(
-      fleet.server.registry,
-      FLEET,
+    await fleet.deploy(
       { kind: 'device', id: 'dev1' },
-      { apps: { web: { image: 'app:1' } }, images: ['app:1'] },
-      await loadFleetPrivateKey(fleet.dir),
+      { apps: { web: { services: { main: { image: 'app:1' } } } }, images: ['app:1'] },
     );
-    await publishTarget(fleet.server.conn!, signed);
-    fleet.server.registry.recordDeployment(signed);
     await waitFor(() => got.length === 1, 10_000, 'target');
     t.is(got[0]!.target.version, 1);
     t.deepEqual(got[0]!.target.images, [{ name: 'app:1', digest: img.digest }]);
@@ -53,13 +46,13 @@ for (const broker of ['embedded', 'mosquitto'] as const) {
     t.is(row.digest, pulled.digest);
     t.is(row.index_digest, img.digest);
     t.is((dev.db.prepare('SELECT COUNT(*) AS n FROM transport_transfers').get() as { n: number }).n, 0);
-    // The registry saw the device online.
+    // The fleet saw the device online, with its groups.
     await waitFor(
-      () => fleet.server.registry.devices().some((d) => d.id === 'dev1' && d.online),
+      () => fleet.stores.devices.get('dev1')?.online === true,
       5000,
-      'registry',
+      'device online in the fleet',
     );
-    t.deepEqual(fleet.server.registry.devices()[0]!.groups, ['g1']);
+    t.deepEqual(fleet.stores.devices.get('dev1')!.groups, ['g1']);
   });
 }
 
@@ -68,7 +61,7 @@ test('fan-out: 6 devices pulling one image at once cost the server about one cop
   t.teardown(() => m.stop());
   const fleet = await startFleet(t, { mqtt: { url: m.url, protocolVersion: 5 } });
   const img = await putTestImage(fleet.store, { layerSizes: [6 * 1024 * 1024] });
-  await fleet.server.registry.addImage(fleet.store, 'fan:1', img.digest, img.mediaType);
+  await fleet.addImage('fan:1', img.digest, img.mediaType);
   const devs = await Promise.all(
     Array.from({ length: 6 }, (_, i) =>
       startAgent(t, fleet, { deviceId: `fan-${i}`, url: m.url, protocolVersion: 5 }),
@@ -99,7 +92,7 @@ test('fan-out carousel: a device that asks mid-stream gets the part it missed fr
     blob: { rateLimit: 2 * 1024 * 1024 },
   });
   const img = await putTestImage(fleet.store, { layerSizes: [6 * 1024 * 1024] });
-  await fleet.server.registry.addImage(fleet.store, 'late:1', img.digest, img.mediaType);
+  await fleet.addImage('late:1', img.digest, img.mediaType);
   const early = await Promise.all(
     [0, 1, 2].map((i) => startAgent(t, fleet, { deviceId: `early-${i}`, url: m.url, protocolVersion: 5 })),
   );

@@ -18,7 +18,7 @@ test('broker killed and restarted 5 times during a 64 MiB pull: completes, re-se
     blob: { rateLimit: 32 * MiB },
   });
   const img = await putTestImage(fleet.store, { layerSizes: [64 * MiB] });
-  await fleet.server.registry.addImage(fleet.store, 'big:1', img.digest, img.mediaType);
+  await fleet.addImage('big:1', img.digest, img.mediaType);
   const dev = await startAgent(t, fleet, {
     deviceId: 'dev-restart',
     url: m.url,
@@ -61,7 +61,7 @@ test('berth pull killed with SIGKILL mid-transfer resumes from persisted progres
     blob: { rateLimit: 24 * MiB },
   });
   const img = await putTestImage(fleet.store, { layerSizes: [48 * MiB] });
-  await fleet.server.registry.addImage(fleet.store, 'big:2', img.digest, img.mediaType);
+  await fleet.addImage('big:2', img.digest, img.mediaType);
   const stateDir = await tempDir(t, 'pull-cli');
   const bin = path.resolve('dist/berth.mjs');
   const window = 8;

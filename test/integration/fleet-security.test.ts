@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import test from 'ava';
 import { connectAsync } from 'mqtt';
-import { buildTarget, publishTarget, targetTopic } from '../../src/fleet/deploy.js';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import { encodeFrame, FrameType } from '../../src/transport/frames.js';
 import type { SignedTarget } from '../../src/transport/messages.js';
@@ -23,7 +22,6 @@ test('unsigned, wrongly signed, tampered, misplaced and replayed targets are rej
   dev.agent.on('target', (s) => accepted.push(s));
   dev.agent.on('rejected', (r) => rejected.push(r));
   const key = await loadFleetPrivateKey(fleet.dir);
-  const reg = fleet.server.registry;
   const conn = fleet.server.conn!;
   const mk = (version: number, apps: unknown = { v: version }) =>
     signTarget(
@@ -71,8 +69,7 @@ test('unsigned, wrongly signed, tampered, misplaced and replayed targets are rej
   await send(foreign);
   await rejections(7, 'misplaced');
   // A group target the device does not follow never even arrives; one it follows does.
-  const g = buildTarget(reg, FLEET, { kind: 'group', id: 'grp' }, { apps: {}, images: [] }, key);
-  await publishTarget(conn, g);
+  await fleet.deploy({ kind: 'group', id: 'grp' }, { apps: {}, images: [] });
   await waitFor(() => accepted.length === 2, 5000, 'group target');
 
   t.is(accepted.length, 2);
@@ -103,7 +100,7 @@ test('a rogue client publishing corrupt chunks, foreign chunks and bogus replies
   t.teardown(() => m.stop());
   const fleet = await startFleet(t, { mqtt: { url: m.url, protocolVersion: 5 } });
   const img = await putTestImage(fleet.store, { layerSizes: [8 * MiB] });
-  await fleet.server.registry.addImage(fleet.store, 'rogue:1', img.digest, img.mediaType);
+  await fleet.addImage('rogue:1', img.digest, img.mediaType);
   const dev = await startAgent(t, fleet, {
     deviceId: 'dev-r',
     url: m.url,
@@ -203,7 +200,7 @@ test('malformed, oversized and wrong-schema messages on every subscribed topic a
   const fmem = memoryLog();
   const fleet = await startFleet(t, { mqtt: { url: m.url, protocolVersion: 5 }, log: fmem.log });
   const img = await putTestImage(fleet.store, { layerSizes: [2 * MiB] });
-  await fleet.server.registry.addImage(fleet.store, 'ok:1', img.digest, img.mediaType);
+  await fleet.addImage('ok:1', img.digest, img.mediaType);
   const amem = memoryLog();
   const dev = await startAgent(t, fleet, {
     deviceId: 'dev-m',
@@ -212,8 +209,13 @@ test('malformed, oversized and wrong-schema messages on every subscribed topic a
     protocolVersion: 5,
     log: amem.log,
   });
-  await waitFor(() => fleet.server.registry.devices().length === 1, 5000, 'registry');
-  const devicesBefore = JSON.stringify(fleet.server.registry.devices().map((d) => ({ ...d, lastSeen: 0 })));
+  const devices = () =>
+    JSON.stringify(
+      fleet.stores.devices.list({ limit: 500 }).items.map((d) => ({ ...d, lastSeen: 0, stateAt: 0 })),
+    );
+  await waitFor(() => fleet.stores.devices.get('dev-m')?.online === true, 5000, 'device known to the fleet');
+  fleet.server.ingest.flush();
+  const devicesBefore = devices();
 
   const evil = await connectAsync(m.url, { protocolVersion: 5, clientId: 'evil' });
   t.teardown(() => evil.endAsync());
@@ -226,6 +228,12 @@ test('malformed, oversized and wrong-schema messages on every subscribed topic a
     deviceTopic(FLEET, 'dev-m', 'req'),
     deviceTopic(FLEET, 'dev-m', 'status'),
     deviceTopic(FLEET, 'dev-x', 'status'),
+    // what the fleet server ingests besides status
+    deviceTopic(FLEET, 'dev-m', 'state'),
+    deviceTopic(FLEET, 'dev-m', 'info'),
+    deviceTopic(FLEET, 'dev-m', 'event'),
+    deviceTopic(FLEET, 'dev-m', 'metrics'),
+    deviceTopic(FLEET, 'dev-m', 'result'),
   ];
   const payloads: Array<[string, Buffer]> = [
     ['not json', Buffer.from('{"v":1,')],
@@ -255,7 +263,10 @@ test('malformed, oversized and wrong-schema messages on every subscribed topic a
   t.is(({} as Record<string, unknown>).polluted, undefined);
   t.is((dev.db.prepare('SELECT COUNT(*) AS n FROM transport_targets').get() as { n: number }).n, 0);
   t.is((dev.db.prepare('SELECT COUNT(*) AS n FROM transport_transfers').get() as { n: number }).n, 0);
-  t.is(JSON.stringify(fleet.server.registry.devices().map((d) => ({ ...d, lastSeen: 0 }))), devicesBefore);
+  fleet.server.ingest.flush();
+  t.is(devices(), devicesBefore);
+  t.is(fleet.stores.events.count(), 0, 'no event stored from garbage');
+  t.deepEqual(fleet.stores.metrics.seriesOf('dev-m'), [], 'no metrics stored from garbage');
   const r = await dev.agent.pullImage('ok:1');
   t.is(r.name, 'ok:1');
   const aRejected = amem.lines().filter((l) => /^rejected/.test(l.msg));
@@ -265,6 +276,10 @@ test('malformed, oversized and wrong-schema messages on every subscribed topic a
   t.true(aRejected.some((l) => l.msg === 'rejected chunk frame'));
   t.true(fRejected.some((l) => l.msg === 'rejected blob request'));
   t.true(fRejected.some((l) => l.msg === 'rejected status'));
+  for (const ch of ['state', 'info', 'event', 'metrics', 'result'])
+    t.true(
+      fRejected.some((l) => l.msg === `rejected ${ch}`),
+      `fleet rejected garbage on ${ch}`,
+    );
   t.log(`agent logged ${aRejected.length} rejections, fleet server ${fRejected.length}`);
-  void targetTopic;
 });

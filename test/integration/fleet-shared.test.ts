@@ -4,6 +4,7 @@ import { ContentStore } from '../../src/content/store.js';
 import { openDatabase } from '../../src/db/database.js';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import { FleetServer } from '../../src/fleet/server.js';
+import { FLEET_DB_FILE, openFleetStores } from '../../src/fleet/store/index.js';
 import { FLEET, startAgent, startFleet, testLog, waitFor } from '../helpers/fleet-harness.js';
 import { putTestImage } from '../helpers/fleet-images.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
@@ -16,12 +17,14 @@ test('two fleet servers share requests through an MQTT 5 shared subscription; on
   const mqtt = { url: m.url, protocolVersion: 5 as const, backoff: { initialMs: 50, maxMs: 500 } };
   const a = await startFleet(t, { mqtt, blob: { rateLimit: 16 * MiB } });
   const img = await putTestImage(a.store, { layerSizes: [24 * MiB] });
-  await a.server.registry.addImage(a.store, 'shared:1', img.digest, img.mediaType);
+  await a.addImage('shared:1', img.digest, img.mediaType);
   // A second server on the same state (database, content store, fleet key).
   const db = openDatabase(path.join(a.dir, 'berth.db'));
+  const stores = openFleetStores(path.join(a.dir, FLEET_DB_FILE));
   const b = new FleetServer({
     fleet: FLEET,
     db,
+    stores,
     store: new ContentStore(path.join(a.dir, 'content')),
     privateKey: await loadFleetPrivateKey(a.dir),
     log: testLog(),
@@ -31,6 +34,7 @@ test('two fleet servers share requests through an MQTT 5 shared subscription; on
   await b.start();
   t.teardown(async () => {
     await b.stop();
+    stores.close();
     db.close();
   });
   const dev = await startAgent(t, a, {

@@ -2,10 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
-import { buildTarget, publishTarget } from '../../src/fleet/deploy.js';
-import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import type { SignedTarget } from '../../src/transport/messages.js';
-import { FLEET, startAgent, startFleet, tempDir, waitFor } from '../helpers/fleet-harness.js';
+import { startAgent, startFleet, tempDir, waitFor } from '../helpers/fleet-harness.js';
 import { putTestImage } from '../helpers/fleet-images.js';
 import { freePort, Mosquitto } from '../helpers/mosquitto.js';
 
@@ -103,7 +101,7 @@ test('agent over TLS with CA, client certificate and key, plus username/password
     mqtt: { url: m.url, protocolVersion: 5, username: 'tls-dev', password: 's3cret' },
   });
   const img = await putTestImage(fleet.store, { layerSizes: [600 * 1024] });
-  await fleet.server.registry.addImage(fleet.store, 'tls:1', img.digest, img.mediaType);
+  await fleet.addImage('tls:1', img.digest, img.mediaType);
   const read = (f: string) => fsp.readFile(path.join(pki, f));
   for (const protocolVersion of [4, 5] as const) {
     const dev = await startAgent(t, fleet, {
@@ -121,20 +119,11 @@ test('agent over TLS with CA, client certificate and key, plus username/password
     t.is(dev.agent.conn.protocolVersion, protocolVersion);
     const got: SignedTarget[] = [];
     dev.agent.on('target', (s) => got.push(s));
-    const signed = buildTarget(
-      fleet.server.registry,
-      FLEET,
+    const row = await fleet.deploy(
       { kind: 'device', id: 'tls-dev' },
-      { apps: { n: protocolVersion }, images: ['tls:1'] },
-      await loadFleetPrivateKey(fleet.dir),
+      { apps: { [`n${protocolVersion}`]: { services: { main: { image: 'tls:1' } } } }, images: ['tls:1'] },
     );
-    fleet.server.registry.recordDeployment(signed);
-    await publishTarget(fleet.server.conn!, signed);
-    await waitFor(
-      () => got.some((s) => s.target.version === signed.target.version),
-      10_000,
-      'target over TLS',
-    );
+    await waitFor(() => got.some((s) => s.target.version === row.version), 10_000, 'target over TLS');
     const r = await dev.agent.pullImage('tls:1', { expectDigest: img.digest });
     t.is(r.digest, img.digest);
     await dev.agent.stop();

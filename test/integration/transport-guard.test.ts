@@ -11,7 +11,12 @@ import { MqttConnection } from '../../src/transport/connection.js';
 import { memoryLog, testLog, waitFor } from '../helpers/fleet-harness.js';
 
 test('a throwing or rejecting message listener drops its message with a log line; nothing crashes', async (t) => {
-  const broker = await startEmbeddedBroker({ port: 0, log: testLog() });
+  // an anonymous lab broker: the embedded broker authenticates every client, anonymous is an explicit opt-in
+  const broker = await startEmbeddedBroker({
+    port: 0,
+    log: testLog(),
+    auth: { fleet: 'guard', allowAnonymous: true, authenticate: () => undefined },
+  });
   t.teardown(() => broker.close());
   const mem = memoryLog();
   const conn = new MqttConnection({
@@ -30,8 +35,8 @@ test('a throwing or rejecting message listener drops its message with a log line
   conn.on('message', (_topic, payload) => got.push(payload.toString()));
   await conn.start();
   t.teardown(() => conn.close());
-  await conn.subscribe('guard/#', 1);
-  for (const p of ['boom', 'reject', 'after']) await conn.publish('guard/x', p, { qos: 1 });
+  await conn.subscribe('berth/v1/guard/#', 1);
+  for (const p of ['boom', 'reject', 'after']) await conn.publish('berth/v1/guard/x', p, { qos: 1 });
   await waitFor(() => got.includes('after'), 10_000, 'the message after the failures');
   t.deepEqual(got, ['boom', 'reject', 'after']);
   await waitFor(
@@ -41,8 +46,8 @@ test('a throwing or rejecting message listener drops its message with a log line
   t.deepEqual(
     failed.map((l) => [l.topic, l.err]),
     [
-      ['guard/x', 'Maximum call stack size exceeded'],
-      ['guard/x', 'async handler failed'],
+      ['berth/v1/guard/x', 'Maximum call stack size exceeded'],
+      ['berth/v1/guard/x', 'async handler failed'],
     ],
   );
   t.true(conn.connected);

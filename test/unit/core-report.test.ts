@@ -21,10 +21,10 @@ const c = (service: 'web' | 'db', extra: Partial<CurrentContainer> = {}): Curren
 
 test('reported state: per app/service image, state, health, restarts, last error; rollout status', (t) => {
   const r = buildReportedState({
-    target: T,
+    target: { ...T, origin: { kind: 'group', id: 'g1', version: 7 } },
     targetStatus: 'converged',
-    targetReason: 'rollback from 5: a/web: exited with code 1',
-    previousVersion: 3,
+    targetReason: 'rollback from group g1 8: a/web: exited with code 1',
+    previous: { ...T, version: 3, origin: { kind: 'device', id: 'd1', version: 2 } },
     containers: [c('web', { restarts: 2 }), c('db', { status: 'stopped', exitCode: 1, health: 'none' })],
     lastErrors: new Map([['a_db', 'start a/db: boom']]),
     apps: [{ name: 'a', status: 'running' }],
@@ -32,10 +32,10 @@ test('reported state: per app/service image, state, health, restarts, last error
   t.deepEqual(r, {
     schema: 1,
     target: {
-      version: 4,
+      applied: { kind: 'group', id: 'g1', version: 7 },
       status: 'converged',
-      reason: 'rollback from 5: a/web: exited with code 1',
-      previous: 3,
+      reason: 'rollback from group g1 8: a/web: exited with code 1',
+      previous: { kind: 'device', id: 'd1', version: 2 },
     },
     apps: {
       a: {
@@ -64,6 +64,8 @@ test('reported state: an old container still running shows the service as updati
   t.like(r.apps.a!.services.db, { state: 'absent', image: 'db:1' });
   t.is(r.apps.a!.status, 'applying');
   t.false('waiting' in r.target, 'no waiting key while nothing waits');
+  t.deepEqual(r.target.applied, { kind: 'local', id: 'local', version: 4 }, 'a target from a file is local');
+  t.is(r.target.previous, null);
   const held = buildReportedState({
     target: T,
     containers: [old],

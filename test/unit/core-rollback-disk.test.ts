@@ -44,6 +44,9 @@ test('health window: pending while open, healthy after it when all services held
     reason: 'health window open',
   });
   t.deepEqual(evaluateRollout(T, ok, rollout, 11_000), { status: 'healthy' });
+  // stopped by hand in the window (local API, a command): the operator's doing, not the version failing
+  const byHand = [c('web', { status: 'stopped', exitCode: 137, restarts: 1, stoppedByUser: true }), c('job')];
+  t.deepEqual(evaluateRollout(T, byHand, rollout, 11_000), { status: 'healthy' });
 });
 
 test('health window: a crash, a restart, an unhealthy check or a missing container fails it', (t) => {

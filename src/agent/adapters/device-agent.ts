@@ -4,15 +4,22 @@
  * `berth agent` and the end-to-end tests build the agent here, so both run the same wiring.
  *
  * Targets: the fleet signs a target per scope (the device, each group), versioned per scope
- * (transport_targets). The agent applies one: the device's own target when it has one, else the first
- * group's; its version is merged into one increasing number (deviceVersion * 1e6 + sum of group
- * versions), which only grows as long as each scope's version does.
+ * (transport_targets). The agent applies one (`chooseTarget`): the device's own target when it has one that
+ * is not cleared, else the target of the first of its groups — in the order it follows them — that has one;
+ * the others are fallbacks, never merged (the same rule as the fleet's view, src/fleet/view.ts). The chosen
+ * target keeps its origin (scope + the operator's version), which reports and events show; the agent gives
+ * it its own increasing version whenever the origin changes, so clearing an override — which may go back
+ * to a lower group version — is still a new target for the reconciler. When nothing applies, the device
+ * keeps running what it runs.
+ *
+ * A target the agent refuses (signature, schema, topic, replay — in the connection, or the agent's target
+ * schema here) is reported as a `target-rejected` event, so the fleet shows it and `deploy --wait` fails.
  */
 import * as path from 'node:path';
 import type { Config } from '../../config/schema.js';
 import { ImageRepo } from '../../content/images.js';
 import type { ContentStore } from '../../content/store.js';
-import { parseTarget } from '../../core/target.js';
+import { parseTarget, sameOrigin, type TargetOrigin } from '../../core/target.js';
 import type { Db } from '../../db/database.js';
 import { errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
@@ -26,6 +33,7 @@ import { Agent, type AgentOptions } from '../agent.js';
 import type { AgentConnection } from '../connection.js';
 import { HostUpdateLocks, lockRootFor } from '../locks.js';
 import type { Transport } from '../ports.js';
+import type { AgentEvent } from '../reconciler.js';
 import { HostVolumes } from '../volumes.js';
 import { DeviceStack } from './device-stack.js';
 import { RuntimeEngine } from './engine.js';
@@ -77,16 +85,20 @@ export interface DeviceAgent {
 }
 
 /** The one target to apply, from the latest signed target per scope (see the file comment). */
-export function mergeSignedTargets(
+export function chooseTarget(
   signed: readonly SignedTarget[],
-): { version: number; apps: unknown } | undefined {
-  if (signed.length === 0) return undefined;
-  const device = signed.find((s) => s.target.scope.kind === 'device');
-  const groups = signed.filter((s) => s.target.scope.kind === 'group');
-  const chosen = device ?? groups[0]!;
-  const version =
-    (device?.target.version ?? 0) * 1_000_000 + groups.reduce((n, g) => n + g.target.version, 0);
-  return { version, apps: chosen.target.apps };
+  groups: readonly string[],
+): { origin: TargetOrigin; apps: unknown } | undefined {
+  const pick = (kind: 'device' | 'group', id?: string) =>
+    signed.find((s) => s.target.scope.kind === kind && (id === undefined || s.target.scope.id === id));
+  const device = pick('device');
+  const chosen =
+    device && !device.target.clear
+      ? device
+      : groups.map((g) => pick('group', g)).find((s) => s !== undefined && !s.target.clear);
+  if (!chosen) return undefined;
+  const { scope, version, apps } = chosen.target;
+  return { origin: { kind: scope.kind, id: scope.id, version }, apps };
 }
 
 export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAgent> {
@@ -148,23 +160,49 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
   });
 
   const conn = o.connection;
+  let lastRejection = '';
+  const reportRejection = (e: AgentEvent & { type: 'target-rejected' }) => {
+    const key = JSON.stringify(e);
+    if (key === lastRejection) return; // a retained bad target comes back on every reconnect: told once
+    lastRejection = key;
+    agent.report({ ...e, at: Date.now() });
+  };
   const applyReceived = () => {
     if (!conn) return;
     const signed = conn.receivedTargets();
     for (const s of signed) for (const img of s.target.images) images.pin(img.name, img.digest);
-    const merged = mergeSignedTargets(signed);
-    if (!merged) return;
+    const chosen = chooseTarget(signed, conn.groups);
+    if (!chosen) return;
+    const store = agent.store;
+    const held = [store.getTarget('pending'), store.getTarget('current')];
+    if (held.some((h) => sameOrigin(h?.target.origin, chosen.origin))) return;
+    const label = `${chosen.origin.kind} ${chosen.origin.id} version ${chosen.origin.version}`;
     try {
-      const accepted = agent.receiveTarget(parseTarget(merged, `target version ${merged.version}`));
-      if (accepted) o.log.info({ version: merged.version }, 'target applied');
+      const target = parseTarget(
+        { version: store.nextVersion(), origin: chosen.origin, apps: chosen.apps },
+        `target of ${label}`,
+      );
+      if (agent.receiveTarget(target)) o.log.info({ origin: chosen.origin }, 'target applied');
     } catch (err) {
-      o.log.error({ err: errorMessage(err) }, 'target refused');
+      o.log.error({ origin: chosen.origin, err: errorMessage(err) }, 'target refused');
+      const { kind, id, version } = chosen.origin;
+      if (kind !== 'local')
+        reportRejection({ type: 'target-rejected', scope: { kind, id }, version, reason: errorMessage(err) });
     }
   };
   applyReceived();
   await agent.start();
   if (conn) {
     conn.on('target', () => applyReceived());
+    conn.on('rejected', (reason, _topic, claimed) => {
+      if (claimed.what !== 'target') return; // a refused command gets no answer at all (docs/protocol.md)
+      reportRejection({
+        type: 'target-rejected',
+        ...(claimed.scope ? { scope: claimed.scope } : {}),
+        ...(claimed.version !== undefined ? { version: claimed.version } : {}),
+        reason,
+      });
+    });
     conn.on('command', (cmd) => {
       void (async () => {
         const res = await agent.command({ ...cmd.body, id: cmd.id });

@@ -1,0 +1,255 @@
+/**
+ * Deployments, as the operator asks for them: validate a target against every limit the agent enforces
+ * (its target schema, the 1 MiB cap on a target message, image references) BEFORE signing, sign it here
+ * (the fleet private key never leaves the server), publish it retained, record it — intent first, so a
+ * version is never reused and a deployment that never reached the broker says so.
+ *
+ * A device override can be cleared: a signed "no target" for the device's scope at its next version, after
+ * which the device's groups' targets apply again (the rule is in src/fleet/view.ts). Deploying to a device
+ * the fleet has never seen is refused unless asked for (`allowUnknown`): a misspelt id would otherwise wait
+ * retained on the broker for a device that never comes.
+ */
+import type { KeyObject } from 'node:crypto';
+import { parseTarget } from '../../core/target.js';
+import { BerthError, conflict, invalidInput, notFound, withContext } from '../../lib/errors.js';
+import type { Logger } from '../../lib/logger.js';
+import {
+  encodeJson,
+  ImageRefSchema,
+  MAX_TARGET_BYTES,
+  type SignedTarget,
+  type Target,
+  TargetSchema,
+  type TargetScope,
+} from '../../transport/messages.js';
+import { signTarget } from '../../transport/targets.js';
+import { deviceTopic, groupTargetTopic } from '../../transport/topics.js';
+import type { FleetBus } from '../bus.js';
+import type { DeploymentRow, FleetStores } from '../store/index.js';
+import {
+  deviceProgress,
+  effectiveTarget,
+  type ProgressSummary,
+  type ScopeKey,
+  type ScopeVersion,
+  snapshotOf,
+  summarizeProgress,
+} from '../view.js';
+
+/** What gets deployed: the apps (the agent's target schema) and the images they need, by name:tag. */
+export interface DeployInput {
+  apps: unknown;
+  images: string[];
+}
+
+/** Where targets go: the server's MQTT connection, or a short link from the local CLI. */
+export interface TargetPublisher {
+  publish(topic: string, payload: Buffer, opts: { qos: 0 | 1; retain?: boolean }): Promise<void>;
+}
+
+export interface DeployServiceOptions {
+  stores: FleetStores;
+  fleet: string;
+  privateKey: KeyObject;
+  publisher: () => TargetPublisher | Promise<TargetPublisher>;
+  bus?: FleetBus | undefined;
+  log: Logger;
+  now?: () => number;
+}
+
+/** A signature's JSON is at most this long (alg, 16-hex key id, base64 of 64 bytes) — for the size check. */
+const SIGNATURE_ALLOWANCE = 160;
+
+export function targetTopic(signed: SignedTarget): string {
+  const { fleet, scope } = signed.target;
+  return scope.kind === 'device' ? deviceTopic(fleet, scope.id, 'target') : groupTargetTopic(fleet, scope.id);
+}
+
+export class DeployService {
+  private readonly now: () => number;
+
+  constructor(private readonly o: DeployServiceOptions) {
+    this.now = o.now ?? Date.now;
+  }
+
+  /**
+   * The target `input` would become for `scope` (unsigned, version 0), checked as the agent will check it.
+   * Throws InvalidInput naming what is wrong (or NotFound for an image the fleet does not hold).
+   */
+  validate(input: DeployInput, scope: TargetScope): Target {
+    checkScope(scope);
+    if (!Array.isArray(input.images) || input.images.length > 256)
+      throw invalidInput('images: expected a list of at most 256 name:tag');
+    const images = input.images.map((name, i) => {
+      const r = ImageRefSchema.safeParse(name);
+      if (!r.success) throw invalidInput(`images[${i}] ${JSON.stringify(name)} is not name:tag`);
+      const img = this.o.stores.images.get(r.data);
+      if (!img) throw notFound(`image ${r.data} is not in the fleet: push it first`);
+      return { name: r.data, digest: img.digest };
+    });
+    const target: Target = {
+      v: 1,
+      fleet: this.o.fleet,
+      scope,
+      version: Number.MAX_SAFE_INTEGER, // the widest a version can be, for the size check
+      issuedAt: new Date(this.now()).toISOString(),
+      images,
+      apps: input.apps as Target['apps'],
+    };
+    // the size first: it is cheap, and a target too big for any agent is not worth parsing
+    let bytes: number;
+    try {
+      bytes = encodeJson({ v: 1, target }).length + SIGNATURE_ALLOWANCE;
+    } catch (err) {
+      throw invalidInput(
+        `target for ${scope.kind} ${scope.id}: apps are not plain JSON (${(err as Error).message})`,
+      );
+    }
+    if (bytes > MAX_TARGET_BYTES)
+      throw invalidInput(
+        `target for ${scope.kind} ${scope.id} is ${formatBytes(bytes)} signed; agents refuse target messages over ${formatBytes(MAX_TARGET_BYTES)} (nothing was published)`,
+      );
+    // the agent's own schema, on exactly what it will receive
+    parseTarget({ version: 0, apps: input.apps }, `target for ${scope.kind} ${scope.id}`);
+    const checked = TargetSchema.safeParse(target);
+    if (!checked.success)
+      throw invalidInput(`target envelope: ${checked.error.issues[0]?.message ?? 'invalid'}`);
+    return { ...target, version: 0 };
+  }
+
+  /** Validate, sign, publish (retained), record. Returns the published deployment. */
+  async deploy(
+    input: DeployInput,
+    scope: TargetScope,
+    o: { allowUnknown?: boolean; createdBy?: string | undefined } = {},
+  ): Promise<DeploymentRow> {
+    const target = this.validate(input, scope);
+    if (scope.kind === 'device') this.checkDevice(scope.id, o.allowUnknown === true);
+    return this.publish(scope, (version) => ({ ...target, version }), { createdBy: o.createdBy });
+  }
+
+  /**
+   * Clear a device's override: its groups' targets apply again. A signed clear at the device scope's next
+   * version (retained), so a device offline now gets it when it comes back.
+   */
+  async clear(deviceId: string, o: { createdBy?: string | undefined } = {}): Promise<DeploymentRow> {
+    const scope: TargetScope = { kind: 'device', id: deviceId };
+    checkScope(scope);
+    const cur = this.o.stores.deployments.current(scope);
+    if (!cur || cur.cleared) throw notFound(`device ${deviceId} has no target of its own to clear`);
+    return this.publish(
+      scope,
+      (version) => ({
+        v: 1,
+        fleet: this.o.fleet,
+        scope,
+        version,
+        issuedAt: new Date(this.now()).toISOString(),
+        images: [],
+        apps: {},
+        clear: true,
+      }),
+      { createdBy: o.createdBy, cleared: true },
+    );
+  }
+
+  private checkDevice(deviceId: string, allowUnknown: boolean): void {
+    const d = this.o.stores.devices.get(deviceId);
+    if (d?.revokedAt) throw conflict(`device ${deviceId} was revoked; it can no longer receive targets`);
+    if (!d && !allowUnknown)
+      throw notFound(
+        `device ${deviceId} has never been seen by the fleet (misspelt? not enrolled yet?); pass --allow-unknown to deploy to it anyway`,
+      );
+  }
+
+  private async publish(
+    scope: TargetScope,
+    build: (version: number) => Target,
+    o: { createdBy?: string | undefined; cleared?: boolean },
+  ): Promise<DeploymentRow> {
+    const { stores, privateKey, log } = this.o;
+    const { row, signed } = stores.deployments.reserve(scope, (v) => signTarget(build(v), privateKey), {
+      now: this.now(),
+      createdBy: o.createdBy,
+      cleared: o.cleared === true,
+    });
+    try {
+      const publisher = await this.o.publisher();
+      await publisher.publish(targetTopic(signed), encodeJson(signed), { qos: 1, retain: true });
+    } catch (err) {
+      stores.deployments.fail(row.id);
+      const e = withContext(`publishing ${scope.kind} ${scope.id} version ${row.version}`, err);
+      throw new BerthError(e.code, `${e.message} (nothing was deployed)`, { cause: err });
+    }
+    const at = this.now();
+    stores.deployments.commit(row.id, at);
+    log.info(
+      { scope: `${scope.kind}/${scope.id}`, version: row.version, cleared: row.cleared },
+      'target published',
+    );
+    this.o.bus?.emit({
+      type: 'deployment',
+      at,
+      id: row.id,
+      scope,
+      version: row.version,
+      cleared: row.cleared,
+      createdBy: row.createdBy,
+    });
+    return { ...row, state: 'published' };
+  }
+
+  /** Publish again every scope's current target (retained): a broker that lost its store converges again. */
+  async republish(): Promise<number> {
+    const { stores } = this.o;
+    for (const p of stores.deployments.pending()) stores.deployments.commit(p.id, this.now()); // see reserve()
+    const publisher = await this.o.publisher();
+    // a revoked device's own target stays cleared (revocation emptied it on the broker)
+    const all = stores.deployments
+      .currentSigned()
+      .filter((s) => s.target.scope.kind !== 'device' || !stores.devices.get(s.target.scope.id)?.revokedAt);
+    for (const signed of all)
+      await publisher.publish(targetTopic(signed), encodeJson(signed), { qos: 1, retain: true });
+    return all.length;
+  }
+
+  /**
+   * Where every device the deployment concerns stands (pure evaluation over the stored reports): the device
+   * of a device scope, or every device that follows the group. `deploy --wait` polls this.
+   */
+  progress(want: ScopeKey & { version: number }): ProgressSummary {
+    const { stores } = this.o;
+    const ids = want.kind === 'device' ? [want.id] : stores.devices.inGroup(want.id);
+    const scopeTargets = new Map<string, ScopeVersion>();
+    const targetOf = (s: ScopeKey) => {
+      const k = `${s.kind}/${s.id}`;
+      if (!scopeTargets.has(k)) {
+        const cur = stores.deployments.current(s);
+        if (cur) scopeTargets.set(k, cur);
+      }
+      return scopeTargets.get(k);
+    };
+    const rows = stores.devices.rows(ids);
+    const progress = rows.map((d) =>
+      deviceProgress(want, snapshotOf(d, effectiveTarget(d.id, d.groups, targetOf))),
+    );
+    if (want.kind === 'device' && rows.length === 0)
+      progress.push({
+        deviceId: want.id,
+        state: 'applying',
+        online: false,
+        reported: '-',
+        detail: 'never seen',
+      });
+    return summarizeProgress(progress);
+  }
+}
+
+function checkScope(scope: TargetScope): void {
+  if (!TargetSchema.shape.scope.safeParse(scope).success)
+    throw invalidInput(`${scope?.kind ?? 'scope'} ${JSON.stringify(scope?.id)}: use 1-128 of [A-Za-z0-9_.-]`);
+}
+
+function formatBytes(n: number): string {
+  return n >= 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
+}
