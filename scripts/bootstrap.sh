@@ -12,6 +12,7 @@ APT_PACKAGES=(
   iproute2 iptables nftables
   qemu-user-static qemu-system-x86 qemu-system-data dmsetup thin-provisioning-tools xz-utils
   binutils python3 time openssl strace
+  chromium fonts-dejavu-core
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf
   gcc-powerpc64le-linux-gnu g++-powerpc64le-linux-gnu
 )

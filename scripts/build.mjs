@@ -3,6 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as esbuild from 'esbuild';
+import { buildConsole, consolePlugin } from './console-build.mjs';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 let commit = process.env.BERTH_COMMIT ?? 'unknown';
@@ -13,6 +14,8 @@ try {
 } catch {
   /* not a git checkout */
 }
+
+const consoleFiles = await buildConsole();
 
 await esbuild.build({
   entryPoints: ['src/main.ts'],
@@ -27,6 +30,7 @@ await esbuild.build({
   banner: {
     js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
   },
+  plugins: [consolePlugin(consoleFiles, 'esm')],
   define: { __BERTH_BUILD__: JSON.stringify({ version: pkg.version, commit }) },
   logLevel: 'warning',
 });

@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { appendFileSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as esbuild from 'esbuild';
+import { buildConsole, consolePlugin } from '../console-build.mjs';
 import { ROOT, sha256File } from './common.mjs';
 
 export function buildInfo() {
@@ -88,7 +89,7 @@ export async function bundleApp(def, { addon, natives, outfile }) {
     outfile,
     minify: true,
     legalComments: 'none',
-    plugins: [payloadPlugin],
+    plugins: [payloadPlugin, consolePlugin(await buildConsole(), 'cjs')],
     define: { __BERTH_BUILD__: JSON.stringify(buildInfo()) },
     logLevel: 'warning',
   });

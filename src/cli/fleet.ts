@@ -18,6 +18,7 @@ import { registerFleetDevices } from './fleet-devices.js';
 import { registerFleetEnroll } from './fleet-enroll.js';
 import { SERVE_FILE, type ServeFile } from './fleet-link.js';
 import { fleetStores } from './fleet-local.js';
+import { registerFleetRollout } from './fleet-rollout.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { columnsOf, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
 import { ProgressBar } from './progress.js';
@@ -308,6 +309,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
 
   registerFleetDevices(fleet, ctx);
   registerFleetEnroll(fleet, ctx);
+  registerFleetRollout(fleet, ctx);
   registerFleetCommand(fleet, ctx);
   registerFleetAdmin(fleet, ctx);
 }

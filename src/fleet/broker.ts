@@ -19,6 +19,8 @@ export interface EmbeddedBroker {
   port: number;
   /** Disconnect every client authenticated as this device (revocation). */
   disconnectDevice(deviceId: string): number;
+  /** The retained messages on topics matching these filters, read from the broker's own store. */
+  retained(filters: readonly string[]): Promise<Array<{ topic: string; payload: Buffer }>>;
   close(): Promise<void>;
 }
 
@@ -28,6 +30,10 @@ export interface BrokerAuth {
   authenticate(username: string, password: Buffer): Principal | undefined;
   /** accept clients without credentials, as the fleet (a lab; never in production) */
   allowAnonymous: boolean;
+}
+
+interface RetainedSource {
+  createRetainedStreamCombi(patterns: string[]): AsyncIterable<{ topic: string; payload: Buffer | string }>;
 }
 
 const PRINCIPAL = Symbol('berth.principal');
@@ -121,6 +127,17 @@ export async function startEmbeddedBroker(opts: {
       for (const c of set) c.close();
       byDevice.delete(deviceId);
       return n;
+    },
+    retained: async (filters) => {
+      const out: Array<{ topic: string; payload: Buffer }> = [];
+      // the persistence aedes keeps retained messages in (memory: empty after a restart of the server)
+      const store = (aedes as unknown as { persistence: RetainedSource }).persistence;
+      for await (const p of store.createRetainedStreamCombi([...filters]))
+        out.push({
+          topic: p.topic,
+          payload: Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload),
+        });
+      return out;
     },
     close: async () => {
       await new Promise<void>((resolve) => aedes.close(() => resolve()));

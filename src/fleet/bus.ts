@@ -6,7 +6,35 @@
  */
 import type { Logger } from '../lib/logger.js';
 import type { TargetRef } from '../transport/reports.js';
+import type { RolloutState } from './rollouts/machine.js';
 import type { DeviceStatus, ProgressState, ScopeKey } from './view.js';
+
+/** What happened to a rollout (the `change` of a `rollout` event). */
+export type RolloutChange =
+  | 'created'
+  | 'started'
+  | 'phase'
+  | 'soaking'
+  | 'waiting-approval'
+  | 'paused'
+  | 'resumed'
+  | 'succeeded'
+  | 'aborted'
+  | 'superseded'
+  | 'rolled-back'
+  | 'settled';
+
+/** One phase's counts, as rollout events carry them. */
+export interface RolloutPhaseProgress {
+  index: number;
+  size: number;
+  queued: number;
+  pending: number;
+  offline: number;
+  converged: number;
+  failed: number;
+  superseded: number;
+}
 
 export type FleetEvent =
   | { type: 'device.online'; deviceId: string; at: number }
@@ -40,7 +68,37 @@ export type FleetEvent =
       detail?: string | undefined;
     }
   | { type: 'device.revoked'; deviceId: string; at: number }
-  | { type: 'device.enrolled'; deviceId: string; at: number };
+  | { type: 'device.enrolled'; deviceId: string; at: number }
+  | {
+      /** a rollout changed state or phase */
+      type: 'rollout';
+      at: number;
+      rolloutId: number;
+      state: RolloutState;
+      phase: number;
+      reason: string | null;
+      change: RolloutChange;
+    }
+  | {
+      /** a rollout's counts moved (coalesced: at most a few per second per rollout) */
+      type: 'rollout.progress';
+      at: number;
+      rolloutId: number;
+      state: RolloutState;
+      phase: number;
+      phases: RolloutPhaseProgress[];
+      rollback: { state: 'none' | 'pending' | 'sent' | 'done'; moved: number; returned: number };
+    }
+  | {
+      /** one device's outcome in a rollout changed */
+      type: 'rollout.device';
+      at: number;
+      rolloutId: number;
+      deviceId: string;
+      phase: number;
+      outcome: 'queued' | 'pending' | 'converged' | 'failed' | 'superseded';
+      detail?: string | undefined;
+    };
 
 export type FleetEventType = FleetEvent['type'];
 

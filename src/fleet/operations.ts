@@ -34,6 +34,13 @@ import type {
   MetricQueryInput,
   Metrics,
   Page,
+  RolloutAbortBody,
+  RolloutCreateBody,
+  RolloutDeviceQueryInput,
+  RolloutDeviceWire,
+  RolloutPreview,
+  RolloutQueryInput,
+  RolloutWire,
   Session,
   TargetRefWire,
   User,
@@ -50,6 +57,8 @@ import {
 } from './identity/service.js';
 import type { AuditRow } from './identity/store.js';
 import { describeFleetImage } from './image-record.js';
+import { describeSelection as describeSelectionText, type RolloutInput } from './rollouts/service.js';
+import { toRolloutDeviceWire, toRolloutWire } from './rollouts/wire.js';
 import type { EnrollRequest, EnrollResponse, FleetServices } from './services/index.js';
 import type {
   DeploymentRow,
@@ -494,6 +503,110 @@ export class FleetOperations {
         ...(x.detail !== undefined ? { detail: x.detail } : {}),
       })),
     };
+  }
+
+  // rollouts ---------------------------------------------------------------------------------------
+  private rolloutInput(
+    actor: Actor,
+    b: Omit<RolloutCreateBody, 'draft'> & { draft?: boolean | undefined },
+  ): RolloutInput {
+    const target = b.file
+      ? readDeployText(b.file.text, b.file.name, b.app ? { app: b.app } : {})
+      : { apps: b.apps, images: b.images ?? [] };
+    return {
+      name: b.name,
+      target,
+      selection: { group: b.group, selector: b.selector, devices: b.devices, all: b.all },
+      phases: b.phases,
+      canaries: b.canaries,
+      policy: {
+        successThreshold: b.successThreshold,
+        errorThreshold: b.errorThreshold,
+        maxPending: b.maxPending,
+        soakMs: b.soakMs,
+        ...(b.phaseTimeoutMs !== undefined ? { phaseTimeoutMs: b.phaseTimeoutMs } : {}),
+        approval: b.approval,
+        rollback: b.rollback,
+      },
+      draft: b.draft,
+      createdBy: actorLabel(actor),
+    };
+  }
+
+  /** Every pre-check of a rollout, nothing stored or published: what it would do. */
+  async validateRollout(actor: Actor, b: Omit<RolloutCreateBody, 'draft'>): Promise<RolloutPreview> {
+    const plan = (await this.deps.services()).rollouts.plan(this.rolloutInput(actor, b));
+    return {
+      ok: true,
+      selection: describeSelectionText(plan.selection),
+      devices: plan.deviceIds.length,
+      phases: plan.specs.map((s, i) => ({
+        index: i + 1,
+        spec: 'count' in s ? String(s.count) : `${s.percent}%`,
+        size: plan.sizes[i]!,
+      })),
+      excluded: plan.excluded.slice(0, 100),
+      excludedTotal: plan.excluded.length,
+      images: plan.target.images,
+      apps: Object.keys((plan.target.apps ?? {}) as Record<string, unknown>),
+      bytes: plan.bytes,
+      policy: plan.policy,
+    };
+  }
+
+  async createRollout(actor: Actor, b: RolloutCreateBody): Promise<RolloutWire> {
+    const svc = (await this.deps.services()).rollouts;
+    const row = await svc.create(this.rolloutInput(actor, b));
+    return toRolloutWire(svc.view(row.id));
+  }
+
+  async rollouts(_actor: Actor, q: RolloutQueryInput): Promise<Page<RolloutWire>> {
+    const page = (await this.deps.services()).rollouts.list({
+      state: q.state,
+      active: q.active,
+      limit: q.limit,
+      cursor: q.cursor,
+    });
+    return { items: page.items.map(toRolloutWire), total: page.total ?? null, next: page.nextCursor ?? null };
+  }
+
+  async rollout(_actor: Actor, id: number): Promise<RolloutWire> {
+    return toRolloutWire((await this.deps.services()).rollouts.view(id));
+  }
+
+  async rolloutDevices(
+    _actor: Actor,
+    id: number,
+    q: RolloutDeviceQueryInput,
+  ): Promise<Page<RolloutDeviceWire>> {
+    const page = (await this.deps.services()).rollouts.devices(id, {
+      phase: q.phase,
+      outcome: q.outcome,
+      limit: q.limit,
+      cursor: q.cursor,
+    });
+    return {
+      items: page.items.map(toRolloutDeviceWire),
+      total: page.total ?? null,
+      next: page.nextCursor ?? null,
+    };
+  }
+
+  /** start, pause, resume, approve, abort: a wrong state is a Conflict naming it, nothing published. */
+  async rolloutAction(
+    actor: Actor,
+    id: number,
+    action: 'start' | 'pause' | 'resume' | 'approve' | 'abort',
+    body: RolloutAbortBody = {},
+  ): Promise<RolloutWire> {
+    const svc = (await this.deps.services()).rollouts;
+    const by = actorLabel(actor);
+    if (action === 'start') await svc.start(id, by);
+    else if (action === 'pause') await svc.pause(id, by, body.reason);
+    else if (action === 'resume') await svc.resume(id, by);
+    else if (action === 'approve') await svc.approve(id, by);
+    else await svc.abort(id, by, { reason: body.reason, rollback: body.rollback });
+    return toRolloutWire(svc.view(id));
   }
 
   // enrollment -------------------------------------------------------------------------------------

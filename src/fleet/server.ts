@@ -11,6 +11,7 @@ import { type EmbeddedBroker, startEmbeddedBroker } from './broker.js';
 import { FleetBus } from './bus.js';
 import { DynsecClient, ensureFleetRole } from './dynsec.js';
 import { Ingest, type IngestOptions } from './ingest.js';
+import { collect, type RetainedTargets, readRetainedTargets, targetFilters } from './retained.js';
 import { type BrokerAccess, dynsecAccess, embeddedAccess, externalAccess } from './services/broker-access.js';
 import { secretMatches, sha256Hex } from './services/enrollment.js';
 import { createFleetServices, type FleetServices } from './services/index.js';
@@ -58,6 +59,8 @@ export interface FleetServerOptions {
   /** how often revocations recorded elsewhere (the local CLI) are finished on the broker (default 1 s) */
   accessCheckMs?: number | undefined;
   now?: () => number;
+  /** the rollout driver's clock (tests) */
+  clock?: import('../agent/ports.js').Clock | undefined;
 }
 
 export class FleetServer {
@@ -100,6 +103,7 @@ export class FleetServer {
         return this.conn;
       },
       ...(opts.now ? { now: opts.now } : {}),
+      drive: { clock: opts.clock },
     });
     this.ingest = new Ingest({
       fleet: opts.fleet,
@@ -162,12 +166,20 @@ export class FleetServer {
     });
     this.conn = conn;
     if (this.access.mode === 'dynsec') this.dynsec = new DynsecClient(conn, { fleet: this.opts.fleet, log });
+    // at every connect: the targets the broker lacks (all of them on a broker that lost its store), then the
+    // rollouts look again at publishes a crash or the lost connection left in doubt
+    let synced: Promise<void> = Promise.resolve();
     conn.on('connect', () => {
-      this.services.deploy
-        .republish()
+      synced = this.services.deploy
+        .republish({ retained: () => this.retainedTargets(conn) })
+        .then((n) => {
+          if (n > 0) log.info({ targets: n }, 'targets the broker did not hold published');
+          return this.services.rolloutDriver?.resync();
+        })
         .catch((err) => log.warn({ err: errorMessage(err) }, 'republishing targets failed'));
     });
     await conn.start();
+    await synced;
     await this.ingest.start(conn);
     const recovered = await this.services.enrollment.recover();
     if (recovered.undone.length + recovered.revoked.length > 0)
@@ -212,6 +224,13 @@ export class FleetServer {
       this.pruneTimer.unref?.();
     };
     prune();
+    await this.services.rolloutDriver?.start();
+  }
+
+  /** What the broker retains of the fleet's targets: the embedded one's store, or asked over MQTT. */
+  private async retainedTargets(conn: MqttConnection): Promise<RetainedTargets | undefined> {
+    if (this.broker) return collect(await this.broker.retained(targetFilters(this.opts.fleet)));
+    return readRetainedTargets(conn, this.opts.fleet, this.opts.log);
   }
 
   /** The account the fleet's own connections use on the embedded broker (after start). */
@@ -220,6 +239,7 @@ export class FleetServer {
   }
 
   async stop(): Promise<void> {
+    await this.services.rolloutDriver?.stop();
     if (this.pruneTimer) clearTimeout(this.pruneTimer);
     if (this.accessTimer) clearTimeout(this.accessTimer);
     this.blobs?.stop();

@@ -128,9 +128,11 @@ export class AgentProcess {
         if (p.exitCode !== null) throw new Error(`agent exited (${p.exitCode}):\n${this.logTail()}`);
         return (await connectAgent(this.o.stateDir, 500)) !== undefined;
       },
-      30_000,
+      60_000,
       'the agent API',
-    );
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}; agent log:\n${this.logTail()}`);
+    });
   }
 
   /** Send `signal` and wait for the process to be gone. */

@@ -19,6 +19,7 @@ import {
   unauthenticated,
 } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
+import type { ConsoleAssets } from '../console/assets.js';
 import { roleAllows } from '../identity/roles.js';
 import { safeEqual } from '../identity/secrets.js';
 import { type Actor, ANONYMOUS, actorLabel, type IdentityService } from '../identity/service.js';
@@ -34,6 +35,8 @@ export interface AppOptions {
   log: Logger;
   /** check every response against its schema (tests): a mismatch is a 500 */
   validateResponses?: boolean;
+  /** the web console's files, served outside /api (src/fleet/console/) */
+  console?: ConsoleAssets | undefined;
 }
 
 type Env = { Bindings: HttpBindings };
@@ -49,9 +52,14 @@ export function buildApp(routes: RouteSpec[], opts: AppOptions): Hono<Env> {
       handle(c, spec, opts),
     );
   }
-  app.all('*', (c) =>
-    errorResponse(c, notFound(`no such API route: ${c.req.method} ${new URL(c.req.url).pathname}`)),
-  );
+  app.all('*', (c) => {
+    const pathname = new URL(c.req.url).pathname;
+    if (opts.console && !pathname.startsWith(`${API_PREFIX}/`)) {
+      const page = opts.console.respond(c.req.method, pathname, c.req.raw.headers);
+      if (page) return page;
+    }
+    return errorResponse(c, notFound(`no such API route: ${c.req.method} ${pathname}`));
+  });
   return app;
 }
 

@@ -6,6 +6,7 @@
 import { z } from 'zod/v4';
 import { unavailable } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
+import { ConsoleAssets, type EmbeddedAsset } from '../console/assets.js';
 import type { IdentityService } from '../identity/service.js';
 import type { FleetOperations, FleetOperationsDeps } from '../operations.js';
 import { buildApp } from './app.js';
@@ -17,7 +18,9 @@ import { changeRoutes } from './routes/changes.js';
 import { commandRoutes } from './routes/commands.js';
 import { fleetReadRoutes } from './routes/fleet.js';
 import { identityRoutes } from './routes/identity.js';
+import { rolloutRoutes } from './routes/rollouts.js';
 import { sessionRoutes } from './routes/session.js';
+import { summaryRoutes } from './routes/summary.js';
 import { type HttpListen, type HttpServer, startHttpServer } from './server.js';
 import { type EventBusLike, SseHub, type SseOptions } from './sse.js';
 
@@ -32,6 +35,8 @@ export interface FleetApiOptions {
   /** the fleet's event bus, for the SSE stream */
   bus?: EventBusLike | undefined;
   sse?: SseOptions | undefined;
+  /** the web console served at `/` (default: the one embedded in this build; none when run from source) */
+  console?: EmbeddedAsset[] | undefined;
   /** tests: check every response against its schema */
   validateResponses?: boolean;
 }
@@ -43,6 +48,8 @@ export function fleetRoutes(d: ApiDeps): RouteSpec[] {
     ...fleetReadRoutes(d),
     ...changeRoutes(d),
     ...commandRoutes(d),
+    ...summaryRoutes(d),
+    ...rolloutRoutes(d),
   ];
   let doc: Record<string, unknown> | undefined;
   routes.push(
@@ -81,9 +88,11 @@ export async function startFleetApi(o: FleetApiOptions): Promise<HttpServer> {
     events: o.bus ? new SseHub(o.bus, o.sse) : undefined,
     maxUploadBytes: o.maxUploadBytes ?? 4 * 1024 * 1024 * 1024,
   };
+  const files = o.console ?? (await import('../console/embedded.js')).EMBEDDED_CONSOLE;
   const app = buildApp(fleetRoutes(deps), {
     identity: o.identity,
     log: o.log,
+    console: files.length ? new ConsoleAssets(files) : undefined,
     validateResponses: o.validateResponses ?? false,
   });
   const server = await startHttpServer(app, o.listen);
@@ -126,6 +135,8 @@ export async function serveFleetApi(o: {
   version: string;
   listen: HttpListen;
   maxUploadBytes?: number | undefined;
+  /** the web console's files (default: the ones embedded in this build) */
+  console?: EmbeddedAsset[] | undefined;
 }): Promise<{ server: HttpServer; setupToken: string | undefined }> {
   const { IdentityService } = await import('../identity/service.js');
   const { IdentityStore } = await import('../identity/store.js');
@@ -159,6 +170,7 @@ export async function serveFleetApi(o: {
     listen: o.listen,
     bus: served.bus,
     maxUploadBytes: o.maxUploadBytes,
+    console: o.console,
   });
   return {
     server: {

@@ -5,11 +5,12 @@
  */
 import { z } from 'zod/v4';
 import { ROLES } from '../identity/roles.js';
+import { ROLLOUT_STATES } from '../rollouts/machine.js';
 import { DEVICE_SORTS } from '../store/devices.js';
 import { DEVICE_STATUSES, PROGRESS_STATES } from '../view.js';
 import { components } from './openapi.js';
 
-const named = <T extends z.ZodType>(id: string, schema: T, description?: string): T => {
+export const named = <T extends z.ZodType>(id: string, schema: T, description?: string): T => {
   components.add(schema, { id, ...(description ? { description } : {}) });
   return schema;
 };
@@ -501,3 +502,250 @@ export type AuditEntry = z.output<typeof AuditSchema>;
 export type Image = z.output<typeof ImageSchema>;
 export type CommandAnswer = z.output<typeof CommandAnswerSchema>;
 export type CommandRequestBody = z.input<typeof CommandRequest>;
+
+// ---- rollouts ----------------------------------------------------------------------------------------
+const Percent = z.number().min(0).max(100);
+export const RolloutStateSchema = named('RolloutState', z.enum(ROLLOUT_STATES));
+export const RolloutOutcomeSchema = named(
+  'RolloutOutcome',
+  z.enum(['queued', 'pending', 'converged', 'failed', 'superseded']),
+  'queued: not sent yet; pending: sent, no answer (applying, in its health window, offline); converged: past its health window; failed: rolled back or refused; superseded: another target applies to it now',
+);
+const PhaseInput = z.union([
+  z.number().int().min(1).describe('a device count'),
+  z
+    .string()
+    .regex(/^\d{1,3}(\.\d{1,3})?%$|^\d{1,9}$/, 'a count (5) or a percentage ("10%")')
+    .describe('a percentage ("10%") or a count'),
+]);
+const RolloutFields = {
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9 _.:@/+-]{0,63}$/, 'use 1-64 of [A-Za-z0-9 _.:@/+-]')
+    .optional(),
+  apps: z
+    .unknown()
+    .optional()
+    .describe("the agent's target apps (with images), as POST /deployments takes them"),
+  images: z.array(ImageName).max(256).optional(),
+  file: z
+    .strictObject({ name: z.string().max(255), text: z.string().max(1024 * 1024) })
+    .optional()
+    .describe('a docker-compose file, a target JSON or a deploy file, as text'),
+  app: SafeName.optional().describe('app name for a compose file'),
+  group: SafeName.optional().describe('select the devices of a group (its target is set by the last phase)'),
+  selector: z.string().max(1024).optional().describe('select by labels: "site=berlin,tier!=lab"'),
+  devices: z.array(SafeName).min(1).max(10_000).optional().describe('select these devices'),
+  all: z.literal(true).optional().describe('select every device of the fleet'),
+  phases: z
+    .array(PhaseInput)
+    .min(1)
+    .max(32)
+    .optional()
+    .describe('cumulative sizes, the last "100%" (default ["100%"]): [1, "10%", "100%"]'),
+  canaries: z.array(SafeName).max(1000).optional().describe('devices put first (in this order)'),
+  successThreshold: Percent.optional().describe(
+    '% of a phase converged and healthy before the next (default 100)',
+  ),
+  errorThreshold: Percent.optional().describe(
+    '% of the devices so far that may fail; above it: abort (default 0)',
+  ),
+  maxPending: Percent.optional().describe(
+    '% of a phase that may still be pending when it is judged (default 0)',
+  ),
+  soakMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(30 * 86_400_000)
+    .optional()
+    .describe('a phase holds its threshold this long'),
+  phaseTimeoutMs: z
+    .number()
+    .int()
+    .min(1000)
+    .max(30 * 86_400_000)
+    .nullable()
+    .optional()
+    .describe('a phase that has not passed by then aborts the rollout (null: never)'),
+  approval: z.boolean().optional().describe('an operator approves each phase after the first'),
+  rollback: z
+    .boolean()
+    .optional()
+    .describe('an abort gives moved devices their previous target (default true)'),
+};
+const oneSelection = (r: { group?: unknown; selector?: unknown; devices?: unknown; all?: unknown }) =>
+  [r.group, r.selector, r.devices, r.all].filter((x) => x !== undefined).length === 1;
+const oneTarget = (r: { file?: unknown; apps?: unknown }) =>
+  (r.file === undefined) !== (r.apps === undefined);
+export const RolloutCreate = named(
+  'RolloutCreate',
+  z
+    .strictObject({
+      ...RolloutFields,
+      draft: z.boolean().optional().describe('store it without starting it'),
+    })
+    .refine(oneSelection, { message: 'give exactly one of group, selector, devices, all', path: ['group'] })
+    .refine(oneTarget, { message: 'give apps (+ images) or file, not both', path: ['apps'] }),
+);
+export const RolloutValidate = z
+  .strictObject(RolloutFields)
+  .refine(oneSelection, { message: 'give exactly one of group, selector, devices, all', path: ['group'] })
+  .refine(oneTarget, { message: 'give apps (+ images) or file, not both', path: ['apps'] });
+export const RolloutAbort = z.strictObject({
+  reason: z.string().max(500).optional(),
+  rollback: z
+    .boolean()
+    .optional()
+    .describe("default: the rollout's policy (true unless created with rollback false)"),
+});
+export const RolloutParams = z.strictObject({ id: z.coerce.number().int().positive() });
+export const RolloutQuery = z.strictObject({
+  state: RolloutStateSchema.optional(),
+  active: boolQuery.optional().describe('running, waiting-approval or paused'),
+  limit: limitQuery(500, 50),
+  cursor: z
+    .string()
+    .regex(/^\d{1,16}$/, 'a cursor from the previous page')
+    .optional(),
+});
+export const RolloutDeviceQuery = z.strictObject({
+  phase: z.coerce.number().int().min(1).max(32).optional(),
+  outcome: RolloutOutcomeSchema.optional(),
+  limit: limitQuery(500, 100),
+  cursor: z
+    .string()
+    .regex(/^\d{1,16}$/, 'a cursor from the previous page')
+    .optional(),
+});
+export const PolicySchema = named(
+  'RolloutPolicy',
+  z.strictObject({
+    successThreshold: z.number(),
+    errorThreshold: z.number(),
+    maxPending: z.number(),
+    soakMs: z.number().int(),
+    phaseTimeoutMs: z.number().int().nullable(),
+    approval: z.boolean(),
+    rollback: z.boolean(),
+  }),
+);
+export const RolloutPhaseSchema = named(
+  'RolloutPhase',
+  z.strictObject({
+    index: z.number().int().describe('1-based'),
+    spec: z.string().describe('as given: "10%" or "5"'),
+    size: z.number().int().describe('devices in this phase'),
+    state: z.enum(['queued', 'running', 'soaking', 'passed', 'waiting-approval', 'failed', 'stopped']),
+    startedAt: Iso.nullable(),
+    passedAt: Iso.nullable(),
+    queued: z.number().int(),
+    pending: z.number().int(),
+    offline: z.number().int().describe('of pending'),
+    converged: z.number().int(),
+    failed: z.number().int(),
+    superseded: z.number().int(),
+  }),
+);
+export const RolloutSchema = named(
+  'Rollout',
+  z.strictObject({
+    id: z.number().int(),
+    name: z.string().nullable(),
+    state: RolloutStateSchema,
+    reason: z.string().nullable().describe('why it was aborted, superseded or paused'),
+    selection: z.strictObject({
+      kind: z.enum(['group', 'selector', 'devices', 'all']),
+      group: z.string().optional(),
+      selector: z.string().optional(),
+      devices: z.number().int().optional().describe('how many ids were given'),
+    }),
+    excluded: z.number().int().describe('group devices left out: another target applies to them'),
+    target: z.strictObject({
+      apps: z.array(z.string()),
+      images: z.array(z.strictObject({ name: z.string(), digest: z.string() })),
+    }),
+    policy: PolicySchema,
+    phase: z.number().int().describe('the current phase, 1-based; 0 before it started'),
+    phases: z.array(RolloutPhaseSchema),
+    total: z.number().int(),
+    done: z.number().int().describe('converged + failed + superseded'),
+    converged: z.number().int(),
+    failed: z.number().int(),
+    pending: z.number().int(),
+    group: z
+      .strictObject({ id: z.string(), deployment: TargetRefSchema.nullable() })
+      .nullable()
+      .describe('a group rollout: its group and the group target its last phase set'),
+    rollback: z.strictObject({
+      state: z.enum(['none', 'pending', 'sent', 'done']),
+      moved: z.number().int().describe('devices the rollback concerns'),
+      returned: z.number().int().describe('of them, reported back on their previous target'),
+    }),
+    settle: z
+      .enum(['none', 'pending', 'done'])
+      .describe("after success: the earlier phases' overrides cleared"),
+    supersededBy: z.number().int().nullable(),
+    createdAt: Iso,
+    createdBy: z.string().nullable(),
+    startedAt: Iso.nullable(),
+    finishedAt: Iso.nullable(),
+    updatedAt: Iso,
+  }),
+);
+export const RolloutPage = named(
+  'RolloutPage',
+  z.strictObject({
+    items: z.array(RolloutSchema),
+    total: z.number().int().nullable(),
+    next: z.string().nullable(),
+  }),
+);
+export const RolloutDeviceSchema = named(
+  'RolloutDevice',
+  z.strictObject({
+    deviceId: z.string(),
+    phase: z.number().int(),
+    canary: z.boolean(),
+    outcome: RolloutOutcomeSchema,
+    online: z.boolean(),
+    detail: z.string().nullable(),
+    target: TargetRefSchema.nullable().describe('what the rollout sent it'),
+    previous: TargetRefSchema.nullable().describe('what applied to it before (what a rollback gives back)'),
+    publishedAt: Iso.nullable(),
+    rollback: z.strictObject({
+      state: z.enum(['none', 'pending', 'published', 'returned', 'kept']),
+      target: TargetRefSchema.nullable(),
+    }),
+  }),
+);
+export const RolloutDevicePage = z.strictObject({
+  items: z.array(RolloutDeviceSchema),
+  total: z.number().int().nullable(),
+  next: z.string().nullable(),
+});
+export const RolloutPreviewSchema = named(
+  'RolloutPreview',
+  z.strictObject({
+    ok: z.literal(true),
+    selection: z.string().describe('as understood: "group g1", "labels site=berlin,tier!=lab"'),
+    devices: z.number().int(),
+    phases: z.array(z.strictObject({ index: z.number().int(), spec: z.string(), size: z.number().int() })),
+    excluded: z
+      .array(z.strictObject({ deviceId: z.string(), reason: z.string() }))
+      .describe('group devices left out (at most 100 listed)'),
+    excludedTotal: z.number().int(),
+    images: z.array(z.strictObject({ name: z.string(), digest: z.string() })),
+    apps: z.array(z.string()),
+    bytes: z.number().int(),
+    policy: PolicySchema,
+  }),
+);
+
+export type RolloutWire = z.output<typeof RolloutSchema>;
+export type RolloutDeviceWire = z.output<typeof RolloutDeviceSchema>;
+export type RolloutPreview = z.output<typeof RolloutPreviewSchema>;
+export type RolloutCreateBody = z.input<typeof RolloutCreate>;
+export type RolloutQueryInput = z.output<typeof RolloutQuery>;
+export type RolloutDeviceQueryInput = z.output<typeof RolloutDeviceQuery>;
+export type RolloutAbortBody = z.input<typeof RolloutAbort>;

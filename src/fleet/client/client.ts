@@ -24,6 +24,11 @@ import type {
   Image,
   Metrics,
   Page,
+  RolloutAbortBody,
+  RolloutCreateBody,
+  RolloutDeviceWire,
+  RolloutPreview,
+  RolloutWire,
   Session,
   User,
 } from '../api/schemas.js';
@@ -54,6 +59,20 @@ export interface MetricListQuery {
   resolution?: number | undefined;
 }
 
+export interface RolloutListQuery {
+  state?: RolloutWire['state'] | undefined;
+  active?: boolean | undefined;
+  limit?: number | undefined;
+  cursor?: string | undefined;
+}
+
+export interface RolloutDeviceListQuery {
+  phase?: number | undefined;
+  outcome?: RolloutDeviceWire['outcome'] | undefined;
+  limit?: number | undefined;
+  cursor?: string | undefined;
+}
+
 export interface FleetClient {
   /** where it talks to, for messages: "state dir /var/lib/berth" or "https://fleet:8080" */
   readonly where: string;
@@ -81,6 +100,17 @@ export interface FleetClient {
   deploy(req: DeployRequestBody): Promise<Deployment>;
   clearOverride(deviceId: string): Promise<Deployment>;
   progress(deploymentId: number): Promise<DeploymentProgress>;
+
+  validateRollout(req: Omit<RolloutCreateBody, 'draft'>): Promise<RolloutPreview>;
+  createRollout(req: RolloutCreateBody): Promise<RolloutWire>;
+  rollouts(q: RolloutListQuery): Promise<Page<RolloutWire>>;
+  rollout(id: number): Promise<RolloutWire>;
+  rolloutDevices(id: number, q: RolloutDeviceListQuery): Promise<Page<RolloutDeviceWire>>;
+  rolloutAction(
+    id: number,
+    action: 'start' | 'pause' | 'resume' | 'approve' | 'abort',
+    body?: RolloutAbortBody,
+  ): Promise<RolloutWire>;
 
   enrollmentTokens(): Promise<EnrollmentToken[]>;
   createEnrollmentToken(req: EnrollmentCreateBody): Promise<{ token: string; info: EnrollmentToken }>;

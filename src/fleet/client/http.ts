@@ -9,7 +9,14 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import type { Readable } from 'node:stream';
 import { BerthError, errorFromWire, invalidInput, unavailable, withContext } from '../../lib/errors.js';
-import type { DeviceListQuery, FleetClient, MetricListQuery } from './client.js';
+import type { RolloutAbortBody } from '../api/schemas.js';
+import type {
+  DeviceListQuery,
+  FleetClient,
+  MetricListQuery,
+  RolloutDeviceListQuery,
+  RolloutListQuery,
+} from './client.js';
 
 export interface HttpClientOptions {
   /** https://fleet.example:8080 */
@@ -249,6 +256,43 @@ export class HttpFleetClient implements FleetClient {
     return this.request<Awaited<ReturnType<FleetClient['progress']>>>(
       'GET',
       `/deployments/${deploymentId}/progress`,
+    );
+  }
+
+  validateRollout(req: Parameters<FleetClient['validateRollout']>[0]) {
+    return this.request<Awaited<ReturnType<FleetClient['validateRollout']>>>('POST', '/rollouts/validate', {
+      body: req,
+    });
+  }
+  createRollout(req: Parameters<FleetClient['createRollout']>[0]) {
+    return this.request<Awaited<ReturnType<FleetClient['createRollout']>>>('POST', '/rollouts', {
+      body: req,
+    });
+  }
+  rollouts(q: RolloutListQuery) {
+    return this.request<Awaited<ReturnType<FleetClient['rollouts']>>>('GET', '/rollouts', {
+      query: q as Query,
+    });
+  }
+  rollout(id: number) {
+    return this.request<Awaited<ReturnType<FleetClient['rollout']>>>('GET', `/rollouts/${id}`);
+  }
+  rolloutDevices(id: number, q: RolloutDeviceListQuery) {
+    return this.request<Awaited<ReturnType<FleetClient['rolloutDevices']>>>(
+      'GET',
+      `/rollouts/${id}/devices`,
+      {
+        query: q as Query,
+      },
+    );
+  }
+  rolloutAction(id: number, action: Parameters<FleetClient['rolloutAction']>[1], body?: RolloutAbortBody) {
+    return this.request<Awaited<ReturnType<FleetClient['rolloutAction']>>>(
+      'POST',
+      `/rollouts/${id}/${action}`,
+      {
+        ...(action === 'abort' ? { body: body ?? {} } : {}),
+      },
     );
   }
 

@@ -4,9 +4,16 @@
  * API calls, with source `local`.
  */
 import { promises as fsp } from 'node:fs';
+import type { RolloutAbortBody } from '../api/schemas.js';
 import type { Actor } from '../identity/service.js';
 import type { FleetOperations } from '../operations.js';
-import type { DeviceListQuery, FleetClient, MetricListQuery } from './client.js';
+import type {
+  DeviceListQuery,
+  FleetClient,
+  MetricListQuery,
+  RolloutDeviceListQuery,
+  RolloutListQuery,
+} from './client.js';
 
 export class LocalFleetClient implements FleetClient {
   readonly where: string;
@@ -100,6 +107,27 @@ export class LocalFleetClient implements FleetClient {
   }
   async progress(deploymentId: number) {
     return this.ops.progress(this.actor, deploymentId);
+  }
+
+  validateRollout(req: Parameters<FleetClient['validateRollout']>[0]) {
+    return this.audited('rollout.validate', null, () => this.ops.validateRollout(this.actor, req));
+  }
+  createRollout(req: Parameters<FleetClient['createRollout']>[0]) {
+    return this.audited('rollout.create', null, () => this.ops.createRollout(this.actor, req));
+  }
+  rollouts(q: RolloutListQuery) {
+    return this.ops.rollouts(this.actor, { limit: 50, ...q });
+  }
+  rollout(id: number) {
+    return this.ops.rollout(this.actor, id);
+  }
+  rolloutDevices(id: number, q: RolloutDeviceListQuery) {
+    return this.ops.rolloutDevices(this.actor, id, { limit: 100, ...q });
+  }
+  rolloutAction(id: number, action: Parameters<FleetClient['rolloutAction']>[1], body?: RolloutAbortBody) {
+    return this.audited(`rollout.${action}`, `rollout ${id}`, () =>
+      this.ops.rolloutAction(this.actor, id, action, body),
+    );
   }
 
   async enrollmentTokens() {

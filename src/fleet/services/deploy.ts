@@ -10,8 +10,9 @@
  * retained on the broker for a device that never comes.
  */
 import type { KeyObject } from 'node:crypto';
+import { Mutex } from '../../agent/mutex.js';
 import { parseTarget } from '../../core/target.js';
-import { BerthError, conflict, invalidInput, notFound, withContext } from '../../lib/errors.js';
+import { BerthError, conflict, errorMessage, invalidInput, notFound, withContext } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import {
   encodeJson,
@@ -25,6 +26,7 @@ import {
 import { signTarget } from '../../transport/targets.js';
 import { deviceTopic, groupTargetTopic } from '../../transport/topics.js';
 import type { FleetBus } from '../bus.js';
+import type { RetainedTargets } from '../retained.js';
 import type { DeploymentRow, FleetStores } from '../store/index.js';
 import {
   deviceProgress,
@@ -60,6 +62,23 @@ export interface DeployServiceOptions {
 /** A signature's JSON is at most this long (alg, 16-hex key id, base64 of 64 bytes) — for the size check. */
 const SIGNATURE_ALLOWANCE = 160;
 
+/**
+ * One target of a batch (`publishMany`): a scope and what it gets — a release (apps + images pinned by
+ * digest), or a clear ("no target of this scope any more").
+ */
+export interface PublishItem {
+  scope: TargetScope;
+  content?: { apps: unknown; images: Array<{ name: string; digest: string }> } | undefined;
+  clear?: boolean | undefined;
+}
+
+export interface PublishManyResult {
+  /** reached the broker and committed */
+  published: DeploymentRow[];
+  /** the publish failed: they may or may not have reached the broker; still `pending` (republish settles them) */
+  inDoubt: DeploymentRow[];
+}
+
 export function targetTopic(signed: SignedTarget): string {
   const { fleet, scope } = signed.target;
   return scope.kind === 'device' ? deviceTopic(fleet, scope.id, 'target') : groupTargetTopic(fleet, scope.id);
@@ -67,6 +86,8 @@ export function targetTopic(signed: SignedTarget): string {
 
 export class DeployService {
   private readonly now: () => number;
+  /** publishing and republishing take turns: a republish never sees a half-done publish as lost */
+  private readonly publishing = new Mutex();
 
   constructor(private readonly o: DeployServiceOptions) {
     this.now = o.now ?? Date.now;
@@ -162,7 +183,15 @@ export class DeployService {
       );
   }
 
-  private async publish(
+  private publish(
+    scope: TargetScope,
+    build: (version: number) => Target,
+    o: { createdBy?: string | undefined; cleared?: boolean },
+  ): Promise<DeploymentRow> {
+    return this.publishing.run(() => this.publishOne(scope, build, o));
+  }
+
+  private async publishOne(
     scope: TargetScope,
     build: (version: number) => Target,
     o: { createdBy?: string | undefined; cleared?: boolean },
@@ -199,18 +228,147 @@ export class DeployService {
     return { ...row, state: 'published' };
   }
 
-  /** Publish again every scope's current target (retained): a broker that lost its store converges again. */
-  async republish(): Promise<number> {
-    const { stores } = this.o;
-    for (const p of stores.deployments.pending()) stores.deployments.commit(p.id, this.now()); // see reserve()
-    const publisher = await this.o.publisher();
-    // a revoked device's own target stays cleared (revocation emptied it on the broker)
-    const all = stores.deployments
-      .currentSigned()
-      .filter((s) => s.target.scope.kind !== 'device' || !stores.devices.get(s.target.scope.id)?.revokedAt);
-    for (const signed of all)
-      await publisher.publish(targetTopic(signed), encodeJson(signed), { qos: 1, retain: true });
-    return all.length;
+  /** The target a release or a clear becomes for `scope` at `version` (unsigned). */
+  targetFor(item: PublishItem, version: number): Target {
+    const base = {
+      v: 1 as const,
+      fleet: this.o.fleet,
+      scope: item.scope,
+      version,
+      issuedAt: new Date(this.now()).toISOString(),
+    };
+    if (item.clear) return { ...base, images: [], apps: {}, clear: true };
+    if (!item.content) throw invalidInput(`${item.scope.kind} ${item.scope.id}: nothing to publish`);
+    return {
+      ...base,
+      images: item.content.images as Target['images'],
+      apps: item.content.apps as Target['apps'],
+    };
+  }
+
+  /**
+   * Publish many targets as one batch, intent first: every deployment is reserved (`pending`) in one
+   * transaction — `reserved(rows)` runs inside it, so the caller's own intent is written with them — then
+   * published, then the ones that reached the broker are committed in one transaction (`committed(rows)`
+   * inside it). A publish that fails leaves its deployment `pending`: it may have reached the broker, and
+   * the republish on the next connect settles it (published once, never twice).
+   */
+  async publishMany(
+    items: readonly PublishItem[],
+    o: {
+      createdBy?: string | undefined;
+      reserved?: (rows: DeploymentRow[]) => void;
+      committed?: (rows: DeploymentRow[]) => void;
+      /** publishes in flight at once (default 256) */
+      window?: number;
+      /** this many items are published one by one, acknowledged, before the others (default 0) */
+      leading?: number;
+    } = {},
+  ): Promise<PublishManyResult> {
+    if (items.length === 0) return { published: [], inDoubt: [] };
+    return this.publishing.run(async () => {
+      const { stores, privateKey, log } = this.o;
+      const publisher = await this.o.publisher();
+      const reserved = stores.deployments.transaction(() => {
+        const rows = items.map((item) => {
+          checkScope(item.scope);
+          return stores.deployments.reserve(
+            item.scope,
+            (v) => signTarget(this.targetFor(item, v), privateKey),
+            { now: this.now(), createdBy: o.createdBy, cleared: item.clear === true },
+          );
+        });
+        o.reserved?.(rows.map((r) => r.row));
+        return rows;
+      });
+      const ok: DeploymentRow[] = [];
+      const inDoubt: DeploymentRow[] = [];
+      const window = o.window ?? 256;
+      // the first `leading` go out (and are acknowledged) before any other is sent: a group target before
+      // the clears that make devices fall back to it
+      const lead = Math.min(o.leading ?? 0, reserved.length);
+      for (let i = 0; i < lead; i++) {
+        const r = reserved[i]!;
+        try {
+          await publisher.publish(targetTopic(r.signed), encodeJson(r.signed), { qos: 1, retain: true });
+          ok.push(r.row);
+        } catch (err) {
+          log.warn(
+            {
+              scope: `${r.row.scope.kind}/${r.row.scope.id}`,
+              version: r.row.version,
+              err: errorMessage(err),
+            },
+            'target publish failed; it and the ones after it stay pending until the next republish settles them',
+          );
+          inDoubt.push(...reserved.slice(i).map((x) => x.row));
+          break;
+        }
+      }
+      for (let i = lead; i < reserved.length && inDoubt.length === 0; i += window) {
+        const chunk = reserved.slice(i, i + window);
+        const results = await Promise.allSettled(
+          chunk.map((r) =>
+            publisher.publish(targetTopic(r.signed), encodeJson(r.signed), { qos: 1, retain: true }),
+          ),
+        );
+        results.forEach((res, j) => {
+          const row = chunk[j]!.row;
+          if (res.status === 'fulfilled') ok.push(row);
+          else {
+            inDoubt.push(row);
+            log.warn(
+              {
+                scope: `${row.scope.kind}/${row.scope.id}`,
+                version: row.version,
+                err: errorMessage(res.reason),
+              },
+              'target publish failed; it stays pending until the next republish settles it',
+            );
+          }
+        });
+      }
+      const at = this.now();
+      stores.deployments.transaction(() => {
+        for (const r of ok) stores.deployments.commit(r.id, at);
+        o.committed?.(ok);
+      });
+      log.info({ published: ok.length, inDoubt: inDoubt.length }, 'targets published');
+      for (const row of ok)
+        this.o.bus?.emit({
+          type: 'deployment',
+          at,
+          id: row.id,
+          scope: row.scope,
+          version: row.version,
+          cleared: row.cleared,
+          createdBy: row.createdBy,
+        });
+      return { published: ok.map((r) => ({ ...r, state: 'published' as const })), inDoubt };
+    });
+  }
+
+  /**
+   * Make the broker retain every scope's current target again — only those it lacks when `retained` says
+   * what it holds (src/fleet/retained.ts; a broker that lost its store gets everything). Deployments left
+   * `pending` by a crash or a failed publish may have reached the broker: they become current (see
+   * reserve) and are published only if the broker does not hold them. Returns how many were published.
+   */
+  async republish(o: { retained?: () => Promise<RetainedTargets | undefined> } = {}): Promise<number> {
+    return this.publishing.run(async () => {
+      const { stores } = this.o;
+      for (const p of stores.deployments.pending()) stores.deployments.commit(p.id, this.now()); // see reserve()
+      const publisher = await this.o.publisher();
+      const held = o.retained ? await o.retained() : undefined;
+      // a revoked device's own target stays cleared (revocation emptied it on the broker)
+      const all = stores.deployments
+        .currentSigned()
+        .filter((s) => s.target.scope.kind !== 'device' || !stores.devices.get(s.target.scope.id)?.revokedAt)
+        .filter((s) => !held || (held.get(targetTopic(s)) ?? -1) < s.target.version);
+      for (const signed of all)
+        await publisher.publish(targetTopic(signed), encodeJson(signed), { qos: 1, retain: true });
+      return all.length;
+    });
   }
 
   /**

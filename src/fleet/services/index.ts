@@ -6,9 +6,12 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { createPublicKey } from 'node:crypto';
+import type { Clock } from '../../agent/ports.js';
 import type { Logger } from '../../lib/logger.js';
 import { keyId } from '../../transport/signing.js';
 import { FleetBus } from '../bus.js';
+import { RolloutDriver } from '../rollouts/driver.js';
+import { RolloutService } from '../rollouts/service.js';
 import type { FleetStores } from '../store/index.js';
 import { type BrokerAccess, externalAccess } from './broker-access.js';
 import { DeployService, type TargetPublisher } from './deploy.js';
@@ -21,6 +24,9 @@ export interface FleetServices {
   deploy: DeployService;
   devices: DeviceService;
   enrollment: EnrollmentService;
+  rollouts: RolloutService;
+  /** `fleet serve` only: the driver that publishes rollouts (started by the server after its first republish) */
+  rolloutDriver?: RolloutDriver | undefined;
 }
 
 export interface FleetServicesOptions {
@@ -35,6 +41,8 @@ export interface FleetServicesOptions {
   brokerUrl?: (() => string) | undefined;
   bus?: FleetBus | undefined;
   now?: () => number;
+  /** run the rollout driver in this process (`fleet serve`; tests pass a fake clock) */
+  drive?: { clock?: Clock | undefined; pollMs?: number | undefined } | undefined;
 }
 
 export function createFleetServices(o: FleetServicesOptions): FleetServices {
@@ -42,10 +50,18 @@ export function createFleetServices(o: FleetServicesOptions): FleetServices {
   const access = o.access ?? externalAccess;
   const publicKey = createPublicKey(o.privateKey);
   const common = { stores: o.stores, fleet: o.fleet, log: o.log, bus, ...(o.now ? { now: o.now } : {}) };
+  const deploy = new DeployService({ ...common, privateKey: o.privateKey, publisher: o.publisher });
+  const rollouts = new RolloutService({ ...common, deploy });
+  const rolloutDriver = o.drive
+    ? new RolloutDriver({ stores: o.stores, deploy, service: rollouts, bus, log: o.log, ...o.drive })
+    : undefined;
+  rollouts.driver = rolloutDriver;
   return {
     stores: o.stores,
     bus,
-    deploy: new DeployService({ ...common, privateKey: o.privateKey, publisher: o.publisher }),
+    deploy,
+    rollouts,
+    rolloutDriver,
     devices: new DeviceService({ ...common, access, publisher: o.publisher }),
     enrollment: new EnrollmentService({
       ...common,

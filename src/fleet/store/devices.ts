@@ -181,6 +181,16 @@ function ref(kind: TargetRef['kind'] | null, id: string | null, version: number 
   return kind && id !== null && version !== null ? { kind, id, version } : null;
 }
 
+/** `summary()`: how many devices have each value, biggest first (key null: not reported). */
+export interface DeviceSummaryCounts {
+  total: number;
+  online: number;
+  revoked: number;
+  byStatus: Array<{ key: string | null; count: number }>;
+  byPlatform: Array<{ key: string | null; count: number }>;
+  byAgentVersion: Array<{ key: string | null; count: number }>;
+}
+
 export class DeviceStore extends SqlStore {
   // ---- writes from the ingest (batched) ------------------------------------------------------------
 
@@ -511,6 +521,32 @@ export class DeviceStore extends SqlStore {
       for (const r of this.withGroupsAndLabels(rows)) out.set(r.id, r);
     }
     return ids.flatMap((id) => out.get(id) ?? []);
+  }
+
+  /**
+   * Counts for an overview of the fleet (revoked devices apart): by presence, status, platform and agent
+   * version. One scan of the table per grouping; the biggest groups first, `top` of each at most.
+   */
+  summary(top = 20): DeviceSummaryCounts {
+    const live = 'FROM devices WHERE revoked_at IS NULL';
+    const grouped = (col: string) =>
+      (
+        this.stmt(`SELECT ${col} AS k, COUNT(*) AS n ${live} GROUP BY ${col} ORDER BY n DESC, k LIMIT ?`).all(
+          top,
+        ) as Array<{ k: string | number | null; n: number }>
+      ).map((r) => ({ key: r.k === null ? null : String(r.k), count: r.n }));
+    const online = grouped('online');
+    const count = (k: string) => online.find((r) => r.key === k)?.count ?? 0;
+    return {
+      total: count('0') + count('1'),
+      online: count('1'),
+      revoked: (
+        this.stmt('SELECT COUNT(*) AS n FROM devices WHERE revoked_at IS NOT NULL').get() as { n: number }
+      ).n,
+      byStatus: grouped('status'),
+      byPlatform: grouped('platform'),
+      byAgentVersion: grouped('agent_version'),
+    };
   }
 
   /** One page of devices: filtered, sorted and paged in SQL (keyset cursor on the sort value + id). */

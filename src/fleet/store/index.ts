@@ -19,6 +19,7 @@ import { type EventRetention, EventStore } from './events.js';
 import { ImageStore } from './images.js';
 import { MetricStore, type Resolution } from './metrics.js';
 import { FLEET_MIGRATIONS } from './migrations.js';
+import { RolloutStore } from './rollouts.js';
 
 export const FLEET_DB_FILE = 'fleet.db';
 
@@ -30,6 +31,7 @@ export interface FleetStores {
   deployments: DeploymentStore;
   images: ImageStore;
   enrollment: EnrollmentStore;
+  rollouts: RolloutStore;
   close(): void;
 }
 
@@ -62,6 +64,7 @@ export function fleetStoresOn(db: Db, o: Omit<FleetStoreOptions, 'legacy'> = {})
     deployments: new DeploymentStore(db),
     images: new ImageStore(db),
     enrollment: new EnrollmentStore(db),
+    rollouts: new RolloutStore(db),
     close: () => db.close(),
   };
 }
@@ -152,4 +155,5 @@ export type { CredentialRow, EnrollmentTokenRow } from './enrollment.js';
 export type { EventQuery, EventRow } from './events.js';
 export type { FleetImageRow } from './images.js';
 export type { MetricQuery, SeriesData } from './metrics.js';
+export type { RolloutDeviceRow, RolloutRow } from './rollouts.js';
 export type { Page } from './sql.js';

@@ -1,5 +1,6 @@
 import type { Migration } from '../../db/migrations.js';
 import { IDENTITY_MIGRATION } from '../identity/schema.js';
+import { ROLLOUTS_MIGRATION } from '../rollouts/schema.js';
 
 /**
  * The operator plane's schema (fleet.db in the fleet server's state dir), in order; `user_version` = number
@@ -202,4 +203,6 @@ export const FLEET_MIGRATIONS: readonly Migration[] = [
   },
   // users, API tokens, sessions, audit log (src/fleet/identity/, the HTTP side)
   IDENTITY_MIGRATION,
+  // staged rollouts and their devices (src/fleet/rollouts/)
+  ROLLOUTS_MIGRATION,
 ];

@@ -1,6 +1,6 @@
 /** What every fleet store shares: prepared statements cached per SQL text, and page bounds. */
 import type { Statement } from 'better-sqlite3';
-import type { Db } from '../../db/database.js';
+import { type Db, tx } from '../../db/database.js';
 import { invalidInput } from '../../lib/errors.js';
 
 export interface Page<T> {
@@ -17,6 +17,11 @@ export abstract class SqlStore {
   private readonly stmts = new Map<string, Statement>();
 
   constructor(protected readonly db: Db) {}
+
+  /** Run `fn` in one transaction (nested: a savepoint), e.g. a deployment and a rollout's intent together. */
+  transaction<T>(fn: () => T): T {
+    return tx(this.db, fn);
+  }
 
   /** Prepared once, reused. */
   protected stmt(sql: string): Statement {
