@@ -47,7 +47,7 @@ const FAMILIES: Register[] = [
  */
 const LAZY_FAMILIES: Record<string, { description: string; load: () => Promise<Register> }> = {
   fleet: {
-    description: 'fleet server: images, signed targets, blob service over MQTT',
+    description: 'fleet server: images, devices, signed targets, enrollment, blob service over MQTT',
     load: () => import('./fleet.js').then((m) => m.registerFleet),
   },
 };
