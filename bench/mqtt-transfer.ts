@@ -1,28 +1,26 @@
 /**
- * MQTT blob transfer benchmark. Prints figures and ratios; asserts nothing.
+ * MQTT blob transfer benchmark. Prints figures and ratios against references measured in the same run;
+ * asserts nothing. Every party is its own process (bench/mqtt-roles.ts), as on real machines:
  *
- *   node --import tsx bench/mqtt-transfer.ts [--size-mib 256] [--fanout 20,50] [--fanout-mib 32] [--skip-raw]
+ *   node --import tsx bench/mqtt-transfer.ts [--size-mib 256] [--chunk-kib 256] [--runs 3]
+ *        [--brokers mosquitto,aedes] [--fanout 20] [--fanout-mib 32] [--skip-single] [--skip-fanout]
  *
- * (a) raw MQTT.js: one client publishes SIZE MiB as QoS 1 messages of CHUNK bytes to a topic another
- *     client subscribes to (QoS 1), through one Mosquitto; time from first publish to last message.
- * (b) berth: a fleet server and an agent (both in this process, each with its own MQTT connection)
- *     through the same Mosquitto; the agent pulls a SIZE MiB single-layer image (plan + windowed
- *     chunks + per-chunk checks + SQLite progress + final sha256 commit).
- * (c) fan-out: N agents pull one image at once; server egress / image size and wall time vs one pull.
+ * Per broker (Mosquitto as its own process; the embedded aedes inside the sending process, where
+ * `berth fleet serve` runs it):
+ * (a) reference: raw MQTT.js — one process publishes SIZE MiB as QoS 1 messages of CHUNK bytes (32 in
+ *     flight), another subscribes at QoS 1; time from the first publish to the last message.
+ * (b) berth: a fleet server process and a device process (AgentConnection) through the same broker; the
+ *     device pulls a SIZE MiB single-layer image (resolve, signed plan, credit-window stream, per-chunk
+ *     checks, batched progress, whole-blob sha256, commit). The chunk plan is computed once by an untimed
+ *     warm-up pull from another device, as a fleet serving many devices has it cached.
+ *     (a) and (b) alternate `runs` times; medians and their ratio are printed (aim >= 0.9).
+ * (c) fan-out: N device processes pull one FANOUT MiB image at once; wall time vs one device process
+ *     pulling it alone (same run; aim <= 3x) and server egress / image size (aim <= 1.5x).
  * State dirs live on /dev/shm (the root FS here is erratic for benchmarks).
  */
-import { promises as fsp } from 'node:fs';
+import { type ChildProcess, fork } from 'node:child_process';
+import { promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { connectAsync } from 'mqtt';
-import { AgentConnection } from '../src/agent/connection.js';
-import { ContentStore } from '../src/content/store.js';
-import { openDatabase } from '../src/db/database.js';
-import { describeFleetImage } from '../src/fleet/image-record.js';
-import { keygen, loadFleetPrivateKey, resolvePublicKey } from '../src/fleet/keys.js';
-import { FleetServer } from '../src/fleet/server.js';
-import { FLEET_DB_FILE, openFleetStores } from '../src/fleet/store/index.js';
-import { silentLogger } from '../src/lib/logger.js';
-import { putTestImage } from '../test/helpers/fleet-images.js';
 import { Mosquitto } from '../test/helpers/mosquitto.js';
 
 const MiB = 1024 * 1024;
@@ -33,160 +31,228 @@ const arg = (name: string, def: string) => {
 };
 const SIZE = Number(arg('size-mib', '256')) * MiB;
 const CHUNK = Number(arg('chunk-kib', '256')) * 1024;
-const FANOUT = arg('fanout', '20,50').split(',').filter(Boolean).map(Number);
+const RUNS = Number(arg('runs', '3'));
+const BROKERS = arg('brokers', 'mosquitto,aedes').split(',').filter(Boolean);
+const FANOUT = Number(arg('fanout', '20'));
 const FANOUT_SIZE = Number(arg('fanout-mib', '32')) * MiB;
 const root = await fsp.mkdtemp('/dev/shm/berth-bench-');
-const log = silentLogger();
-const mbps = (bytes: number, ms: number) => bytes / MiB / (ms / 1000);
+const ROLES = path.join(import.meta.dirname, 'mqtt-roles.ts');
+const children = new Set<ChildProcess>();
 
-async function rawMqtt(url: string): Promise<number> {
-  const sub = await connectAsync(url, { protocolVersion: 5, clientId: 'bench-sub' });
-  const pub = await connectAsync(url, { protocolVersion: 5, clientId: 'bench-pub' });
-  await sub.subscribeAsync('bench/raw', { qos: 1 });
-  const n = Math.ceil(SIZE / CHUNK);
-  const payload = Buffer.alloc(CHUNK, 7);
-  let got = 0;
-  const done = new Promise<void>((resolve) =>
-    sub.on('message', () => {
-      if (++got === n) resolve();
-    }),
-  );
-  const t0 = performance.now();
-  // Keep a window of publishes in flight, as a well-behaved publisher does (mqtt.js has no limit).
-  let inflight = 0;
-  let next = 0;
-  await new Promise<void>((resolve) => {
-    const pump = () => {
-      while (inflight < 32 && next < n) {
-        inflight++;
-        next++;
-        pub.publish('bench/raw', payload, { qos: 1 }, () => {
-          inflight--;
-          if (next === n && inflight === 0) resolve();
-          else pump();
-        });
+interface Msg {
+  [k: string]: unknown;
+}
+
+class Role {
+  private readonly inbox: Msg[] = [];
+  private waiter: ((m: Msg) => void) | undefined;
+  readonly proc: ChildProcess;
+  constructor(role: string, argv: string[]) {
+    this.proc = fork(ROLES, [role, ...argv], {
+      execArgv: ['--import', 'tsx', ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])],
+      stdio: 'inherit',
+    });
+    children.add(this.proc);
+    this.proc.on('exit', () => children.delete(this.proc));
+    this.proc.on('message', (m: Msg) => {
+      if (m.error) {
+        console.error(`${role}: ${m.error}`);
+        process.exitCode = 1;
       }
-    };
-    pump();
-  });
-  await done;
-  const ms = performance.now() - t0;
-  await sub.endAsync();
-  await pub.endAsync();
-  return ms;
-}
-
-async function fleetServer(url: string) {
-  const dir = path.join(root, `fleet-${Date.now()}`);
-  const k = await keygen(dir);
-  const db = openDatabase(path.join(dir, 'berth.db'));
-  const store = new ContentStore(path.join(dir, 'content'));
-  const server = new FleetServer({
-    fleet: 'bench',
-    db,
-    stores: openFleetStores(path.join(dir, FLEET_DB_FILE)),
-    store,
-    privateKey: await loadFleetPrivateKey(dir),
-    log,
-    mqtt: { url, protocolVersion: 5 },
-  });
-  await server.start();
-  return { server, store, db, publicKeyFile: k.publicFile };
-}
-
-async function agent(url: string, publicKeyFile: string, id: string, fanout: boolean) {
-  const dir = path.join(root, `agent-${id}-${Date.now()}`);
-  const db = openDatabase(path.join(dir, 'berth.db'));
-  const store = new ContentStore(path.join(dir, 'content'));
-  const a = new AgentConnection({
-    fleet: 'bench',
-    deviceId: id,
-    groups: [],
-    platform: { os: 'linux', architecture: 'amd64' },
-    agentVersion: 'bench',
-    mqtt: { url, protocolVersion: 5 },
-    store,
-    db,
-    publicKey: await resolvePublicKey(publicKeyFile),
-    log,
-    transfer: { fanout, window: Number(arg('window', '16')) },
-  });
-  await a.start();
-  return { a, db, dir };
-}
-
-const m = await Mosquitto.start([
-  'max_inflight_messages 100',
-  'max_queued_messages 100000',
-  'max_queued_bytes 0',
-  'set_tcp_nodelay true',
-]);
-try {
-  const results: Record<string, string | number> = {};
-  let rawRate = 0;
-  if (!args.includes('--skip-raw')) {
-    const ms = await rawMqtt(m.url);
-    rawRate = mbps(SIZE, ms);
-    console.log(
-      `(a) raw MQTT.js QoS1 ${SIZE / MiB} MiB in ${CHUNK / 1024} KiB messages: ${ms.toFixed(0)} ms, ${rawRate.toFixed(1)} MiB/s`,
-    );
+      if (this.waiter) {
+        const w = this.waiter;
+        this.waiter = undefined;
+        w(m);
+      } else this.inbox.push(m);
+    });
   }
-  const f = await fleetServer(m.url);
-  const big = await putTestImage(f.store, { layerSizes: [SIZE] });
-  f.server.stores.images.put(await describeFleetImage(f.store, 'big:1', big.digest, big.mediaType));
-  {
-    const { a, db } = await agent(m.url, f.publicKeyFile, 'single', true);
-    const t0 = performance.now();
-    const r = await a.pullImage('big:1');
-    const ms = performance.now() - t0;
-    const rate = mbps(r.size, ms);
-    console.log(
-      `(b) berth pull ${SIZE / MiB} MiB image: ${ms.toFixed(0)} ms, ${rate.toFixed(1)} MiB/s, server egress ${(f.server.blobs!.egressBytes / r.size).toFixed(3)}x`,
-    );
-    if (rawRate) console.log(`    ratio berth/raw = ${(rate / rawRate).toFixed(2)} (aim >= 0.9)`);
-    results.pull = rate;
-    await a.stop();
-    db.close();
+  next(): Promise<Msg> {
+    const m = this.inbox.shift();
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve) => {
+      this.waiter = resolve;
+    });
   }
-  if (FANOUT.length) {
-    const small = await putTestImage(f.store, { layerSizes: [FANOUT_SIZE] });
-    f.server.stores.images.put(await describeFleetImage(f.store, 'fan:1', small.digest, small.mediaType));
-    const imageBytes = small.blobs.reduce((n, b) => n + b.size, 0);
-    // One pull alone for the wall-time baseline.
-    const solo = await agent(m.url, f.publicKeyFile, 'solo', true);
-    let t0 = performance.now();
-    await solo.a.pullImage('fan:1');
-    const soloMs = performance.now() - t0;
-    await solo.a.stop();
-    solo.db.close();
-    console.log(`(c) single pull of ${FANOUT_SIZE / MiB} MiB: ${soloMs.toFixed(0)} ms`);
-    for (const n of FANOUT) {
-      const agents = await Promise.all(
-        Array.from({ length: n }, (_, i) => agent(m.url, f.publicKeyFile, `fan${n}-${i}`, true)),
-      );
-      const before = f.server.blobs!.egressBytes;
-      const streamBefore = f.server.blobs!.stats.streamBytes;
-      t0 = performance.now();
-      await Promise.all(agents.map((x) => x.a.pullImage('fan:1')));
-      const ms = performance.now() - t0;
-      const egress = f.server.blobs!.egressBytes - before;
-      const stream = f.server.blobs!.stats.streamBytes - streamBefore;
+  async ask(m: Msg): Promise<Msg> {
+    this.proc.send(m);
+    return this.next();
+  }
+  stop(): void {
+    if (this.proc.connected) this.proc.send({ cmd: 'exit' });
+    setTimeout(() => this.proc.kill('SIGKILL'), 2000).unref();
+  }
+}
+
+/** CPU time (user + system) of another process so far, in ms (the broker's). */
+const procCpuMs = (pid: number | undefined): number => {
+  if (!pid) return 0;
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime in clock ticks (USER_HZ 100)
+  } catch {
+    return 0;
+  }
+};
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const rate = (bytes: number, ms: number) => bytes / MiB / (ms / 1000);
+let dirs = 0;
+const freshDir = async (name: string) => {
+  const d = path.join(root, `${name}-${++dirs}`);
+  await fsp.mkdir(d, { recursive: true });
+  return d;
+};
+
+interface Cpu {
+  send: number;
+  recv: number;
+  broker: number;
+}
+const fmtCpu = (c: Cpu, what: [string, string]) =>
+  `cpu ${what[0]} ${c.send.toFixed(0)} + ${what[1]} ${c.recv.toFixed(0)}${c.broker ? ` + broker ${c.broker.toFixed(0)}` : ''} ms`;
+
+async function rawOnce(where: string, brokerPid: number | undefined): Promise<{ ms: number; cpu: Cpu }> {
+  const pub = new Role('raw-pub', [where, String(SIZE), String(CHUNK)]);
+  const ready = await pub.next();
+  const sub = new Role('raw-sub', [String(ready.url), String(SIZE), String(CHUNK)]);
+  await sub.next();
+  const b0 = procCpuMs(brokerPid);
+  const [p, s] = await Promise.all([pub.ask({ cmd: 'go' }), sub.next()]);
+  const broker = procCpuMs(brokerPid) - b0;
+  pub.stop();
+  sub.stop();
+  return {
+    ms: Number(s.done) - Number(p.start),
+    cpu: { send: Number(p.cpuMs), recv: Number(s.cpuMs), broker },
+  };
+}
+
+async function device(url: string, pubKey: string, id: string): Promise<Role> {
+  const d = new Role('device', [url, await freshDir(id), id, pubKey]);
+  await d.next();
+  return d;
+}
+
+interface Pulled {
+  start: number;
+  done: number;
+  bytes: number;
+  cpuMs: number;
+  stats: { rerequests: number; duplicateBytes: number; streamBytes: number };
+}
+async function pull(d: Role, ref: string): Promise<Pulled> {
+  const r = await d.ask({ cmd: 'pull', ref });
+  return {
+    start: Number(r.start),
+    done: Number(r.done),
+    bytes: Number(r.bytes),
+    cpuMs: Number(r.cpuMs),
+    stats: r.stats as Pulled['stats'],
+  };
+}
+
+async function benchBroker(kind: string): Promise<void> {
+  const m =
+    kind === 'mosquitto'
+      ? await Mosquitto.start([
+          'max_inflight_messages 100',
+          'max_queued_messages 100000',
+          'max_queued_bytes 0',
+          'set_tcp_nodelay true',
+        ])
+      : undefined;
+  const where = m?.url ?? 'embedded';
+  const fleet = new Role('fleet', [where, await freshDir('fleet')]);
+  try {
+    const f = await fleet.next();
+    const url = String(f.url);
+    const pubKey = String(f.publicKeyFile);
+    console.log(`\n== ${kind} (${url})`);
+    if (!args.includes('--skip-single')) {
+      await fleet.ask({ cmd: 'image', name: 'big:1', bytes: SIZE });
+      const warm = await device(url, pubKey, 'warm');
+      await pull(warm, 'big:1'); // computes and caches the chunk plan, fills the page cache
+      warm.stop();
+      const raw: number[] = [];
+      const berth: number[] = [];
+      const rawCpu: number[] = [];
+      const berthCpu: number[] = [];
+      for (let i = 0; i < RUNS; i++) {
+        const r = await rawOnce(where === 'embedded' ? 'embedded' : where, m?.pid);
+        raw.push(r.ms);
+        rawCpu.push(r.cpu.send + r.cpu.recv + r.cpu.broker);
+        const d = await device(url, pubKey, `single-${i}`);
+        const f0 = await fleet.ask({ cmd: 'stats' });
+        const b0 = procCpuMs(m?.pid);
+        const b = await pull(d, 'big:1');
+        const f1 = await fleet.ask({ cmd: 'stats' });
+        const cpu: Cpu = {
+          send: Number(f1.cpuMs) - Number(f0.cpuMs),
+          recv: b.cpuMs,
+          broker: procCpuMs(m?.pid) - b0,
+        };
+        const egress = (Number(f1.egress) - Number(f0.egress)) / b.bytes;
+        d.stop();
+        berth.push(b.done - b.start);
+        berthCpu.push(cpu.send + cpu.recv + cpu.broker);
+        console.log(
+          `  run ${i + 1}: raw MQTT.js ${r.ms.toFixed(0)} ms (${rate(SIZE, r.ms).toFixed(1)} MiB/s, ${fmtCpu(r.cpu, ['pub', 'sub'])}); ` +
+            `berth pull ${(b.done - b.start).toFixed(0)} ms (${rate(b.bytes, b.done - b.start).toFixed(1)} MiB/s, ${fmtCpu(cpu, ['fleet', 'device'])}; ` +
+            `egress ${egress.toFixed(3)}x, re-granted ${b.stats.rerequests} chunks)`,
+        );
+      }
+      const rawRate = rate(SIZE, median(raw));
+      const berthRate = rate(SIZE, median(berth));
       console.log(
-        `    ${n} agents at once: ${ms.toFixed(0)} ms (${(ms / soloMs).toFixed(2)}x single, aim <= 3), server egress ${(egress / MiB).toFixed(1)} MiB = ${(egress / imageBytes).toFixed(2)}x image (aim <= 1.5; stream ${(stream / MiB).toFixed(1)} MiB, unicast ${((egress - stream) / MiB).toFixed(1)} MiB); ` +
-          `delivered ${((n * imageBytes) / MiB).toFixed(0)} MiB to ${n} in-process agents = ${mbps(n * imageBytes, ms).toFixed(1)} MiB/s aggregate`,
-      );
-      await Promise.all(
-        agents.map(async (x) => {
-          await x.a.stop();
-          x.db.close();
-          await fsp.rm(x.dir, { recursive: true, force: true });
-        }),
+        `RESULT mqtt-pull-${kind} ${SIZE / MiB} MiB in ${CHUNK / 1024} KiB chunks: raw MQTT.js QoS1 median ${rawRate.toFixed(1)} MiB/s, ` +
+          `berth pull median ${berthRate.toFixed(1)} MiB/s, ratio berth/raw = ${(berthRate / rawRate).toFixed(2)} (aim >= 0.9); ` +
+          `cpu (all processes) median raw ${median(rawCpu).toFixed(0)} ms, berth ${median(berthCpu).toFixed(0)} ms = ${(median(berthCpu) / median(rawCpu)).toFixed(2)}x`,
       );
     }
+    if (!args.includes('--skip-fanout') && FANOUT > 0) {
+      const img = await fleet.ask({ cmd: 'image', name: 'fan:1', bytes: FANOUT_SIZE });
+      const imageBytes = Number(img.bytes);
+      const warm = await device(url, pubKey, 'fan-warm');
+      await pull(warm, 'fan:1');
+      warm.stop();
+      // All device processes up and connected first: the figures are the pulls, not node's start.
+      const devs = await Promise.all(
+        Array.from({ length: FANOUT }, (_, i) => device(url, pubKey, `fan-${i}`)),
+      );
+      const solo = await device(url, pubKey, 'fan-solo');
+      const s = await pull(solo, 'fan:1');
+      solo.stop();
+      const soloMs = s.done - s.start;
+      const before = await fleet.ask({ cmd: 'stats' });
+      const rs = await Promise.all(devs.map((d) => pull(d, 'fan:1')));
+      const after = await fleet.ask({ cmd: 'stats' });
+      for (const d of devs) d.stop();
+      const wall = Math.max(...rs.map((r) => r.done)) - Math.min(...rs.map((r) => r.start));
+      const egress = Number(after.egress) - Number(before.egress);
+      const stream = Number(after.stream) - Number(before.stream);
+      console.log(
+        `  single device pull of ${FANOUT_SIZE / MiB} MiB: ${soloMs.toFixed(0)} ms; ${FANOUT} devices at once: ${wall.toFixed(0)} ms ` +
+          `(device cpu median ${median(rs.map((r) => r.cpuMs)).toFixed(0)} ms; server egress ${(egress / MiB).toFixed(1)} MiB: stream ${(stream / MiB).toFixed(1)}, unicast ${((egress - stream) / MiB).toFixed(1)})`,
+      );
+      console.log(
+        `RESULT mqtt-fanout-${kind} ${FANOUT} device processes, ${FANOUT_SIZE / MiB} MiB: wall ${(wall / soloMs).toFixed(2)}x a single pull (aim <= 3), ` +
+          `server egress ${(egress / imageBytes).toFixed(2)}x the image (aim <= 1.5)`,
+      );
+    }
+  } finally {
+    fleet.stop();
+    await m?.stop();
   }
-  await f.server.stop();
-  f.db.close();
+}
+
+try {
+  for (const kind of BROKERS) await benchBroker(kind);
 } finally {
-  await m.stop();
+  // Children were asked to exit; give them a moment (profiles are written at exit), then kill the rest.
+  for (let i = 0; i < 30 && children.size > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  for (const c of children) c.kill('SIGKILL');
   await fsp.rm(root, { recursive: true, force: true });
 }

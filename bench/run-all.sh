@@ -17,5 +17,6 @@ run bash bench/agent-rss.sh 10 30
 run node --import tsx bench/agent-e2e.ts
 run node --import tsx bench/console.ts 1000 5
 run node --import tsx bench/fleet-api.ts
+run node --import tsx bench/self-update.ts
 run node --import tsx bench/devmapper-snapshot.ts
 run node bench/package.mjs

@@ -31,6 +31,12 @@ await esbuild.build({
     js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
   },
   plugins: [consolePlugin(consoleFiles, 'esm')],
-  define: { __BERTH_BUILD__: JSON.stringify({ version: pkg.version, commit }) },
+  define: {
+    __BERTH_BUILD__: JSON.stringify({ version: pkg.version, commit }),
+    // src/faults.ts: only test builds of the packaged executable set these
+    __BERTH_FAULT_EXIT_AT_START__: 'false',
+    __BERTH_FAULT_NEVER_CONNECT__: 'false',
+    __BERTH_FAULT_MIGRATE__: 'false',
+  },
   logLevel: 'warning',
 });

@@ -42,8 +42,12 @@ const { values } = parseArgs({
     jobs: { type: 'string', default: '2' },
     out: { type: 'string', default: path.join(ROOT, 'dist') },
     packager: { type: 'string' },
+    // test builds (the self-update tests): another version number, fault variants (src/faults.ts)
+    version: { type: 'string' },
+    fault: { type: 'string', multiple: true },
   },
 });
+const faults = (values.fault ?? []).flatMap((f) => f.split(',')).filter(Boolean);
 const arches = values.arch
   ? values.arch.flatMap((a) => a.split(',')).map((a) => loadArch(a.trim()))
   : loadArches();
@@ -92,6 +96,8 @@ async function packageArch(def) {
     addon,
     natives,
     outfile: path.join(work, 'berth.cjs'),
+    version: values.version,
+    faults,
   });
   const output = path.join(outDir, `berth-linux-${def.arch}`);
   const build = packager === 'pkg' ? buildPkg : buildSea;
@@ -117,6 +123,9 @@ async function packageArch(def) {
     node: `${def.node.package}@${def.node.version}`,
     version: v.version,
     commit: v.commit,
+    database: v.database,
+    config: v.config,
+    ...(faults.length ? { faults } : {}),
     size: statSync(output).size,
     baseNodeSize: statSync(base).size,
     bundleSize: statSync(bundle).size,
@@ -139,6 +148,8 @@ async function packageArch(def) {
 }
 
 const t0 = Date.now();
-log(`berth ${buildInfo().version} (${buildInfo().commit}) for ${arches.map((a) => a.arch).join(', ')}`);
+log(
+  `berth ${buildInfo(values.version).version} (${buildInfo().commit})${faults.length ? ` faults ${faults}` : ''} for ${arches.map((a) => a.arch).join(', ')}`,
+);
 const results = await mapLimit(arches, jobs, packageArch);
 log(`done: ${results.length} executable(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);

@@ -31,7 +31,8 @@ export async function buildAddon(def) {
   const out = path.join(CACHE_DIR, 'addon', `${key}.node`);
   if (existsSync(out)) return out;
   const nodedir = await nodeDistFor(def);
-  const work = path.join(CACHE_DIR, 'addon', `${key}.build`);
+  // Per process: two packaging runs (CI runs test files in parallel) may build the same key at once.
+  const work = path.join(CACHE_DIR, 'addon', `${key}.build-${process.pid}`);
   rmSync(work, { recursive: true, force: true });
   mkdirSync(path.dirname(work), { recursive: true });
   cpSync(srcPkg, work, { recursive: true, filter: (p) => !p.startsWith(path.join(srcPkg, 'build')) });

@@ -8,7 +8,22 @@ import * as esbuild from 'esbuild';
 import { buildConsole, consolePlugin } from '../console-build.mjs';
 import { ROOT, sha256File } from './common.mjs';
 
-export function buildInfo() {
+/** Faults a test build may carry (src/faults.ts); release builds define every one as false. */
+export const FAULTS = ['exit-at-start', 'never-connect', 'migrate'];
+
+export function faultDefines(faults = []) {
+  for (const f of faults)
+    if (!FAULTS.includes(f)) throw new Error(`unknown fault ${f} (known: ${FAULTS.join(', ')})`);
+  return Object.fromEntries(
+    FAULTS.map((f) => [
+      `__BERTH_FAULT_${f.toUpperCase().replaceAll('-', '_')}__`,
+      String(faults.includes(f)),
+    ]),
+  );
+}
+
+/** Version (package.json, or `version` for test builds of other versions) and commit. */
+export function buildInfo(version) {
   const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
   let commit = process.env.BERTH_COMMIT ?? 'unknown';
   try {
@@ -21,7 +36,7 @@ export function buildInfo() {
   } catch {
     /* not a git checkout */
   }
-  return { version: pkg.version, commit };
+  return { version: version ?? pkg.version, commit };
 }
 
 /** Must match src/packaged/appended.ts. */
@@ -56,10 +71,10 @@ export function appendPayload(exe, data) {
 
 /**
  * @param {import('./common.mjs').ArchDef} def
- * @param {{ addon: string, natives: string[], outfile: string }} parts
+ * @param {{ addon: string, natives: string[], outfile: string, version?: string, faults?: string[] }} parts
  * @returns {Promise<{ outfile: string, payload: { name: string, sha256: string, size: number }[], appended: Buffer }>}
  */
-export async function bundleApp(def, { addon, natives, outfile }) {
+export async function bundleApp(def, { addon, natives, outfile, version, faults = [] }) {
   const parts = collector();
   const sqlite = await parts.embed(addon, 'better_sqlite3.node');
   const native = [];
@@ -90,7 +105,7 @@ export async function bundleApp(def, { addon, natives, outfile }) {
     minify: true,
     legalComments: 'none',
     plugins: [payloadPlugin, consolePlugin(await buildConsole(), 'cjs')],
-    define: { __BERTH_BUILD__: JSON.stringify(buildInfo()) },
+    define: { __BERTH_BUILD__: JSON.stringify(buildInfo(version)), ...faultDefines(faults) },
     logLevel: 'warning',
   });
   const list = [payload.sqlite, ...payload.native].map(({ name, sha256, size }) => ({ name, sha256, size }));

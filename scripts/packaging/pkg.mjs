@@ -1,7 +1,7 @@
 // @yao-pkg/pkg in SEA mode, offline: pkg runs on the npm x64 Node 22 binary, with its download cache
 // ($HOME/.pkg-cache/sea, HOME pointed into our cache) pre-seeded with the stripped target node from npm, so
 // it neither downloads nor verifies anything.
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { CACHE_DIR, loadArch, log, run } from './common.mjs';
@@ -17,8 +17,10 @@ async function seedPkgCache(def, home, nodeDir) {
   const bin = path.join(sea, name, 'bin', 'node');
   if (!existsSync(`${bin}.ok`)) {
     mkdirSync(path.dirname(bin), { recursive: true });
-    rmSync(bin, { force: true });
-    await run(`${def.triple}-strip`, ['-o', bin, path.join(nodeDir, 'bin', 'node')]);
+    // temp + rename: another packaging run may be seeding the same cache right now
+    const tmp = `${bin}.tmp-${process.pid}`;
+    await run(`${def.triple}-strip`, ['-o', tmp, path.join(nodeDir, 'bin', 'node')]);
+    renameSync(tmp, bin);
     writeFileSync(`${bin}.ok`, '');
     // pkg checks only that the archive and its sentinel exist once the binary is extracted.
     writeFileSync(path.join(sea, `${name}.tar.gz`), '');

@@ -10,6 +10,7 @@
  *   await agent.stop();
  */
 
+import type { AgentReport } from '../core/report.js';
 import type { Target } from '../core/target.js';
 import type { Db } from '../db/database.js';
 import type { SystemInformation } from '../device/info.js';
@@ -21,7 +22,7 @@ import { type CommandDeps, type CommandResult, dispatchCommand } from './command
 import { Mutex } from './mutex.js';
 import { Outbox, type OutboxOptions } from './outbox.js';
 import { type AgentPorts, type Clock, systemClock, type TimerHandle, type Transport } from './ports.js';
-import { type AgentEvent, Reconciler, type ReconcilerOptions } from './reconciler.js';
+import { type AgentEvent, Reconciler, type ReconcilerOptions, type RunOutcome } from './reconciler.js';
 import { Reporter } from './reporter.js';
 import { AgentStore } from './store.js';
 
@@ -44,8 +45,12 @@ export interface AgentOptions {
    * container that stops — crashed, killed, stopped by hand — is reported within that, not at the next event.
    */
   stateWatchMs?: number;
-  reconciler?: Partial<Omit<ReconcilerOptions, 'ports' | 'store' | 'clock' | 'log' | 'emit' | 'mutex'>>;
+  reconciler?: Partial<
+    Omit<ReconcilerOptions, 'ports' | 'store' | 'clock' | 'log' | 'emit' | 'mutex' | 'onOutcome'>
+  >;
   outbox?: Partial<Omit<OutboxOptions, 'db' | 'clock'>>;
+  /** the agent's version and self-update status in the reported state */
+  agentReport?: () => AgentReport;
 }
 
 export class Agent {
@@ -58,6 +63,7 @@ export class Agent {
   private readonly commandDeps: CommandDeps;
   private reportQueued = false;
   private offOnline: (() => void) | undefined;
+  private readonly outcomeListeners: Array<(o: RunOutcome) => void> = [];
   private watchTimer: TimerHandle | undefined;
   private lastStates = '';
   private stopped = true;
@@ -74,6 +80,9 @@ export class Agent {
       log: o.log,
       mutex: this.mutex,
       emit: (e) => this.onEvent(e),
+      onOutcome: (out) => {
+        for (const fn of this.outcomeListeners) fn(out);
+      },
     });
     this.reporter = new Reporter({
       transport: o.transport,
@@ -84,6 +93,7 @@ export class Agent {
       clock,
       log: o.log,
       stateDir: o.stateDir,
+      ...(o.agentReport ? { agent: o.agentReport } : {}),
       ...(o.sys ? { sys: o.sys } : {}),
       ...(o.metricsIntervalMs !== undefined ? { metricsIntervalMs: o.metricsIntervalMs } : {}),
     });
@@ -114,14 +124,40 @@ export class Agent {
     });
   }
 
-  /** An event from outside the reconciler (the fleet link's refusals): queued and reported like its own. */
+  /** Publish the reported state if it changed (progress that is not an event). */
+  reportSoon(): void {
+    this.onEvent(undefined);
+  }
+
+  /** Told every reconcile outcome (the self-update trial's "completed a reconcile"). */
+  onReconciled(fn: (o: RunOutcome) => void): void {
+    this.outcomeListeners.push(fn);
+  }
+
+  /**
+   * No target pending, applying or on probation, and no reconcile running: the agent's own switch may
+   * happen now (it restarts the agent, not the containers).
+   */
+  settled(): boolean {
+    if (this.store.getTarget('pending')) return false;
+    const cur = this.store.getTarget('current');
+    if (cur && (cur.status === 'applying' || cur.status === 'converged')) return false;
+    const out = this.reconciler.lastOutcome?.status;
+    return out === 'converged' || out === 'waiting' || (!cur && out !== undefined);
+  }
+
+  /**
+   * An event from outside the reconciler (the fleet link's refusals, the self-update): queued and
+   * reported like its own.
+   */
   report(e: AgentEvent & { at: number }): void {
     this.onEvent(e);
   }
 
-  private onEvent(e: AgentEvent & { at: number }) {
+  /** An event (undefined: progress only) goes to the outbox; the reported state follows either way. */
+  private onEvent(e: (AgentEvent & { at: number }) | undefined) {
     // health "starting" and per-step successes are chatty: they change the reported state, not the event log
-    if (!(e.type === 'step' && e.ok) && !(e.type === 'health' && e.status === 'starting'))
+    if (e && !(e.type === 'step' && e.ok) && !(e.type === 'health' && e.status === 'starting'))
       this.outbox.enqueue('event', e);
     if (!this.reportQueued && this.o.transport.online) {
       this.reportQueued = true;

@@ -1,5 +1,11 @@
 import type { KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import {
+  type AcquiredImage,
+  type AcquireProgress,
+  type DescribedImage,
+  ImageAcquisition,
+} from '../content/acquire.js';
 import type { ContentStore } from '../content/store.js';
 import { type Db, tx } from '../db/database.js';
 import { errorMessage } from '../lib/errors.js';
@@ -9,13 +15,7 @@ import { formatPlatform, type PlatformSpec } from '../oci/platform.js';
 import { BlobFetcher, type BlobFetcherOptions } from '../transport/blob-fetcher.js';
 import { verifyCommand } from '../transport/commands.js';
 import { MqttConnection, type MqttConnectionOptions } from '../transport/connection.js';
-import {
-  type DescribedImage,
-  describeImage,
-  type PulledImage,
-  type PullProgress,
-  pullImage,
-} from '../transport/image-pull.js';
+import { FleetImageSource } from '../transport/fleet-source.js';
 import {
   type CommandEnvelope,
   type CommandResultMessage,
@@ -58,8 +58,16 @@ export interface AgentConnectionOptions {
   /** Publish online/offline (default true; off for one-shot pulls that must not mark the device offline). */
   presence?: boolean;
   transfer?: Partial<
-    Pick<BlobFetcherOptions, 'window' | 'requestTimeoutMs' | 'fanout' | 'fanoutMinChunks' | 'maxChunk'>
+    Pick<
+      BlobFetcherOptions,
+      'window' | 'ackEvery' | 'requestTimeoutMs' | 'fanout' | 'fanoutMinChunks' | 'maxChunk'
+    >
   >;
+}
+
+export interface PulledImage extends AcquiredImage {
+  /** bytes this pull transferred (0 when everything was present) */
+  fetchedBytes: number;
 }
 
 /** What a refused message claimed to be, when it parsed that far (unverified: for the report only). */
@@ -79,7 +87,10 @@ export interface AgentConnectionEvents {
 export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
   readonly conn: MqttConnection;
   readonly fetcher: BlobFetcher;
+  private readonly source: FleetImageSource;
+  private readonly images: ImageAcquisition;
   private readonly statusTopic: string;
+  private agentUpdate: (() => StatusMessage['agentUpdate']) | undefined;
   private readonly targetTopics: Set<string>;
   private readonly commandTopic: string;
   private readonly onMessage = (topic: string, payload: Buffer) => {
@@ -118,8 +129,11 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
       db: opts.db,
       publicKey: opts.publicKey,
       log: opts.log,
+      ...(opts.mqtt.clock ? { clock: opts.mqtt.clock } : {}),
       ...opts.transfer,
     });
+    this.source = new FleetImageSource(this.fetcher);
+    this.images = new ImageAcquisition({ db: opts.db, store: opts.store, log: opts.log });
   }
 
   /** The groups this device follows, in priority order. */
@@ -127,11 +141,14 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
     return this.opts.groups;
   }
 
-  /** Connect (resolves on the first CONNACK unless `waitForBroker` is false: then it keeps retrying). */
-  async start(waitForBroker = true): Promise<void> {
+  /**
+   * Connect: resolves on the first CONNACK (Unavailable after `timeoutMs`, when given), or at once when
+   * `waitForBroker` is false: then it keeps retrying in the background.
+   */
+  async start(waitForBroker = true, timeoutMs?: number): Promise<void> {
     this.conn.on('message', this.onMessage);
     this.conn.on('connect', this.onConnect);
-    const started = this.conn.start();
+    const started = this.conn.start(waitForBroker ? { timeoutMs } : {});
     await this.fetcher.start();
     for (const t of this.targetTopics) await this.conn.subscribe(t, 1);
     if (this.opts.presence !== false) await this.conn.subscribe(this.commandTopic, 1);
@@ -149,35 +166,48 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
     await this.conn.close(true);
   }
 
-  /** Pull an image from the fleet into the device's content store and record it. */
-  pullImage(
+  /** Where the agent's own update stands, sent with every status (`berth fleet devices` shows it). */
+  setAgentUpdate(fn: () => StatusMessage['agentUpdate']): void {
+    this.agentUpdate = fn;
+  }
+
+  /** Publish the status again (the agent update moved on); nothing when offline. */
+  refreshStatus(): void {
+    if (this.conn.connected) this.onConnect();
+  }
+
+  /**
+   * Pull an image from the fleet into the device's content store and record it (src/content/acquire.ts:
+   * the same checks and record as an import). `fetchedBytes`: bytes this pull transferred.
+   */
+  async pullImage(
     ref: string,
-    opts: { expectDigest?: Digest; onProgress?: PullProgress } = {},
+    opts: { expectDigest?: Digest; onProgress?: AcquireProgress } = {},
   ): Promise<PulledImage> {
-    return pullImage({
-      fetcher: this.fetcher,
-      store: this.opts.store,
-      db: this.opts.db,
-      ref,
+    const before = this.fetcher.stats.receivedBytes;
+    const r = await this.images.acquire(this.source, ref, {
       platform: this.opts.platform,
       expectDigest: opts.expectDigest,
       onProgress: opts.onProgress,
     });
+    return { ...r, fetchedBytes: this.fetcher.stats.receivedBytes - before };
   }
 
   /**
    * Manifest and config of an image for this device's platform, without its layers (what the free-space
    * check needs). Offline, only what the store already holds can answer; anything else is Unavailable.
    */
-  describeImage(ref: string, opts: { expectDigest?: Digest } = {}): Promise<DescribedImage> {
-    return describeImage({
-      fetcher: this.fetcher,
-      store: this.opts.store,
-      ref,
+  async describeImage(
+    ref: string,
+    opts: { expectDigest?: Digest } = {},
+  ): Promise<DescribedImage & { fetchedBytes: number }> {
+    const before = this.fetcher.stats.receivedBytes;
+    const d = await this.images.describe(this.source, ref, {
       platform: this.opts.platform,
       expectDigest: opts.expectDigest,
       offline: !this.conn.connected,
     });
+    return { ...d, fetchedBytes: this.fetcher.stats.receivedBytes - before };
   }
 
   waitOnline(timeoutMs: number): Promise<void> {
@@ -246,6 +276,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
 
   private status(state: 'online' | 'offline'): StatusMessage {
     const versions = this.versions();
+    const update = this.agentUpdate?.();
     return {
       v: 1,
       deviceId: this.opts.deviceId,
@@ -253,6 +284,7 @@ export class AgentConnection extends EventEmitter<AgentConnectionEvents> {
       at: new Date().toISOString(),
       platform: formatPlatform(this.opts.platform),
       agentVersion: this.opts.agentVersion,
+      ...(update ? { agentUpdate: update } : {}),
       groups: this.opts.groups,
       keyId: keyId(this.opts.publicKey),
       ...(versions ? { target: versions } : {}),

@@ -209,26 +209,8 @@ export interface Transport {
   onOnline(cb: () => void): () => void;
 }
 
-export interface TimerHandle {
-  readonly _timer: unknown;
-}
-
-/** Time, injectable (MQTT.js-style): tests drive a fake clock, production uses the system one. */
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): TimerHandle;
-  clearTimeout(h: TimerHandle): void;
-}
-
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms);
-    t.unref?.();
-    return { _timer: t };
-  },
-  clearTimeout: (h) => clearTimeout(h._timer as NodeJS.Timeout),
-};
+export type { Clock, TimerHandle } from '../lib/clock.js';
+export { systemClock } from '../lib/clock.js';
 
 export interface AgentPorts {
   engine: ContainerEngine;

@@ -13,6 +13,7 @@ import { appHosts } from '../core/hosts.js';
 import { plan } from '../core/planner.js';
 import { DEFAULT_RESTART_BACKOFF, type RestartBackoff } from '../core/restart.js';
 import { evaluateRollout, type RolloutVerdict } from '../core/rollback.js';
+import type { UpdatePhase } from '../core/self-update.js';
 import type { CurrentContainer, CurrentState, HealthStatus } from '../core/state.js';
 import { describeStep, isIdleStep, type Step } from '../core/steps.js';
 import {
@@ -62,7 +63,9 @@ export type AgentEvent =
   | { type: 'rollout-failed'; target: TargetOrigin; reason: string }
   | { type: 'error'; code: string; message: string; app?: string }
   | { type: 'interrupted'; steps: string[] }
-  | { type: 'health'; container: string; status: HealthStatus; output?: string };
+  | { type: 'health'; container: string; status: HealthStatus; output?: string }
+  /** the agent's own update (src/agent/self-update/): downloading, staged, trial, committed, rolled back… */
+  | { type: 'agent-update'; version: string; phase: UpdatePhase; from?: string; reason?: string };
 
 export interface ReconcilerOptions {
   ports: AgentPorts;
@@ -84,6 +87,8 @@ export interface ReconcilerOptions {
   probes?: NetProbes;
   mutex?: Mutex;
   executors?: Executors;
+  /** told the outcome of every run (the self-update trial waits for a completed reconcile) */
+  onOutcome?: (o: RunOutcome) => void;
 }
 
 export type RunOutcome =
@@ -275,6 +280,7 @@ export class Reconciler {
       return { status: 'error', error: e };
     });
     this.lastOutcome = out;
+    this.opts.onOutcome?.(out);
     if (out.status === 'error' && this.stopped) return { status: 'stopped' };
     if (out.status === 'error') {
       this.opts.log.warn({ err: out.error.message, code: out.error.code }, 'reconcile failed; backing off');

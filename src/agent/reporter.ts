@@ -7,6 +7,7 @@
  *             outbox only when something moved beyond its threshold; the outbox drains when online.
  */
 import {
+  type AgentReport,
   buildReportedState,
   changedKeys,
   DEFAULT_THRESHOLDS,
@@ -41,6 +42,8 @@ export interface ReporterOptions {
   /** per-container stats; default: the container's cgroup (v1 or v2), else the engine's stats */
   containerStats?: (c: EngineContainer) => Promise<CgroupStats>;
   cgroupRoot?: string;
+  /** the agent's version and self-update status, for the reported state */
+  agent?: () => AgentReport;
 }
 
 export class Reporter {
@@ -95,6 +98,7 @@ export class Reporter {
       containers: state.containers,
       lastErrors,
       apps: store.apps(),
+      agent: this.o.agent?.(),
     });
   }
 

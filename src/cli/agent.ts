@@ -5,13 +5,19 @@ import { startDeviceAgent } from '../agent/adapters/device-agent.js';
 import { agentSocketPath } from '../agent/api-client.js';
 import { AgentConnection } from '../agent/connection.js';
 import { type Enrollment, enroll, readEnrollment } from '../agent/enroll.js';
+import { AgentDir } from '../agent/self-update/files.js';
+import { inProcessLaunch, type Launched, launchedFromEnv } from '../agent/self-update/launched.js';
+import { type AgentExit, Launcher, processExecve } from '../agent/self-update/launcher.js';
+import { agentArch } from '../core/self-update.js';
+import { databaseSchemaVersion } from '../db/database.js';
+import { faultAtStart } from '../faults.js';
 import { invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
-import { autoRemoveCommand } from '../lib/self.js';
+import { autoRemoveCommand, selfLauncherCommand } from '../lib/self.js';
 import { formatPlatform, hostPlatform, parsePlatform } from '../oci/platform.js';
 import { resolvePublicKey } from '../transport/signing.js';
 import { BUILD } from '../version.js';
-import type { CliContext } from './context.js';
+import { type CliContext, invocation } from './context.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { ProgressBar } from './progress.js';
 
@@ -26,7 +32,8 @@ interface AgentFlags extends MqttFlags {
 }
 
 /**
- * `berth agent`: the full device agent (see src/agent/adapters/device-agent.ts for the wiring). SIGTERM
+ * `berth agent`: the launcher first (src/agent/self-update/launcher.ts: which version runs, trials and
+ * rollbacks of self-updates), then the full device agent (src/agent/adapters/device-agent.ts). SIGTERM
  * or SIGINT stops the agent; the apps' containers keep running under their monitors.
  *
  * Enrolled (`--enroll <server-url> --token <t>`, once; see src/agent/enroll.ts), the agent takes broker,
@@ -52,30 +59,105 @@ export function registerAgent(program: Command, ctx: () => CliContext): void {
       )
       .option('--token <token>', 'the enrollment token (prefer --token-file)')
       .option('--token-file <file>', 'a file holding the enrollment token'),
+    { waits: true },
   ).action(async (opts: AgentFlags) => {
     const c = ctx();
-    const enrollment = await enrollIfAsked(c, opts);
-    const flags = withEnrollment(opts, enrollment);
-    const hasFleet = !opts.offline && Boolean(flags.broker ?? c.config.mqtt.broker);
-    const connection = hasFleet ? await buildAgentConnection(c, flags, true) : undefined;
-    const deviceId = assertSafeName('device id', flags.deviceId ?? c.config.mqtt.deviceId ?? hostname());
-    const device = await startDeviceAgent({
-      db: c.db,
-      store: c.store,
-      config: c.config,
-      stateDir: c.stateDir,
+    const configFile = program.opts<{ config?: string }>().config;
+    const launched = launchedFromEnv(process.env);
+    const arch = agentArch(process.arch);
+    const dir = arch ? new AgentDir(c.stateDir, arch) : undefined;
+    if (launched) {
+      // A launcher chose this version: run it.
+      try {
+        faultAtStart();
+        if (launched.mode === 'exec') await dir?.clearExecAttempts();
+        const r = await runAgent(c, opts, launched, configFile);
+        if (r.restart) process.exitCode = launched.restart();
+      } finally {
+        launched.close();
+      }
+      return;
+    }
+    const self = selfLauncherCommand();
+    if (!dir || !self) {
+      await runAgent(c, opts, inProcessLaunch(), configFile);
+      return;
+    }
+    const launcher = new Launcher({
+      dir,
+      selfVersion: BUILD.version,
+      selfArgv: [...self, ...invocation.argv],
+      agentArgs: [...invocation.argv],
       log: c.log,
-      native: c.native,
-      connection,
-      fleet: assertSafeName('fleet', flags.fleet ?? c.config.mqtt.fleet),
-      deviceId,
-      autoRemoveCommand: autoRemoveCommand(c.stateDir, program.opts<{ config?: string }>().config),
+      trialDeadlineMs: c.config.agent.trialDeadlineMs,
+      trialBoots: c.config.agent.trialBoots,
+      databaseSchema: async (file) => databaseSchemaVersion(file, c.native.sqliteBinding()),
+      execve: processExecve(),
+      runSelf: async () => {
+        // Each run in this process gets its own database handle, connection and agent.
+        const fresh = c.fresh();
+        try {
+          return await runAgent(fresh, opts, inProcessLaunch(), configFile);
+        } finally {
+          await fresh.close();
+        }
+      },
     });
-    c.log.info({ deviceId, fleet: hasFleet, socket: agentSocketPath(c.stateDir) }, 'agent running');
-    await untilSignal();
-    // containers keep running: their monitors own them; the next agent picks them up
-    await device.stop();
+    process.exitCode = await launcher.run();
   });
+}
+
+/** The device agent until a signal, the launcher going away, or a switch to a new version (restart). */
+async function runAgent(
+  c: CliContext,
+  opts: AgentFlags,
+  launched: Launched,
+  configFile: string | undefined,
+): Promise<AgentExit> {
+  const enrollment = await enrollIfAsked(c, opts);
+  const flags = withEnrollment(opts, enrollment);
+  const hasFleet = !opts.offline && Boolean(flags.broker ?? c.config.mqtt.broker);
+  const connection = hasFleet ? await buildAgentConnection(c, flags, true) : undefined;
+  const deviceId = assertSafeName('device id', flags.deviceId ?? c.config.mqtt.deviceId ?? hostname());
+  const keyText = flags.fleetKey ?? c.config.mqtt.fleetPublicKey;
+  let restart: () => void = () => undefined;
+  const restarting = new Promise<'restart'>((resolve) => {
+    restart = () => resolve('restart');
+  });
+  const gone = new Promise<'gone'>((resolve) => launched.onLauncherGone(() => resolve('gone')));
+  const device = await startDeviceAgent({
+    db: c.db,
+    store: c.store,
+    config: c.config,
+    stateDir: c.stateDir,
+    log: c.log,
+    native: c.native,
+    connection,
+    fleet: assertSafeName('fleet', flags.fleet ?? c.config.mqtt.fleet),
+    deviceId,
+    autoRemoveCommand: autoRemoveCommand(c.stateDir, configFile),
+    launched,
+    selfUpdate:
+      connection && keyText
+        ? { publicKey: await resolvePublicKey(keyText), running: BUILD.version, restart }
+        : undefined,
+  });
+  c.log.info(
+    {
+      deviceId,
+      fleet: hasFleet,
+      socket: agentSocketPath(c.stateDir),
+      version: BUILD.version,
+      mode: launched.mode,
+    },
+    'agent running',
+  );
+  const why = await untilSignal([restarting, gone]);
+  if (why === 'gone') c.log.warn('the launcher is gone; stopping');
+  // containers keep running: their monitors own them; the next agent picks them up
+  await device.stop();
+  launched.close();
+  return why === 'restart' ? { restart: true } : { restart: false, code: 0 };
 }
 
 async function enrollIfAsked(c: CliContext, opts: AgentFlags): Promise<Enrollment | undefined> {

@@ -4,10 +4,14 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { ContentStore } from '../content/store.js';
 import { type Db, openDatabase } from '../db/database.js';
+import { releaseMigrations } from '../db/migrations.js';
 import { createLogger, type LogFormat, type Logger } from '../lib/logger.js';
 import type { NativeParts, NativeSource } from '../lib/native.js';
 import { autoRemoveCommand } from '../lib/self.js';
 import { prepareDir, secureStateDir } from '../lib/state-dir.js';
+
+/** The command line of this run (runCli sets it): `berth agent`'s launcher starts versions with it. */
+export const invocation: { argv: readonly string[] } = { argv: [] };
 
 /** Global options every command accepts (commander puts them on the root program). */
 export interface GlobalOptions {
@@ -88,6 +92,7 @@ export class CliContext {
     if (!this._db) {
       this.ensureStateDir();
       const db = openDatabase(path.join(this.stateDir, 'berth.db'), {
+        migrations: releaseMigrations(),
         nativeBinding: this.native.sqliteBinding(),
       });
       this._db = db;
@@ -124,6 +129,11 @@ export class CliContext {
       this.closers.push(() => stack.close());
     }
     return this._device;
+  }
+
+  /** A new context over the same options and native parts (its own database handle, logger, stack). */
+  fresh(): CliContext {
+    return new CliContext(this.globals, this.nativeSource);
   }
 
   onClose(fn: () => void | Promise<void>): void {

@@ -58,27 +58,34 @@ export function registerDiagnostics(program: Command, ctx: () => CliContext): vo
       const deviceId = mqttConfig.deviceId ?? 'unnamed';
       assertSafeName('device id', deviceId);
       const topic = opts.topic ?? `berth/v1/${mqttConfig.fleet}/devices/${deviceId}/status`;
+      const timeoutMs = Number(opts.timeout);
+      if (!Number.isInteger(timeoutMs) || timeoutMs <= 0)
+        throw invalidInput(`--timeout ${opts.timeout}: expected a positive number of milliseconds`);
       // Loaded on use: mqtt and its transports cost start-up time every other command would pay.
-      const { connectAsync } = await import('mqtt');
-      let client: Awaited<ReturnType<typeof connectAsync>>;
-      try {
-        client = await connectAsync(broker, {
-          connectTimeout: Number(opts.timeout),
-          reconnectPeriod: 0,
-          protocolVersion: mqttConfig.protocolVersion === 4 ? 4 : 5,
-          ...(mqttConfig.username ? { username: mqttConfig.username } : {}),
-          ...(mqttConfig.password ? { password: mqttConfig.password } : {}),
-        });
-      } catch (err) {
-        throw withContext(`cannot connect to ${broker}`, err);
-      }
+      const { MqttConnection } = await import('../transport/connection.js');
+      const c = ctx();
+      const conn = new MqttConnection({
+        url: broker,
+        clientId: `berth-ping-${process.pid}`,
+        // the same negotiation every command uses: MQTT 5 first, 3.1.1 when the broker refuses it
+        protocolVersion: mqttConfig.protocolVersion,
+        username: mqttConfig.username,
+        password: process.env.BERTH_MQTT_PASSWORD ?? mqttConfig.password,
+        log: c.log,
+      });
       const status = { online: true, deviceId, version: BUILD.version, arch: nativeArch(), ts: Date.now() };
-      await client.publishAsync(topic, JSON.stringify(status), { qos: 1, retain: true });
-      if (opts.hold) {
-        ctx().db;
-        await new Promise((r) => setTimeout(r, Number(opts.hold) * 1000));
+      try {
+        await conn.start({ timeoutMs });
+        await conn.publish(topic, JSON.stringify(status), { qos: 1, retain: true });
+        if (opts.hold) {
+          c.db;
+          await new Promise((r) => setTimeout(r, Number(opts.hold) * 1000));
+        }
+      } catch (err) {
+        throw withContext(`cannot reach ${broker}`, err);
+      } finally {
+        await conn.close(true);
       }
-      await client.endAsync();
       printJson({ broker, topic, status });
     });
 }

@@ -1,6 +1,7 @@
 /**
  * `berth fleet devices` and `berth fleet device …`: the fleet's view of its devices — what each reported
- * (online, the target it applies with the operator's version, status, last error), never what the fleet
+ * (online, the target it applies with the operator's version, status, agent version and self-update, last
+ * error), never what the fleet
  * assumes — and the operator's changes to one device: labels and revocation.
  *
  *   berth fleet devices [--online|--offline] [--status S] [--group G] [--label k=v] [--sort lastSeen --desc]
@@ -102,9 +103,23 @@ export function registerFleetDevices(fleet: Command, ctx: () => CliContext): voi
         previous: d.previous?.text ?? '-',
         'last seen': ago(d.lastSeen),
         groups: d.groups.join(','),
+        agent: d.agentVersion ?? '-',
+        'agent update': d.agentUpdate ? `${d.agentUpdate.version} ${d.agentUpdate.phase}` : '-',
         'last error': (d.lastError ?? '').slice(0, 80),
       })),
-      ['id', 'state', 'status', 'target', 'expected', 'previous', 'last seen', 'groups', 'last error'],
+      [
+        'id',
+        'state',
+        'status',
+        'target',
+        'expected',
+        'previous',
+        'last seen',
+        'groups',
+        'agent',
+        'agent update',
+        'last error',
+      ],
     );
     process.stderr.write(
       `${page.items.length} of ${page.total ?? '?'} devices${page.next ? `; next page: --cursor ${page.next}` : ''}\n`,

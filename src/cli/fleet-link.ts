@@ -9,7 +9,7 @@ import { readFleetAccount } from '../fleet/fleet-account.js';
 import { assertSafeName } from '../lib/ids.js';
 import { MqttConnection, type MqttConnectionOptions } from '../transport/connection.js';
 import type { CliContext } from './context.js';
-import { type MqttFlags, mqttOptionsFrom } from './mqtt-options.js';
+import { connectTimeoutMs, type MqttFlags, mqttOptionsFrom } from './mqtt-options.js';
 
 /** Where `fleet serve` notes the broker it uses, so `fleet deploy` on the same state dir finds it. */
 export const SERVE_FILE = 'fleet-serve.json';
@@ -69,7 +69,8 @@ export async function openFleetLink(
     log: c.log,
   });
   try {
-    await Promise.race([conn.start(), conn.waitConnected(15_000)]);
+    // Unavailable (exit 1) when the broker does not answer within --connect-timeout: never a silent exit 0
+    await conn.start({ timeoutMs: connectTimeoutMs(opts) });
   } catch (err) {
     await conn.close(false);
     throw err;

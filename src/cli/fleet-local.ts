@@ -45,6 +45,7 @@ export async function localFleet(
   };
   const services = createFleetServices({
     stores,
+    store: c.store,
     fleet,
     privateKey: await loadFleetPrivateKey(c.stateDir),
     publisher,

@@ -18,8 +18,15 @@ import { registerFleetDevices } from './fleet-devices.js';
 import { registerFleetEnroll } from './fleet-enroll.js';
 import { SERVE_FILE, type ServeFile } from './fleet-link.js';
 import { fleetStores } from './fleet-local.js';
+import { registerFleetRelease } from './fleet-release.js';
 import { registerFleetRollout } from './fleet-rollout.js';
-import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
+import {
+  addMqttOptions,
+  connectTimeoutMs,
+  type MqttFlags,
+  mqttOptionsFrom,
+  untilSignal,
+} from './mqtt-options.js';
 import { columnsOf, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
 import { ProgressBar } from './progress.js';
 
@@ -58,8 +65,13 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         '--advertise-broker <url>',
         'the broker URL enrolling devices are told (default: the one in use)',
       )
-      .option('--rate-limit <bytes/s>', 'cap blob egress (0 = none)', '0')
+      .option('--rate-limit <bytes/s>', 'cap blob egress (0 = none), shared fairly between devices', '0')
       .option('--gather-ms <ms>', 'how long to gather fan-out interest in a blob', '150')
+      .option(
+        '--pull-policy <targets|any>',
+        'which images a device may pull: what its targets name (targets), or every image of the fleet (any)',
+        'targets',
+      )
       .option('--http <host:port>', 'the management API (off: none)', '127.0.0.1:8080')
       .option('--tls-cert <file>', 'serve the API over HTTPS with this certificate chain (PEM)')
       .option('--tls-key <file>', 'the private key (PEM) of --tls-cert')
@@ -70,6 +82,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         listen: string;
         rateLimit: string;
         gatherMs: string;
+        pullPolicy: string;
         allowAnonymous?: boolean;
         brokerAuth: string;
         advertiseBroker?: string;
@@ -84,6 +97,8 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
       const external = opts.broker ?? c.config.mqtt.broker;
       if (opts.brokerAuth !== 'dynsec' && opts.brokerAuth !== 'external')
         throw invalidInput(`--broker-auth ${opts.brokerAuth}: expected dynsec or external`);
+      if (opts.pullPolicy !== 'targets' && opts.pullPolicy !== 'any')
+        throw invalidInput(`--pull-policy ${opts.pullPolicy}: expected targets or any`);
       if (external && opts.allowAnonymous)
         throw invalidInput('--allow-anonymous is for the embedded broker; configure your own broker instead');
       const [host, portStr] = splitHostPort('--listen', opts.listen);
@@ -112,8 +127,10 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         allowAnonymous: opts.allowAnonymous === true,
         advertiseBroker: opts.advertiseBroker,
         blob: { rateLimit: Number(opts.rateLimit), gatherMs: Number(opts.gatherMs) },
+        pullPolicy: opts.pullPolicy,
       });
-      await server.start();
+      // An external broker that does not answer: Unavailable after --connect-timeout (exit 1).
+      await server.start({ connectTimeoutMs: connectTimeoutMs(opts) });
       let api: Awaited<ReturnType<typeof import('../fleet/api/index.js').serveFleetApi>> | undefined;
       try {
         if (http) {
@@ -226,6 +243,11 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         .option('--clear', "with --device: clear the device's own target, so its groups' targets apply again")
         .option('--allow-unknown', 'deploy to a device id the fleet has never seen')
         .option(
+          '--agent <version>',
+          'the agent release the devices run (fleet release push); without a file, the current apps stay',
+        )
+        .option('--allow-downgrade', 'with --agent: let devices that run a newer agent go back to it')
+        .option(
           '--wait',
           'wait until every device concerned converged, rejected or failed (exit 1 if any did not converge)',
         )
@@ -242,6 +264,8 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
           app?: string;
           clear?: boolean;
           allowUnknown?: boolean;
+          agent?: string;
+          allowDowngrade?: boolean;
           wait?: boolean;
           timeout: string;
           dryRun?: boolean;
@@ -263,13 +287,20 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
           `cleared device ${scope.id}'s own target (version ${dep.version}); its groups' targets apply\n`,
         );
       } else {
-        if (!file) throw invalidInput('a target file is required (or --clear)');
-        const text = await fsp.readFile(file, 'utf8').catch((err: unknown) => {
-          throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
-        });
+        if (!file && !opts.agent) throw invalidInput('a target file is required (or --agent, or --clear)');
+        if (opts.allowDowngrade && !opts.agent) throw invalidInput('--allow-downgrade goes with --agent');
+        const text = file
+          ? await fsp.readFile(file, 'utf8').catch((err: unknown) => {
+              throw invalidInput(`cannot read target file ${file}: ${(err as Error).message}`);
+            })
+          : undefined;
+        // without a file only the agent changes: the scope's current apps and images stay
         const req = {
           [scope.kind]: scope.id,
-          file: { name: path.basename(file), text },
+          ...(file && text !== undefined ? { file: { name: path.basename(file), text } } : {}),
+          ...(opts.agent
+            ? { agent: { version: opts.agent, ...(opts.allowDowngrade ? { allowDowngrade: true } : {}) } }
+            : {}),
           ...(opts.app ? { app: opts.app } : {}),
           ...(opts.allowUnknown ? { allowUnknown: true } : {}),
         };
@@ -307,6 +338,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
     printJson(d.state);
   });
 
+  registerFleetRelease(fleet, ctx);
   registerFleetDevices(fleet, ctx);
   registerFleetEnroll(fleet, ctx);
   registerFleetRollout(fleet, ctx);

@@ -15,9 +15,24 @@ export interface MqttFlags {
   key?: string;
   mqttVersion?: string;
   insecure?: boolean;
+  connectTimeout?: string;
 }
 
-export function addMqttOptions(cmd: Command): Command {
+/** How long a command that needs the broker waits for it before failing Unavailable (ms). */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
+
+/**
+ * The MQTT flags. `waits: true` for commands that wait for their broker as long as it takes (the agent
+ * runs offline until its broker comes); every other command fails `Unavailable` after
+ * `--connect-timeout`.
+ */
+export function addMqttOptions(cmd: Command, opts: { waits?: boolean } = {}): Command {
+  if (!opts.waits)
+    cmd.option(
+      '--connect-timeout <ms>',
+      'fail (Unavailable, exit 1) when no broker answered within this long',
+      String(DEFAULT_CONNECT_TIMEOUT_MS),
+    );
   return cmd
     .option('--broker <url>', 'MQTT broker, mqtt://host:port or mqtts://host:port (config mqtt.broker)')
     .option('--fleet <name>', 'fleet name, the topic prefix berth/v1/<fleet>/ (config mqtt.fleet)')
@@ -37,6 +52,15 @@ function readPem(what: string, file: string | undefined): Buffer | undefined {
   } catch {
     throw notFound(`${what} file ${file} not found or unreadable`);
   }
+}
+
+export function connectTimeoutMs(flags: MqttFlags): number {
+  const ms = Number(flags.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS);
+  if (!Number.isInteger(ms) || ms <= 0)
+    throw invalidInput(
+      `--connect-timeout ${flags.connectTimeout}: expected a positive number of milliseconds`,
+    );
+  return ms;
 }
 
 /** Flags over config; TLS files are read here, at the composition root. */
@@ -68,18 +92,23 @@ export function mqttOptionsFrom(
   };
 }
 
-/** Resolve when SIGINT or SIGTERM arrives. */
-export function untilSignal(): Promise<string> {
+/** Resolve when SIGINT or SIGTERM arrives, or with the first of `also` to settle. */
+export function untilSignal<T = never>(also: Array<Promise<T>> = []): Promise<string | T> {
   return new Promise((resolve) => {
     // Signal handlers do not hold the event loop open; a daemon must stay up while reconnecting.
     const keepAlive = setInterval(() => undefined, 1 << 30);
-    const on = (sig: string) => {
+    let done = false;
+    const finish = (v: string | T) => {
+      if (done) return;
+      done = true;
       clearInterval(keepAlive);
       process.off('SIGINT', on);
       process.off('SIGTERM', on);
-      resolve(sig);
+      resolve(v);
     };
+    const on = (sig: string) => finish(sig);
     process.on('SIGINT', on);
     process.on('SIGTERM', on);
+    for (const p of also) void p.then(finish);
   });
 }

@@ -3,7 +3,7 @@ import { BerthError, errorMessage } from '../lib/errors.js';
 import { developmentNative, type NativeSource } from '../lib/native.js';
 import { registerAgent } from './agent.js';
 import { registerContainers } from './containers.js';
-import { CliContext, type GlobalOptions } from './context.js';
+import { CliContext, type GlobalOptions, invocation } from './context.js';
 import { registerDiagnostics } from './diagnostics.js';
 import { registerDockerVerbs } from './docker-verbs.js';
 import { registerEvents } from './events.js';
@@ -137,6 +137,7 @@ export function exitCodeFor(err: unknown): number {
 /** Parse argv, run the command, print a clean error (code + message) and pick an exit code. */
 export async function runCli(argv: string[], native: NativeSource = developmentNative): Promise<number> {
   let { program, context } = buildProgram(native);
+  invocation.argv = [...argv];
   program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
   let code = 0;
   try {

@@ -4,7 +4,7 @@ import { invalidInput } from '../lib/errors.js';
 import { ImageRefSchema } from '../transport/messages.js';
 import { buildAgentConnection, pullProgress, withEnrollment } from './agent.js';
 import type { CliContext } from './context.js';
-import { addMqttOptions, type MqttFlags } from './mqtt-options.js';
+import { addMqttOptions, connectTimeoutMs, type MqttFlags } from './mqtt-options.js';
 import { humanSize } from './output.js';
 
 /** `berth pull name:tag --broker …`: one image from the fleet into the local store, resumable. */
@@ -15,7 +15,7 @@ export function registerPull(program: Command, ctx: () => CliContext): void {
       .description('pull an image from the fleet over MQTT without running it (resumes an interrupted pull)')
       .option('--device-id <id>', 'device identity for topics (config mqtt.deviceId)')
       .option('--fleet-key <file|pem>', 'fleet public key (config mqtt.fleetPublicKey)')
-      .option('--window <chunks>', 'chunk requests in flight', '16')
+      .option('--window <chunks>', 'credit window: chunks granted to the fleet and not yet recorded', '32')
       .option('--no-fanout', 'never join a fan-out stream'),
   ).action(
     async (
@@ -25,13 +25,15 @@ export function registerPull(program: Command, ctx: () => CliContext): void {
       if (!ImageRefSchema.safeParse(ref).success)
         throw invalidInput(`image reference ${ref}: expected name:tag`);
       const c = ctx();
+      const timeoutMs = connectTimeoutMs(opts);
       // an enrolled device pulls with its own credentials
       const flags = withEnrollment(opts, await readEnrollment(c.stateDir));
       const agent = await buildAgentConnection(c, flags, false, `berth-pull-${process.pid}`);
       const started = Date.now();
-      await agent.start(true);
-      const { bar, fn } = pullProgress(`pull ${ref}`);
       try {
+        // Unavailable (exit 1) when the broker does not answer in time: never a silent exit 0.
+        await agent.start(true, timeoutMs);
+        const { bar, fn } = pullProgress(`pull ${ref}`);
         const r = await agent.pullImage(ref, { onProgress: fn });
         bar.finish();
         const s = agent.fetcher.stats;

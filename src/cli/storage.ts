@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
+import { ImageAcquisition } from '../content/acquire.js';
 import { ImageRepo } from '../content/images.js';
 import { createSnapshotter } from '../snapshots/factory.js';
 import type { SnapshotInfo, Snapshotter, Usage } from '../snapshots/snapshotter.js';
-import { unpackImage } from '../snapshots/unpack.js';
 import type { CliContext } from './context.js';
 import { columnsOf, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
 import type { Register } from './program.js';
@@ -94,14 +94,8 @@ export const registerStorage: Register = (program: Command, ctx: () => CliContex
       const img = await new ImageRepo(c.db, c.store).resolve(ref);
       const sn = await openSnapshotter(c);
       const started = Date.now();
-      const res = await unpackImage({
-        store: c.store,
-        snapshotter: sn,
-        layers: img.layers,
-        diffIds: img.diffIds,
-        log: c.log,
-        labels: { 'berth.image': img.record.name },
-      });
+      const images = new ImageAcquisition({ db: c.db, store: c.store, snapshotter: sn, log: c.log });
+      const res = await images.unpack(img.record.name, { labels: { 'berth.image': img.record.name } });
       const out = { image: img.record.name, driver: sn.driver, ...res, ms: Date.now() - started };
       if (opts.json) return printJson(out);
       for (const l of res.layers) {

@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { CONFIG_FORMAT, MIN_CONFIG_FORMAT } from '../config/schema.js';
+import { MIN_MIGRATABLE_SCHEMA, releaseMigrations } from '../db/migrations.js';
 import { developmentNative, type NativeSource } from '../lib/native.js';
 import { BUILD } from '../version.js';
 import { printJson } from './output.js';
@@ -10,6 +12,9 @@ export interface VersionInfo {
   platform: string;
   node: string;
   native: Record<string, string>;
+  /** what a release manifest records: the database schema it migrates to and from, the config format */
+  database: { schema: number; minSchema: number };
+  config: { format: number; minFormat: number };
 }
 
 /** `native`: the executable's embedded parts (name → sha256; none in development). */
@@ -21,6 +26,8 @@ export function versionInfo(native: Pick<NativeSource, 'embedded'> = development
     platform: process.platform,
     node: process.version,
     native: native.embedded(),
+    database: { schema: releaseMigrations().length, minSchema: MIN_MIGRATABLE_SCHEMA },
+    config: { format: CONFIG_FORMAT, minFormat: MIN_CONFIG_FORMAT },
   };
 }
 

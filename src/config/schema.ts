@@ -1,6 +1,15 @@
 import { z } from 'zod';
 
 /**
+ * The config file's format. A release manifest names the formats its executable reads, and a device
+ * refuses a release that cannot read its config (docs/self-update.md): bump this when a key is removed,
+ * renamed or changes meaning.
+ */
+export const CONFIG_FORMAT = 1;
+/** The oldest config format this release still reads. */
+export const MIN_CONFIG_FORMAT = 1;
+
+/**
  * The one configuration schema. Values come from (lowest to highest): defaults here, the config file
  * (YAML or JSON), environment variables (BERTH_<SECTION>_<KEY>, e.g. BERTH_STORAGE_DRIVER), CLI flags.
  */
@@ -127,6 +136,10 @@ export const ConfigSchema = z
           .int()
           .min(60_000)
           .default(7 * 24 * 3600_000),
+        /** a new agent version on trial must open its state, connect and reconcile within this long */
+        trialDeadlineMs: z.number().int().min(1000).default(120_000),
+        /** a trial cut short (power loss, launcher killed) this many times counts as failed */
+        trialBoots: z.number().int().min(1).max(10).default(2),
       })
       .strict()
       .refine((a) => a.retryMinMs <= a.retryMaxMs, { message: 'retryMinMs must not exceed retryMaxMs' })

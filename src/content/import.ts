@@ -9,24 +9,16 @@ import { z } from 'zod';
 import type { Db } from '../db/database.js';
 import { BerthError, corrupt, invalidInput, notFound, withContext } from '../lib/errors.js';
 import { type Digest, digestHex, sha256Digest } from '../oci/digest.js';
-import {
-  isConfigType,
-  isIndexType,
-  isManifestType,
-  layerCompression,
-  MediaTypes,
-} from '../oci/media-types.js';
-import { formatPlatform, normalizePlatform, type PlatformSpec, selectManifest } from '../oci/platform.js';
+import { MediaTypes } from '../oci/media-types.js';
+import type { PlatformSpec } from '../oci/platform.js';
 import {
   type Descriptor,
-  type ImageConfig,
   ImageConfigSchema,
-  type Index,
   IndexSchema,
   type Manifest,
-  ManifestSchema,
   parseJsonDoc,
 } from '../oci/types.js';
+import { type FetchBlob as Fetch, resolvePlan } from './acquire.js';
 import { type ImageRecord, ImageRepo, normalizeRef, reachableBlobs } from './images.js';
 import { Leases } from './leases.js';
 import type { BlobInfo, ContentStore } from './store.js';
@@ -609,143 +601,9 @@ async function planDockerArchive(
   return plans;
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Resolution: pick the platform, check every referenced blob is present, known and verified.
-
-type Fetch = (d: Descriptor, what: string) => Promise<void>;
-
-async function resolvePlan(
-  plan: Plan,
-  name: string,
-  store: ContentStore,
-  fetch: Fetch,
-  opts: ImportOptions,
-): Promise<Omit<ImageRecord, 'createdAt'>> {
-  const root = plan.root;
-  await fetch(root, `root of ${name}`);
-  if (isIndexType(root.mediaType)) {
-    const index = parseJsonDoc(IndexSchema, await store.get(root.digest), `index ${root.digest}`);
-    if (opts.allPlatforms) {
-      let size = root.size;
-      const platforms: string[] = [];
-      for (const m of index.manifests) {
-        if (!isManifestType(m.mediaType)) continue;
-        const r = await checkManifest(m, store, fetch, name);
-        size += r.size;
-        if (m.platform) platforms.push(formatPlatform(normalizePlatform(m.platform)));
-      }
-      return {
-        name,
-        digest: root.digest,
-        mediaType: root.mediaType,
-        indexDigest: root.digest,
-        configDigest: undefined,
-        platform: platforms.join(',') || 'unknown',
-        size,
-      };
-    }
-    const chosen = selectFromIndex(index, opts.platform, name);
-    const r = await checkManifest(chosen, store, fetch, name);
-    return {
-      name,
-      digest: chosen.digest,
-      mediaType: chosen.mediaType,
-      indexDigest: root.digest,
-      configDigest: r.configDigest,
-      platform: r.platform,
-      size: r.size,
-    };
-  }
-  if (!isManifestType(root.mediaType)) {
-    throw invalidInput(
-      `image ${name}: unknown media type ${root.mediaType} (expected an OCI/Docker manifest or index)`,
-    );
-  }
-  const r = await checkManifest(root, store, fetch, name);
-  const want = normalizePlatform(opts.platform);
-  const have = parsePlatformString(r.platform);
-  if (!opts.allPlatforms && (have.os !== want.os || have.architecture !== want.architecture)) {
-    throw invalidInput(
-      `image ${name} is for ${r.platform}, this device is ${formatPlatform(want)} (use --platform to import it anyway)`,
-    );
-  }
-  return {
-    name,
-    digest: root.digest,
-    mediaType: root.mediaType,
-    indexDigest: undefined,
-    configDigest: r.configDigest,
-    platform: r.platform,
-    size: r.size,
-  };
-}
-
-function parsePlatformString(s: string): PlatformSpec {
-  const [os, architecture, variant] = s.split('/');
-  return { os: os ?? '', architecture: architecture ?? '', variant };
-}
-
-function selectFromIndex(index: Index, want: PlatformSpec, name: string): Descriptor {
-  const chosen = selectManifest(
-    index.manifests.filter((m) => isManifestType(m.mediaType)),
-    want,
-  );
-  if (!chosen) {
-    const have = index.manifests
-      .filter((m) => m.platform)
-      .map((m) => formatPlatform(normalizePlatform(m.platform!)))
-      .join(', ');
-    throw new BerthError(
-      'NotFound',
-      `image ${name} has no manifest for ${formatPlatform(normalizePlatform(want))} (it has: ${have || 'none'})`,
-    );
-  }
-  return chosen;
-}
-
 async function ensureBlobFromStore(d: Descriptor, store: ContentStore, what: string): Promise<void> {
   if (!(await store.has(d.digest))) throw invalidInput(`${what} ${d.digest} is missing from the source`);
   const info = await store.info(d.digest);
   if (info.size !== d.size)
     throw corrupt(`${what} ${d.digest} has ${info.size} bytes, its descriptor says ${d.size}`);
-}
-
-async function checkManifest(
-  d: Descriptor,
-  store: ContentStore,
-  fetch: Fetch,
-  name: string,
-): Promise<{ configDigest: Digest; platform: string; size: number }> {
-  await fetch(d, `manifest of ${name}`);
-  const manifest = parseJsonDoc(ManifestSchema, await store.get(d.digest), `manifest ${d.digest} of ${name}`);
-  if (!isConfigType(manifest.config.mediaType)) {
-    throw invalidInput(`image ${name}: unknown config media type ${manifest.config.mediaType}`);
-  }
-  await fetch(manifest.config, `config of ${name}`);
-  const config: ImageConfig = parseJsonDoc(
-    ImageConfigSchema,
-    await store.get(manifest.config.digest),
-    `config of ${name}`,
-  );
-  if (config.rootfs.diff_ids.length !== manifest.layers.length) {
-    throw corrupt(
-      `image ${name}: config lists ${config.rootfs.diff_ids.length} diff_ids for ${manifest.layers.length} layers`,
-    );
-  }
-  let size = d.size + manifest.config.size;
-  for (const [i, l] of manifest.layers.entries()) {
-    if (layerCompression(l.mediaType) === undefined) {
-      throw invalidInput(`image ${name}: layer ${i} has unknown media type ${l.mediaType}`);
-    }
-    await fetch(l, `layer ${i} of ${name}`);
-    size += l.size;
-  }
-  const platform = formatPlatform(
-    normalizePlatform({
-      os: config.os,
-      architecture: config.architecture,
-      variant: config.variant ?? d.platform?.variant,
-    }),
-  );
-  return { configDigest: manifest.config.digest, platform, size };
 }

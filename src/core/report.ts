@@ -3,6 +3,7 @@
  * device (apps → services: image, state, health, restarts, last error) plus where the rollout stands;
  * metrics are sent only when some value moved beyond its threshold, to spare the link and the broker.
  */
+import type { UpdateStatus } from './self-update.js';
 import type { CurrentContainer, HealthStatus } from './state.js';
 import { originOf, specHash, type Target, type TargetOrigin } from './target.js';
 
@@ -37,6 +38,13 @@ export interface ReportedState {
     waiting?: string[] | undefined;
   };
   apps: Record<string, AppReport>;
+  /** the agent itself: the version running, and where its latest self-update stands */
+  agent?: AgentReport | undefined;
+}
+
+export interface AgentReport {
+  version: string;
+  update?: UpdateStatus | undefined;
 }
 
 export interface ReportInput {
@@ -48,6 +56,7 @@ export interface ReportInput {
   containers: readonly CurrentContainer[];
   lastErrors: ReadonlyMap<string, string>;
   apps: ReadonlyArray<{ name: string; status: string; lastError?: string }>;
+  agent?: AgentReport | undefined;
 }
 
 export function buildReportedState(i: ReportInput): ReportedState {
@@ -97,6 +106,7 @@ export function buildReportedState(i: ReportInput): ReportedState {
       ...(i.waiting && i.waiting.length > 0 ? { waiting: [...i.waiting] } : {}),
     },
     apps,
+    ...(i.agent ? { agent: i.agent } : {}),
   };
 }
 

@@ -100,3 +100,21 @@ export function migrate(db: Db, migrations: readonly Migration[]): void {
 export function tx<T>(db: Db, fn: () => T): T {
   return db.transaction(fn).immediate();
 }
+
+/**
+ * The schema version (user_version) of the database at `file`, read-only and never migrating, or
+ * 'unreadable' when it is missing, corrupt or not SQLite (the self-update launcher's rollback check).
+ */
+export function databaseSchemaVersion(file: string, nativeBinding?: unknown): number | 'unreadable' {
+  if (!existsSync(file)) return 'unreadable';
+  try {
+    const db = openDatabase(file, { readonly: true, nativeBinding });
+    try {
+      return db.pragma('user_version', { simple: true }) as number;
+    } finally {
+      db.close();
+    }
+  } catch {
+    return 'unreadable';
+  }
+}

@@ -1,4 +1,5 @@
 import type BetterSqlite3 from 'better-sqlite3';
+import { faultMigrations } from '../faults.js';
 
 export interface Migration {
   name: string;
@@ -309,3 +310,15 @@ export const MIGRATIONS: readonly Migration[] = [
     },
   },
 ];
+
+/**
+ * The oldest schema version this release can migrate from (every migration is kept, so any). A release
+ * manifest carries it with MIGRATIONS.length; a device refuses a release that cannot read its database
+ * (docs/self-update.md). Raise it only if early migrations are ever squashed.
+ */
+export const MIN_MIGRATABLE_SCHEMA = 0;
+
+/** The migrations this executable applies: MIGRATIONS (plus one in a fault build, src/faults.ts). */
+export function releaseMigrations(): readonly Migration[] {
+  return faultMigrations(MIGRATIONS);
+}

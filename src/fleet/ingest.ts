@@ -140,6 +140,7 @@ export class Ingest {
           at,
           platform: v.platform,
           agentVersion: v.agentVersion,
+          agentUpdate: v.agentUpdate,
           groups: v.groups ?? [],
           keyId: v.keyId,
         });

@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { writeFileAtomic } from '../lib/atomic.js';
+import { pathExists, writeFileAtomic } from '../lib/atomic.js';
 import { conflict, notFound } from '../lib/errors.js';
 import { generateFleetKey, keyId, loadPrivateKey, loadPublicKey } from '../transport/signing.js';
 
@@ -18,12 +18,13 @@ export async function keygen(
 ): Promise<{ keyId: string; publicKeyPem: string; privateFile: string; publicFile: string }> {
   const privateFile = path.join(stateDir, PRIVATE_KEY_FILE);
   const publicFile = path.join(stateDir, PUBLIC_KEY_FILE);
-  if (!force && (await exists(privateFile)))
+  if (!force && (await pathExists(privateFile)))
     throw conflict(`fleet key ${privateFile} exists; pass --force to replace it`);
   await fsp.mkdir(stateDir, { recursive: true });
   const k = generateFleetKey();
   await writeFileAtomic(privateFile, k.privateKeyPem, 0o600);
-  await writeFileAtomic(publicFile, k.publicKeyPem, 0o644);
+  // 0600 like everything in the state dir (src/lib/state-dir.ts); keygen prints it for provisioning
+  await writeFileAtomic(publicFile, k.publicKeyPem, 0o600);
   return {
     keyId: keyId(loadPublicKey(k.publicKeyPem)),
     publicKeyPem: k.publicKeyPem,
@@ -40,14 +41,5 @@ export async function loadFleetPrivateKey(stateDir: string): Promise<KeyObject> 
     if ((err as NodeJS.ErrnoException).code === 'ENOENT')
       throw notFound(`no fleet key at ${file}: run \`berth fleet keygen\` first`);
     throw err;
-  }
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await fsp.stat(p);
-    return true;
-  } catch {
-    return false;
   }
 }

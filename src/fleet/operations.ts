@@ -11,6 +11,7 @@
 import type { Readable } from 'node:stream';
 import { importImage } from '../content/import.js';
 import type { ContentStore } from '../content/store.js';
+import { compareVersions } from '../core/self-update.js';
 import type { Db } from '../db/database.js';
 import { conflict, invalidInput, notFound, permissionDenied } from '../lib/errors.js';
 import { hostPlatform } from '../oci/platform.js';
@@ -34,6 +35,7 @@ import type {
   MetricQueryInput,
   Metrics,
   Page,
+  Release,
   RolloutAbortBody,
   RolloutCreateBody,
   RolloutDeviceQueryInput,
@@ -59,6 +61,7 @@ import type { AuditRow } from './identity/store.js';
 import { describeFleetImage } from './image-record.js';
 import { describeSelection as describeSelectionText, type RolloutInput } from './rollouts/service.js';
 import { toRolloutDeviceWire, toRolloutWire } from './rollouts/wire.js';
+import type { DeployInput } from './services/deploy.js';
 import type { EnrollRequest, EnrollResponse, FleetServices } from './services/index.js';
 import type {
   DeploymentRow,
@@ -66,6 +69,7 @@ import type {
   EnrollmentTokenRow,
   FleetImageRow,
   FleetStores,
+  ReleaseRow,
 } from './store/index.js';
 import { effectiveTarget, formatTargetRef, type ScopeKey, type ScopeVersion } from './view.js';
 
@@ -123,6 +127,7 @@ export function toDevice(d: DeviceRow, expected: ScopeVersion | undefined): Devi
       : null,
     platform: d.platform,
     agentVersion: d.agentVersion,
+    agentUpdate: d.agentUpdate,
     keyId: d.keyId,
     groups: d.groups,
     labels: d.labels,
@@ -144,6 +149,10 @@ export function toImage(r: FleetImageRow): Image {
     platforms: r.platforms ? r.platforms.split(',') : [],
     pushedAt: iso(r.pushedAt),
   };
+}
+
+export function toRelease(r: ReleaseRow): Release {
+  return { ...r, createdAt: iso(r.createdAt) };
 }
 
 export function toDeployment(r: DeploymentRow): Deployment {
@@ -378,6 +387,24 @@ export class FleetOperations {
     return { deviceId, from: iso(from), to: iso(to), series };
   }
 
+  // agent releases -----------------------------------------------------------------------------------
+  releases(_actor: Actor): Release[] {
+    return this.deps.stores.releases
+      .list()
+      .sort((a, b) => compareVersions(b.version, a.version))
+      .map(toRelease);
+  }
+
+  release(_actor: Actor, version: string): Release {
+    const r = this.deps.stores.releases.get(version);
+    if (!r) throw notFound(`no release ${version} in the fleet`);
+    return toRelease(r);
+  }
+
+  async removeRelease(_actor: Actor, version: string): Promise<void> {
+    await (await this.deps.services()).releases.remove(version);
+  }
+
   // images, deployments (read) -----------------------------------------------------------------------
   images(_actor: Actor): Image[] {
     return this.deps.stores.images.list().map(toImage);
@@ -445,19 +472,23 @@ export class FleetOperations {
   }
 
   // deployments ------------------------------------------------------------------------------------
-  private deployInput(req: DeployRequestBody) {
+  private async deployInput(req: DeployRequestBody) {
     const scope =
       req.device !== undefined
         ? { kind: 'device' as const, id: req.device }
         : { kind: 'group' as const, id: req.group! };
-    const input = req.file
+    let input: DeployInput = req.file
       ? readDeployText(req.file.text, req.file.name, req.app ? { app: req.app } : {})
-      : { apps: req.apps, images: req.images ?? [] };
+      : req.apps !== undefined
+        ? { apps: req.apps, images: req.images ?? [] }
+        : // only the agent release: the scope's current apps and images stay
+          (await this.deps.services()).deploy.currentInput(scope);
+    if (req.agent) input = { ...input, agent: req.agent };
     return { scope, input };
   }
 
   async validateDeployment(_actor: Actor, req: DeployRequestBody): Promise<DeployValidation> {
-    const { scope, input } = this.deployInput(req);
+    const { scope, input } = await this.deployInput(req);
     const target = (await this.deps.services()).deploy.validate(input, scope);
     return {
       ok: true,
@@ -469,7 +500,7 @@ export class FleetOperations {
   }
 
   async deploy(actor: Actor, req: DeployRequestBody): Promise<Deployment> {
-    const { scope, input } = this.deployInput(req);
+    const { scope, input } = await this.deployInput(req);
     return toDeployment(
       await (await this.deps.services()).deploy.deploy(input, scope, {
         allowUnknown: req.allowUnknown === true,

@@ -4,8 +4,10 @@ import type { ContentStore } from '../content/store.js';
 import type { Db } from '../db/database.js';
 import { errorMessage, unavailable } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
+import { targetsAuthorizer } from '../transport/blob-access.js';
 import { BlobServer, type BlobServerOptions } from '../transport/blob-server.js';
 import { MqttConnection, type MqttConnectionOptions } from '../transport/connection.js';
+import type { Target } from '../transport/messages.js';
 import type { Principal } from './acl.js';
 import { type EmbeddedBroker, startEmbeddedBroker } from './broker.js';
 import { FleetBus } from './bus.js';
@@ -52,7 +54,19 @@ export interface FleetServerOptions {
   allowAnonymous?: boolean | undefined;
   /** the broker URL enrolling devices are given (default: the one the server uses) */
   advertiseBroker?: string | undefined;
-  blob?: Pick<BlobServerOptions, 'gatherMs' | 'maxInflight' | 'rateLimit'> | undefined;
+  blob?:
+    | Pick<
+        BlobServerOptions,
+        'gatherMs' | 'maxInflight' | 'rateLimit' | 'maxQueuedPerDevice' | 'maxQueued' | 'maxQueueAgeMs'
+      >
+    | undefined;
+  /**
+   * Which images a device may pull: `targets` only what the current targets of the device and its
+   * groups name; `any` every image of the fleet. The composition root decides: `berth fleet serve` uses
+   * `targets` unless told `--pull-policy any` (docs/protocol.md); embedding code that says nothing gets
+   * `any`, the behaviour of earlier versions.
+   */
+  pullPolicy?: 'targets' | 'any' | undefined;
   ingest?: Pick<IngestOptions, 'flushMs' | 'maxBatch' | 'maxQueued'> | undefined;
   /** how often retention runs over events and metrics (default 10 min) */
   pruneEveryMs?: number | undefined;
@@ -76,6 +90,7 @@ export class FleetServer {
   private account: { username: string; password: string } | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
   private accessTimer: NodeJS.Timeout | undefined;
+  private unsubscribeBus: (() => void) | undefined;
 
   constructor(private readonly opts: FleetServerOptions) {
     this.stores = opts.stores;
@@ -92,6 +107,7 @@ export class FleetServer {
           : externalAccess;
     this.services = createFleetServices({
       stores: opts.stores,
+      store: opts.store,
       fleet: opts.fleet,
       privateKey: opts.privateKey,
       log: opts.log,
@@ -132,7 +148,8 @@ export class FleetServer {
     return { kind: 'device', deviceId: cred.deviceId };
   }
 
-  async start(): Promise<void> {
+  /** Connect (Unavailable after `connectTimeoutMs` when the broker does not answer), then serve. */
+  async start(opts: { connectTimeoutMs?: number } = {}): Promise<void> {
     const { log } = this.opts;
     let mqtt = this.opts.mqtt;
     if (!mqtt) {
@@ -178,12 +195,21 @@ export class FleetServer {
         })
         .catch((err) => log.warn({ err: errorMessage(err) }, 'republishing targets failed'));
     });
-    await conn.start();
+    try {
+      await conn.start({ timeoutMs: opts.connectTimeoutMs });
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
     await synced;
     await this.ingest.start(conn);
     const recovered = await this.services.enrollment.recover();
     if (recovered.undone.length + recovered.revoked.length > 0)
       log.info(recovered, 'finished enrollments and revocations a restart interrupted');
+    // A device's last will (or its clean stop) says offline: what it queued at the blob service goes.
+    this.unsubscribeBus = this.bus.subscribe((e) => {
+      if (e.type === 'device.offline') this.blobs?.deviceGone(e.deviceId);
+    });
     this.blobs = new BlobServer({
       conn,
       fleet: this.opts.fleet,
@@ -195,6 +221,10 @@ export class FleetServer {
         const img = this.stores.images.get(name);
         return img ? { mediaType: img.mediaType, digest: img.digest, size: img.size } : undefined;
       },
+      authorize:
+        (this.opts.pullPolicy ?? 'any') === 'any'
+          ? undefined
+          : targetsAuthorizer({ store: this.opts.store, targetsFor: (id) => this.targetsOf(id) }),
       ...this.opts.blob,
     });
     await this.blobs.start();
@@ -242,6 +272,8 @@ export class FleetServer {
     await this.services.rolloutDriver?.stop();
     if (this.pruneTimer) clearTimeout(this.pruneTimer);
     if (this.accessTimer) clearTimeout(this.accessTimer);
+    this.unsubscribeBus?.();
+    this.unsubscribeBus = undefined;
     this.blobs?.stop();
     this.ingest.stop();
     this.dynsec?.close();
@@ -249,5 +281,14 @@ export class FleetServer {
     this.conn = undefined;
     await conn?.close(true);
     await this.broker?.close();
+  }
+
+  /** The current targets a device follows: its own and those of the groups it reported. */
+  private targetsOf(deviceId: string): Target[] {
+    const groups = new Set(this.stores.devices.get(deviceId)?.groups ?? []);
+    return this.stores.deployments
+      .currentSigned()
+      .map((s) => s.target)
+      .filter((t) => (t.scope.kind === 'device' ? t.scope.id === deviceId : groups.has(t.scope.id)));
   }
 }

@@ -133,6 +133,9 @@ export interface DeviceSnapshot {
   rejection?: Rejection | undefined;
   /** the scope that applies to this device now (effectiveTarget) */
   expected?: ScopeVersion | undefined;
+  /** the agent version it runs, and its latest self-update (docs/self-update.md) */
+  agentVersion?: string | null | undefined;
+  agentUpdate?: { version: string; phase: string; reason?: string | undefined } | null | undefined;
 }
 
 /** A device's stored row as deviceProgress reads it. */
@@ -141,6 +144,8 @@ export function snapshotOf(
     targetReason: string | null;
     waiting: readonly string[];
     rejection: Rejection | null;
+    agentVersion?: string | null | undefined;
+    agentUpdate?: DeviceSnapshot['agentUpdate'];
   },
   expected: ScopeVersion | undefined,
 ): DeviceSnapshot {
@@ -154,6 +159,8 @@ export function snapshotOf(
     lastError: d.lastError,
     ...(d.rejection ? { rejection: d.rejection } : {}),
     expected,
+    agentVersion: d.agentVersion,
+    agentUpdate: d.agentUpdate,
   };
 }
 
@@ -166,7 +173,24 @@ export function snapshotOf(
  *   superseded  another scope now applies to it (an override, an earlier group): this deployment never will
  *   waiting / applying  not there yet
  */
-export function deviceProgress(want: ScopeKey & { version: number }, d: DeviceSnapshot): DeviceProgress {
+export function deviceProgress(
+  want: ScopeKey & { version: number; agent?: string | undefined },
+  d: DeviceSnapshot,
+): DeviceProgress {
+  const apps = appsProgress(want, d);
+  if (apps.state !== 'converged' || !want.agent || d.agentVersion === want.agent) return apps;
+  // the apps are there; the agent release the target names is not (yet)
+  const u = d.agentUpdate?.version === want.agent ? d.agentUpdate : undefined;
+  if (u && (u.phase === 'rolled-back' || u.phase === 'refused'))
+    return {
+      ...apps,
+      state: 'failed',
+      detail: `agent ${want.agent} ${u.phase}${u.reason ? `: ${u.reason}` : ''}`,
+    };
+  return { ...apps, state: 'applying', detail: `agent ${want.agent}: ${u ? u.phase : 'not started'}` };
+}
+
+function appsProgress(want: ScopeKey & { version: number }, d: DeviceSnapshot): DeviceProgress {
   const base = { deviceId: d.id, online: d.online, reported: formatTargetRef(d.applied) };
   const rej = d.rejection;
   if (rej && rej.kind === want.kind && rej.id === want.id && (rej.version ?? want.version) >= want.version)

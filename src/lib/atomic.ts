@@ -50,3 +50,13 @@ export async function writeFileAtomic(target: string, data: string | Buffer, mod
   }
   await fsyncDir(path.dirname(target));
 }
+
+/** Whether anything exists at `p` (stat succeeds). */
+export async function pathExists(p: string): Promise<boolean> {
+  try {
+    await fsp.stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}

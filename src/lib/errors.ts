@@ -90,6 +90,7 @@ export function codeForErrno(errno: string | undefined): ErrorCode {
       return 'Conflict';
     case 'ENOSPC':
     case 'EDQUOT':
+    case 'SQLITE_FULL':
       return 'NoSpace';
     case 'EACCES':
     case 'EPERM':

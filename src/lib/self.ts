@@ -5,9 +5,18 @@
 import * as path from 'node:path';
 
 export function selfCommand(): string[] | undefined {
-  if ((process as { pkg?: unknown }).pkg) return [process.execPath];
   const script = process.argv[1];
+  // A single-executable app (pkg or Node SEA) sees argv as [exe, exe, ...args].
+  if ((process as { pkg?: unknown }).pkg || (script && path.resolve(script) === process.execPath))
+    return [process.execPath];
   return script ? [process.execPath, path.resolve(script)] : undefined;
+}
+
+/** The argv that runs this berth again exactly as it runs now (Node flags included): the launcher. */
+export function selfLauncherCommand(): string[] | undefined {
+  const self = selfCommand();
+  if (!self) return undefined;
+  return self.length === 1 ? self : [self[0]!, ...process.execArgv, ...self.slice(1)];
 }
 
 /** `berth --state-dir D [--config C] rm -f <id>`, or undefined when berth cannot name itself. */

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { UPDATE_PHASES, VERSION_PATTERN } from '../core/self-update.js';
 import { isSafeName } from '../lib/ids.js';
 import { type Bounded, parseJsonBounded, plainJsonProblem } from '../lib/json-bounds.js';
 import { type Digest, isDigest } from '../oci/digest.js';
@@ -46,6 +47,15 @@ export const StatusSchema = z
     at: z.string().max(64),
     platform: z.string().max(64).optional(),
     agentVersion: z.string().max(64).optional(),
+    /** where the latest agent self-update stands (docs/self-update.md) */
+    agentUpdate: z
+      .object({
+        version: z.string().max(64),
+        phase: z.enum(UPDATE_PHASES),
+        reason: z.string().max(1024).optional(),
+      })
+      .strict()
+      .optional(),
     groups: z.array(safeName).max(32).optional(),
     /** the key id of the fleet key the agent verifies targets with */
     keyId: z.string().max(64).optional(),
@@ -78,6 +88,34 @@ const jsonValue = (levelsAbove: number) =>
     if (problem) ctx.addIssue({ code: 'custom', message: problem });
   });
 
+/** An agent release version (semver, no build metadata: src/core/self-update.ts). */
+export const AgentVersionSchema = z.string().max(64).regex(VERSION_PATTERN, 'expected a version like 1.2.3');
+
+/** A blob of the fleet's content store named by digest and size (fetched with the blob transfer). */
+export const BlobRefSchema = z
+  .object({
+    digest,
+    size: z
+      .number()
+      .int()
+      .nonnegative()
+      .max(2 ** 40),
+  })
+  .strict();
+
+/**
+ * The agent release a target asks for (docs/self-update.md): its version and the signed release
+ * manifest's blob, pinned at deploy time like the images.
+ */
+export const TargetAgentSchema = z
+  .object({
+    version: AgentVersionSchema,
+    release: BlobRefSchema,
+    allowDowngrade: z.boolean().optional(),
+  })
+  .strict();
+export type TargetAgent = z.infer<typeof TargetAgentSchema>;
+
 /** The envelope berth signs. Stable: fields may be added in a new `v`, never repurposed. */
 export const TargetSchema = z
   .object({
@@ -88,6 +126,7 @@ export const TargetSchema = z
     issuedAt: z.string().datetime(),
     images: z.array(z.object({ name: ImageRefSchema, digest }).strict()).max(256),
     apps: jsonValue(2), // SignedTarget → target → apps
+    agent: TargetAgentSchema.optional(),
     /**
      * A signed "this scope has no target any more" (a device override cleared: its groups' targets apply
      * again). Versioned and signed like any target, so it cannot be replayed or forged; `apps` is {}.
@@ -153,11 +192,22 @@ export const CommandResultSchema = z
   .strict();
 export type CommandResultMessage = z.infer<typeof CommandResultSchema>;
 
+/**
+ * Blob requests, device → fleet. `v: 2` is what this version sends: `resolve` v2 is answered with a
+ * signed `resolved` (bound to the device, the request id and the name), and chunks are asked for with
+ * `credit` grants (ranges the fleet may send). `v: 1` requests from older agents are still answered
+ * (unsigned `resolved`, `chunks` index lists).
+ */
+const requestV = z.union([z.literal(1), z.literal(2)]);
+/** Chunk ranges one credit grant may name, and chunks per range. */
+export const MAX_CREDIT_RANGES = 32;
+export const MAX_CREDIT_RANGE = 1024;
+
 export const RequestSchema = z.discriminatedUnion('kind', [
-  z.object({ v: z.literal(1), kind: z.literal('resolve'), reqId, name: ImageRefSchema }).strict(),
+  z.object({ v: requestV, kind: z.literal('resolve'), reqId, name: ImageRefSchema }).strict(),
   z
     .object({
-      v: z.literal(1),
+      v: requestV,
       kind: z.literal('plan'),
       reqId,
       digest,
@@ -178,7 +228,21 @@ export const RequestSchema = z.discriminatedUnion('kind', [
       indexes: z.array(z.number().int().nonnegative()).min(1).max(64),
     })
     .strict(),
-  z.object({ v: z.literal(1), kind: z.literal('want'), reqId, digest, chunkSize: z.number().int() }).strict(),
+  z
+    .object({
+      v: z.literal(2),
+      kind: z.literal('credit'),
+      reqId,
+      digest,
+      chunkSize: z.number().int().positive(),
+      /** [first chunk index, count]: the fleet may send these chunks (once). */
+      ranges: z
+        .array(z.tuple([z.number().int().nonnegative(), z.number().int().min(1).max(MAX_CREDIT_RANGE)]))
+        .min(1)
+        .max(MAX_CREDIT_RANGES),
+    })
+    .strict(),
+  z.object({ v: requestV, kind: z.literal('want'), reqId, digest, chunkSize: z.number().int() }).strict(),
 ]);
 export type BlobRequest = z.infer<typeof RequestSchema>;
 
@@ -189,6 +253,7 @@ export const DescriptorRefSchema = z
     size: z.number().int().nonnegative(),
   })
   .strict();
+export type DescriptorRef = z.infer<typeof DescriptorRefSchema>;
 
 export const ReplySchema = z.discriminatedUnion('kind', [
   z
@@ -232,7 +297,25 @@ export const ReplySchema = z.discriminatedUnion('kind', [
     })
     .strict(),
 ]);
-export type Reply = z.infer<typeof ReplySchema>;
+/**
+ * `resolved` v2: what a name means, signed by the fleet for this device and this request (resolved.ts,
+ * `resolvedSigningBytes`). Its own schema: a v2 `resolved` is a different shape from the v1 one, and
+ * a device that asked with `v: 2` accepts nothing else.
+ */
+export const SignedResolvedSchema = z
+  .object({
+    v: z.literal(2),
+    kind: z.literal('resolved'),
+    reqId,
+    name: ImageRefSchema,
+    descriptor: DescriptorRefSchema,
+    keyId: z.string().max(64),
+    sig: base64.max(128),
+  })
+  .strict();
+export type SignedResolved = z.infer<typeof SignedResolvedSchema>;
+export const AnyReplySchema = z.union([ReplySchema, SignedResolvedSchema]);
+export type Reply = z.infer<typeof ReplySchema> | SignedResolved;
 
 export type Decoded<T> = Bounded<T>;
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { UPDATE_PHASES } from '../core/self-update.js';
 import { isSafeName } from '../lib/ids.js';
 
 /**
@@ -62,10 +63,26 @@ export const ReportedStateSchema = z
       })
       .strict(),
     apps: z.record(safeName, AppReportSchema),
-    /** the agent itself (its version, a self-update in progress): shown as sent */
+    /** the agent itself: its version and where its latest self-update stands (docs/self-update.md) */
     agent: z
-      .object({ version: text(64) })
-      .passthrough()
+      .object({
+        version: text(64),
+        update: z
+          .object({
+            version: text(64),
+            phase: z.enum(UPDATE_PHASES),
+            from: text(64).optional(),
+            reason: text(4096).optional(),
+            progress: z
+              .object({ done: z.number().nonnegative(), total: z.number().nonnegative() })
+              .strict()
+              .optional(),
+            at: z.number(),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
       .optional(),
   })
   .strict()

@@ -1,3 +1,5 @@
+import { type Clock, sleep, systemClock } from '../lib/clock.js';
+
 /** A counting semaphore: bounds how many chunk buffers are alive at once. */
 export class Semaphore {
   private waiters: Array<() => void> = [];
@@ -22,16 +24,20 @@ export class Semaphore {
  */
 export class RateLimiter {
   private tokens = 0;
-  private last = Date.now();
+  private last: number;
   private readonly capacity: number;
-  constructor(private readonly bytesPerSec: number) {
+  constructor(
+    private readonly bytesPerSec: number,
+    private readonly clock: Clock = systemClock,
+  ) {
     this.capacity = Math.max(64 * 1024, bytesPerSec / 10);
     this.tokens = this.capacity;
+    this.last = clock.now();
   }
   async take(n: number): Promise<void> {
     if (this.bytesPerSec <= 0) return;
     for (;;) {
-      const now = Date.now();
+      const now = this.clock.now();
       this.tokens = Math.min(this.capacity, this.tokens + ((now - this.last) / 1000) * this.bytesPerSec);
       this.last = now;
       // A request larger than the bucket goes once the bucket is full (and drives it negative).
@@ -40,7 +46,7 @@ export class RateLimiter {
         return;
       }
       const wait = ((Math.min(n, this.capacity) - this.tokens) / this.bytesPerSec) * 1000;
-      await new Promise((r) => setTimeout(r, Math.max(1, Math.ceil(wait))));
+      await sleep(this.clock, Math.max(1, Math.ceil(wait)));
     }
   }
 }

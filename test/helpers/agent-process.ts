@@ -46,6 +46,7 @@ export async function startFleetStack(
   const fleet = await startFleet(t, {
     mqtt: { url: mosquitto.url, protocolVersion: 4, backoff: { initialMs: 50, maxMs: 500 } },
     ...(opts.rateLimit ? { blob: { rateLimit: opts.rateLimit } } : {}),
+    pullPolicy: 'targets',
   });
   await pushSampleImages(fleet, opts.layouts);
   const deploy = async (deviceId: string, tag: string) =>

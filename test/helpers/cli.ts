@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -34,4 +34,24 @@ export function berthSpawn(args: string[], env: NodeJS.ProcessEnv = {}) {
     stdio: ['ignore', 'pipe', 'pipe'],
     cwd: REPO,
   });
+}
+
+/** A long-running berth command (fleet serve, agent) at log level info, its output collected. */
+export function berthStart(args: string[]): { p: ChildProcess; out: () => string } {
+  let out = '';
+  const p = spawn(process.execPath, [BERTH_BUNDLE, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, BERTH_LOG_LEVEL: 'info' },
+  });
+  p.stdout!.on('data', (d) => (out += d));
+  p.stderr!.on('data', (d) => (out += d));
+  return { p, out: () => out };
+}
+
+/** SIGTERM and wait for the exit (no-op when it has exited). */
+export async function berthStop(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null) return;
+  const exited = new Promise((r) => p.once('exit', r));
+  p.kill('SIGTERM');
+  await exited;
 }

@@ -52,6 +52,7 @@ export async function startApi(
   const published: Array<{ topic: string; payload: Buffer; retain: boolean }> = [];
   const services = createFleetServices({
     stores,
+    store: content.store,
     fleet: FLEET,
     privateKey: generateKeyPairSync('ed25519').privateKey,
     // targets the API signs land here (no broker in these tests)

@@ -83,6 +83,11 @@ export async function startFleet(
     log?: Logger;
     /** the server's clock (token expiry, retention) */
     now?: () => number;
+    /**
+     * Default `any`: the transfer tests pull images they never deploy. Tests of who may pull what, and
+     * the stacks that deploy for real, pass `targets` (the product's default).
+     */
+    pullPolicy?: FleetServerOptions['pullPolicy'];
   } = {},
 ): Promise<FleetSide> {
   const dir = await tempDir(t, 'fleet');
@@ -104,6 +109,7 @@ export async function startFleet(
     fleetAccount: opts.mqtt ? undefined : await loadOrCreateFleetAccount(dir),
     listen: { port: 0 },
     blob: opts.blob,
+    pullPolicy: opts.pullPolicy ?? 'any',
     ...(opts.now ? { now: opts.now } : {}),
   });
   await server.start();
@@ -164,6 +170,8 @@ export async function startAgent(
     mqtt?: Partial<AgentConnectionOptions['mqtt']>;
     /** Wait for the first CONNACK (default true). */
     wait?: boolean;
+    /** Publish online/offline and a last will (default true; false like `berth pull`). */
+    presence?: boolean;
   },
 ): Promise<AgentSide> {
   const dir = await tempDir(t, `agent-${opts.deviceId}`);
@@ -191,6 +199,7 @@ export async function startAgent(
     publicKey: await resolvePublicKey(fleet.publicKeyFile),
     log: opts.log ?? testLog(),
     transfer: opts.transfer,
+    ...(opts.presence === false ? { presence: false } : {}),
   });
   await agent.start(opts.wait ?? true);
   t.teardown(async () => {

@@ -63,13 +63,13 @@ export class Mosquitto {
     readonly dir: string,
   ) {}
 
-  get url(): string {
-    return `mqtt://127.0.0.1:${this.port}`;
+  /** The broker's process id (undefined while it is down). */
+  get pid(): number | undefined {
+    return this.proc?.exitCode === null && this.proc.signalCode === null ? this.proc.pid : undefined;
   }
 
-  /** the broker's process id while it runs (benches read its RSS) */
-  get pid(): number | undefined {
-    return this.proc?.exitCode === null ? this.proc.pid : undefined;
+  get url(): string {
+    return `mqtt://127.0.0.1:${this.port}`;
   }
 
   /**

@@ -1,30 +1,11 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
 import { openDatabase } from '../../src/db/database.js';
-import { BERTH_BUNDLE, berth } from '../helpers/cli.js';
+import { berth, berthStart as start, berthStop as stop } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/fleet-harness.js';
 import { buildMultiArchImage } from '../helpers/images.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
-
-function start(args: string[]): { p: ChildProcess; out: () => string } {
-  let out = '';
-  const p = spawn(process.execPath, [BERTH_BUNDLE, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, BERTH_LOG_LEVEL: 'info' },
-  });
-  p.stdout!.on('data', (d) => (out += d));
-  p.stderr!.on('data', (d) => (out += d));
-  return { p, out: () => out };
-}
-
-async function stop(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null) return;
-  const exited = new Promise((r) => p.once('exit', r));
-  p.kill('SIGTERM');
-  await exited;
-}
 
 test('CLI: fleet keygen, push (multi-arch kept), serve, agent receives a deploy and pulls, pull, devices', async (t) => {
   const m = await Mosquitto.start();
@@ -124,21 +105,28 @@ test('CLI: fleet keygen, push (multi-arch kept), serve, agent receives a deploy 
   const tgt = adb.prepare('SELECT scope_kind, scope_id, version FROM transport_targets').all();
   t.deepEqual(tgt, [{ scope_kind: 'group', scope_id: 'lab', version: 1 }]);
 
-  // One-shot pull into another state dir; the image is then listed like a local import.
-  const pull = berth([
-    '--state-dir',
-    pdir,
-    'pull',
-    'app:1',
-    '--broker',
-    m.url,
-    '--fleet',
-    'cli',
-    '--device-id',
-    'puller',
-    '--fleet-key',
-    pub,
-  ]);
+  // One-shot pull into another state dir; the image is then listed like a local import. The fleet serves
+  // a device what its targets name: a device with no target is refused, the agent's device (group lab,
+  // deployed app:1) gets it.
+  const pullAs = (deviceId: string) =>
+    berth([
+      '--state-dir',
+      pdir,
+      'pull',
+      'app:1',
+      '--broker',
+      m.url,
+      '--fleet',
+      'cli',
+      '--device-id',
+      deviceId,
+      '--fleet-key',
+      pub,
+    ]);
+  const refused = pullAs('puller');
+  t.is(refused.code, 1);
+  t.regex(refused.stderr, /PermissionDenied: .*app:1 is not named by any target of device puller/);
+  const pull = pullAs('cli-dev');
   t.is(pull.code, 0, pull.stderr);
   const ls = berth(['--state-dir', pdir, 'image', 'ls', '--json']);
   t.is(JSON.parse(ls.stdout)[0].name, 'app:1');

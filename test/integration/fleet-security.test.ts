@@ -151,8 +151,17 @@ test('a rogue client publishing corrupt chunks, foreign chunks and bogus replies
       rogue.publish(reply, 'not json');
       forged += 3;
     }
-    if (req.kind === 'chunks' && req.digest === layer.digest) {
-      for (const index of req.indexes as number[]) {
+    // v1 agents asked with index lists (`chunks`), v2 agents grant ranges (`credit`): forge for both.
+    const asked: number[] =
+      req.kind === 'chunks'
+        ? req.indexes
+        : req.kind === 'credit'
+          ? (req.ranges as Array<[number, number]>).flatMap(([first, n]) =>
+              Array.from({ length: n }, (_, k) => first + k),
+            )
+          : [];
+    if (asked.length > 0 && req.digest === layer.digest) {
+      for (const index of asked) {
         const length = Math.min(req.chunkSize, layer.size - index * req.chunkSize);
         const good = encodeFrame({
           type: FrameType.Chunk,

@@ -207,7 +207,7 @@ test('message schemas: size cap, JSON, schema and version checked, extra keys re
   t.false(
     decodeJson(
       RequestSchema,
-      Buffer.from(JSON.stringify({ v: 2, kind: 'resolve', reqId: 'r1', name: 'app:1' })),
+      Buffer.from(JSON.stringify({ v: 3, kind: 'resolve', reqId: 'r1', name: 'app:1' })),
       1000,
     ).ok,
   );

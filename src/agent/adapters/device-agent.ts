@@ -15,12 +15,15 @@
  * A target the agent refuses (signature, schema, topic, replay — in the connection, or the agent's target
  * schema here) is reported as a `target-rejected` event, so the fleet shows it and `deploy --wait` fails.
  */
+import type { KeyObject } from 'node:crypto';
 import * as path from 'node:path';
-import type { Config } from '../../config/schema.js';
+import { CONFIG_FORMAT, type Config } from '../../config/schema.js';
 import { ImageRepo } from '../../content/images.js';
 import type { ContentStore } from '../../content/store.js';
+import { agentArch, type UpdateStatus } from '../../core/self-update.js';
 import { parseTarget, sameOrigin, type TargetOrigin } from '../../core/target.js';
 import type { Db } from '../../db/database.js';
+import { FAULT_NEVER_CONNECT } from '../../faults.js';
 import { errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { developmentParts, type NativeParts } from '../../lib/native.js';
@@ -28,12 +31,16 @@ import { secureStateDir } from '../../lib/state-dir.js';
 import type { ContainerManager } from '../../runtime/containers.js';
 import { remountNodev } from '../../snapshots/mount.js';
 import type { Snapshotter } from '../../snapshots/snapshotter.js';
-import type { SignedTarget } from '../../transport/messages.js';
+import type { SignedTarget, TargetAgent } from '../../transport/messages.js';
+import { BUILD } from '../../version.js';
 import { Agent, type AgentOptions } from '../agent.js';
 import type { AgentConnection } from '../connection.js';
 import { HostUpdateLocks, lockRootFor } from '../locks.js';
-import type { Transport } from '../ports.js';
+import { systemClock, type Transport } from '../ports.js';
 import type { AgentEvent } from '../reconciler.js';
+import { AgentDir } from '../self-update/files.js';
+import type { Launched } from '../self-update/launched.js';
+import { SelfUpdater } from '../self-update/updater.js';
 import { HostVolumes } from '../volumes.js';
 import { DeviceStack } from './device-stack.js';
 import { RuntimeEngine } from './engine.js';
@@ -72,6 +79,10 @@ export interface DeviceAgentOptions {
   autoRemoveCommand?: ((id: string) => string[]) | undefined;
   /** passed to Agent (tests shorten intervals) */
   agent?: Partial<Omit<AgentOptions, 'db' | 'ports' | 'transport' | 'log' | 'stateDir'>>;
+  /** how the launcher started this agent (a trial run reports milestones and applies no new target) */
+  launched?: Launched | undefined;
+  /** the agent's own updates over the fleet (needs `connection`) */
+  selfUpdate?: { publicKey: KeyObject; running: string; restart: () => void } | undefined;
 }
 
 export interface DeviceAgent {
@@ -82,13 +93,18 @@ export interface DeviceAgent {
   snapshotter: Snapshotter;
   /** stop the agent and the connection; containers keep running (their monitors own them) */
   stop(): Promise<void>;
+  /** the self-update, when the agent has a fleet link and is not on trial */
+  updater: SelfUpdater | undefined;
 }
 
-/** The one target to apply, from the latest signed target per scope (see the file comment). */
+/**
+ * The one target to apply, from the latest signed target per scope (see the file comment), with the agent
+ * release it names (docs/self-update.md).
+ */
 export function chooseTarget(
   signed: readonly SignedTarget[],
   groups: readonly string[],
-): { origin: TargetOrigin; apps: unknown } | undefined {
+): { origin: TargetOrigin; apps: unknown; agent: TargetAgent | undefined } | undefined {
   const pick = (kind: 'device' | 'group', id?: string) =>
     signed.find((s) => s.target.scope.kind === kind && (id === undefined || s.target.scope.id === id));
   const device = pick('device');
@@ -97,8 +113,8 @@ export function chooseTarget(
       ? device
       : groups.map((g) => pick('group', g)).find((s) => s !== undefined && !s.target.clear);
   if (!chosen) return undefined;
-  const { scope, version, apps } = chosen.target;
-  return { origin: { kind: scope.kind, id: scope.id, version }, apps };
+  const { scope, version, apps, agent } = chosen.target;
+  return { origin: { kind: scope.kind, id: scope.id, version }, apps, agent };
 }
 
 export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAgent> {
@@ -137,6 +153,12 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
       ? new MqttAgentTransport(o.connection.conn, o.fleet, o.deviceId)
       : offlineTransport;
   const fromConfig = agentOptionsFromConfig(o.config.agent);
+  const conn = o.connection;
+  const arch = agentArch(process.arch);
+  const onTrial = o.launched?.trialId !== undefined;
+  const agentDir = arch ? new AgentDir(o.stateDir, arch) : undefined;
+  const recorded = agentDir ? await agentDir.readStatus() : undefined;
+  let updater: SelfUpdater | undefined;
   const agent = new Agent({
     ...fromConfig,
     ...o.agent,
@@ -153,13 +175,50 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     transport,
     log: o.log,
     stateDir: o.stateDir,
+    agentReport: () => ({
+      version: o.selfUpdate?.running ?? BUILD.version,
+      update: updater?.status ?? recorded?.update,
+    }),
     catalog: {
       list: () => new ImageRepo(o.db, o.store).list(),
       inspect: (ref) => new ImageRepo(o.db, o.store).describe(ref),
     },
   });
+  if (conn && o.selfUpdate && agentDir && arch && o.fleet && !onTrial) {
+    const self = o.selfUpdate;
+    updater = new SelfUpdater({
+      dir: agentDir,
+      arch,
+      running: self.running,
+      fleet: o.fleet,
+      publicKey: self.publicKey,
+      fetchBlob: (desc, progress) => conn.fetcher.fetchBlob(desc, progress),
+      online: () => conn.conn.connected,
+      store: o.store,
+      db: o.db,
+      log: o.log,
+      clock: systemClock,
+      mutex: agent.mutex,
+      configFormat: CONFIG_FORMAT,
+      reserveBytes: o.config.agent.diskReserveBytes,
+      trialDeadlineMs: o.config.agent.trialDeadlineMs,
+      settled: () => agent.settled(),
+      onUpdate: (u, changed) => {
+        if (!changed) return agent.reportSoon();
+        agent.report({ ...updateEvent(u), at: Date.now() });
+        conn.refreshStatus();
+      },
+      restart: self.restart,
+    });
+    await updater.load();
+  }
+  conn?.setAgentUpdate(() => {
+    const u = updater?.status ?? recorded?.update;
+    return u
+      ? { version: u.version, phase: u.phase, ...(u.reason ? { reason: u.reason.slice(0, 1024) } : {}) }
+      : undefined;
+  });
 
-  const conn = o.connection;
   let lastRejection = '';
   const reportRejection = (e: AgentEvent & { type: 'target-rejected' }) => {
     const key = JSON.stringify(e);
@@ -169,10 +228,13 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
   };
   const applyReceived = () => {
     if (!conn) return;
+    // A version on trial runs the target it was switched under; new targets wait for its commit.
+    if (onTrial) return;
     const signed = conn.receivedTargets();
     for (const s of signed) for (const img of s.target.images) images.pin(img.name, img.digest);
     const chosen = chooseTarget(signed, conn.groups);
     if (!chosen) return;
+    updater?.setDesired(chosen.agent, `${chosen.origin.kind}/${chosen.origin.id}@${chosen.origin.version}`);
     const store = agent.store;
     const held = [store.getTarget('pending'), store.getTarget('current')];
     if (held.some((h) => sameOrigin(h?.target.origin, chosen.origin))) return;
@@ -192,6 +254,22 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
   };
   applyReceived();
   await agent.start();
+  const launched = o.launched;
+  if (launched?.trialId) {
+    // The trial's milestones (src/core/self-update.ts): state open, fleet connected, a reconcile done.
+    launched.milestone('state');
+    agent.onReconciled((out) => {
+      if (out.status === 'converged' || out.status === 'waiting') launched.milestone('reconciled');
+    });
+    conn?.conn.once('connect', () => launched.milestone('connected'));
+    if (agent.reconciler.lastOutcome) void agent.reconciler.trigger();
+  }
+  if (agentDir) await reportRecordedUpdate(agent, agentDir, o.log);
+  if (updater) {
+    const u = updater;
+    agent.onReconciled(() => u.poke());
+    conn?.conn.on('connect', () => u.poke());
+  }
   if (conn) {
     conn.on('target', () => applyReceived());
     conn.on('rejected', (reason, _topic, claimed) => {
@@ -213,15 +291,17 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
         );
       })().catch((err) => o.log.warn({ id: cmd.id, err: errorMessage(err) }, 'command result not sent'));
     });
-    await conn.start(false);
+    if (!FAULT_NEVER_CONNECT) await conn.start(false);
   }
   return {
+    updater,
     agent,
     images,
     engine,
     manager,
     snapshotter,
     stop: async () => {
+      await updater?.stop();
       const stopping = agent.stop(); // no new run starts from here on
       // A pull in flight waits for its broker as long as it takes; stopping must not.
       conn?.fetcher.stop();
@@ -229,5 +309,31 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
       if (conn) await conn.stop().catch(() => undefined);
       await stack.close();
     },
+  };
+}
+
+/**
+ * An update outcome the launcher recorded (trial started, committed, rolled back) goes out once as an
+ * event, from whichever agent runs next; `told` in status.json remembers it was sent.
+ */
+async function reportRecordedUpdate(agent: Agent, dir: AgentDir, log: Logger): Promise<void> {
+  const st = await dir.readStatus();
+  const u = st.update;
+  if (!u || !['trial', 'committed', 'rolled-back'].includes(u.phase)) return;
+  const key = `${u.version}/${u.phase}/${u.at}`;
+  if (st.told === key) return;
+  agent.report({ ...updateEvent(u), at: Date.now() });
+  await dir
+    .writeStatus((s) => ({ ...s, told: key }))
+    .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'update status not written'));
+}
+
+function updateEvent(u: UpdateStatus): AgentEvent {
+  return {
+    type: 'agent-update',
+    version: u.version,
+    phase: u.phase,
+    ...(u.from ? { from: u.from } : {}),
+    ...(u.reason ? { reason: u.reason } : {}),
   };
 }

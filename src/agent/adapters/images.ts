@@ -1,34 +1,30 @@
 /**
- * ImageService and the image → rootfs seam over the content store, the image records, the snapshotter
- * and (when the device has a fleet) the agent's MQTT connection:
+ * The agent's ImageService over the one image path (src/content/acquire.ts) and (when the device has a
+ * fleet) the agent's MQTT connection:
  *
  *   fetch   → AgentConnection.pullImage (resumable, verified, pinned to the digest the signed target names)
- *   unpack  → unpackImage: layers into committed snapshots named by ChainID
- *   rootfs  → prepare(`container-<id>`, topChainID) → mounts → mounted at <container dir>/rootfs;
- *             remount before each start mounts the same snapshot again when a reboot took the mount
+ *   unpack  → ImageAcquisition.unpack: layers into committed snapshots named by ChainID
+ *   rootfs  → SnapshotImageRootfs (src/snapshots/image-rootfs.ts), shared with the docker-like commands
  *   gc      → planGc over image records, blobs and committed snapshots; collectGarbage sweeps the blobs
  *
  * `pin(name, digest)` is fed from the verified signed target: an image whose record no longer matches
  * the pinned digest (a tag moved to a new version) counts as not fetched.
  */
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
+import { type DescribedImage, ImageAcquisition } from '../../content/acquire.js';
 import { collectGarbage } from '../../content/gc.js';
 import { ImageRepo, type ResolvedImage, reachableBlobs } from '../../content/images.js';
 import type { ContentStore } from '../../content/store.js';
 import { planGc, type StoredImage } from '../../core/disk.js';
 import type { CurrentImage } from '../../core/state.js';
 import type { Db } from '../../db/database.js';
-import { errorMessage, isBerthError, unavailable, withContext } from '../../lib/errors.js';
+import { isBerthError, unavailable, withContext } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
-import { isMountPoint } from '../../lib/mountinfo.js';
 import { chainIds, type Digest } from '../../oci/digest.js';
 import type { PreparedRootfs } from '../../runtime/rootfs.js';
 import { fsCapacity } from '../../snapshots/fsutil.js';
-import { mountAll, unmountAll } from '../../snapshots/mount.js';
+import { SnapshotImageRootfs } from '../../snapshots/image-rootfs.js';
 import type { Snapshotter } from '../../snapshots/snapshotter.js';
-import { unpackImage } from '../../snapshots/unpack.js';
-import type { DescribedImage, PulledImage } from '../../transport/image-pull.js';
+import type { PulledImage } from '../connection.js';
 import type { ImageHealthcheck, ImageService } from '../ports.js';
 
 /** What the agent's fleet link offers for images (AgentConnection). */
@@ -38,7 +34,10 @@ export interface ImagePuller {
     opts: { expectDigest?: Digest; onProgress?: (done: number, total: number, what: string) => void },
   ): Promise<PulledImage>;
   /** manifest and config only, for the free-space check before a pull */
-  describeImage(ref: string, opts: { expectDigest?: Digest }): Promise<DescribedImage>;
+  describeImage(
+    ref: string,
+    opts: { expectDigest?: Digest },
+  ): Promise<DescribedImage & { fetchedBytes: number }>;
   /** resolves once connected to the fleet; Unavailable after `timeoutMs` */
   waitOnline(timeoutMs: number): Promise<void>;
 }
@@ -68,10 +67,11 @@ export interface TransferCounters {
 }
 
 const NS_TO_MS = 1e-6;
-const containerKey = (id: string) => `container-${id}`;
 
 export class AgentImages implements ImageService {
   private readonly repo: ImageRepo;
+  private readonly acquisition: ImageAcquisition;
+  private readonly rootfs: SnapshotImageRootfs;
   private readonly pins = new Map<string, Digest>();
   /** bytes fetched by missingBytes (manifest, config) before the pull, counted into that pull */
   private readonly described = new Map<string, number>();
@@ -96,6 +96,19 @@ export class AgentImages implements ImageService {
     },
   ) {
     this.repo = new ImageRepo(o.db, o.store);
+    this.acquisition = new ImageAcquisition({
+      db: o.db,
+      store: o.store,
+      snapshotter: o.snapshotter,
+      log: o.log,
+    });
+    this.rootfs = new SnapshotImageRootfs({
+      db: o.db,
+      store: o.store,
+      snapshotter: o.snapshotter,
+      unpack: (ref) => this.unpack(ref),
+      log: o.log,
+    });
   }
 
   pin(name: string, digest: Digest): void {
@@ -165,14 +178,7 @@ export class AgentImages implements ImageService {
   async unpack(image: string): Promise<void> {
     const startedAt = Date.now();
     const t0 = process.hrtime.bigint();
-    const img = await this.repo.resolve(image);
-    await unpackImage({
-      store: this.o.store,
-      snapshotter: this.o.snapshotter,
-      layers: img.layers,
-      diffIds: img.diffIds,
-      ...(this.o.log ? { log: this.o.log } : {}),
-    });
+    await this.acquisition.unpack(image);
     this.counters.unpackMs += Number(process.hrtime.bigint() - t0) * NS_TO_MS;
     this.counters.unpacks.push({ image, startedAt, finishedAt: Date.now() });
   }
@@ -275,62 +281,19 @@ export class AgentImages implements ImageService {
 
   // ---- rootfs (ImageRootfs for the runtime's DefaultRootfsProvider) --------------------------------
 
-  async prepare(containerId: string, ref: string, containerDir: string): Promise<PreparedRootfs> {
-    const img = await this.repo.resolve(ref);
-    const chain = chainIds(img.diffIds);
-    const top = chain[chain.length - 1]!;
-    if (!(await this.committed(top))) await this.unpack(ref);
-    const key = containerKey(containerId);
-    const mounts = await this.o.snapshotter.prepare(key, top).catch(async (err: unknown) => {
-      if (isBerthError(err, 'Conflict')) return this.o.snapshotter.mounts(key);
-      throw err;
-    });
-    const target = path.join(containerDir, 'rootfs');
-    await fsp.mkdir(target, { recursive: true });
-    await mountAll(mounts, target);
-    return {
-      path: target,
-      ...(img.config.config ? { imageConfig: img.config.config } : {}),
-      architecture: img.config.architecture,
-    };
+  prepare(containerId: string, ref: string, containerDir: string): Promise<PreparedRootfs> {
+    return this.rootfs.prepare(containerId, ref, containerDir);
   }
 
-  async remount(containerId: string, containerDir: string): Promise<void> {
-    const target = path.join(containerDir, 'rootfs');
-    if (isMountPoint(await fsp.realpath(target).catch(() => target))) return;
-    const mounts = await this.o.snapshotter.mounts(containerKey(containerId));
-    await fsp.mkdir(target, { recursive: true });
-    await mountAll(mounts, target);
-    this.o.log?.info({ container: containerId }, 'container rootfs mounted again');
+  remount(containerId: string, containerDir: string): Promise<void> {
+    return this.rootfs.remount(containerId, containerDir);
   }
 
-  async release(containerId: string, containerDir: string): Promise<void> {
-    await unmountAll(path.join(containerDir, 'rootfs')).catch(() => undefined);
-    await this.o.snapshotter.remove(containerKey(containerId)).catch((err: unknown) => {
-      if (!isBerthError(err, 'NotFound')) throw err;
-    });
+  release(containerId: string, containerDir: string): Promise<void> {
+    return this.rootfs.release(containerId, containerDir);
   }
 
-  /**
-   * Container snapshots no container owns any more (an agent killed in the middle of a create or a remove
-   * whose cleanup then failed): unmounted and removed, so they do not hold layers and disk forever.
-   */
-  async sweepOrphans(liveContainerIds: ReadonlySet<string>, containersDir: string): Promise<string[]> {
-    const orphans: string[] = [];
-    await this.o.snapshotter.walk((i) => {
-      if (i.kind !== 'active' || !i.name.startsWith('container-')) return;
-      const id = i.name.slice('container-'.length);
-      if (!liveContainerIds.has(id)) orphans.push(id);
-    });
-    const removed: string[] = [];
-    for (const id of orphans) {
-      try {
-        await this.release(id, path.join(containersDir, id));
-        removed.push(id);
-      } catch (err) {
-        this.o.log?.warn({ container: id, err: errorMessage(err) }, 'orphan container snapshot not removed');
-      }
-    }
-    return removed;
+  sweepOrphans(liveContainerIds: ReadonlySet<string>, containersDir: string): Promise<string[]> {
+    return this.rootfs.sweepOrphans(liveContainerIds, containersDir);
   }
 }

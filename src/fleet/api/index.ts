@@ -18,6 +18,7 @@ import { changeRoutes } from './routes/changes.js';
 import { commandRoutes } from './routes/commands.js';
 import { fleetReadRoutes } from './routes/fleet.js';
 import { identityRoutes } from './routes/identity.js';
+import { releaseRoutes } from './routes/releases.js';
 import { rolloutRoutes } from './routes/rollouts.js';
 import { sessionRoutes } from './routes/session.js';
 import { summaryRoutes } from './routes/summary.js';
@@ -46,6 +47,7 @@ export function fleetRoutes(d: ApiDeps): RouteSpec[] {
     ...sessionRoutes(d),
     ...identityRoutes(d),
     ...fleetReadRoutes(d),
+    ...releaseRoutes(d),
     ...changeRoutes(d),
     ...commandRoutes(d),
     ...summaryRoutes(d),

@@ -4,6 +4,7 @@
  * operator's (`{kind, id, version}` → "device 3", "group g1 7"), never an internal number.
  */
 import { z } from 'zod/v4';
+import { VERSION_PATTERN } from '../../core/self-update.js';
 import { ROLES } from '../identity/roles.js';
 import { ROLLOUT_STATES } from '../rollouts/machine.js';
 import { DEVICE_SORTS } from '../store/devices.js';
@@ -142,6 +143,28 @@ export const ImageSchema = named(
   }),
 );
 export const ImageList = z.strictObject({ items: z.array(ImageSchema) });
+
+// ---- agent releases (docs/self-update.md) -----------------------------------------------------------
+export const ReleaseSchema = named(
+  'Release',
+  z.strictObject({
+    version: z.string(),
+    manifest: z.strictObject({ digest: z.string(), size: z.number().int() }),
+    artifacts: z.record(
+      z.string(),
+      z.strictObject({ digest: z.string(), size: z.number().int(), node: z.string().optional() }),
+    ),
+    database: z.strictObject({ schema: z.number().int(), minSchema: z.number().int() }),
+    config: z.strictObject({ format: z.number().int(), minFormat: z.number().int() }),
+    createdAt: Iso,
+    createdBy: z.string().nullable(),
+  }),
+  'an agent release: one executable per platform and the signed manifest targets pin',
+);
+export const ReleaseList = z.strictObject({ items: z.array(ReleaseSchema) });
+export const ReleaseParams = z.strictObject({
+  version: z.string().max(64).regex(VERSION_PATTERN, 'expected a version like 1.2.3'),
+});
 export const ImagePushQuery = z.strictObject({ tag: ImageName });
 export const ImageParams = z.strictObject({ name: ImageName });
 
@@ -206,6 +229,10 @@ export const DeviceSchema = named(
       .describe('the last target the device refused (wrong key, schema)'),
     platform: z.string().nullable(),
     agentVersion: z.string().nullable(),
+    /** the latest self-update the device reported (docs/self-update.md) */
+    agentUpdate: z
+      .strictObject({ version: z.string(), phase: z.string(), reason: z.string().optional() })
+      .nullable(),
     keyId: z.string().nullable().describe('fleet key id the agent trusts'),
     groups: z.array(z.string()).describe('in priority order'),
     labels: z.record(z.string(), z.string()),
@@ -403,15 +430,29 @@ export const DeployRequest = z
       .describe('a docker-compose file, a target JSON or a deploy file, as text'),
     app: SafeName.optional().describe('app name for a compose file (default: its name: key)'),
     allowUnknown: z.boolean().optional().describe('deploy to a device id the fleet has never seen'),
+    agent: z
+      .strictObject({
+        version: z.string().max(64).regex(VERSION_PATTERN, 'expected a version like 1.2.3'),
+        allowDowngrade: z.boolean().optional(),
+      })
+      .optional()
+      .describe(
+        'the agent release the devices run (docs/self-update.md); alone (no apps, no file): the current apps stay',
+      ),
   })
   .refine((r) => (r.device === undefined) !== (r.group === undefined), {
     message: 'give exactly one of device or group',
     path: ['device'],
   })
-  .refine((r) => (r.file === undefined) !== (r.apps === undefined), {
-    message: 'give apps (+ images) or file, not both',
-    path: ['apps'],
-  });
+  .refine(
+    (r) =>
+      (r.file === undefined) !== (r.apps === undefined) ||
+      (r.file === undefined && r.apps === undefined && r.agent !== undefined),
+    {
+      message: 'give apps (+ images) or file, not both (or only agent)',
+      path: ['apps'],
+    },
+  );
 export const ValidationSchema = named(
   'DeployValidation',
   z.strictObject({
@@ -487,6 +528,7 @@ export type EventQueryInput = z.output<typeof EventQuery>;
 export type Metrics = z.output<typeof MetricsSchema>;
 export type MetricQueryInput = z.output<typeof MetricQuery>;
 export type Deployment = z.output<typeof DeploymentSchema>;
+export type Release = z.output<typeof ReleaseSchema>;
 export type DeploymentQueryInput = z.output<typeof DeploymentQuery>;
 export type TargetRefWire = z.output<typeof TargetRefSchema>;
 export type Page<T> = { items: T[]; total: number | null; next: string | null };

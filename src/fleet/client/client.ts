@@ -24,6 +24,7 @@ import type {
   Image,
   Metrics,
   Page,
+  Release,
   RolloutAbortBody,
   RolloutCreateBody,
   RolloutDeviceWire,
@@ -95,6 +96,12 @@ export interface FleetClient {
   /** push an oci-archive / docker-archive file (an OCI layout dir only locally) */
   pushImage(source: string, tag: string, onProgress?: (bytes: number, total: number) => void): Promise<Image>;
   deleteImage(name: string): Promise<void>;
+
+  /** agent releases, newest version first (pushed on the server: `berth fleet release push`) */
+  releases(): Promise<Release[]>;
+  release(version: string): Promise<Release>;
+  /** refused (Conflict) while a current target names the release */
+  deleteRelease(version: string): Promise<void>;
 
   validateDeployment(req: DeployRequestBody): Promise<DeployValidation>;
   deploy(req: DeployRequestBody): Promise<Deployment>;

@@ -234,6 +234,20 @@ export class HttpFleetClient implements FleetClient {
     await this.request('DELETE', `/images/${encodeURIComponent(name)}`);
   }
 
+  async releases() {
+    return (await this.request<{ items: Awaited<ReturnType<FleetClient['releases']>> }>('GET', '/releases'))
+      .items;
+  }
+  release(version: string) {
+    return this.request<Awaited<ReturnType<FleetClient['release']>>>(
+      'GET',
+      `/releases/${encodeURIComponent(version)}`,
+    );
+  }
+  async deleteRelease(version: string) {
+    await this.request('DELETE', `/releases/${encodeURIComponent(version)}`);
+  }
+
   validateDeployment(req: Parameters<FleetClient['deploy']>[0]) {
     return this.request<Awaited<ReturnType<FleetClient['validateDeployment']>>>(
       'POST',

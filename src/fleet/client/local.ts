@@ -94,6 +94,16 @@ export class LocalFleetClient implements FleetClient {
     return this.audited('image.delete', name, () => this.ops.deleteImage(this.actor, name));
   }
 
+  async releases() {
+    return this.ops.releases(this.actor);
+  }
+  async release(version: string) {
+    return this.ops.release(this.actor, version);
+  }
+  deleteRelease(version: string) {
+    return this.audited('release.remove', version, () => this.ops.removeRelease(this.actor, version));
+  }
+
   validateDeployment(req: Parameters<FleetClient['deploy']>[0]) {
     return this.audited('deployment.validate', scopeText(req), () =>
       this.ops.validateDeployment(this.actor, req),

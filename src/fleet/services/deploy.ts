@@ -11,8 +11,17 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { Mutex } from '../../agent/mutex.js';
+import { isVersion } from '../../core/self-update.js';
 import { parseTarget } from '../../core/target.js';
-import { BerthError, conflict, errorMessage, invalidInput, notFound, withContext } from '../../lib/errors.js';
+import {
+  BerthError,
+  conflict,
+  errorMessage,
+  invalidInput,
+  notFound,
+  unsupported,
+  withContext,
+} from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import {
   encodeJson,
@@ -20,6 +29,7 @@ import {
   MAX_TARGET_BYTES,
   type SignedTarget,
   type Target,
+  type TargetAgent,
   TargetSchema,
   type TargetScope,
 } from '../../transport/messages.js';
@@ -37,11 +47,16 @@ import {
   snapshotOf,
   summarizeProgress,
 } from '../view.js';
+import type { ReleaseService } from './releases.js';
 
-/** What gets deployed: the apps (the agent's target schema) and the images they need, by name:tag. */
+/**
+ * What gets deployed: the apps (the agent's target schema), the images they need, by name:tag, and the
+ * agent release the devices should run (docs/self-update.md), by version.
+ */
 export interface DeployInput {
   apps: unknown;
   images: string[];
+  agent?: { version: string; allowDowngrade?: boolean | undefined } | undefined;
 }
 
 /** Where targets go: the server's MQTT connection, or a short link from the local CLI. */
@@ -57,6 +72,8 @@ export interface DeployServiceOptions {
   bus?: FleetBus | undefined;
   log: Logger;
   now?: () => number;
+  /** agent releases, for targets that name one (`DeployInput.agent`) */
+  releases?: ReleaseService | undefined;
 }
 
 /** A signature's JSON is at most this long (alg, 16-hex key id, base64 of 64 bytes) — for the size check. */
@@ -108,6 +125,7 @@ export class DeployService {
       if (!img) throw notFound(`image ${r.data} is not in the fleet: push it first`);
       return { name: r.data, digest: img.digest };
     });
+    const agent = input.agent === undefined ? undefined : this.agentFor(input.agent, scope);
     const target: Target = {
       v: 1,
       fleet: this.o.fleet,
@@ -116,6 +134,7 @@ export class DeployService {
       issuedAt: new Date(this.now()).toISOString(),
       images,
       apps: input.apps as Target['apps'],
+      ...(agent ? { agent } : {}),
     };
     // the size first: it is cheap, and a target too big for any agent is not worth parsing
     let bytes: number;
@@ -138,13 +157,31 @@ export class DeployService {
     return { ...target, version: 0 };
   }
 
+  /** What the scope's current target holds (none: nothing): apps, images, the agent release it names. */
+  currentInput(scope: TargetScope): DeployInput {
+    const cur = this.o.stores.deployments.current(scope);
+    const signed = cur && !cur.cleared ? this.o.stores.deployments.get(cur.deploymentId)?.signed : undefined;
+    if (!signed) return { apps: {}, images: [] };
+    const agent = signed.target.agent;
+    return {
+      apps: signed.target.apps,
+      images: signed.target.images.map((i) => i.name),
+      ...(agent
+        ? { agent: { version: agent.version, ...(agent.allowDowngrade ? { allowDowngrade: true } : {}) } }
+        : {}),
+    };
+  }
+
   /** Validate, sign, publish (retained), record. Returns the published deployment. */
   async deploy(
     input: DeployInput,
     scope: TargetScope,
     o: { allowUnknown?: boolean; createdBy?: string | undefined } = {},
   ): Promise<DeploymentRow> {
-    const target = this.validate(input, scope);
+    // The agent release a scope names stays named by its later targets until another one is named: a
+    // device that was offline for the agent deploy still updates when an app deploy reaches it.
+    const agent = input.agent ?? this.currentInput(scope).agent;
+    const target = this.validate({ ...input, ...(agent ? { agent } : {}) }, scope);
     if (scope.kind === 'device') this.checkDevice(scope.id, o.allowUnknown === true);
     return this.publish(scope, (version) => ({ ...target, version }), { createdBy: o.createdBy });
   }
@@ -172,6 +209,40 @@ export class DeployService {
       }),
       { createdBy: o.createdBy, cleared: true },
     );
+  }
+
+  /**
+   * The release `want` names, pinned; refused when it is not in the fleet, or when a device of the scope
+   * (as it last reported its platform) has no executable in it — before anything is published.
+   */
+  private agentFor(want: NonNullable<DeployInput['agent']>, scope: TargetScope): TargetAgent {
+    if (
+      typeof want !== 'object' ||
+      want === null ||
+      typeof want.version !== 'string' ||
+      !isVersion(want.version)
+    )
+      throw invalidInput(`agent: expected {version: "1.2.3", allowDowngrade?: true}`);
+    if (want.allowDowngrade !== undefined && typeof want.allowDowngrade !== 'boolean')
+      throw invalidInput('agent.allowDowngrade: expected true or false');
+    if (!this.o.releases) throw unsupported('this fleet has no agent releases');
+    const { agent, release } = this.o.releases.pin(want);
+    const ids = scope.kind === 'device' ? [scope.id] : this.o.stores.devices.inGroup(scope.id);
+    const missing = new Map<string, string[]>();
+    for (const d of this.o.stores.devices.rows(ids)) {
+      if (!d.platform || d.revokedAt || release.artifacts[d.platform]) continue;
+      missing.set(d.platform, [...(missing.get(d.platform) ?? []), d.id]);
+    }
+    if (missing.size > 0)
+      throw invalidInput(
+        `agent release ${release.version} has no executable for ${[...missing]
+          .map(
+            ([p, ids]) =>
+              `${p} (${ids.slice(0, 5).join(', ')}${ids.length > 5 ? `, +${ids.length - 5}` : ''})`,
+          )
+          .join('; ')}; it has ${Object.keys(release.artifacts).sort().join(', ')} (nothing was published)`,
+      );
+    return agent;
   }
 
   private checkDevice(deviceId: string, allowUnknown: boolean): void {
@@ -377,6 +448,9 @@ export class DeployService {
    */
   progress(want: ScopeKey & { version: number }): ProgressSummary {
     const { stores } = this.o;
+    // a deployment that names an agent release is done on a device once it runs that release too
+    const dep = stores.deployments.byVersion(want, want.version);
+    const agent = dep ? stores.deployments.get(dep.id)?.signed.target.agent?.version : undefined;
     const ids = want.kind === 'device' ? [want.id] : stores.devices.inGroup(want.id);
     const scopeTargets = new Map<string, ScopeVersion>();
     const targetOf = (s: ScopeKey) => {
@@ -389,7 +463,7 @@ export class DeployService {
     };
     const rows = stores.devices.rows(ids);
     const progress = rows.map((d) =>
-      deviceProgress(want, snapshotOf(d, effectiveTarget(d.id, d.groups, targetOf))),
+      deviceProgress({ ...want, agent }, snapshotOf(d, effectiveTarget(d.id, d.groups, targetOf))),
     );
     if (want.kind === 'device' && rows.length === 0)
       progress.push({

@@ -7,6 +7,7 @@
 import type { KeyObject } from 'node:crypto';
 import { createPublicKey } from 'node:crypto';
 import type { Clock } from '../../agent/ports.js';
+import type { ContentStore } from '../../content/store.js';
 import type { Logger } from '../../lib/logger.js';
 import { keyId } from '../../transport/signing.js';
 import { FleetBus } from '../bus.js';
@@ -17,6 +18,7 @@ import { type BrokerAccess, externalAccess } from './broker-access.js';
 import { DeployService, type TargetPublisher } from './deploy.js';
 import { DeviceService } from './devices.js';
 import { EnrollmentService } from './enrollment.js';
+import { ReleaseService } from './releases.js';
 
 export interface FleetServices {
   stores: FleetStores;
@@ -24,6 +26,7 @@ export interface FleetServices {
   deploy: DeployService;
   devices: DeviceService;
   enrollment: EnrollmentService;
+  releases: ReleaseService;
   rollouts: RolloutService;
   /** `fleet serve` only: the driver that publishes rollouts (started by the server after its first republish) */
   rolloutDriver?: RolloutDriver | undefined;
@@ -31,6 +34,8 @@ export interface FleetServices {
 
 export interface FleetServicesOptions {
   stores: FleetStores;
+  /** the fleet's content store (images, agent releases) */
+  store: ContentStore;
   fleet: string;
   privateKey: KeyObject;
   publisher: () => TargetPublisher | Promise<TargetPublisher>;
@@ -50,7 +55,8 @@ export function createFleetServices(o: FleetServicesOptions): FleetServices {
   const access = o.access ?? externalAccess;
   const publicKey = createPublicKey(o.privateKey);
   const common = { stores: o.stores, fleet: o.fleet, log: o.log, bus, ...(o.now ? { now: o.now } : {}) };
-  const deploy = new DeployService({ ...common, privateKey: o.privateKey, publisher: o.publisher });
+  const releases = new ReleaseService({ ...common, store: o.store, privateKey: o.privateKey });
+  const deploy = new DeployService({ ...common, privateKey: o.privateKey, publisher: o.publisher, releases });
   const rollouts = new RolloutService({ ...common, deploy });
   const rolloutDriver = o.drive
     ? new RolloutDriver({ stores: o.stores, deploy, service: rollouts, bus, log: o.log, ...o.drive })
@@ -59,6 +65,7 @@ export function createFleetServices(o: FleetServicesOptions): FleetServices {
   return {
     stores: o.stores,
     bus,
+    releases,
     deploy,
     rollouts,
     rolloutDriver,

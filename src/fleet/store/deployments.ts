@@ -203,6 +203,17 @@ export class DeploymentStore extends SqlStore {
     ).map((r) => ({ kind: r.scope_kind, id: r.scope_id }));
   }
 
+  /** The scopes whose current target names agent release `version` (a release in use is not deleted). */
+  agentInUse(version: string): ScopeKey[] {
+    return (
+      this.stmt(
+        `SELECT s.scope_kind, s.scope_id FROM scope_targets s JOIN deployments d ON d.id = s.deployment_id
+         WHERE s.cleared = 0 AND json_extract(d.signed_json, '$.target.agent.version') = ?
+         ORDER BY s.scope_kind, s.scope_id`,
+      ).all(version) as Array<{ scope_kind: 'device' | 'group'; scope_id: string }>
+    ).map((r) => ({ kind: r.scope_kind, id: r.scope_id }));
+  }
+
   /** Every current scope target (for the fleet's "expected" column; scopes are few next to devices). */
   scopeTargets(): ScopeTargetRow[] {
     return (this.stmt('SELECT * FROM scope_targets').all() as Array<Record<string, unknown>>).map(

@@ -19,6 +19,8 @@ export interface DeviceRow {
   lastSeen: number | null;
   platform: string | null;
   agentVersion: string | null;
+  /** the latest self-update the device reported (docs/self-update.md) */
+  agentUpdate: AgentUpdateSummary | null;
   keyId: string | null;
   groups: string[];
   labels: Record<string, string>;
@@ -65,8 +67,16 @@ export interface StatusUpdate {
   at: number;
   platform?: string | undefined;
   agentVersion?: string | undefined;
+  agentUpdate?: AgentUpdateSummary | undefined;
   groups?: string[] | undefined;
   keyId?: string | undefined;
+}
+
+/** As the status message carries it. */
+export interface AgentUpdateSummary {
+  version: string;
+  phase: string;
+  reason?: string | undefined;
 }
 
 export interface StateUpdate {
@@ -152,6 +162,7 @@ interface Row {
   id: string;
   platform: string | null;
   agent_version: string | null;
+  agent_update_json: string | null;
   key_id: string | null;
   online: number;
   first_seen: number | null;
@@ -199,11 +210,12 @@ export class DeviceStore extends SqlStore {
     if (batch.length === 0) return;
     tx(this.db, () => {
       const up = this.stmt(
-        `INSERT INTO devices (id, online, first_seen, last_seen, platform, agent_version, key_id)
-         VALUES (@id, @online, @at, @at, @platform, @agentVersion, @keyId)
+        `INSERT INTO devices (id, online, first_seen, last_seen, platform, agent_version, agent_update_json, key_id)
+         VALUES (@id, @online, @at, @at, @platform, @agentVersion, @agentUpdate, @keyId)
          ON CONFLICT(id) DO UPDATE SET online = @online, last_seen = MAX(COALESCE(last_seen, 0), @at),
            first_seen = COALESCE(first_seen, @at),
            platform = COALESCE(@platform, platform), agent_version = COALESCE(@agentVersion, agent_version),
+           agent_update_json = COALESCE(@agentUpdate, agent_update_json),
            key_id = COALESCE(@keyId, key_id)
          WHERE revoked_at IS NULL`,
       );
@@ -214,6 +226,7 @@ export class DeviceStore extends SqlStore {
           at: s.at,
           platform: s.platform ?? null,
           agentVersion: s.agentVersion ?? null,
+          agentUpdate: s.agentUpdate ? JSON.stringify(s.agentUpdate) : null,
           keyId: s.keyId ?? null,
         });
         if (r.changes > 0 && s.groups) this.writeGroups(s.deviceId, s.groups);
@@ -666,6 +679,7 @@ export class DeviceStore extends SqlStore {
       lastSeen: r.last_seen,
       platform: r.platform,
       agentVersion: r.agent_version,
+      agentUpdate: r.agent_update_json ? (JSON.parse(r.agent_update_json) as AgentUpdateSummary) : null,
       keyId: r.key_id,
       groups,
       labels,

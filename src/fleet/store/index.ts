@@ -19,6 +19,7 @@ import { type EventRetention, EventStore } from './events.js';
 import { ImageStore } from './images.js';
 import { MetricStore, type Resolution } from './metrics.js';
 import { FLEET_MIGRATIONS } from './migrations.js';
+import { ReleaseStore } from './releases.js';
 import { RolloutStore } from './rollouts.js';
 
 export const FLEET_DB_FILE = 'fleet.db';
@@ -31,6 +32,7 @@ export interface FleetStores {
   deployments: DeploymentStore;
   images: ImageStore;
   enrollment: EnrollmentStore;
+  releases: ReleaseStore;
   rollouts: RolloutStore;
   close(): void;
 }
@@ -64,6 +66,7 @@ export function fleetStoresOn(db: Db, o: Omit<FleetStoreOptions, 'legacy'> = {})
     deployments: new DeploymentStore(db),
     images: new ImageStore(db),
     enrollment: new EnrollmentStore(db),
+    releases: new ReleaseStore(db),
     rollouts: new RolloutStore(db),
     close: () => db.close(),
   };
@@ -155,5 +158,6 @@ export type { CredentialRow, EnrollmentTokenRow } from './enrollment.js';
 export type { EventQuery, EventRow } from './events.js';
 export type { FleetImageRow } from './images.js';
 export type { MetricQuery, SeriesData } from './metrics.js';
+export type { ReleaseRow } from './releases.js';
 export type { RolloutDeviceRow, RolloutRow } from './rollouts.js';
 export type { Page } from './sql.js';

@@ -205,4 +205,25 @@ export const FLEET_MIGRATIONS: readonly Migration[] = [
   IDENTITY_MIGRATION,
   // staged rollouts and their devices (src/fleet/rollouts/)
   ROLLOUTS_MIGRATION,
+  {
+    name: 'agent releases (self-update), and the agent update each device reports',
+    up(db) {
+      db.exec(`
+        -- one row per agent release pushed (src/fleet/services/releases.ts); its blobs (the signed manifest,
+        -- one executable per platform) live in the fleet's content store
+        CREATE TABLE releases (
+          version         TEXT PRIMARY KEY,        -- semantic version, no build metadata
+          manifest_digest TEXT NOT NULL,           -- the signed manifest's blob, pinned by targets
+          manifest_size   INTEGER NOT NULL,
+          artifacts_json  TEXT NOT NULL,           -- {platform: {digest, size, node?}}
+          database_json   TEXT NOT NULL,           -- {schema, minSchema}
+          config_json     TEXT NOT NULL,           -- {format, minFormat}
+          created_at      INTEGER NOT NULL,
+          created_by      TEXT
+        );
+        -- the latest self-update a device reported in its status: {version, phase, reason?}
+        ALTER TABLE devices ADD COLUMN agent_update_json TEXT;
+      `);
+    },
+  },
 ];

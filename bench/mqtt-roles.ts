@@ -1,0 +1,163 @@
+/**
+ * The processes of bench/mqtt-transfer.ts, one role each (forked with IPC; never run by hand):
+ *
+ *   raw-sub  <url> <bytes> <chunk>          MQTT.js subscriber, QoS 1; reports when every message arrived
+ *   raw-pub  <url|embedded> <bytes> <chunk> MQTT.js publisher, QoS 1, 32 publishes in flight (the
+ *                                            well-behaved publisher's window); with `embedded` it hosts
+ *                                            the embedded broker (aedes) in its own process, as
+ *                                            `berth fleet serve` does
+ *   fleet    <url|embedded> <dir>           a FleetServer (embedded broker when asked) over a content store
+ *   device   <url> <dir> <id> <pubkey>      an AgentConnection with its own database and content store
+ *
+ * Every role answers {ready} once connected, then acts on {cmd} messages; timings are taken inside the
+ * process that sees the event (first publish / last message, pull start / pull done) and CPU time
+ * (user + system, this process) is reported with them.
+ */
+import * as path from 'node:path';
+import { connectAsync } from 'mqtt';
+import { AgentConnection } from '../src/agent/connection.js';
+import { ContentStore } from '../src/content/store.js';
+import { openDatabase } from '../src/db/database.js';
+import { startEmbeddedBroker } from '../src/fleet/broker.js';
+import { describeFleetImage } from '../src/fleet/image-record.js';
+import { keygen, loadFleetPrivateKey, resolvePublicKey } from '../src/fleet/keys.js';
+import { FleetServer } from '../src/fleet/server.js';
+import { FLEET_DB_FILE, openFleetStores } from '../src/fleet/store/index.js';
+import { silentLogger } from '../src/lib/logger.js';
+import { putTestImage } from '../test/helpers/fleet-images.js';
+
+const log = silentLogger();
+const [role, ...argv] = process.argv.slice(2);
+const send = (m: unknown) => process.send!(m);
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+const on = (fn: (m: { cmd: string; [k: string]: unknown }) => Promise<void>) =>
+  process.on('message', (m: { cmd: string }) => {
+    fn(m).catch((err: unknown) => {
+      send({ error: String((err as Error)?.stack ?? err) });
+    });
+  });
+process.on('disconnect', () => process.exit(0));
+process.on('message', (m: { cmd?: string }) => {
+  if (m.cmd === 'exit') process.exit(0); // (a profile, if asked for, is written on a normal exit)
+});
+
+if (role === 'raw-sub') {
+  const [url, bytes, chunk] = [argv[0]!, Number(argv[1]), Number(argv[2])];
+  const n = Math.ceil(bytes / chunk);
+  const sub = await connectAsync(url, { protocolVersion: 4, clientId: `raw-sub-${process.pid}` });
+  await sub.subscribeAsync('bench/raw', { qos: 1 });
+  let got = 0;
+  let c0 = 0;
+  sub.on('message', () => {
+    if (got === 0) c0 = cpuMs();
+    if (++got === n) {
+      send({ done: performance.timeOrigin + performance.now(), cpuMs: cpuMs() - c0 });
+      got = 0;
+    }
+  });
+  on(async () => undefined);
+  send({ ready: true });
+} else if (role === 'raw-pub') {
+  const [where, bytes, chunk] = [argv[0]!, Number(argv[1]), Number(argv[2])];
+  const broker =
+    where === 'embedded'
+      ? await startEmbeddedBroker({
+          port: 0,
+          log,
+          auth: { fleet: 'bench', allowAnonymous: true, authenticate: () => undefined },
+        })
+      : undefined;
+  const url = broker?.url ?? where;
+  const pub = await connectAsync(url, { protocolVersion: 4, clientId: `raw-pub-${process.pid}` });
+  const n = Math.ceil(bytes / chunk);
+  const payload = Buffer.alloc(chunk, 7);
+  on(async (m) => {
+    if (m.cmd !== 'go') return;
+    const c0 = cpuMs();
+    const start = performance.timeOrigin + performance.now();
+    let inflight = 0;
+    let next = 0;
+    await new Promise<void>((resolve) => {
+      const pump = () => {
+        while (inflight < 32 && next < n) {
+          inflight++;
+          next++;
+          pub.publish('bench/raw', payload, { qos: 1 }, () => {
+            inflight--;
+            if (next === n && inflight === 0) resolve();
+            else pump();
+          });
+        }
+      };
+      pump();
+    });
+    send({ start, cpuMs: cpuMs() - c0 });
+  });
+  send({ ready: true, url });
+} else if (role === 'fleet') {
+  const [where, dir] = [argv[0]!, argv[1]!];
+  const k = await keygen(dir);
+  const db = openDatabase(path.join(dir, 'berth.db'));
+  const store = new ContentStore(path.join(dir, 'content'));
+  const server = new FleetServer({
+    fleet: 'bench',
+    db,
+    stores: openFleetStores(path.join(dir, FLEET_DB_FILE)),
+    store,
+    privateKey: await loadFleetPrivateKey(dir),
+    log,
+    // a lab broker: the bench's devices connect without enrolling
+    ...(where === 'embedded'
+      ? { listen: { port: 0 }, allowAnonymous: true }
+      : { mqtt: { url: where, protocolVersion: 'auto' } }),
+  });
+  await server.start();
+  on(async (m) => {
+    if (m.cmd === 'image') {
+      const img = await putTestImage(store, { layerSizes: [Number(m.bytes)] });
+      server.stores.images.put(await describeFleetImage(store, String(m.name), img.digest, img.mediaType));
+      send({ image: String(m.name), bytes: img.blobs.reduce((n, b) => n + b.size, 0) });
+    } else if (m.cmd === 'cpu') {
+      send({ cpuMs: cpuMs() });
+    } else if (m.cmd === 'stats') {
+      const s = server.blobs!.stats;
+      send({ egress: server.blobs!.egressBytes, stream: s.streamBytes, cpuMs: cpuMs() });
+    }
+  });
+  send({ ready: true, url: server.brokerUrl, publicKeyFile: k.publicFile });
+} else if (role === 'device') {
+  const [url, dir, id, pub] = [argv[0]!, argv[1]!, argv[2]!, argv[3]!];
+  const db = openDatabase(path.join(dir, 'berth.db'));
+  const store = new ContentStore(path.join(dir, 'content'));
+  const agent = new AgentConnection({
+    fleet: 'bench',
+    deviceId: id,
+    groups: [],
+    platform: { os: 'linux', architecture: 'amd64' },
+    agentVersion: 'bench',
+    mqtt: { url, protocolVersion: 'auto' },
+    store,
+    db,
+    publicKey: await resolvePublicKey(pub),
+    log,
+    transfer: {
+      ...(process.env.BENCH_WINDOW ? { window: Number(process.env.BENCH_WINDOW) } : {}),
+      ...(process.env.BENCH_ACK ? { ackEvery: Number(process.env.BENCH_ACK) } : {}),
+    },
+  });
+  await agent.start();
+  on(async (m) => {
+    if (m.cmd !== 'pull') return;
+    const c0 = cpuMs();
+    const start = performance.timeOrigin + performance.now();
+    const r = await agent.pullImage(String(m.ref));
+    const done = performance.timeOrigin + performance.now();
+    send({ start, done, bytes: r.size, cpuMs: cpuMs() - c0, stats: agent.fetcher.stats });
+  });
+  send({ ready: true });
+} else {
+  throw new Error(`unknown role ${role}`);
+}

@@ -1,0 +1,50 @@
+import { reachableBlobs } from '../content/images.js';
+import type { ContentStore } from '../content/store.js';
+import type { Digest } from '../oci/digest.js';
+import { MediaTypes } from '../oci/media-types.js';
+import type { BlobAccess, BlobAuthorizer } from './blob-server.js';
+import type { Target } from './messages.js';
+
+/**
+ * The fleet's rule for who may fetch what (BlobServer's `authorize`): a device gets an image, or a
+ * blob, only when a current target of the device or of one of its groups names it — by name for
+ * `resolve`, and for blobs everything the pinned image digests reach (index → manifests → configs and
+ * layers). So a broker client can neither read images the fleet never deployed to it nor make the fleet
+ * send arbitrary blobs. The reachable sets are cached per set of pinned digests: a deployment changes
+ * the set, and with it the cache key.
+ */
+export function targetsAuthorizer(o: {
+  store: ContentStore;
+  /** The current targets that apply to the device (its own and its groups'). */
+  targetsFor(deviceId: string): Target[];
+}): BlobAuthorizer {
+  const reachable = new Map<string, Promise<Set<Digest>>>();
+  const blobsOf = (pins: Digest[]): Promise<Set<Digest>> => {
+    const key = [...new Set(pins)].sort().join(',');
+    let p = reachable.get(key);
+    if (!p) {
+      p = (async () => {
+        const all = new Set<Digest>();
+        for (const digest of new Set(pins)) {
+          if (!(await o.store.has(digest))) continue;
+          const doc = JSON.parse((await o.store.get(digest)).toString('utf8')) as {
+            mediaType?: string;
+            manifests?: unknown;
+          };
+          const mediaType = doc.mediaType ?? (doc.manifests ? MediaTypes.OciIndex : MediaTypes.OciManifest);
+          for (const d of (await reachableBlobs(o.store, { digest, mediaType })).digests) all.add(d);
+        }
+        return all;
+      })();
+      p.catch(() => reachable.delete(key));
+      if (reachable.size > 1024) reachable.clear();
+      reachable.set(key, p);
+    }
+    return p;
+  };
+  return async (deviceId: string, what: BlobAccess): Promise<boolean> => {
+    const images = o.targetsFor(deviceId).flatMap((t) => t.images);
+    if (what.kind === 'image') return images.some((i) => i.name === what.name);
+    return (await blobsOf(images.map((i) => i.digest))).has(what.digest);
+  };
+}
