@@ -102,6 +102,8 @@ export class AgentProcess {
       fleetKeyFile: string;
       logFile: string;
       groups?: string[];
+      /** a config file (`--config`), e.g. the agent's timings */
+      configFile?: string;
     },
   ) {}
 
@@ -115,6 +117,7 @@ export class AgentProcess {
     const fd = openSync(this.o.logFile, 'a');
     const args = [
       ...['--max-semi-space-size=1', BIN, '--state-dir', this.o.stateDir, '--log-level', 'info'],
+      ...(this.o.configFile ? ['--config', this.o.configFile] : []),
       ...['agent', '--broker', brokerUrl, '--fleet', FLEET, '--device-id', this.o.deviceId],
       ...['--fleet-key', this.o.fleetKeyFile, '--mqtt-version', '4'],
       ...(this.o.groups?.length ? ['--group', ...this.o.groups] : []),
@@ -350,18 +353,23 @@ export async function makeDevice(
     stateDir?: string;
     after?: () => Promise<void>;
     groups?: string[];
+    /** the agent's config (written to a file it gets with `--config`), e.g. `{ agent: { healthWindowMs } }` */
+    config?: Record<string, unknown>;
   },
 ): Promise<Device> {
   const id = `${o.name}-${process.pid}`;
   const work = await fsp.mkdtemp(path.join(tmpdir(), `berth-${o.name}-`));
   const stateDir = o.stateDir ?? path.join(work, 'state');
   await fsp.mkdir(stateDir, { recursive: true });
+  const configFile = o.config ? path.join(work, 'config.json') : undefined;
+  if (configFile) await fsp.writeFile(configFile, JSON.stringify(o.config));
   const agent = new AgentProcess({
     stateDir,
     deviceId: id,
     fleetKeyFile: o.fleetKeyFile,
     logFile: path.join(work, 'agent.log'),
     ...(o.groups ? { groups: o.groups } : {}),
+    ...(configFile ? { configFile } : {}),
   });
   const db = new DeviceDb(stateDir);
   t.teardown(async () => {
