@@ -5,11 +5,14 @@
 # a target of N services (berth-runtime + berth-monitor each), then idle for S seconds.
 #
 #   bash bench/agent-rss.sh [containers=10] [idle-seconds=30]
+#   BERTH_EXE=dist/berth-linux-x64 (default when it exists; `npm run package -- --arch x64 --no-deb`)
 #
 # Prints the agent's VmRSS / Pss (smaps_rollup) / VmHWM after converging and after the idle period, for
-# the agent under plain `node` and under `node --max-semi-space-size=1` (what the demo and the systemd
-# unit use), next to a bare `node` process idling in the same script (the runtime's own floor), and the
-# per-container berth-monitor RSS. Run as root.
+# the packaged executable as shipped (BERTH_EXE; with NODE_OPTIONS=--max-semi-space-size=1 too: a SEA
+# refuses --lite-mode there) and for the bundle under plain `node` and `node --max-semi-space-size=1`,
+# next to a bare `node` and the packaged executable's own base Node (BERTH_BASE_NODE, default: the one
+# scripts/packaging seeded) idling in the same script (the runtimes' floors), and the per-container
+# berth-monitor RSS. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -65,12 +68,12 @@ running() { # running <state-dir> → count of running containers
   node dist/berth.mjs --state-dir "$1" ps --json 2>/dev/null | jq '[.[] | select(.state == "running")] | length'
 }
 
-measure() { # measure <label> <node flags...>
+measure() { # measure <label> <launcher...>: `node [flags] dist/berth.mjs`, or the packaged executable
   local label=$1 dev device apid t0 n
   shift
   dev=$WORK/mnt/dev-$RANDOM device=rss-$RANDOM
   mkdir -p "$dev"
-  node "$@" dist/berth.mjs --log-level warn --state-dir "$dev" agent --broker "mqtt://127.0.0.1:$PORT" \
+  "$@" --log-level warn --state-dir "$dev" agent --broker "mqtt://127.0.0.1:$PORT" \
     --device-id "$device" --fleet-key "$WORK/fleet.pub" --mqtt-version 4 2>"$WORK/agent-$device.log" &
   apid=$!
   PIDS+=($apid)
@@ -81,7 +84,7 @@ measure() { # measure <label> <node flags...>
   wait_for 180 "$N containers running" bash -c "[[ \$(node dist/berth.mjs --state-dir '$dev' ps --json | jq '[.[] | select(.state == \"running\")] | length') == $N ]]" ||
     { tail -20 "$WORK/agent-$device.log" >&2; exit 1; }
   echo
-  echo "== agent under: node $* ($N containers running $(($(now_ms) - t0)) ms after the deploy)"
+  echo "== agent under: $* ($N containers running $(($(now_ms) - t0)) ms after the deploy)"
   rss_line "converged" "$apid"
   sleep "$IDLE"
   n=$(running "$dev")
@@ -102,13 +105,30 @@ declare -A AGENT_RSS
 node -e 'setInterval(() => {}, 1000)' &
 BARE=$!
 PIDS+=($BARE)
-measure plain
-measure semi1 --max-semi-space-size=1
-measure semi1-lite --max-semi-space-size=1 --lite-mode
+EXE=${BERTH_EXE:-dist/berth-linux-$(node -p 'process.arch')}
+BASE_NODE=${BERTH_BASE_NODE:-$(ls -d "${BERTH_PACKAGE_CACHE:-$HOME/.cache/berth-package}"/pkg-home/.pkg-cache/sea/node-v*-linux-"$(node -p 'process.arch')"/bin/node 2>/dev/null | tail -1)}
+KINDS=()
+if [[ -x $EXE ]]; then
+  measure packaged "$EXE"
+  measure packaged-semi1 env NODE_OPTIONS=--max-semi-space-size=1 "$EXE"
+  KINDS+=(packaged packaged-semi1)
+else
+  echo "agent-rss: no packaged executable at $EXE (npm run package -- --arch x64 --no-deb): bundle only" >&2
+fi
+measure plain node dist/berth.mjs
+measure semi1 node --max-semi-space-size=1 dist/berth.mjs
+measure semi1-lite node --max-semi-space-size=1 --lite-mode dist/berth.mjs
+KINDS+=(plain semi1 semi1-lite)
 echo
 rss_line "bare node (idle, same machine)" "$BARE"
+if [[ -x $BASE_NODE ]]; then
+  "$BASE_NODE" -e 'setInterval(() => {}, 1000)' &
+  PIDS+=($!)
+  sleep 1
+  rss_line "packaged base node (idle)" "$!"
+fi
 bare=$(kib "$BARE" VmRSS status)
-for k in plain semi1 semi1-lite; do
+for k in "${KINDS[@]}"; do
   awk -v l="$k" -v a="${AGENT_RSS[$k]}" -v b="$bare" 'BEGIN {
     printf "RESULT agent-idle-rss-%s containers='"$N"' rss=%.1fMiB vs-bare-node=%.2fx vs-aim-60MiB=%.2f\n", l, a/1024, a/b, a/1024/60 }'
 done

@@ -1,7 +1,9 @@
 // Figures for the packaged executables (build them first: `npm run package`):
 //   node bench/package.mjs [--dist dist] [--runs 5] [--arch x64 ...]
 // Per arch: executable size against the Node base binary (aim: base + 15 MiB), start-up of `berth version`
-// (first run and median of --runs; native x64 aim <= 150 ms, emulated arches reported, not judged), and the
+// (first run and median of --runs; native x64 aim <= 150 ms, emulated arches reported, not judged) and of
+// `berth ps` without an agent (median; aim <= 250 ms), each also as a ratio to `node -e 0` timed in the same
+// loop (the reference: on a shared machine load hits both sides), and the
 // RSS of a connected, database-open process (`mqtt-ping --hold`, standing in for the idle agent) 2 s after
 // start. Under qemu-user the RSS includes the emulator.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -52,6 +54,9 @@ function timeRun(def, exe, args, env) {
     .map(Number);
   return { wall, cpu: (user + sys) * 1000 };
 }
+
+/** `node -e 0` (the node running this script) runs natively whatever the arch. */
+const NATIVE = { qemu: null };
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -122,8 +127,14 @@ try {
     };
     try {
       const first = timeRun(def, exe, ['version'], env);
-      const times = Array.from({ length: runs }, () => timeRun(def, exe, ['version'], env));
+      const times = [];
+      const refs = [];
+      for (let i = 0; i < runs; i++) {
+        times.push(timeRun(def, exe, ['version'], env));
+        refs.push(timeRun(NATIVE, process.execPath, ['-e', '0'], env));
+      }
       const dbFirst = timeRun(def, exe, ['db-check'], env);
+      const psTimes = Array.from({ length: runs }, () => timeRun(def, exe, ['ps'], env));
       const rss = await rssAfterStart(def, exe, `mqtt://127.0.0.1:${port}`, env);
       const ms = (x) => x.toFixed(0);
       const cpu = times.every((x) => x.cpu !== null) ? ms(median(times.map((x) => x.cpu))) : 'n/a';
@@ -138,6 +149,12 @@ try {
         versionFirstMs: ms(first.wall),
         versionMedianMs: ms(median(times.map((x) => x.wall))),
         versionCpuMs: cpu,
+        psMedianMs: ms(median(psTimes.map((x) => x.wall))),
+        psCpuMs: psTimes.every((x) => x.cpu !== null) ? ms(median(psTimes.map((x) => x.cpu))) : 'n/a',
+        nodeE0Ms: ms(median(refs.map((x) => x.wall))),
+        nodeE0CpuMs: refs.every((x) => x.cpu !== null) ? ms(median(refs.map((x) => x.cpu))) : 'n/a',
+        versionVsNode: (median(times.map((x) => x.wall)) / median(refs.map((x) => x.wall))).toFixed(2),
+        psVsNode: (median(psTimes.map((x) => x.wall)) / median(refs.map((x) => x.wall))).toFixed(2),
         firstDbOpenMs: ms(dbFirst.wall),
         rssMiB: rss.rss.toFixed(1),
         anonMiB: rss.anon.toFixed(1),
@@ -158,6 +175,7 @@ process.stdout.write(`${line(cols)}\n`);
 for (const r of rows) process.stdout.write(`${line(cols.map((c) => r[c]))}\n`);
 process.stdout.write(
   `(version*: start-up of \`berth version\`, first run and median of ${runs}, wall and CPU (user+sys) ms; ` +
+    'ps*: `berth ps` with no agent on a fresh state dir; nodeE0*: `node -e 0`, the reference timed in the same loop; ' +
     'firstDbOpenMs: first `db-check`, extraction included; RSS of `mqtt-ping --hold` 2 s after publishing, ' +
     'anon + file-backed (pages of the executable); aim: native x64 <= 150 ms, size <= base + 15 MiB)\n',
 );

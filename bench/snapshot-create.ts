@@ -12,9 +12,9 @@ import { performance } from 'node:perf_hooks';
 import { openDatabase } from '../src/db/database.js';
 import { exec } from '../src/lib/exec.js';
 import { BtrfsSnapshotter } from '../src/snapshots/btrfs.js';
-import { btrfs } from '../src/snapshots/native-storage.js';
 import { OverlaySnapshotter } from '../src/snapshots/overlay.js';
 import type { Snapshotter } from '../src/snapshots/snapshotter.js';
+import { developmentStorage } from '../src/snapshots/storage-helper.js';
 import { makeTar, type TarEntry } from '../test/helpers/layer-tar.js';
 import { unpackTar } from '../test/helpers/storage-fixture.js';
 import { makeLoopFs } from '../test/helpers/storage-loop.js';
@@ -72,9 +72,9 @@ async function main() {
           for (let r = 0; r < RUNS; r++) {
             const dst = path.join(sn.snapshotsDir, `raw-${r}`);
             const t0 = performance.now();
-            await btrfs.snapshot(src, dst, false);
+            await developmentStorage.btrfs.snapshot(src, dst, false);
             raw.push(performance.now() - t0);
-            await btrfs.delete(dst);
+            await developmentStorage.btrfs.delete(dst);
           }
           helper = `  (berth-storage btrfs-snapshot alone ${median(raw).toFixed(1)} ms)`;
         }

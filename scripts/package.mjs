@@ -18,7 +18,7 @@ import {
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildAddon } from './packaging/addon.mjs';
-import { buildInfo, bundleApp } from './packaging/bundle.mjs';
+import { appendPayload, buildInfo, bundleApp } from './packaging/bundle.mjs';
 import {
   loadArch,
   loadArches,
@@ -88,7 +88,11 @@ async function packageArch(def) {
   mkdirSync(work, { recursive: true });
   const [nodeDir, addon, natives] = await Promise.all([nodeDistFor(def), buildAddon(def), nativeParts(def)]);
   const tParts = Date.now();
-  const { outfile: bundle, payload } = await bundleApp(def, {
+  const {
+    outfile: bundle,
+    payload,
+    appended,
+  } = await bundleApp(def, {
     addon,
     natives,
     outfile: path.join(work, 'berth.cjs'),
@@ -107,6 +111,8 @@ async function packageArch(def) {
     throw err;
   }
   const { tmp, base } = built;
+  // the native parts go after the executable's end, not into the JS bundle (src/packaged/appended.ts)
+  appendPayload(tmp, appended);
   chmodSync(tmp, 0o755);
   renameSync(tmp, output);
   const v = await smokeTest(def, output, payload);

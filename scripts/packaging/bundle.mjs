@@ -1,8 +1,8 @@
 // The app as one CommonJS file for a single-executable app (SEA main scripts are CommonJS): src/packaged/
-// main.ts with every dependency bundled and the arch's payload (SQLite addon + native programs, base64,
-// with build-time sha256) generated in place of src/packaged/payload.ts.
+// main.ts with every dependency bundled and, generated in place of src/packaged/payload.ts, the index
+// (name, size, sha256, offset) of the arch's payload (SQLite addon + native programs), appended to the executable.
 import { execFileSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as esbuild from 'esbuild';
 import { buildConsole, consolePlugin } from '../console-build.mjs';
@@ -39,27 +39,47 @@ export function buildInfo(version) {
   return { version: version ?? pkg.version, commit };
 }
 
-async function embed(file, name) {
-  const bytes = readFileSync(file);
+/** Must match src/packaged/appended.ts. */
+const APPENDED_MAGIC = 'BERTH-PAYLOAD-v1';
+
+/**
+ * The native parts go after the end of the executable (src/packaged/appended.ts), not into the bundle:
+ * the bundle carries only their names, sizes, sha256 and offsets.
+ */
+function collector() {
+  const chunks = [];
+  let offset = 0;
   return {
-    name,
-    sha256: await sha256File(file),
-    size: statSync(file).size,
-    base64: bytes.toString('base64'),
+    async embed(file, name) {
+      const bytes = readFileSync(file);
+      const entry = { name, sha256: await sha256File(file), size: bytes.length, offset };
+      chunks.push(bytes);
+      offset += bytes.length;
+      return entry;
+    },
+    data: () => Buffer.concat(chunks),
   };
+}
+
+/** Append the parts (and the footer that finds them) to a built executable. */
+export function appendPayload(exe, data) {
+  const footer = Buffer.alloc(24);
+  footer.write(APPENDED_MAGIC, 0, 'latin1');
+  footer.writeBigUInt64LE(BigInt(data.length), 16);
+  appendFileSync(exe, Buffer.concat([data, footer]));
 }
 
 /**
  * @param {import('./common.mjs').ArchDef} def
  * @param {{ addon: string, natives: string[], outfile: string, version?: string, faults?: string[] }} parts
- * @returns {Promise<{ outfile: string, payload: { name: string, sha256: string, size: number }[] }>}
+ * @returns {Promise<{ outfile: string, payload: { name: string, sha256: string, size: number }[], appended: Buffer }>}
  */
 export async function bundleApp(def, { addon, natives, outfile, version, faults = [] }) {
-  const payload = {
-    arch: def.arch,
-    sqlite: await embed(addon, 'better_sqlite3.node'),
-    native: await Promise.all(natives.map((f) => embed(f, path.basename(f)))),
-  };
+  const parts = collector();
+  const sqlite = await parts.embed(addon, 'better_sqlite3.node');
+  const native = [];
+  for (const f of natives) native.push(await parts.embed(f, path.basename(f)));
+  const payload = { arch: def.arch, sqlite, native };
   const payloadModule = path.join(ROOT, 'src', 'packaged', 'payload.ts');
   /** @type {esbuild.Plugin} */
   const payloadPlugin = {
@@ -89,5 +109,5 @@ export async function bundleApp(def, { addon, natives, outfile, version, faults 
     logLevel: 'warning',
   });
   const list = [payload.sqlite, ...payload.native].map(({ name, sha256, size }) => ({ name, sha256, size }));
-  return { outfile, payload: list };
+  return { outfile, payload: list, appended: parts.data() };
 }

@@ -13,7 +13,13 @@ import { request as httpsRequest } from 'node:https';
 import * as path from 'node:path';
 import { readTextIfPresent, writeFileAtomic } from '../lib/atomic.js';
 import { BerthError, corrupt, errorFromWire, invalidInput, unavailable } from '../lib/errors.js';
-import { type EnrollResponse, EnrollResponseSchema, MAX_ENROLL_BYTES } from '../transport/enroll.js';
+import type { EnrollResponse } from '../transport/enroll.js';
+
+/**
+ * The wire schemas are zod v4 (shared with the fleet's OpenAPI side), ~400 KB the rest of berth (zod 3)
+ * does not load: imported when an enrollment is read or made, not at every start of every command.
+ */
+const wire = () => import('../transport/enroll.js');
 
 export const ENROLLMENT_FILE = 'enrollment.json';
 
@@ -31,6 +37,7 @@ export async function readEnrollment(stateDir: string): Promise<Enrollment | und
     const raw = JSON.parse(text) as Record<string, unknown>;
     const { server, enrolledAt, ...rest } = raw;
     if (typeof server !== 'string' || typeof enrolledAt !== 'string') throw new Error('missing server');
+    const { EnrollResponseSchema } = await wire();
     return { ...EnrollResponseSchema.parse(rest), server, enrolledAt };
   } catch (err) {
     throw corrupt(`${file} is not an enrollment this agent wrote: move it aside and enroll again`, err);
@@ -51,6 +58,7 @@ export async function requestEnrollment(o: {
   ca?: Buffer | undefined;
   timeoutMs?: number;
 }): Promise<EnrollResponse> {
+  const { EnrollResponseSchema, MAX_ENROLL_BYTES } = await wire();
   let url: URL;
   try {
     url = new URL('api/v1/enroll', o.server.endsWith('/') ? o.server : `${o.server}/`);

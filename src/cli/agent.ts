@@ -11,13 +11,13 @@ import { type AgentExit, Launcher, processExecve } from '../agent/self-update/la
 import { agentArch } from '../core/self-update.js';
 import { databaseSchemaVersion } from '../db/database.js';
 import { faultAtStart } from '../faults.js';
-import { resolvePublicKey } from '../fleet/keys.js';
 import { invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import { autoRemoveCommand, selfLauncherCommand } from '../lib/self.js';
 import { formatPlatform, hostPlatform, parsePlatform } from '../oci/platform.js';
+import { resolvePublicKey } from '../transport/signing.js';
 import { BUILD } from '../version.js';
-import { CliContext, type GlobalOptions, invocation } from './context.js';
+import { type CliContext, invocation } from './context.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { ProgressBar } from './progress.js';
 
@@ -91,11 +91,11 @@ export function registerAgent(program: Command, ctx: () => CliContext): void {
       log: c.log,
       trialDeadlineMs: c.config.agent.trialDeadlineMs,
       trialBoots: c.config.agent.trialBoots,
-      databaseSchema: async (file) => databaseSchemaVersion(file),
+      databaseSchema: async (file) => databaseSchemaVersion(file, c.native.sqliteBinding()),
       execve: processExecve(),
       runSelf: async () => {
         // Each run in this process gets its own database handle, connection and agent.
-        const fresh = new CliContext(program.opts<GlobalOptions>());
+        const fresh = c.fresh();
         try {
           return await runAgent(fresh, opts, inProcessLaunch(), configFile);
         } finally {
@@ -131,6 +131,7 @@ async function runAgent(
     config: c.config,
     stateDir: c.stateDir,
     log: c.log,
+    native: c.native,
     connection,
     fleet: assertSafeName('fleet', flags.fleet ?? c.config.mqtt.fleet),
     deviceId,

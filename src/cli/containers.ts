@@ -1,8 +1,7 @@
 /**
- * Container commands, docker-like: run, ps, logs, stop, start, kill, rm, exec.
- * The image → rootfs seam: `berth run <image>` goes through `DefaultRootfsProvider`'s ImageRootfs, which
- * the composition root wires to the image store + snapshotter; until then `--rootfs <dir>` runs a plain
- * directory (see src/runtime/rootfs.ts).
+ * Container commands, docker-like: run, ps, logs, stop, start, kill, rm, exec. Without an agent they run
+ * on the command's device stack (CliContext.device: the same wiring as `berth agent`); `berth run <image>`
+ * gets its rootfs from the image store and snapshotter there, `--rootfs <dir>` runs a plain directory.
  */
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
@@ -10,52 +9,18 @@ import type { Command } from 'commander';
 import type { RunRequest } from '../agent/api.js';
 import { type AgentClient, connectAgent } from '../agent/api-client.js';
 import { invalidInput } from '../lib/errors.js';
-import { nativePath } from '../lib/native.js';
-import { autoRemoveCommand } from '../lib/self.js';
 import type { AppSpec, BindVolume, NetworkMode, RestartPolicy } from '../runtime/bundle.js';
-import {
-  type ContainerManager,
-  ContainerManager as Manager,
-  ociArch,
-  statDevice,
-} from '../runtime/containers.js';
+import { type ContainerManager, statDevice } from '../runtime/containers.js';
 import { followLogs, type LogEntry } from '../runtime/logs.js';
-import { HostClaims } from '../runtime/network/host-claims.js';
-import { NetworkManager, parsePortMapping } from '../runtime/network/network.js';
-import { DefaultRootfsProvider, type ImageRootfs } from '../runtime/rootfs.js';
-import { LazyRuntime, runtimeFromConfig } from '../runtime/runtime.js';
+import { parsePortMapping } from '../runtime/network/network.js';
 import { containerSource, type PsRow } from './container-source.js';
 import type { CliContext } from './context.js';
 import { type Column, humanDuration, printListing } from './output.js';
 import { parseTimeArg } from './time.js';
 
-/** Set by the composition root once the image store and snapshotter exist (lead wires at merge). */
-export const imageRootfsSeam: { get?: (ctx: CliContext) => ImageRootfs } = {};
-
-export function containerManager(
-  ctx: CliContext,
-  globals: { config?: string; stateDir?: string } = {},
-): ContainerManager {
-  const cfg = ctx.config;
-  const autoRemove = autoRemoveCommand(ctx.stateDir, globals.config);
-  return new Manager({
-    db: ctx.db,
-    stateDir: ctx.stateDir,
-    runtime: new LazyRuntime(() => runtimeFromConfig(cfg.runtime, ctx.stateDir)),
-    get monitorPath() {
-      return nativePath('monitor');
-    },
-    network: new NetworkManager(ctx.db, cfg.network, {
-      stateDir: ctx.stateDir,
-      claims: new HostClaims(cfg.runDir),
-    }),
-    rootfs: new DefaultRootfsProvider(imageRootfsSeam.get?.(ctx)),
-    arch: ociArch(),
-    logMaxSize: cfg.runtime.logMaxSize,
-    logMaxFiles: cfg.runtime.logMaxFiles,
-    log: ctx.log,
-    ...(autoRemove ? { autoRemoveCommand: autoRemove } : {}),
-  });
+/** The ContainerManager of the command's device stack (the one `berth agent` builds; see context.ts). */
+export function containerManager(ctx: CliContext): ContainerManager {
+  return ctx.device.manager;
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -207,8 +172,7 @@ interface RunOptions {
 }
 
 export function registerContainers(program: Command, ctx: () => CliContext): void {
-  const globals = () => program.opts<{ config?: string; stateDir?: string }>();
-  const mgr = () => containerManager(ctx(), globals());
+  const mgr = () => containerManager(ctx());
   /** The running agent of this state dir: when one answers, every command goes through it. */
   const agent = () => connectAgent(ctx().stateDir);
   const source = () => containerSource(ctx(), mgr);

@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 
 import { invalidInput, withContext } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
-import { type NativeProgram, nativeArch, nativePath } from '../lib/native.js';
+import { type NativeProgram, nativeArch } from '../lib/native.js';
 import { BUILD } from '../version.js';
 import type { CliContext } from './context.js';
 import { printJson } from './output.js';
@@ -40,9 +40,8 @@ export function registerDiagnostics(program: Command, ctx: () => CliContext): vo
       if (!NATIVE_PROGRAMS.includes(name as NativeProgram)) {
         throw invalidInput(`unknown native program ${JSON.stringify(name)}: ${NATIVE_PROGRAMS.join(', ')}`);
       }
-      // The state dir (an extraction candidate) is known once the config is loaded.
-      void ctx().config;
-      process.stdout.write(`${nativePath(name as NativeProgram)}\n`);
+      // the state dir is an extraction candidate: the context's native parts know it
+      process.stdout.write(`${ctx().native.path(name as NativeProgram)}\n`);
     });
 
   program

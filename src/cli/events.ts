@@ -33,9 +33,7 @@ export function registerEvents(program: Command, ctx: () => CliContext): void {
       const now = Date.now();
       const since = o.since !== undefined ? parseTimeArg(o.since, '--since', now) : undefined;
       const until = o.until !== undefined ? parseTimeArg(o.until, '--until', now) : undefined;
-      const src = await containerSource(ctx(), () =>
-        containerManager(ctx(), program.opts<{ config?: string; stateDir?: string }>()),
-      );
+      const src = await containerSource(ctx(), () => containerManager(ctx()));
       const ac = new AbortController();
       const onSig = () => ac.abort();
       process.once('SIGINT', onSig);

@@ -20,9 +20,7 @@ export function registerInspect(program: Command, ctx: () => CliContext): void {
     .action(async (refs: string[], o: { type?: string; format?: string }) => {
       if (o.type !== undefined && o.type !== 'container' && o.type !== 'image')
         throw new BerthError('InvalidInput', `--type ${o.type}: expected container or image`);
-      const src = await containerSource(ctx(), () =>
-        containerManager(ctx(), program.opts<{ config?: string; stateDir?: string }>()),
-      );
+      const src = await containerSource(ctx(), () => containerManager(ctx()));
       const docs: unknown[] = [];
       for (const ref of refs) {
         let doc: unknown;

@@ -1,14 +1,13 @@
 import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
+import { developmentNative, type NativeSource } from '../lib/native.js';
 import { registerAgent } from './agent.js';
-import { imageRootfsSeam, registerContainers } from './containers.js';
+import { registerContainers } from './containers.js';
 import { CliContext, type GlobalOptions, invocation } from './context.js';
 import { registerDiagnostics } from './diagnostics.js';
 import { registerDockerVerbs } from './docker-verbs.js';
 import { registerEvents } from './events.js';
-import { registerFleet } from './fleet.js';
 import { registerImage } from './image.js';
-import { lazyImageRootfs } from './image-rootfs.js';
 import { registerInspect } from './inspect.js';
 import { registerPull } from './pull.js';
 import { registerRuntime } from './runtime.js';
@@ -26,7 +25,6 @@ const FAMILIES: Register[] = [
   registerStorage,
   registerRuntime,
   registerContainers,
-  registerFleet,
   registerAgent,
   registerPull,
   registerDiagnostics,
@@ -37,7 +35,37 @@ const FAMILIES: Register[] = [
   registerDockerVerbs,
 ];
 
-export function buildProgram(): { program: Command; context: () => CliContext } {
+/**
+ * The program and its composition root (CliContext) over the executable's native parts: src/main.ts
+ * passes the development ones (native/build, node_modules), src/packaged/main.ts the embedded ones.
+ */
+/**
+ * Families loaded only when one of their commands runs: the fleet server's code (HTTP API, broker,
+ * stores, console assets) stays out of `berth agent` and the docker-like commands, which never import
+ * it (test/unit/module-graph.test.ts checks the bundle). Until then the family is a placeholder command
+ * with the same name and description; invoking it (its help included) loads the family and parses again.
+ */
+const LAZY_FAMILIES: Record<string, { description: string; load: () => Promise<Register> }> = {
+  fleet: {
+    description: 'fleet server: images, devices, signed targets, enrollment, blob service over MQTT',
+    load: () => import('./fleet.js').then((m) => m.registerFleet),
+  },
+};
+
+/** Thrown by a lazy family's placeholder: runCli loads the family and parses again. */
+class LoadFamily extends Error {
+  constructor(readonly family: string) {
+    super(`command family ${family} is not loaded`);
+  }
+}
+
+export function buildProgram(
+  native: NativeSource = developmentNative,
+  loaded: ReadonlyMap<string, Register> = new Map(),
+): {
+  program: Command;
+  context: () => CliContext;
+} {
   const program = new Command('berth');
   program
     .description(
@@ -64,12 +92,31 @@ export function buildProgram(): { program: Command; context: () => CliContext } 
     .exitOverride();
   let ctx: CliContext | undefined;
   const context = () => {
-    if (!ctx) ctx = new CliContext(program.opts<GlobalOptions>());
+    if (!ctx) ctx = new CliContext(program.opts<GlobalOptions>(), native);
     return ctx;
   };
-  registerVersion(program);
-  imageRootfsSeam.get = lazyImageRootfs;
+  registerVersion(program, native);
   for (const register of FAMILIES) register(program, context);
+  for (const [name, family] of Object.entries(LAZY_FAMILIES)) {
+    const register = loaded.get(name);
+    if (register) register(program, context);
+    else {
+      const placeholder = program
+        .command(name)
+        .description(family.description)
+        .helpOption(false)
+        .allowUnknownOption()
+        .allowExcessArguments()
+        .argument('[args...]')
+        .action(() => {
+          throw new LoadFamily(name);
+        });
+      // `berth help <family>` prints the subcommand's help without running it: load the family first
+      placeholder.outputHelp = () => {
+        throw new LoadFamily(name);
+      };
+    }
+  }
   return { program, context: () => ctx ?? context() };
 }
 
@@ -88,13 +135,22 @@ export function exitCodeFor(err: unknown): number {
 }
 
 /** Parse argv, run the command, print a clean error (code + message) and pick an exit code. */
-export async function runCli(argv: string[]): Promise<number> {
-  const { program, context } = buildProgram();
+export async function runCli(argv: string[], native: NativeSource = developmentNative): Promise<number> {
+  let { program, context } = buildProgram(native);
   invocation.argv = [...argv];
   program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
   let code = 0;
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    try {
+      await program.parseAsync(argv, { from: 'user' });
+    } catch (err) {
+      if (!(err instanceof LoadFamily)) throw err;
+      const family = LAZY_FAMILIES[err.family];
+      if (!family) throw err;
+      ({ program, context } = buildProgram(native, new Map([[err.family, await family.load()]])));
+      program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+      await program.parseAsync(argv, { from: 'user' });
+    }
   } catch (err) {
     code = exitCodeFor(err);
     if (err instanceof CommanderError) {

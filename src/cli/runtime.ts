@@ -1,7 +1,6 @@
 import { spawn } from 'node:child_process';
 import { type Command, CommanderError } from 'commander';
 import { BerthError } from '../lib/errors.js';
-import { nativePath } from '../lib/native.js';
 import type { CliContext } from './context.js';
 
 /** Signals a wrapper must hand on so `berth runtime run` behaves like the native runtime itself. */
@@ -20,7 +19,7 @@ const FORWARDED: NodeJS.Signals[] = [
  * This does not go through lib/exec: an OCI runtime's stdio belongs to the container (and its terminal),
  * so it is inherited, never captured.
  */
-export function runNativeRuntime(args: readonly string[], binary = nativePath('runtime')): Promise<number> {
+export function runNativeRuntime(args: readonly string[], binary: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const child = spawn(binary, args, { stdio: 'inherit' });
     const forward = (sig: NodeJS.Signals) => child.kill(sig);
@@ -56,7 +55,7 @@ function signalNumber(sig: NodeJS.Signals): number {
  * options like --root included), exit code preserved, so `berth runtime` can be given to OCI tooling
  * (containerd shims, podman --runtime, conformance suites) as its runtime binary.
  */
-export function registerRuntime(program: Command, _ctx: () => CliContext): void {
+export function registerRuntime(program: Command, ctx: () => CliContext): void {
   program
     .command('runtime')
     .description('the embedded OCI runtime (berth-runtime): create, start, state, kill, delete, run')
@@ -66,7 +65,7 @@ export function registerRuntime(program: Command, _ctx: () => CliContext): void 
     .passThroughOptions()
     .argument('[args...]', 'arguments for berth-runtime, e.g. --root /run/x create <id> --bundle <dir>')
     .action(async (args: string[]) => {
-      const code = await runNativeRuntime(args);
+      const code = await runNativeRuntime(args, ctx().native.path('runtime'));
       if (code !== 0) throw new CommanderError(code, 'berth.runtime.exit', '');
     });
 }

@@ -83,10 +83,7 @@ async function sampleAll(
 }
 
 export function registerStats(program: Command, ctx: () => CliContext): void {
-  const source = () =>
-    containerSource(ctx(), () =>
-      containerManager(ctx(), program.opts<{ config?: string; stateDir?: string }>()),
-    );
+  const source = () => containerSource(ctx(), () => containerManager(ctx()));
 
   program
     .command('stats')

@@ -13,6 +13,7 @@ export async function openSnapshotter(c: CliContext): Promise<Snapshotter> {
     db: c.db,
     stateDir: c.stateDir,
     storage: c.config.storage,
+    native: c.native,
     log: c.log,
   });
   c.onClose(() => sn.close());

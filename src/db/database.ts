@@ -12,22 +12,8 @@ export interface OpenOptions {
   readonly?: boolean;
   /** Run `PRAGMA quick_check` at open (default true). */
   integrityCheck?: boolean;
-  /** The loaded better-sqlite3 addon, for the packaged executable (see src/lib/native.ts). */
+  /** The loaded better-sqlite3 addon (NativeParts.sqliteBinding, src/lib/native.ts); undefined: node_modules' build. */
   nativeBinding?: unknown;
-}
-
-let nativeBindingOverride: unknown;
-let nativeBindingLoader: (() => unknown) | undefined;
-/** The packaged executable hands in the addon it extracted; development uses the node_modules build. */
-export function setSqliteNativeBinding(binding: unknown): void {
-  nativeBindingOverride = binding;
-}
-/**
- * Like setSqliteNativeBinding, but the addon is loaded (extracted) only when a database is first opened,
- * so commands that never touch SQLite never write the native parts out.
- */
-export function setSqliteNativeBindingLoader(load: () => unknown): void {
-  nativeBindingLoader = load;
 }
 
 /**
@@ -48,9 +34,7 @@ export function openDatabase(file: string, opts: OpenOptions = {}): Db {
   }
   let db: Db;
   try {
-    if (nativeBindingOverride === undefined && nativeBindingLoader)
-      nativeBindingOverride = nativeBindingLoader();
-    const binding = opts.nativeBinding ?? nativeBindingOverride;
+    const binding = opts.nativeBinding;
     db = new BetterSqlite3(file, {
       readonly: opts.readonly ?? false,
       ...(binding ? { nativeBinding: binding as string } : {}),
@@ -121,10 +105,10 @@ export function tx<T>(db: Db, fn: () => T): T {
  * The schema version (user_version) of the database at `file`, read-only and never migrating, or
  * 'unreadable' when it is missing, corrupt or not SQLite (the self-update launcher's rollback check).
  */
-export function databaseSchemaVersion(file: string): number | 'unreadable' {
+export function databaseSchemaVersion(file: string, nativeBinding?: unknown): number | 'unreadable' {
   if (!existsSync(file)) return 'unreadable';
   try {
-    const db = openDatabase(file, { readonly: true });
+    const db = openDatabase(file, { readonly: true, nativeBinding });
     try {
       return db.pragma('user_version', { simple: true }) as number;
     } finally {

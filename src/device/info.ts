@@ -1,9 +1,11 @@
 /**
  * Device info (rarely changes: sent retained at start and when it changes) and device metrics (sampled
  * periodically, sent when they move beyond thresholds — see core/report.ts) from systeminformation. The
- * module is injected so the composition root decides, and tests can pass a stub.
+ * module is injected so the composition root decides, and tests can pass a stub. By default only the
+ * parts berth calls are loaded, on first use: systeminformation's index loads every module it has (docker,
+ * wifi, bluetooth, graphics, printers…), ~700 KB of code a device agent never runs.
  */
-import * as si from 'systeminformation';
+import type * as si from 'systeminformation';
 
 export type SystemInformation = Pick<
   typeof si,
@@ -16,6 +18,33 @@ export type SystemInformation = Pick<
   | 'networkInterfaces'
   | 'currentLoad'
 >;
+
+let parts: Promise<SystemInformation> | undefined;
+/** osinfo, cpu, memory, filesystem and network of systeminformation, without its index. */
+export function systemInformation(): Promise<SystemInformation> {
+  // literal specifiers: the bundlers must see each one
+  const d = (m: { default: Record<string, unknown> }) => m.default;
+  parts ??= Promise.all([
+    import('systeminformation/lib/osinfo.js').then(d),
+    import('systeminformation/lib/cpu.js').then(d),
+    import('systeminformation/lib/memory.js').then(d),
+    import('systeminformation/lib/filesystem.js').then(d),
+    import('systeminformation/lib/network.js').then(d),
+  ]).then(
+    ([os, cpu, mem, fs, net]) =>
+      ({
+        osInfo: os.osInfo,
+        cpu: cpu.cpu,
+        cpuTemperature: cpu.cpuTemperature,
+        currentLoad: cpu.currentLoad,
+        mem: mem.mem,
+        fsSize: fs.fsSize,
+        networkStats: net.networkStats,
+        networkInterfaces: net.networkInterfaces,
+      }) as unknown as SystemInformation,
+  );
+  return parts;
+}
 
 export interface DeviceInfo {
   os: { platform: string; distro: string; release: string; kernel: string; arch: string; hostname: string };
@@ -37,7 +66,8 @@ export interface DeviceMetrics {
 
 const round1 = (n: number) => Math.round(n * 10) / 10;
 
-export async function collectDeviceInfo(sys: SystemInformation = si): Promise<DeviceInfo> {
+export async function collectDeviceInfo(sys?: SystemInformation): Promise<DeviceInfo> {
+  sys ??= await systemInformation();
   const [os, cpu, mem, fs, nets] = await Promise.all([
     sys.osInfo(),
     sys.cpu(),
@@ -81,8 +111,9 @@ export function mountFor<T extends { mount: string }>(mounts: readonly T[], dir:
 
 export async function collectDeviceMetrics(
   stateDir: string,
-  sys: SystemInformation = si,
+  sys?: SystemInformation,
 ): Promise<DeviceMetrics> {
+  sys ??= await systemInformation();
   const [load, mem, fs, temp, net] = await Promise.all([
     sys.currentLoad(),
     sys.mem(),

@@ -5,6 +5,9 @@ import { pathExists, writeFileAtomic } from '../lib/atomic.js';
 import { conflict, notFound } from '../lib/errors.js';
 import { generateFleetKey, keyId, loadPrivateKey, loadPublicKey } from '../transport/signing.js';
 
+/** moved to transport/signing.ts (the agent needs it without fleet code); re-exported for fleet callers */
+export { resolvePublicKey } from '../transport/signing.js';
+
 /** The fleet signing key lives in the fleet server's state dir: private 0600, public next to it. */
 export const PRIVATE_KEY_FILE = 'fleet-key.pem';
 export const PUBLIC_KEY_FILE = 'fleet-key.pub.pem';
@@ -37,18 +40,6 @@ export async function loadFleetPrivateKey(stateDir: string): Promise<KeyObject> 
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT')
       throw notFound(`no fleet key at ${file}: run \`berth fleet keygen\` first`);
-    throw err;
-  }
-}
-
-/** A public key given as PEM text or as a path to a PEM file (config mqtt.fleetPublicKey). */
-export async function resolvePublicKey(value: string): Promise<KeyObject> {
-  if (value.includes('-----BEGIN')) return loadPublicKey(value);
-  try {
-    return loadPublicKey(await fsp.readFile(value, 'utf8'));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
-      throw notFound(`fleet public key file ${value} not found`);
     throw err;
   }
 }

@@ -29,6 +29,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { BerthError } from '../lib/errors.js';
 import { type MountEntry, mountOf, parseMountinfo } from '../lib/mountinfo.js';
+import { readAppended } from './appended.js';
 import type { EmbeddedFile, EmbeddedPayload } from './payload.js';
 
 export interface ExtractOptions {
@@ -36,6 +37,8 @@ export interface ExtractOptions {
   candidates: string[];
   /** For tests: read mount options from this text instead of /proc/self/mountinfo. */
   mountinfo?: string;
+  /** The file the parts are appended to (src/packaged/appended.ts): the running executable, or a test's. */
+  executable?: string;
 }
 
 /** Where extraction may happen, in order of preference. */
@@ -64,10 +67,13 @@ function sha256Of(file: string): string | undefined {
   }
 }
 
-function writeChecked(dir: string, f: EmbeddedFile): void {
+function writeChecked(dir: string, f: EmbeddedFile, executable: string): void {
   const dest = path.join(dir, f.name);
   if (sha256Of(dest) === f.sha256) return;
-  const bytes = Buffer.from(f.base64, 'base64');
+  const bytes =
+    f.base64 !== undefined
+      ? Buffer.from(f.base64, 'base64')
+      : readAppended(executable, f.offset ?? 0, f.size);
   const got = createHash('sha256').update(bytes).digest('hex');
   if (got !== f.sha256 || bytes.length !== f.size) {
     throw new BerthError(
@@ -115,7 +121,8 @@ export function extractPayload(payload: EmbeddedPayload, opts: ExtractOptions): 
       continue;
     }
     try {
-      for (const f of [payload.sqlite, ...payload.native]) writeChecked(dir, f);
+      for (const f of [payload.sqlite, ...payload.native])
+        writeChecked(dir, f, opts.executable ?? process.execPath);
     } catch (err) {
       if (err instanceof BerthError) throw err;
       reasons.push(`${base}: cannot write (${(err as NodeJS.ErrnoException).code ?? String(err)})`);

@@ -1,35 +1,43 @@
 import * as path from 'node:path';
-import { versionExtras } from '../cli/version.js';
-import { setSqliteNativeBindingLoader } from '../db/database.js';
 import { notFound } from '../lib/errors.js';
-import { nativeHints, nativeLocator } from '../lib/native.js';
+import { developmentNativePath, type NativeParts, type NativeSource } from '../lib/native.js';
 import { candidateDirs, extractPayload, loadAddon } from './extract.js';
 import type { EmbeddedPayload } from './payload.js';
 
 /**
- * Point berth's native lookups at the payload of the packaged executable: `nativePath()` and the SQLite
- * binding get the extracted, sha256-checked copies; `berth version` lists the embedded hashes.
- * BERTH_NATIVE_DIR still wins for native programs (to try a freshly built runtime without repackaging).
+ * The native parts of the packaged executable: programs and the SQLite addon come from the payload,
+ * extracted (sha256-checked) on first use into the first usable candidate dir (the state dir's is the
+ * first); `berth version` lists the embedded hashes. BERTH_NATIVE_DIR still wins for native programs (to
+ * try a freshly built runtime without repackaging). The entry point hands this to runCli, which hands it
+ * to the composition root (CliContext): nothing here is module state.
  */
-export function installPackagedRuntime(payload: EmbeddedPayload): void {
+export function packagedNative(payload: EmbeddedPayload): NativeSource {
   let dir: string | undefined;
-  const extracted = (): string => {
-    dir ??= extractPayload(payload, { candidates: candidateDirs(nativeHints.stateDir) });
-    return dir;
+  let addon: unknown;
+  return {
+    embedded: () => Object.fromEntries([payload.sqlite, ...payload.native].map((f) => [f.name, f.sha256])),
+    parts(stateDir: string | undefined): NativeParts {
+      const extracted = (): string => {
+        dir ??= extractPayload(payload, { candidates: candidateDirs(stateDir) });
+        return dir;
+      };
+      return {
+        path(name) {
+          if (process.env.BERTH_NATIVE_DIR) return developmentNativePath(name);
+          const file = payload.native.find((f) => f.name === `berth-${name}`);
+          if (!file) {
+            const have = payload.native.map((f) => f.name).join(', ') || 'none';
+            throw notFound(
+              `this berth executable (${payload.arch}) was built without berth-${name} (embedded: ${have})`,
+            );
+          }
+          return path.join(extracted(), file.name);
+        },
+        sqliteBinding() {
+          addon ??= loadAddon(path.join(extracted(), payload.sqlite.name));
+          return addon;
+        },
+      };
+    },
   };
-  versionExtras.native = () =>
-    Object.fromEntries([payload.sqlite, ...payload.native].map((f) => [f.name, f.sha256]));
-  const development = nativeLocator.locate;
-  nativeLocator.locate = (name) => {
-    if (process.env.BERTH_NATIVE_DIR) return development(name);
-    const file = payload.native.find((f) => f.name === `berth-${name}`);
-    if (!file) {
-      const have = payload.native.map((f) => f.name).join(', ') || 'none';
-      throw notFound(
-        `this berth executable (${payload.arch}) was built without berth-${name} (embedded: ${have})`,
-      );
-    }
-    return path.join(extracted(), file.name);
-  };
-  setSqliteNativeBindingLoader(() => loadAddon(path.join(extracted(), payload.sqlite.name)));
 }

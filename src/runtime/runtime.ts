@@ -22,7 +22,7 @@ import type { Config } from '../config/schema.js';
 import { BerthError, conflict, notFound } from '../lib/errors.js';
 import { exec } from '../lib/exec.js';
 import { assertSafeName } from '../lib/ids.js';
-import { nativePath } from '../lib/native.js';
+import type { NativeParts } from '../lib/native.js';
 
 export type OciStatus = 'creating' | 'created' | 'running' | 'stopped' | 'paused';
 
@@ -219,13 +219,20 @@ const WELL_KNOWN: Record<string, string[]> = {
   crun: ['/usr/bin/crun', '/usr/local/bin/crun', '/usr/sbin/crun'],
 };
 
-/** Find a runtime binary: an explicit path wins; berth's own comes from nativePath; runc/crun from PATH-ish dirs. */
-export function locateRuntime(name: Config['runtime']['name'], explicit?: string): string {
+/**
+ * Find a runtime binary: an explicit path wins; berth's own is one of the native parts; runc/crun from
+ * PATH-ish dirs.
+ */
+export function locateRuntime(
+  name: Config['runtime']['name'],
+  explicit: string | undefined,
+  native: NativeParts,
+): string {
   if (explicit) {
     if (!existsSync(explicit)) throw notFound(`runtime binary ${explicit} (runtime.path) does not exist`);
     return path.resolve(explicit);
   }
-  if (name === 'berth') return nativePath('runtime');
+  if (name === 'berth') return native.path('runtime');
   const found = WELL_KNOWN[name]?.find((p) => existsSync(p));
   if (!found)
     throw notFound(`runtime ${name} not found (looked in ${WELL_KNOWN[name]?.join(', ')}); set runtime.path`);
@@ -233,8 +240,12 @@ export function locateRuntime(name: Config['runtime']['name'], explicit?: string
 }
 
 /** The runtime from config: runtime.name selects, runtime.path overrides; state under <stateDir>/runtime/<name>. */
-export function runtimeFromConfig(cfg: Config['runtime'], stateDir: string): OciCliRuntime {
-  const binary = locateRuntime(cfg.name, cfg.path);
+export function runtimeFromConfig(
+  cfg: Config['runtime'],
+  stateDir: string,
+  native: NativeParts,
+): OciCliRuntime {
+  const binary = locateRuntime(cfg.name, cfg.path, native);
   return new OciCliRuntime(cfg.name, binary, path.join(stateDir, 'runtime', cfg.name));
 }
 
@@ -248,6 +259,10 @@ export class LazyRuntime implements OciRuntime {
   private get r(): OciRuntime {
     if (!this.inner) this.inner = this.make();
     return this.inner;
+  }
+  /** Locate the runtime now (errors now rather than on first use). */
+  resolve(): OciRuntime {
+    return this.r;
   }
   get name() {
     return this.r.name;

@@ -10,10 +10,10 @@ import * as tar from 'tar-stream';
 import { BerthError, corrupt, invalidInput, withContext } from '../lib/errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Compression } from '../oci/media-types.js';
-import { extractNative, nativeExtractAvailable } from './extract-native.js';
 import { syncReadStream } from './fsutil.js';
 import { checkLayerHeader, classifyWhiteout, entryParts, layerXattrs } from './layer-paths.js';
-import { applySpecials, overlayOpaque, type SpecialRecord } from './native-storage.js';
+import type { SpecialRecord } from './native-storage.js';
+import { developmentStorage, type StorageHelper } from './storage-helper.js';
 
 /**
  * Applying one OCI layer (a tar, possibly compressed) onto a directory, streaming: bytes are
@@ -97,9 +97,10 @@ export async function applyLayer(
   target: ApplyTarget,
   expected?: Digest,
   unpacker: Unpacker = 'auto',
+  storage: StorageHelper = developmentStorage,
 ): Promise<ApplyResult> {
-  const native = unpacker === 'native' || (unpacker === 'auto' && (await nativeExtractAvailable()));
-  if (native) return applyNative(input, compression, target, expected);
+  const native = unpacker === 'native' || (unpacker === 'auto' && (await storage.extractAvailable()));
+  if (native) return applyNative(input, compression, target, expected, storage);
   const src = 'file' in input ? syncReadStream(input.file) : input;
   const hash = createHash('sha256');
   let size = 0;
@@ -110,7 +111,7 @@ export async function applyLayer(
       cb(null, chunk);
     },
   });
-  const applier = new LayerApplier(target);
+  const applier = new LayerApplier(target, storage);
   const extract = tar.extract();
   extract.on('entry', (header, stream, next) => {
     let ended = false;
@@ -153,6 +154,7 @@ async function applyNative(
   compression: Compression,
   target: ApplyTarget,
   expected: Digest | undefined,
+  storage: StorageHelper,
 ): Promise<ApplyResult> {
   const to = { root: target.root, overlay: target.whiteouts === 'overlay', lowers: target.lowers ?? [] };
   const hash = createHash('sha256');
@@ -166,7 +168,7 @@ async function applyNative(
     });
     try {
       const [{ entries }] = await Promise.all([
-        extractNative({ file: input.file }, to).catch((err: unknown) => {
+        storage.extract({ file: input.file }, to).catch((err: unknown) => {
           stop = true;
           throw err;
         }),
@@ -187,7 +189,7 @@ async function applyNative(
   });
   const { stream: decompressed, done } = decompress(src, compression, { preferZlib: true });
   try {
-    const [{ entries }] = await Promise.all([extractNative({ streams: [decompressed, hasher] }, to), done]);
+    const [{ entries }] = await Promise.all([storage.extract({ streams: [decompressed, hasher] }, to), done]);
     return checkDiffId(hash, size, entries, expected);
   } catch (err) {
     src.destroy();
@@ -357,7 +359,10 @@ class LayerApplier {
   private readonly egid = process.getegid?.() ?? 0;
   private readonly umask = process.umask();
 
-  constructor(target: ApplyTarget) {
+  constructor(
+    target: ApplyTarget,
+    private readonly storage: StorageHelper,
+  ) {
     this.root = path.resolve(target.root);
     this.overlay = target.whiteouts === 'overlay';
     this.lowers = target.lowers ?? [];
@@ -486,7 +491,7 @@ class LayerApplier {
     const batch = this.specials;
     this.specials = [];
     this.pendingSpecial.clear();
-    await applySpecials(this.root, batch);
+    await this.storage.applySpecials(this.root, batch);
   }
 
   private async writeFile(full: string, h: Header, stream: EntryStream): Promise<void> {
@@ -676,7 +681,7 @@ class LayerApplier {
       }
       if (next.length > 1) {
         // only an opaque directory above another one changes the merge
-        const opaque = await overlayOpaque(next.slice(0, -1).map((d) => d.dir));
+        const opaque = await this.storage.overlayOpaque(next.slice(0, -1).map((d) => d.dir));
         const cut = opaque.indexOf(true);
         if (cut >= 0) next.length = cut + 1;
       }

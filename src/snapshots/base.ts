@@ -9,6 +9,7 @@ import {
   transition,
 } from './metadata.js';
 import type { Mount, SnapshotInfo, Snapshotter, SnapshotterStatus, Usage } from './snapshotter.js';
+import type { StorageHelper } from './storage-helper.js';
 
 /** Where a test can stop an operation dead (see SimulatedCrash in metadata.ts). */
 export type Failpoint =
@@ -34,6 +35,7 @@ export interface Failpointable {
  */
 export abstract class BaseSnapshotter implements Snapshotter, Failpointable {
   abstract readonly driver: 'overlay' | 'btrfs' | 'devmapper';
+  abstract readonly storage: StorageHelper;
   failpoint: ((point: Failpoint) => void) | undefined;
   private metaCache: Meta | undefined;
 

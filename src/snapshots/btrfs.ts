@@ -5,8 +5,8 @@ import { unsupported } from '../lib/errors.js';
 import { BaseSnapshotter } from './base.js';
 import { diskUsage, fsCapacity } from './fsutil.js';
 import type { SnapshotRecord } from './metadata.js';
-import { btrfs } from './native-storage.js';
 import type { Mount, SnapshotterStatus, Usage } from './snapshotter.js';
+import { developmentStorage, type StorageHelper } from './storage-helper.js';
 
 export const BTRFS_SUPER_MAGIC = 0x9123683e;
 
@@ -42,6 +42,7 @@ export class BtrfsSnapshotter extends BaseSnapshotter {
   constructor(
     db: Db,
     readonly root: string,
+    readonly storage: StorageHelper = developmentStorage,
   ) {
     super(db);
     this.snapshotsDir = path.join(root, 'snapshots');
@@ -60,10 +61,10 @@ export class BtrfsSnapshotter extends BaseSnapshotter {
 
   protected async createOnDisk(rec: SnapshotRecord, parent: SnapshotRecord | undefined): Promise<undefined> {
     const dst = this.subvolume(rec);
-    if (parent) await btrfs.snapshot(this.subvolume(parent), dst, rec.kind === 'view');
+    if (parent) await this.storage.btrfs.snapshot(this.subvolume(parent), dst, rec.kind === 'view');
     else {
-      await btrfs.create(dst);
-      if (rec.kind === 'view') await btrfs.setReadonly(dst, true);
+      await this.storage.btrfs.create(dst);
+      if (rec.kind === 'view') await this.storage.btrfs.setReadonly(dst, true);
     }
     return undefined;
   }
@@ -71,14 +72,14 @@ export class BtrfsSnapshotter extends BaseSnapshotter {
   protected async commitOnDisk(rec: SnapshotRecord): Promise<undefined> {
     // Usage is not measured here: a walk costs O(files) and qgroup numbers need a transaction commit,
     // both too dear for a commit that is otherwise one ioctl. usage() measures on demand.
-    await btrfs.setReadonly(this.subvolume(rec), true);
+    await this.storage.btrfs.setReadonly(this.subvolume(rec), true);
     return undefined;
   }
 
   protected async removeOnDisk(rec: SnapshotRecord): Promise<void> {
     // delete is idempotent in the helper (ENOENT is success); a committed subvolume is read-only,
     // which SNAP_DESTROY does not mind.
-    await btrfs.delete(this.subvolume(rec));
+    await this.storage.btrfs.delete(this.subvolume(rec));
   }
 
   protected async mountsOf(rec: SnapshotRecord): Promise<Mount[]> {
@@ -107,7 +108,7 @@ export class BtrfsSnapshotter extends BaseSnapshotter {
             }
           },
     );
-    const q = await btrfs.usage(dir).catch(() => ({ source: 'none' as const }));
+    const q = await this.storage.btrfs.usage(dir).catch(() => ({ source: 'none' as const }));
     if (q.source === 'qgroup') return { size: q.exclusive, inodes: walked.inodes };
     return walked;
   }

@@ -2,7 +2,6 @@ import { spawn } from 'node:child_process';
 import { pipeline } from 'node:stream/promises';
 import { BerthError } from '../lib/errors.js';
 import { exec } from '../lib/exec.js';
-import { nativePath } from '../lib/native.js';
 import { storageErrorCode } from './native-storage.js';
 
 /**
@@ -17,28 +16,21 @@ export interface NativeTarget {
   lowers: readonly string[];
 }
 
-/** Can this machine use the C extractor (helper present, openat2 RESOLVE_IN_ROOT works)? Asked once. */
-let probe: Promise<boolean> | undefined;
-export function nativeExtractAvailable(): Promise<boolean> {
-  probe ??= (async () => {
-    let bin: string;
-    try {
-      bin = nativePath('storage');
-    } catch {
-      return false;
-    }
-    const r = await exec(bin, ['extract', '--probe'], { allowFailure: true }).catch(() => undefined);
-    return r?.code === 0;
-  })();
-  return probe;
+/** Does the C extractor at `bin` work on this machine (openat2 RESOLVE_IN_ROOT)? */
+export async function probeNativeExtract(bin: string): Promise<boolean> {
+  const r = await exec(bin, ['extract', '--probe'], { allowFailure: true }).catch(() => undefined);
+  return r?.code === 0;
 }
 
 /**
  * The uncompressed tar comes from `file` (read by the helper itself), or from `streams` (e.g.
  * [decompressor, hasher]) piped into its stdin.
  */
+export type NativeInput = { file: string } | { streams: readonly NodeJS.ReadableStream[] };
+
 export async function extractNative(
-  input: { file: string } | { streams: readonly NodeJS.ReadableStream[] },
+  bin: string,
+  input: NativeInput,
   target: NativeTarget,
 ): Promise<{ entries: number }> {
   const args = ['extract', target.root];
@@ -47,7 +39,7 @@ export async function extractNative(
     args.push('--overlay');
     for (const l of target.lowers) args.push('--lower', l);
   }
-  const child = spawn(nativePath('storage'), args, {
+  const child = spawn(bin, args, {
     stdio: ['file' in input ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
   const stdout: Buffer[] = [];

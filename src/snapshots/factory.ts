@@ -4,10 +4,12 @@ import type { Config } from '../config/schema.js';
 import type { Db } from '../db/database.js';
 import { invalidInput, unsupported } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
+import type { NativeParts } from '../lib/native.js';
 import { BtrfsSnapshotter, isOnBtrfs } from './btrfs.js';
 import { DevmapperSnapshotter, devmapperOptionsFromConfig } from './devmapper/snapshotter.js';
 import { OverlaySnapshotter } from './overlay.js';
 import type { Snapshotter } from './snapshotter.js';
+import { StorageHelper } from './storage-helper.js';
 
 export type StorageDriver = 'overlay' | 'btrfs' | 'devmapper';
 export type DevmapperConfig = Config['storage']['devmapper'];
@@ -48,6 +50,8 @@ export interface CreateSnapshotterOptions {
   db: Db;
   stateDir: string;
   storage: Config['storage'];
+  /** where berth-storage runs from (the composition root's native parts) */
+  native: NativeParts;
   log?: Logger;
   /** skip recover() (tests that want to look at the state first) */
   noRecover?: boolean;
@@ -57,10 +61,11 @@ export interface CreateSnapshotterOptions {
 export async function createSnapshotter(o: CreateSnapshotterOptions): Promise<Snapshotter> {
   const driver = await detectDriver(o.stateDir, o.storage);
   const root = path.join(o.stateDir, 'snapshots', driver);
+  const helper = new StorageHelper(o.native);
   let sn: Snapshotter;
   switch (driver) {
     case 'overlay':
-      sn = new OverlaySnapshotter(o.db, root);
+      sn = new OverlaySnapshotter(o.db, root, helper);
       break;
     case 'btrfs':
       if (!(await isOnBtrfs(path.join(o.stateDir, 'snapshots')))) {
@@ -68,11 +73,16 @@ export async function createSnapshotter(o: CreateSnapshotterOptions): Promise<Sn
           `storage driver btrfs: ${path.join(o.stateDir, 'snapshots')} is not on btrfs (use --storage-driver overlay, or put the state dir on btrfs)`,
         );
       }
-      sn = new BtrfsSnapshotter(o.db, root);
+      sn = new BtrfsSnapshotter(o.db, root, helper);
       break;
     case 'devmapper':
       // loop files (when no devices are configured) live in <stateDir>/snapshots/devmapper
-      sn = new DevmapperSnapshotter(o.db, devmapperOptionsFromConfig(o.storage.devmapper, root), o.log);
+      sn = new DevmapperSnapshotter(
+        o.db,
+        devmapperOptionsFromConfig(o.storage.devmapper, root),
+        o.log,
+        helper,
+      );
       break;
     default:
       throw invalidInput(`unknown storage driver ${String(driver)}`);

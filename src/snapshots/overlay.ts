@@ -4,8 +4,8 @@ import type { Db } from '../db/database.js';
 import { BaseSnapshotter } from './base.js';
 import { fsCapacity, removeTree } from './fsutil.js';
 import type { SnapshotRecord } from './metadata.js';
-import { treeUsage } from './native-storage.js';
 import type { Mount, SnapshotterStatus, Usage } from './snapshotter.js';
+import { developmentStorage, type StorageHelper } from './storage-helper.js';
 
 /**
  * overlayfs backend, after containerd's overlay snapshotter.
@@ -37,6 +37,7 @@ export class OverlaySnapshotter extends BaseSnapshotter {
   constructor(
     db: Db,
     readonly root: string,
+    readonly storage: StorageHelper = developmentStorage,
   ) {
     super(db);
     this.snapshotsDir = path.join(root, 'snapshots');
@@ -72,7 +73,7 @@ export class OverlaySnapshotter extends BaseSnapshotter {
 
   protected async commitOnDisk(rec: SnapshotRecord): Promise<Usage> {
     await removeTree(path.join(this.dirOf(rec), 'work'));
-    return treeUsage(this.fsDir(rec));
+    return this.storage.treeUsage(this.fsDir(rec));
   }
 
   protected async removeOnDisk(rec: SnapshotRecord): Promise<void> {
@@ -102,7 +103,7 @@ export class OverlaySnapshotter extends BaseSnapshotter {
   }
 
   protected usageOf(rec: SnapshotRecord): Promise<Usage> {
-    return treeUsage(this.fsDir(rec));
+    return this.storage.treeUsage(this.fsDir(rec));
   }
 
   async status(): Promise<SnapshotterStatus> {

@@ -28,6 +28,8 @@
  *     result after, and `recover()` (run at start) finishes or undoes anything left in between.
  */
 
+import type { StorageHelper } from './storage-helper.js';
+
 export type SnapshotKind = 'active' | 'view' | 'committed';
 
 export interface Mount {
@@ -65,6 +67,8 @@ export interface SnapshotterStatus {
 
 export interface Snapshotter {
   readonly driver: 'overlay' | 'btrfs' | 'devmapper';
+  /** berth-storage as the composition root located it (layer unpacking into this snapshotter uses it) */
+  readonly storage: StorageHelper;
   /** Finish or undo operations interrupted by a crash. Call once at start, before anything else. */
   recover(): Promise<void>;
   prepare(key: string, parent?: string, labels?: Record<string, string>): Promise<Mount[]>;

@@ -110,7 +110,7 @@ export async function unpackLayer(o: {
   try {
     const src = await o.open();
     result = await applyInto(mounts, sn.driver, (target) =>
-      applyLayer(src, o.compression, target, o.diffId, o.unpacker),
+      applyLayer(src, o.compression, target, o.diffId, o.unpacker, sn.storage),
     );
   } catch (err) {
     // On a full disk the database may share the filesystem: free the partial layer's blocks first so

@@ -7,7 +7,8 @@ import {
   sign,
   verify,
 } from 'node:crypto';
-import { invalidInput } from '../lib/errors.js';
+import { promises as fsp } from 'node:fs';
+import { invalidInput, notFound } from '../lib/errors.js';
 
 /**
  * Fleet signatures: ed25519 over a canonical JSON encoding (for targets) or over fixed binary layouts
@@ -69,6 +70,21 @@ export function loadPublicKey(pem: string): KeyObject {
     return k;
   } catch (err) {
     throw invalidInput(`fleet public key is not an ed25519 PEM key: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * A public key given as PEM text or as a path to a PEM file (config mqtt.fleetPublicKey). Here, not in
+ * src/fleet: the device agent verifies with it and never loads fleet-server code.
+ */
+export async function resolvePublicKey(value: string): Promise<KeyObject> {
+  if (value.includes('-----BEGIN')) return loadPublicKey(value);
+  try {
+    return loadPublicKey(await fsp.readFile(value, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw notFound(`fleet public key file ${value} not found`);
+    throw err;
   }
 }
 

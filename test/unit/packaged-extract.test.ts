@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import test from 'ava';
 import { BerthError } from '../../src/lib/errors.js';
 import { mountOf, parseMountinfo } from '../../src/lib/mountinfo.js';
+import { APPENDED_MAGIC, FOOTER_SIZE, readAppended } from '../../src/packaged/appended.js';
 import { candidateDirs, extractPayload, payloadId } from '../../src/packaged/extract.js';
 import type { EmbeddedFile, EmbeddedPayload } from '../../src/packaged/payload.js';
 
@@ -124,4 +125,50 @@ test('mountOf picks the longest mount point holding the path, with octal escapes
   );
   t.deepEqual(mountOf('/mnt/my disk/x', mounts)?.options, ['rw', 'noexec']);
   t.is(mountOf('/mnt/my diskette', mounts)?.point, '/');
+});
+
+/** An "executable" with the parts appended as scripts/packaging/bundle.mjs appendPayload does. */
+function withAppended(t: { teardown: (fn: () => void) => void }, parts: string[]) {
+  const dir = tempDir(t);
+  const exe = path.join(dir, 'berth');
+  const data = Buffer.concat(parts.map((p) => Buffer.from(p)));
+  const footer = Buffer.alloc(FOOTER_SIZE);
+  footer.write(APPENDED_MAGIC, 0, 'latin1');
+  footer.writeBigUInt64LE(BigInt(data.length), 16);
+  writeFileSync(exe, Buffer.concat([Buffer.from('\x7fELF and the rest of node'), data, footer]));
+  let offset = 0;
+  const files = parts.map((p, i) => {
+    const bytes = Buffer.from(p);
+    const f: EmbeddedFile = {
+      name: i === 0 ? 'better_sqlite3.node' : `berth-part${i}`,
+      sha256: createHash('sha256').update(bytes).digest('hex'),
+      size: bytes.length,
+      offset,
+    };
+    offset += bytes.length;
+    return f;
+  });
+  return { exe, payload: { arch: 'x64', sqlite: files[0]!, native: files.slice(1) } as EmbeddedPayload };
+}
+
+test('parts appended to the executable (not in the bundle) are extracted from it by offset', (t) => {
+  const { exe, payload } = withAppended(t, ['addon bytes', '#!/bin/sh\necho appended\n']);
+  const dir = extractPayload(payload, { candidates: [tempDir(t)], mountinfo: mountinfo(), executable: exe });
+  t.is(readFileSync(path.join(dir, 'better_sqlite3.node'), 'utf8'), 'addon bytes');
+  t.is(execFileSync(path.join(dir, 'berth-part1')).toString(), 'appended\n');
+});
+
+test('a stripped executable (no footer) or an offset past the appended data is Corrupt, not garbage', (t) => {
+  const { exe, payload } = withAppended(t, ['addon bytes', 'program']);
+  const past = { ...payload, native: [{ ...payload.native[0]!, offset: 11 + 7 - 3 }] };
+  t.throws(() => readAppended(exe, 11 + 7 - 3, 7), { instanceOf: BerthError, message: /out of bounds/ });
+  t.throws(
+    () => extractPayload(past, { candidates: [tempDir(t)], mountinfo: mountinfo(), executable: exe }),
+    {
+      instanceOf: BerthError,
+    },
+  );
+  const stripped = path.join(tempDir(t), 'stripped');
+  writeFileSync(stripped, readFileSync(exe).subarray(0, -FOOTER_SIZE));
+  t.throws(() => readAppended(stripped, 0, 11), { instanceOf: BerthError, message: /stripped/ });
 });

@@ -1,6 +1,6 @@
 /**
- * The device agent's composition root: database, content store, snapshotter, runtime (ContainerManager
- * over berth-runtime/runc + berth-monitor), the fleet connection (optional) and the Agent on top.
+ * The device agent: the device stack (device-stack.ts: snapshotter, images, runtime, ContainerManager —
+ * the same wiring the docker-like commands use), the fleet connection (optional) and the Agent on top.
  * `berth agent` and the end-to-end tests build the agent here, so both run the same wiring.
  *
  * Targets: the fleet signs a target per scope (the device, each group), versioned per scope
@@ -26,14 +26,9 @@ import type { Db } from '../../db/database.js';
 import { FAULT_NEVER_CONNECT } from '../../faults.js';
 import { errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
-import { nativePath } from '../../lib/native.js';
+import { developmentParts, type NativeParts } from '../../lib/native.js';
 import { secureStateDir } from '../../lib/state-dir.js';
-import { ContainerManager, ociArch } from '../../runtime/containers.js';
-import { HostClaims } from '../../runtime/network/host-claims.js';
-import { NetworkManager } from '../../runtime/network/network.js';
-import { DefaultRootfsProvider } from '../../runtime/rootfs.js';
-import { runtimeFromConfig } from '../../runtime/runtime.js';
-import { createSnapshotter } from '../../snapshots/factory.js';
+import type { ContainerManager } from '../../runtime/containers.js';
 import { remountNodev } from '../../snapshots/mount.js';
 import type { Snapshotter } from '../../snapshots/snapshotter.js';
 import type { SignedTarget, TargetAgent } from '../../transport/messages.js';
@@ -47,8 +42,9 @@ import { AgentDir } from '../self-update/files.js';
 import type { Launched } from '../self-update/launched.js';
 import { SelfUpdater } from '../self-update/updater.js';
 import { HostVolumes } from '../volumes.js';
+import { DeviceStack } from './device-stack.js';
 import { RuntimeEngine } from './engine.js';
-import { AgentImages } from './images.js';
+import type { AgentImages } from './images.js';
 import { RecordedNetworks } from './networks.js';
 import { MqttAgentTransport, offlineTransport } from './transport.js';
 
@@ -73,6 +69,8 @@ export interface DeviceAgentOptions {
   config: Config;
   stateDir: string;
   log: Logger;
+  /** where the native programs run from (default: native/build, for tests; `berth agent` passes its own) */
+  native?: NativeParts;
   /** the fleet link; undefined runs the agent from SQLite alone (no fleet configured) */
   connection?: AgentConnection | undefined;
   fleet?: string;
@@ -122,36 +120,21 @@ export function chooseTarget(
 export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAgent> {
   // a state dir an older berth left open to other users is locked down before anything runs
   secureStateDir(o.stateDir, o.log);
-  const snapshotter = await createSnapshotter({
-    db: o.db,
-    stateDir: o.stateDir,
-    storage: o.config.storage,
-    log: o.log,
-  });
-  const images = new AgentImages({
+  const native = o.native ?? developmentParts;
+  const stack = new DeviceStack({
     db: o.db,
     store: o.store,
-    snapshotter,
+    config: o.config,
     stateDir: o.stateDir,
+    log: o.log,
+    native,
+    autoRemoveCommand: o.autoRemoveCommand,
     puller: o.connection,
-    log: o.log,
   });
-  const manager = new ContainerManager({
-    db: o.db,
-    stateDir: o.stateDir,
-    runtime: runtimeFromConfig(o.config.runtime, o.stateDir),
-    monitorPath: nativePath('monitor'),
-    network: new NetworkManager(o.db, o.config.network, {
-      stateDir: o.stateDir,
-      claims: new HostClaims(o.config.runDir),
-    }),
-    rootfs: new DefaultRootfsProvider(images),
-    arch: ociArch(),
-    logMaxSize: o.config.runtime.logMaxSize,
-    logMaxFiles: o.config.runtime.logMaxFiles,
-    log: o.log,
-    ...(o.autoRemoveCommand ? { autoRemoveCommand: o.autoRemoveCommand } : {}),
-  });
+  // the agent fails at start, not at its first container, when a native part is missing
+  native.path('monitor');
+  const { snapshotter, images } = await stack.open();
+  const manager = stack.manager;
   const recovered = await manager.recover();
   const orphans = await images.sweepOrphans(
     new Set((await manager.list({ all: true })).map((c) => c.id)),
@@ -324,7 +307,7 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
       conn?.fetcher.stop();
       await stopping;
       if (conn) await conn.stop().catch(() => undefined);
-      await snapshotter.close().catch(() => undefined);
+      await stack.close();
     },
   };
 }

@@ -24,6 +24,7 @@ import { type Logger, silentLogger } from '../../lib/logger.js';
 import { BaseSnapshotter } from '../base.js';
 import type { SnapshotRecord } from '../metadata.js';
 import type { Mount, SnapshotterStatus, Usage } from '../snapshotter.js';
+import { developmentStorage, type StorageHelper } from '../storage-helper.js';
 import * as dm from './dmsetup.js';
 import type { ThinDevice } from './metadata.js';
 import { type PoolConfig, PoolDevice } from './pool-device.js';
@@ -72,6 +73,7 @@ export class DevmapperSnapshotter extends BaseSnapshotter {
     db: Db,
     readonly opts: DevmapperOptions,
     private readonly log: Logger = silentLogger(),
+    readonly storage: StorageHelper = developmentStorage,
   ) {
     super(db);
     if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}$/.test(opts.poolName)) {

@@ -2,10 +2,12 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
 import { exec } from '../../../src/lib/exec.js';
-import { btrfs, runStorageHelper } from '../../../src/snapshots/native-storage.js';
+import { developmentStorage } from '../../../src/snapshots/storage-helper.js';
 import { needPrivileges } from '../../helpers/privileged.js';
 import { freshSnapshotter } from '../../helpers/storage-fixture.js';
 import { makeLoopFs } from '../../helpers/storage-loop.js';
+
+const { btrfs } = developmentStorage;
 
 test('berth-storage: subvolume create/snapshot/readonly/delete through ioctls, qgroup usage', async (t) => {
   if (!needPrivileges(t, { root: true, paths: ['/dev/loop-control'] })) return;
@@ -36,7 +38,7 @@ test('berth-storage: subvolume create/snapshot/readonly/delete through ioctls, q
   t.deepEqual((await fsp.readdir(loop.mountpoint)).sort(), []);
   // not btrfs: the ioctl is ENOTTY
   await t.throwsAsync(btrfs.create('/tmp/berth-not-btrfs'), { code: 'Unsupported' } as never);
-  await t.throwsAsync(runStorageHelper(['no-such-verb']));
+  await t.throwsAsync(developmentStorage.run(['no-such-verb']));
 });
 
 test('btrfs backend: committed layers are read-only subvolumes in the kernel, not just by convention', async (t) => {
@@ -59,15 +61,14 @@ test('berth-storage apply-specials refuses a symlink in a parent path', async (t
   await fsp.mkdir(path.join(dir, 'root'));
   await fsp.mkdir(path.join(dir, 'outside'));
   await fsp.symlink(path.join(dir, 'outside'), path.join(dir, 'root', 'link'));
-  const { applySpecials } = await import('../../../src/snapshots/native-storage.js');
   await t.throwsAsync(
-    applySpecials(path.join(dir, 'root'), [
+    developmentStorage.applySpecials(path.join(dir, 'root'), [
       { op: 'mknod', rel: 'link/fifo', mode: 0o10644, major: 0, minor: 0, uid: 0, gid: 0, mtimeSec: 0 },
     ]),
     { code: 'InvalidInput' } as never,
   );
   t.deepEqual(await fsp.readdir(path.join(dir, 'outside')), []);
-  await applySpecials(path.join(dir, 'root'), [
+  await developmentStorage.applySpecials(path.join(dir, 'root'), [
     { op: 'mknod', rel: 'fifo', mode: 0o10600, major: 0, minor: 0, uid: 0, gid: 0, mtimeSec: 1000 },
   ]);
   const st = await fsp.lstat(path.join(dir, 'root', 'fifo'));

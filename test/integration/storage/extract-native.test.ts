@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { exec } from '../../../src/lib/exec.js';
-import { nativePath } from '../../../src/lib/native.js';
+import { developmentNativePath } from '../../../src/lib/native.js';
 import { needPrivileges } from '../../helpers/privileged.js';
 import { freshSnapshotter, unpackTar } from '../../helpers/storage-fixture.js';
 
@@ -79,7 +79,7 @@ function archive(...entries: RawEntry[]): Buffer {
 
 /** Run berth-storage extract on `tar` into a fresh directory. */
 async function extract(tar: Buffer, dir: string) {
-  return exec(nativePath('storage'), ['extract', dir], { input: tar, allowFailure: true });
+  return exec(developmentNativePath('storage'), ['extract', dir], { input: tar, allowFailure: true });
 }
 
 function scratch(t: ExecutionContext): string {
