@@ -3,14 +3,16 @@ import type { ContentStore } from '../content/store.js';
 import type { Digest } from '../oci/digest.js';
 import { MediaTypes } from '../oci/media-types.js';
 import type { BlobAccess, BlobAuthorizer } from './blob-server.js';
-import type { Target } from './messages.js';
+import { decodeJson, type Target } from './messages.js';
+import { MAX_RELEASE_BYTES, SignedReleaseSchema } from './releases.js';
 
 /**
  * The fleet's rule for who may fetch what (BlobServer's `authorize`): a device gets an image, or a
  * blob, only when a current target of the device or of one of its groups names it — by name for
  * `resolve`, and for blobs everything the pinned image digests reach (index → manifests → configs and
  * layers). So a broker client can neither read images the fleet never deployed to it nor make the fleet
- * send arbitrary blobs. The reachable sets are cached per set of pinned digests: a deployment changes
+ * send arbitrary blobs. A target naming an agent release (`agent`) also opens that release's signed
+ * manifest and the executables it lists (docs/self-update.md). The reachable sets are cached per set of pinned digests: a deployment changes
  * the set, and with it the cache key.
  */
 export function targetsAuthorizer(o: {
@@ -42,9 +44,24 @@ export function targetsAuthorizer(o: {
     }
     return p;
   };
+  /** The release manifest a target pins and the executables it lists (read from the fleet's own store). */
+  const releaseBlobs = async (targets: Target[]): Promise<Set<Digest>> => {
+    const out = new Set<Digest>();
+    for (const t of targets) {
+      if (!t.agent) continue;
+      const manifest = t.agent.release.digest as Digest;
+      out.add(manifest);
+      if (!(await o.store.has(manifest))) continue;
+      const msg = decodeJson(SignedReleaseSchema, await o.store.get(manifest), MAX_RELEASE_BYTES);
+      if (msg.ok) for (const a of Object.values(msg.value.release.artifacts)) out.add(a.digest as Digest);
+    }
+    return out;
+  };
   return async (deviceId: string, what: BlobAccess): Promise<boolean> => {
-    const images = o.targetsFor(deviceId).flatMap((t) => t.images);
+    const targets = o.targetsFor(deviceId);
+    const images = targets.flatMap((t) => t.images);
     if (what.kind === 'image') return images.some((i) => i.name === what.name);
-    return (await blobsOf(images.map((i) => i.digest))).has(what.digest);
+    if ((await blobsOf(images.map((i) => i.digest))).has(what.digest)) return true;
+    return (await releaseBlobs(targets)).has(what.digest);
   };
 }
