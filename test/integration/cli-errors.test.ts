@@ -184,7 +184,7 @@ test('logs: a terminal gets human lines, a pipe gets JSON; a normal agent start 
   const tty = await run(true);
   t.regex(
     tty,
-    /^\d\d:\d\d:\d\d\.\d{3} \S*INFO\S* +agent running deviceId=\S+ fleet=false socket=\S+berth\.sock\r?$/m,
+    /^\d\d:\d\d:\d\d\.\d{3} \S*INFO\S* +agent running deviceId=\S+ fleet=false socket=\S+berth\.sock( version=\S+ mode=\S+)?\r?$/m,
   );
   t.notRegex(tty, /^\{/m, 'no JSON on a terminal');
   t.notRegex(tty, /WARN|ERROR/, 'nothing to warn about');
