@@ -246,7 +246,7 @@ export function changeRoutes(d: ApiDeps) {
 }
 
 /** The upload, refused once it passes `max` bytes (a stream error: the import cleans up). */
-function limitStream(src: Readable, max: number): Readable {
+export function limitStream(src: Readable, max: number): Readable {
   let n = 0;
   const t = new Transform({
     transform(chunk: Buffer, _enc, cb) {
@@ -257,5 +257,9 @@ function limitStream(src: Readable, max: number): Readable {
   });
   src.on('error', (err) => t.destroy(err));
   src.on('aborted', () => t.destroy(invalidInput('body: the upload was cut off')));
+  // The limit can trip before the importer reads (one HTTP chunk over it): with no 'error' listener yet
+  // that was an uncaught exception that took the fleet server down. The stream keeps its error
+  // (`errored`), so the importer still fails with it when it starts reading.
+  t.on('error', () => src.unpipe(t));
   return src.pipe(t);
 }
