@@ -249,6 +249,10 @@ async function scanTar(
   let sawAnything = false;
 
   extract.on('entry', (header, stream, next) => {
+    // When the archive fails mid-entry (a cut or oversized upload), tar-stream destroys the entry's
+    // stream with that error, possibly while nothing reads it yet: without a listener that was an
+    // uncaught exception in the fleet server. The failure itself reaches scanTar through the pipeline.
+    stream.on('error', () => undefined);
     const handle = async () => {
       sawAnything = true;
       const name = archiveEntryPath(header.name);
