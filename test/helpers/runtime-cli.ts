@@ -71,10 +71,13 @@ export async function cliEnv(
   await ensureBuilt();
   const dir = await tempDir(t, 'berth-cli-');
   const tag = randomBytes(4).toString('hex');
-  const octet = randomInt(100, 250);
+  // 10.64-127.x.0/24: ~16,000 subnets, so concurrent test state dirs (ava runs files in parallel) do not
+  // pick the same one (172.31.100-250 gave 150, and CI saw two collide)
+  const hi = randomInt(64, 128);
+  const octet = randomInt(0, 256);
   const bridge = `bt${tag}`;
   const nftTable = `berth_t${tag}`;
-  const subnet = `172.31.${octet}.0/24`;
+  const subnet = `10.${hi}.${octet}.0/24`;
   const rootfs = opts.privateRootfs
     ? await buildBusyboxRootfs(path.join(dir, 'rootfs'))
     : await sharedBusyboxRootfs();
@@ -117,7 +120,7 @@ export async function cliEnv(
     configPath,
     bridge,
     subnet,
-    gateway: `172.31.${octet}.1`,
+    gateway: `10.${hi}.${octet}.1`,
     nftTable,
     berth,
     ps,
