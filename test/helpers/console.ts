@@ -16,6 +16,7 @@ import { IdentityService } from '../../src/fleet/identity/service.js';
 import { IdentityStore } from '../../src/fleet/identity/store.js';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import { FLEET, type FleetSide, startFleet, testLog } from './fleet-harness.js';
+import { missingFeature } from './privileged.js';
 
 export const CHROMIUM = process.env.BERTH_CHROMIUM ?? '/usr/bin/chromium';
 export const ARTIFACTS = path.resolve('test-artifacts', 'console');
@@ -40,11 +41,7 @@ export function chromiumMissing(): string | undefined {
 export function needChromium(t: ExecutionContext): boolean {
   const missing = chromiumMissing();
   if (missing === undefined) return true;
-  if (process.env.BERTH_REQUIRE_PRIVILEGED === '1') t.fail(`${missing} (BERTH_REQUIRE_PRIVILEGED=1)`);
-  else {
-    t.log(`skipped: ${missing}`);
-    t.pass();
-  }
+  missingFeature(t, missing);
   return false;
 }
 
