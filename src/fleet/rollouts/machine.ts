@@ -121,16 +121,13 @@ export function pct(a: number, b: number): string {
   return `${Number.isInteger(v) ? v : v.toFixed(1)} %`;
 }
 
+/** A phase with no devices counted yet. */
+export function noCounts(): PhaseCounts {
+  return { total: 0, queued: 0, pending: 0, offline: 0, converged: 0, failed: 0, superseded: 0 };
+}
+
 function sum(phases: readonly PhaseCounts[], upTo: number): PhaseCounts {
-  const s: PhaseCounts = {
-    total: 0,
-    queued: 0,
-    pending: 0,
-    offline: 0,
-    converged: 0,
-    failed: 0,
-    superseded: 0,
-  };
+  const s = noCounts();
   for (const p of phases.slice(0, upTo)) {
     s.total += p.total;
     s.queued += p.queued;

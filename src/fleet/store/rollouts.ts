@@ -9,7 +9,7 @@
  */
 import { tx } from '../../db/database.js';
 import { conflict, invalidInput, notFound } from '../../lib/errors.js';
-import type { PhaseCounts, RolloutPolicy, RolloutState } from '../rollouts/machine.js';
+import { noCounts, type PhaseCounts, type RolloutPolicy, type RolloutState } from '../rollouts/machine.js';
 import type { Requirement } from '../rollouts/selector.js';
 import { idCursor, type Page, pageLimit, SqlStore } from './sql.js';
 
@@ -375,15 +375,7 @@ export class RolloutStore extends SqlStore {
 
   /** Per-phase outcome counts (index 0 = phase 1). */
   counts(id: number, phases: number): PhaseCounts[] {
-    const out: PhaseCounts[] = Array.from({ length: phases }, () => ({
-      total: 0,
-      queued: 0,
-      pending: 0,
-      offline: 0,
-      converged: 0,
-      failed: 0,
-      superseded: 0,
-    }));
+    const out: PhaseCounts[] = Array.from({ length: phases }, noCounts);
     for (const r of this.stmt(
       `SELECT phase, outcome, online, COUNT(*) AS n FROM rollout_devices WHERE rollout_id = ?
        GROUP BY phase, outcome, online`,
