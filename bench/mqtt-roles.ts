@@ -13,6 +13,8 @@
  * process that sees the event (first publish / last message, pull start / pull done) and CPU time
  * (user + system, this process) is reported with them.
  */
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import * as path from 'node:path';
 import { connectAsync } from 'mqtt';
 import { AgentConnection } from '../src/agent/connection.js';
@@ -27,6 +29,11 @@ import { silentLogger } from '../src/lib/logger.js';
 import { putTestImage } from '../test/helpers/fleet-images.js';
 
 const log = silentLogger();
+/**
+ * The raw MQTT.js reference's topic: shaped like a device's chunk topic (same length class), and inside
+ * the fleet's tree, which is all the embedded broker lets anyone use.
+ */
+const RAW_TOPIC = 'berth/v1/bench/devices/raw-sub/chunks';
 const [role, ...argv] = process.argv.slice(2);
 const send = (m: unknown) => process.send!(m);
 const cpuMs = () => {
@@ -39,6 +46,30 @@ const on = (fn: (m: { cmd: string; [k: string]: unknown }) => Promise<void>) =>
       send({ error: String((err as Error)?.stack ?? err) });
     });
   });
+/**
+ * BENCH_PROFILE_DIR: a CPU profile of this process's main thread over what the bench times (a device's
+ * pull; the fleet between `profile-start` and `profile-stop`), without start-up and module loading.
+ */
+const profileDir = process.env.BENCH_PROFILE_DIR;
+let profiler: Session | undefined;
+const profileStart = async () => {
+  if (!profileDir) return;
+  profiler = new Session();
+  profiler.connect();
+  await profiler.post('Profiler.enable');
+  await profiler.post('Profiler.setSamplingInterval', { interval: 200 });
+  await profiler.post('Profiler.start');
+};
+const profileStop = async (name: string) => {
+  if (!profiler || !profileDir) return;
+  const { profile } = await profiler.post('Profiler.stop');
+  profiler.disconnect();
+  profiler = undefined;
+  writeFileSync(
+    path.join(profileDir, `${name}-${process.pid}-${Date.now()}.cpuprofile`),
+    JSON.stringify(profile),
+  );
+};
 process.on('disconnect', () => process.exit(0));
 process.on('message', (m: { cmd?: string }) => {
   if (m.cmd === 'exit') process.exit(0); // (a profile, if asked for, is written on a normal exit)
@@ -48,7 +79,7 @@ if (role === 'raw-sub') {
   const [url, bytes, chunk] = [argv[0]!, Number(argv[1]), Number(argv[2])];
   const n = Math.ceil(bytes / chunk);
   const sub = await connectAsync(url, { protocolVersion: 4, clientId: `raw-sub-${process.pid}` });
-  await sub.subscribeAsync('bench/raw', { qos: 1 });
+  await sub.subscribeAsync(RAW_TOPIC, { qos: 1 });
   let got = 0;
   let c0 = 0;
   sub.on('message', () => {
@@ -85,7 +116,7 @@ if (role === 'raw-sub') {
         while (inflight < 32 && next < n) {
           inflight++;
           next++;
-          pub.publish('bench/raw', payload, { qos: 1 }, () => {
+          pub.publish(RAW_TOPIC, payload, { qos: 1 }, () => {
             inflight--;
             if (next === n && inflight === 0) resolve();
             else pump();
@@ -122,6 +153,12 @@ if (role === 'raw-sub') {
       send({ image: String(m.name), bytes: img.blobs.reduce((n, b) => n + b.size, 0) });
     } else if (m.cmd === 'cpu') {
       send({ cpuMs: cpuMs() });
+    } else if (m.cmd === 'profile-start') {
+      await profileStart();
+      send({ ok: true });
+    } else if (m.cmd === 'profile-stop') {
+      await profileStop('fleet');
+      send({ ok: true });
     } else if (m.cmd === 'stats') {
       const s = server.blobs!.stats;
       send({ egress: server.blobs!.egressBytes, stream: s.streamBytes, cpuMs: cpuMs() });
@@ -151,10 +188,12 @@ if (role === 'raw-sub') {
   await agent.start();
   on(async (m) => {
     if (m.cmd !== 'pull') return;
+    await profileStart();
     const c0 = cpuMs();
     const start = performance.timeOrigin + performance.now();
     const r = await agent.pullImage(String(m.ref));
     const done = performance.timeOrigin + performance.now();
+    await profileStop(`device-${id}`);
     send({ start, done, bytes: r.size, cpuMs: cpuMs() - c0, stats: agent.fetcher.stats });
   });
   send({ ready: true });

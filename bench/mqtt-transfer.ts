@@ -17,6 +17,9 @@
  * (c) fan-out: N device processes pull one FANOUT MiB image at once; wall time vs one device process
  *     pulling it alone (same run; aim <= 3x) and server egress / image size (aim <= 1.5x).
  * State dirs live on /dev/shm (the root FS here is erratic for benchmarks).
+ *
+ * Profiling: BENCH_PROFILE_DIR=<dir> writes a CPU profile of the device's main thread over each timed
+ * pull and of the fleet over the same span; BENCH_NODE_ARGS is passed to every role (e.g. --cpu-prof).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { promises as fsp, readFileSync } from 'node:fs';
@@ -53,7 +56,17 @@ class Role {
       stdio: 'inherit',
     });
     children.add(this.proc);
-    this.proc.on('exit', () => children.delete(this.proc));
+    this.proc.on('exit', (code, signal) => {
+      children.delete(this.proc);
+      // A role that dies before answering must not leave the bench waiting forever.
+      if (this.waiter && (code || signal)) {
+        const w = this.waiter;
+        this.waiter = undefined;
+        console.error(`${role}: exited (${code ?? signal}) before answering`);
+        process.exitCode = 1;
+        w({ error: `${role} exited` });
+      }
+    });
     this.proc.on('message', (m: Msg) => {
       if (m.error) {
         console.error(`${role}: ${m.error}`);
@@ -94,6 +107,31 @@ const procCpuMs = (pid: number | undefined): number => {
   }
 };
 
+/**
+ * Read and write syscalls and minor page faults of another process so far (the broker's): many small
+ * syscalls mean a slow reader; page faults mean its heap grows and shrinks (buffers queued, then freed).
+ */
+const procIo = (pid: number | undefined): { r: number; w: number; faults: number } => {
+  if (!pid) return { r: 0, w: 0, faults: 0 };
+  try {
+    const io = Object.fromEntries(
+      readFileSync(`/proc/${pid}/io`, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => l.split(': ')),
+    ) as Record<string, string>;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return { r: Number(io.syscr), w: Number(io.syscw), faults: Number(stat[7]) };
+  } catch {
+    return { r: 0, w: 0, faults: 0 };
+  }
+};
+const ioDelta = (a: ReturnType<typeof procIo>, b: ReturnType<typeof procIo>) => ({
+  r: b.r - a.r,
+  w: b.w - a.w,
+  faults: b.faults - a.faults,
+});
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -110,9 +148,14 @@ interface Cpu {
   send: number;
   recv: number;
   broker: number;
+  /** the broker's read and write syscalls */
+  brokerIo?: { r: number; w: number; faults: number };
 }
 const fmtCpu = (c: Cpu, what: [string, string]) =>
-  `cpu ${what[0]} ${c.send.toFixed(0)} + ${what[1]} ${c.recv.toFixed(0)}${c.broker ? ` + broker ${c.broker.toFixed(0)}` : ''} ms`;
+  `cpu ${what[0]} ${c.send.toFixed(0)} + ${what[1]} ${c.recv.toFixed(0)}${c.broker ? ` + broker ${c.broker.toFixed(0)}` : ''} ms` +
+  (c.brokerIo?.r || c.brokerIo?.w
+    ? `, broker syscalls r ${c.brokerIo.r} w ${c.brokerIo.w}, page faults ${c.brokerIo.faults}`
+    : '');
 
 async function rawOnce(where: string, brokerPid: number | undefined): Promise<{ ms: number; cpu: Cpu }> {
   const pub = new Role('raw-pub', [where, String(SIZE), String(CHUNK)]);
@@ -120,13 +163,15 @@ async function rawOnce(where: string, brokerPid: number | undefined): Promise<{ 
   const sub = new Role('raw-sub', [String(ready.url), String(SIZE), String(CHUNK)]);
   await sub.next();
   const b0 = procCpuMs(brokerPid);
+  const io0 = procIo(brokerPid);
   const [p, s] = await Promise.all([pub.ask({ cmd: 'go' }), sub.next()]);
   const broker = procCpuMs(brokerPid) - b0;
+  const io1 = procIo(brokerPid);
   pub.stop();
   sub.stop();
   return {
     ms: Number(s.done) - Number(p.start),
-    cpu: { send: Number(p.cpuMs), recv: Number(s.cpuMs), broker },
+    cpu: { send: Number(p.cpuMs), recv: Number(s.cpuMs), broker, brokerIo: ioDelta(io0, io1) },
   };
 }
 
@@ -185,14 +230,19 @@ async function benchBroker(kind: string): Promise<void> {
         raw.push(r.ms);
         rawCpu.push(r.cpu.send + r.cpu.recv + r.cpu.broker);
         const d = await device(url, pubKey, `single-${i}`);
+        if (process.env.BENCH_PROFILE_DIR) await fleet.ask({ cmd: 'profile-start' });
         const f0 = await fleet.ask({ cmd: 'stats' });
         const b0 = procCpuMs(m?.pid);
+        const io0 = procIo(m?.pid);
         const b = await pull(d, 'big:1');
+        const io1 = procIo(m?.pid);
         const f1 = await fleet.ask({ cmd: 'stats' });
+        if (process.env.BENCH_PROFILE_DIR) await fleet.ask({ cmd: 'profile-stop' });
         const cpu: Cpu = {
           send: Number(f1.cpuMs) - Number(f0.cpuMs),
           recv: b.cpuMs,
           broker: procCpuMs(m?.pid) - b0,
+          brokerIo: ioDelta(io0, io1),
         };
         const egress = (Number(f1.egress) - Number(f0.egress)) / b.bytes;
         d.stop();
