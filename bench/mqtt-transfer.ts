@@ -15,7 +15,11 @@
  *     warm-up pull from another device, as a fleet serving many devices has it cached.
  *     (a) and (b) alternate `runs` times; medians and their ratio are printed (aim >= 0.9).
  * (c) fan-out: N device processes pull one FANOUT MiB image at once; wall time vs one device process
- *     pulling it alone (same run; aim <= 3x) and server egress / image size (aim <= 1.5x).
+ *     pulling it alone (same run; aim <= 3x) and server egress / image size (aim <= 1.5x). In-run
+ *     reference: N raw MQTT.js subscriber processes receiving FANOUT MiB from one publisher through the
+ *     same broker (QoS 1, same chunks), so berth-fan-out / raw-fan-out is printed too; and the CPU-bound
+ *     floor of each (CPU time of every process, broker included, / cores): N processes on few cores
+ *     cannot finish sooner than that.
  * State dirs live on /dev/shm (the root FS here is erratic for benchmarks).
  *
  * Profiling: BENCH_PROFILE_DIR=<dir> writes a CPU profile of the device's main thread over each timed
@@ -23,6 +27,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { promises as fsp, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { Mosquitto } from '../test/helpers/mosquitto.js';
 
@@ -157,6 +162,34 @@ const fmtCpu = (c: Cpu, what: [string, string]) =>
     ? `, broker syscalls r ${c.brokerIo.r} w ${c.brokerIo.w}, page faults ${c.brokerIo.faults}`
     : '');
 
+/**
+ * The raw fan-out reference: one MQTT.js publisher, `n` subscriber processes (all connected first), the
+ * same bytes; wall from the first publish to the last subscriber's last message.
+ */
+async function rawFanout(
+  where: string,
+  brokerPid: number | undefined,
+  n: number,
+  bytes: number,
+): Promise<{ ms: number; cpuMs: number }> {
+  const pub = new Role('raw-pub', [where, String(bytes), String(CHUNK)]);
+  const ready = await pub.next();
+  const subs = Array.from(
+    { length: n },
+    () => new Role('raw-sub', [String(ready.url), String(bytes), String(CHUNK)]),
+  );
+  await Promise.all(subs.map((s) => s.next()));
+  const b0 = procCpuMs(brokerPid);
+  const [p, ...done] = await Promise.all([pub.ask({ cmd: 'go' }), ...subs.map((s) => s.next())]);
+  const broker = procCpuMs(brokerPid) - b0;
+  pub.stop();
+  for (const s of subs) s.stop();
+  return {
+    ms: Math.max(...done.map((d) => Number(d.done))) - Number(p!.start),
+    cpuMs: Number(p!.cpuMs) + done.reduce((c, d) => c + Number(d.cpuMs), 0) + broker,
+  };
+}
+
 async function rawOnce(where: string, brokerPid: number | undefined): Promise<{ ms: number; cpu: Cpu }> {
   const pub = new Role('raw-pub', [where, String(SIZE), String(CHUNK)]);
   const ready = await pub.next();
@@ -277,18 +310,27 @@ async function benchBroker(kind: string): Promise<void> {
       solo.stop();
       const soloMs = s.done - s.start;
       const before = await fleet.ask({ cmd: 'stats' });
+      const b0 = procCpuMs(m?.pid);
       const rs = await Promise.all(devs.map((d) => pull(d, 'fan:1')));
+      const brokerCpu = procCpuMs(m?.pid) - b0;
       const after = await fleet.ask({ cmd: 'stats' });
       for (const d of devs) d.stop();
       const wall = Math.max(...rs.map((r) => r.done)) - Math.min(...rs.map((r) => r.start));
       const egress = Number(after.egress) - Number(before.egress);
       const stream = Number(after.stream) - Number(before.stream);
+      const cpu =
+        rs.reduce((c, r) => c + r.cpuMs, 0) + Number(after.cpuMs) - Number(before.cpuMs) + brokerCpu;
+      const raw = await rawFanout(where, m?.pid, FANOUT, imageBytes);
+      const cores = availableParallelism();
       console.log(
         `  single device pull of ${FANOUT_SIZE / MiB} MiB: ${soloMs.toFixed(0)} ms; ${FANOUT} devices at once: ${wall.toFixed(0)} ms ` +
-          `(device cpu median ${median(rs.map((r) => r.cpuMs)).toFixed(0)} ms; server egress ${(egress / MiB).toFixed(1)} MiB: stream ${(stream / MiB).toFixed(1)}, unicast ${((egress - stream) / MiB).toFixed(1)})`,
+          `(device cpu median ${median(rs.map((r) => r.cpuMs)).toFixed(0)} ms; server egress ${(egress / MiB).toFixed(1)} MiB: stream ${(stream / MiB).toFixed(1)}, unicast ${((egress - stream) / MiB).toFixed(1)}; ` +
+          `cpu all processes ${cpu.toFixed(0)} ms, floor on ${cores} cores ${(cpu / cores).toFixed(0)} ms); ` +
+          `raw MQTT.js 1 publisher -> ${FANOUT} subscriber processes: ${raw.ms.toFixed(0)} ms (cpu all processes ${raw.cpuMs.toFixed(0)} ms, floor ${(raw.cpuMs / cores).toFixed(0)} ms)`,
       );
       console.log(
         `RESULT mqtt-fanout-${kind} ${FANOUT} device processes, ${FANOUT_SIZE / MiB} MiB: wall ${(wall / soloMs).toFixed(2)}x a single pull (aim <= 3), ` +
+          `${(wall / raw.ms).toFixed(2)}x raw MQTT.js fan-out to ${FANOUT} processes; wall / cpu-bound floor: berth ${(wall / (cpu / cores)).toFixed(2)}, raw ${(raw.ms / (raw.cpuMs / cores)).toFixed(2)}; ` +
           `server egress ${(egress / imageBytes).toFixed(2)}x the image (aim <= 1.5)`,
       );
     }

@@ -1,4 +1,5 @@
 import { type KeyObject, randomBytes } from 'node:crypto';
+import type { Statement } from 'better-sqlite3';
 import type { ContentStore } from '../content/store.js';
 import { type Db, tx } from '../db/database.js';
 import { type Clock, systemClock, type TimerHandle } from '../lib/clock.js';
@@ -166,6 +167,8 @@ export class BlobFetcher {
   private readonly writer: ChunkWriter;
   private readonly ownWriter: boolean;
   private ticker: TimerHandle | undefined;
+  /** the progress UPDATE, prepared once (it runs every `ackEvery` chunks) */
+  private updateBits: Statement<[Buffer, number, string]> | undefined;
   private stopped = false;
   private unclaim: (() => void) | undefined;
   private readonly fanoutPrefix: string;
@@ -511,9 +514,10 @@ export class BlobFetcher {
   }
 
   private persistBits(digest: Digest, bitmap: Bitmap): void {
-    this.opts.db
-      .prepare('UPDATE transport_transfers SET bitmap = ?, updated_at = ? WHERE digest = ?')
-      .run(bitmap.bits, this.clock.now(), digest);
+    this.updateBits ??= this.opts.db.prepare(
+      'UPDATE transport_transfers SET bitmap = ?, updated_at = ? WHERE digest = ?',
+    );
+    this.updateBits.run(bitmap.bits, this.clock.now(), digest);
   }
 
   private persist(t: Transfer): void {
