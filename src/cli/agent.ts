@@ -17,7 +17,8 @@ import { autoRemoveCommand, selfLauncherCommand } from '../lib/self.js';
 import { formatPlatform, hostPlatform, parsePlatform } from '../oci/platform.js';
 import { resolvePublicKey } from '../transport/signing.js';
 import { BUILD } from '../version.js';
-import { type CliContext, invocation } from './context.js';
+import type { CliContext } from './context.js';
+import { invocation } from './invocation.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { ProgressBar } from './progress.js';
 
