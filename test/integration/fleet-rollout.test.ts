@@ -218,6 +218,36 @@ test('approval and pause/resume; success moves the group target; every device ge
   t.true(draft instanceof Error && /has no device to roll out to/.test(draft.message));
 });
 
+test('a last phase with no device left still sets the group target: the cleared overrides fall back to the release', async (t) => {
+  // 3 devices, phases 3,100%: every device is moved in phase 1 (overrides) and phase 2 is empty
+  const { fleet, wire } = await groupFleet(t, 3, 0);
+  const { rollouts } = fleet.server.services;
+  const r = await rollouts.create({
+    target: { apps: apps('2'), images: ['app:2'] },
+    selection: { group: 'g1' },
+    phases: [3, '100%'],
+  });
+  t.deepEqual(
+    rollouts.view(r.id).counts.map((c) => c.total),
+    [3, 0],
+  );
+  await waitFor(() => rollouts.view(r.id).row.settle === 'done', 20_000, 'succeeded and settled');
+  t.is(rollouts.view(r.id).row.state, 'succeeded');
+  const ids = fleet.stores.rollouts.devices(r.id).map((x) => x.deviceId);
+  await waitFor(() => ids.every((id) => wire.clears.get(`device ${id}`) === 1), 10_000, 'clears seen');
+  // the group target is the release (once); each device got the release once, then a clear
+  t.deepEqual(wire.content.get('group g1'), ['app:2']);
+  for (const id of ids) t.deepEqual(wire.content.get(`device ${id}`), ['app:2'], id);
+  // after the clears the devices follow the group target — the release, not the old group target
+  await waitFor(
+    () => ids.every((id) => fleet.stores.devices.get(id)?.applied?.version === 2),
+    20_000,
+    'every device on group g1 2',
+  );
+  for (const id of ids)
+    t.like(fleet.stores.devices.get(id)!.applied, { kind: 'group', id: 'g1', version: 2 });
+});
+
 test('a newer rollout for the same devices supersedes the older one', async (t) => {
   const { fleet } = await groupFleet(t, 10, 0);
   const { rollouts } = fleet.server.services;

@@ -9,6 +9,7 @@
  */
 import { tx } from '../../db/database.js';
 import { conflict, invalidInput, notFound } from '../../lib/errors.js';
+import type { TargetAgent } from '../../transport/messages.js';
 import { noCounts, type PhaseCounts, type RolloutPolicy, type RolloutState } from '../rollouts/machine.js';
 import type { Requirement } from '../rollouts/selector.js';
 import { idCursor, type Page, pageLimit, SqlStore } from './sql.js';
@@ -26,6 +27,8 @@ export interface Selection {
 export interface RolloutTarget {
   apps: unknown;
   images: Array<{ name: string; digest: string }>;
+  /** the agent release the devices run (docs/self-update.md), when the target names one */
+  agent?: TargetAgent | undefined;
 }
 
 export interface PhaseRecord {
@@ -369,6 +372,15 @@ export class RolloutStore extends SqlStore {
         found.add(r.id);
     }
     return [...found].sort((a, b) => a - b);
+  }
+
+  /** Active group rollouts (other than `except`) of this group: their last phase would set its target. */
+  activeForGroup(group: string, except: number): number[] {
+    return (
+      this.stmt(
+        `SELECT id FROM rollouts WHERE grp = ? AND id <> ? AND state IN ${ACTIVE_SQL} ORDER BY id`,
+      ).all(group, except) as Array<{ id: number }>
+    ).map((r) => r.id);
   }
 
   // ---- counts -----------------------------------------------------------------------------------
