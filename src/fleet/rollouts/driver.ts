@@ -565,6 +565,7 @@ export class RolloutDriver {
                   viaGroup: false,
                   want: { kind: 'device', id: g.d.id, version: deps[j]!.version },
                   prev: g.prev,
+                  online: g.d.online,
                 })),
                 this.clock.now(),
               );
@@ -618,6 +619,7 @@ export class RolloutDriver {
             viaGroup: true,
             want: { kind: 'group', id: group, version: groupDep!.version },
             prev: g.prev,
+            online: g.d.online,
           })),
           this.clock.now(),
         );

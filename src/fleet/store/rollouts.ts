@@ -503,11 +503,13 @@ export class RolloutStore extends SqlStore {
       viaGroup: boolean;
       want: ScopeRef;
       prev: ScopeRef | null;
+      /** whether the device is online now (counted as offline while pending otherwise) */
+      online?: boolean | undefined;
     }>,
     now: number,
   ): void {
     const up = this.stmt(
-      `UPDATE rollout_devices SET publish = 'pending', outcome = 'pending', deployment_id = @dep, via_group = @vg, want_kind = @wk,
+      `UPDATE rollout_devices SET publish = 'pending', outcome = 'pending', online = @on, deployment_id = @dep, via_group = @vg, want_kind = @wk,
          want_id = @wi, want_version = @wv, prev_kind = @pk, prev_id = @pi, prev_version = @pv, updated_at = @now
        WHERE rollout_id = @id AND device_id = @dev AND publish = 'none'`,
     );
@@ -524,6 +526,7 @@ export class RolloutStore extends SqlStore {
           pk: r.prev?.kind ?? null,
           pi: r.prev?.id ?? null,
           pv: r.prev?.version ?? null,
+          on: r.online ? 1 : 0,
           now,
         });
         // never twice for one device and phase: a row already being sent is a bug upstream, not a retry
