@@ -1,15 +1,6 @@
 import { z } from 'zod';
 
 /**
- * The config file's format. A release manifest names the formats its executable reads, and a device
- * refuses a release that cannot read its config (docs/self-update.md): bump this when a key is removed,
- * renamed or changes meaning.
- */
-export const CONFIG_FORMAT = 1;
-/** The oldest config format this release still reads. */
-export const MIN_CONFIG_FORMAT = 1;
-
-/**
  * The one configuration schema. Values come from (lowest to highest): defaults here, the config file
  * (YAML or JSON), environment variables (BERTH_<SECTION>_<KEY>, e.g. BERTH_STORAGE_DRIVER), CLI flags.
  */
@@ -109,13 +100,9 @@ export const ConfigSchema = z
       .object({
         /** after an update, a crash or failed health check within this long rolls back */
         healthWindowMs: z.number().int().min(0).default(60_000),
-        /** backoff between failed or waiting reconcile passes: doubles from min to max */
+        /** backoff between failed or waiting reconcile passes: doubles from min to max, jittered */
         retryMinMs: z.number().int().min(10).default(1000),
-        retryMaxMs: z
-          .number()
-          .int()
-          .min(10)
-          .default(5 * 60_000),
+        retryMaxMs: z.number().int().min(10).default(60_000),
         /** a converged agent looks again this often (restarts, health, drift) */
         idleIntervalMs: z.number().int().min(10).default(10_000),
         /** bytes kept free on the state dir's filesystem when deciding whether an update fits */
