@@ -4,6 +4,7 @@
  *
  *   node --import tsx bench/mqtt-transfer.ts [--size-mib 256] [--chunk-kib 256] [--runs 3]
  *        [--brokers mosquitto,aedes] [--fanout 20] [--fanout-mib 32] [--skip-single] [--skip-fanout]
+ *        [--mosquitto-malloc-tuned]
  *
  * Per broker (Mosquitto as its own process; the embedded aedes inside the sending process, where
  * `berth fleet serve` runs it):
@@ -21,6 +22,9 @@
  *     floor of each (CPU time of every process, broker included, / cores): N processes on few cores
  *     cannot finish sooner than that.
  * State dirs live on /dev/shm (the root FS here is erratic for benchmarks).
+ *
+ * `--mosquitto-malloc-tuned` starts Mosquitto with the glibc malloc settings docs/protocol.md recommends
+ * (Connections); without it, many berth runs show ~96,000 broker page faults per 256 MiB (see there).
  *
  * Profiling: BENCH_PROFILE_DIR=<dir> writes a CPU profile of the device's main thread over each timed
  * pull and of the fleet over the same span; BENCH_NODE_ARGS is passed to every role (e.g. --cpu-prof).
@@ -43,6 +47,8 @@ const RUNS = Number(arg('runs', '3'));
 const BROKERS = arg('brokers', 'mosquitto,aedes').split(',').filter(Boolean);
 const FANOUT = Number(arg('fanout', '20'));
 const FANOUT_SIZE = Number(arg('fanout-mib', '32')) * MiB;
+/** glibc malloc settings for Mosquitto (docs/protocol.md, Connections). */
+const MOSQUITTO_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '4194304', MALLOC_TRIM_THRESHOLD_: '67108864' };
 const root = await fsp.mkdtemp('/dev/shm/berth-bench-');
 const ROLES = path.join(import.meta.dirname, 'mqtt-roles.ts');
 const children = new Set<ChildProcess>();
@@ -233,6 +239,9 @@ async function pull(d: Role, ref: string): Promise<Pulled> {
 }
 
 async function benchBroker(kind: string): Promise<void> {
+  const tuned = kind === 'mosquitto' && args.includes('--mosquitto-malloc-tuned');
+  // only the broker gets them (it inherits this environment at spawn; the roles are forked later)
+  if (tuned) Object.assign(process.env, MOSQUITTO_MALLOC_ENV);
   const m =
     kind === 'mosquitto'
       ? await Mosquitto.start([
@@ -240,7 +249,9 @@ async function benchBroker(kind: string): Promise<void> {
           'max_queued_messages 100000',
           'max_queued_bytes 0',
           'set_tcp_nodelay true',
-        ])
+        ]).finally(() => {
+          if (tuned) for (const k of Object.keys(MOSQUITTO_MALLOC_ENV)) delete process.env[k];
+        })
       : undefined;
   const where = m?.url ?? 'embedded';
   const fleet = new Role('fleet', [where, await freshDir('fleet')]);
@@ -248,7 +259,7 @@ async function benchBroker(kind: string): Promise<void> {
     const f = await fleet.next();
     const url = String(f.url);
     const pubKey = String(f.publicKeyFile);
-    console.log(`\n== ${kind} (${url})`);
+    console.log(`\n== ${kind} (${url})${tuned ? ' with glibc malloc tuned' : ''}`);
     if (!args.includes('--skip-single')) {
       await fleet.ask({ cmd: 'image', name: 'big:1', bytes: SIZE });
       const warm = await device(url, pubKey, 'warm');
