@@ -17,7 +17,8 @@ import { developmentStorage, type StorageHelper } from './storage-helper.js';
 
 /**
  * Applying one OCI layer (a tar, possibly compressed) onto a directory, streaming: bytes are
- * decompressed, hashed (the DiffID) and extracted in one pass; nothing is buffered whole.
+ * decompressed, hashed (the DiffID) and extracted in one pass; nothing is buffered whole. An uncompressed
+ * content-store blob is not hashed again: its digest is the DiffID (storeDiffId).
  *
  * Where it writes (ApplyTarget):
  *   - `whiteouts: 'delete'`  — the directory already holds the parent's content (btrfs snapshot,
