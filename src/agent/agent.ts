@@ -82,6 +82,8 @@ export class Agent {
       emit: (e) => this.onEvent(e),
       onOutcome: (out) => {
         for (const fn of this.outcomeListeners) fn(out);
+        // the next retry's time changed: the reported state shows it (errors are reported as events anyway)
+        if (out.status === 'waiting') this.reportSoon();
       },
     });
     this.reporter = new Reporter({
@@ -104,7 +106,7 @@ export class Agent {
       clock,
       mutex: this.mutex,
       isLocked: (app) => o.ports.locks.held(app),
-      reconcile: () => void this.reconciler.trigger(),
+      reconcile: (why) => void this.reconciler.retryNow(why),
       report: async () => {
         await this.reporter.reportInfo(true);
         await this.reporter.reportState(true);
@@ -178,10 +180,10 @@ export class Agent {
     this.reporter.start();
     this.watchStates();
     // A run that failed or waits for want of the fleet (a fetch, sizing an image for the space check)
-    // backs off up to minutes: the link coming back is the moment to try again.
+    // backs off up to a minute: the link coming back is the moment to try again, from a fresh backoff.
     this.offOnline = this.o.transport.onOnline(() => {
       const last = this.reconciler.lastOutcome?.status;
-      if (last === 'error' || last === 'waiting') void this.reconciler.trigger();
+      if (last === 'error' || last === 'waiting') void this.reconciler.retryNow('the fleet link is back');
     });
   }
 

@@ -1,6 +1,6 @@
 /**
  * Remote commands from the fleet (and the local API): restart an app or a service, fetch recent logs,
- * re-report, purge a volume. Validated with a schema at the edge, dispatched over the ports, always
+ * re-report, purge a volume, retry the reconcile now. Validated with a schema at the edge, dispatched over the ports, always
  * answered with a result object (never a throw), so the transport can reply on the request's topic.
  */
 import { z } from 'zod';
@@ -30,6 +30,8 @@ export const CommandSchema = z.discriminatedUnion('kind', [
     })
     .strict(),
   z.object({ id: z.string().max(64).optional(), kind: z.literal('report') }).strict(),
+  /** reconcile now, with the retry backoff reset (the cause of the last failure is gone) */
+  z.object({ id: z.string().max(64).optional(), kind: z.literal('retry') }).strict(),
   z
     .object({
       id: z.string().max(64).optional(),
@@ -54,8 +56,8 @@ export interface CommandDeps {
   clock: Clock;
   mutex: Mutex;
   isLocked: (app: string) => Promise<boolean>;
-  /** ask the reconciler to look again */
-  reconcile: () => void;
+  /** ask the reconciler to look again now, its retry backoff reset (`why` goes to the log) */
+  reconcile: (why: string) => void;
   report: () => Promise<void>;
 }
 
@@ -105,7 +107,7 @@ async function run(cmd: Command, d: CommandDeps): Promise<unknown> {
         }
         return ids;
       });
-      d.reconcile();
+      d.reconcile(`restart of ${cmd.app}${cmd.service ? `/${cmd.service}` : ''}`);
       return { restarted };
     }
     case 'logs': {
@@ -119,6 +121,9 @@ async function run(cmd: Command, d: CommandDeps): Promise<unknown> {
     case 'report':
       await d.report();
       return { reported: true };
+    case 'retry':
+      d.reconcile('an operator asked to retry');
+      return { retrying: true };
     case 'purgeVolume': {
       const vols = await d.volumes.list();
       if (!vols.some((v) => v.app === cmd.app && v.name === cmd.volume))
@@ -143,7 +148,7 @@ async function run(cmd: Command, d: CommandDeps): Promise<unknown> {
         for (const id of ids) await d.engine.start(id);
         return ids;
       });
-      d.reconcile();
+      d.reconcile(`purge of volume ${cmd.app}/${cmd.volume}`);
       return { purged: `${cmd.app}/${cmd.volume}`, restarted: stopped };
     }
   }

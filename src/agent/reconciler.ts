@@ -2,8 +2,11 @@
  * The reconcile loop. Single-flight: one run at a time; a trigger during a run makes the run go once more
  * when it ends. A run: promote a pending target, check the health window, check disk space, then
  * plan → run the batch → plan again from fresh state, until the plan is empty (converged), only waits
- * (blocked: retry later) or a step fails (retry later). "Later" backs off exponentially, from `minDelayMs`
- * to `maxDelayMs`, and resets on progress. All timers go through the injected Clock.
+ * (blocked: retry later) or a step fails (retry later). "Later" backs off exponentially with jitter, from
+ * `minDelayMs` to `maxDelayMs` (60 s), and resets on progress — and whenever something changes that may cure
+ * the failure (`retryNow`: a new target, the fleet link back, disk space freed, an operator's retry or
+ * restart). The pending retry and its last error are readable (`retry`) for the reported state.
+ * All timers go through the injected Clock.
  *
  * State lives in SQLite (AgentStore) and in what the ports report, never in this object: a new Reconciler
  * over the same database and device picks up exactly where a killed one stopped.
@@ -26,6 +29,7 @@ import {
   type TargetOrigin,
   targetImages,
 } from '../core/target.js';
+import { RetryPolicy, type RetryState } from '../lib/backoff.js';
 import { BerthError, errorMessage, isBerthError, withContext } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { createExecutors, type Executors, runStep } from './executors.js';
@@ -75,8 +79,15 @@ export interface ReconcilerOptions {
   emit?: (e: AgentEvent & { at: number }) => void;
   /** health window after converging to a new target (default 60 s) */
   healthWindowMs?: number;
+  /** retry backoff of failed or waiting runs: from min (1 s) doubling to max (60 s), jittered */
   minDelayMs?: number;
   maxDelayMs?: number;
+  /** jitter source for the retry backoff (tests pin it) */
+  random?: () => number;
+  /** while a run failed for want of disk space, look at the free space this often (default 5 s) … */
+  spaceWatchMs?: number;
+  /** … and retry at once when this much more is free (default 16 MiB) */
+  spaceFreedBytes?: number;
   /** re-check a converged device this often (restart policies, health window) */
   idleIntervalMs?: number;
   /** bytes to leave free when checking space for an update */
@@ -111,13 +122,18 @@ export class Reconciler {
       | 'reserveBytes'
       | 'restartBackoff'
       | 'maxBatchesPerRun'
+      | 'spaceWatchMs'
+      | 'spaceFreedBytes'
     >
   >;
   private inFlight: Promise<RunOutcome> | undefined;
   private again = false;
   private stopped = true;
   private timer: TimerHandle | undefined;
-  private failures = 0;
+  private readonly retries: RetryPolicy;
+  /** free bytes when a run failed NoSpace, and the timer that looks again */
+  private spaceBase: number | undefined;
+  private spaceTimer: TimerHandle | undefined;
   private checkCache = new Map<string, Healthcheck>();
   /**
    * Set at start when the current target is on probation: until it has converged again (at the latest
@@ -154,12 +170,19 @@ export class Reconciler {
     this.o = {
       healthWindowMs: opts.healthWindowMs ?? 60_000,
       minDelayMs: opts.minDelayMs ?? 1000,
-      maxDelayMs: opts.maxDelayMs ?? 5 * 60_000,
+      maxDelayMs: opts.maxDelayMs ?? 60_000,
       idleIntervalMs: opts.idleIntervalMs ?? 10_000,
       reserveBytes: opts.reserveBytes ?? 32 * 1024 * 1024,
       restartBackoff: opts.restartBackoff ?? DEFAULT_RESTART_BACKOFF,
       maxBatchesPerRun: opts.maxBatchesPerRun ?? 200,
+      spaceWatchMs: opts.spaceWatchMs ?? 5000,
+      spaceFreedBytes: opts.spaceFreedBytes ?? 16 * 1024 * 1024,
     };
+    this.retries = new RetryPolicy({
+      initialMs: this.o.minDelayMs,
+      maxMs: this.o.maxDelayMs,
+      ...(opts.random ? { random: opts.random } : {}),
+    });
     this.mutex = opts.mutex ?? new Mutex();
     this.executors =
       opts.executors ??
@@ -206,6 +229,8 @@ export class Reconciler {
     this.stopped = true;
     if (this.timer) this.opts.clock.clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.spaceTimer) this.opts.clock.clearTimeout(this.spaceTimer);
+    this.spaceTimer = undefined;
     this.health.close();
     await this.inFlight;
   }
@@ -218,8 +243,26 @@ export class Reconciler {
       return false;
     }
     this.emit({ type: 'target-accepted', target: originOf(target) });
+    this.retries.reset();
     void this.trigger();
     return true;
+  }
+
+  /**
+   * Something changed that may cure what the last run failed or waited on (the fleet link is back, the
+   * fleet sent a target again, disk space was freed, an operator asked): forget the backoff and run now.
+   */
+  retryNow(why: string): Promise<RunOutcome> {
+    const r = this.retries.state;
+    this.retries.reset();
+    if (r && !this.stopped)
+      this.opts.log.info({ why, attempt: r.attempt, lastError: r.lastError }, 'retrying now; backoff reset');
+    return this.trigger();
+  }
+
+  /** The retry pending after a failed or waiting run: when, which attempt, the last error. */
+  get retry(): RetryState | undefined {
+    return this.retries.state;
   }
 
   /** Run now (single-flight). Resolves with the outcome of the run that covers this trigger. */
@@ -267,10 +310,38 @@ export class Reconciler {
     );
   }
 
-  private backoffDelay(): number {
-    const d = Math.min(this.o.maxDelayMs, this.o.minDelayMs * 2 ** Math.min(this.failures, 30));
-    this.failures++;
-    return d;
+  /** Schedule the next try after the backoff (or at `notAfter`, a wait's known end, when sooner). */
+  private retryLater(lastError?: string, notAfter?: number): void {
+    const now = this.opts.clock.now();
+    const r = this.retries.fail(now, lastError, notAfter);
+    this.schedule(Math.max(r.at - now, 10));
+  }
+
+  /**
+   * A run failed for want of space: watch the free bytes, and retry at once when enough was freed
+   * (an operator cleaned up, a log rotated) instead of at the end of the backoff.
+   */
+  private async watchSpace(): Promise<void> {
+    const { images } = this.opts.ports;
+    const stillShort = () =>
+      this.lastOutcome?.status === 'error' && this.lastOutcome.error.code === 'NoSpace';
+    this.spaceBase = await images.availableBytes().catch(() => undefined);
+    const look = () => {
+      if (this.stopped || this.spaceTimer || this.spaceBase === undefined) return;
+      this.spaceTimer = this.opts.clock.setTimeout(async () => {
+        this.spaceTimer = undefined;
+        if (!stillShort() || this.spaceBase === undefined) return;
+        const free = await images.availableBytes().catch(() => undefined);
+        if (free !== undefined && free - this.spaceBase >= this.o.spaceFreedBytes) {
+          const mib = Math.round((free - this.spaceBase) / 1024 / 1024);
+          this.spaceBase = undefined;
+          void this.retryNow(`disk space freed (${mib} MiB)`);
+          return;
+        }
+        look();
+      }, this.o.spaceWatchMs);
+    };
+    look();
   }
 
   private async runOnce(): Promise<RunOutcome> {
@@ -283,9 +354,13 @@ export class Reconciler {
     this.opts.onOutcome?.(out);
     if (out.status === 'error' && this.stopped) return { status: 'stopped' };
     if (out.status === 'error') {
-      this.opts.log.warn({ err: out.error.message, code: out.error.code }, 'reconcile failed; backing off');
+      this.retryLater(`${out.error.code}: ${out.error.message}`);
+      this.opts.log.warn(
+        { err: out.error.message, code: out.error.code, retryInMs: this.retry!.at - this.opts.clock.now() },
+        'reconcile failed; backing off',
+      );
       this.emit({ type: 'error', code: out.error.code, message: out.error.message });
-      this.schedule(this.backoffDelay());
+      if (out.error.code === 'NoSpace' && !this.spaceTimer) await this.watchSpace();
     }
     return out;
   }
@@ -346,20 +421,19 @@ export class Reconciler {
         const reasons = steps.map(describeStep);
         this.setWaiting(reasons);
         const untils = steps.flatMap((s) => (s.kind === 'wait' && s.until !== undefined ? [s.until] : []));
-        const backoff = this.backoffDelay();
-        const delay = untils.length > 0 ? Math.min(backoff, Math.min(...untils) - clock.now()) : backoff;
-        this.schedule(Math.max(delay, 10));
+        this.retryLater(undefined, untils.length > 0 ? Math.min(...untils) : undefined);
         return { status: 'waiting', reasons };
       }
 
       this.stats.batches++;
       this.setWaiting([]);
       await this.mutex.run(() => this.runBatch(actionable));
-      this.failures = 0;
+      this.retries.succeed();
       for (const app of Object.keys(target.apps)) store.setAppStatus(app, 'applying', clock.now());
     }
-    this.schedule(this.backoffDelay());
-    return { status: 'waiting', reasons: [`no convergence after ${this.o.maxBatchesPerRun} batches`] };
+    const reason = `no convergence after ${this.o.maxBatchesPerRun} batches`;
+    this.retryLater(reason);
+    return { status: 'waiting', reasons: [reason] };
   }
 
   private async runBatch(steps: Step[]): Promise<void> {
@@ -391,7 +465,7 @@ export class Reconciler {
 
   private converged(target: Target, state: CurrentState): RunOutcome {
     const { store, clock } = this.opts;
-    this.failures = 0;
+    this.retries.succeed();
     this.setWaiting([]);
     this.waitingTold = '';
     const cur = store.getTarget('current');

@@ -95,6 +95,7 @@ export class Reporter {
       targetReason: cur?.reason,
       previous: prev?.target,
       waiting: this.o.reconciler.waiting,
+      retry: this.o.reconciler.retry,
       containers: state.containers,
       lastErrors,
       apps: store.apps(),

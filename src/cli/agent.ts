@@ -17,6 +17,7 @@ import { autoRemoveCommand, selfLauncherCommand } from '../lib/self.js';
 import { formatPlatform, hostPlatform, parsePlatform } from '../oci/platform.js';
 import { resolvePublicKey } from '../transport/signing.js';
 import { BUILD } from '../version.js';
+import { registerAgentStatus } from './agent-status.js';
 import { type CliContext, invocation } from './context.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { ProgressBar } from './progress.js';
@@ -40,7 +41,7 @@ interface AgentFlags extends MqttFlags {
  * fleet, device id, credentials, groups and fleet key from <state-dir>/enrollment.json; flags still win.
  */
 export function registerAgent(program: Command, ctx: () => CliContext): void {
-  addMqttOptions(
+  const agent = addMqttOptions(
     program
       .command('agent')
       .description(
@@ -105,6 +106,7 @@ export function registerAgent(program: Command, ctx: () => CliContext): void {
     });
     process.exitCode = await launcher.run();
   });
+  registerAgentStatus(agent, ctx);
 }
 
 /** The device agent until a signal, the launcher going away, or a switch to a new version (restart). */

@@ -109,13 +109,9 @@ export const ConfigSchema = z
       .object({
         /** after an update, a crash or failed health check within this long rolls back */
         healthWindowMs: z.number().int().min(0).default(60_000),
-        /** backoff between failed or waiting reconcile passes: doubles from min to max */
+        /** backoff between failed or waiting reconcile passes: doubles from min to max, jittered */
         retryMinMs: z.number().int().min(10).default(1000),
-        retryMaxMs: z
-          .number()
-          .int()
-          .min(10)
-          .default(5 * 60_000),
+        retryMaxMs: z.number().int().min(10).default(60_000),
         /** a converged agent looks again this often (restarts, health, drift) */
         idleIntervalMs: z.number().int().min(10).default(10_000),
         /** bytes kept free on the state dir's filesystem when deciding whether an update fits */

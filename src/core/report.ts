@@ -3,6 +3,7 @@
  * device (apps → services: image, state, health, restarts, last error) plus where the rollout stands;
  * metrics are sent only when some value moved beyond its threshold, to spare the link and the broker.
  */
+import type { RetryState } from '../lib/backoff.js';
 import type { UpdateStatus } from './self-update.js';
 import type { CurrentContainer, HealthStatus } from './state.js';
 import { originOf, specHash, type Target, type TargetOrigin } from './target.js';
@@ -36,6 +37,8 @@ export interface ReportedState {
     previous: TargetOrigin | null;
     /** why the update is not progressing (update lock, hand-over, dependencies), while it waits */
     waiting?: string[] | undefined;
+    /** the next reconcile try after a failed or waiting one: when, which attempt, the last error */
+    retry?: RetryState | undefined;
   };
   apps: Record<string, AppReport>;
   /** the agent itself: the version running, and where its latest self-update stands */
@@ -53,6 +56,7 @@ export interface ReportInput {
   targetReason?: string | undefined;
   previous?: Target | undefined;
   waiting?: readonly string[] | undefined;
+  retry?: RetryState | undefined;
   containers: readonly CurrentContainer[];
   lastErrors: ReadonlyMap<string, string>;
   apps: ReadonlyArray<{ name: string; status: string; lastError?: string }>;
@@ -104,6 +108,15 @@ export function buildReportedState(i: ReportInput): ReportedState {
       ...(i.targetReason ? { reason: i.targetReason } : {}),
       previous: i.previous ? originOf(i.previous) : null,
       ...(i.waiting && i.waiting.length > 0 ? { waiting: [...i.waiting] } : {}),
+      ...(i.retry
+        ? {
+            retry: {
+              at: i.retry.at,
+              attempt: i.retry.attempt,
+              ...(i.retry.lastError ? { lastError: i.retry.lastError.slice(0, 4096) } : {}),
+            },
+          }
+        : {}),
     },
     apps,
     ...(i.agent ? { agent: i.agent } : {}),

@@ -1,5 +1,5 @@
 /**
- * Remote commands to one device (restart, logs, report, purge-volume): signed with the fleet key here —
+ * Remote commands to one device (restart, logs, report, purge-volume, retry): signed with the fleet key here —
  * the key never leaves the server — published on the device's `command` topic, answered on its `result`
  * topic, matched by command id and by the device the answer came from.
  *

@@ -94,7 +94,7 @@ export interface AuditQueryInput {
 }
 
 export interface CommandInput {
-  kind: 'restart' | 'logs' | 'report' | 'purgeVolume';
+  kind: 'restart' | 'logs' | 'report' | 'purgeVolume' | 'retry';
   app?: string | undefined;
   service?: string | undefined;
   tail?: number | undefined;

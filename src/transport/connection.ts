@@ -6,10 +6,10 @@ import {
   MqttClient,
   type StreamBuilder,
 } from 'mqtt';
+import { backoffDelay } from '../lib/backoff.js';
 import { type Clock, systemClock, type TimerHandle } from '../lib/clock.js';
 import { unavailable } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
-import { backoffDelay } from './backoff.js';
 import { deliverGuarded, type MessageListener } from './guard.js';
 
 /**

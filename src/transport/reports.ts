@@ -60,6 +60,15 @@ export const ReportedStateSchema = z
         /** the target this one replaced (what a rollback returns to) */
         previous: TargetRefSchema.nullable(),
         waiting: z.array(text(1024)).max(64).optional(),
+        /** the agent's next reconcile try after a failed or waiting one (docs/agent.md) */
+        retry: z
+          .object({
+            at: z.number().int().nonnegative(),
+            attempt: z.number().int().nonnegative(),
+            lastError: text(4096).optional(),
+          })
+          .strict()
+          .optional(),
       })
       .strict(),
     apps: z.record(safeName, AppReportSchema),

@@ -345,3 +345,50 @@ test('metrics: device + per-container stats are queued only when they move beyon
   t.is(last.cpuPercent, 12.5);
   t.is(last.temperatureC, 45);
 });
+
+test('failed reconciles: the state shows the next retry and the last error; the link back and `retry` start the backoff over', async (t) => {
+  const { agent, client, clock, device, transport } = await setup(t);
+  device.failures.set('fetch', new Error('pull failed under load'));
+  agent.receiveTarget(TARGET);
+  await agent.reconciler.idle();
+  const rec = agent.reconciler;
+  const retryIn = () => rec.retry!.at - clock.now();
+  for (let i = 0; i < 9; i++) {
+    await clock.advance(retryIn());
+    await rec.idle();
+  }
+  t.like(rec.retry, { attempt: 10 });
+  t.true(retryIn() >= 30_000 && retryIn() <= 60_000, `capped at 60 s, jittered: ${retryIn()}`);
+  const state = (await client.state()) as {
+    target: { status: string; retry?: { at: number; attempt: number; lastError?: string } };
+  };
+  t.is(state.target.status, 'applying');
+  t.deepEqual(state.target.retry, rec.retry, 'the local API shows when and why');
+  t.regex(state.target.retry!.lastError!, /^Internal: fetch app:1: pull failed under load$/);
+
+  // The broker comes back: the agent tries at once, and a failure now waits the first delay again.
+  transport.goOnline();
+  await flush();
+  await rec.idle();
+  t.like(rec.retry, { attempt: 1 });
+  t.true(retryIn() <= 1000, `first delay after the link came back: ${retryIn()}`);
+  const published = transport.published.filter((p) => p.channel === 'state').at(-1)!.payload as {
+    target: { retry?: { attempt: number; lastError?: string } };
+  };
+  t.like(published.target.retry, { attempt: 1 }, 'the reported state carries it to the fleet');
+  t.regex(published.target.retry!.lastError!, /pull failed under load/);
+
+  for (let i = 0; i < 6; i++) {
+    await clock.advance(retryIn());
+    await rec.idle();
+  }
+  t.like(rec.retry, { attempt: 7 });
+  // The operator fixed the cause and says so (`berth agent retry`): the run happens now, not in a minute.
+  device.failures.delete('fetch');
+  t.like(await client.command({ kind: 'retry' }), { kind: 'retry', ok: true, result: { retrying: true } });
+  await flush();
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'converged' });
+  t.is(rec.retry, undefined);
+  t.is(((await client.state()) as { target: { retry?: unknown } }).target.retry, undefined);
+});

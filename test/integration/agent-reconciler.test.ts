@@ -43,6 +43,7 @@ function world(t: { teardown: (fn: () => void) => void }) {
       log: silentLogger(),
       emit: (e) => events.push(e),
       healthWindowMs: 30_000,
+      random: () => 1, // the backoff's jitter pinned to its full step (a test sets its own)
       ...opts,
     });
     return { rec, store, db };
@@ -139,6 +140,68 @@ test('errors back off exponentially up to the cap, and progress resets the backo
   await rec.idle();
   t.like(rec.lastOutcome, { status: 'converged' });
   await rec.stop();
+});
+
+test('a pull failing under load backs off to 60 s at most, jittered; a retry starts over from the first delay', async (t) => {
+  const w = world(t);
+  let r = 0;
+  const randoms = [0, 0.5, 1, 0.25, 0.75];
+  const { rec } = w.make({ random: () => randoms[r++ % randoms.length]! }); // the defaults: 1 s … 60 s
+  w.device.failures.set('fetch', unavailable('fleet overloaded'));
+  rec.start();
+  rec.setTarget(v(1, 'web:1'));
+  await rec.idle();
+  const delays: number[] = [];
+  for (let i = 0; i < 12; i++) {
+    const d = w.clock.pending()[0]!;
+    t.is(rec.retry?.at, w.clock.now() + d, 'the retry shown is the one scheduled');
+    delays.push(d);
+    await w.clock.advance(d);
+    await rec.idle();
+  }
+  t.deepEqual(delays.slice(0, 3), [500, 1500, 4000], 'half to all of 1 s, 2 s, 4 s');
+  t.true(
+    delays.slice(6).every((d) => d >= 30_000 && d <= 60_000),
+    `capped at 60 s with jitter: ${delays}`,
+  );
+  t.true(new Set(delays.slice(6)).size > 1, 'jittered, not lockstep');
+  t.like(rec.retry, { attempt: 13 });
+  t.regex(rec.retry!.lastError!, /^Unavailable: fetch (db|web):1: fleet overloaded$/);
+
+  // Something changed that may cure it (here it did not): the next try is now, and its failure waits
+  // the first delay again, not another minute.
+  const out = await rec.retryNow('test');
+  t.like(out, { status: 'error' });
+  t.like(rec.retry, { attempt: 1 });
+  t.true(w.clock.pending()[0]! <= 1000, `first delay again: ${w.clock.pending()[0]}`);
+  w.device.failures.delete('fetch');
+  await w.clock.advance(w.clock.pending()[0]!);
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'converged' });
+  t.is(rec.retry, undefined, 'nothing pending once converged');
+  await rec.stop();
+});
+
+test('no space: freeing disk space retries at once instead of at the end of the backoff', async (t) => {
+  const w = world(t);
+  const { rec } = w.make({ reserveBytes: 8 * MiB, minDelayMs: 60_000, maxDelayMs: 60_000 });
+  w.device.available = 25 * MiB;
+  rec.start();
+  rec.setTarget(v(1, 'web:1'));
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'error', error: { code: 'NoSpace' } });
+  t.like(rec.retry, { at: w.clock.now() + 60_000, attempt: 1 });
+  await w.clock.advance(10_000);
+  await rec.idle();
+  t.like(rec.lastOutcome, { status: 'error', error: { code: 'NoSpace' } }, 'nothing freed: still waiting');
+  const runs = rec.stats.runs;
+  w.device.available = 1024 * MiB; // the operator cleaned up
+  await w.clock.advance(5_000);
+  await rec.idle();
+  t.is(rec.stats.runs, runs + 1, 'one run, 15 s after the failure, not 60 s');
+  t.like(rec.lastOutcome, { status: 'converged', version: 1 });
+  await rec.stop();
+  t.deepEqual(w.clock.pending(), [], 'stop leaves no timer behind');
 });
 
 test('noop-only plans (update lock held) back off exponentially; the app keeps running', async (t) => {

@@ -6,17 +6,11 @@
  * server's error at its line → fixed, deployed from the page → converges → the service's logs, where a line
  * with HTML stays text → restart the service → the restart is in the device's events.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, promises as fsp, openSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
-import { connectAgent } from '../../src/agent/api-client.js';
-import { exec } from '../../src/lib/exec.js';
-import { mountsUnder } from '../helpers/agent-process.js';
-import { buildSampleImages } from '../helpers/agent-stack.js';
-import { BERTH_BUNDLE } from '../helpers/cli.js';
 import { axe, launchBrowser, login, needChromium, screenshot, watchedPage } from '../helpers/console.js';
-import { tempDir, waitFor } from '../helpers/fleet-harness.js';
+import { sampleArchive, startEnrolledAgent, startFleetServer } from '../helpers/enrolled-agent.js';
+import { tempDir } from '../helpers/fleet-harness.js';
 import { needPrivileges } from '../helpers/privileged.js';
 
 const PASSWORD = 'console-admin-password';
@@ -29,55 +23,8 @@ test('log in, a real agent comes online, deploy a compose app from the page, it 
   const fleetDir = path.join(work, 'fleet');
   const deviceDir = path.join(work, 'device');
   const deviceId = `console-${process.pid}`;
-  const run = (args: string[], o: { input?: string; allowFailure?: boolean } = {}) =>
-    exec(process.execPath, [BERTH_BUNDLE, '--log-level', 'warn', ...args], {
-      allowFailure: o.allowFailure ?? false,
-      timeoutMs: 240_000,
-      ...(o.input !== undefined ? { input: o.input } : {}),
-    });
-
-  await run(['--state-dir', fleetDir, 'fleet', 'keygen']);
-  await run(
-    ['--state-dir', fleetDir, 'fleet', 'user', 'add', 'admin', '--role', 'admin', '--password-stdin'],
-    {
-      input: `${PASSWORD}\n`,
-    },
-  );
-  let serveOut = '';
-  const serve = spawn(
-    process.execPath,
-    [
-      ...[
-        BERTH_BUNDLE,
-        '--state-dir',
-        fleetDir,
-        '--log-level',
-        'info',
-        'fleet',
-        'serve',
-        '--fleet',
-        'console',
-      ],
-      ...['--listen', '127.0.0.1:0', '--http', '127.0.0.1:0'],
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  serve.stdout.on('data', (d) => (serveOut += d));
-  serve.stderr.on('data', (d) => (serveOut += d));
-  t.teardown(() => stopProcess(serve));
-  await waitFor(() => serveOut.includes('API on') || serve.exitCode !== null, 30_000, 'fleet serve');
-  t.is(serve.exitCode, null, serveOut);
-  const url = /API on (http:\/\/[^\s]+)\/api\/v1/.exec(serveOut)![1]!;
-
-  const layouts = await buildSampleImages(path.join(work, 'images'), ['v1']);
-  const archive = path.join(work, 'sample-v1.tar');
-  await exec('skopeo', [
-    '--insecure-policy',
-    'copy',
-    '-q',
-    `oci:${layouts.v1}:v1`,
-    `oci-archive:${archive}:sample:v1`,
-  ]);
+  const { url } = await startFleetServer(t, { fleetDir, fleet: 'console', password: PASSWORD });
+  const archive = await sampleArchive(work);
 
   const browser = await launchBrowser(t);
   const { page, problems } = await watchedPage(browser);
@@ -109,39 +56,15 @@ test('log in, a real agent comes online, deploy a compose app from the page, it 
   // the devices page is open when the device enrolls: it appears, online, without a reload
   await page.goto(`${url}/#/devices`);
   await page.getByText('No device matches these filters.').waitFor();
-  const config = path.join(work, 'device.yml');
-  await fsp.writeFile(
-    config,
-    'agent:\n  healthWindowMs: 2000\n  retryMinMs: 100\n  retryMaxMs: 2000\n  idleIntervalMs: 500\n  metricsIntervalMs: 2000\n',
-  );
-  const agentLog = path.join(work, 'agent.log');
-  const fd = openSync(agentLog, 'a');
-  const agent = spawn(
-    process.execPath,
-    [
-      ...['--max-semi-space-size=1', BERTH_BUNDLE, '--state-dir', deviceDir, '--config', config],
-      ...['--log-level', 'info', 'agent', '--enroll', url, '--token', token, '--device-id', deviceId],
-    ],
-    { stdio: ['ignore', fd, fd] },
-  );
-  closeSync(fd);
-  t.teardown(async () => {
-    await stopProcess(agent);
-    const ps = await run(['--state-dir', deviceDir, 'ps', '-a', '--json'], { allowFailure: true });
-    if (ps.code === 0)
-      for (const c of JSON.parse(ps.stdout) as Array<{ name: string }>)
-        await run(['--state-dir', deviceDir, 'rm', '-f', c.name], { allowFailure: true });
-    for (const m of mountsUnder(deviceDir)) await exec('umount', ['-l', m], { allowFailure: true });
+  const agent = await startEnrolledAgent(t, {
+    work,
+    deviceDir,
+    deviceId,
+    url,
+    token,
+    config:
+      'agent:\n  healthWindowMs: 2000\n  retryMinMs: 100\n  retryMaxMs: 2000\n  idleIntervalMs: 500\n  metricsIntervalMs: 2000\n',
   });
-  const agentTail = () => readFileSync(agentLog, 'utf8').split('\n').slice(-30).join('\n');
-  await waitFor(
-    async () => {
-      if (agent.exitCode !== null) throw new Error(`agent exited:\n${agentTail()}`);
-      return (await connectAgent(deviceDir, 500)) !== undefined;
-    },
-    60_000,
-    'the agent',
-  );
   const row = page.getByRole('row', { name: new RegExp(deviceId) });
   await row.getByText('online').waitFor({ timeout: 30_000 });
   t.regex((await row.textContent()) ?? '', /site=console/);
@@ -178,7 +101,7 @@ test('log in, a real agent comes online, deploy a compose app from the page, it 
     .waitFor({ timeout: 180_000 })
     .catch(async (err) => {
       await screenshot(page, 'agent-deploy-failed');
-      throw new Error(`${err}\n${(await page.locator('main').textContent()) ?? ''}\n${agentTail()}`);
+      throw new Error(`${err}\n${(await page.locator('main').textContent()) ?? ''}\n${agent.tail()}`);
     });
 
   // the device page: converged, the service running; its logs with the HTML line as text
@@ -221,12 +144,3 @@ test('log in, a real agent comes online, deploy a compose app from the page, it 
   await page.getByRole('cell', { name: 'sample:v1' }).waitFor();
   t.deepEqual(problems, []);
 });
-
-async function stopProcess(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  const gone = new Promise((r) => p.once('exit', r));
-  p.kill('SIGTERM');
-  const timer = setTimeout(() => p.kill('SIGKILL'), 15_000);
-  await gone;
-  clearTimeout(timer);
-}

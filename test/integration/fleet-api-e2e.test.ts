@@ -9,16 +9,12 @@
  *   it stopped (time measured) → a signed command answered → `fleet device revoke` → the device is
  *   disconnected and its credentials refused by the broker.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, existsSync, promises as fsp, openSync, readFileSync } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
 import { connectAsync } from 'mqtt';
-import { connectAgent } from '../../src/agent/api-client.js';
-import { exec } from '../../src/lib/exec.js';
-import { DeviceDb, mountsUnder } from '../helpers/agent-process.js';
-import { buildSampleImages } from '../helpers/agent-stack.js';
-import { BERTH_BUNDLE } from '../helpers/cli.js';
+import { DeviceDb } from '../helpers/agent-process.js';
+import { runBerth, sampleArchive, startEnrolledAgent, startFleetServer } from '../helpers/enrolled-agent.js';
 import { tempDir, waitFor } from '../helpers/fleet-harness.js';
 import { needPrivileges } from '../helpers/privileged.js';
 
@@ -35,42 +31,15 @@ test('enroll → deploy --wait over the API → converged → service stopped sh
   await fsp.mkdir(operatorState, { recursive: true });
   const deviceId = `api-e2e-${process.pid}`;
 
-  const run = (args: string[], o: { env?: NodeJS.ProcessEnv; input?: string; allowFailure?: boolean } = {}) =>
-    exec(process.execPath, [BERTH_BUNDLE, '--log-level', 'warn', ...args], {
-      allowFailure: o.allowFailure ?? false,
-      timeoutMs: 240_000,
-      env: { ...process.env, ...o.env },
-      ...(o.input !== undefined ? { input: o.input } : {}),
-    });
   // the operator's machine: its own config dir, never the server's state dir
   const opEnv = { XDG_CONFIG_HOME: operatorHome, BERTH_FLEET_SERVER: '', BERTH_FLEET_TOKEN: '' };
   const op = (args: string[], o: { input?: string; allowFailure?: boolean } = {}) =>
-    run(['--state-dir', operatorState, 'fleet', ...args], { ...o, env: opEnv });
+    runBerth(['--state-dir', operatorState, 'fleet', ...args], { ...o, env: opEnv });
 
   // the server: key, first admin (on its state dir), then serve
-  await run(['--state-dir', fleetDir, 'fleet', 'keygen']);
-  await run(
-    ['--state-dir', fleetDir, 'fleet', 'user', 'add', 'admin', '--role', 'admin', '--password-stdin'],
-    {
-      input: `${PASSWORD}\n`,
-    },
-  );
-  let serveOut = '';
-  const serve = spawn(
-    process.execPath,
-    [
-      ...[BERTH_BUNDLE, '--state-dir', fleetDir, '--log-level', 'info', 'fleet', 'serve', '--fleet', 'e2e'],
-      ...['--listen', '127.0.0.1:0', '--http', '127.0.0.1:0'],
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  serve.stdout.on('data', (d) => (serveOut += d));
-  serve.stderr.on('data', (d) => (serveOut += d));
-  t.teardown(() => stopProcess(serve));
-  await waitFor(() => serveOut.includes('API on') || serve.exitCode !== null, 30_000, 'fleet serve');
-  t.is(serve.exitCode, null, serveOut);
-  const api = /API on (http:\/\/[^\s]+)\/api\/v1/.exec(serveOut)![1]!;
-  t.false(serveOut.includes('setup'), 'no setup token once an admin exists');
+  const server = await startFleetServer(t, { fleetDir, fleet: 'e2e', password: PASSWORD });
+  const api = server.url;
+  t.false(server.output().includes('setup'), 'no setup token once an admin exists');
 
   // the operator logs in over HTTP; the token lands in their config dir, 0600
   const login = await op(['login', '--server', api, '--user', 'admin', '--password-stdin'], {
@@ -81,15 +50,7 @@ test('enroll → deploy --wait over the API → converged → service stopped sh
   t.is((await fsp.stat(saved)).mode & 0o777, 0o600);
 
   // push by upload (an oci-archive made from the sample image)
-  const layouts = await buildSampleImages(path.join(work, 'images'), ['v1']);
-  const archive = path.join(work, 'sample-v1.tar');
-  await exec('skopeo', [
-    '--insecure-policy',
-    'copy',
-    '-q',
-    `oci:${layouts.v1}:v1`,
-    `oci-archive:${archive}:sample:v1`,
-  ]);
+  const archive = await sampleArchive(work);
   const push = await op(['push', archive, '--tag', 'sample:v1']);
   t.regex(push.stdout, /^sample:v1 sha256:[0-9a-f]{64} linux\/amd64/);
 
@@ -108,41 +69,16 @@ test('enroll → deploy --wait over the API → converged → service stopped sh
   ]);
   const token = enroll.stdout.trim();
   t.regex(token, /^bet_/);
-  const config = path.join(work, 'device.yml');
-  await fsp.writeFile(
-    config,
-    'agent:\n  healthWindowMs: 2000\n  retryMinMs: 100\n  retryMaxMs: 2000\n  idleIntervalMs: 500\n',
-  );
-  const agentLog = path.join(work, 'agent.log');
-  const fd = openSync(agentLog, 'a');
-  const agent = spawn(
-    process.execPath,
-    [
-      ...['--max-semi-space-size=1', BERTH_BUNDLE, '--state-dir', deviceDir, '--config', config],
-      ...['--log-level', 'info', 'agent', '--enroll', api, '--token', token, '--device-id', deviceId],
-    ],
-    { stdio: ['ignore', fd, fd] },
-  );
-  closeSync(fd);
-  const db = new DeviceDb(deviceDir);
-  t.teardown(async () => {
-    await stopProcess(agent);
-    db.close();
-    const ps = await run(['--state-dir', deviceDir, 'ps', '-a', '--json'], { allowFailure: true });
-    if (ps.code === 0)
-      for (const c of JSON.parse(ps.stdout) as Array<{ name: string }>)
-        await run(['--state-dir', deviceDir, 'rm', '-f', c.name], { allowFailure: true });
-    for (const m of mountsUnder(deviceDir)) await exec('umount', ['-l', m], { allowFailure: true });
+  const agent = await startEnrolledAgent(t, {
+    work,
+    deviceDir,
+    deviceId,
+    url: api,
+    token,
+    config: 'agent:\n  healthWindowMs: 2000\n  retryMinMs: 100\n  retryMaxMs: 2000\n  idleIntervalMs: 500\n',
   });
-  const agentTail = () => readFileSync(agentLog, 'utf8').split('\n').slice(-30).join('\n');
-  await waitFor(
-    async () => {
-      if (agent.exitCode !== null) throw new Error(`agent exited:\n${agentTail()}`);
-      return (await connectAgent(deviceDir, 500)) !== undefined;
-    },
-    60_000,
-    'the agent',
-  );
+  const db = new DeviceDb(deviceDir);
+  t.teardown(() => db.close());
   const enrollment = JSON.parse(await fsp.readFile(path.join(deviceDir, 'enrollment.json'), 'utf8'));
   t.is((await fsp.stat(path.join(deviceDir, 'enrollment.json'))).mode & 0o777, 0o600);
   t.is(enrollment.deviceId, deviceId);
@@ -162,7 +98,7 @@ test('enroll → deploy --wait over the API → converged → service stopped sh
   const deploy = await op(['deploy', compose, '--group', 'lab', '--wait', '--timeout', '3m'], {
     allowFailure: true,
   });
-  t.is(deploy.code, 0, `${deploy.stdout}\n${deploy.stderr}\n${agentTail()}`);
+  t.is(deploy.code, 0, `${deploy.stdout}\n${deploy.stderr}\n${agent.tail()}`);
   t.regex(deploy.stdout, /deployed group lab version 1/);
   t.regex(deploy.stderr, new RegExp(`${deviceId}: converged`));
   t.regex(deploy.stderr, /1\/1 converged/);
@@ -244,12 +180,3 @@ test('enroll → deploy --wait over the API → converged → service stopped sh
   ])
     t.true(actions.includes(a), `${a} in the audit log`);
 });
-
-async function stopProcess(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  const gone = new Promise((r) => p.once('exit', r));
-  p.kill('SIGTERM');
-  const timer = setTimeout(() => p.kill('SIGKILL'), 15_000);
-  await gone;
-  clearTimeout(timer);
-}

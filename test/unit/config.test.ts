@@ -53,7 +53,7 @@ test('agent section: timings and caps reach the agent; defaults as before; bad v
     reconciler: {
       healthWindowMs: 60_000,
       minDelayMs: 1000,
-      maxDelayMs: 300_000,
+      maxDelayMs: 60_000,
       idleIntervalMs: 10_000,
       reserveBytes: 32 * 1024 * 1024,
     },

@@ -33,6 +33,16 @@ test('allocation: lowest free from .2, idempotent per container, released addres
   db.close();
 });
 
+test('a lease from before the bridge’s subnet moved (another berth took it) is replaced, not reused', (t) => {
+  const db = openDatabase(':memory:');
+  t.is(new Ipam(db, 'berth-x', parseSubnet('172.30.5.0/24')).allocate('a'), '172.30.5.2');
+  const moved = new Ipam(db, 'berth-x', parseSubnet('172.30.6.0/24'));
+  t.is(moved.allocate('a'), '172.30.6.2');
+  t.is(moved.leaseOf('a'), '172.30.6.2');
+  t.is(moved.allocate('a'), '172.30.6.2', 'still idempotent');
+  db.close();
+});
+
 test('port mappings like docker -p', (t) => {
   t.deepEqual(parsePortMapping('8080:80'), { hostPort: 8080, containerPort: 80, protocol: 'tcp' });
   t.deepEqual(parsePortMapping('127.0.0.1:53:5353/udp'), {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import test from 'ava';
+import { backoffDelay } from '../../src/lib/backoff.js';
 import { sha256Digest } from '../../src/oci/digest.js';
-import { backoffDelay } from '../../src/transport/backoff.js';
 import { decodeFrame, encodeFrame, FRAME_HEADER_SIZE, FrameType } from '../../src/transport/frames.js';
 import {
   decodeJson,

@@ -237,7 +237,12 @@ export async function startDeviceAgent(o: DeviceAgentOptions): Promise<DeviceAge
     updater?.setDesired(chosen.agent, `${chosen.origin.kind}/${chosen.origin.id}@${chosen.origin.version}`);
     const store = agent.store;
     const held = [store.getTarget('pending'), store.getTarget('current')];
-    if (held.some((h) => sameOrigin(h?.target.origin, chosen.origin))) return;
+    if (held.some((h) => sameOrigin(h?.target.origin, chosen.origin))) {
+      // The fleet announced the target this device is already applying (a re-deploy, a retained copy after
+      // a reconnect): whatever the last try failed on may be fixed on the fleet's side, so try now.
+      if (agent.reconciler.retry) void agent.reconciler.retryNow('the fleet announced the target again');
+      return;
+    }
     const label = `${chosen.origin.kind} ${chosen.origin.id} version ${chosen.origin.version}`;
     try {
       const target = parseTarget(

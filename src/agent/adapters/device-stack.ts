@@ -57,6 +57,7 @@ export class DeviceStack {
       network: new NetworkManager(o.db, cfg.network, {
         stateDir: o.stateDir,
         claims: new HostClaims(cfg.runDir),
+        log: o.log,
       }),
       rootfs: new DefaultRootfsProvider(this.imageRootfs()),
       arch: ociArch(),

@@ -170,7 +170,7 @@ export const ImageParams = z.strictObject({ name: ImageName });
 
 // ---- commands ---------------------------------------------------------------------------------------
 export const CommandRequest = z.strictObject({
-  kind: z.enum(['restart', 'logs', 'report', 'purgeVolume']),
+  kind: z.enum(['restart', 'logs', 'report', 'purgeVolume', 'retry']),
   app: SafeName.optional(),
   service: SafeName.optional(),
   tail: z.number().int().min(1).max(10_000).optional(),

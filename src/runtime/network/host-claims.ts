@@ -17,6 +17,13 @@ export interface SubnetClaim {
   subnet: string;
 }
 
+/** The Conflict of a configured subnet another berth has. */
+export function subnetConflict(subnet: string, holder: SubnetClaim) {
+  return conflict(
+    `subnet ${subnet} is used by the berth with state dir ${holder.stateDir} (bridge ${holder.bridge}); give this one another network.subnet, or leave it unset to get one of its own`,
+  );
+}
+
 export interface PortClaim {
   stateDir: string;
   containerId: string;
@@ -75,19 +82,24 @@ export class HostClaims {
     }
   }
 
-  /** The subnet is this state dir's, or Conflict naming the agent that has it. */
-  async claimSubnet(c: SubnetClaim): Promise<void> {
-    const holder = await this.claim(
+  /**
+   * Claim the subnet for this state dir: undefined when it is ours now, else the live claim of the berth
+   * that has it (a claim is live while its state dir's network.json still names the subnet).
+   */
+  trySubnet(c: SubnetClaim): Promise<SubnetClaim | undefined> {
+    return this.claim(
       this.file('subnets', c.subnet),
       c,
       (v) => v.stateDir === c.stateDir,
       async (v) =>
         (await readJson<{ subnet?: string }>(path.join(v.stateDir, NETWORK_FILE)))?.subnet !== v.subnet,
     );
-    if (holder)
-      throw conflict(
-        `subnet ${c.subnet} is used by the berth with state dir ${holder.stateDir} (bridge ${holder.bridge}); give this one another network.subnet, or leave it unset to get one of its own`,
-      );
+  }
+
+  /** The subnet is this state dir's, or Conflict naming the agent that has it. */
+  async claimSubnet(c: SubnetClaim): Promise<void> {
+    const holder = await this.trySubnet(c);
+    if (holder) throw subnetConflict(c.subnet, holder);
   }
 
   /** Give the subnet back (the state dir's network is being removed). */

@@ -23,6 +23,9 @@ export async function addBridge(name: string, cidr: string): Promise<void> {
   }
   const addrs = await ip(['-4', '-o', 'addr', 'show', 'dev', name]);
   if (!addrs.stdout.includes(` ${cidr} `)) await ip(['addr', 'replace', cidr, 'dev', name]);
+  // the bridge is one state dir's: an address of a subnet it had before (berth moved it) goes
+  for (const m of addrs.stdout.matchAll(/ inet (\d+\.\d+\.\d+\.\d+\/\d+) /g))
+    if (m[1] !== cidr) await ip(['addr', 'del', m[1]!, 'dev', name], true);
   await ip(['link', 'set', name, 'up']);
 }
 

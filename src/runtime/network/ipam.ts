@@ -45,13 +45,17 @@ export class Ipam {
     private readonly subnet: Subnet,
   ) {}
 
-  /** The container's address (existing lease reused, so a retried create is idempotent). */
+  /**
+   * The container's address (existing lease reused, so a retried create is idempotent — unless it lies
+   * outside the subnet, which moved since: resolve.ts moves a subnet another berth took).
+   */
   allocate(containerId: string): string {
     return tx(this.db, () => {
       const existing = this.db
         .prepare('SELECT address FROM ip_leases WHERE network = ? AND container_id = ?')
         .get(this.networkName, containerId) as { address: string } | undefined;
-      if (existing) return existing.address;
+      if (existing && this.contains(existing.address)) return existing.address;
+      if (existing) this.release(containerId);
       const used = new Set(
         (
           this.db.prepare('SELECT address FROM ip_leases WHERE network = ?').all(this.networkName) as Array<{
@@ -69,6 +73,11 @@ export class Ipam {
       }
       throw noSpace(`network ${this.networkName} has no free address left`);
     });
+  }
+
+  private contains(address: string): boolean {
+    const n = ipToInt(address);
+    return n > this.subnet.network && n < this.subnet.network + this.subnet.size - 1;
   }
 
   release(containerId: string): void {

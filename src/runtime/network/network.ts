@@ -29,6 +29,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Db } from '../../db/database.js';
 import { conflict, invalidInput, unsupported } from '../../lib/errors.js';
+import type { Logger } from '../../lib/logger.js';
 import type { NetworkMode } from '../bundle.js';
 import { HostClaims } from './host-claims.js';
 import * as iproute from './ip.js';
@@ -52,6 +53,8 @@ export interface NetworkManagerOptions {
   stateDir?: string;
   /** host-wide claims on subnets and ports (default under /run/berth) */
   claims?: HostClaims;
+  /** told which subnet berth chose for the state dir (and why it moved one) */
+  log?: Logger;
 }
 
 /** NAT + published ports, one implementation per tool (nft.ts, iptables.ts). */
@@ -148,6 +151,7 @@ export class NetworkManager {
             stateDir,
             configured,
             claims: this.claims,
+            log: this.opts.log,
             leasedNetworks: () =>
               (
                 this.db.prepare('SELECT DISTINCT network FROM ip_leases').all() as Array<{ network: string }>

@@ -9,11 +9,14 @@
  *      leases on berth0), the historical berth0 / 172.31.250.0/24 / berth;
  *   4. else one derived from the state dir: bridge berth-<h>, table berth_<h> (h = 8 hex of the sha256 of
  *      the state dir's path), subnet 172.30.N.0/24 with N from the same hash, moving to the next N while
- *      the candidate overlaps a route or address of this host or another agent's claim.
+ *      the candidate overlaps a route or address of this host or another live agent's claim.
  *
  * The result is recorded in network.json and the subnet claimed host-wide (host-claims.ts), so a second
  * agent can never hand out the same addresses on another bridge. A configured subnet that overlaps a
- * route of another interface, or another agent's subnet, is a Conflict naming both.
+ * route of another interface, or another agent's subnet, is a Conflict naming both. A subnet berth chose
+ * (2–4) that another live agent or a host route has by now — two agents chose at the same moment, or
+ * claims went with a reboot — is not an error: berth moves to the next free candidate, records it and
+ * logs which it took and why.
  */
 import { createHash } from 'node:crypto';
 import { promises as fsp, realpathSync } from 'node:fs';
@@ -21,6 +24,7 @@ import * as path from 'node:path';
 import { writeFileAtomic } from '../../lib/atomic.js';
 import { conflict } from '../../lib/errors.js';
 import { exec } from '../../lib/exec.js';
+import type { Logger } from '../../lib/logger.js';
 import { type HostClaims, NETWORK_FILE } from './host-claims.js';
 import { ipToInt, parseSubnet } from './ipam.js';
 
@@ -125,47 +129,106 @@ export interface ResolveInput {
   claims: HostClaims;
   /** bridges that already have leases in this state dir's database */
   leasedNetworks: () => string[];
+  /** told which subnet berth chose, and why it moved one */
+  log?: Logger | undefined;
+  /** the n-th subnet to try when berth chooses (default: derived from the state dir, `derivedSubnet`) */
+  candidates?: ((attempt: number) => string) | undefined;
 }
 
 /** The network this state dir uses, recorded and claimed (see the file comment). */
 export async function resolveNetwork(i: ResolveInput): Promise<ResolvedNetwork> {
   const file = path.join(i.stateDir, NETWORK_FILE);
+  const stateDir = path.resolve(i.stateDir);
   const routes = await hostRoutes();
-  const given = Object.values(i.configured).some((v) => v !== undefined);
-  let net: ResolvedNetwork | undefined;
-  if (given) {
-    net = { ...LEGACY_NETWORK, ...stripUndefined(i.configured) };
-  } else {
-    net = await fsp
-      .readFile(file, 'utf8')
-      .then((t) => JSON.parse(t) as ResolvedNetwork)
-      .catch(() => undefined);
-    if (
-      !net &&
-      (path.resolve(i.stateDir) === DEFAULT_STATE_DIR || i.leasedNetworks().includes(LEGACY_NETWORK.bridge))
-    )
-      net = LEGACY_NETWORK;
-  }
-  if (net) {
+  if (Object.values(i.configured).some((v) => v !== undefined)) {
+    // The operator's choice: used as given, or a Conflict naming what it collides with.
+    const net = { ...LEGACY_NETWORK, ...stripUndefined(i.configured) };
     parseSubnet(net.subnet);
     const clash = overlappingRoute(net.subnet, net.bridge, routes);
     if (clash)
       throw conflict(
-        `network subnet ${net.subnet} (bridge ${net.bridge}) overlaps this host's route "${clash.line}"; set another network.subnet${given ? '' : ` (or remove ${file} to let berth choose)`}`,
+        `network subnet ${net.subnet} (bridge ${net.bridge}) overlaps this host's route "${clash.line}"; set another network.subnet`,
       );
-  } else {
-    const key = stateDirKey(i.stateDir);
-    for (let attempt = 0; attempt < 256 && !net; attempt++) {
-      const subnet = derivedSubnet(key, attempt);
-      if (overlappingRoute(subnet, `berth-${key}`, routes)) continue;
-      if (await i.claims.subnetTaken(subnet, path.resolve(i.stateDir))) continue;
-      net = { bridge: `berth-${key}`, subnet, nftTable: `berth_${key}` };
-    }
-    if (!net) throw conflict('no free subnet left in 172.30.0.0/16 for a bridge: set network.subnet');
+    await writeFileAtomic(file, JSON.stringify(net));
+    await i.claims.claimSubnet({ stateDir, bridge: net.bridge, subnet: net.subnet });
+    return net;
   }
-  await writeFileAtomic(file, JSON.stringify(net));
-  await i.claims.claimSubnet({ stateDir: path.resolve(i.stateDir), bridge: net.bridge, subnet: net.subnet });
+
+  // berth's choice: what it recorded (or the historical network of the default state dir), while still free
+  const kept =
+    (await recordedNetwork(i.stateDir)) ??
+    (stateDir === DEFAULT_STATE_DIR || i.leasedNetworks().includes(LEGACY_NETWORK.bridge)
+      ? LEGACY_NETWORK
+      : undefined);
+  if (kept) {
+    parseSubnet(kept.subnet);
+    const clash = overlappingRoute(kept.subnet, kept.bridge, routes);
+    let takenBy = clash ? `this host's route "${clash.line}"` : undefined;
+    if (!takenBy) {
+      await writeFileAtomic(file, JSON.stringify(kept));
+      const holder = await i.claims.trySubnet({ stateDir, bridge: kept.bridge, subnet: kept.subnet });
+      if (!holder) return kept;
+      takenBy = `the berth with state dir ${holder.stateDir} (bridge ${holder.bridge})`;
+    }
+    // Two state dirs recorded the same subnet (chosen at the same moment, or before a reboot wiped the
+    // claims): nobody configured it, so this one moves to the next free one instead of failing.
+    const moved = await chooseSubnet(
+      i,
+      routes,
+      { bridge: kept.bridge, nftTable: kept.nftTable },
+      kept.subnet,
+    );
+    i.log?.warn(
+      { bridge: moved.bridge, from: kept.subnet, subnet: moved.subnet, takenBy },
+      `bridge subnet ${kept.subnet} is taken by ${takenBy}; using ${moved.subnet}`,
+    );
+    return moved;
+  }
+  const key = stateDirKey(i.stateDir);
+  const net = await chooseSubnet(i, routes, { bridge: `berth-${key}`, nftTable: `berth_${key}` });
+  i.log?.info({ bridge: net.bridge, subnet: net.subnet }, `bridge subnet chosen: ${net.subnet}`);
   return net;
+}
+
+/**
+ * The first candidate subnet that no host route or address overlaps and no other live berth holds —
+ * recorded in network.json, then claimed (the claim is the arbiter between two agents choosing at once:
+ * the loser goes on to the next candidate).
+ */
+async function chooseSubnet(
+  i: ResolveInput,
+  routes: readonly HostRoute[],
+  names: { bridge: string; nftTable: string },
+  avoid?: string,
+): Promise<ResolvedNetwork> {
+  const stateDir = path.resolve(i.stateDir);
+  const candidate = i.candidates ?? ((n: number) => derivedSubnet(stateDirKey(i.stateDir), n));
+  const skipped: string[] = [];
+  for (let attempt = 0; attempt < 256; attempt++) {
+    const subnet = candidate(attempt);
+    if (subnet === avoid) continue;
+    const clash = overlappingRoute(subnet, names.bridge, routes);
+    if (clash) {
+      skipped.push(`${subnet}: host route "${clash.line}"`);
+      continue;
+    }
+    if (await i.claims.subnetTaken(subnet, stateDir)) {
+      skipped.push(`${subnet}: another berth`);
+      continue;
+    }
+    const net = { ...names, subnet };
+    // recorded before the claim: a claim is live only while its state dir's network.json names it
+    await writeFileAtomic(path.join(i.stateDir, NETWORK_FILE), JSON.stringify(net));
+    const holder = await i.claims.trySubnet({ stateDir, bridge: net.bridge, subnet });
+    if (!holder) {
+      if (skipped.length > 0) i.log?.info({ skipped }, `bridge subnet candidates skipped before ${subnet}`);
+      return net;
+    }
+    skipped.push(`${subnet}: the berth with state dir ${holder.stateDir}`);
+  }
+  throw conflict(
+    `no free subnet left among 256 candidates in 172.30.0.0/16 for bridge ${names.bridge}: set network.subnet`,
+  );
 }
 
 /** What network.json says, without probing or claiming (teardown paths). */

@@ -9,7 +9,7 @@ export function commandRoutes(d: ApiDeps) {
       method: 'post',
       path: '/devices/{id}/commands',
       tag: 'commands',
-      summary: 'Send restart | logs | report | purgeVolume to a device and wait for its answer',
+      summary: 'Send restart | logs | report | purgeVolume | retry to a device and wait for its answer',
       description:
         'The command is signed with the fleet key on the server, expires on the device after expiresS, ' +
         'and runs once. 504 when the device does not answer within timeoutMs.',

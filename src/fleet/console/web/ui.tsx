@@ -320,3 +320,76 @@ export function Bar({ value, max, label }: { value: number; max: number; label: 
     </span>
   );
 }
+
+// ---- tables ------------------------------------------------------------------------------------------
+
+/** One column of a `Table`: its header, and what each row shows in it. */
+export interface Column<T> {
+  /** the header: text, or a control (a sort button, a select-all box) */
+  header: ComponentChildren;
+  /** the header is for screen readers only (an actions column) */
+  hiddenHeader?: boolean;
+  /** class of the header and of every cell (num, check, labels…) */
+  class?: string;
+  /** aria-sort of a sortable column */
+  sort?: 'ascending' | 'descending' | undefined;
+  /** the cell names its row (`<th scope="row">`) */
+  rowHeader?: boolean;
+  /** the cell's class when it depends on the row (replaces `class` for cells) */
+  cellClass?: (row: T) => string | undefined;
+  title?: (row: T) => string | undefined;
+  cell: (row: T) => ComponentChildren;
+}
+
+/**
+ * The console's one table: column headers with `scope="col"` (a hidden one still named for screen
+ * readers), a row per item. A column given as `false` is left out (`can(session, 'operator') && {…}`).
+ */
+export function Table<T>({
+  rows,
+  columns,
+  rowKey,
+  rowClass,
+  class: className,
+  testId,
+  describedBy,
+}: {
+  rows: readonly T[];
+  columns: ReadonlyArray<Column<T> | false>;
+  rowKey: (row: T) => string | number;
+  rowClass?: (row: T) => string | undefined;
+  class?: string;
+  testId?: string;
+  describedBy?: string;
+}) {
+  const cols = columns.filter((c): c is Column<T> => c !== false);
+  return (
+    <table class={className} data-testid={testId} aria-describedby={describedBy}>
+      <thead>
+        <tr>
+          {cols.map((c, i) => (
+            <th key={i} scope="col" class={c.class} aria-sort={c.sort}>
+              {c.hiddenHeader ? <span class="sr-only">{c.header}</span> : c.header}
+            </th>
+          ))}
+        </tr>
+      </thead>
+      <tbody>
+        {rows.map((r) => (
+          <tr key={rowKey(r)} class={rowClass?.(r)}>
+            {cols.map((c, i) => {
+              const props = { key: i, class: c.cellClass ? c.cellClass(r) : c.class, title: c.title?.(r) };
+              return c.rowHeader ? (
+                <th scope="row" {...props}>
+                  {c.cell(r)}
+                </th>
+              ) : (
+                <td {...props}>{c.cell(r)}</td>
+              );
+            })}
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}

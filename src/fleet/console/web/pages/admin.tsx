@@ -16,6 +16,7 @@ import {
   Page,
   Show,
   StatusBadge,
+  Table,
   useResource,
   useSession,
   When,
@@ -157,55 +158,39 @@ function Tokens() {
       </form>
       <Show r={tokens} what="API tokens" isEmpty={(t) => t.items.length === 0} empty="No API token.">
         {(t) => (
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Id</th>
-                <th scope="col">Role</th>
-                <th scope="col">User</th>
-                <th scope="col">State</th>
-                <th scope="col">Last used</th>
-                <th scope="col">Expires</th>
-                <th scope="col">
-                  <span class="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {t.items.map((k) => (
-                <tr key={k.id}>
-                  <td>{k.name}</td>
-                  <td>
-                    <code>{k.id}</code>
-                  </td>
-                  <td>{k.role}</td>
-                  <td>{k.user ?? 'server'}</td>
-                  <td>
-                    <StatusBadge status={k.state} />
-                  </td>
-                  <td>
-                    <When at={k.lastUsedAt} />
-                  </td>
-                  <td>{k.expiresAt ? new Date(k.expiresAt).toLocaleDateString() : 'never'}</td>
-                  <td>
-                    {k.state === 'active' && (
-                      <ConfirmButton
-                        label="Revoke"
-                        question={`Revoke token ${k.name}?`}
-                        danger
-                        onConfirm={() =>
-                          act(`token ${k.name} revoked`, () => call('DELETE', `/tokens/${seg(k.id)}`)).then(
-                            tokens.reload,
-                          )
-                        }
-                      />
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+          <Table
+            rows={t.items}
+            rowKey={(k) => k.id}
+            columns={[
+              { header: 'Name', cell: (k) => k.name },
+              { header: 'Id', cell: (k) => <code>{k.id}</code> },
+              { header: 'Role', cell: (k) => k.role },
+              { header: 'User', cell: (k) => k.user ?? 'server' },
+              { header: 'State', cell: (k) => <StatusBadge status={k.state} /> },
+              { header: 'Last used', cell: (k) => <When at={k.lastUsedAt} /> },
+              {
+                header: 'Expires',
+                cell: (k) => (k.expiresAt ? new Date(k.expiresAt).toLocaleDateString() : 'never'),
+              },
+              {
+                header: 'Actions',
+                hiddenHeader: true,
+                cell: (k) =>
+                  k.state === 'active' && (
+                    <ConfirmButton
+                      label="Revoke"
+                      question={`Revoke token ${k.name}?`}
+                      danger
+                      onConfirm={() =>
+                        act(`token ${k.name} revoked`, () => call('DELETE', `/tokens/${seg(k.id)}`)).then(
+                          tokens.reload,
+                        )
+                      }
+                    />
+                  ),
+              },
+            ]}
+          />
         )}
       </Show>
     </section>
@@ -329,58 +314,50 @@ function Enrollment() {
         empty="No enrollment token."
       >
         {(l) => (
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Id</th>
-                <th scope="col">Groups</th>
-                <th scope="col">Labels</th>
-                <th scope="col">Uses</th>
-                <th scope="col">Expires</th>
-                <th scope="col">Made by</th>
-                <th scope="col">
-                  <span class="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {l.items.map((t) => (
-                <tr key={t.id}>
-                  <td>
-                    <code>{t.id}</code>
-                  </td>
-                  <td>{t.groups.join(', ') || '—'}</td>
-                  <td>
-                    {Object.entries(t.labels).map(([k, v]) => (
-                      <span class="label" key={k}>
-                        {k}={v}
-                      </span>
-                    ))}
-                  </td>
-                  <td class="num">
-                    {t.uses}
-                    {t.maxUses !== null ? ` / ${t.maxUses}` : ''}
-                  </td>
-                  <td>{t.revokedAt ? <StatusBadge status="revoked" /> : <When at={t.expiresAt} />}</td>
-                  <td>{t.createdBy ?? '—'}</td>
-                  <td>
-                    {!t.revokedAt && (
-                      <ConfirmButton
-                        label="Revoke"
-                        question={`Revoke enrollment token ${t.id}?`}
-                        danger
-                        onConfirm={() =>
-                          act(`enrollment token ${t.id} revoked`, () =>
-                            call('DELETE', `/enrollment-tokens/${seg(t.id)}`),
-                          ).then(list.reload)
-                        }
-                      />
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+          <Table
+            rows={l.items}
+            rowKey={(t) => t.id}
+            columns={[
+              { header: 'Id', cell: (t) => <code>{t.id}</code> },
+              { header: 'Groups', cell: (t) => t.groups.join(', ') || '—' },
+              {
+                header: 'Labels',
+                cell: (t) =>
+                  Object.entries(t.labels).map(([k, v]) => (
+                    <span class="label" key={k}>
+                      {k}={v}
+                    </span>
+                  )),
+              },
+              {
+                header: 'Uses',
+                class: 'num',
+                cell: (t) => `${t.uses}${t.maxUses !== null ? ` / ${t.maxUses}` : ''}`,
+              },
+              {
+                header: 'Expires',
+                cell: (t) => (t.revokedAt ? <StatusBadge status="revoked" /> : <When at={t.expiresAt} />),
+              },
+              { header: 'Made by', cell: (t) => t.createdBy ?? '—' },
+              {
+                header: 'Actions',
+                hiddenHeader: true,
+                cell: (t) =>
+                  !t.revokedAt && (
+                    <ConfirmButton
+                      label="Revoke"
+                      question={`Revoke enrollment token ${t.id}?`}
+                      danger
+                      onConfirm={() =>
+                        act(`enrollment token ${t.id} revoked`, () =>
+                          call('DELETE', `/enrollment-tokens/${seg(t.id)}`),
+                        ).then(list.reload)
+                      }
+                    />
+                  ),
+              },
+            ]}
+          />
         )}
       </Show>
     </section>
@@ -453,62 +430,54 @@ function Users() {
       </form>
       <Show r={users} what="users" isEmpty={(u) => u.items.length === 0} empty="No user.">
         {(u) => (
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Role</th>
-                <th scope="col">Since</th>
-                <th scope="col">
-                  <span class="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {u.items.map((x) => (
-                <tr key={x.name}>
-                  <td>{x.name}</td>
-                  <td>
-                    <select
-                      aria-label={`role of ${x.name}`}
-                      value={x.role}
-                      disabled={x.name === session?.user}
-                      onChange={(e) =>
-                        act(`${x.name} is now ${(e.target as HTMLSelectElement).value}`, () =>
-                          call('PATCH', `/users/${seg(x.name)}`, {
-                            body: { role: (e.target as HTMLSelectElement).value },
-                          }),
-                        ).then(users.reload)
+          <Table
+            rows={u.items}
+            rowKey={(x) => x.name}
+            columns={[
+              { header: 'Name', cell: (x) => x.name },
+              {
+                header: 'Role',
+                cell: (x) => (
+                  <select
+                    aria-label={`role of ${x.name}`}
+                    value={x.role}
+                    disabled={x.name === session?.user}
+                    onChange={(e) =>
+                      act(`${x.name} is now ${(e.target as HTMLSelectElement).value}`, () =>
+                        call('PATCH', `/users/${seg(x.name)}`, {
+                          body: { role: (e.target as HTMLSelectElement).value },
+                        }),
+                      ).then(users.reload)
+                    }
+                  >
+                    {ROLES.map((r) => (
+                      <option key={r} value={r}>
+                        {r}
+                      </option>
+                    ))}
+                  </select>
+                ),
+              },
+              { header: 'Since', cell: (x) => <When at={x.createdAt} /> },
+              {
+                header: 'Actions',
+                hiddenHeader: true,
+                cell: (x) =>
+                  x.name !== session?.user && (
+                    <ConfirmButton
+                      label="Delete"
+                      question={`Delete user ${x.name} and their tokens?`}
+                      danger
+                      onConfirm={() =>
+                        act(`${x.name} deleted`, () => call('DELETE', `/users/${seg(x.name)}`)).then(
+                          users.reload,
+                        )
                       }
-                    >
-                      {ROLES.map((r) => (
-                        <option key={r} value={r}>
-                          {r}
-                        </option>
-                      ))}
-                    </select>
-                  </td>
-                  <td>
-                    <When at={x.createdAt} />
-                  </td>
-                  <td>
-                    {x.name !== session?.user && (
-                      <ConfirmButton
-                        label="Delete"
-                        question={`Delete user ${x.name} and their tokens?`}
-                        danger
-                        onConfirm={() =>
-                          act(`${x.name} deleted`, () => call('DELETE', `/users/${seg(x.name)}`)).then(
-                            users.reload,
-                          )
-                        }
-                      />
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+                    />
+                  ),
+              },
+            ]}
+          />
         )}
       </Show>
     </section>
@@ -570,39 +539,35 @@ function Audit() {
       >
         {(p) => (
           <>
-            <table class="audit">
-              <thead>
-                <tr>
-                  <th scope="col">When</th>
-                  <th scope="col">Actor</th>
-                  <th scope="col">Action</th>
-                  <th scope="col">Target</th>
-                  <th scope="col">Result</th>
-                  <th scope="col">From</th>
-                </tr>
-              </thead>
-              <tbody>
-                {p.items.map((a) => (
-                  <tr key={a.id} class={a.result === 'ok' ? '' : 'refused'}>
-                    <td>
-                      <When at={a.at} />
-                    </td>
-                    <td>
+            <Table
+              class="audit"
+              rows={p.items}
+              rowKey={(a) => a.id}
+              rowClass={(a) => (a.result === 'ok' ? '' : 'refused')}
+              columns={[
+                { header: 'When', cell: (a) => <When at={a.at} /> },
+                {
+                  header: 'Actor',
+                  cell: (a) => (
+                    <>
                       {a.actor} {a.role && <span class="muted">({a.role})</span>}
-                    </td>
-                    <td>
-                      <code>{a.action}</code>
-                    </td>
-                    <td>{a.target ?? ''}</td>
-                    <td>
+                    </>
+                  ),
+                },
+                { header: 'Action', cell: (a) => <code>{a.action}</code> },
+                { header: 'Target', cell: (a) => a.target ?? '' },
+                {
+                  header: 'Result',
+                  cell: (a) => (
+                    <>
                       {a.result === 'ok' ? 'ok' : <span class="badge badge-failed">{a.result}</span>}{' '}
                       {a.status} {a.message && <span class="reason">{a.message}</span>}
-                    </td>
-                    <td>{a.source}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+                    </>
+                  ),
+                },
+                { header: 'From', cell: (a) => a.source },
+              ]}
+            />
             <nav class="pager" aria-label="Pages">
               <button
                 type="button"

@@ -25,6 +25,7 @@ import {
   Page,
   Show,
   StatusBadge,
+  Table,
   useLive,
   useResource,
   useSession,
@@ -256,58 +257,41 @@ function Services({
                 </span>
               )}
             </h3>
-            <table class="services">
-              <thead>
-                <tr>
-                  <th scope="col">Service</th>
-                  <th scope="col">Image</th>
-                  <th scope="col">State</th>
-                  <th scope="col">Health</th>
-                  <th scope="col" class="num">
-                    Restarts
-                  </th>
-                  <th scope="col">Last error</th>
-                  <th scope="col">
-                    <span class="sr-only">Actions</span>
-                  </th>
-                </tr>
-              </thead>
-              <tbody>
-                {services.map((s) => (
-                  <tr key={s.service}>
-                    <td>{s.service}</td>
-                    <td>
-                      <code>{s.image}</code>
-                    </td>
-                    <td>
-                      <StatusBadge status={s.state} />
-                    </td>
-                    <td>{s.health}</td>
-                    <td class="num">{s.restarts}</td>
-                    <td class="reason">{s.lastError ?? ''}</td>
-                    <td>
-                      {operator && (
-                        <span class="inline-actions">
-                          <button type="button" onClick={() => onLogs(app, s.service)}>
-                            Logs
-                          </button>
-                          <button
-                            type="button"
-                            onClick={() =>
-                              act(`restart of ${app}/${s.service} asked`, () =>
-                                command(d.id, { kind: 'restart', app, service: s.service }),
-                              ).then(onChanged)
-                            }
-                          >
-                            Restart
-                          </button>
-                        </span>
-                      )}
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <Table
+              class="services"
+              rows={services}
+              rowKey={(s) => s.service}
+              columns={[
+                { header: 'Service', cell: (s) => s.service },
+                { header: 'Image', cell: (s) => <code>{s.image}</code> },
+                { header: 'State', cell: (s) => <StatusBadge status={s.state} /> },
+                { header: 'Health', cell: (s) => s.health },
+                { header: 'Restarts', class: 'num', cell: (s) => s.restarts },
+                { header: 'Last error', cellClass: () => 'reason', cell: (s) => s.lastError ?? '' },
+                {
+                  header: 'Actions',
+                  hiddenHeader: true,
+                  cell: (s) =>
+                    operator && (
+                      <span class="inline-actions">
+                        <button type="button" onClick={() => onLogs(app, s.service)}>
+                          Logs
+                        </button>
+                        <button
+                          type="button"
+                          onClick={() =>
+                            act(`restart of ${app}/${s.service} asked`, () =>
+                              command(d.id, { kind: 'restart', app, service: s.service }),
+                            ).then(onChanged)
+                          }
+                        >
+                          Restart
+                        </button>
+                      </span>
+                    ),
+                },
+              ]}
+            />
           </div>
         ))
       )}

@@ -4,6 +4,7 @@
  * (performance measure `devices-load`: from the user's action — filter, sort, page — to the new rows in the
  * DOM; the first load from the request).
  */
+import type { ComponentChildren } from 'preact';
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import type { FleetSummary } from '../../../api/routes/summary.js';
 import type { Page as ApiPage, Device } from '../../../api/schemas.js';
@@ -17,6 +18,7 @@ import {
   Page,
   Show,
   StatusBadge,
+  Table,
   useLive,
   useResource,
   useSession,
@@ -33,6 +35,20 @@ const SORTS: Array<[string, string]> = [
   ['agentVersion', 'Agent'],
   ['lastSeen', 'Last seen'],
 ];
+/** What each sortable column shows of a device (by the sort key). */
+const CELLS: Record<string, (d: Device) => ComponentChildren> = {
+  id: (d) => (
+    <a href={href(['devices', d.id])} class="devid">
+      {d.id}
+    </a>
+  ),
+  online: (d) => <OnlineDot online={d.online} />,
+  status: (d) => <StatusBadge status={d.status} />,
+  targetVersion: (d) => d.applied?.text ?? '—',
+  platform: (d) => d.platform ?? '—',
+  agentVersion: (d) => d.agentVersion ?? '—',
+  lastSeen: (d) => <When at={d.lastSeen} />,
+};
 const PAGE_SIZE = 50;
 
 interface Filters {
@@ -233,85 +249,67 @@ export function DevicesPage({ query }: { query: URLSearchParams }) {
       >
         {(p) => (
           <>
-            <table class="devices" aria-describedby="devices-count" data-testid="devices-table">
-              <thead>
-                <tr>
-                  {can(session, 'operator') && (
-                    <th scope="col" class="check">
-                      <input
-                        type="checkbox"
-                        aria-label="Select every device on this page"
-                        checked={allOnPage}
-                        onChange={() => {
-                          const next = new Set(selected);
-                          for (const d of items) allOnPage ? next.delete(d.id) : next.add(d.id);
-                          setSelected(next);
-                        }}
-                      />
-                    </th>
-                  )}
-                  {SORTS.map(([key, label]) => (
-                    <th
-                      key={key}
-                      scope="col"
-                      aria-sort={
-                        f.sort === key ? (f.order === 'asc' ? 'ascending' : 'descending') : undefined
-                      }
-                    >
-                      <button type="button" class="sort" onClick={() => sortBy(key)}>
-                        {label}
-                        {f.sort === key ? (f.order === 'asc' ? ' ▲' : ' ▼') : ''}
-                      </button>
-                    </th>
-                  ))}
-                  <th scope="col">Labels</th>
-                </tr>
-              </thead>
-              <tbody>
-                {p.items.map((d) => (
-                  <tr key={d.id}>
-                    {can(session, 'operator') && (
-                      <td class="check">
-                        <input
-                          type="checkbox"
-                          aria-label={`Select ${d.id}`}
-                          checked={selected.has(d.id)}
-                          onChange={() => {
-                            const next = new Set(selected);
-                            next.has(d.id) ? next.delete(d.id) : next.add(d.id);
-                            setSelected(next);
-                          }}
-                        />
-                      </td>
-                    )}
-                    <td>
-                      <a href={href(['devices', d.id])} class="devid">
-                        {d.id}
-                      </a>
-                    </td>
-                    <td>
-                      <OnlineDot online={d.online} />
-                    </td>
-                    <td>
-                      <StatusBadge status={d.status} />
-                    </td>
-                    <td>{d.applied?.text ?? '—'}</td>
-                    <td>{d.platform ?? '—'}</td>
-                    <td>{d.agentVersion ?? '—'}</td>
-                    <td>
-                      <When at={d.lastSeen} />
-                    </td>
-                    <td class="labels">
-                      {Object.entries(d.labels).map(([k, v]) => (
-                        <span class="label" key={k}>
-                          {k}={v}
-                        </span>
-                      ))}
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <Table
+              class="devices"
+              describedBy="devices-count"
+              testId="devices-table"
+              rows={p.items}
+              rowKey={(d) => d.id}
+              columns={[
+                can(session, 'operator') && {
+                  class: 'check',
+                  header: (
+                    <input
+                      type="checkbox"
+                      aria-label="Select every device on this page"
+                      checked={allOnPage}
+                      onChange={() => {
+                        const next = new Set(selected);
+                        for (const d of items) allOnPage ? next.delete(d.id) : next.add(d.id);
+                        setSelected(next);
+                      }}
+                    />
+                  ),
+                  cell: (d) => (
+                    <input
+                      type="checkbox"
+                      aria-label={`Select ${d.id}`}
+                      checked={selected.has(d.id)}
+                      onChange={() => {
+                        const next = new Set(selected);
+                        next.has(d.id) ? next.delete(d.id) : next.add(d.id);
+                        setSelected(next);
+                      }}
+                    />
+                  ),
+                },
+                ...SORTS.map(([key, label]) => ({
+                  header: (
+                    <button type="button" class="sort" onClick={() => sortBy(key)}>
+                      {label}
+                      {f.sort === key ? (f.order === 'asc' ? ' ▲' : ' ▼') : ''}
+                    </button>
+                  ),
+                  sort:
+                    f.sort === key
+                      ? f.order === 'asc'
+                        ? ('ascending' as const)
+                        : ('descending' as const)
+                      : undefined,
+                  cell: CELLS[key]!,
+                })),
+                {
+                  header: 'Labels',
+                  class: 'labels',
+                  cell: (d) =>
+                    Object.entries(d.labels).map(([k, v]) => (
+                      <span class="label" key={k}>
+                        {k}={v}
+                      </span>
+                    )),
+                },
+              ]}
+            />
             <nav class="pager" aria-label="Pages">
               <span id="devices-count">
                 {first.toLocaleString()}–{(first + p.items.length - 1).toLocaleString()}

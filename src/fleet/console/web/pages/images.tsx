@@ -11,6 +11,7 @@ import {
   errorText,
   Page,
   Show,
+  Table,
   useLive,
   useResource,
   useSession,
@@ -43,65 +44,54 @@ export function ImagesPage() {
         empty="No image in the fleet yet: upload an oci-archive or docker-archive, or berth fleet push."
       >
         {(list) => (
-          <table class="images">
-            <thead>
-              <tr>
-                <th scope="col">Image</th>
-                <th scope="col">Platforms</th>
-                <th scope="col">Size</th>
-                <th scope="col">Digest</th>
-                <th scope="col">Pushed</th>
-                <th scope="col">Devices running it</th>
-                {can(session, 'operator') && (
-                  <th scope="col">
-                    <span class="sr-only">Actions</span>
-                  </th>
-                )}
-              </tr>
-            </thead>
-            <tbody>
-              {list.map(({ image: i, users }) => (
-                <tr key={i.name}>
-                  <td>
-                    <code>{i.name}</code>
-                  </td>
-                  <td>{i.platforms.join(', ') || '—'}</td>
-                  <td class="num" title={`${i.totalSize} bytes with every platform`}>
-                    {bytes(i.totalSize)}
-                  </td>
-                  <td>
-                    <code title={i.digest}>{i.digest.slice(0, 19)}…</code>
-                  </td>
-                  <td>
-                    <When at={i.pushedAt} />
-                  </td>
-                  <td class="num">
-                    {users === null ? (
-                      '—'
-                    ) : users === 0 ? (
-                      '0'
-                    ) : (
-                      <a href={href(['devices'], { image: i.name })}>{users}</a>
-                    )}
-                  </td>
-                  {can(session, 'operator') && (
-                    <td>
-                      <ConfirmButton
-                        label="Delete"
-                        question={`Delete ${i.name}? Refused while a deployment uses it.`}
-                        danger
-                        onConfirm={() =>
-                          act(`${i.name} deleted`, () => call('DELETE', `/images/${seg(i.name)}`)).then(
-                            images.reload,
-                          )
-                        }
-                      />
-                    </td>
-                  )}
-                </tr>
-              ))}
-            </tbody>
-          </table>
+          <Table
+            class="images"
+            rows={list}
+            rowKey={({ image }) => image.name}
+            columns={[
+              { header: 'Image', cell: ({ image: i }) => <code>{i.name}</code> },
+              { header: 'Platforms', cell: ({ image: i }) => i.platforms.join(', ') || '—' },
+              {
+                header: 'Size',
+                class: 'num',
+                title: ({ image: i }) => `${i.totalSize} bytes with every platform`,
+                cell: ({ image: i }) => bytes(i.totalSize),
+              },
+              {
+                header: 'Digest',
+                cell: ({ image: i }) => <code title={i.digest}>{i.digest.slice(0, 19)}…</code>,
+              },
+              { header: 'Pushed', cell: ({ image: i }) => <When at={i.pushedAt} /> },
+              {
+                header: 'Devices running it',
+                class: 'num',
+                cell: ({ image: i, users }) =>
+                  users === null ? (
+                    '—'
+                  ) : users === 0 ? (
+                    '0'
+                  ) : (
+                    <a href={href(['devices'], { image: i.name })}>{users}</a>
+                  ),
+              },
+              can(session, 'operator') && {
+                header: 'Actions',
+                hiddenHeader: true,
+                cell: ({ image: i }) => (
+                  <ConfirmButton
+                    label="Delete"
+                    question={`Delete ${i.name}? Refused while a deployment uses it.`}
+                    danger
+                    onConfirm={() =>
+                      act(`${i.name} deleted`, () => call('DELETE', `/images/${seg(i.name)}`)).then(
+                        images.reload,
+                      )
+                    }
+                  />
+                ),
+              },
+            ]}
+          />
         )}
       </Show>
     </Page>

@@ -18,6 +18,7 @@ import {
   Page,
   Show,
   StatusBadge,
+  Table,
   useLive,
   useResource,
   useSession,
@@ -151,31 +152,22 @@ export function RolloutsPage({ query }: { query: URLSearchParams }) {
                 {can(session, 'operator') ? ' Start one with “New rollout”.' : ''}
               </Empty>
             ) : (
-              <table data-testid="rollouts-table">
-                <thead>
-                  <tr>
-                    <th scope="col">Rollout</th>
-                    <th scope="col">State</th>
-                    <th scope="col">Devices</th>
-                    <th scope="col">Phase</th>
-                    <th scope="col">Progress</th>
-                    <th scope="col">Created</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {l.items.map((r) => (
-                    <tr key={r.id}>
-                      <td>
-                        <a href={href(['rollouts', String(r.id)])}>{rolloutName(r)}</a>
-                      </td>
-                      <td>
-                        <StatusBadge status={r.state} />
-                      </td>
-                      <td>{selectionText(r.selection)}</td>
-                      <td>
-                        {r.phase} of {r.phases.length}
-                      </td>
-                      <td>
+              <Table
+                testId="rollouts-table"
+                rows={l.items}
+                rowKey={(r) => r.id}
+                columns={[
+                  {
+                    header: 'Rollout',
+                    cell: (r) => <a href={href(['rollouts', String(r.id)])}>{rolloutName(r)}</a>,
+                  },
+                  { header: 'State', cell: (r) => <StatusBadge status={r.state} /> },
+                  { header: 'Devices', cell: (r) => selectionText(r.selection) },
+                  { header: 'Phase', cell: (r) => `${r.phase} of ${r.phases.length}` },
+                  {
+                    header: 'Progress',
+                    cell: (r) => (
+                      <>
                         <StackBar
                           label={`${rolloutName(r)} progress`}
                           parts={[
@@ -186,14 +178,19 @@ export function RolloutsPage({ query }: { query: URLSearchParams }) {
                           ]}
                         />{' '}
                         {r.done}/{r.total}
-                      </td>
-                      <td>
+                      </>
+                    ),
+                  },
+                  {
+                    header: 'Created',
+                    cell: (r) => (
+                      <>
                         <When at={r.createdAt} /> {r.createdBy && <span class="muted">by {r.createdBy}</span>}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
+                      </>
+                    ),
+                  },
+                ]}
+              />
             )
           }
         </Show>
@@ -342,47 +339,43 @@ export function RolloutPage({ id }: { id: string }) {
             </div>
             <section class="card" aria-labelledby="ro-phases">
               <h2 id="ro-phases">Phases</h2>
-              <table class="phases" data-testid="phases">
-                <thead>
-                  <tr>
-                    <th scope="col">Phase</th>
-                    <th scope="col">Size</th>
-                    <th scope="col">State</th>
-                    <th scope="col">Devices</th>
-                    <th scope="col" class="num">
-                      Converged
-                    </th>
-                    <th scope="col" class="num">
-                      Failed
-                    </th>
-                    <th scope="col" class="num">
-                      Pending
-                    </th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {r.phases.map((p) => (
-                    <tr key={p.index} class={p.index === r.phase ? 'current' : ''}>
-                      <th scope="row">
+              <Table
+                class="phases"
+                testId="phases"
+                rows={r.phases}
+                rowKey={(p) => p.index}
+                rowClass={(p) => (p.index === r.phase ? 'current' : '')}
+                columns={[
+                  {
+                    header: 'Phase',
+                    rowHeader: true,
+                    cell: (p) => (
+                      <>
                         {p.index} <span class="muted">({p.spec})</span>
-                      </th>
-                      <td>{p.size}</td>
-                      <td>
-                        <StatusBadge status={p.state} />
-                      </td>
-                      <td class="barcell">
-                        <StackBar label={`phase ${p.index}`} parts={phaseParts(p)} />
-                      </td>
-                      <td class="num">{p.converged}</td>
-                      <td class="num">{p.failed}</td>
-                      <td class="num">
+                      </>
+                    ),
+                  },
+                  { header: 'Size', cell: (p) => p.size },
+                  { header: 'State', cell: (p) => <StatusBadge status={p.state} /> },
+                  {
+                    header: 'Devices',
+                    cellClass: () => 'barcell',
+                    cell: (p) => <StackBar label={`phase ${p.index}`} parts={phaseParts(p)} />,
+                  },
+                  { header: 'Converged', class: 'num', cell: (p) => p.converged },
+                  { header: 'Failed', class: 'num', cell: (p) => p.failed },
+                  {
+                    header: 'Pending',
+                    class: 'num',
+                    cell: (p) => (
+                      <>
                         {p.pending}
                         {p.offline > 0 && <span class="muted"> ({p.offline} offline)</span>}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
+                      </>
+                    ),
+                  },
+                ]}
+              />
             </section>
           </>
         )}
@@ -402,36 +395,38 @@ export function RolloutPage({ id }: { id: string }) {
         </label>
         <Show r={devices} what="devices" isEmpty={(d) => d.items.length === 0} empty="No device here.">
           {(d) => (
-            <table data-testid="rollout-devices">
-              <thead>
-                <tr>
-                  <th scope="col">Device</th>
-                  <th scope="col">Phase</th>
-                  <th scope="col">Outcome</th>
-                  <th scope="col">Sent</th>
-                  <th scope="col">Detail</th>
-                </tr>
-              </thead>
-              <tbody>
-                {d.items.map((x) => (
-                  <tr key={x.deviceId}>
-                    <td>
+            <Table
+              testId="rollout-devices"
+              rows={d.items}
+              rowKey={(x) => x.deviceId}
+              columns={[
+                {
+                  header: 'Device',
+                  cell: (x) => (
+                    <>
                       <a href={href(['devices', x.deviceId])}>{x.deviceId}</a>
                       {x.canary && <span class="tag">canary</span>}
-                    </td>
-                    <td>{x.phase}</td>
-                    <td>
+                    </>
+                  ),
+                },
+                { header: 'Phase', cell: (x) => x.phase },
+                {
+                  header: 'Outcome',
+                  cell: (x) => (
+                    <>
                       <StatusBadge status={x.outcome} />
                       {x.rollback.state !== 'none' && <span class="muted"> rollback {x.rollback.state}</span>}
-                    </td>
-                    <td>
-                      <When at={x.publishedAt} />
-                    </td>
-                    <td class={x.outcome === 'failed' ? 'reason' : 'muted'}>{x.detail ?? ''}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+                    </>
+                  ),
+                },
+                { header: 'Sent', cell: (x) => <When at={x.publishedAt} /> },
+                {
+                  header: 'Detail',
+                  cellClass: (x) => (x.outcome === 'failed' ? 'reason' : 'muted'),
+                  cell: (x) => x.detail ?? '',
+                },
+              ]}
+            />
           )}
         </Show>
       </section>
