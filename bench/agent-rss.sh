@@ -6,8 +6,12 @@
 #
 #   bash bench/agent-rss.sh [containers=10] [idle-seconds=30]
 #   BERTH_EXE=dist/berth-linux-x64 (default when it exists; `npm run package -- --arch x64 --no-deb`)
+#   BENCH_KINDS="packaged packaged-semi1" (default: every kind below)
 #
-# Prints the agent's VmRSS / Pss (smaps_rollup) / VmHWM after converging and after the idle period, for
+# Each agent enrolls first (a short run with a one-use token: the embedded broker takes enrolled devices
+# only) and is measured on its next start, as a device runs after its first boot.
+# Prints the agent's VmRSS / Pss (smaps_rollup) / VmHWM after converging and after the idle period (and
+# the smaps_rollup split: clean file pages, of them the executable's own, vs dirty/anonymous), for
 # the packaged executable as shipped (BERTH_EXE; with NODE_OPTIONS=--max-semi-space-size=1 too: a SEA
 # refuses --lite-mode there) and for the bundle under plain `node` and `node --max-semi-space-size=1`,
 # next to a bare `node` and the packaged executable's own base Node (BERTH_BASE_NODE, default: the one
@@ -43,13 +47,22 @@ rss_line() { # rss_line <label> <pid>
   printf '%-30s VmRSS %6s MiB (anon %5s, file %5s)  Pss %6s MiB  VmHWM %6s MiB\n' "$1" \
     "$(mib "$(kib "$2" VmRSS status)")" "$(mib "$(kib "$2" RssAnon status)")" "$(mib "$(kib "$2" RssFile status)")" \
     "$(mib "$(kib "$2" Pss smaps_rollup)")" "$(mib "$(kib "$2" VmHWM status)")"
+  # where the file-backed part is: the executable's own pages (clean page cache of the file, dropped under
+  # memory pressure and read back when touched; Private_ only because no other process maps the file)
+  printf '%-30s   Shared_Clean %5s  Private_Clean %5s  Private_Dirty %5s  Anonymous %5s  of it the executable %5s MiB\n' "" \
+    "$(mib "$(kib "$2" Shared_Clean smaps_rollup)")" "$(mib "$(kib "$2" Private_Clean smaps_rollup)")" \
+    "$(mib "$(kib "$2" Private_Dirty smaps_rollup)")" "$(mib "$(kib "$2" Anonymous smaps_rollup)")" \
+    "$(mib "$(awk -v exe="$(readlink "/proc/$2/exe")" '/^[0-9a-f]+-[0-9a-f]+ / {cur = ($6 == exe)} $1 == "Rss:" && cur {s += $2} END {print s + 0}' "/proc/$2/smaps")")"
 }
 
-PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+PORT=$(free_port) HTTP_PORT=$(free_port)
 berth --state-dir "$FLEET" fleet keygen >"$WORK/fleet.pub"
-node dist/berth.mjs --log-level warn --state-dir "$FLEET" fleet serve --listen "127.0.0.1:$PORT" --http off >/dev/null 2>&1 &
+node dist/berth.mjs --log-level warn --state-dir "$FLEET" fleet serve --listen "127.0.0.1:$PORT" --http "127.0.0.1:$HTTP_PORT" >/dev/null 2>&1 &
 PIDS+=($!)
-wait_for 20 "the fleet broker" node -e 'require("net").connect(+process.argv[1],"127.0.0.1").on("connect",()=>process.exit(0)).on("error",()=>process.exit(1))' "$PORT"
+for p in "$PORT" "$HTTP_PORT"; do
+  wait_for 20 "the fleet server" node -e 'require("net").connect(+process.argv[1],"127.0.0.1").on("connect",()=>process.exit(0)).on("error",()=>process.exit(1))' "$p"
+done
 bash scripts/sample-image.sh "$WORK/sample" v1 "rss bench" >/dev/null
 skopeo --insecure-policy copy -q "oci:$WORK/sample:v1" "oci:$WORK/sample-v1:v1"
 berth --state-dir "$FLEET" fleet push "$WORK/sample-v1" --tag sample:v1 >/dev/null 2>&1
@@ -68,19 +81,36 @@ running() { # running <state-dir> → count of running containers
   node dist/berth.mjs --state-dir "$1" ps --json 2>/dev/null | jq '[.[] | select(.state == "running")] | length'
 }
 
+evict_page_cache() { # evict_page_cache <file>: drop its clean pages from the page cache
+  python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$1"
+}
+
 measure() { # measure <label> <launcher...>: `node [flags] dist/berth.mjs`, or the packaged executable
-  local label=$1 dev device apid t0 n
+  local label=$1 dev device apid t0 n token
   shift
   dev=$WORK/mnt/dev-$RANDOM device=rss-$RANDOM
   mkdir -p "$dev"
+  # the embedded broker takes enrolled devices only: each device enrolls once with a one-use token (an
+  # agent run that is stopped once enrollment.json is written); the measured run is a later boot of it
+  token=$(berth --state-dir "$FLEET" fleet enroll create --uses 1 2>/dev/null)
+  node dist/berth.mjs --log-level warn --state-dir "$dev" agent --broker "mqtt://127.0.0.1:$PORT" --offline \
+    --enroll "http://127.0.0.1:$HTTP_PORT" --token "$token" --device-id "$device" 2>"$WORK/enroll-$device.log" &
+  apid=$!
+  PIDS+=($apid)
+  wait_for 30 "the enrollment" test -s "$dev/enrollment.json" || { cat "$WORK/enroll-$device.log" >&2; exit 1; }
+  kill -TERM "$apid"; wait "$apid" 2>/dev/null || true
+  # the executable's pages leave the page cache first: pages still cached (a fresh build, an earlier run)
+  # are mapped around each fault too and would count in RSS; every kind starts from the same state
+  evict_page_cache "${@: -1}"
   "$@" --log-level warn --state-dir "$dev" agent --broker "mqtt://127.0.0.1:$PORT" \
     --device-id "$device" --fleet-key "$WORK/fleet.pub" --mqtt-version 4 2>"$WORK/agent-$device.log" &
   apid=$!
   PIDS+=($apid)
   wait_for 20 "the agent's local API" test -S "$dev/berth.sock"
   t0=$(now_ms)
-  berth --state-dir "$FLEET" fleet deploy "$WORK/target.json" --device "$device" --broker "mqtt://127.0.0.1:$PORT" \
-    --mqtt-version 4 >/dev/null
+  # --allow-unknown: the agent may not have said hello yet; the retained target waits for it
+  berth --state-dir "$FLEET" fleet deploy "$WORK/target.json" --device "$device" --allow-unknown \
+    --broker "mqtt://127.0.0.1:$PORT" --mqtt-version 4 >/dev/null
   wait_for 180 "$N containers running" bash -c "[[ \$(node dist/berth.mjs --state-dir '$dev' ps --json | jq '[.[] | select(.state == \"running\")] | length') == $N ]]" ||
     { tail -20 "$WORK/agent-$device.log" >&2; exit 1; }
   echo
@@ -108,17 +138,17 @@ PIDS+=($BARE)
 EXE=${BERTH_EXE:-dist/berth-linux-$(node -p 'process.arch')}
 BASE_NODE=${BERTH_BASE_NODE:-$(ls -d "${BERTH_PACKAGE_CACHE:-$HOME/.cache/berth-package}"/pkg-home/.pkg-cache/sea/node-v*-linux-"$(node -p 'process.arch')"/bin/node 2>/dev/null | tail -1)}
 KINDS=()
+WANT=${BENCH_KINDS:-packaged packaged-semi1 plain semi1 semi1-lite}
+want() { [[ " $WANT " == *" $1 "* ]]; }
 if [[ -x $EXE ]]; then
-  measure packaged "$EXE"
-  measure packaged-semi1 env NODE_OPTIONS=--max-semi-space-size=1 "$EXE"
-  KINDS+=(packaged packaged-semi1)
+  want packaged && { measure packaged "$EXE"; KINDS+=(packaged); }
+  want packaged-semi1 && { measure packaged-semi1 env NODE_OPTIONS=--max-semi-space-size=1 "$EXE"; KINDS+=(packaged-semi1); }
 else
   echo "agent-rss: no packaged executable at $EXE (npm run package -- --arch x64 --no-deb): bundle only" >&2
 fi
-measure plain node dist/berth.mjs
-measure semi1 node --max-semi-space-size=1 dist/berth.mjs
-measure semi1-lite node --max-semi-space-size=1 --lite-mode dist/berth.mjs
-KINDS+=(plain semi1 semi1-lite)
+want plain && { measure plain node dist/berth.mjs; KINDS+=(plain); }
+want semi1 && { measure semi1 node --max-semi-space-size=1 dist/berth.mjs; KINDS+=(semi1); }
+want semi1-lite && { measure semi1-lite node --max-semi-space-size=1 --lite-mode dist/berth.mjs; KINDS+=(semi1-lite); }
 echo
 rss_line "bare node (idle, same machine)" "$BARE"
 if [[ -x $BASE_NODE ]]; then

@@ -1,5 +1,5 @@
 // Figures for the packaged executables (build them first: `npm run package`):
-//   node bench/package.mjs [--dist dist] [--runs 5] [--arch x64 ...]
+//   node bench/package.mjs [--dist dist] [--runs 9] [--arch x64 ...]
 // Per arch: executable size against the Node base binary (aim: base + 15 MiB), start-up of `berth version`
 // (first run and median of --runs; native x64 aim <= 150 ms, emulated arches reported, not judged) and of
 // `berth ps` without an agent (median; aim <= 250 ms), each also as a ratio to `node -e 0` timed in the same
@@ -17,7 +17,7 @@ const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const { values } = parseArgs({
   options: {
     dist: { type: 'string', default: path.join(ROOT, 'dist') },
-    runs: { type: 'string', default: '5' },
+    runs: { type: 'string', default: '9' },
     arch: { type: 'string', multiple: true },
   },
 });
@@ -59,6 +59,10 @@ function timeRun(def, exe, args, env) {
 const NATIVE = { qemu: null };
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const cpuRatio = (xs, refs) =>
+  [...xs, ...refs].every((x) => x.cpu !== null)
+    ? (median(xs.map((x) => x.cpu)) / Math.max(1, median(refs.map((x) => x.cpu)))).toFixed(2)
+    : 'n/a';
 
 function freePort() {
   return new Promise((resolve) => {
@@ -127,14 +131,16 @@ try {
     };
     try {
       const first = timeRun(def, exe, ['version'], env);
+      const dbFirst = timeRun(def, exe, ['db-check'], env);
       const times = [];
+      const psTimes = [];
       const refs = [];
+      // interleaved: a load change hits the reference and both commands alike
       for (let i = 0; i < runs; i++) {
         times.push(timeRun(def, exe, ['version'], env));
+        psTimes.push(timeRun(def, exe, ['ps'], env));
         refs.push(timeRun(NATIVE, process.execPath, ['-e', '0'], env));
       }
-      const dbFirst = timeRun(def, exe, ['db-check'], env);
-      const psTimes = Array.from({ length: runs }, () => timeRun(def, exe, ['ps'], env));
       const rss = await rssAfterStart(def, exe, `mqtt://127.0.0.1:${port}`, env);
       const ms = (x) => x.toFixed(0);
       const cpu = times.every((x) => x.cpu !== null) ? ms(median(times.map((x) => x.cpu))) : 'n/a';
@@ -155,6 +161,8 @@ try {
         nodeE0CpuMs: refs.every((x) => x.cpu !== null) ? ms(median(refs.map((x) => x.cpu))) : 'n/a',
         versionVsNode: (median(times.map((x) => x.wall)) / median(refs.map((x) => x.wall))).toFixed(2),
         psVsNode: (median(psTimes.map((x) => x.wall)) / median(refs.map((x) => x.wall))).toFixed(2),
+        versionCpuVsNode: cpuRatio(times, refs),
+        psCpuVsNode: cpuRatio(psTimes, refs),
         firstDbOpenMs: ms(dbFirst.wall),
         rssMiB: rss.rss.toFixed(1),
         anonMiB: rss.anon.toFixed(1),
@@ -175,7 +183,8 @@ process.stdout.write(`${line(cols)}\n`);
 for (const r of rows) process.stdout.write(`${line(cols.map((c) => r[c]))}\n`);
 process.stdout.write(
   `(version*: start-up of \`berth version\`, first run and median of ${runs}, wall and CPU (user+sys) ms; ` +
-    'ps*: `berth ps` with no agent on a fresh state dir; nodeE0*: `node -e 0`, the reference timed in the same loop; ' +
+    'ps*: `berth ps` with no agent (the state dir made by the first db-check); nodeE0*: `node -e 0` (the node ' +
+    'running this script), the reference timed in the same loop; *VsNode: median ratios to it, wall and CPU; ' +
     'firstDbOpenMs: first `db-check`, extraction included; RSS of `mqtt-ping --hold` 2 s after publishing, ' +
     'anon + file-backed (pages of the executable); aim: native x64 <= 150 ms, size <= base + 15 MiB)\n',
 );

@@ -2,13 +2,10 @@
 // ($HOME/.pkg-cache/sea, HOME pointed into our cache) pre-seeded with the stripped target node from npm, so
 // it neither downloads nor verifies anything.
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { CACHE_DIR, loadArch, log, run } from './common.mjs';
 import { assertDynSymsUnchanged, restoreDynamicSections } from './elf.mjs';
 import { nodeDistFor } from './node-dist.mjs';
-
-const require = createRequire(import.meta.url);
 
 /** Seed pkg's cache for `def`; returns the (stripped) node binary pkg will copy. */
 async function seedPkgCache(def, home, nodeDir) {
@@ -43,11 +40,32 @@ export async function buildPkg(def, { nodeDir, bundle, work, output }) {
   mkdirSync(work, { recursive: true });
   const tmp = `${output}.tmp-${process.pid}`;
   rmSync(tmp, { force: true });
-  const pkgBin = require.resolve('@yao-pkg/pkg/lib-es5/bin.js');
-  await run(hostNode, [pkgBin, bundle, '--sea', '-t', def.pkgTarget, '-o', tmp], {
-    cwd: work,
-    env: { ...process.env, HOME: home, PKG_CACHE_PATH: path.join(home, '.pkg-cache') },
-  });
+  // pkg's plain SEA mode as a library (pkg-sea.cjs), not its CLI: the CLI passes no SEA config, and V8's code
+  // cache of the bundle (useCodeCache) is what makes a cold start cheap (compiling the bundle was ~30 % of
+  // `berth version`). Only where the build host runs the target's arch: the cache is made by the blob
+  // generator (here the target's own node) and V8 rejects or, per Node's docs, may crash on a cache made on
+  // another platform; foreign arches keep pkg's default (no cache) and its seeded download cache.
+  const useCodeCache = def.nodeArch === process.arch && hostDef.node.version === def.node.version;
+  const nodeRange = def.pkgTarget.split('-')[0];
+  await run(
+    hostNode,
+    [
+      path.join(import.meta.dirname, 'pkg-sea.cjs'),
+      JSON.stringify({
+        entry: path.resolve(bundle),
+        output: path.resolve(tmp),
+        nodeRange,
+        arch: def.nodeArch,
+        ...(useCodeCache ? { nodePath: base } : {}),
+        useCodeCache,
+      }),
+    ],
+    {
+      cwd: work,
+      env: { ...process.env, HOME: home, PKG_CACHE_PATH: path.join(home, '.pkg-cache') },
+    },
+  );
+  log(`${def.arch}: pkg SEA ${useCodeCache ? 'with' : 'without'} V8 code cache`);
   // pkg injects with the same postject: same repair and guard as the SEA path.
   const restored = restoreDynamicSections(base, tmp);
   log(`${def.arch}: restored ${restored.join(' ')} after pkg`);

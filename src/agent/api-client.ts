@@ -3,6 +3,7 @@
  * client when an agent answers on <state-dir>/berth.sock, undefined when none does — then (and only then)
  * the CLI acts on the state dir directly.
  */
+import { lstatSync } from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import type { ImageRecord } from '../content/images.js';
@@ -214,11 +215,21 @@ export class AgentClient {
 
 /** A client if an agent answers on the state dir's socket, else undefined (the CLI then works directly). */
 export async function connectAgent(stateDir: string, timeoutMs = 1000): Promise<AgentClient | undefined> {
+  // no socket, no agent: answer without an HTTP request (its connection set-up costs a cold `berth ps`)
+  if (!isSocket(agentSocketPath(stateDir))) return undefined;
   const c = new AgentClient(agentSocketPath(stateDir), timeoutMs);
   try {
     await c.ping();
     return new AgentClient(c.socketPath);
   } catch {
     return undefined;
+  }
+}
+
+function isSocket(file: string): boolean {
+  try {
+    return lstatSync(file).isSocket();
+  } catch {
+    return false;
   }
 }

@@ -18,7 +18,8 @@ import { formatPlatform, hostPlatform, parsePlatform } from '../oci/platform.js'
 import { resolvePublicKey } from '../transport/signing.js';
 import { BUILD } from '../version.js';
 import { registerAgentStatus } from './agent-status.js';
-import { type CliContext, invocation } from './context.js';
+import type { CliContext } from './context.js';
+import { invocation } from './invocation.js';
 import { addMqttOptions, type MqttFlags, mqttOptionsFrom, untilSignal } from './mqtt-options.js';
 import { ProgressBar } from './progress.js';
 

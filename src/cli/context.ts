@@ -10,9 +10,6 @@ import type { NativeParts, NativeSource } from '../lib/native.js';
 import { autoRemoveCommand } from '../lib/self.js';
 import { prepareDir, secureStateDir } from '../lib/state-dir.js';
 
-/** The command line of this run (runCli sets it): `berth agent`'s launcher starts versions with it. */
-export const invocation: { argv: readonly string[] } = { argv: [] };
-
 /** Global options every command accepts (commander puts them on the root program). */
 export interface GlobalOptions {
   stateDir?: string;

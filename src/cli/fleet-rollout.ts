@@ -11,12 +11,13 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import type { RolloutCreateBody, RolloutWire } from '../fleet/api/schemas.js';
-import { invalidInput } from '../lib/errors.js';
+import type { RolloutCreateBody, RolloutDeviceWire, RolloutWire } from '../fleet/api/schemas.js';
+import type { FleetClient } from '../fleet/client/client.js';
+import { BerthError, conflict, invalidInput } from '../lib/errors.js';
 import type { CliContext } from './context.js';
 import { parseDurationFlag } from './duration.js';
 import { addClientOptions, type ClientFlags, openFleetClient } from './fleet-client.js';
-import { columnsOf, FORMAT_HELP, printJson, printListing } from './output.js';
+import { columnsOf, deviceLines, FORMAT_HELP, printJson, printListing } from './output.js';
 
 const FINISHED = ['succeeded', 'aborted', 'superseded'];
 
@@ -73,6 +74,63 @@ export function formatRollout(r: RolloutWire): string {
     );
   if (r.group?.deployment) lines.push(`  group target: ${r.group.deployment.text}`);
   return `${lines.join('\n')}\n`;
+}
+
+/** Every device of a rollout, page by page. */
+async function allDevices(client: FleetClient, id: number): Promise<RolloutDeviceWire[]> {
+  const out: RolloutDeviceWire[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await client.rolloutDevices(id, { limit: 500, ...(cursor ? { cursor } : {}) });
+    out.push(...page.items);
+    cursor = page.next ?? undefined;
+  } while (cursor);
+  return out;
+}
+
+/**
+ * `fleet deploy --group --wait`: follow the deploy's one-phase rollout until it ends — a line per device as
+ * it moves (to `out`), then the counts. Succeeded: every device converged. Aborted (devices failed, none
+ * left pending) or superseded (a newer deploy or rollout took the group): Conflict naming the failed
+ * devices or the newer rollout. Still running after `timeoutMs`: Timeout naming the devices not done.
+ */
+export async function waitForRollout(
+  client: FleetClient,
+  id: number,
+  what: string,
+  timeoutMs: number,
+  timeoutText: string,
+  out: NodeJS.WritableStream = process.stderr,
+): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  const tell = deviceLines(out);
+  for (;;) {
+    const r = await client.rollout(id);
+    const devices = await allDevices(client, id);
+    for (const x of devices) tell({ ...x, state: x.outcome });
+    const over = FINISHED.includes(r.state);
+    if (over || Date.now() >= until) {
+      const superseded = devices.filter((x) => x.outcome === 'superseded').length;
+      out.write(
+        `${r.converged}/${r.total} converged, ${r.failed} rejected or failed, ${r.total - r.converged - r.failed - superseded} pending${superseded ? `, ${superseded} superseded` : ''}\n`,
+      );
+      if (r.state === 'succeeded') return;
+      const named = (outcomes: string[]) =>
+        devices
+          .filter((x) => outcomes.includes(x.outcome))
+          .map((x) => `${x.deviceId} ${x.outcome}${x.detail ? ` (${x.detail})` : ''}`)
+          .join('; ');
+      if (!over)
+        throw new BerthError(
+          'Timeout',
+          `${what}: rollout ${id} not done after ${timeoutText}; ${named(['queued', 'pending', 'failed'])}`,
+        );
+      if (r.state === 'superseded')
+        throw conflict(`${what}: rollout ${id} was superseded${r.reason ? ` (${r.reason})` : ''}`);
+      throw conflict(`${what}: rollout ${id} ${r.state}: ${r.reason ?? ''}; ${named(['failed'])}`);
+    }
+    await new Promise((res) => setTimeout(res, 500));
+  }
 }
 
 export function registerFleetRollout(fleet: Command, ctx: () => CliContext): void {
@@ -299,11 +357,15 @@ export function registerFleetRollout(fleet: Command, ctx: () => CliContext): voi
       .command('abort <id>')
       .description('abort: moved devices get their previous target back (unless --no-rollback)')
       .option('--reason <text>', 'why (kept with the rollout)')
+      .option(
+        '--rollback',
+        'give moved devices their previous target back even when the rollout was made without rollback (a deploy)',
+      )
       .option('--no-rollback', 'leave moved devices on the release'),
-  ).action(async (idText: string, o: ClientFlags & { reason?: string; rollback: boolean }) => {
+  ).action(async (idText: string, o: ClientFlags & { reason?: string; rollback?: boolean }) => {
     const r = await (await openFleetClient(ctx(), o)).rolloutAction(rolloutId(idText), 'abort', {
       ...(o.reason ? { reason: o.reason } : {}),
-      ...(o.rollback === false ? { rollback: false } : {}),
+      ...(o.rollback !== undefined ? { rollback: o.rollback } : {}),
     });
     process.stdout.write(
       `rollout ${r.id} aborted${r.rollback.state === 'none' ? '' : `; ${r.rollback.moved} moved device(s) get their previous target back`}\n`,

@@ -19,7 +19,7 @@ import { registerFleetEnroll } from './fleet-enroll.js';
 import { SERVE_FILE, type ServeFile } from './fleet-link.js';
 import { fleetStores } from './fleet-local.js';
 import { registerFleetRelease } from './fleet-release.js';
-import { registerFleetRollout } from './fleet-rollout.js';
+import { registerFleetRollout, waitForRollout } from './fleet-rollout.js';
 import {
   addMqttOptions,
   connectTimeoutMs,
@@ -27,7 +27,7 @@ import {
   mqttOptionsFrom,
   untilSignal,
 } from './mqtt-options.js';
-import { columnsOf, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
+import { columnsOf, deviceLines, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
 import { ProgressBar } from './progress.js';
 
 export function registerFleet(program: Command, ctx: () => CliContext): void {
@@ -235,7 +235,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
       fleet
         .command('deploy [file]')
         .description(
-          'sign and publish (retained) a new target version for a device or a group: a target JSON or a docker-compose file',
+          'sign and publish (retained) a new target version for a device (an override) or a group (a one-phase rollout): a target JSON or a docker-compose file',
         )
         .option('--app <name>', 'app name for a compose file (default: its name: key)')
         .option('--device <id>', 'target one device')
@@ -249,7 +249,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
         .option('--allow-downgrade', 'with --agent: let devices that run a newer agent go back to it')
         .option(
           '--wait',
-          'wait until every device concerned converged, rejected or failed (exit 1 if any did not converge)',
+          'wait until every device concerned converged, rejected or failed (exit 1 if any did not converge); a group deploy: until its rollout ends',
         )
         .option('--timeout <duration>', 'with --wait: give up after this long (e.g. 90s, 5m)', '5m')
         .option('--dry-run', 'validate (schema, images, size) without publishing'),
@@ -312,9 +312,13 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
           return;
         }
         dep = await client.deploy(req);
-        process.stdout.write(`deployed ${scope.kind} ${scope.id} version ${dep.version}\n`);
+        process.stdout.write(
+          `deployed ${scope.kind} ${scope.id} version ${dep.version}${dep.rolloutId !== undefined ? ` as rollout ${dep.rolloutId} (berth fleet rollout show ${dep.rolloutId})` : ''}\n`,
+        );
       }
       if (!opts.wait) return;
+      if (dep.rolloutId !== undefined)
+        return waitForRollout(client, dep.rolloutId, dep.text, timeoutMs, opts.timeout);
       const result = await waitForDeployment(() => client.progress(dep.id), timeoutMs);
       if (!result.ok || !result.done) {
         const bad = result.devices.filter((d) => d.state !== 'converged' && d.state !== 'superseded');
@@ -356,15 +360,10 @@ export async function waitForDeployment(
   out: NodeJS.WritableStream = process.stderr,
 ): Promise<DeploymentProgress> {
   const until = Date.now() + timeoutMs;
-  const told = new Map<string, string>();
+  const tell = deviceLines(out);
   for (;;) {
     const p = await progress();
-    for (const d of p.devices) {
-      const line = `${d.deviceId}: ${d.state}${d.detail ? ` (${d.detail})` : ''}${d.online ? '' : ' [offline]'}`;
-      if (told.get(d.deviceId) === line) continue;
-      told.set(d.deviceId, line);
-      out.write(`${line}\n`);
-    }
+    for (const d of p.devices) tell(d);
     if (p.done || Date.now() >= until) {
       out.write(
         `${p.converged}/${p.total} converged, ${p.failed} rejected or failed, ${p.pending} pending\n`,

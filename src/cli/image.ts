@@ -5,8 +5,8 @@ import { collectGarbage } from '../content/gc.js';
 import { ImageRepo } from '../content/images.js';
 import { formatPlatform, hostPlatform, type PlatformSpec, parsePlatform } from '../oci/platform.js';
 import type { CliContext } from './context.js';
+import type { Register } from './families.js';
 import { type Column, humanDuration, humanSize, printJson, printListing } from './output.js';
-import type { Register } from './program.js';
 import { importWithProgress } from './push.js';
 
 const IMAGE_COLUMNS: Column[] = [

@@ -175,3 +175,19 @@ export function printListing(
 export function printTable(rows: ReadonlyArray<Row>, columns: readonly string[]): void {
   printListing(rows, columnsOf(...columns), {});
 }
+
+/**
+ * `deploy --wait`'s device lines: `d1: converged`, `d2: pending (applying) [offline]` — written to `out`
+ * only when a device's line changed since the last call.
+ */
+export function deviceLines(
+  out: NodeJS.WritableStream,
+): (d: { deviceId: string; state: string; detail?: string | null; online: boolean }) => void {
+  const told = new Map<string, string>();
+  return (d) => {
+    const line = `${d.deviceId}: ${d.state}${d.detail ? ` (${d.detail})` : ''}${d.online ? '' : ' [offline]'}`;
+    if (told.get(d.deviceId) === line) return;
+    told.set(d.deviceId, line);
+    out.write(`${line}\n`);
+  };
+}

@@ -1,71 +1,25 @@
 import { Command, CommanderError } from 'commander';
 import { BerthError, errorMessage } from '../lib/errors.js';
 import { developmentNative, type NativeSource } from '../lib/native.js';
-import { registerAgent } from './agent.js';
-import { registerContainers } from './containers.js';
-import { CliContext, type GlobalOptions, invocation } from './context.js';
-import { registerDiagnostics } from './diagnostics.js';
-import { registerDockerVerbs } from './docker-verbs.js';
-import { registerEvents } from './events.js';
-import { registerImage } from './image.js';
-import { registerInspect } from './inspect.js';
-import { registerPull } from './pull.js';
-import { registerRuntime } from './runtime.js';
-import { registerStats } from './stats.js';
-import { registerStorage } from './storage.js';
-import { registerTarget } from './target.js';
+import type { CliContext, GlobalOptions } from './context.js';
+import { FAMILIES, FAMILY_LOADERS, type Family, familiesFor, type Register } from './families.js';
+import { invocation } from './invocation.js';
 import { registerVersion } from './version.js';
 
-export type Register = (program: Command, ctx: () => CliContext) => void;
+export type { Register };
 
-/** Command families, one file each; a new family adds its register function here. */
+/** The fleet family's stand-in in the full command list: the same name and description. */
+const FLEET_DESCRIPTION = 'fleet server: images, devices, signed targets, enrollment, blob service over MQTT';
 
-const FAMILIES: Register[] = [
-  registerImage,
-  registerStorage,
-  registerRuntime,
-  registerContainers,
-  registerAgent,
-  registerPull,
-  registerDiagnostics,
-  registerTarget,
-  registerInspect,
-  registerStats,
-  registerEvents,
-  registerDockerVerbs,
-];
-
-/**
- * The program and its composition root (CliContext) over the executable's native parts: src/main.ts
- * passes the development ones (native/build, node_modules), src/packaged/main.ts the embedded ones.
- */
-/**
- * Families loaded only when one of their commands runs: the fleet server's code (HTTP API, broker,
- * stores, console assets) stays out of `berth agent` and the docker-like commands, which never import
- * it (test/unit/module-graph.test.ts checks the bundle). Until then the family is a placeholder command
- * with the same name and description; invoking it (its help included) loads the family and parses again.
- */
-const LAZY_FAMILIES: Record<string, { description: string; load: () => Promise<Register> }> = {
-  fleet: {
-    description: 'fleet server: images, devices, signed targets, enrollment, blob service over MQTT',
-    load: () => import('./fleet.js').then((m) => m.registerFleet),
-  },
-};
-
-/** Thrown by a lazy family's placeholder: runCli loads the family and parses again. */
+/** Thrown by the fleet placeholder: runCli loads the family and parses again. */
 class LoadFamily extends Error {
-  constructor(readonly family: string) {
+  constructor(readonly family: Family) {
     super(`command family ${family} is not loaded`);
   }
 }
 
-export function buildProgram(
-  native: NativeSource = developmentNative,
-  loaded: ReadonlyMap<string, Register> = new Map(),
-): {
-  program: Command;
-  context: () => CliContext;
-} {
+/** The root program with its global options and `version`, no family yet. */
+function rootProgram(native: NativeSource): Command {
   const program = new Command('berth');
   program
     .description(
@@ -90,34 +44,67 @@ export function buildProgram(
     .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
+  registerVersion(program, native);
+  return program;
+}
+
+export interface Program {
+  program: Command;
+  /** The composition root of the command that runs, if one was made. */
+  context: () => CliContext | undefined;
+}
+
+/**
+ * The program and its composition root (CliContext) over the executable's native parts: src/main.ts
+ * passes the development ones (native/build, node_modules), src/packaged/main.ts the embedded ones.
+ *
+ * Only the command families `argv` names are loaded (src/cli/families.ts): `berth version` loads none,
+ * `berth ps` the container commands. A command line that lists or suggests commands (help, no command, an
+ * unknown one) loads every family but fleet, which stands in as a placeholder with its name and
+ * description; invoking that (`berth help fleet`) loads the family and parses again. `load` forces
+ * families (tests; the fleet after its placeholder ran).
+ */
+export async function buildProgram(
+  argv: readonly string[],
+  native: NativeSource = developmentNative,
+  load?: readonly Family[],
+): Promise<Program> {
+  const program = rootProgram(native);
+  const wanted =
+    load ??
+    familiesFor(
+      argv,
+      program.options.map((o) => ({ long: o.long, short: o.short, takesValue: o.required || o.optional })),
+    );
+  if (wanted !== 'all' && wanted.length === 0) return { program, context: () => undefined };
+  const families = wanted === 'all' ? FAMILIES.filter((f) => f !== 'fleet') : wanted;
+  const [registers, { CliContext }] = await Promise.all([
+    Promise.all(families.map((f) => FAMILY_LOADERS[f]())),
+    import('./context.js'),
+  ]);
   let ctx: CliContext | undefined;
   const context = () => {
-    if (!ctx) ctx = new CliContext(program.opts<GlobalOptions>(), native);
+    ctx ??= new CliContext(program.opts<GlobalOptions>(), native);
     return ctx;
   };
-  registerVersion(program, native);
-  for (const register of FAMILIES) register(program, context);
-  for (const [name, family] of Object.entries(LAZY_FAMILIES)) {
-    const register = loaded.get(name);
-    if (register) register(program, context);
-    else {
-      const placeholder = program
-        .command(name)
-        .description(family.description)
-        .helpOption(false)
-        .allowUnknownOption()
-        .allowExcessArguments()
-        .argument('[args...]')
-        .action(() => {
-          throw new LoadFamily(name);
-        });
-      // `berth help <family>` prints the subcommand's help without running it: load the family first
-      placeholder.outputHelp = () => {
-        throw new LoadFamily(name);
-      };
-    }
+  for (const register of registers) register(program, context);
+  if (wanted === 'all') {
+    const placeholder = program
+      .command('fleet')
+      .description(FLEET_DESCRIPTION)
+      .helpOption(false)
+      .allowUnknownOption()
+      .allowExcessArguments()
+      .argument('[args...]')
+      .action(() => {
+        throw new LoadFamily('fleet');
+      });
+    // `berth help fleet` prints the subcommand's help without running it: load the family first
+    placeholder.outputHelp = () => {
+      throw new LoadFamily('fleet');
+    };
   }
-  return { program, context: () => ctx ?? context() };
+  return { program, context: () => ctx };
 }
 
 /**
@@ -136,20 +123,19 @@ export function exitCodeFor(err: unknown): number {
 
 /** Parse argv, run the command, print a clean error (code + message) and pick an exit code. */
 export async function runCli(argv: string[], native: NativeSource = developmentNative): Promise<number> {
-  let { program, context } = buildProgram(native);
   invocation.argv = [...argv];
-  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  let built: Program | undefined;
   let code = 0;
   try {
     try {
-      await program.parseAsync(argv, { from: 'user' });
+      built = await buildProgram(argv, native);
+      built.program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+      await built.program.parseAsync(argv, { from: 'user' });
     } catch (err) {
       if (!(err instanceof LoadFamily)) throw err;
-      const family = LAZY_FAMILIES[err.family];
-      if (!family) throw err;
-      ({ program, context } = buildProgram(native, new Map([[err.family, await family.load()]])));
-      program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
-      await program.parseAsync(argv, { from: 'user' });
+      built = await buildProgram(argv, native, [err.family]);
+      built.program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+      await built.program.parseAsync(argv, { from: 'user' });
     }
   } catch (err) {
     code = exitCodeFor(err);
@@ -162,8 +148,9 @@ export async function runCli(argv: string[], native: NativeSource = developmentN
       if (process.env.BERTH_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
     }
   } finally {
-    await context()
-      .close()
+    await built
+      ?.context()
+      ?.close()
       .catch(() => undefined);
   }
   // Commands that pass on a child's status (run, exec) set process.exitCode.

@@ -4,8 +4,8 @@ import { ImageRepo } from '../content/images.js';
 import { createSnapshotter } from '../snapshots/factory.js';
 import type { SnapshotInfo, Snapshotter, Usage } from '../snapshots/snapshotter.js';
 import type { CliContext } from './context.js';
+import type { Register } from './families.js';
 import { columnsOf, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
-import type { Register } from './program.js';
 
 /** The configured snapshotter (driver from --storage-driver / storage.driver / detection), recovered. */
 export async function openSnapshotter(c: CliContext): Promise<Snapshotter> {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { CONFIG_FORMAT, MIN_CONFIG_FORMAT } from '../config/schema.js';
+import { CONFIG_FORMAT, MIN_CONFIG_FORMAT } from '../config/format.js';
 import { MIN_MIGRATABLE_SCHEMA, releaseMigrations } from '../db/migrations.js';
 import { developmentNative, type NativeSource } from '../lib/native.js';
 import { BUILD } from '../version.js';

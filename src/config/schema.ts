@@ -1,15 +1,6 @@
 import { z } from 'zod';
 
 /**
- * The config file's format. A release manifest names the formats its executable reads, and a device
- * refuses a release that cannot read its config (docs/self-update.md): bump this when a key is removed,
- * renamed or changes meaning.
- */
-export const CONFIG_FORMAT = 1;
-/** The oldest config format this release still reads. */
-export const MIN_CONFIG_FORMAT = 1;
-
-/**
  * The one configuration schema. Values come from (lowest to highest): defaults here, the config file
  * (YAML or JSON), environment variables (BERTH_<SECTION>_<KEY>, e.g. BERTH_STORAGE_DRIVER), CLI flags.
  */

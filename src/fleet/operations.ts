@@ -499,13 +499,20 @@ export class FleetOperations {
     };
   }
 
+  /**
+   * A device: its own target (an override), published directly. A group: a one-phase rollout
+   * (docs/rollouts.md) that publishes the group's target now; the deployment names it (`rolloutId`).
+   */
   async deploy(actor: Actor, req: DeployRequestBody): Promise<Deployment> {
     const { scope, input } = await this.deployInput(req);
+    const svc = await this.deps.services();
+    const createdBy = actorLabel(actor);
+    if (scope.kind === 'group') {
+      const made = await svc.rollouts.deployGroup(input, scope.id, { createdBy });
+      return { ...toDeployment(made.deployment), rolloutId: made.rollout.id };
+    }
     return toDeployment(
-      await (await this.deps.services()).deploy.deploy(input, scope, {
-        allowUnknown: req.allowUnknown === true,
-        createdBy: actorLabel(actor),
-      }),
+      await svc.deploy.deploy(input, scope, { allowUnknown: req.allowUnknown === true, createdBy }),
     );
   }
 

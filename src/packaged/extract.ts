@@ -39,6 +39,11 @@ export interface ExtractOptions {
   mountinfo?: string;
   /** The file the parts are appended to (src/packaged/appended.ts): the running executable, or a test's. */
   executable?: string;
+  /**
+   * Which embedded files to write or re-check (default: all): a command that only opens the database
+   * reads and hashes the 2 MB addon, not the native programs too (src/packaged/install.ts).
+   */
+  files?: readonly EmbeddedFile[];
 }
 
 /** Where extraction may happen, in order of preference. */
@@ -121,7 +126,7 @@ export function extractPayload(payload: EmbeddedPayload, opts: ExtractOptions): 
       continue;
     }
     try {
-      for (const f of [payload.sqlite, ...payload.native])
+      for (const f of opts.files ?? [payload.sqlite, ...payload.native])
         writeChecked(dir, f, opts.executable ?? process.execPath);
     } catch (err) {
       if (err instanceof BerthError) throw err;

@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import { notFound } from '../lib/errors.js';
 import { developmentNativePath, type NativeParts, type NativeSource } from '../lib/native.js';
 import { candidateDirs, extractPayload, loadAddon } from './extract.js';
-import type { EmbeddedPayload } from './payload.js';
+import type { EmbeddedFile, EmbeddedPayload } from './payload.js';
 
 /**
  * The native parts of the packaged executable: programs and the SQLite addon come from the payload,
@@ -13,12 +13,20 @@ import type { EmbeddedPayload } from './payload.js';
  */
 export function packagedNative(payload: EmbeddedPayload): NativeSource {
   let dir: string | undefined;
+  const checked = new Set<string>();
   let addon: unknown;
   return {
     embedded: () => Object.fromEntries([payload.sqlite, ...payload.native].map((f) => [f.name, f.sha256])),
     parts(stateDir: string | undefined): NativeParts {
-      const extracted = (): string => {
-        dir ??= extractPayload(payload, { candidates: candidateDirs(stateDir) });
+      // the addon and the native programs (which run one another) are each written or re-checked once,
+      // when first needed: `berth ps` hashes the addon only
+      const extracted = (files: readonly EmbeddedFile[]): string => {
+        const todo = files.filter((f) => !checked.has(f.name));
+        if (!dir || todo.length > 0) {
+          const candidates = dir ? [path.dirname(dir)] : candidateDirs(stateDir);
+          dir = extractPayload(payload, { candidates, files: todo });
+          for (const f of todo) checked.add(f.name);
+        }
         return dir;
       };
       return {
@@ -31,10 +39,10 @@ export function packagedNative(payload: EmbeddedPayload): NativeSource {
               `this berth executable (${payload.arch}) was built without berth-${name} (embedded: ${have})`,
             );
           }
-          return path.join(extracted(), file.name);
+          return path.join(extracted(payload.native), file.name);
         },
         sqliteBinding() {
-          addon ??= loadAddon(path.join(extracted(), payload.sqlite.name));
+          addon ??= loadAddon(path.join(extracted([payload.sqlite]), payload.sqlite.name));
           return addon;
         },
       };

@@ -27,6 +27,21 @@ export function berth(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: s
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
+/**
+ * Run the built berth CLI without blocking the event loop (what runs in this process — simulated devices,
+ * an observer — keeps going while it runs).
+ */
+export function berthAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const c = berthSpawn(args, env);
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d) => (stdout += d));
+    c.stderr.on('data', (d) => (stderr += d));
+    c.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
 /** Start the berth CLI without waiting (for kill -9 tests). */
 export function berthSpawn(args: string[], env: NodeJS.ProcessEnv = {}) {
   return spawn(process.execPath, [BERTH_BUNDLE, ...args], {
@@ -48,9 +63,20 @@ export function berthStart(args: string[]): { p: ChildProcess; out: () => string
   return { p, out: () => out };
 }
 
-/** SIGTERM and wait for the exit (no-op when it has exited). */
+/** `berth fleet serve` on a state dir and an external broker (the API off, or on `http`, e.g. 127.0.0.1:0). */
+export function berthServe(o: { dir: string; broker: string; fleet: string; http?: string }): {
+  p: ChildProcess;
+  out: () => string;
+} {
+  return berthStart([
+    ...['--state-dir', o.dir, 'fleet', 'serve', '--broker', o.broker, '--fleet', o.fleet],
+    ...['--http', o.http ?? 'off'],
+  ]);
+}
+
+/** SIGTERM and wait for the exit (no-op when it has exited, or was killed). */
 export async function berthStop(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null) return;
+  if (p.exitCode !== null || p.signalCode !== null) return;
   const exited = new Promise((r) => p.once('exit', r));
   p.kill('SIGTERM');
   await exited;

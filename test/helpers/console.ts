@@ -9,13 +9,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
-import { serveFleetApi } from '../../src/fleet/api/index.js';
 import type { EmbeddedAsset } from '../../src/fleet/console/assets.js';
 import type { Role } from '../../src/fleet/identity/roles.js';
 import { IdentityService } from '../../src/fleet/identity/service.js';
 import { IdentityStore } from '../../src/fleet/identity/store.js';
-import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
-import { FLEET, type FleetSide, startFleet, testLog } from './fleet-harness.js';
+import { serveApiOn } from './fleet-api.js';
+import { type FleetSide, startFleet } from './fleet-harness.js';
 import { missingFeature } from './privileged.js';
 
 export const CHROMIUM = process.env.BERTH_CHROMIUM ?? '/usr/bin/chromium';
@@ -67,22 +66,7 @@ export interface ConsoleFleet {
 export async function startConsoleFleet(t: ExecutionContext): Promise<ConsoleFleet> {
   const fleet = await startFleet(t);
   // the API as `berth fleet serve --http` starts it, with the console built from this checkout
-  const api = await serveFleetApi({
-    served: {
-      fleet: FLEET,
-      stores: fleet.stores,
-      services: fleet.server.services,
-      bus: fleet.server.bus,
-      conn: fleet.server.conn,
-    },
-    privateKey: await loadFleetPrivateKey(fleet.dir),
-    content: { store: fleet.store, db: fleet.db },
-    log: testLog(),
-    version: 'test',
-    listen: { host: '127.0.0.1', port: 0 },
-    console: await consoleAssets(),
-  });
-  t.teardown(() => api.server.close());
+  const api = await serveApiOn(t, fleet, { console: await consoleAssets() });
   const identity = new IdentityService(new IdentityStore(fleet.stores.db));
   return {
     fleet,

@@ -125,12 +125,17 @@ export async function startSimulator(o: SimulatorOptions): Promise<Simulator> {
     },
     apps: d.apps,
   });
+  // after stop() a device still applying (a timer already running) says nothing more: its link is closing
+  let stopped = false;
   const pub = (
     d: SimDevice,
     ch: 'state' | 'info' | 'event' | 'metrics' | 'status' | 'result',
     body: string,
     retain = false,
-  ) => d.link.publishAsync(deviceTopic(o.fleet, d.id, ch), body, { qos: 1, retain });
+  ) =>
+    stopped && ch !== 'status'
+      ? Promise.resolve(undefined)
+      : d.link.publishAsync(deviceTopic(o.fleet, d.id, ch), body, { qos: 1, retain });
   const event = (d: SimDevice, e: Record<string, unknown>) =>
     pub(d, 'event', JSON.stringify({ ...e, at: Date.now() }));
   const label = (r: TargetRef) =>
@@ -367,6 +372,7 @@ export async function startSimulator(o: SimulatorOptions): Promise<Simulator> {
     },
     stats,
     stop: async () => {
+      stopped = true;
       if (metricsTimer) clearTimeout(metricsTimer);
       for (const d of devices.values()) if (d.timer) clearTimeout(d.timer);
       await announced.catch(() => undefined);

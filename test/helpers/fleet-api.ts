@@ -9,17 +9,47 @@ import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { ContentStore } from '../../src/content/store.js';
 import { type Db, openDatabase } from '../../src/db/database.js';
-import { startFleetApi } from '../../src/fleet/api/index.js';
+import { serveFleetApi, startFleetApi } from '../../src/fleet/api/index.js';
 import type { SseOptions } from '../../src/fleet/api/sse.js';
 import type { FleetBus } from '../../src/fleet/bus.js';
 import type { CommandService } from '../../src/fleet/commands.js';
+import type { EmbeddedAsset } from '../../src/fleet/console/assets.js';
 import { type IdentityOptions, IdentityService } from '../../src/fleet/identity/service.js';
 import { IdentityStore } from '../../src/fleet/identity/store.js';
+import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import { FleetOperations } from '../../src/fleet/operations.js';
 import { createFleetServices, type FleetServices } from '../../src/fleet/services/index.js';
 import { type FleetStores, fleetStoresOn } from '../../src/fleet/store/index.js';
 import { FLEET_MIGRATIONS } from '../../src/fleet/store/migrations.js';
-import { FLEET, testLog } from './fleet-harness.js';
+import { FLEET, type FleetSide, testLog } from './fleet-harness.js';
+
+/**
+ * The API (and the console, when given) on a real fleet server, as `berth fleet serve --http` starts it — its
+ * stores, services (the running rollout driver), bus (the SSE stream) and connection — on a loopback port.
+ */
+export async function serveApiOn(
+  t: ExecutionContext,
+  fleet: FleetSide,
+  o: { console?: EmbeddedAsset[] } = {},
+): Promise<Awaited<ReturnType<typeof serveFleetApi>>> {
+  const api = await serveFleetApi({
+    served: {
+      fleet: FLEET,
+      stores: fleet.stores,
+      services: fleet.server.services,
+      bus: fleet.server.bus,
+      conn: fleet.server.conn,
+    },
+    privateKey: await loadFleetPrivateKey(fleet.dir),
+    content: { store: fleet.store, db: fleet.db },
+    log: testLog(),
+    version: 'test',
+    listen: { host: '127.0.0.1', port: 0 },
+    ...(o.console ? { console: o.console } : {}),
+  });
+  t.teardown(() => api.server.close());
+  return api;
+}
 
 export interface ApiSide {
   url: string;

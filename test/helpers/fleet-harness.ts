@@ -83,6 +83,8 @@ export async function startFleet(
     log?: Logger;
     /** the server's clock (token expiry, retention) */
     now?: () => number;
+    /** the rollout driver's timers (soak ends, phase timeouts) */
+    clock?: FleetServerOptions['clock'];
     /**
      * Default `any`: the transfer tests pull images they never deploy. Tests of who may pull what, and
      * the stacks that deploy for real, pass `targets` (the product's default).
@@ -111,6 +113,7 @@ export async function startFleet(
     blob: opts.blob,
     pullPolicy: opts.pullPolicy ?? 'any',
     ...(opts.now ? { now: opts.now } : {}),
+    ...(opts.clock ? { clock: opts.clock } : {}),
   });
   await server.start();
   await fsp.writeFile(

@@ -5,52 +5,25 @@
  * a target twice — counted on the wire by an observer subscribed to every target topic (live deliveries;
  * the retained copies a new subscription gets are left out).
  */
-import { spawn } from 'node:child_process';
 import { createPublicKey } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import Database from 'better-sqlite3';
-import { connectAsync } from 'mqtt';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
-import { parseTopic, prefix } from '../../src/transport/topics.js';
-import { BERTH_BUNDLE, berth } from '../helpers/cli.js';
+import { berth, berthAsync, berthServe, berthStop } from '../helpers/cli.js';
 import { startSimulator } from '../helpers/device-sim.js';
 import { tempDir, waitFor } from '../helpers/fleet-harness.js';
 import { buildMultiArchImage } from '../helpers/images.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
+import { observeTargets } from '../helpers/target-wire.js';
 
 const FLEET = 'ks';
 
 function serve(t: ExecutionContext, dir: string, broker: string) {
-  let out = '';
-  const p = spawn(
-    process.execPath,
-    [
-      BERTH_BUNDLE,
-      '--state-dir',
-      dir,
-      'fleet',
-      'serve',
-      '--broker',
-      broker,
-      '--fleet',
-      FLEET,
-      '--http',
-      'off',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BERTH_LOG_LEVEL: 'info' } },
-  );
-  p.stdout.on('data', (d) => (out += d));
-  p.stderr.on('data', (d) => (out += d));
-  t.teardown(async () => {
-    if (p.exitCode === null && p.signalCode === null) {
-      const gone = new Promise((r) => p.once('exit', r));
-      p.kill('SIGTERM');
-      await gone;
-    }
-  });
-  return { p, out: () => out };
+  const server = berthServe({ dir, broker, fleet: FLEET });
+  t.teardown(() => berthStop(server.p));
+  return server;
 }
 
 test('kill -9 of fleet serve mid-phase, then a restart: the rollout goes on, no device gets a target twice', async (t) => {
@@ -61,18 +34,7 @@ test('kill -9 of fleet serve mid-phase, then a restart: the rollout goes on, no 
   const cli = (...args: string[]) =>
     berth(['--state-dir', dir, ...args], { env: { BERTH_LOG_LEVEL: 'warn' } });
   // while simulated devices run in this process the CLI must not block the event loop (no spawnSync)
-  const acli = (...args: string[]) =>
-    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      const c = spawn(process.execPath, [BERTH_BUNDLE, '--state-dir', dir, ...args], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, BERTH_LOG_LEVEL: 'warn' },
-      });
-      let stdout = '';
-      let stderr = '';
-      c.stdout.on('data', (d) => (stdout += d));
-      c.stderr.on('data', (d) => (stderr += d));
-      c.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    });
+  const acli = (...args: string[]) => berthAsync(['--state-dir', dir, ...args]);
   t.is(cli('fleet', 'keygen').code, 0);
   for (const [tag, arch] of [
     ['app:1', 'amd64'],
@@ -125,29 +87,7 @@ test('kill -9 of fleet serve mid-phase, then a restart: the rollout goes on, no 
   t.is(dep.code, 0, dep.stderr);
 
   // the observer: from now on, every live delivery of a target
-  const link = await connectAsync(m.url, {
-    clientId: `observer-${process.pid}-${Date.now()}`,
-    reconnectPeriod: 0,
-  });
-  t.teardown(() => link.endAsync());
-  const content = new Map<string, number>();
-  link.on('message', (topic, payload, packet) => {
-    if (packet.retain || payload.length === 0) return;
-    const p = parseTopic(topic);
-    const key =
-      p?.kind === 'device' && p.channel === 'target'
-        ? p.deviceId
-        : p?.kind === 'group-target'
-          ? `group ${p.group}`
-          : undefined;
-    // the server's retained-target scan publishes a sentinel on a group no device follows
-    if (!key || key.startsWith('group berth-sync-')) return;
-    const body = JSON.parse(payload.toString()) as { target: { clear?: true } };
-    if (!body.target.clear) content.set(key, (content.get(key) ?? 0) + 1);
-  });
-  await link.subscribeAsync([`${prefix(FLEET)}/devices/+/target`, `${prefix(FLEET)}/groups/+/target`], {
-    qos: 1,
-  });
+  const wire = await observeTargets(t, { url: m.url, fleet: FLEET });
 
   const created = await acli(
     'fleet',
@@ -196,6 +136,7 @@ test('kill -9 of fleet serve mid-phase, then a restart: the rollout goes on, no 
     'settled',
   );
   // exactly one content publish per device at most, and the group target once
+  const content = new Map([...wire.content].map(([k, v]) => [k, v.length]));
   const twice = [...content].filter(([, n]) => n > 1);
   t.deepEqual(twice, [], `no device or group got a target twice\n${server.out()}`);
   t.is(content.get('group g1'), 1);

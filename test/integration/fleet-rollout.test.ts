@@ -7,18 +7,24 @@
  */
 import { createPublicKey } from 'node:crypto';
 import test from 'ava';
-import { connectAsync } from 'mqtt';
 import type { FleetEvent } from '../../src/fleet/bus.js';
+import { IdentityService } from '../../src/fleet/identity/service.js';
+import { IdentityStore } from '../../src/fleet/identity/store.js';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
-import { parseTopic, prefix } from '../../src/transport/topics.js';
 import { startSimulator } from '../helpers/device-sim.js';
+import { serveApiOn } from '../helpers/fleet-api.js';
 import { FLEET, type FleetSide, startFleet, waitFor } from '../helpers/fleet-harness.js';
 import { putTestImage } from '../helpers/fleet-images.js';
+import { ManualClock } from '../helpers/manual-clock.js';
+import { observeTargets } from '../helpers/target-wire.js';
 
 const apps = (tag: string) => ({ web: { services: { main: { image: `app:${tag}` } } } });
 
-async function fleetWithImages(t: Parameters<typeof startFleet>[0]): Promise<FleetSide> {
-  const fleet = await startFleet(t);
+async function fleetWithImages(
+  t: Parameters<typeof startFleet>[0],
+  o: Parameters<typeof startFleet>[1] = {},
+): Promise<FleetSide> {
+  const fleet = await startFleet(t, o);
   // two different images so the two releases differ in content
   const a = await putTestImage(fleet.store, { layerSizes: [1000] });
   const b = await putTestImage(fleet.store, { layerSizes: [1200] });
@@ -27,46 +33,19 @@ async function fleetWithImages(t: Parameters<typeof startFleet>[0]): Promise<Fle
   return fleet;
 }
 
-/** Counts live target deliveries per topic: `device <id>` / `group <g>`, content and clears apart. */
-async function observeTargets(t: Parameters<typeof startFleet>[0], fleet: FleetSide) {
+/** Counts live target deliveries per scope, on the fleet account (the embedded broker). */
+function observe(t: Parameters<typeof startFleet>[0], fleet: FleetSide) {
   const account = fleet.server.fleetAccount!;
-  const link = await connectAsync(fleet.server.brokerUrl, {
-    username: account.username,
-    password: account.password,
-    clientId: `observer-${process.pid}-${Math.random().toString(36).slice(2)}`,
-    reconnectPeriod: 0,
-  });
-  t.teardown(() => link.endAsync());
-  const content = new Map<string, string[]>();
-  const clears = new Map<string, number>();
-  link.on('message', (topic, payload, packet) => {
-    if (packet.retain || payload.length === 0) return;
-    const p = parseTopic(topic);
-    if (!p) return;
-    const key =
-      p.kind === 'device' && p.channel === 'target'
-        ? `device ${p.deviceId}`
-        : p.kind === 'group-target'
-          ? `group ${p.group}`
-          : undefined;
-    if (!key) return;
-    const body = JSON.parse(payload.toString()) as {
-      target: { clear?: true; images?: Array<{ name: string }> };
-    };
-    if (body.target.clear) clears.set(key, (clears.get(key) ?? 0) + 1);
-    else
-      content.set(key, [
-        ...(content.get(key) ?? []),
-        (body.target.images ?? []).map((i) => i.name).join(','),
-      ]);
-  });
-  const base = prefix(FLEET);
-  await link.subscribeAsync([`${base}/devices/+/target`, `${base}/groups/+/target`], { qos: 1 });
-  return { content, clears };
+  return observeTargets(t, { url: fleet.server.brokerUrl, fleet: FLEET, ...account });
 }
 
-async function groupFleet(t: Parameters<typeof startFleet>[0], count: number, failShare: number) {
-  const fleet = await fleetWithImages(t);
+async function groupFleet(
+  t: Parameters<typeof startFleet>[0],
+  count: number,
+  failShare: number,
+  o: Parameters<typeof startFleet>[1] = {},
+) {
+  const fleet = await fleetWithImages(t, o);
   const publicKey = createPublicKey(await loadFleetPrivateKey(fleet.dir));
   const sim = await startSimulator({
     url: fleet.server.brokerUrl,
@@ -93,7 +72,7 @@ async function groupFleet(t: Parameters<typeof startFleet>[0], count: number, fa
   t.like(deploy.progress({ kind: 'group', id: 'g1', version: 1 }), { total: count, converged: count });
   const events: FleetEvent[] = [];
   fleet.server.bus.subscribe((e) => events.push(e));
-  return { fleet, sim, events, wire: await observeTargets(t, fleet) };
+  return { fleet, sim, events, wire: await observe(t, fleet) };
 }
 
 test('200 devices, 5 % failing: stops in the phase that crosses the error threshold, moved devices get their previous target back, no later device gets the release', async (t) => {
@@ -216,6 +195,172 @@ test('approval and pause/resume; success moves the group target; every device ge
     })
     .catch((e: Error) => e);
   t.true(draft instanceof Error && /has no device to roll out to/.test(draft.message));
+});
+
+test('a last phase with no device left still sets the group target: the cleared overrides fall back to the release', async (t) => {
+  // 3 devices, phases 3,100%: every device is moved in phase 1 (overrides) and phase 2 is empty
+  const { fleet, wire } = await groupFleet(t, 3, 0);
+  const { rollouts } = fleet.server.services;
+  const r = await rollouts.create({
+    target: { apps: apps('2'), images: ['app:2'] },
+    selection: { group: 'g1' },
+    phases: [3, '100%'],
+  });
+  t.deepEqual(
+    rollouts.view(r.id).counts.map((c) => c.total),
+    [3, 0],
+  );
+  await waitFor(() => rollouts.view(r.id).row.settle === 'done', 20_000, 'succeeded and settled');
+  t.is(rollouts.view(r.id).row.state, 'succeeded');
+  const ids = fleet.stores.rollouts.devices(r.id).map((x) => x.deviceId);
+  await waitFor(() => ids.every((id) => wire.clears.get(`device ${id}`) === 1), 10_000, 'clears seen');
+  // the group target is the release (once); each device got the release once, then a clear
+  t.deepEqual(wire.content.get('group g1'), ['app:2']);
+  for (const id of ids) t.deepEqual(wire.content.get(`device ${id}`), ['app:2'], id);
+  // after the clears the devices follow the group target — the release, not the old group target
+  await waitFor(
+    () => ids.every((id) => fleet.stores.devices.get(id)?.applied?.version === 2),
+    20_000,
+    'every device on group g1 2',
+  );
+  for (const id of ids)
+    t.like(fleet.stores.devices.get(id)!.applied, { kind: 'group', id: 'g1', version: 2 });
+});
+
+test('soak and phase timeout in the running driver: it wakes itself on its (injected) clock, not before', async (t) => {
+  const clock = new ManualClock(Date.now());
+  const { fleet, wire } = await groupFleet(t, 4, 0, { clock });
+  const { rollouts } = fleet.server.services;
+  const driver = fleet.server.services.rolloutDriver!;
+  // soak: phase 1 converges, then must hold 10 minutes (clock time) before phase 2 — the group target
+  const soak = await rollouts.create({
+    target: { apps: apps('2'), images: ['app:2'] },
+    selection: { group: 'g1' },
+    phases: [2, '100%'],
+    policy: { soakMs: 600_000 },
+  });
+  await waitFor(() => rollouts.view(soak.id).row.soakSince !== null, 20_000, 'phase 1 soaking');
+  await driver.idle();
+  t.like(rollouts.view(soak.id).row, { state: 'running', phase: 1, soakSince: clock.now() });
+  clock.advance(600_000 - 1);
+  await driver.idle();
+  t.like(rollouts.view(soak.id).row, { state: 'running', phase: 1 }, 'still soaking 1 ms before its end');
+  t.is(wire.content.get('group g1'), undefined);
+  clock.advance(1);
+  await waitFor(() => rollouts.view(soak.id).row.phase === 2, 20_000, 'phase 2 after the soak');
+  await waitFor(() => wire.content.get('group g1')?.length === 1, 10_000, 'the group target');
+  // the last phase soaks too before the rollout succeeds
+  await waitFor(
+    () => rollouts.view(soak.id).row.soakSince !== null && rollouts.view(soak.id).counts[1]!.converged === 2,
+    20_000,
+    'phase 2 soaking',
+  );
+  await driver.idle();
+  t.is(rollouts.view(soak.id).row.state, 'running');
+  clock.advance(600_000);
+  await waitFor(() => rollouts.view(soak.id).row.state === 'succeeded', 20_000, 'succeeded after its soak');
+  t.deepEqual(wire.content.get('group g1'), ['app:2']);
+
+  // phase timeout: a device that never answers keeps phase 1 pending; an hour after it started, it aborts
+  fleet.stores.devices.applyStatus([
+    {
+      deviceId: 'ghost',
+      online: false,
+      at: Date.now(),
+      platform: 'linux/amd64',
+      agentVersion: '1',
+      groups: [],
+    },
+  ]);
+  const timed = await rollouts.create({
+    target: { apps: apps('1'), images: ['app:1'] },
+    selection: { devices: ['sim-00001', 'ghost'] },
+    policy: { phaseTimeoutMs: 3600_000 },
+  });
+  await waitFor(() => rollouts.view(timed.id).counts[0]!.converged === 1, 20_000, 'sim-00001 converged');
+  await driver.idle();
+  const end = rollouts.view(timed.id).row.phaseStartedAt! + 3600_000;
+  clock.advance(end - clock.now() - 1);
+  await driver.idle();
+  t.is(rollouts.view(timed.id).row.state, 'running', '1 ms before the timeout');
+  clock.advance(1);
+  await waitFor(() => rollouts.view(timed.id).row.state === 'aborted', 20_000, 'aborted at the timeout');
+  t.regex(
+    rollouts.view(timed.id).row.reason ?? '',
+    /^phase 1 did not pass within 1h: 1 of 2 converged, 1 pending \(1 offline\)$/,
+  );
+  // and rolled back: sim-00001's override cleared (its group target applies again)
+  await waitFor(() => wire.clears.get('device sim-00001') === 1, 10_000, 'sim-00001 cleared');
+});
+
+test('rollout.progress and rollout.device reach an API client over the HTTP event stream', async (t) => {
+  const { fleet } = await groupFleet(t, 4, 0);
+  const api = await serveApiOn(t, fleet);
+  const identity = new IdentityService(new IdentityStore(fleet.stores.db));
+  const { token } = identity.createToken(
+    { kind: 'local', name: 'root', role: 'admin', userId: null },
+    { name: 'sse', role: 'viewer' },
+  );
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  const res = await fetch(
+    `${api.server.url}/api/v1/events/stream?type=rollout.progress&type=rollout.device`,
+    { headers: { authorization: `Bearer ${token}` }, signal: ac.signal },
+  );
+  t.is(res.status, 200);
+  const r = await fleet.server.services.rollouts.create({
+    target: { apps: apps('2'), images: ['app:2'] },
+    selection: { group: 'g1' },
+    phases: [1, '100%'],
+  });
+  const seen: Array<Record<string, unknown> & { type: string }> = [];
+  const done = () =>
+    seen.some(
+      (e) =>
+        e.type === 'rollout.progress' &&
+        e.rolloutId === r.id &&
+        e.state === 'succeeded' &&
+        (e.phases as Array<{ converged: number }>).reduce((a, p) => a + p.converged, 0) === 4,
+    ) &&
+    new Set(
+      seen
+        .filter((e) => e.type === 'rollout.device' && e.outcome === 'converged' && e.rolloutId === r.id)
+        .map((e) => e.deviceId),
+    ).size === 4;
+  const reader = res.body!.getReader();
+  let text = '';
+  const deadline = setTimeout(() => ac.abort(), 30_000);
+  try {
+    while (!done()) {
+      const { value, done: ended } = await reader.read();
+      if (ended) break;
+      text += new TextDecoder().decode(value);
+      const blocks = text.split('\n\n');
+      text = blocks.pop()!;
+      for (const b of blocks) {
+        const type = /^event: (.*)$/m.exec(b)?.[1];
+        const data = /^data: (.*)$/m.exec(b)?.[1];
+        if (type && data) seen.push({ ...(JSON.parse(data) as Record<string, unknown>), type });
+      }
+    }
+  } catch (err) {
+    t.log(`stream ended: ${(err as Error).message}`);
+  } finally {
+    clearTimeout(deadline);
+  }
+  t.true(done(), JSON.stringify(seen.slice(-5)));
+  // only what was asked for, and each phase counted
+  t.deepEqual([...new Set(seen.map((e) => e.type))].sort(), ['rollout.device', 'rollout.progress']);
+  const last = seen.filter((e) => e.type === 'rollout.progress').at(-1)!;
+  t.like(last, { rolloutId: r.id, state: 'succeeded', phase: 2 });
+  t.like(last.phases, [
+    { index: 1, size: 1, converged: 1 },
+    { index: 2, size: 3, converged: 3 },
+  ]);
+  t.like(
+    seen.find((e) => e.type === 'rollout.device'),
+    { rolloutId: r.id, phase: 1 },
+  );
 });
 
 test('a newer rollout for the same devices supersedes the older one', async (t) => {

@@ -56,6 +56,21 @@ test('draft and finished rollouts: nothing to do', (t) => {
     t.deepEqual(plan(snap([ph({ total: 3, failed: 3 })], { state }), T0), [], state);
 });
 
+test('the last phase of a group rollout publishes the group target, even with no device left for it', (t) => {
+  // 3 devices, phases 3,100%: phase 2 is empty; the group target must still go out before success
+  const phases = [ph({ total: 3, converged: 3 }), ph({ total: 0 })];
+  t.deepEqual(plan(snap(phases, { phase: 2, groupTargetDue: true }), T0), [{ kind: 'publish', phase: 2 }]);
+  t.deepEqual(plan(snap(phases, { phase: 2, groupTargetDue: false }), T0), [{ kind: 'succeed' }]);
+  // a deploy to a group with no device yet: one empty phase, the group target, then success
+  t.deepEqual(plan(snap([ph({ total: 0 })], { groupTargetDue: true }), T0), [{ kind: 'publish', phase: 1 }]);
+  t.deepEqual(plan(snap([ph({ total: 0 })]), T0), [{ kind: 'succeed' }]);
+  // not before the last phase: earlier phases move devices with overrides
+  t.deepEqual(
+    plan(snap([ph({ total: 1, pending: 1 }), ph({ total: 2, queued: 2 })], { groupTargetDue: true }), T0),
+    [],
+  );
+});
+
 test('running with queued devices in the current phase: publish them', (t) => {
   t.deepEqual(plan(snap([ph({ total: 2, queued: 2 }), ph({ total: 8, queued: 8 })]), T0), [
     { kind: 'publish', phase: 1 },

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test from 'ava';
@@ -48,6 +48,19 @@ test('extracts every embedded file, executable and sha256-checked, into a payloa
   t.is(dir, path.join(base, payloadId(PAYLOAD)));
   t.is(readFileSync(path.join(dir, 'better_sqlite3.node'), 'utf8'), 'not really an addon');
   t.is(statSync(path.join(dir, 'berth-hello')).mode & 0o777, 0o755);
+  t.is(execFileSync(path.join(dir, 'berth-hello')).toString(), 'hello from the payload\n');
+});
+
+test('`files` writes and re-checks only the files named (a command that opens the database: the addon)', (t) => {
+  const base = tempDir(t);
+  const dir = extractPayload(PAYLOAD, {
+    candidates: [base],
+    mountinfo: mountinfo(),
+    files: [PAYLOAD.sqlite],
+  });
+  t.is(readFileSync(path.join(dir, 'better_sqlite3.node'), 'utf8'), 'not really an addon');
+  t.false(existsSync(path.join(dir, 'berth-hello')));
+  extractPayload(PAYLOAD, { candidates: [base], mountinfo: mountinfo(), files: PAYLOAD.native });
   t.is(execFileSync(path.join(dir, 'berth-hello')).toString(), 'hello from the payload\n');
 });
 

@@ -17,7 +17,8 @@
  */
 import type { KeyObject } from 'node:crypto';
 import * as path from 'node:path';
-import { CONFIG_FORMAT, type Config } from '../../config/schema.js';
+import { CONFIG_FORMAT } from '../../config/format.js';
+import type { Config } from '../../config/schema.js';
 import { ImageRepo } from '../../content/images.js';
 import type { ContentStore } from '../../content/store.js';
 import { agentArch, type UpdateStatus } from '../../core/self-update.js';

@@ -375,6 +375,11 @@ export const DeploymentSchema = named(
     images: z.array(z.strictObject({ name: z.string(), digest: z.string() })),
     createdAt: Iso,
     createdBy: z.string().nullable(),
+    rolloutId: z
+      .number()
+      .int()
+      .optional()
+      .describe('a group deploy: the one-phase rollout that published it and follows its devices'),
   }),
 );
 export const DeploymentQuery = z.strictObject({
@@ -706,6 +711,7 @@ export const RolloutSchema = named(
     target: z.strictObject({
       apps: z.array(z.string()),
       images: z.array(z.strictObject({ name: z.string(), digest: z.string() })),
+      agent: z.string().optional().describe('the agent release the target names'),
     }),
     policy: PolicySchema,
     phase: z.number().int().describe('the current phase, 1-based; 0 before it started'),

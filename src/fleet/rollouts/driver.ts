@@ -30,6 +30,7 @@
 import { type Clock, systemClock } from '../../agent/ports.js';
 import { errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
+import type { TargetAgent } from '../../transport/messages.js';
 import type { FleetBus, FleetEvent, RolloutChange, RolloutPhaseProgress } from '../bus.js';
 import type { DeployService } from '../services/deploy.js';
 import type { DeploymentRow, DeviceRow, FleetStores } from '../store/index.js';
@@ -289,12 +290,13 @@ export class RolloutDriver {
   ): void {
     const { stores, bus } = this.o;
     const now = this.clock.now();
+    const agent = stores.rollouts.get(id)?.target.agent?.version;
     const updates: OutcomeUpdate[] = [];
     const returned: Array<{ deviceId: string; rb: 'returned' }> = [];
     for (const x of rows) {
       if (x.publish !== 'published' || !x.want) continue; // queued, or being sent
       const d = devices.get(x.deviceId);
-      updates.push({ rolloutId: id, deviceId: x.deviceId, ...outcomeOf(x, d, targetOf) });
+      updates.push({ rolloutId: id, deviceId: x.deviceId, ...outcomeOf(x, d, targetOf, agent) });
       if (x.rb === 'published' && d && hasReturned(x, d, targetOf))
         returned.push({ deviceId: x.deviceId, rb: 'returned' });
     }
@@ -391,6 +393,7 @@ export class RolloutDriver {
           phaseStartedAt: r.phaseStartedAt,
           soakSince: r.soakSince,
           policy: r.policy,
+          groupTargetDue: r.group !== null && r.groupDeploymentId === null,
         },
         now,
       );
@@ -478,14 +481,31 @@ export class RolloutDriver {
 
   // ---- publishing -----------------------------------------------------------------------------------
 
-  /** Send the target to a phase's queued devices; false when nothing could be done now. */
-  private async deliverPhase(r: RolloutRow, phase: number): Promise<boolean> {
-    const { stores, deploy } = this.o;
+  /**
+   * Start a draft rollout of one phase and send it now, in this process — a `fleet deploy --group`, which
+   * publishes at once whether or not a fleet server runs on the state dir (docs/rollouts.md). `start` runs
+   * inside the transaction that records the publish intent, so no driver (this one or the server's, which
+   * polls the database) ever sees the rollout running with devices unsent: only one of them sends it.
+   * Resolves false when the publish did not complete (left in doubt: the server's next republish settles it).
+   */
+  async deliverNow(r: RolloutRow, start: () => void): Promise<boolean> {
+    return this.deliverPhase(r, 1, start);
+  }
+
+  /**
+   * Send the target to a phase's queued devices; false when nothing could be done now. The intent is
+   * recorded only while the rollout still runs (an operator's abort or a newer rollout may have come in
+   * between) — or, with `start`, as it starts.
+   */
+  private async deliverPhase(r: RolloutRow, phase: number, start?: () => void): Promise<boolean> {
+    const { stores } = this.o;
     const rows = stores.rollouts
       .devices(r.id, { phase, publish: 'none' })
       .filter((x) => x.outcome === 'queued');
-    if (rows.length === 0) return false;
     const final = r.group !== null && phase === r.phases.length;
+    // the group target goes out with the last phase even when no device is left for it
+    const needGroup = final && r.groupDeploymentId === null;
+    if (rows.length === 0 && !needGroup) return false;
     const now = this.clock.now();
     const targetOf = scopeCache(stores);
     const devices = new Map(stores.devices.rows(rows.map((x) => x.deviceId)).map((d) => [d.id, d]));
@@ -504,8 +524,29 @@ export class RolloutDriver {
       else go.push({ d, prev: toRef(effectiveTarget(d.id, d.groups, targetOf)) });
     }
     if (skip.length) stores.rollouts.skip(r.id, skip, now);
-    if (go.length === 0) return skip.length > 0;
+    if (go.length === 0 && !needGroup) return skip.length > 0;
     const createdBy = `rollout ${r.id}`;
+    // inside each reservation: start the draft, or make sure it still runs (else nothing is reserved)
+    const stillOurs = () => {
+      if (start) start();
+      else if (stores.rollouts.get(r.id)?.state !== 'running') throw new NoLongerRunning();
+    };
+    try {
+      return await this.publishPhase(r, go, { final, needGroup, createdBy, stillOurs });
+    } catch (err) {
+      if (err instanceof NoLongerRunning) return true; // plan again from its new state
+      throw err;
+    }
+  }
+
+  /** The publishes of one phase: an override per device, or the group target (the last of a group rollout). */
+  private async publishPhase(
+    r: RolloutRow,
+    go: ReadonlyArray<{ d: DeviceRow; prev: ScopeRef | null }>,
+    how: { final: boolean; needGroup: boolean; createdBy: string; stillOurs: () => void },
+  ): Promise<boolean> {
+    const { stores, deploy } = this.o;
+    const { final, needGroup, createdBy, stillOurs } = how;
     if (!final) {
       const batch = this.o.batch ?? 500;
       for (let i = 0; i < go.length; i += batch) {
@@ -514,7 +555,8 @@ export class RolloutDriver {
           chunk.map((g) => ({ scope: { kind: 'device' as const, id: g.d.id }, content: r.target })),
           {
             createdBy,
-            reserved: (deps) =>
+            reserved: (deps) => {
+              stillOurs();
               stores.rollouts.markSending(
                 r.id,
                 chunk.map((g, j) => ({
@@ -523,9 +565,11 @@ export class RolloutDriver {
                   viaGroup: false,
                   want: { kind: 'device', id: g.d.id, version: deps[j]!.version },
                   prev: g.prev,
+                  online: g.d.online,
                 })),
                 this.clock.now(),
-              ),
+              );
+            },
             committed: (deps) =>
               stores.rollouts.markSent(
                 r.id,
@@ -543,7 +587,6 @@ export class RolloutDriver {
     // the last phase of a group rollout: the group's target, then clears of rollout-made overrides that
     // would shadow it (an older rollout's); the devices count as sent once both reached the broker
     const group = r.group!;
-    const needGroup = r.groupDeploymentId === null;
     const previous = stores.deployments.current({ kind: 'group', id: group });
     const clears = go.filter((g) => g.prev?.kind === 'device');
     const items = [
@@ -558,6 +601,7 @@ export class RolloutDriver {
       createdBy,
       leading: needGroup ? 1 : 0,
       reserved: (deps) => {
+        stillOurs();
         if (needGroup) {
           groupDep = deps[0]!;
           stores.rollouts.update(
@@ -575,6 +619,7 @@ export class RolloutDriver {
             viaGroup: true,
             want: { kind: 'group', id: group, version: groupDep!.version },
             prev: g.prev,
+            online: g.d.online,
           })),
           this.clock.now(),
         );
@@ -844,11 +889,15 @@ export class RolloutDriver {
   }
 }
 
-/** How a device stands with the exact target a rollout sent it. */
+/**
+ * How a device stands with the exact target a rollout sent it (and the agent release it names: converged
+ * once the device runs that too, as `deploy --wait` counts it).
+ */
 export function outcomeOf(
   x: RolloutDeviceRow,
   d: DeviceRow | undefined,
   targetOf: (s: ScopeKey) => ScopeVersion | undefined,
+  agent?: string | undefined,
 ): Pick<OutcomeUpdate, 'outcome' | 'online' | 'detail'> {
   if (!d) return { outcome: 'pending', online: false, detail: 'never seen by the fleet' };
   if (d.revokedAt !== null) return { outcome: 'superseded', online: false, detail: 'revoked' };
@@ -861,7 +910,7 @@ export function outcomeOf(
       online: d.online,
       detail: `${expected.kind === 'device' ? 'its own target' : `group ${expected.id}'s target`} was deployed again (version ${expected.version})`,
     };
-  const p = deviceProgress(want, snapshotOf(d, expected));
+  const p = deviceProgress({ ...want, agent }, snapshotOf(d, expected));
   const outcome =
     p.state === 'converged'
       ? 'converged'
@@ -889,6 +938,13 @@ function hasReturned(
   return p.state === 'converged' || p.state === 'verifying';
 }
 
-function contentOf(t: { apps?: unknown; images: Array<{ name: string; digest: string }> }): RolloutTarget {
-  return { apps: t.apps ?? {}, images: t.images };
+/** The rollout intent was not recorded: the rollout stopped running meanwhile (an abort, a newer rollout). */
+class NoLongerRunning extends Error {}
+
+function contentOf(t: {
+  apps?: unknown;
+  images: Array<{ name: string; digest: string }>;
+  agent?: TargetAgent | undefined;
+}): RolloutTarget {
+  return { apps: t.apps ?? {}, images: t.images, ...(t.agent ? { agent: t.agent } : {}) };
 }

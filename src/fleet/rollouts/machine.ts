@@ -94,6 +94,12 @@ export interface RolloutSnapshot {
   phaseStartedAt: number | null;
   soakSince: number | null;
   policy: RolloutPolicy;
+  /**
+   * the last phase is a group's target (a group rollout) and it is not published yet: it goes out when the
+   * last phase starts even if no device is left for it — the earlier phases' devices fall back to it at
+   * success, and devices that join the group later follow it
+   */
+  groupTargetDue?: boolean | undefined;
 }
 
 export type Decision =
@@ -205,7 +211,7 @@ export function planRollout(r: RolloutSnapshot, now: number): Decision[] {
   const crossed = errorsCrossed(phases, k, policy);
   if (crossed) return [{ kind: 'abort', reason: crossed }];
   const cur = phases[k - 1]!;
-  if (cur.queued > 0) return [{ kind: 'publish', phase: k }];
+  if (cur.queued > 0 || (k === n && r.groupTargetDue === true)) return [{ kind: 'publish', phase: k }];
 
   const out: Decision[] = [];
   const v = judgePhase(cur, policy);

@@ -10,11 +10,11 @@
  * or one that follows an earlier group of its own with a target is left out (listed as excluded, with why).
  * Overrides made by rollouts are not the operator's: a newer rollout takes those devices.
  */
-import { conflict, invalidInput, notFound } from '../../lib/errors.js';
+import { BerthError, conflict, invalidInput, notFound, unavailable } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import type { FleetBus, RolloutChange } from '../bus.js';
 import type { DeployInput, DeployService } from '../services/deploy.js';
-import type { DeviceRow, FleetStores, Page } from '../store/index.js';
+import type { DeploymentRow, DeviceRow, FleetStores, Page } from '../store/index.js';
 import type {
   PhaseRecord,
   RolloutDeviceQuery,
@@ -91,8 +91,28 @@ export interface RolloutView {
 }
 
 export interface RolloutDriverHook {
-  /** act on this rollout now (the server's driver); resolves when it has */
+  /** act on this rollout now (the server's driver; nothing where it does not run); resolves when it has */
   kick(id: number): Promise<void>;
+  /** start a one-phase draft and send it in this process (`deliverNow` in ./driver.ts) */
+  deliverNow(r: RolloutRow, start: () => void): Promise<boolean>;
+}
+
+/**
+ * A plain `fleet deploy --group`: one phase of every device the group's target applies to, waiting for
+ * them all (success 100 %), never aborting on a failure before every device answered (errors 100 %), and
+ * no fleet-wide rollback — each device already rolls back on its own when its health check fails.
+ */
+export const DEPLOY_POLICY: RolloutPolicy = {
+  ...DEFAULT_POLICY,
+  successThreshold: 100,
+  errorThreshold: 100,
+  rollback: false,
+};
+
+/** What a group deploy made: the rollout and the group target its one phase published. */
+export interface GroupDeploy {
+  rollout: RolloutRow;
+  deployment: DeploymentRow;
 }
 
 export interface RolloutServiceOptions {
@@ -116,15 +136,18 @@ export class RolloutService {
 
   // ---- pre-checks --------------------------------------------------------------------------------
 
-  /** Every check a rollout must pass before it is stored; throws InvalidInput/NotFound naming the problem. */
-  plan(input: RolloutInput): RolloutPlan {
+  /**
+   * Every check a rollout must pass before it is stored; throws InvalidInput/NotFound naming the problem.
+   * `allowEmpty`: a group with no device yet is fine (a deploy: the group target waits for its devices).
+   */
+  plan(input: RolloutInput, o: { allowEmpty?: boolean } = {}): RolloutPlan {
     const name = input.name ?? null;
     if (name !== null && !NAME.test(name))
       throw invalidInput(`name ${JSON.stringify(name)}: use 1-64 of [A-Za-z0-9 _.:@/+-]`);
     const policy = checkPolicy(input.policy ?? {});
     const specs = parsePhases(input.phases ?? ['100%']);
     const sel = this.resolveSelection(input.selection);
-    if (sel.deviceIds.length === 0) {
+    if (sel.deviceIds.length === 0 && !(o.allowEmpty && sel.group !== null)) {
       const why = sel.excluded.length
         ? `; ${sel.excluded.length} left out: ${sel.excluded
             .slice(0, 5)
@@ -143,7 +166,7 @@ export class RolloutService {
     let bytes = 0;
     for (const scope of scopes) {
       const t = this.o.deploy.validate(input.target, scope);
-      target ??= { apps: t.apps, images: t.images };
+      target ??= { apps: t.apps, images: t.images, ...(t.agent ? { agent: t.agent } : {}) };
       bytes = Math.max(bytes, Buffer.byteLength(JSON.stringify(t)));
     }
     this.checkPlatforms(target!, sel.deviceIds);
@@ -269,10 +292,84 @@ export class RolloutService {
 
   /** Plan, store (devices placed in phases), and start unless a draft. */
   async create(input: RolloutInput): Promise<RolloutRow> {
-    const plan = this.plan(input);
+    const row = this.store(this.plan(input), input.createdBy);
+    return input.draft ? row : this.start(row.id, input.createdBy);
+  }
+
+  /**
+   * `fleet deploy --group`: a one-phase rollout (DEPLOY_POLICY) whose phase is the group's target,
+   * published now by this process, whichever it is (the server for the API and the console, the local CLI
+   * on the state dir) — so a deploy never waits for a driver, and exactly one process sends it. The
+   * running server's driver (here, or polling the database) then follows the devices and ends the rollout.
+   * The agent release the group's target names stays named unless `input` names another (as a deploy does).
+   */
+  async deployGroup(
+    input: DeployInput,
+    group: string,
+    o: { createdBy?: string | undefined } = {},
+  ): Promise<GroupDeploy> {
+    const { stores, deploy } = this.o;
+    const agent = input.agent ?? deploy.currentInput({ kind: 'group', id: group }).agent;
+    const plan = this.plan(
+      {
+        name: 'deploy',
+        target: { ...input, ...(agent ? { agent } : {}) },
+        selection: { group },
+        phases: ['100%'],
+        policy: DEPLOY_POLICY,
+        createdBy: o.createdBy,
+      },
+      { allowEmpty: true },
+    );
+    // the broker link first: a fleet that cannot publish stores no rollout
+    await deploy.ready();
+    const draft = this.store(plan, o.createdBy);
+    const driver = this.driver;
+    if (!driver) throw unavailable('no rollout driver in this process');
+    let started: { row: RolloutRow; superseded: RolloutRow[] } | undefined;
+    let sent: boolean;
+    try {
+      sent = await driver.deliverNow(draft, () => {
+        started = this.startInTransaction(draft.id);
+      });
+    } catch (err) {
+      if (!started) this.discard(draft.id, err);
+      throw err;
+    }
+    if (!started) throw conflict(`rollout ${draft.id} could not start`);
+    this.announceStart(started, o.createdBy);
+    const r = stores.rollouts.require(draft.id);
+    const dep = r.groupDeploymentId !== null ? stores.deployments.get(r.groupDeploymentId) : undefined;
+    if (!dep) throw conflict(`rollout ${r.id} published no group target`);
+    if (!sent)
+      throw new BerthError(
+        'Unavailable',
+        `publishing group ${group} version ${dep.version} did not complete; it is recorded (rollout ${r.id}) and the fleet server publishes it at its next connect if the broker lacks it`,
+      );
+    await driver.kick(r.id);
+    return { rollout: stores.rollouts.require(r.id), deployment: dep };
+  }
+
+  /** A draft that never started (its publish failed before anything was reserved): aborted, saying why. */
+  private discard(id: number, err: unknown): void {
+    const now = this.now();
+    const r = this.o.stores.rollouts.update(
+      id,
+      {
+        state: 'aborted',
+        reason: `nothing was published: ${err instanceof Error ? err.message : String(err)}`,
+        finishedAt: now,
+      },
+      now,
+    );
+    this.tell(r, 'aborted');
+  }
+
+  /** Store a planned rollout as a draft, its devices placed in phases. */
+  private store(plan: RolloutPlan, createdBy: string | undefined): RolloutRow {
     const now = this.now();
     const { stores } = this.o;
-    let row = stores.rollouts.create(
+    const row = stores.rollouts.create(
       {
         name: plan.name,
         state: 'draft',
@@ -289,22 +386,34 @@ export class RolloutService {
         policy: plan.policy,
         group: plan.group,
         excluded: plan.excluded.length,
-        createdBy: input.createdBy ?? null,
+        createdBy: createdBy ?? null,
       },
       (id): Assignment[] => assignPhases(String(id), plan.deviceIds, plan.specs, plan.canaries).assignments,
       now,
     );
     this.o.log.info(
-      { rollout: row.id, devices: plan.deviceIds.length, phases: plan.sizes, by: input.createdBy },
+      { rollout: row.id, devices: plan.deviceIds.length, phases: plan.sizes, by: createdBy },
       'rollout created',
     );
     this.tell(row, 'created');
-    if (!input.draft) row = await this.start(row.id, input.createdBy);
     return row;
   }
 
   /** A draft starts: phase 1 begins; active rollouts holding any of its devices are superseded. */
   async start(id: number, by?: string): Promise<RolloutRow> {
+    this.announceStart(
+      this.o.stores.rollouts.transaction(() => this.startInTransaction(id)),
+      by,
+    );
+    await this.driver?.kick(id);
+    return this.o.stores.rollouts.require(id);
+  }
+
+  /**
+   * The start of a draft (inside the caller's transaction): phase 1 begins; active rollouts holding any of
+   * its devices — or, for a group rollout, setting the same group's target — are superseded.
+   */
+  private startInTransaction(id: number): { row: RolloutRow; superseded: RolloutRow[] } {
     const { stores } = this.o;
     const superseded: RolloutRow[] = [];
     const row = stores.rollouts.transaction(() => {
@@ -313,7 +422,9 @@ export class RolloutService {
       this.checkImagesUnchanged(r);
       const now = this.now();
       const ids = stores.rollouts.devices(id).map((d) => d.deviceId);
-      for (const other of stores.rollouts.activeHolding(ids, id))
+      const others = new Set(stores.rollouts.activeHolding(ids, id));
+      if (r.group !== null) for (const o of stores.rollouts.activeForGroup(r.group, id)) others.add(o);
+      for (const other of [...others].sort((a, b) => a - b))
         superseded.push(
           stores.rollouts.update(
             other,
@@ -330,14 +441,16 @@ export class RolloutService {
         { operator: true },
       );
     });
-    for (const s of superseded) {
-      this.o.log.info({ rollout: s.id, by: id }, 'rollout superseded');
-      this.tell(s, 'superseded');
+    return { row, superseded };
+  }
+
+  private announceStart(s: { row: RolloutRow; superseded: RolloutRow[] }, by: string | undefined): void {
+    for (const o of s.superseded) {
+      this.o.log.info({ rollout: o.id, by: s.row.id }, 'rollout superseded');
+      this.tell(o, 'superseded');
     }
-    this.o.log.info({ rollout: id, by }, 'rollout started');
-    this.tell(row, 'started');
-    await this.driver?.kick(id);
-    return stores.rollouts.require(id);
+    this.o.log.info({ rollout: s.row.id, by }, 'rollout started');
+    this.tell(s.row, 'started');
   }
 
   async pause(id: number, by?: string, reason?: string): Promise<RolloutRow> {

@@ -54,6 +54,7 @@ export function toRolloutWire(v: RolloutView): RolloutWire {
     target: {
       apps: Object.keys((r.target.apps ?? {}) as Record<string, unknown>),
       images: r.target.images.map((i) => ({ name: i.name, digest: i.digest })),
+      ...(r.target.agent ? { agent: r.target.agent.version } : {}),
     },
     policy: { ...r.policy },
     phase: r.phase,

@@ -85,7 +85,9 @@ const SIGNATURE_ALLOWANCE = 160;
  */
 export interface PublishItem {
   scope: TargetScope;
-  content?: { apps: unknown; images: Array<{ name: string; digest: string }> } | undefined;
+  content?:
+    | { apps: unknown; images: Array<{ name: string; digest: string }>; agent?: TargetAgent | undefined }
+    | undefined;
   clear?: boolean | undefined;
 }
 
@@ -155,6 +157,11 @@ export class DeployService {
     if (!checked.success)
       throw invalidInput(`target envelope: ${checked.error.issues[0]?.message ?? 'invalid'}`);
     return { ...target, version: 0 };
+  }
+
+  /** The publisher is there (the local CLI's broker link connected): Unavailable when it cannot be. */
+  async ready(): Promise<void> {
+    await this.o.publisher();
   }
 
   /** What the scope's current target holds (none: nothing): apps, images, the agent release it names. */
@@ -314,6 +321,7 @@ export class DeployService {
       ...base,
       images: item.content.images as Target['images'],
       apps: item.content.apps as Target['apps'],
+      ...(item.content.agent ? { agent: item.content.agent } : {}),
     };
   }
 

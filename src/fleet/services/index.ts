@@ -58,10 +58,18 @@ export function createFleetServices(o: FleetServicesOptions): FleetServices {
   const releases = new ReleaseService({ ...common, store: o.store, privateKey: o.privateKey });
   const deploy = new DeployService({ ...common, privateKey: o.privateKey, publisher: o.publisher, releases });
   const rollouts = new RolloutService({ ...common, deploy });
-  const rolloutDriver = o.drive
-    ? new RolloutDriver({ stores: o.stores, deploy, service: rollouts, bus, log: o.log, ...o.drive })
-    : undefined;
-  rollouts.driver = rolloutDriver;
+  // one driver in every process: a group deploy sends its one phase itself (RolloutService.deployGroup);
+  // only `fleet serve` (drive) starts it to carry rollouts out
+  const driver = new RolloutDriver({
+    stores: o.stores,
+    deploy,
+    service: rollouts,
+    bus,
+    log: o.log,
+    ...o.drive,
+  });
+  const rolloutDriver = o.drive ? driver : undefined;
+  rollouts.driver = driver;
   return {
     stores: o.stores,
     bus,

@@ -9,6 +9,7 @@
  */
 import { tx } from '../../db/database.js';
 import { conflict, invalidInput, notFound } from '../../lib/errors.js';
+import type { TargetAgent } from '../../transport/messages.js';
 import { noCounts, type PhaseCounts, type RolloutPolicy, type RolloutState } from '../rollouts/machine.js';
 import type { Requirement } from '../rollouts/selector.js';
 import { idCursor, type Page, pageLimit, SqlStore } from './sql.js';
@@ -26,6 +27,8 @@ export interface Selection {
 export interface RolloutTarget {
   apps: unknown;
   images: Array<{ name: string; digest: string }>;
+  /** the agent release the devices run (docs/self-update.md), when the target names one */
+  agent?: TargetAgent | undefined;
 }
 
 export interface PhaseRecord {
@@ -371,6 +374,15 @@ export class RolloutStore extends SqlStore {
     return [...found].sort((a, b) => a - b);
   }
 
+  /** Active group rollouts (other than `except`) of this group: their last phase would set its target. */
+  activeForGroup(group: string, except: number): number[] {
+    return (
+      this.stmt(
+        `SELECT id FROM rollouts WHERE grp = ? AND id <> ? AND state IN ${ACTIVE_SQL} ORDER BY id`,
+      ).all(group, except) as Array<{ id: number }>
+    ).map((r) => r.id);
+  }
+
   // ---- counts -----------------------------------------------------------------------------------
 
   /** Per-phase outcome counts (index 0 = phase 1). */
@@ -491,11 +503,13 @@ export class RolloutStore extends SqlStore {
       viaGroup: boolean;
       want: ScopeRef;
       prev: ScopeRef | null;
+      /** whether the device is online now (counted as offline while pending otherwise) */
+      online?: boolean | undefined;
     }>,
     now: number,
   ): void {
     const up = this.stmt(
-      `UPDATE rollout_devices SET publish = 'pending', outcome = 'pending', deployment_id = @dep, via_group = @vg, want_kind = @wk,
+      `UPDATE rollout_devices SET publish = 'pending', outcome = 'pending', online = @on, deployment_id = @dep, via_group = @vg, want_kind = @wk,
          want_id = @wi, want_version = @wv, prev_kind = @pk, prev_id = @pi, prev_version = @pv, updated_at = @now
        WHERE rollout_id = @id AND device_id = @dev AND publish = 'none'`,
     );
@@ -512,6 +526,7 @@ export class RolloutStore extends SqlStore {
           pk: r.prev?.kind ?? null,
           pi: r.prev?.id ?? null,
           pv: r.prev?.version ?? null,
+          on: r.online ? 1 : 0,
           now,
         });
         // never twice for one device and phase: a row already being sent is a bug upstream, not a retry
