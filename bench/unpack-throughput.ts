@@ -7,24 +7,31 @@
  *
  *   node --import tsx bench/unpack-throughput.ts [runs] [MiB]
  *   BERTH_UNPACKERS=native,node …   which extractors to run (default: auto, what berth picks here)
+ *   BENCH_DRIVERS=btrfs BENCH_COMPRESSIONS=none …   a subset of the four rows
+ *
+ * The layer is a blob in a content store (on another loop filesystem, so neither side can copy in the
+ * kernel): berth unpacks it as it unpacks a pulled image (storeBlobInput), tar -x reads the same file.
  */
 import { createReadStream, promises as fsp, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { ContentStore } from '../src/content/store.js';
 import { openDatabase } from '../src/db/database.js';
 import { exec } from '../src/lib/exec.js';
 import { type Digest, sha256Digest } from '../src/oci/digest.js';
-import type { Unpacker } from '../src/snapshots/apply.js';
+import type { LayerInput, Unpacker } from '../src/snapshots/apply.js';
 import { BtrfsSnapshotter } from '../src/snapshots/btrfs.js';
 import { OverlaySnapshotter } from '../src/snapshots/overlay.js';
 import type { Snapshotter } from '../src/snapshots/snapshotter.js';
-import { unpackLayer } from '../src/snapshots/unpack.js';
+import { storeBlobInput, unpackLayer } from '../src/snapshots/unpack.js';
 import { makeLoopFs } from '../test/helpers/storage-loop.js';
 
 const RUNS = Number(process.argv[2] ?? 3);
 const MIB = Number(process.argv[3] ?? 200);
 const UNPACKERS = (process.env.BERTH_UNPACKERS ?? 'auto').split(',') as Unpacker[];
+const DRIVERS = (process.env.BENCH_DRIVERS ?? 'overlay,btrfs').split(',') as Array<'overlay' | 'btrfs'>;
+const COMPRESSIONS = (process.env.BENCH_COMPRESSIONS ?? 'none,gzip').split(',') as Array<'none' | 'gzip'>;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /**
@@ -45,9 +52,14 @@ const cpuSince = (a: { self: number; children: number }) => {
   return b.self - a.self + b.children - a.children;
 };
 
-async function makeLayer(
-  dir: string,
-): Promise<{ tar: string; gz: string; diffId: Digest; bytes: number; files: number }> {
+async function makeLayer(dir: string): Promise<{
+  tar: string;
+  gz: string;
+  input: Record<'none' | 'gzip', LayerInput>;
+  diffId: Digest;
+  bytes: number;
+  files: number;
+}> {
   // single-link files only (tar stores hardlinks once, which would make the layer smaller than counted)
   const args = ['usr/share', 'usr/bin', 'usr/lib/x86_64-linux-gnu', '-xdev', '-type', 'f', '-links', '1'];
   const out = await exec('find', [...args, '-size', '-8M', '-printf', '%s %p\\n'], {
@@ -68,9 +80,23 @@ async function makeLayer(
   const tar = path.join(dir, 'layer.tar');
   await exec('tar', ['-cf', tar, '-C', '/', '--numeric-owner', '-T', path.join(dir, 'list')]);
   await exec('gzip', ['-1', '-k', '-f', tar]);
-  const { hashStream } = await import('../src/content/store.js');
-  const h = await hashStream(createReadStream(tar));
-  return { tar, gz: `${tar}.gz`, diffId: h.digest, bytes: h.size, files: list.length };
+  // the blobs in a content store, as berth unpacks them (an uncompressed blob's digest is its DiffID)
+  const store = new ContentStore(path.join(dir, 'content'));
+  const none = await store.putStream(createReadStream(tar));
+  const gzip = await store.putStream(createReadStream(`${tar}.gz`));
+  await fsp.rm(tar);
+  await fsp.rm(`${tar}.gz`);
+  return {
+    tar: store.blobPath(none.digest),
+    gz: store.blobPath(gzip.digest),
+    input: {
+      none: await storeBlobInput(store, none.digest),
+      gzip: await storeBlobInput(store, gzip.digest),
+    },
+    diffId: none.digest,
+    bytes: none.size,
+    files: list.length,
+  };
 }
 
 async function tracked<T extends { cleanup: () => Promise<void> }>(p: Promise<T>): Promise<T> {
@@ -87,7 +113,7 @@ async function main() {
     process.stdout.write(
       `layer: ${(layer.bytes / 1048576).toFixed(0)} MiB uncompressed, ${layer.files} files, gzip ${((await fsp.stat(layer.gz)).size / 1048576).toFixed(0)} MiB\n`,
     );
-    for (const driver of ['overlay', 'btrfs'] as const) {
+    for (const driver of DRIVERS) {
       const loop = await tracked(makeLoopFs({ fs: driver === 'btrfs' ? 'btrfs' : 'ext4', sizeMiB: 2048 }));
       try {
         const db = openDatabase(path.join(loop.mountpoint, 'berth.db'));
@@ -95,7 +121,7 @@ async function main() {
         const sn: Snapshotter =
           driver === 'btrfs' ? new BtrfsSnapshotter(db, root) : new OverlaySnapshotter(db, root);
         await sn.recover();
-        for (const compression of ['none', 'gzip'] as const) {
+        for (const compression of COMPRESSIONS) {
           const file = compression === 'none' ? layer.tar : layer.gz;
           const tarMs: number[] = [];
           const berthMs = UNPACKERS.map(() => [] as number[]);
@@ -129,7 +155,7 @@ async function main() {
                 chainId,
                 parent: undefined,
                 diffId: layer.diffId,
-                open: async () => ({ file }),
+                open: async () => layer.input[compression],
                 compression,
                 unpacker,
               });

@@ -9,12 +9,17 @@
 #     containerd 1.6), both on 127.0.0.1 with their own config, root, state and socket under the work
 #     dir — never the system services; `ctr images pull --plain-http` (fetch + unpack) with the btrfs or
 #     overlayfs snapshotter.
-#   berth: `berth fleet serve` (embedded broker) with the image pushed to it; `berth pull` over MQTT into
-#     a fresh state dir, then `berth image unpack` (btrfs, or overlay on ext4). Pull and unpack are
-#     printed separately; the transport is whatever this checkout has.
+#   berth: `berth fleet serve` (embedded broker, --allow-anonymous: a bench enrolls no device) with the
+#     image pushed to it and a target naming it deployed to the bench device; `berth pull --unpack` over
+#     MQTT into a fresh state dir (btrfs, or overlay on ext4): one process fetches and unpacks, as `ctr
+#     images pull` does. Printed split: unpack = the time the command reports for it (snapshots,
+#     extraction, commit) plus the final sync -f, pull = the rest (process start, MQTT transfer, blob
+#     commit, image record); the transport is whatever this checkout has.
 # Each run is cold on both sides (a fresh containerd root / berth state dir; page cache not dropped:
 # the machine is shared), the two sides alternate, medians of N runs and the ratio berth/containerd
-# (aim ≤ 1.0) are printed with the load average.
+# (aim ≤ 1.0) are printed with the load average. CPU (user+sys), steadier than wall time on a shared
+# machine: containerd's daemon (its /proc stat before and after) plus ctr, against the berth process with
+# its children (the extractor); neither side counts its server (registry, fleet server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -64,14 +69,26 @@ REF=127.0.0.1:$RPORT/debian:bookworm
 # the fleet server
 FPORT=$(free_port)
 berth --state-dir "$W/fleet" fleet keygen >"$W/fleet.pub"
-node dist/berth.mjs --log-level warn --state-dir "$W/fleet" fleet serve --listen "127.0.0.1:$FPORT" >"$W/fleet.log" 2>&1 &
+node dist/berth.mjs --log-level warn --state-dir "$W/fleet" fleet serve --listen "127.0.0.1:$FPORT" --allow-anonymous >"$W/fleet.log" 2>&1 &
 FLEET_PID=$!
 BENCH_CLEANUP+=("stop_pid $FLEET_PID")
 wait_port "$FPORT" "the fleet server"
 berth --state-dir "$W/fleet" fleet push "$W/layout" --tag debian:bookworm >/dev/null
+# the fleet serves a device only what its targets name: one target naming the image, for the bench device
+# (each run pulls into a fresh state dir under that id)
+echo '{"apps":{},"images":["debian:bookworm"]}' >"$W/target.json"
+berth --state-dir "$W/fleet" fleet deploy "$W/target.json" --device bench-device --allow-unknown \
+  --broker "mqtt://127.0.0.1:$FPORT" --mqtt-version 4 >/dev/null
 
-ctr_run() { # ctr_run <dir> <snapshotter> → ms on stdout
-  local d=$1 sn=$2 pid t0 t1 i
+# CPU (user+sys, ms) of a live process and its reaped children, from /proc/<pid>/stat (clock ticks)
+proc_cpu_ms() {
+  awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print int(($12 + $13 + $14 + $15) * 1000 / hz)}' "/proc/$1/stat"
+}
+# CPU (user+sys, ms) that /usr/bin/time -f '%U %S' wrote to a file
+time_cpu_ms() { awk '{print int(($1 + $2) * 1000)}' "$1"; }
+
+ctr_run() { # ctr_run <dir> <snapshotter> → "ms cpu_ms" on stdout (cpu: containerd's daemon + ctr)
+  local d=$1 sn=$2 pid t0 t1 i c0 c1
   mkdir -p "$d"
   cat >"$d/config.toml" <<EOF
 version = 2
@@ -91,32 +108,38 @@ EOF
   pid=$!
   for ((i = 0; i < 100; i++)); do ctr --address "$d/containerd.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
   sync -f "$d"
+  c0=$(proc_cpu_ms "$pid")
   t0=$(now_ms)
-  ctr --address "$d/containerd.sock" images pull --plain-http --snapshotter "$sn" "$REF" >/dev/null
+  /usr/bin/time -f '%U %S' -o "$d/ctr.time" \
+    ctr --address "$d/containerd.sock" images pull --plain-http --snapshotter "$sn" "$REF" >/dev/null
   sync -f "$d"
   t1=$(now_ms)
+  c1=$(proc_cpu_ms "$pid")
   stop_pid "$pid"
-  echo $((t1 - t0))
+  echo "$((t1 - t0)) $((c1 - c0 + $(time_cpu_ms "$d/ctr.time")))"
 }
 
-berth_run() { # berth_run <state-dir> <driver> → "pull_ms unpack_ms" on stdout
-  local s=$1 drv=$2 t0 t1 t2
+berth_run() { # berth_run <state-dir> <driver> → "pull_ms unpack_ms cpu_ms" on stdout (cpu: berth and its children)
+  local s=$1 drv=$2 t0 t1 t2 u
   mkdir -p "$s"
   sync -f "$s"
   t0=$(now_ms)
-  # the embedded broker speaks MQTT 3.1.1
-  if ! BERTH_STORAGE_DRIVER=$drv berth --state-dir "$s" pull debian:bookworm --broker "mqtt://127.0.0.1:$FPORT" \
-    --device-id "bench-$RANDOM" --fleet-key "$W/fleet.pub" --mqtt-version 4 >"$s.pull.out" 2>"$s.pull.log" ||
+  # one process pulls and unpacks, as `ctr images pull` does; the embedded broker speaks MQTT 3.1.1
+  if ! BERTH_STORAGE_DRIVER=$drv /usr/bin/time -f '%U %S' -o "$s.time" node dist/berth.mjs --log-level warn \
+    --state-dir "$s" pull debian:bookworm --unpack --broker "mqtt://127.0.0.1:$FPORT" --device-id bench-device --fleet-key "$W/fleet.pub" --mqtt-version 4 >"$s.pull.out" 2>"$s.pull.log" ||
     ! grep -q '^debian:bookworm sha256:' "$s.pull.out"; then
     echo "vs-containerd: berth pull failed:" >&2
     cat "$s.pull.out" "$s.pull.log" >&2
     return 1
   fi
   t1=$(now_ms)
-  BERTH_STORAGE_DRIVER=$drv berth --state-dir "$s" image unpack debian:bookworm >/dev/null
   sync -f "$s"
   t2=$(now_ms)
-  echo "$((t1 - t0)) $((t2 - t1))"
+  # the unpack's own time, as it printed it ("debian:bookworm: sha256:… (btrfs, 1234 ms)") plus the final
+  # sync (its writeback); the rest is the pull
+  u=$(sed -n 's/^debian:bookworm: sha256:[0-9a-f]* ([a-z]*, \([0-9]*\) ms)$/\1/p' "$s.pull.out")
+  [[ -n $u ]] || { echo "vs-containerd: berth pull --unpack did not unpack:" >&2; cat "$s.pull.out" >&2; return 1; }
+  echo "$((t1 - t0 - u)) $((u + t2 - t1)) $(time_cpu_ms "$s.time")"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
@@ -127,17 +150,18 @@ for fs in "${fss[@]}"; do
   loopfs "$fs" 8G "$M"
   sn=overlayfs drv=overlay
   [[ $fs == btrfs ]] && sn=btrfs drv=btrfs
-  ctr_ms=() pull_ms=() unpack_ms=() total_ms=()
+  ctr_ms=() pull_ms=() unpack_ms=() total_ms=() ctr_cpu=() berth_cpu=()
   for i in $(seq "$RUNS"); do
-    c=$(ctr_run "$M/ctr-$i" "$sn")
-    out=$(berth_run "$M/berth-$i" "$drv")
-    read -r p u <<<"$out"
-    ctr_ms+=("$c") pull_ms+=("$p") unpack_ms+=("$u") total_ms+=($((p + u)))
-    echo "$fs run $i: containerd ${c} ms | berth ${p} + ${u} = $((p + u)) ms (pull + unpack)  load $(cut -d' ' -f1 /proc/loadavg)"
+    read -r c cc <<<"$(ctr_run "$M/ctr-$i" "$sn")"
+    read -r p u bc <<<"$(berth_run "$M/berth-$i" "$drv")"
+    ctr_ms+=("$c") pull_ms+=("$p") unpack_ms+=("$u") total_ms+=($((p + u))) ctr_cpu+=("$cc") berth_cpu+=("$bc")
+    echo "$fs run $i: containerd ${c} ms (cpu ${cc}) | berth ${p} + ${u} = $((p + u)) ms (pull + unpack; cpu ${bc})  load $(cut -d' ' -f1 /proc/loadavg)"
   done
   c=$(printf '%s\n' "${ctr_ms[@]}" | median)
   p=$(printf '%s\n' "${pull_ms[@]}" | median)
   u=$(printf '%s\n' "${unpack_ms[@]}" | median)
   b=$(printf '%s\n' "${total_ms[@]}" | median)
-  echo "RESULT $fs ($sn / $drv), median of $RUNS: ctr images pull ${c} ms; berth ${b} ms (pull ${p}, unpack ${u}); ratio berth/containerd $(ratio "$b" "$c") (aim <= 1.0); load $(cut -d' ' -f1-3 /proc/loadavg)"
+  cc=$(printf '%s\n' "${ctr_cpu[@]}" | median)
+  bc=$(printf '%s\n' "${berth_cpu[@]}" | median)
+  echo "RESULT $fs ($sn / $drv), median of $RUNS: ctr images pull ${c} ms; berth ${b} ms (pull ${p}, unpack ${u}); ratio berth/containerd $(ratio "$b" "$c") (aim <= 1.0); CPU containerd ${cc} ms, berth ${bc} ms ($(ratio "$bc" "$cc")); load $(cut -d' ' -f1-3 /proc/loadavg)"
 done

@@ -16,11 +16,21 @@ export function registerPull(program: Command, ctx: () => CliContext): void {
       .option('--device-id <id>', 'device identity for topics (config mqtt.deviceId)')
       .option('--fleet-key <file|pem>', 'fleet public key (config mqtt.fleetPublicKey)')
       .option('--window <chunks>', 'credit window: chunks granted to the fleet and not yet recorded', '32')
-      .option('--no-fanout', 'never join a fan-out stream'),
+      .option('--no-fanout', 'never join a fan-out stream')
+      .option(
+        '--unpack',
+        'also unpack it into committed snapshots, as `berth image unpack` does (in this process)',
+      ),
   ).action(
     async (
       ref: string,
-      opts: MqttFlags & { deviceId?: string; fleetKey?: string; window: string; fanout: boolean },
+      opts: MqttFlags & {
+        deviceId?: string;
+        fleetKey?: string;
+        window: string;
+        fanout: boolean;
+        unpack?: boolean;
+      },
     ) => {
       if (!ImageRefSchema.safeParse(ref).success)
         throw invalidInput(`image reference ${ref}: expected name:tag`);
@@ -44,6 +54,8 @@ export function registerPull(program: Command, ctx: () => CliContext): void {
       } finally {
         await agent.stop();
       }
+      // pull and unpack in one process, as `ctr images pull` and `docker pull` do: no second start
+      if (opts.unpack) await (await import('./storage.js')).unpackRecorded(c, ref);
     },
   );
 }

@@ -90,19 +90,23 @@ export const registerStorage: Register = (program: Command, ctx: () => CliContex
     .description('unpack an imported image into committed snapshots named by ChainID')
     .option('--json', 'print JSON')
     .action(async (ref: string, opts: { json?: boolean }) => {
-      const c = ctx();
-      const img = await new ImageRepo(c.db, c.store).resolve(ref);
-      const sn = await openSnapshotter(c);
-      const started = Date.now();
-      const images = new ImageAcquisition({ db: c.db, store: c.store, snapshotter: sn, log: c.log });
-      const res = await images.unpack(img.record.name, { labels: { 'berth.image': img.record.name } });
-      const out = { image: img.record.name, driver: sn.driver, ...res, ms: Date.now() - started };
-      if (opts.json) return printJson(out);
-      for (const l of res.layers) {
-        process.stdout.write(`${l.reused ? 'reused  ' : 'unpacked'} ${l.chainId}\n`);
-      }
-      process.stdout.write(`${img.record.name}: ${res.chainId} (${sn.driver}, ${out.ms} ms)\n`);
+      await unpackRecorded(ctx(), ref, opts.json === true);
     });
 };
+
+/** Unpack a recorded image into committed snapshots and print what happened (`image unpack`, `pull --unpack`). */
+export async function unpackRecorded(c: CliContext, ref: string, json = false): Promise<void> {
+  const img = await new ImageRepo(c.db, c.store).resolve(ref);
+  const sn = await openSnapshotter(c);
+  const started = Date.now();
+  const images = new ImageAcquisition({ db: c.db, store: c.store, snapshotter: sn, log: c.log });
+  const res = await images.unpack(img.record.name, { labels: { 'berth.image': img.record.name } });
+  const out = { image: img.record.name, driver: sn.driver, ...res, ms: Date.now() - started };
+  if (json) return printJson(out);
+  for (const l of res.layers) {
+    process.stdout.write(`${l.reused ? 'reused  ' : 'unpacked'} ${l.chainId}\n`);
+  }
+  process.stdout.write(`${img.record.name}: ${res.chainId} (${sn.driver}, ${out.ms} ms)\n`);
+}
 
 const short = (name: string) => (/^sha256:[a-f0-9]{64}$/.test(name) ? name.slice(0, 19) : name);

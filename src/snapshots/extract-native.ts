@@ -7,8 +7,9 @@ import { storageErrorCode } from './native-storage.js';
 /**
  * The layer extractor in C (`berth-storage extract`, native/storage/extract.c): the uncompressed tar is
  * piped to its stdin; it writes the files with every path resolved inside the root by openat2
- * RESOLVE_IN_ROOT (kernel ≥ 5.6). The caller hashes the same bytes on the way (the DiffID) and removes
- * the snapshot on any error.
+ * RESOLVE_IN_ROOT (kernel ≥ 5.6). The caller hashes the same bytes on the way (the DiffID) unless they
+ * are a content-store blob whose digest is the DiffID (apply.ts), and removes the snapshot on any error.
+ * `bytes`: what the helper read, the whole uncompressed layer.
  */
 export interface NativeTarget {
   root: string;
@@ -32,7 +33,7 @@ export async function extractNative(
   bin: string,
   input: NativeInput,
   target: NativeTarget,
-): Promise<{ entries: number }> {
+): Promise<{ entries: number; bytes: number }> {
   const args = ['extract', target.root];
   if ('file' in input) args.push('--input', input.file);
   if (target.overlay) {
@@ -73,8 +74,8 @@ export async function extractNative(
     throw new BerthError(storageErrorCode(code ?? -1), msg, { details: { exitCode: code } });
   }
   if (feedError) throw feedError;
-  const out = JSON.parse(Buffer.concat(stdout).toString('utf8')) as { entries: number };
-  return { entries: out.entries };
+  const out = JSON.parse(Buffer.concat(stdout).toString('utf8')) as { entries: number; bytes: number };
+  return { entries: out.entries, bytes: out.bytes };
 }
 
 function brokenPipe(err: unknown): boolean {

@@ -87,7 +87,7 @@ export class StorageHelper {
   }
 
   /** Extract a layer with the C extractor (src/snapshots/extract-native.ts). */
-  extract(input: NativeInput, target: NativeTarget): Promise<{ entries: number }> {
+  extract(input: NativeInput, target: NativeTarget): Promise<{ entries: number; bytes: number }> {
     return extractNative(this.binary, input, target);
   }
 }

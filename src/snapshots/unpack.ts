@@ -68,10 +68,7 @@ export async function unpackImage(
       chainId,
       parent,
       diffId: diffIds[i]!,
-      open: async () => {
-        await store.info(desc.digest); // NotFound with the blob's name when it is missing
-        return { file: store.blobPath(desc.digest) };
-      },
+      open: () => storeBlobInput(store, desc.digest),
       compression,
       labels: opts.labels,
       unpacker: opts.unpacker,
@@ -87,12 +84,22 @@ export async function unpackImage(
   return { chainId: chain[chain.length - 1]!, layers: results };
 }
 
+/**
+ * A content-store blob as a layer input: the native extractor reads the file itself, and an uncompressed
+ * layer's DiffID is the digest the store checked on ingest (apply.ts storeDiffId). NotFound, naming the
+ * blob, when it is missing.
+ */
+export async function storeBlobInput(store: ContentStore, digest: Digest): Promise<LayerInput> {
+  await store.info(digest);
+  return { file: store.blobPath(digest), storeDigest: digest };
+}
+
 export async function unpackLayer(o: {
   snapshotter: Snapshotter;
   chainId: Digest;
   parent: Digest | undefined;
   diffId: Digest;
-  /** the blob: a stream, or a file (which the native extractor reads itself) */
+  /** the blob: a stream, or a file (which the native extractor reads itself; storeBlobInput for a store blob) */
   open: () => Promise<LayerInput>;
   compression: 'none' | 'gzip' | 'zstd';
   labels?: Record<string, string> | undefined;

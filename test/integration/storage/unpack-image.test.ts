@@ -11,7 +11,7 @@ import { chainIds, type Digest, sha256Digest } from '../../../src/oci/digest.js'
 import { hostPlatform } from '../../../src/oci/platform.js';
 import { withTempMount } from '../../../src/snapshots/mount.js';
 import type { Snapshotter } from '../../../src/snapshots/snapshotter.js';
-import { unpackImage, unpackLayer } from '../../../src/snapshots/unpack.js';
+import { storeBlobInput, unpackImage, unpackLayer } from '../../../src/snapshots/unpack.js';
 import { buildBusyboxImage } from '../../helpers/images.js';
 import { makeTar } from '../../helpers/layer-tar.js';
 import { referenceExtract, snapshotTree } from '../../helpers/layer-tree.js';
@@ -31,6 +31,14 @@ async function viewDir<T>(sn: Snapshotter, name: string, fn: (dir: string) => Pr
   } finally {
     await sn.remove(key);
   }
+}
+
+async function snapshotNames(sn: Snapshotter): Promise<string[]> {
+  const names: string[] = [];
+  await sn.walk((i) => {
+    names.push(i.name);
+  });
+  return names;
 }
 
 const combos = (['overlay', 'btrfs'] as const).flatMap((d) =>
@@ -233,10 +241,7 @@ for (const [driver, unpacker] of combos) {
         const files = await viewDir(fx.sn, chainId, (d) => snapshotTree(d));
         t.is(files.nodes['a/big']?.size, 3 * 1024 * 1024);
       }
-      const before: string[] = [];
-      await fx.sn.walk((i) => {
-        before.push(i.name);
-      });
+      const before = await snapshotNames(fx.sn);
       const wrong = sha256Digest('not this layer');
       const err = await t.throwsAsync(
         unpackLayer({
@@ -265,11 +270,88 @@ for (const [driver, unpacker] of combos) {
         }),
       );
       t.is((err2 as { code?: string }).code, 'Corrupt');
-      const after: string[] = [];
-      await fx.sn.walk((i) => {
-        after.push(i.name);
-      });
+      const after = await snapshotNames(fx.sn);
       t.deepEqual(after, before, 'no snapshot left by the failed layers');
+    },
+  );
+
+  test(
+    title(
+      'an uncompressed store blob unpacks under its digest as DiffID; a config DiffID that differs, or a plain file that does not hash to it, commits nothing',
+    ),
+    async (t) => {
+      if (!needPrivileges(t, { root: true })) return;
+      const fx = await freshSnapshotter(driver);
+      const work = mkdtempSync(path.join(tmpdir(), 'berth-unpack-blob-'));
+      t.teardown(async () => {
+        await fx.cleanup();
+        await fsp.rm(work, { recursive: true, force: true });
+      });
+      const raw = await makeTar([
+        { name: 'a/', type: 'directory' },
+        { name: 'a/big', content: Buffer.alloc(1024 * 1024, 3) },
+        { name: 'a/small', content: 'small' },
+      ]);
+      const store = new ContentStore(path.join(fx.root, 'content'));
+      const blob = await store.put(raw);
+      await fsp.writeFile(path.join(work, 'layer.tar'), raw);
+      await exec('gzip', ['-k', '-f', path.join(work, 'layer.tar')]);
+      const gz = await store.put(await fsp.readFile(path.join(work, 'layer.tar.gz')));
+
+      // uncompressed: the blob's digest is the DiffID; gzip: the blob's digest is not, the stream is hashed
+      for (const [d, compression] of [
+        [blob.digest, 'none'],
+        [gz.digest, 'gzip'],
+      ] as const) {
+        const chainId = sha256Digest(`ok-${compression}`);
+        const r = await unpackLayer({
+          snapshotter: fx.sn,
+          chainId,
+          parent: undefined,
+          diffId: blob.digest,
+          open: () => storeBlobInput(store, d),
+          compression,
+          unpacker,
+        });
+        t.deepEqual([r.diffId, r.size, r.reused], [blob.digest, raw.length, false]);
+        const files = await viewDir(fx.sn, chainId, (dir) => snapshotTree(dir));
+        t.deepEqual([files.nodes['a/big']?.size, files.nodes['a/small']?.size], [1024 * 1024, 5]);
+      }
+      const before = await snapshotNames(fx.sn);
+      // the image config names another DiffID than the uncompressed blob's digest
+      const other = sha256Digest('another layer');
+      const err = await t.throwsAsync(
+        unpackLayer({
+          snapshotter: fx.sn,
+          chainId: sha256Digest('wrong-blob'),
+          parent: undefined,
+          diffId: other,
+          open: () => storeBlobInput(store, blob.digest),
+          compression: 'none',
+          unpacker,
+        }),
+      );
+      t.is((err as { code?: string }).code, 'Corrupt');
+      t.regex(err!.message, /DiffID mismatch: expected sha256:[0-9a-f]{64}, but the layer is uncompressed/);
+      // a file that is not a store blob is hashed while it is applied, as a stream is
+      const err2 = await t.throwsAsync(
+        unpackLayer({
+          snapshotter: fx.sn,
+          chainId: sha256Digest('wrong-file'),
+          parent: undefined,
+          diffId: other,
+          open: async () => ({ file: path.join(work, 'layer.tar') }),
+          compression: 'none',
+          unpacker,
+        }),
+      );
+      t.is((err2 as { code?: string }).code, 'Corrupt');
+      t.regex(
+        err2!.message,
+        new RegExp(`DiffID mismatch: expected ${other}, the uncompressed layer hashes to ${blob.digest}`),
+      );
+      const after = await snapshotNames(fx.sn);
+      t.deepEqual(after, before, 'no snapshot left by the refused layers');
     },
   );
 }
