@@ -14,6 +14,8 @@
  *                                                      an uncompressed layer tar (stdin, or the file)
  *                                                      applied to root (see extract.c)
  *   berth-storage extract --probe                      exit 0 when the kernel can resolve inside a root
+ *   berth-storage page-out <pid>                       {"bytes":N,"ranges":N}: the process's clean pages of
+ *                                                      read-only file mappings handed back (see pageout.c)
  *
  * Exit 0 on success; otherwise one line "berth-storage: <verb>: <message> (errno N)" on stderr and the
  * exit status is the errno (1 when there is none), so callers map ENOSPC, EEXIST… without parsing text.
@@ -93,6 +95,11 @@ static int cmd_extract(int argc, char **argv, berth_err_t *err) {
   return bs_extract(argv[0], overlay, lowers, nlowers, input ? in : STDIN_FILENO, stdout, err);
 }
 
+static int cmd_page_out(int argc, char **argv, berth_err_t *err) {
+  if (argc != 1) return berth_make_error(err, EINVAL, "usage: page-out <pid>");
+  return bs_page_out(argv[0], stdout, err);
+}
+
 static const struct {
   const char *name;
   verb_fn fn;
@@ -107,6 +114,7 @@ static const struct {
     {"usage", cmd_usage},
     {"overlay-opaque", cmd_overlay_opaque},
     {"extract", cmd_extract},
+    {"page-out", cmd_page_out},
 };
 
 int main(int argc, char **argv) {

@@ -29,6 +29,9 @@ int bs_overlay_opaque(int argc, char **argv, FILE *out, berth_err_t *err);
 /* usage.c */
 int bs_usage(const char *dir, FILE *out, berth_err_t *err);
 
+/* pageout.c */
+int bs_page_out(const char *pid, FILE *out, berth_err_t *err);
+
 /* extract.c */
 int bs_extract(const char *root, bool overlay, char **lowers, size_t nlowers, int in, FILE *out, berth_err_t *err);
 int bs_extract_probe(berth_err_t *err);
