@@ -5,16 +5,19 @@ import { startDeviceAgent } from '../agent/adapters/device-agent.js';
 import { agentSocketPath } from '../agent/api-client.js';
 import { AgentConnection } from '../agent/connection.js';
 import { type Enrollment, enroll, readEnrollment } from '../agent/enroll.js';
+import { keepYoungGenerationSmall, PageOut } from '../agent/memory.js';
 import { AgentDir } from '../agent/self-update/files.js';
 import { inProcessLaunch, type Launched, launchedFromEnv } from '../agent/self-update/launched.js';
 import { type AgentExit, Launcher, processExecve } from '../agent/self-update/launcher.js';
 import { agentArch } from '../core/self-update.js';
 import { databaseSchemaVersion } from '../db/database.js';
 import { faultAtStart } from '../faults.js';
+import { systemClock } from '../lib/clock.js';
 import { invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import { autoRemoveCommand, selfLauncherCommand } from '../lib/self.js';
 import { formatPlatform, hostPlatform, parsePlatform } from '../oci/platform.js';
+import { StorageHelper } from '../snapshots/storage-helper.js';
 import { resolvePublicKey } from '../transport/signing.js';
 import { BUILD } from '../version.js';
 import { registerAgentStatus } from './agent-status.js';
@@ -117,6 +120,8 @@ async function runAgent(
   launched: Launched,
   configFile: string | undefined,
 ): Promise<AgentExit> {
+  // the long-running agent's memory habits (src/agent/memory.ts); the bundle is compiled by now
+  keepYoungGenerationSmall();
   const enrollment = await enrollIfAsked(c, opts);
   const flags = withEnrollment(opts, enrollment);
   const hasFleet = !opts.offline && Boolean(flags.broker ?? c.config.mqtt.broker);
@@ -145,6 +150,14 @@ async function runAgent(
         ? { publicKey: await resolvePublicKey(keyText), running: BUILD.version, restart }
         : undefined,
   });
+  const pageOut = new PageOut({
+    afterMs: c.config.agent.pageOutAfterMs,
+    clock: systemClock,
+    run: () => new StorageHelper(c.native).pageOut(process.pid),
+    log: c.log,
+  });
+  device.agent.onReconciled((out) => pageOut.outcome(out));
+  pageOut.start();
   c.log.info(
     {
       deviceId,
@@ -158,6 +171,7 @@ async function runAgent(
   const why = await untilSignal([restarting, gone]);
   if (why === 'gone') c.log.warn('the launcher is gone; stopping');
   // containers keep running: their monitors own them; the next agent picks them up
+  pageOut.stop();
   await device.stop();
   launched.close();
   return why === 'restart' ? { restart: true } : { restart: false, code: 0 };

@@ -127,6 +127,11 @@ export const ConfigSchema = z
         trialDeadlineMs: z.number().int().min(1000).default(120_000),
         /** a trial cut short (power loss, launcher killed) this many times counts as failed */
         trialBoots: z.number().int().min(1).max(10).default(2),
+        /**
+         * after start and after converging to a new target, wait this long, then hand the executable's
+         * start-up pages back to the kernel (src/agent/memory.ts); 0: never
+         */
+        pageOutAfterMs: z.number().int().min(0).default(30_000),
       })
       .strict()
       .refine((a) => a.retryMinMs <= a.retryMaxMs, { message: 'retryMinMs must not exceed retryMaxMs' })

@@ -56,6 +56,14 @@ export class StorageHelper {
   }
 
   /**
+   * Hand the clean pages of a process's read-only file mappings back to the kernel (berth-storage
+   * `page-out`, process_madvise MADV_PAGEOUT; src/agent/memory.ts says why).
+   */
+  async pageOut(pid: number): Promise<{ bytes: number; ranges: number }> {
+    return JSON.parse(await this.run(['page-out', String(pid)])) as { bytes: number; ranges: number };
+  }
+
+  /**
    * Allocated bytes and inodes of a tree (fsutil.ts diskUsage's figures) from berth-storage `usage`, at a
    * tenth of the CPU of the walk in Node (measured: 0.12 s vs 0.33 s for 20k inodes); the Node walk when
    * the helper is missing.
