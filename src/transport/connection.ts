@@ -169,6 +169,10 @@ export class MqttConnection extends EventEmitter<ConnectionEvents> {
       connectTimeout: 10_000,
       keepalive: o.keepaliveSec ?? 30,
       resubscribe: false,
+      // mqtt-packet otherwise builds, at the first packet, a table of 65,536 two-byte Buffers (every packet
+      // id pre-encoded): 6.7 MiB of heap kept for the process's life, measured in the idle agent's heap
+      // snapshot. Encoding the id per packet costs a 2-byte allocation.
+      writeCache: false,
       ...(o.username !== undefined ? { username: o.username } : {}),
       ...(o.password !== undefined ? { password: o.password } : {}),
       ...(o.ca !== undefined ? { ca: o.ca } : {}),
