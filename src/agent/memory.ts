@@ -7,7 +7,8 @@
  *   (`--max-semi-space-size`) only counts at start, and passed in NODE_OPTIONS it changes V8's flag hash, so
  *   the single executable's code cache is rejected and the whole bundle compiles again (+8 MiB, +0.15 s).
  *   `--semi-space-growth-factor` is read whenever new space would grow, so setting it to 1 once the bundle is
- *   compiled keeps the small young generation and the code cache. (0 crashes V8: 1 is the floor.)
+ *   compiled (src/cli/program.ts, before the agent's modules load: later, new space has grown already)
+ *   keeps the small young generation and the code cache. (0 crashes V8: 1 is the floor.)
  * - **Start-up pages handed back** (PageOut below): a settled agent asks `berth-storage page-out` to return
  *   the clean pages of its read-only file mappings (its executable) to the kernel; what it uses again is
  *   read back on the next fault, so its RSS becomes its working set.

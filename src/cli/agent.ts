@@ -5,7 +5,7 @@ import { startDeviceAgent } from '../agent/adapters/device-agent.js';
 import { agentSocketPath } from '../agent/api-client.js';
 import { AgentConnection } from '../agent/connection.js';
 import { type Enrollment, enroll, readEnrollment } from '../agent/enroll.js';
-import { keepYoungGenerationSmall, PageOut } from '../agent/memory.js';
+import { PageOut } from '../agent/memory.js';
 import { AgentDir } from '../agent/self-update/files.js';
 import { inProcessLaunch, type Launched, launchedFromEnv } from '../agent/self-update/launched.js';
 import { type AgentExit, Launcher, processExecve } from '../agent/self-update/launcher.js';
@@ -120,8 +120,6 @@ async function runAgent(
   launched: Launched,
   configFile: string | undefined,
 ): Promise<AgentExit> {
-  // the long-running agent's memory habits (src/agent/memory.ts); the bundle is compiled by now
-  keepYoungGenerationSmall();
   const enrollment = await enrollIfAsked(c, opts);
   const flags = withEnrollment(opts, enrollment);
   const hasFleet = !opts.offline && Boolean(flags.broker ?? c.config.mqtt.broker);

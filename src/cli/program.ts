@@ -77,6 +77,10 @@ export async function buildProgram(
       program.options.map((o) => ({ long: o.long, short: o.short, takesValue: o.required || o.optional })),
     );
   if (wanted !== 'all' && wanted.length === 0) return { program, context: () => undefined };
+  // The long-running agent keeps V8's young generation small (src/agent/memory.ts): set before its modules
+  // load and run, or new space has already grown to 8 MiB by the time the agent starts (measured).
+  if (wanted !== 'all' && wanted.includes('agent'))
+    (await import('../agent/memory.js')).keepYoungGenerationSmall();
   const families = wanted === 'all' ? FAMILIES.filter((f) => f !== 'fleet') : wanted;
   const [registers, { CliContext }] = await Promise.all([
     Promise.all(families.map((f) => FAMILY_LOADERS[f]())),
