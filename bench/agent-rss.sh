@@ -4,23 +4,26 @@
 # agent` as its own process (the built bundle, as shipped minus pkg) on a loop-mounted ext4 state dir,
 # a target of N services (berth-runtime + berth-monitor each), then idle for S seconds.
 #
-#   bash bench/agent-rss.sh [containers=10] [idle-seconds=30]
+#   bash bench/agent-rss.sh [containers=10] [idle-seconds=60]
 #   BERTH_EXE=dist/berth-linux-x64 (default when it exists; `npm run package -- --arch x64 --no-deb`)
-#   BENCH_KINDS="packaged packaged-semi1" (default: every kind below)
+#   BENCH_KINDS="packaged packaged-noenv" (default: every kind below)
 #
 # Each agent enrolls first (a short run with a one-use token: the embedded broker takes enrolled devices
 # only) and is measured on its next start, as a device runs after its first boot.
 # Prints the agent's VmRSS / Pss (smaps_rollup) / VmHWM after converging and after the idle period (and
 # the smaps_rollup split: clean file pages, of them the executable's own, vs dirty/anonymous), for
-# the packaged executable as shipped (BERTH_EXE; with NODE_OPTIONS=--max-semi-space-size=1 too: a SEA
-# refuses --lite-mode there) and for the bundle under plain `node` and `node --max-semi-space-size=1`,
+# the packaged executable as shipped (BERTH_EXE, with the environment packaging/berth.service gives it;
+# and without that environment), for the bundle under plain `node` and under `node --lite-mode` (which a
+# SEA refuses in NODE_OPTIONS),
 # next to a bare `node` and the packaged executable's own base Node (BERTH_BASE_NODE, default: the one
 # scripts/packaging seeded) idling in the same script (the runtimes' floors), and the per-container
 # berth-monitor RSS. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-N=${1:-10} IDLE=${2:-30}
+# the idle period outlasts the agent's page-out (agent.pageOutAfterMs, 30 s after it converged): the
+# "converged" line is before it, the "after idle" line after it, once the agent touched what it uses again
+N=${1:-10} IDLE=${2:-60}
 [[ $(id -u) == 0 ]] || { echo "agent-rss: run as root" >&2; exit 1; }
 [[ -f dist/berth.mjs ]] || node scripts/build.mjs
 make -s -C native >/dev/null
@@ -138,17 +141,19 @@ PIDS+=($BARE)
 EXE=${BERTH_EXE:-dist/berth-linux-$(node -p 'process.arch')}
 BASE_NODE=${BERTH_BASE_NODE:-$(ls -d "${BERTH_PACKAGE_CACHE:-$HOME/.cache/berth-package}"/pkg-home/.pkg-cache/sea/node-v*-linux-"$(node -p 'process.arch')"/bin/node 2>/dev/null | tail -1)}
 KINDS=()
-WANT=${BENCH_KINDS:-packaged packaged-semi1 plain semi1 semi1-lite}
+WANT=${BENCH_KINDS:-packaged packaged-noenv plain lite}
+# the environment berth.service gives the agent (what the .deb ships), minus the state dir
+mapfile -t UNIT_ENV < <(sed -n 's/^Environment=//p' packaging/berth.service | tr -d '"' | tr ' ' '\n' | grep -v '^BERTH_STATE_DIR=' | grep .)
 want() { [[ " $WANT " == *" $1 "* ]]; }
 if [[ -x $EXE ]]; then
-  want packaged && { measure packaged "$EXE"; KINDS+=(packaged); }
-  want packaged-semi1 && { measure packaged-semi1 env NODE_OPTIONS=--max-semi-space-size=1 "$EXE"; KINDS+=(packaged-semi1); }
+  # as berth.service runs it, and the bare executable
+  want packaged && { measure packaged env "${UNIT_ENV[@]}" "$EXE"; KINDS+=(packaged); }
+  want packaged-noenv && { measure packaged-noenv "$EXE"; KINDS+=(packaged-noenv); }
 else
   echo "agent-rss: no packaged executable at $EXE (npm run package -- --arch x64 --no-deb): bundle only" >&2
 fi
 want plain && { measure plain node dist/berth.mjs; KINDS+=(plain); }
-want semi1 && { measure semi1 node --max-semi-space-size=1 dist/berth.mjs; KINDS+=(semi1); }
-want semi1-lite && { measure semi1-lite node --max-semi-space-size=1 --lite-mode dist/berth.mjs; KINDS+=(semi1-lite); }
+want lite && { measure lite node --lite-mode dist/berth.mjs; KINDS+=(lite); }
 echo
 rss_line "bare node (idle, same machine)" "$BARE"
 if [[ -x $BASE_NODE ]]; then
