@@ -324,6 +324,80 @@ test('HTML in device data is shown as text: a device id, its platform and agent 
   t.deepEqual(problems, []);
 });
 
+test('a pending reconcile retry on the device page: countdown, attempt, the error as bounded text; Retry now reaches the device, audited', async (t) => {
+  if (!needChromium(t)) return;
+  const c = await startConsoleFleet(t);
+  const { fleet } = c;
+  const publicKey = createPublicKey(await loadFleetPrivateKey(fleet.dir));
+  // the agent's own words after a failed pull, with HTML in them and 4 KiB long (the wire's bound)
+  const lastError = `Unavailable: fetch web:2: ${XSS} ${'fleet overloaded '.repeat(300)}`.slice(0, 4096);
+  const sim = await startSimulator({
+    url: fleet.server.brokerUrl,
+    fleet: FLEET,
+    count: 2,
+    idPrefix: 'retry',
+    publicKey,
+    account: fleet.server.fleetAccount,
+    // the first device waits 10 minutes for its 9th try; the second has nothing pending
+    retry: (_id, i) => (i === 0 ? { at: Date.now() + 600_000, attempt: 9, lastError } : undefined),
+  });
+  t.teardown(() => sim.stop());
+  await sim.ready();
+  const [pending, fine] = sim.ids as [string, string];
+  await waitFor(
+    () => fleet.stores.devices.detail(pending)?.state?.target.retry !== undefined,
+    15_000,
+    'the retry reported',
+  );
+  const viewer = await c.addUser('vera', 'viewer');
+  const operator = await c.addUser('otto', 'operator');
+  const browser = await launchBrowser(t);
+  const { page, problems } = await watchedPage(browser);
+
+  // a viewer sees the retry but is offered no button
+  await login(page, c.url, viewer);
+  await page.goto(`${c.url}/#/devices/${pending}`);
+  await page
+    .getByTestId('retry')
+    .getByText(/^retry in (9|10) min \(attempt 9\)$/)
+    .waitFor();
+  t.is(await page.getByRole('button', { name: 'Retry now' }).count(), 0, 'no Retry now for a viewer');
+  await page.getByRole('button', { name: 'Log out' }).click();
+
+  await login(page, c.url, operator);
+  await page.goto(`${c.url}/#/devices/${pending}`);
+  const retryNow = page.getByRole('button', { name: 'Retry now' });
+  await retryNow.waitFor();
+  t.regex((await page.getByTestId('retry').textContent()) ?? '', /retry in (9|10) min \(attempt 9\)/);
+  // the error: as text, never markup, and cut to a bound
+  const shown = (await page.getByTestId('retry-error').textContent()) ?? '';
+  t.true(shown.startsWith(`Unavailable: fetch web:2: ${XSS} fleet overloaded`), shown.slice(0, 80));
+  t.true(shown.length <= 300 && shown.endsWith('…'), `${shown.length} characters shown`);
+  t.is(await page.locator('img[src=x]').count(), 0);
+  t.is(await page.evaluate('globalThis.__xss'), undefined);
+  t.deepEqual(await axe(page), [], 'device with a pending retry');
+  await screenshot(page, '10-device-retry');
+
+  // Retry now: the signed command reaches the device, which answers; the call is audited; the device's
+  // next report has nothing pending and the page follows it live
+  await retryNow.click();
+  await page.getByRole('status').getByText(`${pending} is retrying now`).waitFor();
+  t.deepEqual(sim.commandLog, [{ deviceId: pending, kind: 'retry' }]);
+  const audited = c.identity.auditLog({ limit: 20 }).filter((a) => a.action === 'device.command');
+  t.like(audited[0], { actor: 'user:otto', target: `${pending} retry`, result: 'ok' });
+  await page.getByTestId('retry').waitFor({ state: 'detached' });
+  t.is(await retryNow.count(), 0);
+
+  // a device with nothing pending shows nothing of it
+  await page.goto(`${c.url}/#/devices/${fine}`);
+  await page.getByRole('heading', { name: 'Target' }).waitFor();
+  await page.getByRole('heading', { name: 'Apps and services' }).waitFor();
+  t.is(await page.getByTestId('retry').count(), 0);
+  t.is(await page.getByText(/retry in|retry due/).count(), 0);
+  t.is(await page.getByRole('button', { name: 'Retry now' }).count(), 0);
+  t.deepEqual(problems, []);
+});
+
 test('a rollout made on the page over simulated devices with failures: phase bars move, approve, abort, rolled back', async (t) => {
   if (!needChromium(t)) return;
   const c = await startConsoleFleet(t);
