@@ -343,17 +343,17 @@ test('HTML in device data is shown as text: a device id, its platform and agent 
   t.deepEqual(problems, []);
 });
 
-test('a pending reconcile retry on the device page: countdown, attempt, the error as bounded text; Retry now reaches the device, audited', async (t) => {
+test('a pending reconcile retry on the device page: countdown, attempt, the error as bounded text; Retry now reaches the device, audited; offline it is not offered', async (t) => {
   if (!needChromium(t)) return;
   // the agent's own words after a failed pull, with HTML in them and 4 KiB long (the wire's bound)
   const lastError = `Unavailable: fetch web:2: ${XSS} ${'fleet overloaded '.repeat(300)}`.slice(0, 4096);
   const { c, fleet, sim } = await consoleWithDevices(t, {
-    count: 2,
+    count: 3,
     idPrefix: 'retry',
-    // the first device waits 10 minutes for its 9th try; the second has nothing pending
-    retry: (_id, i) => (i === 0 ? { at: Date.now() + 600_000, attempt: 9, lastError } : undefined),
+    // the first and third device wait 10 minutes for their 9th try; the second has nothing pending
+    retry: (_id, i) => (i !== 1 ? { at: Date.now() + 600_000, attempt: 9, lastError } : undefined),
   });
-  const [pending, fine] = sim.ids as [string, string];
+  const [pending, fine, later] = sim.ids as [string, string, string];
   await waitFor(
     () => fleet.stores.devices.detail(pending)?.state?.target.retry !== undefined,
     15_000,
@@ -405,6 +405,14 @@ test('a pending reconcile retry on the device page: countdown, attempt, the erro
   t.is(await page.getByTestId('retry').count(), 0);
   t.is(await page.getByText(/retry in|retry due/).count(), 0);
   t.is(await page.getByRole('button', { name: 'Retry now' }).count(), 0);
+
+  // offline, the retry shown is the device's last report, and nobody would answer the command
+  await sim.stop();
+  await waitFor(() => fleet.stores.devices.get(later)?.online === false, 15_000, 'offline');
+  await page.goto(`${c.url}/#/devices/${later}`);
+  await page.getByTestId('retry').getByText('offline: as last reported').waitFor();
+  t.true(await page.getByRole('button', { name: 'Retry now' }).isDisabled());
+  t.is(sim.commandLog.length, 1, 'nothing more sent');
   t.deepEqual(problems, []);
 });
 
