@@ -7,6 +7,7 @@
  *   berth fleet command dev1 logs --app web --service api [--tail 50]
  *   berth fleet command dev1 report
  *   berth fleet command dev1 purge-volume --app web --volume data [--force]
+ *   berth fleet command dev1 retry          # reconcile now: the device's retry backoff reset
  */
 import type { Command } from 'commander';
 import type { CommandInput } from '../fleet/operations.js';
@@ -17,7 +18,13 @@ import { addClientOptions, type ClientFlags, openFleetClient } from './fleet-cli
 import { addMqttOptions, type MqttFlags } from './mqtt-options.js';
 import { printJson } from './output.js';
 
-const KINDS = { restart: 'restart', logs: 'logs', report: 'report', 'purge-volume': 'purgeVolume' } as const;
+const KINDS = {
+  restart: 'restart',
+  logs: 'logs',
+  report: 'report',
+  'purge-volume': 'purgeVolume',
+  retry: 'retry',
+} as const;
 
 interface Flags extends MqttFlags, ClientFlags {
   app?: string;
@@ -36,7 +43,8 @@ export function registerFleetCommand(fleet: Command, ctx: () => CliContext): voi
       fleet
         .command('command <device> <kind>')
         .description(
-          'send a signed remote command to a device and print its answer: restart | logs | report | purge-volume',
+          'send a signed remote command to a device and print its answer: restart | logs | report | ' +
+            'purge-volume | retry (reconcile now, its retry backoff reset; `fleet device show` has the pending retry)',
         )
         .option('--app <name>', 'the app (restart, logs, purge-volume)')
         .option('--service <name>', 'the service (logs; restart: one service instead of the whole app)')

@@ -15,6 +15,7 @@ import { compareVersions } from '../core/self-update.js';
 import type { Db } from '../db/database.js';
 import { conflict, invalidInput, notFound, permissionDenied } from '../lib/errors.js';
 import { hostPlatform } from '../oci/platform.js';
+import type { WireReportedState } from '../transport/reports.js';
 import type {
   ApiToken,
   AuditEntry,
@@ -109,6 +110,12 @@ const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
 
 function ref(r: { kind: TargetRefWire['kind']; id: string; version: number } | null): TargetRefWire | null {
   return r ? { kind: r.kind, id: r.id, version: r.version, text: formatTargetRef(r) } : null;
+}
+
+/** The reconcile retry a reported state says is pending (docs/agent.md), as the API shows it. */
+function retryOf(state: WireReportedState | null): DeviceDetail['retry'] {
+  const r = state?.target.retry;
+  return r ? { at: iso(r.at), attempt: r.attempt, lastError: r.lastError ?? null } : null;
 }
 
 export function toDevice(d: DeviceRow, expected: ScopeVersion | undefined): Device {
@@ -353,6 +360,7 @@ export class FleetOperations {
     return {
       ...toDevice(d, this.expectedFor()(d)),
       services: d.services,
+      retry: retryOf(d.state),
       state: d.state,
       info: d.info,
     };

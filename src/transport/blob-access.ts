@@ -34,7 +34,10 @@ export function targetsAuthorizer(o: {
             manifests?: unknown;
           };
           const mediaType = doc.mediaType ?? (doc.manifests ? MediaTypes.OciIndex : MediaTypes.OciManifest);
-          for (const d of (await reachableBlobs(o.store, { digest, mediaType })).digests) all.add(d);
+          const r = await reachableBlobs(o.store, { digest, mediaType });
+          for (const d of r.digests) all.add(d);
+          // named by the target though the fleet lost it: the device is told NotFound, not "not yours"
+          for (const m of r.missing) all.add(m.digest);
         }
         return all;
       })();

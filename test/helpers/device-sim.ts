@@ -6,7 +6,9 @@
  * else the first of its groups — chooseTarget), "applies" it after `applyMs`, reports it converged, and
  * after its health window (`windowMs`) healthy — or, for a configurable share of devices, a rollback to what
  * it ran before. A target that does
- * not verify is reported as `target-rejected`, as the agent does. Signed commands are answered.
+ * not verify is reported as `target-rejected`, as the agent does. Signed commands are answered (and
+ * logged); a device can start with a pending reconcile retry (`retry`), which the `retry` command ends as a
+ * retry that succeeded does.
  *
  *   const sim = await startSimulator({ url, fleet: 'test', count: 10_000, connections: 8, publicKey, ... });
  *   await sim.ready();          // every device's status + state handed to the broker (PUBACKed)
@@ -62,7 +64,11 @@ export interface SimulatorOptions {
   /** publish a metrics sample per device this often (0 = never, the default) */
   metricsMs?: number;
   platform?: string;
+  /** a reconcile retry the device reports pending from the start (`target.retry`), per device */
+  retry?: (id: string, i: number) => Retry | undefined;
 }
+
+type Retry = NonNullable<WireReportedState['target']['retry']>;
 
 interface SimDevice {
   id: string;
@@ -77,6 +83,7 @@ interface SimDevice {
   status: string | null;
   reason?: string | undefined;
   apps: WireReportedState['apps'];
+  retry?: Retry | undefined;
   timer?: NodeJS.Timeout | undefined;
 }
 
@@ -88,6 +95,8 @@ export interface Simulator {
   state(id: string): WireReportedState | undefined;
   /** counters */
   stats: { targets: number; rejected: number; converged: number; rolledBack: number; commands: number };
+  /** the signed commands the devices ran, in order */
+  commandLog: Array<{ deviceId: string; kind: string }>;
   stop(): Promise<void>;
 }
 
@@ -99,6 +108,7 @@ export async function startSimulator(o: SimulatorOptions): Promise<Simulator> {
   const applyMs = o.applyMs ?? 50;
   const windowMs = o.windowMs ?? applyMs;
   const stats = { targets: 0, rejected: 0, converged: 0, rolledBack: 0, commands: 0 };
+  const commandLog: Simulator['commandLog'] = [];
   const base = prefix(o.fleet);
   const trusted = keyId(o.publicKey);
   const devices = new Map<string, SimDevice>();
@@ -122,6 +132,7 @@ export async function startSimulator(o: SimulatorOptions): Promise<Simulator> {
       status: d.status,
       ...(d.reason ? { reason: d.reason } : {}),
       previous: d.previous,
+      ...(d.retry ? { retry: d.retry } : {}),
     },
     apps: d.apps,
   });
@@ -211,16 +222,18 @@ export async function startSimulator(o: SimulatorOptions): Promise<Simulator> {
       const m = decodeJson(SignedCommandSchema, payload, MAX_CONTROL_BYTES);
       if (!d || !m.ok || !verifyCommand(m.value, o.publicKey).ok) return; // refused commands get no answer
       stats.commands++;
+      const kind = String(m.value.command.body.kind);
+      commandLog.push({ deviceId: d.id, kind });
       void pub(
         d,
         'result',
-        JSON.stringify({
-          id: m.value.command.id,
-          kind: String(m.value.command.body.kind),
-          ok: true,
-          result: { simulated: true },
-        }),
+        JSON.stringify({ id: m.value.command.id, kind, ok: true, result: { simulated: true } }),
       );
+      if (kind === 'retry' && d.retry) {
+        // the run the operator asked for went through: nothing pending any more, as the agent reports it
+        d.retry = undefined;
+        void pub(d, 'state', JSON.stringify(report(d)), true);
+      }
       return;
     }
     if (!(t.kind === 'group-target' || (t.kind === 'device' && t.channel === 'target'))) return;
@@ -286,6 +299,7 @@ export async function startSimulator(o: SimulatorOptions): Promise<Simulator> {
     previous: null,
     status: null,
     apps: {},
+    retry: o.retry?.(id, index),
   });
 
   if (o.perDevice) {
@@ -371,6 +385,7 @@ export async function startSimulator(o: SimulatorOptions): Promise<Simulator> {
       return d ? report(d) : undefined;
     },
     stats,
+    commandLog,
     stop: async () => {
       stopped = true;
       if (metricsTimer) clearTimeout(metricsTimer);

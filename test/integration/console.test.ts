@@ -6,7 +6,7 @@
  * in the page with the timings printed. Screenshots go to test-artifacts/console/.
  */
 import { createPublicKey } from 'node:crypto';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { CONSOLE_CSP } from '../../src/fleet/console/assets.js';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
 import { parseTopic } from '../../src/transport/topics.js';
@@ -20,7 +20,7 @@ import {
   startConsoleFleet,
   watchedPage,
 } from '../helpers/console.js';
-import { startSimulator } from '../helpers/device-sim.js';
+import { type SimulatorOptions, startSimulator } from '../helpers/device-sim.js';
 import { FLEET, waitFor } from '../helpers/fleet-harness.js';
 import { putTestImage } from '../helpers/fleet-images.js';
 
@@ -55,6 +55,38 @@ const FORGE_AS_OPERATOR = `async (id) => {
     }).then(async (r) => ({ status: r.status, message: (await r.json()).message }));
   return { without: await send({}), wrong: await send({ 'x-csrf-token': 'x'.repeat(43) }), right: await send({ 'x-csrf-token': session.csrfToken }) };
 }`;
+
+/**
+ * A console fleet with `images` (tags of one small test image) and simulated devices speaking the real
+ * protocol (the fleet's key and account filled in), every device online before it returns.
+ */
+async function consoleWithDevices(
+  t: ExecutionContext,
+  o: { images?: string[] } & Omit<SimulatorOptions, 'url' | 'fleet' | 'publicKey' | 'account'>,
+) {
+  const { images = [], ...simulated } = o;
+  const c = await startConsoleFleet(t);
+  const { fleet } = c;
+  if (images.length > 0) {
+    const img = await putTestImage(fleet.store, { layerSizes: [1000] });
+    for (const tag of images) await fleet.addImage(tag, img.digest, img.mediaType);
+  }
+  const sim = await startSimulator({
+    url: fleet.server.brokerUrl,
+    fleet: FLEET,
+    publicKey: createPublicKey(await loadFleetPrivateKey(fleet.dir)),
+    account: fleet.server.fleetAccount,
+    ...simulated,
+  });
+  t.teardown(() => sim.stop());
+  await sim.ready();
+  await waitFor(
+    () => fleet.stores.devices.list({ online: true }).total === sim.ids.length,
+    15_000,
+    'all online',
+  );
+  return { c, fleet, sim };
+}
 
 test('the console is served at / beside the API: strict CSP, no inline script or style, gzip, caching', async (t) => {
   const { url } = await startConsoleFleet(t);
@@ -225,20 +257,7 @@ test('login, every page with simulated devices, live updates, axe-core clean, CS
 
 test('a viewer is offered no change, and changes forged from the page are refused (role, CSRF)', async (t) => {
   if (!needChromium(t)) return;
-  const c = await startConsoleFleet(t);
-  const { fleet } = c;
-  const publicKey = createPublicKey(await loadFleetPrivateKey(fleet.dir));
-  const sim = await startSimulator({
-    url: fleet.server.brokerUrl,
-    fleet: FLEET,
-    count: 3,
-    idPrefix: 'view',
-    publicKey,
-    account: fleet.server.fleetAccount,
-  });
-  t.teardown(() => sim.stop());
-  await sim.ready();
-  await waitFor(() => fleet.stores.devices.list({ online: true }).total === 3, 10_000, 'online');
+  const { c, sim } = await consoleWithDevices(t, { count: 3, idPrefix: 'view' });
   const viewer = await c.addUser('vic', 'viewer');
   const operator = await c.addUser('olga', 'operator');
   const browser = await launchBrowser(t);
@@ -324,30 +343,150 @@ test('HTML in device data is shown as text: a device id, its platform and agent 
   t.deepEqual(problems, []);
 });
 
+test('a pending reconcile retry on the device page: countdown, attempt, the error as bounded text; Retry now reaches the device, audited; offline it is not offered', async (t) => {
+  if (!needChromium(t)) return;
+  // the agent's own words after a failed pull, with HTML in them and 4 KiB long (the wire's bound)
+  const lastError = `Unavailable: fetch web:2: ${XSS} ${'fleet overloaded '.repeat(300)}`.slice(0, 4096);
+  const { c, fleet, sim } = await consoleWithDevices(t, {
+    count: 3,
+    idPrefix: 'retry',
+    // the first and third device wait 10 minutes for their 9th try; the second has nothing pending
+    retry: (_id, i) => (i !== 1 ? { at: Date.now() + 600_000, attempt: 9, lastError } : undefined),
+  });
+  const [pending, fine, later] = sim.ids as [string, string, string];
+  await waitFor(
+    () => fleet.stores.devices.detail(pending)?.state?.target.retry !== undefined,
+    15_000,
+    'the retry reported',
+  );
+  const viewer = await c.addUser('vera', 'viewer');
+  const operator = await c.addUser('otto', 'operator');
+  const browser = await launchBrowser(t);
+  const { page, problems } = await watchedPage(browser);
+
+  // a viewer sees the retry but is offered no button
+  await login(page, c.url, viewer);
+  await page.goto(`${c.url}/#/devices/${pending}`);
+  await page
+    .getByTestId('retry')
+    .getByText(/^retry in (9|10) min \(attempt 9\)$/)
+    .waitFor();
+  t.is(await page.getByRole('button', { name: 'Retry now' }).count(), 0, 'no Retry now for a viewer');
+  await page.getByRole('button', { name: 'Log out' }).click();
+
+  await login(page, c.url, operator);
+  await page.goto(`${c.url}/#/devices/${pending}`);
+  const retryNow = page.getByRole('button', { name: 'Retry now' });
+  await retryNow.waitFor();
+  t.regex((await page.getByTestId('retry').textContent()) ?? '', /retry in (9|10) min \(attempt 9\)/);
+  // the error: as text, never markup, and cut to a bound
+  const shown = (await page.getByTestId('retry-error').textContent()) ?? '';
+  t.true(shown.startsWith(`Unavailable: fetch web:2: ${XSS} fleet overloaded`), shown.slice(0, 80));
+  t.true(shown.length <= 300 && shown.endsWith('…'), `${shown.length} characters shown`);
+  t.is(await page.locator('img[src=x]').count(), 0);
+  t.is(await page.evaluate('globalThis.__xss'), undefined);
+  t.deepEqual(await axe(page), [], 'device with a pending retry');
+  await screenshot(page, '10-device-retry');
+
+  // Retry now: the signed command reaches the device, which answers; the call is audited; the device's
+  // next report has nothing pending and the page follows it live
+  await retryNow.click();
+  await page.getByRole('status').getByText(`${pending} is retrying now`).waitFor();
+  t.deepEqual(sim.commandLog, [{ deviceId: pending, kind: 'retry' }]);
+  const audited = c.identity.auditLog({ limit: 20 }).filter((a) => a.action === 'device.command');
+  t.like(audited[0], { actor: 'user:otto', target: `${pending} retry`, result: 'ok' });
+  await page.getByTestId('retry').waitFor({ state: 'detached' });
+  t.is(await retryNow.count(), 0);
+
+  // a device with nothing pending shows nothing of it
+  await page.goto(`${c.url}/#/devices/${fine}`);
+  await page.getByRole('heading', { name: 'Target' }).waitFor();
+  await page.getByRole('heading', { name: 'Apps and services' }).waitFor();
+  t.is(await page.getByTestId('retry').count(), 0);
+  t.is(await page.getByText(/retry in|retry due/).count(), 0);
+  t.is(await page.getByRole('button', { name: 'Retry now' }).count(), 0);
+
+  // offline, the retry shown is the device's last report, and nobody would answer the command
+  await sim.stop();
+  await waitFor(() => fleet.stores.devices.get(later)?.online === false, 15_000, 'offline');
+  await page.goto(`${c.url}/#/devices/${later}`);
+  await page.getByTestId('retry').getByText('offline: as last reported').waitFor();
+  t.true(await page.getByRole('button', { name: 'Retry now' }).isDisabled());
+  t.is(sim.commandLog.length, 1, 'nothing more sent');
+  t.deepEqual(problems, []);
+});
+
+test('a group deploy from the Deploy page answers with the rollout it became: a link to its page, and the list has it', async (t) => {
+  if (!needChromium(t)) return;
+  const { c, fleet, sim } = await consoleWithDevices(t, {
+    images: ['app:1'],
+    count: 3,
+    idPrefix: 'shop',
+    groups: () => ['shops'],
+  });
+  const operator = await c.addUser('dora', 'operator');
+  const browser = await launchBrowser(t);
+  const { page, problems } = await watchedPage(browser);
+  await login(page, c.url, operator);
+
+  await page.goto(`${c.url}/#/deploy`);
+  await page.getByLabel('A group').check();
+  await page.getByLabel('Group', { exact: true }).fill('shops');
+  await page
+    .getByLabel('Compose file or target JSON')
+    .fill('name: web\nservices:\n  main:\n    image: app:1\n');
+  await page.getByRole('button', { name: 'Deploy', exact: true }).click();
+  const link = page.getByTestId('deploy-rollout');
+  await link.waitFor();
+  const made = fleet.server.services.rollouts.list({ limit: 10 }).items.map((v) => v.row);
+  t.is(made.length, 1, 'the group deploy is one rollout');
+  const id = made[0]!.id;
+  t.like(made[0], { name: 'deploy', group: 'shops', createdBy: 'user:dora' });
+  t.is((await link.textContent())?.trim(), `rollout ${id}`);
+  await page.getByRole('status').getByText(`published group shops 1 as rollout ${id}`).waitFor();
+  await page.getByText('3 of 3 converged').waitFor();
+  t.deepEqual(await axe(page), [], 'deploy page after a group deploy');
+  await screenshot(page, '11-deploy-group');
+
+  // the link leads to the rollout's page, and the rollouts list shows it
+  await link.click();
+  await page.waitForURL(new RegExp(`#/rollouts/${id}$`));
+  await page.getByRole('heading', { name: `Rollout deploy (#${id})` }).waitFor();
+  await page.getByRole('link', { name: 'Rollouts', exact: true }).click();
+  const row = page
+    .getByTestId('rollouts-table')
+    .getByRole('row')
+    .filter({
+      has: page.getByRole('link', { name: `deploy (#${id})` }),
+    });
+  await row.getByText('group shops').waitFor();
+  await row.locator('.badge-succeeded').waitFor({ timeout: 30_000 });
+
+  // a device deploy stays a direct override: no rollout to link to
+  await page.goto(`${c.url}/#/deploy?devices=${sim.ids[0]}`);
+  await page
+    .getByLabel('Compose file or target JSON')
+    .fill('name: web\nservices:\n  main:\n    image: app:1\n');
+  await page.getByRole('button', { name: 'Deploy', exact: true }).click();
+  await page.getByRole('status').getByText('published device 1').waitFor();
+  await page.getByRole('heading', { name: `${sim.ids[0]}: device 1` }).waitFor();
+  t.is(await page.getByTestId('deploy-rollout').count(), 0);
+  t.is(fleet.server.services.rollouts.list({ limit: 10 }).items.length, 1);
+  t.deepEqual(problems, []);
+});
+
 test('a rollout made on the page over simulated devices with failures: phase bars move, approve, abort, rolled back', async (t) => {
   if (!needChromium(t)) return;
-  const c = await startConsoleFleet(t);
-  const { fleet } = c;
-  const img = await putTestImage(fleet.store, { layerSizes: [1000] });
-  await fleet.addImage('app:1', img.digest, img.mediaType);
-  await fleet.addImage('app:2', img.digest, img.mediaType);
-  const publicKey = createPublicKey(await loadFleetPrivateKey(fleet.dir));
   // 6 of the 20 devices fail their health window; which phase they land in is the rollout's (hashed) order
-  const sim = await startSimulator({
-    url: fleet.server.brokerUrl,
-    fleet: FLEET,
+  const { c, fleet } = await consoleWithDevices(t, {
+    images: ['app:1', 'app:2'],
     count: 20,
     idPrefix: 'ro',
     groups: () => ['g1'],
-    publicKey,
-    account: fleet.server.fleetAccount,
     failShare: 0.3,
     applyMs: 20,
     windowMs: 40,
   });
-  t.teardown(() => sim.stop());
-  await sim.ready();
-  await waitFor(() => fleet.stores.devices.list({ online: true }).total === 20, 15_000, 'all online');
   const { deploy, rollouts } = fleet.server.services;
   await deploy.deploy(
     { apps: { web: { services: { main: { image: 'app:1' } } } }, images: ['app:1'] },

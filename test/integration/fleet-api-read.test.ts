@@ -142,3 +142,25 @@ test('device detail, events, metrics, images and deployments', async (t) => {
   t.deepEqual((await viewer.call('GET', '/images')).body, { items: [] });
   t.deepEqual((await viewer.call('GET', '/deployments')).body, { items: [], total: null, next: null });
 });
+
+test('device detail: the reconcile retry the device reports pending, its time as ISO; null when none', async (t) => {
+  const { api, viewer } = await seeded(t);
+  const at = Date.parse('2026-12-06T09:01:12.000Z');
+  const pending = state(1, 'applying');
+  pending.target.retry = { at, attempt: 9, lastError: 'Unavailable: fetch web:2: fleet overloaded' };
+  api.stores.devices.applyState([{ deviceId: 'dev-12', state: pending, at: 5_000 }]);
+  const d = await viewer.call('GET', '/devices/dev-12');
+  t.is(d.status, 200, JSON.stringify(d.body));
+  t.deepEqual(d.body.retry, {
+    at: '2026-12-06T09:01:12.000Z',
+    attempt: 9,
+    lastError: 'Unavailable: fetch web:2: fleet overloaded',
+  });
+  // waiting (an update lock, say) without an error, then a report with nothing pending
+  pending.target.retry = { at, attempt: 2 };
+  api.stores.devices.applyState([{ deviceId: 'dev-12', state: pending, at: 6_000 }]);
+  t.like((await viewer.call('GET', '/devices/dev-12')).body.retry, { attempt: 2, lastError: null });
+  api.stores.devices.applyState([{ deviceId: 'dev-12', state: state(1, 'converged'), at: 7_000 }]);
+  t.is((await viewer.call('GET', '/devices/dev-12')).body.retry, null);
+  t.is((await viewer.call('GET', '/devices/dev-05')).body.retry, null);
+});

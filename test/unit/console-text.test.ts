@@ -1,7 +1,14 @@
 /** The console's pure text helpers: search box → API query, log tails merged, where a server error points. */
 import test from 'ava';
 import { jsonLine, lineOf, problemsOf, yamlLine } from '../../src/fleet/console/web/lineof.js';
-import { mergeTail, searchQuery, seriesLabel, statusTone } from '../../src/fleet/console/web/text.js';
+import {
+  clip,
+  mergeTail,
+  retryText,
+  searchQuery,
+  seriesLabel,
+  statusTone,
+} from '../../src/fleet/console/web/text.js';
 
 test('the search box: an id prefix, labels as key=value or a key alone', (t) => {
   t.deepEqual(searchQuery(''), {});
@@ -94,4 +101,25 @@ test('a located error (file:line:column) points at its line, before any path it 
     [5, 4],
   );
   t.is(lineOf('compose.yml:99:1: out of the text', text, true), undefined);
+});
+
+test('a pending retry reads as a countdown with its attempt; due once its time passed', (t) => {
+  const now = Date.parse('2026-12-06T09:00:00.000Z');
+  const at = (ms: number) => new Date(now + ms).toISOString();
+  t.is(retryText(at(41_200), 9, now), 'retry in 42 s (attempt 9)', 'rounded up: never "in 0 s" early');
+  t.is(retryText(at(119_000), 2, now), 'retry in 119 s (attempt 2)');
+  t.is(retryText(at(600_000), 3, now), 'retry in 10 min (attempt 3)');
+  t.is(retryText(at(3 * 3600_000), 3, now), 'retry in 3 h (attempt 3)');
+  t.is(retryText(at(0), 1, now), 'retry due (attempt 1)');
+  t.is(retryText(at(-5000), 1, now), 'retry due (attempt 1)', "the device's next report says how it went");
+  t.is(retryText('not a time', 4, now), 'retry pending (attempt 4)');
+});
+
+test('clip: a long device text is cut to its bound with an ellipsis, by characters', (t) => {
+  t.deepEqual(clip('short', 10), { text: 'short', cut: false });
+  t.deepEqual(clip('x'.repeat(10), 10), { text: 'x'.repeat(10), cut: false });
+  const long = clip('y'.repeat(4096), 300);
+  t.is([...long.text].length, 300);
+  t.true(long.cut && long.text.endsWith('…'));
+  t.is(clip('🙂'.repeat(5), 3).text, '🙂🙂…', 'no surrogate pair split');
 });

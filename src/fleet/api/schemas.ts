@@ -265,6 +265,19 @@ export const DeviceDetailSchema = named(
       'the deployment that applies to it now (its own, else its first group with one)',
     ),
     services: z.array(ServiceSchema),
+    retry: z
+      .strictObject({
+        at: Iso.describe("when the agent tries again (the device's clock)"),
+        attempt: z
+          .number()
+          .int()
+          .describe('consecutive failed or waiting reconcile runs (1: the first retry)'),
+        lastError: z.string().nullable().describe('the last failure, `Code: message` (null: the runs wait)'),
+      })
+      .nullable()
+      .describe(
+        'the reconcile retry the device reports pending (its `target.retry`, docs/agent.md); null: none. The `retry` command runs it now',
+      ),
     state: z.unknown().describe('the reported state as the device sent it'),
     info: z.unknown().describe('device info as the device sent it'),
   }),

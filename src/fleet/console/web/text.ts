@@ -52,3 +52,29 @@ export function seriesLabel(name: string): string {
   if (!name.includes('.')) return 'device';
   return name;
 }
+
+/**
+ * A pending reconcile retry as the device page says it: `retry in 42 s (attempt 9)`, minutes from two
+ * minutes on, `retry due` once the time has passed (the device's next report says how it went). `at` is
+ * the device's clock; a device whose clock is off shows off by as much.
+ */
+export function retryText(at: string, attempt: number, now: number): string {
+  const s = Math.ceil((Date.parse(at) - now) / 1000);
+  const when = !Number.isFinite(s)
+    ? 'retry pending'
+    : s <= 0
+      ? 'retry due'
+      : s < 120
+        ? `retry in ${s} s`
+        : s < 7200
+          ? `retry in ${Math.round(s / 60)} min`
+          : `retry in ${Math.round(s / 3600)} h`;
+  return `${when} (attempt ${attempt})`;
+}
+
+/** At most `max` characters of a device's text (an error can be 4 KiB), `…` where it was cut. */
+export function clip(text: string, max: number): { text: string; cut: boolean } {
+  const chars = [...text];
+  if (chars.length <= max) return { text, cut: false };
+  return { text: `${chars.slice(0, max - 1).join('')}…`, cut: true };
+}

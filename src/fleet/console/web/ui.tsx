@@ -205,6 +205,16 @@ export function ago(iso: string | null | undefined, now = Date.now()): string {
   return `${Math.floor(s / 86400)} d ago`;
 }
 
+/** The time now, again every `everyMs` while the component is shown (a countdown). */
+export function useNow(everyMs: number): number {
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => {
+    const timer = setInterval(() => setNow(Date.now()), everyMs);
+    return () => clearInterval(timer);
+  }, [everyMs]);
+  return now;
+}
+
 export function When({ at }: { at: string | null | undefined }) {
   if (!at) return <span>—</span>;
   return (

@@ -1,11 +1,12 @@
 /**
  * Deploy: a compose file or target JSON, checked by the server (POST /deployments/validate) with its errors
  * shown at the line they name, then published to a group or to devices (ids, or the devices matching
- * labels). Progress comes from GET /deployments/{id}/progress, refreshed by the live stream. A staged
+ * labels). Progress comes from GET /deployments/{id}/progress, refreshed by the live stream. A group deploy
+ * is a one-phase rollout (docs/rollouts.md): its answer names it, and the page links to it. A staged
  * rollout over the same selection is on the Rollouts page.
  */
 import { useMemo, useRef, useState } from 'preact/hooks';
-import type { Page as ApiPage, Device } from '../../../api/schemas.js';
+import type { Page as ApiPage, Deployment, Device } from '../../../api/schemas.js';
 import { ApiError, call } from '../api.js';
 import { type Problem, problemsOf } from '../lineof.js';
 import { href } from '../router.js';
@@ -19,12 +20,6 @@ services:
 `;
 
 type ScopeKind = 'group' | 'devices' | 'labels';
-
-interface Deployment {
-  id: number;
-  scope: { kind: 'device' | 'group'; id: string };
-  text: string;
-}
 
 interface Progress {
   total: number;
@@ -120,7 +115,7 @@ export function DeployPage({ query }: { query: URLSearchParams }) {
         }
       }
       setPublished(made);
-      if (made.length) notify('ok', `published ${made.map((d) => d.text).join(', ')}`);
+      if (made.length) notify('ok', `published ${made.map(publishedText).join(', ')}`);
     } catch (err) {
       setProblems([{ line: undefined, message: errorText(err) }]);
     } finally {
@@ -262,6 +257,11 @@ export function DeployPage({ query }: { query: URLSearchParams }) {
   );
 }
 
+/** `group lab 3 as rollout 7` for a group deploy (a one-phase rollout), else the deployment's version. */
+function publishedText(d: Deployment): string {
+  return d.rolloutId !== undefined ? `${d.text} as rollout ${d.rolloutId}` : d.text;
+}
+
 function DeploymentProgressCard({ d }: { d: Deployment }) {
   const progress = useResource(
     (signal) => call<Progress>('GET', `/deployments/${d.id}/progress`, { signal }),
@@ -276,6 +276,15 @@ function DeploymentProgressCard({ d }: { d: Deployment }) {
         {d.scope.kind === 'device' ? `${d.scope.id}: ` : ''}
         {d.text} {p && <StatusBadge status={p.done ? (p.ok ? 'converged' : 'failed') : 'applying'} />}
       </h2>
+      {d.rolloutId !== undefined && (
+        <p>
+          Published as{' '}
+          <a href={href(['rollouts', String(d.rolloutId)])} data-testid="deploy-rollout">
+            rollout {d.rolloutId}
+          </a>{' '}
+          (one phase, every device of the group: its page follows each device).
+        </p>
+      )}
       {!p ? (
         progress.error ? (
           <p class="state state-error">{errorText(progress.error)}</p>

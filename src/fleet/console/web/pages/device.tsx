@@ -1,6 +1,7 @@
 /**
- * One device: who it is, what it should run and what it reports, metrics, events, live logs, actions.
- * Actions are the signed remote commands of the API (restart, logs, report, purgeVolume) and revoke.
+ * One device: who it is, what it should run and what it reports (with the reconcile retry it has pending),
+ * metrics, events, live logs, actions. Actions are the signed remote commands of the API (restart, logs,
+ * report, purgeVolume, retry) and revoke.
  */
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import type {
@@ -13,7 +14,7 @@ import type {
 import { call, seg } from '../api.js';
 import { Chart, type ChartSeries } from '../chart.js';
 import { href } from '../router.js';
-import { mergeTail, seriesLabel } from '../text.js';
+import { clip, mergeTail, retryText, seriesLabel } from '../text.js';
 import {
   act,
   bytes,
@@ -27,10 +28,14 @@ import {
   StatusBadge,
   Table,
   useLive,
+  useNow,
   useResource,
   useSession,
   When,
 } from '../ui.js';
+
+/** How much of a retry's last error the page shows (the device may send 4 KiB; the API has it all). */
+const RETRY_ERROR_CHARS = 300;
 
 function command(id: string, body: Record<string, unknown>): Promise<CommandAnswer> {
   return call<CommandAnswer>('POST', `/devices/${seg(id)}/commands`, { body }).then((a) => {
@@ -84,7 +89,7 @@ export function DevicePage({ id }: { id: string }) {
           <>
             <div class="grid2">
               <Identity d={d} />
-              <Target d={d} />
+              <Target d={d} operator={operator} onChanged={device.reload} />
             </div>
             <Services
               d={d}
@@ -178,7 +183,7 @@ function Identity({ d }: { d: DeviceDetail }) {
   );
 }
 
-function Target({ d }: { d: DeviceDetail }) {
+function Target({ d, operator, onChanged }: { d: DeviceDetail; operator: boolean; onChanged: () => void }) {
   const behind = d.expected && (!d.applied || d.applied.text !== d.expected.text);
   return (
     <section class="card" aria-labelledby="dev-target">
@@ -194,6 +199,15 @@ function Target({ d }: { d: DeviceDetail }) {
         </dd>
         <dt>Previous</dt>
         <dd>{d.previous?.text ?? '—'}</dd>
+        {d.retry && (
+          <PendingRetry
+            id={d.id}
+            retry={d.retry}
+            online={d.online}
+            operator={operator && !d.revokedAt}
+            onChanged={onChanged}
+          />
+        )}
         {d.lastError && (
           <>
             <dt>Last error</dt>
@@ -212,6 +226,64 @@ function Target({ d }: { d: DeviceDetail }) {
         )}
       </dl>
     </section>
+  );
+}
+
+/**
+ * The reconcile retry the device reports pending: when (counting down) and which attempt, its last error
+ * (bounded), and for operators "Retry now" — the `retry` command, answered by the device. An offline
+ * device's retry is its last report, and a command would find nobody to answer it.
+ */
+function PendingRetry({
+  id,
+  retry,
+  online,
+  operator,
+  onChanged,
+}: {
+  id: string;
+  retry: NonNullable<DeviceDetail['retry']>;
+  online: boolean;
+  operator: boolean;
+  onChanged: () => void;
+}) {
+  const now = useNow(1000);
+  const [busy, setBusy] = useState(false);
+  const error = retry.lastError ? clip(retry.lastError, RETRY_ERROR_CHARS) : undefined;
+  return (
+    <>
+      <dt>Retry</dt>
+      <dd data-testid="retry">
+        <time dateTime={retry.at} title={new Date(retry.at).toLocaleString()}>
+          {retryText(retry.at, retry.attempt, now)}
+        </time>
+        {!online && <span class="muted"> (offline: as last reported)</span>}{' '}
+        {operator && (
+          <button
+            type="button"
+            disabled={busy || !online}
+            onClick={async () => {
+              setBusy(true);
+              try {
+                if (await act(`${id} is retrying now`, () => command(id, { kind: 'retry' }))) onChanged();
+              } finally {
+                setBusy(false);
+              }
+            }}
+          >
+            {busy ? 'Retrying…' : 'Retry now'}
+          </button>
+        )}
+      </dd>
+      {error && (
+        <>
+          <dt>Retry error</dt>
+          <dd class="reason" data-testid="retry-error" data-cut={error.cut ? 'true' : undefined}>
+            {error.text}
+          </dd>
+        </>
+      )}
+    </>
   );
 }
 
