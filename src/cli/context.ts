@@ -91,6 +91,8 @@ export class CliContext {
       const db = openDatabase(path.join(this.stateDir, 'berth.db'), {
         migrations: releaseMigrations(),
         nativeBinding: this.native.sqliteBinding(),
+        // the device's database: 2 MiB of page cache (its hot pages: targets, containers, the outbox head)
+        cacheKiB: 2048,
       });
       this._db = db;
       this.closers.push(() => {

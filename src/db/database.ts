@@ -14,6 +14,12 @@ export interface OpenOptions {
   integrityCheck?: boolean;
   /** The loaded better-sqlite3 addon (NativeParts.sqliteBinding, src/lib/native.ts); undefined: node_modules' build. */
   nativeBinding?: unknown;
+  /**
+   * SQLite's page cache per connection, KiB (default: better-sqlite3's build, 16 MB). Set before the
+   * integrity check, which reads every page: with the default, a device's whole database (events, metrics
+   * waiting offline: several MiB) stays cached in the agent's memory from its start on.
+   */
+  cacheKiB?: number;
 }
 
 /**
@@ -44,6 +50,7 @@ export function openDatabase(file: string, opts: OpenOptions = {}): Db {
   }
   try {
     db.pragma('busy_timeout = 5000');
+    if (opts.cacheKiB !== undefined) db.pragma(`cache_size = ${-Math.max(64, Math.floor(opts.cacheKiB))}`);
     if (!opts.readonly) {
       db.pragma('journal_mode = WAL');
       // NORMAL in WAL mode: a power cut may lose the last commits but never corrupts the file.

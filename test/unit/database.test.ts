@@ -98,3 +98,17 @@ test('processes opening a new database at the same time do not both run its migr
   t.is(db.pragma('user_version', { simple: true }), MIGRATIONS.length);
   db.close();
 });
+
+test('the page cache: better-sqlite3’s 16 MB by default; cacheKiB bounds it; the device database gets 2 MiB', async (t) => {
+  const dflt = openDatabase(path.join(tmp(), 'd.db'));
+  t.is(dflt.pragma('cache_size', { simple: true }), -16000);
+  dflt.close();
+  const small = openDatabase(path.join(tmp(), 's.db'), { cacheKiB: 512 });
+  t.is(small.pragma('cache_size', { simple: true }), -512);
+  small.close();
+  const { CliContext } = await import('../../src/cli/context.js');
+  const { developmentNative } = await import('../../src/lib/native.js');
+  const ctx = new CliContext({ stateDir: tmp(), logLevel: 'error' }, developmentNative);
+  t.is(ctx.db.pragma('cache_size', { simple: true }), -2048);
+  await ctx.close();
+});
