@@ -40,6 +40,15 @@ const cpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
+/** System CPU time (ms) and minor page faults of this process so far: where a copy-heavy path shows. */
+const sysFaults = () => {
+  const r = process.resourceUsage();
+  return { sysMs: r.systemCPUTime / 1000, faults: r.minorPageFault };
+};
+const since = (a: ReturnType<typeof sysFaults>) => {
+  const b = sysFaults();
+  return { sysMs: b.sysMs - a.sysMs, faults: b.faults - a.faults };
+};
 const on = (fn: (m: { cmd: string; [k: string]: unknown }) => Promise<void>) =>
   process.on('message', (m: { cmd: string }) => {
     fn(m).catch((err: unknown) => {
@@ -82,10 +91,14 @@ if (role === 'raw-sub') {
   await sub.subscribeAsync(RAW_TOPIC, { qos: 1 });
   let got = 0;
   let c0 = 0;
+  let s0 = sysFaults();
   sub.on('message', () => {
-    if (got === 0) c0 = cpuMs();
+    if (got === 0) {
+      c0 = cpuMs();
+      s0 = sysFaults();
+    }
     if (++got === n) {
-      send({ done: performance.timeOrigin + performance.now(), cpuMs: cpuMs() - c0 });
+      send({ done: performance.timeOrigin + performance.now(), cpuMs: cpuMs() - c0, ...since(s0) });
       got = 0;
     }
   });
@@ -108,6 +121,7 @@ if (role === 'raw-sub') {
   on(async (m) => {
     if (m.cmd !== 'go') return;
     const c0 = cpuMs();
+    const s0 = sysFaults();
     const start = performance.timeOrigin + performance.now();
     let inflight = 0;
     let next = 0;
@@ -125,7 +139,7 @@ if (role === 'raw-sub') {
       };
       pump();
     });
-    send({ start, cpuMs: cpuMs() - c0 });
+    send({ start, cpuMs: cpuMs() - c0, ...since(s0) });
   });
   send({ ready: true, url });
 } else if (role === 'fleet') {
@@ -161,7 +175,7 @@ if (role === 'raw-sub') {
       send({ ok: true });
     } else if (m.cmd === 'stats') {
       const s = server.blobs!.stats;
-      send({ egress: server.blobs!.egressBytes, stream: s.streamBytes, cpuMs: cpuMs() });
+      send({ egress: server.blobs!.egressBytes, stream: s.streamBytes, cpuMs: cpuMs(), ...sysFaults() });
     }
   });
   send({ ready: true, url: server.brokerUrl, publicKeyFile: k.publicFile });
@@ -190,11 +204,19 @@ if (role === 'raw-sub') {
     if (m.cmd !== 'pull') return;
     await profileStart();
     const c0 = cpuMs();
+    const s0 = sysFaults();
     const start = performance.timeOrigin + performance.now();
     const r = await agent.pullImage(String(m.ref));
     const done = performance.timeOrigin + performance.now();
     await profileStop(`device-${id}`);
-    send({ start, done, bytes: r.size, cpuMs: cpuMs() - c0, stats: agent.fetcher.stats });
+    send({
+      start,
+      done,
+      bytes: r.size,
+      cpuMs: cpuMs() - c0,
+      ...since(s0),
+      stats: agent.fetcher.stats,
+    });
   });
   send({ ready: true });
 } else {

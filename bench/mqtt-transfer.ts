@@ -155,15 +155,26 @@ const freshDir = async (name: string) => {
   return d;
 };
 
+/** A process's system CPU time and minor page faults over the timed span. */
+interface SysFaults {
+  sysMs: number;
+  faults: number;
+}
+const sysFaults = (m: Msg): SysFaults => ({ sysMs: Number(m.sysMs), faults: Number(m.faults) });
+const fmtSys = (s: SysFaults | undefined) =>
+  s ? ` (sys ${s.sysMs.toFixed(0)}, ${(s.faults / 1000).toFixed(1)}k faults)` : '';
+
 interface Cpu {
   send: number;
   recv: number;
+  sendSys?: SysFaults;
+  recvSys?: SysFaults;
   broker: number;
   /** the broker's read and write syscalls */
   brokerIo?: { r: number; w: number; faults: number };
 }
 const fmtCpu = (c: Cpu, what: [string, string]) =>
-  `cpu ${what[0]} ${c.send.toFixed(0)} + ${what[1]} ${c.recv.toFixed(0)}${c.broker ? ` + broker ${c.broker.toFixed(0)}` : ''} ms` +
+  `cpu ${what[0]} ${c.send.toFixed(0)}${fmtSys(c.sendSys)} + ${what[1]} ${c.recv.toFixed(0)}${fmtSys(c.recvSys)}${c.broker ? ` + broker ${c.broker.toFixed(0)}` : ''} ms` +
   (c.brokerIo?.r || c.brokerIo?.w
     ? `, broker syscalls r ${c.brokerIo.r} w ${c.brokerIo.w}, page faults ${c.brokerIo.faults}`
     : '');
@@ -210,7 +221,14 @@ async function rawOnce(where: string, brokerPid: number | undefined): Promise<{ 
   sub.stop();
   return {
     ms: Number(s.done) - Number(p.start),
-    cpu: { send: Number(p.cpuMs), recv: Number(s.cpuMs), broker, brokerIo: ioDelta(io0, io1) },
+    cpu: {
+      send: Number(p.cpuMs),
+      recv: Number(s.cpuMs),
+      sendSys: sysFaults(p),
+      recvSys: sysFaults(s),
+      broker,
+      brokerIo: ioDelta(io0, io1),
+    },
   };
 }
 
@@ -225,6 +243,7 @@ interface Pulled {
   done: number;
   bytes: number;
   cpuMs: number;
+  sys: SysFaults;
   stats: { rerequests: number; duplicateBytes: number; streamBytes: number };
 }
 async function pull(d: Role, ref: string): Promise<Pulled> {
@@ -234,6 +253,7 @@ async function pull(d: Role, ref: string): Promise<Pulled> {
     done: Number(r.done),
     bytes: Number(r.bytes),
     cpuMs: Number(r.cpuMs),
+    sys: sysFaults(r),
     stats: r.stats as Pulled['stats'],
   };
 }
@@ -285,6 +305,11 @@ async function benchBroker(kind: string): Promise<void> {
         const cpu: Cpu = {
           send: Number(f1.cpuMs) - Number(f0.cpuMs),
           recv: b.cpuMs,
+          sendSys: {
+            sysMs: Number(f1.sysMs) - Number(f0.sysMs),
+            faults: Number(f1.faults) - Number(f0.faults),
+          },
+          recvSys: b.sys,
           broker: procCpuMs(m?.pid) - b0,
           brokerIo: ioDelta(io0, io1),
         };
