@@ -5,9 +5,12 @@
  *   raw-pub  <url|embedded> <bytes> <chunk> MQTT.js publisher, QoS 1, 32 publishes in flight (the
  *                                            well-behaved publisher's window); with `embedded` it hosts
  *                                            the embedded broker (aedes) in its own process, as
- *                                            `berth fleet serve` does
+ *                                            `berth fleet serve` does; `embedded-direct`: the same
+ *                                            broker, publishing through its in-process API at QoS 0
+ *                                            (no client, no loopback socket), as `fleet serve` sends chunks
  *   fleet    <url|embedded> <dir>           a FleetServer (embedded broker when asked) over a content store
- *   device   <url> <dir> <id> <pubkey>      an AgentConnection with its own database and content store
+ *   device   <url> <dir> <id> <pubkey> <chunk>  an AgentConnection with its own database and content store,
+ *                                            asking for chunks of at most <chunk> bytes
  *
  * Every role answers {ready} once connected, then acts on {cmd} messages; timings are taken inside the
  * process that sees the event (first publish / last message, pull start / pull done) and CPU time
@@ -107,7 +110,7 @@ if (role === 'raw-sub') {
 } else if (role === 'raw-pub') {
   const [where, bytes, chunk] = [argv[0]!, Number(argv[1]), Number(argv[2])];
   const broker =
-    where === 'embedded'
+    where === 'embedded' || where === 'embedded-direct'
       ? await startEmbeddedBroker({
           port: 0,
           log,
@@ -115,7 +118,12 @@ if (role === 'raw-sub') {
         })
       : undefined;
   const url = broker?.url ?? where;
+  const direct = where === 'embedded-direct';
   const pub = await connectAsync(url, { protocolVersion: 4, clientId: `raw-pub-${process.pid}` });
+  const publish = (cb: () => void) => {
+    if (direct) void broker!.publish(RAW_TOPIC, payload, 0).then(cb);
+    else pub.publish(RAW_TOPIC, payload, { qos: 1 }, cb);
+  };
   const n = Math.ceil(bytes / chunk);
   const payload = Buffer.alloc(chunk, 7);
   on(async (m) => {
@@ -130,7 +138,7 @@ if (role === 'raw-sub') {
         while (inflight < 32 && next < n) {
           inflight++;
           next++;
-          pub.publish(RAW_TOPIC, payload, { qos: 1 }, () => {
+          publish(() => {
             inflight--;
             if (next === n && inflight === 0) resolve();
             else pump();
@@ -180,7 +188,7 @@ if (role === 'raw-sub') {
   });
   send({ ready: true, url: server.brokerUrl, publicKeyFile: k.publicFile });
 } else if (role === 'device') {
-  const [url, dir, id, pub] = [argv[0]!, argv[1]!, argv[2]!, argv[3]!];
+  const [url, dir, id, pub, chunk] = [argv[0]!, argv[1]!, argv[2]!, argv[3]!, Number(argv[4])];
   const db = openDatabase(path.join(dir, 'berth.db'));
   const store = new ContentStore(path.join(dir, 'content'));
   const agent = new AgentConnection({
@@ -195,6 +203,7 @@ if (role === 'raw-sub') {
     publicKey: await resolvePublicKey(pub),
     log,
     transfer: {
+      maxChunk: chunk,
       ...(process.env.BENCH_WINDOW ? { window: Number(process.env.BENCH_WINDOW) } : {}),
       ...(process.env.BENCH_ACK ? { ackEvery: Number(process.env.BENCH_ACK) } : {}),
     },

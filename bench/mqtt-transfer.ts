@@ -10,6 +10,9 @@
  * `berth fleet serve` runs it):
  * (a) reference: raw MQTT.js — one process publishes SIZE MiB as QoS 1 messages of CHUNK bytes (32 in
  *     flight), another subscribes at QoS 1; time from the first publish to the last message.
+ *     With aedes also (a'): the broker's own publish API at QoS 0 in the process hosting it (no client,
+ *     no loopback socket) to the same subscriber — the path `fleet serve` sends chunks on, so berth's
+ *     ratio to it is printed too.
  * (b) berth: a fleet server process and a device process (AgentConnection) through the same broker; the
  *     device pulls a SIZE MiB single-layer image (resolve, signed plan, credit-window stream, per-chunk
  *     checks, batched progress, whole-blob sha256, commit). The chunk plan is computed once by an untimed
@@ -233,7 +236,8 @@ async function rawOnce(where: string, brokerPid: number | undefined): Promise<{ 
 }
 
 async function device(url: string, pubKey: string, id: string): Promise<Role> {
-  const d = new Role('device', [url, await freshDir(id), id, pubKey]);
+  // the same chunk size as the raw reference (the broker's packet limit permitting)
+  const d = new Role('device', [url, await freshDir(id), id, pubKey, String(CHUNK)]);
   await d.next();
   return d;
 }
@@ -286,12 +290,16 @@ async function benchBroker(kind: string): Promise<void> {
       await pull(warm, 'big:1'); // computes and caches the chunk plan, fills the page cache
       warm.stop();
       const raw: number[] = [];
+      const direct: number[] = [];
       const berth: number[] = [];
       const rawCpu: number[] = [];
       const berthCpu: number[] = [];
       for (let i = 0; i < RUNS; i++) {
-        const r = await rawOnce(where === 'embedded' ? 'embedded' : where, m?.pid);
+        const r = await rawOnce(where, m?.pid);
         raw.push(r.ms);
+        // the embedded broker's own publish API, no client: the path `fleet serve` sends chunks on
+        const rd = where === 'embedded' ? await rawOnce('embedded-direct', undefined) : undefined;
+        if (rd) direct.push(rd.ms);
         rawCpu.push(r.cpu.send + r.cpu.recv + r.cpu.broker);
         const d = await device(url, pubKey, `single-${i}`);
         if (process.env.BENCH_PROFILE_DIR) await fleet.ask({ cmd: 'profile-start' });
@@ -319,6 +327,9 @@ async function benchBroker(kind: string): Promise<void> {
         berthCpu.push(cpu.send + cpu.recv + cpu.broker);
         console.log(
           `  run ${i + 1}: raw MQTT.js ${r.ms.toFixed(0)} ms (${rate(SIZE, r.ms).toFixed(1)} MiB/s, ${fmtCpu(r.cpu, ['pub', 'sub'])}); ` +
+            (rd
+              ? `in-process publish ${rd.ms.toFixed(0)} ms (${rate(SIZE, rd.ms).toFixed(1)} MiB/s, ${fmtCpu(rd.cpu, ['broker+pub', 'sub'])}); `
+              : '') +
             `berth pull ${(b.done - b.start).toFixed(0)} ms (${rate(b.bytes, b.done - b.start).toFixed(1)} MiB/s, ${fmtCpu(cpu, ['fleet', 'device'])}; ` +
             `egress ${egress.toFixed(3)}x, re-granted ${b.stats.rerequests} chunks)`,
         );
@@ -328,8 +339,14 @@ async function benchBroker(kind: string): Promise<void> {
       console.log(
         `RESULT mqtt-pull-${kind} ${SIZE / MiB} MiB in ${CHUNK / 1024} KiB chunks: raw MQTT.js QoS1 median ${rawRate.toFixed(1)} MiB/s, ` +
           `berth pull median ${berthRate.toFixed(1)} MiB/s, ratio berth/raw = ${(berthRate / rawRate).toFixed(2)} (aim >= 0.9); ` +
-          `cpu (all processes) median raw ${median(rawCpu).toFixed(0)} ms, berth ${median(berthCpu).toFixed(0)} ms = ${(median(berthCpu) / median(rawCpu)).toFixed(2)}x`,
+          `cpu (all processes) median raw ${median(rawCpu).toFixed(0)} ms, berth ${median(berthCpu).toFixed(0)} ms = ${(median(berthCpu) / median(rawCpu)).toFixed(2)}x; ` +
+          `berth/raw per run ${raw.map((r, i) => (r / berth[i]!).toFixed(2)).join(' ')}`,
       );
+      if (direct.length)
+        console.log(
+          `RESULT mqtt-pull-${kind}-in-process ${SIZE / MiB} MiB: the broker's own publish (QoS 0, 32 in flight, no client) -> MQTT.js subscriber median ${rate(SIZE, median(direct)).toFixed(1)} MiB/s, ` +
+            `berth pull / that = ${(berthRate / rate(SIZE, median(direct))).toFixed(2)}; per run ${direct.map((r, i) => (r / berth[i]!).toFixed(2)).join(' ')}`,
+        );
     }
     if (!args.includes('--skip-fanout') && FANOUT > 0) {
       const img = await fleet.ask({ cmd: 'image', name: 'fan:1', bytes: FANOUT_SIZE });
