@@ -5,9 +5,12 @@
  *   raw-pub  <url|embedded> <bytes> <chunk> MQTT.js publisher, QoS 1, 32 publishes in flight (the
  *                                            well-behaved publisher's window); with `embedded` it hosts
  *                                            the embedded broker (aedes) in its own process, as
- *                                            `berth fleet serve` does
+ *                                            `berth fleet serve` does; `embedded-direct`: the same
+ *                                            broker, publishing through its in-process API at QoS 0
+ *                                            (no client, no loopback socket), as `fleet serve` sends chunks
  *   fleet    <url|embedded> <dir>           a FleetServer (embedded broker when asked) over a content store
- *   device   <url> <dir> <id> <pubkey>      an AgentConnection with its own database and content store
+ *   device   <url> <dir> <id> <pubkey> <chunk>  an AgentConnection with its own database and content store,
+ *                                            asking for chunks of at most <chunk> bytes
  *
  * Every role answers {ready} once connected, then acts on {cmd} messages; timings are taken inside the
  * process that sees the event (first publish / last message, pull start / pull done) and CPU time
@@ -39,6 +42,15 @@ const send = (m: unknown) => process.send!(m);
 const cpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
+};
+/** System CPU time (ms) and minor page faults of this process so far: where a copy-heavy path shows. */
+const sysFaults = () => {
+  const r = process.resourceUsage();
+  return { sysMs: r.systemCPUTime / 1000, faults: r.minorPageFault };
+};
+const since = (a: ReturnType<typeof sysFaults>) => {
+  const b = sysFaults();
+  return { sysMs: b.sysMs - a.sysMs, faults: b.faults - a.faults };
 };
 const on = (fn: (m: { cmd: string; [k: string]: unknown }) => Promise<void>) =>
   process.on('message', (m: { cmd: string }) => {
@@ -82,10 +94,14 @@ if (role === 'raw-sub') {
   await sub.subscribeAsync(RAW_TOPIC, { qos: 1 });
   let got = 0;
   let c0 = 0;
+  let s0 = sysFaults();
   sub.on('message', () => {
-    if (got === 0) c0 = cpuMs();
+    if (got === 0) {
+      c0 = cpuMs();
+      s0 = sysFaults();
+    }
     if (++got === n) {
-      send({ done: performance.timeOrigin + performance.now(), cpuMs: cpuMs() - c0 });
+      send({ done: performance.timeOrigin + performance.now(), cpuMs: cpuMs() - c0, ...since(s0) });
       got = 0;
     }
   });
@@ -94,7 +110,7 @@ if (role === 'raw-sub') {
 } else if (role === 'raw-pub') {
   const [where, bytes, chunk] = [argv[0]!, Number(argv[1]), Number(argv[2])];
   const broker =
-    where === 'embedded'
+    where === 'embedded' || where === 'embedded-direct'
       ? await startEmbeddedBroker({
           port: 0,
           log,
@@ -102,12 +118,18 @@ if (role === 'raw-sub') {
         })
       : undefined;
   const url = broker?.url ?? where;
+  const direct = where === 'embedded-direct';
   const pub = await connectAsync(url, { protocolVersion: 4, clientId: `raw-pub-${process.pid}` });
+  const publish = (cb: () => void) => {
+    if (direct) void broker!.publish(RAW_TOPIC, payload, 0).then(cb);
+    else pub.publish(RAW_TOPIC, payload, { qos: 1 }, cb);
+  };
   const n = Math.ceil(bytes / chunk);
   const payload = Buffer.alloc(chunk, 7);
   on(async (m) => {
     if (m.cmd !== 'go') return;
     const c0 = cpuMs();
+    const s0 = sysFaults();
     const start = performance.timeOrigin + performance.now();
     let inflight = 0;
     let next = 0;
@@ -116,7 +138,7 @@ if (role === 'raw-sub') {
         while (inflight < 32 && next < n) {
           inflight++;
           next++;
-          pub.publish(RAW_TOPIC, payload, { qos: 1 }, () => {
+          publish(() => {
             inflight--;
             if (next === n && inflight === 0) resolve();
             else pump();
@@ -125,7 +147,7 @@ if (role === 'raw-sub') {
       };
       pump();
     });
-    send({ start, cpuMs: cpuMs() - c0 });
+    send({ start, cpuMs: cpuMs() - c0, ...since(s0) });
   });
   send({ ready: true, url });
 } else if (role === 'fleet') {
@@ -161,12 +183,12 @@ if (role === 'raw-sub') {
       send({ ok: true });
     } else if (m.cmd === 'stats') {
       const s = server.blobs!.stats;
-      send({ egress: server.blobs!.egressBytes, stream: s.streamBytes, cpuMs: cpuMs() });
+      send({ egress: server.blobs!.egressBytes, stream: s.streamBytes, cpuMs: cpuMs(), ...sysFaults() });
     }
   });
   send({ ready: true, url: server.brokerUrl, publicKeyFile: k.publicFile });
 } else if (role === 'device') {
-  const [url, dir, id, pub] = [argv[0]!, argv[1]!, argv[2]!, argv[3]!];
+  const [url, dir, id, pub, chunk] = [argv[0]!, argv[1]!, argv[2]!, argv[3]!, Number(argv[4])];
   const db = openDatabase(path.join(dir, 'berth.db'));
   const store = new ContentStore(path.join(dir, 'content'));
   const agent = new AgentConnection({
@@ -181,6 +203,7 @@ if (role === 'raw-sub') {
     publicKey: await resolvePublicKey(pub),
     log,
     transfer: {
+      maxChunk: chunk,
       ...(process.env.BENCH_WINDOW ? { window: Number(process.env.BENCH_WINDOW) } : {}),
       ...(process.env.BENCH_ACK ? { ackEvery: Number(process.env.BENCH_ACK) } : {}),
     },
@@ -190,11 +213,19 @@ if (role === 'raw-sub') {
     if (m.cmd !== 'pull') return;
     await profileStart();
     const c0 = cpuMs();
+    const s0 = sysFaults();
     const start = performance.timeOrigin + performance.now();
     const r = await agent.pullImage(String(m.ref));
     const done = performance.timeOrigin + performance.now();
     await profileStop(`device-${id}`);
-    send({ start, done, bytes: r.size, cpuMs: cpuMs() - c0, stats: agent.fetcher.stats });
+    send({
+      start,
+      done,
+      bytes: r.size,
+      cpuMs: cpuMs() - c0,
+      ...since(s0),
+      stats: agent.fetcher.stats,
+    });
   });
   send({ ready: true });
 } else {

@@ -10,6 +10,9 @@
  * `berth fleet serve` runs it):
  * (a) reference: raw MQTT.js — one process publishes SIZE MiB as QoS 1 messages of CHUNK bytes (32 in
  *     flight), another subscribes at QoS 1; time from the first publish to the last message.
+ *     With aedes also (a'): the broker's own publish API at QoS 0 in the process hosting it (no client,
+ *     no loopback socket) to the same subscriber — the path `fleet serve` sends chunks on, so berth's
+ *     ratio to it is printed too.
  * (b) berth: a fleet server process and a device process (AgentConnection) through the same broker; the
  *     device pulls a SIZE MiB single-layer image (resolve, signed plan, credit-window stream, per-chunk
  *     checks, batched progress, whole-blob sha256, commit). The chunk plan is computed once by an untimed
@@ -155,15 +158,26 @@ const freshDir = async (name: string) => {
   return d;
 };
 
+/** A process's system CPU time and minor page faults over the timed span. */
+interface SysFaults {
+  sysMs: number;
+  faults: number;
+}
+const sysFaults = (m: Msg): SysFaults => ({ sysMs: Number(m.sysMs), faults: Number(m.faults) });
+const fmtSys = (s: SysFaults | undefined) =>
+  s ? ` (sys ${s.sysMs.toFixed(0)}, ${(s.faults / 1000).toFixed(1)}k faults)` : '';
+
 interface Cpu {
   send: number;
   recv: number;
+  sendSys?: SysFaults;
+  recvSys?: SysFaults;
   broker: number;
   /** the broker's read and write syscalls */
   brokerIo?: { r: number; w: number; faults: number };
 }
 const fmtCpu = (c: Cpu, what: [string, string]) =>
-  `cpu ${what[0]} ${c.send.toFixed(0)} + ${what[1]} ${c.recv.toFixed(0)}${c.broker ? ` + broker ${c.broker.toFixed(0)}` : ''} ms` +
+  `cpu ${what[0]} ${c.send.toFixed(0)}${fmtSys(c.sendSys)} + ${what[1]} ${c.recv.toFixed(0)}${fmtSys(c.recvSys)}${c.broker ? ` + broker ${c.broker.toFixed(0)}` : ''} ms` +
   (c.brokerIo?.r || c.brokerIo?.w
     ? `, broker syscalls r ${c.brokerIo.r} w ${c.brokerIo.w}, page faults ${c.brokerIo.faults}`
     : '');
@@ -210,12 +224,20 @@ async function rawOnce(where: string, brokerPid: number | undefined): Promise<{ 
   sub.stop();
   return {
     ms: Number(s.done) - Number(p.start),
-    cpu: { send: Number(p.cpuMs), recv: Number(s.cpuMs), broker, brokerIo: ioDelta(io0, io1) },
+    cpu: {
+      send: Number(p.cpuMs),
+      recv: Number(s.cpuMs),
+      sendSys: sysFaults(p),
+      recvSys: sysFaults(s),
+      broker,
+      brokerIo: ioDelta(io0, io1),
+    },
   };
 }
 
 async function device(url: string, pubKey: string, id: string): Promise<Role> {
-  const d = new Role('device', [url, await freshDir(id), id, pubKey]);
+  // the same chunk size as the raw reference (the broker's packet limit permitting)
+  const d = new Role('device', [url, await freshDir(id), id, pubKey, String(CHUNK)]);
   await d.next();
   return d;
 }
@@ -225,6 +247,7 @@ interface Pulled {
   done: number;
   bytes: number;
   cpuMs: number;
+  sys: SysFaults;
   stats: { rerequests: number; duplicateBytes: number; streamBytes: number };
 }
 async function pull(d: Role, ref: string): Promise<Pulled> {
@@ -234,6 +257,7 @@ async function pull(d: Role, ref: string): Promise<Pulled> {
     done: Number(r.done),
     bytes: Number(r.bytes),
     cpuMs: Number(r.cpuMs),
+    sys: sysFaults(r),
     stats: r.stats as Pulled['stats'],
   };
 }
@@ -266,12 +290,16 @@ async function benchBroker(kind: string): Promise<void> {
       await pull(warm, 'big:1'); // computes and caches the chunk plan, fills the page cache
       warm.stop();
       const raw: number[] = [];
+      const direct: number[] = [];
       const berth: number[] = [];
       const rawCpu: number[] = [];
       const berthCpu: number[] = [];
       for (let i = 0; i < RUNS; i++) {
-        const r = await rawOnce(where === 'embedded' ? 'embedded' : where, m?.pid);
+        const r = await rawOnce(where, m?.pid);
         raw.push(r.ms);
+        // the embedded broker's own publish API, no client: the path `fleet serve` sends chunks on
+        const rd = where === 'embedded' ? await rawOnce('embedded-direct', undefined) : undefined;
+        if (rd) direct.push(rd.ms);
         rawCpu.push(r.cpu.send + r.cpu.recv + r.cpu.broker);
         const d = await device(url, pubKey, `single-${i}`);
         if (process.env.BENCH_PROFILE_DIR) await fleet.ask({ cmd: 'profile-start' });
@@ -285,6 +313,11 @@ async function benchBroker(kind: string): Promise<void> {
         const cpu: Cpu = {
           send: Number(f1.cpuMs) - Number(f0.cpuMs),
           recv: b.cpuMs,
+          sendSys: {
+            sysMs: Number(f1.sysMs) - Number(f0.sysMs),
+            faults: Number(f1.faults) - Number(f0.faults),
+          },
+          recvSys: b.sys,
           broker: procCpuMs(m?.pid) - b0,
           brokerIo: ioDelta(io0, io1),
         };
@@ -294,6 +327,9 @@ async function benchBroker(kind: string): Promise<void> {
         berthCpu.push(cpu.send + cpu.recv + cpu.broker);
         console.log(
           `  run ${i + 1}: raw MQTT.js ${r.ms.toFixed(0)} ms (${rate(SIZE, r.ms).toFixed(1)} MiB/s, ${fmtCpu(r.cpu, ['pub', 'sub'])}); ` +
+            (rd
+              ? `in-process publish ${rd.ms.toFixed(0)} ms (${rate(SIZE, rd.ms).toFixed(1)} MiB/s, ${fmtCpu(rd.cpu, ['broker+pub', 'sub'])}); `
+              : '') +
             `berth pull ${(b.done - b.start).toFixed(0)} ms (${rate(b.bytes, b.done - b.start).toFixed(1)} MiB/s, ${fmtCpu(cpu, ['fleet', 'device'])}; ` +
             `egress ${egress.toFixed(3)}x, re-granted ${b.stats.rerequests} chunks)`,
         );
@@ -303,8 +339,14 @@ async function benchBroker(kind: string): Promise<void> {
       console.log(
         `RESULT mqtt-pull-${kind} ${SIZE / MiB} MiB in ${CHUNK / 1024} KiB chunks: raw MQTT.js QoS1 median ${rawRate.toFixed(1)} MiB/s, ` +
           `berth pull median ${berthRate.toFixed(1)} MiB/s, ratio berth/raw = ${(berthRate / rawRate).toFixed(2)} (aim >= 0.9); ` +
-          `cpu (all processes) median raw ${median(rawCpu).toFixed(0)} ms, berth ${median(berthCpu).toFixed(0)} ms = ${(median(berthCpu) / median(rawCpu)).toFixed(2)}x`,
+          `cpu (all processes) median raw ${median(rawCpu).toFixed(0)} ms, berth ${median(berthCpu).toFixed(0)} ms = ${(median(berthCpu) / median(rawCpu)).toFixed(2)}x; ` +
+          `berth/raw per run ${raw.map((r, i) => (r / berth[i]!).toFixed(2)).join(' ')}`,
       );
+      if (direct.length)
+        console.log(
+          `RESULT mqtt-pull-${kind}-in-process ${SIZE / MiB} MiB: the broker's own publish (QoS 0, 32 in flight, no client) -> MQTT.js subscriber median ${rate(SIZE, median(direct)).toFixed(1)} MiB/s, ` +
+            `berth pull / that = ${(berthRate / rate(SIZE, median(direct))).toFixed(2)}; per run ${direct.map((r, i) => (r / berth[i]!).toFixed(2)).join(' ')}`,
+        );
     }
     if (!args.includes('--skip-fanout') && FANOUT > 0) {
       const img = await fleet.ask({ cmd: 'image', name: 'fan:1', bytes: FANOUT_SIZE });

@@ -1,5 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Aedes, Client } from 'aedes';
+import { unavailable } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { mayPublish, maySubscribe, type Principal } from './acl.js';
 
@@ -19,6 +20,13 @@ export interface EmbeddedBroker {
   port: number;
   /** Disconnect every client authenticated as this device (revocation). */
   disconnectDevice(deviceId: string): number;
+  /**
+   * Publish as the broker itself (the fleet's process hosts it): no MQTT client, no loopback socket, no
+   * parse and copy of the payload on the way in. Resolves once every subscriber's socket took the message
+   * (or, when one is full, once it drained), so a sender counting messages in flight is paced by the
+   * slowest subscriber. The payload is referenced, not copied, until then.
+   */
+  publish(topic: string, payload: Buffer, qos: 0 | 1): Promise<void>;
   /** The retained messages on topics matching these filters, read from the broker's own store. */
   retained(filters: readonly string[]): Promise<Array<{ topic: string; payload: Buffer }>>;
   close(): Promise<void>;
@@ -128,6 +136,12 @@ export async function startEmbeddedBroker(opts: {
       byDevice.delete(deviceId);
       return n;
     },
+    publish: (topic, payload, qos) =>
+      new Promise<void>((resolve, reject) => {
+        aedes.publish({ cmd: 'publish', topic, payload, qos, retain: false, dup: false }, (err) =>
+          err ? reject(unavailable(`embedded broker: ${err.message}`, err)) : resolve(),
+        );
+      }),
     retained: async (filters) => {
       const out: Array<{ topic: string; payload: Buffer }> = [];
       // the persistence aedes keeps retained messages in (memory: empty after a restart of the server)

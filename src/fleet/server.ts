@@ -210,8 +210,11 @@ export class FleetServer {
     this.unsubscribeBus = this.bus.subscribe((e) => {
       if (e.type === 'device.offline') this.blobs?.deviceGone(e.deviceId);
     });
+    const broker = this.broker;
     this.blobs = new BlobServer({
       conn,
+      // chunk frames straight into the embedded broker: no loopback MQTT hop for every byte of every blob
+      ...(broker ? { publishFrame: (topic, frame, qos) => broker.publish(topic, frame, qos) } : {}),
       fleet: this.opts.fleet,
       store: this.opts.store,
       db: this.opts.db,

@@ -62,6 +62,12 @@ export type BlobAuthorizer = (deviceId: string, what: BlobAccess) => boolean | P
 
 export interface BlobServerOptions {
   conn: MqttConnection;
+  /**
+   * Where chunk and stream-end frames go (default: published on `conn`). A fleet hosting its broker hands
+   * them to the broker directly (EmbeddedBroker.publish). Must resolve only once the frame's buffer is no
+   * longer referenced (it is reused for the next chunk).
+   */
+  publishFrame?: ((topic: string, frame: Buffer, qos: 0 | 1) => Promise<void>) | undefined;
   fleet: string;
   store: ContentStore;
   db: Db;
@@ -562,8 +568,7 @@ export class BlobServer {
       // client's copy of every QoS 1 payload would only cost work. The publish completes when the
       // socket took it, which paces the sender. A fan-out stream has no credit: QoS 1, paced by the
       // broker's PUBACKs.
-      this.opts.conn
-        .publish(s.topic, frame, { qos: s.kind === 'stream' ? 1 : 0 })
+      this.publishFrame(s.topic, frame, s.kind === 'stream' ? 1 : 0)
         .then(() => {
           // Counted once the broker took it (QoS 1: PUBACK): egress, not attempts.
           if (s.kind === 'stream') this.stats.streamBytes += frame.length;
@@ -587,6 +592,12 @@ export class BlobServer {
         s.done?.();
       }
     }
+  }
+
+  private publishFrame(topic: string, frame: Buffer, qos: 0 | 1): Promise<void> {
+    return this.opts.publishFrame
+      ? this.opts.publishFrame(topic, frame, qos)
+      : this.opts.conn.publish(topic, frame, { qos });
   }
 
   /** An open handle on a blob, shared by requests and closed after a quiet spell. */
@@ -745,9 +756,7 @@ export class BlobServer {
       chunkSize: f.chunkSize,
       payload: Buffer.alloc(0),
     });
-    await this.opts.conn
-      .publish(fanoutTopic(this.opts.fleet, f.digest), end, { qos: 1 })
-      .catch(() => undefined);
+    await this.publishFrame(fanoutTopic(this.opts.fleet, f.digest), end, 1).catch(() => undefined);
     this.opts.log.info({ digest: f.digest, chunks: f.sent }, 'fan-out stream end');
   }
 
