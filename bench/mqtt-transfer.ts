@@ -30,7 +30,8 @@
  * (Connections); without it, many berth runs show ~96,000 broker page faults per 256 MiB (see there).
  *
  * Profiling: BENCH_PROFILE_DIR=<dir> writes a CPU profile of the device's main thread over each timed
- * pull and of the fleet over the same span; BENCH_NODE_ARGS is passed to every role (e.g. --cpu-prof).
+ * pull and of the fleet over the same span; BENCH_NODE_ARGS is passed to every role (e.g. --cpu-prof),
+ * BENCH_DEVICE_NODE_ARGS to the device alone (e.g. the V8 settings the agent runs with).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { promises as fsp, readFileSync } from 'node:fs';
@@ -66,7 +67,13 @@ class Role {
   readonly proc: ChildProcess;
   constructor(role: string, argv: string[]) {
     this.proc = fork(ROLES, [role, ...argv], {
-      execArgv: ['--import', 'tsx', ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])],
+      execArgv: [
+        '--import',
+        'tsx',
+        ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+        // the device alone, e.g. the V8 settings the agent runs with (src/agent/memory.ts)
+        ...(role === 'device' ? (process.env.BENCH_DEVICE_NODE_ARGS?.split(' ').filter(Boolean) ?? []) : []),
+      ],
       stdio: 'inherit',
     });
     children.add(this.proc);
