@@ -14,6 +14,11 @@ export const MAX_REPORT_BYTES = 64 * 1024;
 
 const safeName = z.string().refine(isSafeName, { message: 'expected 1-128 of [A-Za-z0-9_.-]' });
 const text = (max: number) => z.string().max(max);
+/**
+ * A device's time, ms since the epoch: a JavaScript Date ends at 8.64e15 ms, and a time past it (a broken
+ * clock, or on purpose) would make every page that shows it fail to render the date.
+ */
+const epochMs = z.number().int().min(0).max(8_640_000_000_000_000);
 
 /**
  * Where an applied target came from: a device's own target, one of its groups', or a file on the device
@@ -63,7 +68,7 @@ export const ReportedStateSchema = z
         /** the agent's next reconcile try after a failed or waiting one (docs/agent.md) */
         retry: z
           .object({
-            at: z.number().int().nonnegative(),
+            at: epochMs,
             attempt: z.number().int().nonnegative(),
             lastError: text(4096).optional(),
           })
@@ -86,7 +91,7 @@ export const ReportedStateSchema = z
               .object({ done: z.number().nonnegative(), total: z.number().nonnegative() })
               .strict()
               .optional(),
-            at: z.number(),
+            at: epochMs,
           })
           .strict()
           .optional(),
@@ -102,7 +107,7 @@ export type WireReportedState = z.infer<typeof ReportedStateSchema>;
 export const EventSchema = z
   .object({
     type: z.string().regex(/^[a-z][a-z0-9-]{0,63}$/),
-    at: z.number().int().nonnegative().optional(),
+    at: epochMs.optional(),
     seq: z.number().int().nonnegative().optional(),
   })
   .passthrough();
@@ -128,7 +133,7 @@ export const TargetRejectedSchema = z
 /** A metrics sample: numbers at any depth (flattened by the fleet), a time. */
 export const MetricsSchema = z
   .object({
-    at: z.number().int().nonnegative(),
+    at: epochMs,
     seq: z.number().int().nonnegative().optional(),
   })
   .passthrough();

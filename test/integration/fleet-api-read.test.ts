@@ -164,3 +164,40 @@ test('device detail: the reconcile retry the device reports pending, its time as
   t.is((await viewer.call('GET', '/devices/dev-12')).body.retry, null);
   t.is((await viewer.call('GET', '/devices/dev-05')).body.retry, null);
 });
+
+test('device times past what a date can hold are refused at ingest, by name; the device’s pages keep answering', async (t) => {
+  const { api, viewer } = await seeded(t);
+  const { Ingest } = await import('../../src/fleet/ingest.js');
+  const { FleetBus } = await import('../../src/fleet/bus.js');
+  const { deviceTopic } = await import('../../src/transport/topics.js');
+  const { FLEET, testLog } = await import('../helpers/fleet-harness.js');
+  const warnings: string[] = [];
+  const log = testLog();
+  const ingest = new Ingest({
+    fleet: FLEET,
+    stores: api.stores,
+    bus: new FleetBus(),
+    log: Object.assign(Object.create(log), {
+      warn: (o: { reason?: string }, msg: string) => warnings.push(`${msg}: ${o.reason}`),
+    }),
+  });
+  // JavaScript dates end at 8.64e15 ms: a device sending a time past that (a broken clock, or on purpose)
+  // would make every page that shows it fail to render its date
+  const far = 9e15;
+  const send = (channel: 'state' | 'event' | 'metrics', body: unknown) =>
+    ingest.receive(deviceTopic(FLEET, 'dev-12', channel), Buffer.from(JSON.stringify(body)));
+  const pending = state(1, 'applying');
+  pending.target.retry = { at: far, attempt: 3 };
+  send('state', pending);
+  send('event', { type: 'converged', at: far });
+  send('metrics', { at: far, cpuPercent: 1 });
+  send('event', { type: 'converged', at: 4_000 }); // a sane one still gets in
+  ingest.stop();
+  t.is(warnings.length, 3, warnings.join('\n'));
+  for (const w of warnings) t.regex(w, /at\b.*(less than or equal|too big|8640000000000000)/i);
+  const d = await viewer.call('GET', '/devices/dev-12');
+  t.is(d.status, 200, JSON.stringify(d.body));
+  const ev = await viewer.call('GET', '/events?device=dev-12');
+  t.is(ev.status, 200, JSON.stringify(ev.body));
+  t.is((ev.body.items as unknown[]).length, 1);
+});
