@@ -50,7 +50,7 @@ export function openDatabase(file: string, opts: OpenOptions = {}): Db {
   }
   try {
     db.pragma('busy_timeout = 5000');
-    if (opts.cacheKiB !== undefined) db.pragma(`cache_size = ${-Math.max(64, Math.floor(opts.cacheKiB))}`);
+    if (opts.cacheKiB !== undefined) db.pragma(`cache_size = ${-Math.floor(opts.cacheKiB)}`);
     if (!opts.readonly) {
       db.pragma('journal_mode = WAL');
       // NORMAL in WAL mode: a power cut may lose the last commits but never corrupts the file.
