@@ -174,7 +174,8 @@ test('logs: a terminal gets human lines, a pipe gets JSON; a normal agent start 
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise((r) => child.once('exit', r));
+    // 'close': every line the agent wrote on its way out has been read
+    const exited = new Promise((r) => child.once('close', r));
     const agent = await waitUntil('agent socket', () => connectAgent(state), 60_000);
     const { pid } = await agent.ping();
     process.kill(pid, 'SIGTERM');

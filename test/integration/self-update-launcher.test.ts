@@ -245,7 +245,8 @@ test('a launched `berth agent` that fails before it runs exits (its launcher soc
   p.stderr.on('data', (b: Buffer) => {
     err += b.toString();
   });
-  const code = await new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
+  // 'close', not 'exit': the exit can be reported before the last of its stderr has been read
+  const code = await new Promise<number | null>((r) => p.once('close', (c) => r(c)));
   t.is(code, 2, err);
   t.regex(err, /no fleet public key/);
 });
