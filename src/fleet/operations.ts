@@ -65,6 +65,7 @@ import { describeSelection as describeSelectionText, type RolloutInput } from '.
 import { toRolloutDeviceWire, toRolloutWire } from './rollouts/wire.js';
 import type { DeployInput } from './services/deploy.js';
 import type { EnrollRequest, EnrollResponse, FleetServices } from './services/index.js';
+import { MAX_REDEPLOY_REASON } from './services/redeploy.js';
 import type {
   DeploymentRow,
   DeviceRow,
@@ -438,8 +439,18 @@ export class FleetOperations {
       if (!current.has(k)) current.set(k, deployments.current(s)?.deploymentId);
       return current.get(k);
     };
+    // a rollout publishes with `rollout 7` as its author: name who made the rollout beside it
+    const rolloutAuthor = (by: string | null) => {
+      const m = by === null ? null : /^rollout (\d+)/.exec(by);
+      const who = m ? this.deps.stores.rollouts.get(Number(m[1]))?.createdBy : undefined;
+      return who ? `${who} via ${by}` : by;
+    };
     return {
-      items: page.items.map((r) => ({ ...toDeployment(r), current: currentOf(r.scope) === r.id })),
+      items: page.items.map((r) => ({
+        ...toDeployment(r),
+        createdBy: rolloutAuthor(r.createdBy),
+        current: currentOf(r.scope) === r.id,
+      })),
       total: page.total ?? null,
       next: page.nextCursor ?? null,
     };
@@ -552,6 +563,9 @@ export class FleetOperations {
    */
   async redeploy(actor: Actor, id: number, req: RedeployRequestBody = {}): Promise<Deployment> {
     const svc = await this.deps.services();
+    // the API's schema bounds it too; the local CLI comes here without it
+    if (req.reason !== undefined && req.reason.length > MAX_REDEPLOY_REASON)
+      throw invalidInput(`reason: at most ${MAX_REDEPLOY_REASON} characters (got ${req.reason.length})`);
     const { source, input } = svc.deploy.redeployInput(id, scopeOf(req, 'body'));
     // the device was known when its release was first deployed: a device never seen then stays allowed
     const dep = await this.publishDeploy(actor, source.scope, input, true);

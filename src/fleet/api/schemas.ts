@@ -7,6 +7,7 @@ import { z } from 'zod/v4';
 import { VERSION_PATTERN } from '../../core/self-update.js';
 import { ROLES } from '../identity/roles.js';
 import { ROLLOUT_STATES } from '../rollouts/machine.js';
+import { MAX_REDEPLOY_REASON } from '../services/redeploy.js';
 import { DEVICE_SORTS } from '../store/devices.js';
 import { DEVICE_STATUSES, PROGRESS_STATES } from '../view.js';
 import { components } from './openapi.js';
@@ -409,7 +410,11 @@ export const RedeployRequest = z.strictObject({
     'the scope the caller means: refused (409) when the deployment is not of it',
   ),
   group: SafeName.optional(),
-  reason: z.string().max(500).optional().describe('why, for the audit log (at most 500 characters)'),
+  reason: z
+    .string()
+    .max(MAX_REDEPLOY_REASON)
+    .optional()
+    .describe('why, for the audit log (at most 500 characters)'),
 });
 export const DeploymentQuery = z.strictObject({
   device: SafeName.optional(),

@@ -15,6 +15,9 @@ import { canonicalJson } from '../../transport/signing.js';
 import type { ScopeKey } from '../view.js';
 import type { DeployInput } from './deploy.js';
 
+/** The longest reason an operator may give (it goes into the audit row). */
+export const MAX_REDEPLOY_REASON = 500;
+
 /** The deployment asked for, as the store holds it. */
 export interface RedeploySource {
   id: number;
