@@ -8,6 +8,7 @@
  */
 import { exec } from '../../lib/exec.js';
 import type { PortMapping } from './nft.js';
+import { type ProbeOptions, probeTool } from './probe.js';
 
 const IPT = '/usr/sbin/iptables';
 
@@ -15,12 +16,9 @@ async function ipt(args: string[], allowFailure = false) {
   return exec(IPT, ['-w', '5', ...args], { allowFailure, timeoutMs: 15_000 });
 }
 
-export async function iptablesAvailable(): Promise<boolean> {
-  const r = await exec(IPT, ['-w', '5', '-t', 'nat', '-S', 'POSTROUTING'], {
-    allowFailure: true,
-    timeoutMs: 5000,
-  }).catch(() => undefined);
-  return r?.code === 0;
+/** undefined when iptables can read this host's nat table, else why not. */
+export function iptablesProblem(o?: ProbeOptions): Promise<string | undefined> {
+  return probeTool(IPT, ['-w', '5', '-t', 'nat', '-S', 'POSTROUTING'], o);
 }
 
 export function chainNames(table: string): { post: string; dnat: string; fwd: string; raw: string } {

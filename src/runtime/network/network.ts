@@ -180,27 +180,37 @@ export class NetworkManager {
 
   private fw: Promise<Firewall | undefined> | undefined;
 
-  /** The firewall backend from config (auto: nftables, else iptables, else none). */
+  /**
+   * The firewall backend from config (auto: nftables, else iptables, else none). A failed probe is not
+   * kept: the next container asks again (a probe that timed out on a loaded device must not leave every
+   * later container without a network).
+   */
   firewall(table: string): Promise<Firewall | undefined> {
     if (!this.fw) {
       this.fw = (async () => {
         switch (this.cfg.firewall) {
           case 'none':
             return undefined;
-          case 'nftables':
-            if (!(await nft.nftAvailable()))
-              throw unsupported('network.firewall is nftables but `nft` does not work here');
+          case 'nftables': {
+            const why = await nft.nftProblem();
+            if (why) throw unsupported(`network.firewall is nftables but \`nft\` does not work here: ${why}`);
             return nftFirewall(table);
-          case 'iptables':
-            if (!(await ipt.iptablesAvailable()))
-              throw unsupported('network.firewall is iptables but `iptables` does not work here');
+          }
+          case 'iptables': {
+            const why = await ipt.iptablesProblem();
+            if (why)
+              throw unsupported(`network.firewall is iptables but \`iptables\` does not work here: ${why}`);
             return iptablesFirewall(table);
+          }
           default:
-            if (await nft.nftAvailable()) return nftFirewall(table);
-            if (await ipt.iptablesAvailable()) return iptablesFirewall(table);
+            if (!(await nft.nftProblem())) return nftFirewall(table);
+            if (!(await ipt.iptablesProblem())) return iptablesFirewall(table);
             return undefined;
         }
       })();
+      this.fw.catch(() => {
+        this.fw = undefined;
+      });
     }
     return this.fw;
   }

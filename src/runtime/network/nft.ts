@@ -13,6 +13,7 @@
  * Every per-container rule carries the comment "berth:<id>"; removal finds them by handle.
  */
 import { exec } from '../../lib/exec.js';
+import { type ProbeOptions, probeTool } from './probe.js';
 
 const NFT = '/usr/sbin/nft';
 
@@ -28,11 +29,13 @@ async function nftScript(script: string): Promise<void> {
   await exec(NFT, ['-f', '-'], { input: script, timeoutMs: 10_000 });
 }
 
-export async function nftAvailable(): Promise<boolean> {
-  const r = await exec(NFT, ['list', 'tables'], { allowFailure: true, timeoutMs: 5000 }).catch(
-    () => undefined,
-  );
-  return r?.code === 0;
+/**
+ * undefined when nft can change this host's ruleset, else why not. It asks the kernel to check a table
+ * (`--check`: nothing is applied) rather than listing the ruleset: a listing is a netlink dump, which
+ * another program's change can interrupt, and it grows with every table on the host.
+ */
+export function nftProblem(o?: ProbeOptions): Promise<string | undefined> {
+  return probeTool(NFT, ['--check', 'add', 'table', 'ip', 'berth_probe'], o);
 }
 
 const LOOPBACK = '127.0.0.0/8';
