@@ -208,7 +208,7 @@ async function rawFanout(
   brokerPid: number | undefined,
   n: number,
   bytes: number,
-): Promise<{ ms: number; cpuMs: number; subCpuMs: number[] }> {
+): Promise<{ ms: number; cpuMs: number; subCpuMs: number[]; subSys: SysFaults[] }> {
   const pub = new Role('raw-pub', [where, String(bytes), String(CHUNK)]);
   const ready = await pub.next();
   const subs = Array.from(
@@ -225,6 +225,7 @@ async function rawFanout(
     ms: Math.max(...done.map((d) => Number(d.done))) - Number(p!.start),
     cpuMs: Number(p!.cpuMs) + done.reduce((c, d) => c + Number(d.cpuMs), 0) + broker,
     subCpuMs: done.map((d) => Number(d.cpuMs)),
+    subSys: done.map(sysFaults),
   };
 }
 
@@ -412,6 +413,10 @@ async function benchBroker(kind: string): Promise<void> {
         const devCpu = median(rs.map((r) => r.cpuMs));
         const subCpu = median(raw.subCpuMs);
         const th = (k: 'main' | 'busiest' | 'rest') => median(rs.map((r) => r.threads[k])).toFixed(0);
+        const medSys = (xs: SysFaults[]) => ({
+          sysMs: median(xs.map((x) => x.sysMs)),
+          faults: median(xs.map((x) => x.faults)),
+        });
         walls.push(wall);
         rawWalls.push(raw.ms);
         solos.push(soloMs);
@@ -419,12 +424,12 @@ async function benchBroker(kind: string): Promise<void> {
         subCpus.push(subCpu);
         console.log(
           `  run ${run + 1}: single device pull of ${FANOUT_SIZE / MiB} MiB: ${soloMs.toFixed(0)} ms (device cpu ${s.cpuMs.toFixed(0)} ms); ${FANOUT} devices at once: ${wall.toFixed(0)} ms ` +
-            `(device cpu median ${devCpu.toFixed(0)} ms: main thread ${th('main')}, chunk writer ${th('busiest')}, other threads ${th('rest')}; ` +
+            `(device cpu median ${devCpu.toFixed(0)} ms${fmtSys(medSys(rs.map((r) => r.sys)))}: main thread ${th('main')}, chunk writer ${th('busiest')}, other threads ${th('rest')}; ` +
             `per device received twice ${(median(rs.map((r) => r.stats.duplicateBytes)) / MiB).toFixed(1)} MiB (max ${(Math.max(...rs.map((r) => r.stats.duplicateBytes)) / MiB).toFixed(1)}), from the stream ${(median(rs.map((r) => r.stats.streamBytes)) / MiB).toFixed(1)} MiB; ` +
             `device start-up${warmRef ? ' and warm-up pull' : ''} cpu median ${median(rs.map((r) => r.startCpuMs)).toFixed(0)} ms (not in the pull); fleet ${fleetCpu.toFixed(0)}, broker ${brokerCpu.toFixed(0)} ms; ` +
             `server egress ${(egress / MiB).toFixed(1)} MiB: stream ${(stream / MiB).toFixed(1)}, unicast ${((egress - stream) / MiB).toFixed(1)}; ` +
             `cpu all processes ${cpu.toFixed(0)} ms, floor on ${cores} cores ${(cpu / cores).toFixed(0)} ms); ` +
-            `raw MQTT.js 1 publisher -> ${FANOUT} subscriber processes: ${raw.ms.toFixed(0)} ms (subscriber cpu median ${subCpu.toFixed(0)} ms; cpu all processes ${raw.cpuMs.toFixed(0)} ms, floor ${(raw.cpuMs / cores).toFixed(0)} ms)`,
+            `raw MQTT.js 1 publisher -> ${FANOUT} subscriber processes: ${raw.ms.toFixed(0)} ms (subscriber cpu median ${subCpu.toFixed(0)} ms${fmtSys(medSys(raw.subSys))}; cpu all processes ${raw.cpuMs.toFixed(0)} ms, floor ${(raw.cpuMs / cores).toFixed(0)} ms)`,
         );
         console.log(
           `  run ${run + 1}: wall ${(wall / soloMs).toFixed(2)}x a single pull, ${(wall / raw.ms).toFixed(2)}x raw fan-out; device cpu / raw subscriber cpu ${(devCpu / subCpu).toFixed(2)}; ` +
