@@ -1,12 +1,12 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import type { Deployment, DeploymentProgress } from '../fleet/api/schemas.js';
+import type { Deployment } from '../fleet/api/schemas.js';
 import { loadOrCreateFleetAccount } from '../fleet/fleet-account.js';
 import { keygen, loadFleetPrivateKey } from '../fleet/keys.js';
 import { FleetServer } from '../fleet/server.js';
 import { writeFileAtomic } from '../lib/atomic.js';
-import { BerthError, invalidInput, notFound } from '../lib/errors.js';
+import { invalidInput, notFound } from '../lib/errors.js';
 import { assertSafeName } from '../lib/ids.js';
 import { BUILD } from '../version.js';
 import type { CliContext } from './context.js';
@@ -14,12 +14,13 @@ import { parseDurationFlag } from './duration.js';
 import { registerFleetAdmin } from './fleet-admin.js';
 import { addClientOptions, type ClientFlags, openFleetClient } from './fleet-client.js';
 import { registerFleetCommand } from './fleet-command.js';
+import { followDeployment, registerFleetDeployments } from './fleet-deployments.js';
 import { registerFleetDevices } from './fleet-devices.js';
 import { registerFleetEnroll } from './fleet-enroll.js';
 import { SERVE_FILE, type ServeFile } from './fleet-link.js';
 import { fleetStores } from './fleet-local.js';
 import { registerFleetRelease } from './fleet-release.js';
-import { registerFleetRollout, waitForRollout } from './fleet-rollout.js';
+import { registerFleetRollout } from './fleet-rollout.js';
 import {
   addMqttOptions,
   connectTimeoutMs,
@@ -27,7 +28,7 @@ import {
   mqttOptionsFrom,
   untilSignal,
 } from './mqtt-options.js';
-import { columnsOf, deviceLines, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
+import { columnsOf, FORMAT_HELP, humanSize, printJson, printListing } from './output.js';
 import { ProgressBar } from './progress.js';
 
 export function registerFleet(program: Command, ctx: () => CliContext): void {
@@ -316,19 +317,7 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
           `deployed ${scope.kind} ${scope.id} version ${dep.version}${dep.rolloutId !== undefined ? ` as rollout ${dep.rolloutId} (berth fleet rollout show ${dep.rolloutId})` : ''}\n`,
         );
       }
-      if (!opts.wait) return;
-      if (dep.rolloutId !== undefined)
-        return waitForRollout(client, dep.rolloutId, dep.text, timeoutMs, opts.timeout);
-      const result = await waitForDeployment(() => client.progress(dep.id), timeoutMs);
-      if (!result.ok || !result.done) {
-        const bad = result.devices.filter((d) => d.state !== 'converged' && d.state !== 'superseded');
-        throw new BerthError(
-          result.done ? 'Conflict' : 'Timeout',
-          `${dep.text}: ${result.done ? '' : `not done after ${opts.timeout}; `}${bad
-            .map((d) => `${d.deviceId} ${d.state}${d.detail ? ` (${d.detail})` : ''}`)
-            .join('; ')}`,
-        );
-      }
+      if (opts.wait) await followDeployment(client, dep, timeoutMs, opts.timeout);
     },
   );
 
@@ -342,36 +331,13 @@ export function registerFleet(program: Command, ctx: () => CliContext): void {
     printJson(d.state);
   });
 
+  registerFleetDeployments(fleet, ctx);
   registerFleetRelease(fleet, ctx);
   registerFleetDevices(fleet, ctx);
   registerFleetEnroll(fleet, ctx);
   registerFleetRollout(fleet, ctx);
   registerFleetCommand(fleet, ctx);
   registerFleetAdmin(fleet, ctx);
-}
-
-/**
- * Poll the deployment's progress until every device answered (converged, rejected, failed, superseded) or
- * the time is up; progress lines go to stderr as devices move.
- */
-export async function waitForDeployment(
-  progress: () => DeploymentProgress | Promise<DeploymentProgress>,
-  timeoutMs: number,
-  out: NodeJS.WritableStream = process.stderr,
-): Promise<DeploymentProgress> {
-  const until = Date.now() + timeoutMs;
-  const tell = deviceLines(out);
-  for (;;) {
-    const p = await progress();
-    for (const d of p.devices) tell(d);
-    if (p.done || Date.now() >= until) {
-      out.write(
-        `${p.converged}/${p.total} converged, ${p.failed} rejected or failed, ${p.pending} pending\n`,
-      );
-      return p;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 function splitHostPort(flag: string, s: string): [string, string] {

@@ -36,6 +36,7 @@ import type {
   MetricQueryInput,
   Metrics,
   Page,
+  RedeployRequestBody,
   Release,
   RolloutAbortBody,
   RolloutCreateBody,
@@ -64,6 +65,7 @@ import { describeSelection as describeSelectionText, type RolloutInput } from '.
 import { toRolloutDeviceWire, toRolloutWire } from './rollouts/wire.js';
 import type { DeployInput } from './services/deploy.js';
 import type { EnrollRequest, EnrollResponse, FleetServices } from './services/index.js';
+import { MAX_REDEPLOY_REASON } from './services/redeploy.js';
 import type {
   DeploymentRow,
   DeviceRow,
@@ -173,7 +175,16 @@ export function toDeployment(r: DeploymentRow): Deployment {
     images: r.images,
     createdAt: iso(r.createdAt),
     createdBy: r.createdBy,
+    redeployOf: r.redeployOf,
   };
+}
+
+/** The scope a query or body names with `device` or `group` (none: undefined; both: refused). */
+function scopeOf(q: { device?: string | undefined; group?: string | undefined }, where: string) {
+  if (q.device !== undefined && q.group !== undefined)
+    throw invalidInput(`${where}: device or group, not both`);
+  if (q.device !== undefined) return { kind: 'device' as const, id: q.device };
+  return q.group !== undefined ? { kind: 'group' as const, id: q.group } : undefined;
 }
 
 /** "k=v" → must match, "k" → must have. */
@@ -419,16 +430,30 @@ export class FleetOperations {
   }
 
   deployments(_actor: Actor, q: DeploymentQueryInput): Page<Deployment> {
-    if (q.device !== undefined && q.group !== undefined)
-      throw invalidInput('query: device or group, not both');
-    const scope =
-      q.device !== undefined
-        ? { kind: 'device' as const, id: q.device }
-        : q.group !== undefined
-          ? { kind: 'group' as const, id: q.group }
-          : undefined;
-    const page = this.deps.stores.deployments.list({ scope, limit: q.limit, cursor: q.cursor });
-    return { items: page.items.map(toDeployment), total: page.total ?? null, next: page.nextCursor ?? null };
+    const scope = scopeOf(q, 'query');
+    const { deployments } = this.deps.stores;
+    const page = deployments.list({ scope, limit: q.limit, cursor: q.cursor });
+    const current = new Map<string, number | undefined>();
+    const currentOf = (s: ScopeKey) => {
+      const k = `${s.kind}/${s.id}`;
+      if (!current.has(k)) current.set(k, deployments.current(s)?.deploymentId);
+      return current.get(k);
+    };
+    // a rollout publishes with `rollout 7` as its author: name who made the rollout beside it
+    const rolloutAuthor = (by: string | null) => {
+      const m = by === null ? null : /^rollout (\d+)/.exec(by);
+      const who = m ? this.deps.stores.rollouts.get(Number(m[1]))?.createdBy : undefined;
+      return who ? `${who} via ${by}` : by;
+    };
+    return {
+      items: page.items.map((r) => ({
+        ...toDeployment(r),
+        createdBy: rolloutAuthor(r.createdBy),
+        current: currentOf(r.scope) === r.id,
+      })),
+      total: page.total ?? null,
+      next: page.nextCursor ?? null,
+    };
   }
 
   // changes: labels, revoke, images ----------------------------------------------------------------
@@ -513,15 +538,39 @@ export class FleetOperations {
    */
   async deploy(actor: Actor, req: DeployRequestBody): Promise<Deployment> {
     const { scope, input } = await this.deployInput(req);
+    return this.publishDeploy(actor, scope, input, req.allowUnknown === true);
+  }
+
+  private async publishDeploy(
+    actor: Actor,
+    scope: ScopeKey,
+    input: DeployInput,
+    allowUnknown: boolean,
+  ): Promise<Deployment> {
     const svc = await this.deps.services();
     const createdBy = actorLabel(actor);
     if (scope.kind === 'group') {
       const made = await svc.rollouts.deployGroup(input, scope.id, { createdBy });
       return { ...toDeployment(made.deployment), rolloutId: made.rollout.id };
     }
-    return toDeployment(
-      await svc.deploy.deploy(input, scope, { allowUnknown: req.allowUnknown === true, createdBy }),
-    );
+    return toDeployment(await svc.deploy.deploy(input, scope, { allowUnknown, createdBy }));
+  }
+
+  /**
+   * Publish the release of an earlier deployment again, as its scope's next version, through exactly the
+   * path a deploy of that content takes (a group: a one-phase rollout). What may be redeployed and what it
+   * becomes: src/fleet/services/redeploy.ts. `expect` guards against acting on another scope's id.
+   */
+  async redeploy(actor: Actor, id: number, req: RedeployRequestBody = {}): Promise<Deployment> {
+    const svc = await this.deps.services();
+    // the API's schema bounds it too; the local CLI comes here without it
+    if (req.reason !== undefined && req.reason.length > MAX_REDEPLOY_REASON)
+      throw invalidInput(`reason: at most ${MAX_REDEPLOY_REASON} characters (got ${req.reason.length})`);
+    const { source, input } = svc.deploy.redeployInput(id, scopeOf(req, 'body'));
+    // the device was known when its release was first deployed: a device never seen then stays allowed
+    const dep = await this.publishDeploy(actor, source.scope, input, true);
+    this.deps.stores.deployments.noteRedeploy(dep.id, source.id);
+    return { ...dep, redeployOf: source.id };
   }
 
   async clearOverride(actor: Actor, deviceId: string): Promise<Deployment> {

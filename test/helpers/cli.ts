@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { promises as fsp, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { waitFor } from './fleet-harness.js';
+import { buildMultiArchImage } from './images.js';
 
 export const REPO = path.resolve(import.meta.dirname, '..', '..');
 export const BERTH_BUNDLE = path.join(REPO, 'dist', 'berth.mjs');
@@ -80,4 +82,38 @@ export async function berthStop(p: ChildProcess): Promise<void> {
   const exited = new Promise((r) => p.once('exit', r));
   p.kill('SIGTERM');
   await exited;
+}
+
+/** Wait until the `fleet serve` process `pid` on `dir` wrote its fleet-serve.json with its API; its URL. */
+export async function servedApi(dir: string, pid: number | undefined): Promise<string> {
+  let api = '';
+  await waitFor(
+    async () => {
+      const s = await fsp.readFile(path.join(dir, 'fleet-serve.json'), 'utf8').catch(() => '{}');
+      const served = JSON.parse(s) as { pid?: number; api?: string };
+      if (served.pid !== pid || !served.api) return false;
+      api = served.api;
+      return true;
+    },
+    60_000,
+    'fleet serve ready',
+  );
+  return api;
+}
+
+/** A fleet state dir `dir` with its key, and one small amd64 image pushed under each tag (built in `work`). */
+export function keyedFleetWithImages(work: string, dir: string, tags: string[]): void {
+  const run = (args: string[]) => {
+    const r = berth(['--state-dir', dir, ...args]);
+    if (r.code !== 0) throw new Error(`berth ${args.join(' ')}: ${r.stderr}`);
+  };
+  run(['fleet', 'keygen']);
+  for (const tag of tags) {
+    const img = buildMultiArchImage(
+      path.join(work, tag.replace(':', '-')),
+      [{ architecture: 'amd64' }],
+      tag.replace(':', ''),
+    );
+    run(['fleet', 'push', img.layout, '--tag', tag]);
+  }
 }

@@ -475,6 +475,81 @@ test('a group deploy from the Deploy page answers with the rollout it became: a 
   t.deepEqual(problems, []);
 });
 
+test('release history on the device page: current marked, Redeploy behind a confirmation that says what it publishes; a viewer sees no button; axe clean', async (t) => {
+  if (!needChromium(t)) return;
+  const { c, fleet, sim } = await consoleWithDevices(t, {
+    images: ['app:1', 'app:2'],
+    count: 2,
+    idPrefix: 'hist',
+    groups: () => ['lab'],
+  });
+  const deployGroup = (tag: string) =>
+    fleet.server.services.rollouts.deployGroup(
+      { apps: { web: { services: { main: { image: tag } } } }, images: [tag] },
+      'lab',
+      { createdBy: 'user:earlier' },
+    );
+  const v1 = (await deployGroup('app:1')).deployment;
+  await deployGroup('app:2');
+  const device = sim.ids[0]!;
+  await waitFor(
+    () => fleet.stores.devices.get(device)?.applied?.version === 2,
+    15_000,
+    'the device runs group lab 2',
+  );
+  const viewer = await c.addUser('hugo', 'viewer');
+  const operator = await c.addUser('olga', 'operator');
+  const browser = await launchBrowser(t);
+  const { page, problems } = await watchedPage(browser);
+  const history = page.getByTestId('history-table');
+  const row = (version: number) =>
+    history
+      .getByRole('row')
+      .filter({ has: page.getByRole('rowheader', { name: new RegExp(`^${version}\\b`) }) });
+
+  // a viewer: the history of the scope the device follows, the current one marked, no Redeploy
+  await login(page, c.url, viewer);
+  await page.goto(`${c.url}/#/devices/${device}`);
+  await page.getByRole('heading', { name: 'Releases of group lab' }).waitFor();
+  await row(1).waitFor();
+  t.is(await history.getByRole('row').count(), 3, 'a header and two releases');
+  t.regex((await row(2).textContent()) ?? '', /current.*app:2.*user:earlier/);
+  t.regex((await row(1).textContent()) ?? '', /app:1.*user:earlier/);
+  t.false(((await row(1).textContent()) ?? '').includes('current'));
+  t.is(await page.getByRole('button', { name: 'Redeploy' }).count(), 0, 'no Redeploy for a viewer');
+  t.deepEqual(await axe(page), [], 'device page with release history (viewer)');
+  await page.getByRole('button', { name: 'Log out' }).click();
+
+  // an operator: Redeploy on the earlier release only, behind a confirmation naming both versions
+  await login(page, c.url, operator);
+  await page.goto(`${c.url}/#/devices/${device}`);
+  await row(1).waitFor();
+  t.is(await row(2).getByRole('button', { name: 'Redeploy' }).count(), 0, 'not on the current release');
+  await row(1).getByRole('button', { name: 'Redeploy' }).click();
+  await row(1).getByText('Publish version 1 of group lab as version 3?').waitFor();
+  t.deepEqual(await axe(page), [], 'redeploy confirmation');
+  await screenshot(page, '12-release-history');
+  t.is(fleet.stores.deployments.nextVersion({ kind: 'group', id: 'lab' }), 3, 'nothing published yet');
+  await row(1).getByRole('button', { name: 'Yes, redeploy' }).click();
+  await page.getByRole('status').getByText('Published version 1 of group lab again').waitFor();
+  await row(3).waitFor();
+  t.regex((await row(3).textContent()) ?? '', /current.*app:1.*user:olga.*redeploy of version 1/);
+  const audited = c.identity.auditLog({ limit: 20 }).filter((a) => a.action === 'deployment.redeploy');
+  t.like(audited[0], {
+    actor: 'user:olga',
+    target: 'group lab 3',
+    result: 'ok',
+    message: `redeploy of deployment ${v1.id}`,
+  });
+  await waitFor(
+    () => sim.ids.every((id) => sim.state(id)?.target.applied?.version === 3),
+    15_000,
+    'the devices run group lab 3',
+  );
+  t.is(sim.state(device)?.apps.web?.services.main?.image, 'app:1');
+  t.deepEqual(problems, []);
+});
+
 test('a rollout made on the page over simulated devices with failures: phase bars move, approve, abort, rolled back', async (t) => {
   if (!needChromium(t)) return;
   // 6 of the 20 devices fail their health window; which phase they land in is the rollout's (hashed) order

@@ -15,10 +15,9 @@ import Database from 'better-sqlite3';
 import { requestEnrollment } from '../../src/agent/enroll.js';
 import type { RolloutWire } from '../../src/fleet/api/schemas.js';
 import { loadFleetPrivateKey } from '../../src/fleet/keys.js';
-import { berth, berthAsync, berthServe, berthStop } from '../helpers/cli.js';
+import { berthAsync, berthServe, berthStop, keyedFleetWithImages, servedApi } from '../helpers/cli.js';
 import { startSimulator } from '../helpers/device-sim.js';
 import { tempDir, waitFor } from '../helpers/fleet-harness.js';
-import { buildMultiArchImage } from '../helpers/images.js';
 import { Mosquitto } from '../helpers/mosquitto.js';
 import { observeTargets } from '../helpers/target-wire.js';
 
@@ -33,30 +32,10 @@ async function servedFleet(
   t.teardown(() => m.stop());
   const work = await tempDir(t, 'deploy-rollout');
   const dir = path.join(work, 'fleet');
-  t.is(berth(['--state-dir', dir, 'fleet', 'keygen']).code, 0);
-  for (const tag of ['app:1', 'app:2']) {
-    const img = buildMultiArchImage(
-      path.join(work, tag.replace(':', '-')),
-      [{ architecture: 'amd64' }],
-      tag.replace(':', ''),
-    );
-    const r = berth(['--state-dir', dir, 'fleet', 'push', img.layout, '--tag', tag]);
-    t.is(r.code, 0, r.stderr);
-  }
+  keyedFleetWithImages(work, dir, ['app:1', 'app:2']);
   const server = berthServe({ dir, broker: m.url, fleet: FLEET, http: '127.0.0.1:0' });
   t.teardown(() => berthStop(server.p));
-  let api = '';
-  await waitFor(
-    async () => {
-      const s = await fsp.readFile(path.join(dir, 'fleet-serve.json'), 'utf8').catch(() => '{}');
-      const served = JSON.parse(s) as { pid?: number; api?: string };
-      if (served.pid !== server.p.pid || !served.api) return false;
-      api = served.api;
-      return true;
-    },
-    60_000,
-    'fleet serve ready',
-  );
+  const api = await servedApi(dir, server.p.pid);
   const sim = await startSimulator({
     url: m.url,
     fleet: FLEET,

@@ -69,6 +69,7 @@ async function handle(c: Context<Env>, spec: RouteSpec, opts: AppOptions): Promi
   const extra = new Headers();
   let actor: Actor = ANONYMOUS;
   let target: string | undefined = c.req.param('id') ?? c.req.param('name');
+  let note: string | null = null;
   let status = 500;
   let failure: BerthError | undefined;
   const ac = new AbortController();
@@ -111,6 +112,9 @@ async function handle(c: Context<Env>, spec: RouteSpec, opts: AppOptions): Promi
       auditTarget: (t) => {
         target = t;
       },
+      auditNote: (n) => {
+        note = n;
+      },
       signal: ac.signal,
     });
     status = spec.status ?? 200;
@@ -141,7 +145,7 @@ async function handle(c: Context<Env>, spec: RouteSpec, opts: AppOptions): Promi
           source,
           result: failure ? failure.code : 'ok',
           status,
-          message: failure ? failure.message : null,
+          message: failure ? failure.message : note,
         });
       } catch (err) {
         opts.log.error({ err: errorMessage(err), action: spec.audit }, 'audit row not written');

@@ -23,6 +23,8 @@ export interface RouteInput<P, Q, B> {
   header(name: string, value: string): void;
   /** name what the call acts on, for the audit row, when the path does not say it */
   auditTarget(target: string): void;
+  /** a note for the audit row when the call succeeds (a failure's row holds its error instead) */
+  auditNote(note: string): void;
   signal: AbortSignal;
 }
 

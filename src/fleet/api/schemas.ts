@@ -7,6 +7,7 @@ import { z } from 'zod/v4';
 import { VERSION_PATTERN } from '../../core/self-update.js';
 import { ROLES } from '../identity/roles.js';
 import { ROLLOUT_STATES } from '../rollouts/machine.js';
+import { MAX_REDEPLOY_REASON } from '../services/redeploy.js';
 import { DEVICE_SORTS } from '../store/devices.js';
 import { DEVICE_STATUSES, PROGRESS_STATES } from '../view.js';
 import { components } from './openapi.js';
@@ -388,6 +389,15 @@ export const DeploymentSchema = named(
     images: z.array(z.strictObject({ name: z.string(), digest: z.string() })),
     createdAt: Iso,
     createdBy: z.string().nullable(),
+    redeployOf: z
+      .number()
+      .int()
+      .nullable()
+      .describe('a redeploy: the id of the earlier deployment whose release it published again'),
+    current: z
+      .boolean()
+      .optional()
+      .describe("in lists: this is its scope's current target (what the broker retains for the scope)"),
     rolloutId: z
       .number()
       .int()
@@ -395,6 +405,17 @@ export const DeploymentSchema = named(
       .describe('a group deploy: the one-phase rollout that published it and follows its devices'),
   }),
 );
+export const RedeployRequest = z.strictObject({
+  device: SafeName.optional().describe(
+    'the scope the caller means: refused (409) when the deployment is not of it',
+  ),
+  group: SafeName.optional(),
+  reason: z
+    .string()
+    .max(MAX_REDEPLOY_REASON)
+    .optional()
+    .describe('why, for the audit log (at most 500 characters)'),
+});
 export const DeploymentQuery = z.strictObject({
   device: SafeName.optional(),
   group: SafeName.optional(),
@@ -548,6 +569,7 @@ export type MetricQueryInput = z.output<typeof MetricQuery>;
 export type Deployment = z.output<typeof DeploymentSchema>;
 export type Release = z.output<typeof ReleaseSchema>;
 export type DeploymentQueryInput = z.output<typeof DeploymentQuery>;
+export type RedeployRequestBody = z.output<typeof RedeployRequest>;
 export type TargetRefWire = z.output<typeof TargetRefSchema>;
 export type Page<T> = { items: T[]; total: number | null; next: string | null };
 export type DeployRequestBody = z.input<typeof DeployRequest>;

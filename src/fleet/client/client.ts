@@ -24,6 +24,7 @@ import type {
   Image,
   Metrics,
   Page,
+  RedeployRequestBody,
   Release,
   RolloutAbortBody,
   RolloutCreateBody,
@@ -106,6 +107,8 @@ export interface FleetClient {
   validateDeployment(req: DeployRequestBody): Promise<DeployValidation>;
   deploy(req: DeployRequestBody): Promise<Deployment>;
   clearOverride(deviceId: string): Promise<Deployment>;
+  /** publish the release of an earlier deployment again as its scope's next version */
+  redeploy(deploymentId: number, req: RedeployRequestBody): Promise<Deployment>;
   progress(deploymentId: number): Promise<DeploymentProgress>;
 
   validateRollout(req: Omit<RolloutCreateBody, 'draft'>): Promise<RolloutPreview>;

@@ -266,6 +266,13 @@ export class HttpFleetClient implements FleetClient {
       `/devices/${encodeURIComponent(deviceId)}/target`,
     );
   }
+  redeploy(deploymentId: number, req: Parameters<FleetClient['redeploy']>[1]) {
+    return this.request<Awaited<ReturnType<FleetClient['redeploy']>>>(
+      'POST',
+      `/deployments/${deploymentId}/redeploy`,
+      { body: req },
+    );
+  }
   progress(deploymentId: number) {
     return this.request<Awaited<ReturnType<FleetClient['progress']>>>(
       'GET',

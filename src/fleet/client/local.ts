@@ -7,6 +7,7 @@ import { promises as fsp } from 'node:fs';
 import type { RolloutAbortBody } from '../api/schemas.js';
 import type { Actor } from '../identity/service.js';
 import type { FleetOperations } from '../operations.js';
+import { deploymentLabel, redeployNote } from '../services/redeploy.js';
 import type {
   DeviceListQuery,
   FleetClient,
@@ -30,11 +31,20 @@ export class LocalFleetClient implements FleetClient {
   private readonly closeFn: (() => Promise<void> | void) | undefined;
 
   /** Run a changing call and write its audit row, whatever the outcome. */
-  private async audited<T>(action: string, target: string | null, fn: () => T | Promise<T>): Promise<T> {
+  private async audited<T>(
+    action: string,
+    target: string | null,
+    fn: () => T | Promise<T>,
+    done?: (out: T) => { target?: string; note?: string },
+  ): Promise<T> {
     let result = 'ok';
     let message: string | null = null;
     try {
-      return await fn();
+      const out = await fn();
+      const after = done?.(out);
+      if (after?.target !== undefined) target = after.target;
+      if (after?.note !== undefined) message = after.note;
+      return out;
     } catch (err) {
       result = (err as { code?: string }).code ?? 'Internal';
       message = (err as Error).message ?? String(err);
@@ -114,6 +124,14 @@ export class LocalFleetClient implements FleetClient {
   }
   clearOverride(deviceId: string) {
     return this.audited('deployment.clear', deviceId, () => this.ops.clearOverride(this.actor, deviceId));
+  }
+  redeploy(deploymentId: number, req: Parameters<FleetClient['redeploy']>[1]) {
+    return this.audited(
+      'deployment.redeploy',
+      `deployment ${deploymentId}`,
+      () => this.ops.redeploy(this.actor, deploymentId, req),
+      (dep) => ({ target: deploymentLabel(dep), note: redeployNote(deploymentId, req.reason) }),
+    );
   }
   async progress(deploymentId: number) {
     return this.ops.progress(this.actor, deploymentId);

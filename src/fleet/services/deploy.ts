@@ -47,6 +47,7 @@ import {
   snapshotOf,
   summarizeProgress,
 } from '../view.js';
+import { planRedeploy } from './redeploy.js';
 import type { ReleaseService } from './releases.js';
 
 /**
@@ -57,6 +58,11 @@ export interface DeployInput {
   apps: unknown;
   images: string[];
   agent?: { version: string; allowDowngrade?: boolean | undefined } | undefined;
+  /**
+   * A redeploy (src/fleet/services/redeploy.ts): each image must still hold exactly this digest when the
+   * target is built — the earlier release's content, not whatever its tag names now.
+   */
+  digests?: Record<string, string> | undefined;
 }
 
 /** Where targets go: the server's MQTT connection, or a short link from the local CLI. */
@@ -125,6 +131,11 @@ export class DeployService {
       if (!r.success) throw invalidInput(`images[${i}] ${JSON.stringify(name)} is not name:tag`);
       const img = this.o.stores.images.get(r.data);
       if (!img) throw notFound(`image ${r.data} is not in the fleet: push it first`);
+      const pinned = input.digests?.[r.data];
+      if (pinned !== undefined && pinned !== img.digest)
+        throw conflict(
+          `image ${r.data} is now ${img.digest}, not ${pinned}: the release changed (nothing was published)`,
+        );
       return { name: r.data, digest: img.digest };
     });
     const agent = input.agent === undefined ? undefined : this.agentFor(input.agent, scope);
@@ -177,6 +188,25 @@ export class DeployService {
         ? { agent: { version: agent.version, ...(agent.allowDowngrade ? { allowDowngrade: true } : {}) } }
         : {}),
     };
+  }
+
+  /**
+   * What redeploying deployment `id` publishes (the checks: redeploy.ts), for the ordinary deploy path of
+   * its scope. `expect`: the scope the caller means (refused when the deployment is another's).
+   */
+  redeployInput(id: number, expect?: ScopeKey): { source: DeploymentRow; input: DeployInput } {
+    const { deployments, images } = this.o.stores;
+    const source = deployments.get(id);
+    if (!source) throw notFound(`no deployment ${id}`);
+    const cur = deployments.current(source.scope);
+    const curSigned = cur ? deployments.get(cur.deploymentId)?.signed : undefined;
+    const input = planRedeploy(source, {
+      expect,
+      current:
+        cur && curSigned ? { id: cur.deploymentId, cleared: cur.cleared, signed: curSigned } : undefined,
+      imageDigest: (name) => images.get(name)?.digest,
+    });
+    return { source, input };
   }
 
   /** Validate, sign, publish (retained), record. Returns the published deployment. */

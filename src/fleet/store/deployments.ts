@@ -22,6 +22,8 @@ export interface DeploymentRow {
   images: Array<{ name: string; digest: string }>;
   createdAt: number;
   createdBy: string | null;
+  /** a redeploy: the id of the earlier deployment whose release it re-published */
+  redeployOf: number | null;
 }
 
 export interface ScopeTargetRow extends ScopeVersion {
@@ -46,6 +48,7 @@ interface Row {
   images_json: string;
   created_at: number;
   created_by: string | null;
+  redeploy_of: number | null;
 }
 
 export class DeploymentStore extends SqlStore {
@@ -92,6 +95,7 @@ export class DeploymentStore extends SqlStore {
         images: t.images,
         createdAt: o.now,
         createdBy: o.createdBy ?? null,
+        redeployOf: null,
       };
       return { signed, row };
     });
@@ -113,6 +117,14 @@ export class DeploymentStore extends SqlStore {
          WHERE scope_targets.version < @v`,
       ).run({ k: r.scope_kind, i: r.scope_id, d: id, v: r.version, c: r.cleared, now });
     });
+  }
+
+  /**
+   * Note that deployment `id` re-published the release of deployment `of` (a redeploy). Written after the
+   * publish: the release itself is the signed target; a crash in between loses only this note.
+   */
+  noteRedeploy(id: number, of: number): void {
+    this.stmt('UPDATE deployments SET redeploy_of = ? WHERE id = ?').run(of, id);
   }
 
   /** Never reached the broker. */
@@ -182,7 +194,7 @@ export class DeploymentStore extends SqlStore {
     }
     const rows = this.db
       .prepare(
-        `SELECT id, scope_kind, scope_id, version, cleared, state, images_json, created_at, created_by FROM deployments
+        `SELECT id, scope_kind, scope_id, version, cleared, state, images_json, created_at, created_by, redeploy_of FROM deployments
          ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT @limit`,
       )
       .all(params) as Row[];
@@ -232,6 +244,7 @@ function toRow(r: Row): DeploymentRow {
     images: JSON.parse(r.images_json) as DeploymentRow['images'],
     createdAt: r.created_at,
     createdBy: r.created_by,
+    redeployOf: r.redeploy_of ?? null,
   };
 }
 

@@ -226,4 +226,14 @@ export const FLEET_MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    name: 'deployments: the earlier deployment a redeploy re-published',
+    up(db) {
+      db.exec(`
+        -- set on a deployment made by POST /deployments/{id}/redeploy: the id it re-published (the signed
+        -- target itself cannot say so: agents refuse a target with a field they do not know)
+        ALTER TABLE deployments ADD COLUMN redeploy_of INTEGER REFERENCES deployments(id);
+      `);
+    },
+  },
 ];

@@ -7,6 +7,7 @@ import { z } from 'zod/v4';
 import { BerthError, invalidInput, isBerthError } from '../../../lib/errors.js';
 import { EnrollRequestSchema, EnrollResponseSchema, MAX_ENROLL_BYTES } from '../../../transport/enroll.js';
 import { FailureLimiter } from '../../identity/rate-limit.js';
+import { deploymentLabel, redeployNote } from '../../services/redeploy.js';
 import type { ApiDeps } from '../deps.js';
 import { route } from '../route.js';
 import {
@@ -25,6 +26,7 @@ import {
   LabelsPatch,
   LabelsSchema,
   ProgressSchema,
+  RedeployRequest,
   ValidationSchema,
 } from '../schemas.js';
 
@@ -101,6 +103,31 @@ export function changeRoutes(d: ApiDeps) {
         auditTarget(body.device !== undefined ? `device ${body.device}` : `group ${body.group}`);
         const dep = await d.ops.deploy(actor, body);
         auditTarget(dep.text);
+        return dep;
+      },
+    }),
+    route({
+      method: 'post',
+      path: '/deployments/{id}/redeploy',
+      tag: 'deployments',
+      summary: 'Publish the release of an earlier deployment again, as its scope’s next version',
+      description:
+        'The apps and the images (pinned to the digests it published) of a published deployment, through the ' +
+        'same path as a deploy (a group: a one-phase rollout, `rolloutId`); the agent release the scope names now ' +
+        'stays. 404: unknown id, or an image of it no longer in the fleet; 409: a cleared override, a failed or ' +
+        'pending deployment, another scope than `device`/`group` names, an image name that now holds other ' +
+        'content, or a release the scope runs already. Nothing is published when refused.',
+      auth: 'operator',
+      audit: 'deployment.redeploy',
+      params: DeploymentParams,
+      body: RedeployRequest,
+      response: DeploymentSchema,
+      status: 201,
+      handler: async ({ actor, params, body, auditTarget, auditNote }) => {
+        auditTarget(`deployment ${params.id}`);
+        const dep = await d.ops.redeploy(actor, params.id, body);
+        auditTarget(deploymentLabel(dep));
+        auditNote(redeployNote(params.id, body.reason));
         return dep;
       },
     }),

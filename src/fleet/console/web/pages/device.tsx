@@ -13,6 +13,7 @@ import type {
 } from '../../../api/schemas.js';
 import { call, seg } from '../api.js';
 import { Chart, type ChartSeries } from '../chart.js';
+import { ReleaseHistory, type Scope } from '../history.js';
 import { href } from '../router.js';
 import { clip, mergeTail, retryText, seriesLabel } from '../text.js';
 import {
@@ -91,6 +92,7 @@ export function DevicePage({ id }: { id: string }) {
               <Identity d={d} />
               <Target d={d} operator={operator} onChanged={device.reload} />
             </div>
+            <ReleaseHistory scope={historyScope(d)} operator={operator && !d.revokedAt} />
             <Services
               d={d}
               operator={operator}
@@ -113,6 +115,16 @@ export function DevicePage({ id }: { id: string }) {
       </Show>
     </Page>
   );
+}
+
+/**
+ * Whose releases the device page lists: the scope whose target applies to the device (its group's, or its
+ * own override) — where going back to an earlier release of what it runs is done; the device's own when
+ * nothing applies yet.
+ */
+function historyScope(d: DeviceDetail): Scope {
+  const e = d.expected;
+  return e && e.kind !== 'local' ? { kind: e.kind, id: e.id } : { kind: 'device', id: d.id };
 }
 
 function Identity({ d }: { d: DeviceDetail }) {
