@@ -16,7 +16,7 @@
  * process that sees the event (first publish / last message, pull start / pull done) and CPU time
  * (user + system, this process) is reported with them.
  */
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import * as path from 'node:path';
 import { connectAsync } from 'mqtt';
@@ -47,6 +47,34 @@ const cpuMs = () => {
 const sysFaults = () => {
   const r = process.resourceUsage();
   return { sysMs: r.systemCPUTime / 1000, faults: r.minorPageFault };
+};
+/**
+ * CPU time (ms) of each thread of this process so far, by thread id (/proc/self/task): the device's main
+ * thread (tid = pid), its chunk writer (a worker thread) and V8's and libuv's helpers are told apart.
+ */
+const threadCpu = (): Map<number, number> => {
+  const out = new Map<number, number>();
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const f = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      out.set(Number(tid), ((Number(f[11]) + Number(f[12])) * 1000) / 100);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+};
+/** Thread CPU since `a`: the main thread, the busiest other thread (the chunk writer) and the rest. */
+const threadSplit = (a: Map<number, number>) => {
+  let main = 0;
+  const others: number[] = [];
+  for (const [tid, ms] of threadCpu()) {
+    const d = ms - (a.get(tid) ?? 0);
+    if (tid === process.pid) main = d;
+    else others.push(d);
+  }
+  others.sort((x, y) => y - x);
+  return { main, busiest: others[0] ?? 0, rest: others.slice(1).reduce((n, x) => n + x, 0) };
 };
 const since = (a: ReturnType<typeof sysFaults>) => {
   const b = sysFaults();
@@ -214,8 +242,10 @@ if (role === 'raw-sub') {
     await profileStart();
     const c0 = cpuMs();
     const s0 = sysFaults();
+    const t0 = threadCpu();
     const start = performance.timeOrigin + performance.now();
     const r = await agent.pullImage(String(m.ref));
+    const threads = threadSplit(t0);
     const done = performance.timeOrigin + performance.now();
     await profileStop(`device-${id}`);
     send({
@@ -224,10 +254,12 @@ if (role === 'raw-sub') {
       bytes: r.size,
       cpuMs: cpuMs() - c0,
       ...since(s0),
+      threads,
       stats: agent.fetcher.stats,
     });
   });
-  send({ ready: true });
+  // CPU so far: node's start, module loading (through tsx here, unlike the bundle), database, connect
+  send({ ready: true, startCpuMs: cpuMs() });
 } else {
   throw new Error(`unknown role ${role}`);
 }

@@ -4,7 +4,7 @@
  *
  *   node --import tsx bench/mqtt-transfer.ts [--size-mib 256] [--chunk-kib 256] [--runs 3]
  *        [--brokers mosquitto,aedes] [--fanout 20] [--fanout-mib 32] [--skip-single] [--skip-fanout]
- *        [--mosquitto-malloc-tuned]
+ *        [--mosquitto-malloc-tuned] [--device-warm-mib 0]
  *
  * Per broker (Mosquitto as its own process; the embedded aedes inside the sending process, where
  * `berth fleet serve` runs it):
@@ -23,7 +23,9 @@
  *     reference: N raw MQTT.js subscriber processes receiving FANOUT MiB from one publisher through the
  *     same broker (QoS 1, same chunks), so berth-fan-out / raw-fan-out is printed too; and the CPU-bound
  *     floor of each (CPU time of every process, broker included, / cores): N processes on few cores
- *     cannot finish sooner than that.
+ *     cannot finish sooner than that. Repeated `runs` times (fresh device processes each time); the
+ *     device's CPU per pull is split by thread (main, chunk writer, V8/libuv helpers) and set against a
+ *     raw subscriber's, and the CPU a device spent before it was ready (start-up, not timed) is printed.
  * State dirs live on /dev/shm (the root FS here is erratic for benchmarks).
  *
  * `--mosquitto-malloc-tuned` starts Mosquitto with the glibc malloc settings docs/protocol.md recommends
@@ -51,6 +53,12 @@ const RUNS = Number(arg('runs', '3'));
 const BROKERS = arg('brokers', 'mosquitto,aedes').split(',').filter(Boolean);
 const FANOUT = Number(arg('fanout', '20'));
 const FANOUT_SIZE = Number(arg('fanout-mib', '32')) * MiB;
+/**
+ * `--device-warm-mib N`: each fan-out device process first pulls another image of N MiB (untimed), so
+ * the timed pull is a running agent's next pull (code compiled, chunk writer thread up, heap grown), not
+ * the first pull of a fresh process.
+ */
+const DEVICE_WARM = Number(arg('device-warm-mib', '0')) * MiB;
 /** glibc malloc settings for Mosquitto (docs/protocol.md, Connections). */
 const MOSQUITTO_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '4194304', MALLOC_TRIM_THRESHOLD_: '67108864' };
 const root = await fsp.mkdtemp('/dev/shm/berth-bench-');
@@ -65,6 +73,8 @@ class Role {
   private readonly inbox: Msg[] = [];
   private waiter: ((m: Msg) => void) | undefined;
   readonly proc: ChildProcess;
+  /** a device's CPU before it was ready */
+  startCpuMs = 0;
   constructor(role: string, argv: string[]) {
     this.proc = fork(ROLES, [role, ...argv], {
       execArgv: [
@@ -198,7 +208,7 @@ async function rawFanout(
   brokerPid: number | undefined,
   n: number,
   bytes: number,
-): Promise<{ ms: number; cpuMs: number }> {
+): Promise<{ ms: number; cpuMs: number; subCpuMs: number[]; subSys: SysFaults[] }> {
   const pub = new Role('raw-pub', [where, String(bytes), String(CHUNK)]);
   const ready = await pub.next();
   const subs = Array.from(
@@ -214,6 +224,8 @@ async function rawFanout(
   return {
     ms: Math.max(...done.map((d) => Number(d.done))) - Number(p!.start),
     cpuMs: Number(p!.cpuMs) + done.reduce((c, d) => c + Number(d.cpuMs), 0) + broker,
+    subCpuMs: done.map((d) => Number(d.cpuMs)),
+    subSys: done.map(sysFaults),
   };
 }
 
@@ -242,10 +254,11 @@ async function rawOnce(where: string, brokerPid: number | undefined): Promise<{ 
   };
 }
 
-async function device(url: string, pubKey: string, id: string): Promise<Role> {
+async function device(url: string, pubKey: string, id: string, warmRef?: string): Promise<Role> {
   // the same chunk size as the raw reference (the broker's packet limit permitting)
   const d = new Role('device', [url, await freshDir(id), id, pubKey, String(CHUNK)]);
-  await d.next();
+  d.startCpuMs = Number((await d.next()).startCpuMs);
+  if (warmRef) d.startCpuMs += (await pull(d, warmRef)).cpuMs;
   return d;
 }
 
@@ -255,6 +268,10 @@ interface Pulled {
   bytes: number;
   cpuMs: number;
   sys: SysFaults;
+  /** CPU of the device's threads over the pull: main, the busiest other (the chunk writer), the rest */
+  threads: { main: number; busiest: number; rest: number };
+  /** CPU the device process spent before it was ready (start-up, modules, database, connect) */
+  startCpuMs: number;
   stats: { rerequests: number; duplicateBytes: number; streamBytes: number };
 }
 async function pull(d: Role, ref: string): Promise<Pulled> {
@@ -265,6 +282,8 @@ async function pull(d: Role, ref: string): Promise<Pulled> {
     bytes: Number(r.bytes),
     cpuMs: Number(r.cpuMs),
     sys: sysFaults(r),
+    threads: r.threads as Pulled['threads'],
+    startCpuMs: d.startCpuMs,
     stats: r.stats as Pulled['stats'],
   };
 }
@@ -338,6 +357,7 @@ async function benchBroker(kind: string): Promise<void> {
               ? `in-process publish ${rd.ms.toFixed(0)} ms (${rate(SIZE, rd.ms).toFixed(1)} MiB/s, ${fmtCpu(rd.cpu, ['broker+pub', 'sub'])}); `
               : '') +
             `berth pull ${(b.done - b.start).toFixed(0)} ms (${rate(b.bytes, b.done - b.start).toFixed(1)} MiB/s, ${fmtCpu(cpu, ['fleet', 'device'])}; ` +
+            `device threads: main ${b.threads.main.toFixed(0)}, chunk writer ${b.threads.busiest.toFixed(0)}, other ${b.threads.rest.toFixed(0)}; ` +
             `egress ${egress.toFixed(3)}x, re-granted ${b.stats.rerequests} chunks)`,
         );
       }
@@ -357,41 +377,72 @@ async function benchBroker(kind: string): Promise<void> {
     }
     if (!args.includes('--skip-fanout') && FANOUT > 0) {
       const img = await fleet.ask({ cmd: 'image', name: 'fan:1', bytes: FANOUT_SIZE });
+      const warmRef = DEVICE_WARM > 0 ? 'devwarm:1' : undefined;
+      if (warmRef) await fleet.ask({ cmd: 'image', name: warmRef, bytes: DEVICE_WARM });
       const imageBytes = Number(img.bytes);
       const warm = await device(url, pubKey, 'fan-warm');
       await pull(warm, 'fan:1');
       warm.stop();
-      // All device processes up and connected first: the figures are the pulls, not node's start.
-      const devs = await Promise.all(
-        Array.from({ length: FANOUT }, (_, i) => device(url, pubKey, `fan-${i}`)),
-      );
-      const solo = await device(url, pubKey, 'fan-solo');
-      const s = await pull(solo, 'fan:1');
-      solo.stop();
-      const soloMs = s.done - s.start;
-      const before = await fleet.ask({ cmd: 'stats' });
-      const b0 = procCpuMs(m?.pid);
-      const rs = await Promise.all(devs.map((d) => pull(d, 'fan:1')));
-      const brokerCpu = procCpuMs(m?.pid) - b0;
-      const after = await fleet.ask({ cmd: 'stats' });
-      for (const d of devs) d.stop();
-      const wall = Math.max(...rs.map((r) => r.done)) - Math.min(...rs.map((r) => r.start));
-      const egress = Number(after.egress) - Number(before.egress);
-      const stream = Number(after.stream) - Number(before.stream);
-      const cpu =
-        rs.reduce((c, r) => c + r.cpuMs, 0) + Number(after.cpuMs) - Number(before.cpuMs) + brokerCpu;
-      const raw = await rawFanout(where, m?.pid, FANOUT, imageBytes);
       const cores = availableParallelism();
+      const walls: number[] = [];
+      const rawWalls: number[] = [];
+      const solos: number[] = [];
+      const devCpus: number[] = [];
+      const subCpus: number[] = [];
+      for (let run = 0; run < RUNS; run++) {
+        // All device processes up and connected first: the figures are the pulls, not node's start.
+        const devs = await Promise.all(
+          Array.from({ length: FANOUT }, (_, i) => device(url, pubKey, `fan-${run}-${i}`, warmRef)),
+        );
+        const solo = await device(url, pubKey, `fan-solo-${run}`, warmRef);
+        const s = await pull(solo, 'fan:1');
+        solo.stop();
+        const soloMs = s.done - s.start;
+        const before = await fleet.ask({ cmd: 'stats' });
+        const b0 = procCpuMs(m?.pid);
+        const rs = await Promise.all(devs.map((d) => pull(d, 'fan:1')));
+        const brokerCpu = procCpuMs(m?.pid) - b0;
+        const after = await fleet.ask({ cmd: 'stats' });
+        for (const d of devs) d.stop();
+        const wall = Math.max(...rs.map((r) => r.done)) - Math.min(...rs.map((r) => r.start));
+        const egress = Number(after.egress) - Number(before.egress);
+        const stream = Number(after.stream) - Number(before.stream);
+        const fleetCpu = Number(after.cpuMs) - Number(before.cpuMs);
+        const cpu = rs.reduce((c, r) => c + r.cpuMs, 0) + fleetCpu + brokerCpu;
+        const raw = await rawFanout(where, m?.pid, FANOUT, imageBytes);
+        const devCpu = median(rs.map((r) => r.cpuMs));
+        const subCpu = median(raw.subCpuMs);
+        const th = (k: 'main' | 'busiest' | 'rest') => median(rs.map((r) => r.threads[k])).toFixed(0);
+        const medSys = (xs: SysFaults[]) => ({
+          sysMs: median(xs.map((x) => x.sysMs)),
+          faults: median(xs.map((x) => x.faults)),
+        });
+        walls.push(wall);
+        rawWalls.push(raw.ms);
+        solos.push(soloMs);
+        devCpus.push(devCpu);
+        subCpus.push(subCpu);
+        console.log(
+          `  run ${run + 1}: single device pull of ${FANOUT_SIZE / MiB} MiB: ${soloMs.toFixed(0)} ms (device cpu ${s.cpuMs.toFixed(0)} ms); ${FANOUT} devices at once: ${wall.toFixed(0)} ms ` +
+            `(device cpu median ${devCpu.toFixed(0)} ms${fmtSys(medSys(rs.map((r) => r.sys)))}: main thread ${th('main')}, chunk writer ${th('busiest')}, other threads ${th('rest')}; ` +
+            `per device received twice ${(median(rs.map((r) => r.stats.duplicateBytes)) / MiB).toFixed(1)} MiB (max ${(Math.max(...rs.map((r) => r.stats.duplicateBytes)) / MiB).toFixed(1)}), from the stream ${(median(rs.map((r) => r.stats.streamBytes)) / MiB).toFixed(1)} MiB; ` +
+            `device start-up${warmRef ? ' and warm-up pull' : ''} cpu median ${median(rs.map((r) => r.startCpuMs)).toFixed(0)} ms (not in the pull); fleet ${fleetCpu.toFixed(0)}, broker ${brokerCpu.toFixed(0)} ms; ` +
+            `server egress ${(egress / MiB).toFixed(1)} MiB: stream ${(stream / MiB).toFixed(1)}, unicast ${((egress - stream) / MiB).toFixed(1)}; ` +
+            `cpu all processes ${cpu.toFixed(0)} ms, floor on ${cores} cores ${(cpu / cores).toFixed(0)} ms); ` +
+            `raw MQTT.js 1 publisher -> ${FANOUT} subscriber processes: ${raw.ms.toFixed(0)} ms (subscriber cpu median ${subCpu.toFixed(0)} ms${fmtSys(medSys(raw.subSys))}; cpu all processes ${raw.cpuMs.toFixed(0)} ms, floor ${(raw.cpuMs / cores).toFixed(0)} ms)`,
+        );
+        console.log(
+          `  run ${run + 1}: wall ${(wall / soloMs).toFixed(2)}x a single pull, ${(wall / raw.ms).toFixed(2)}x raw fan-out; device cpu / raw subscriber cpu ${(devCpu / subCpu).toFixed(2)}; ` +
+            `wall / cpu-bound floor: berth ${(wall / (cpu / cores)).toFixed(2)}, raw ${(raw.ms / (raw.cpuMs / cores)).toFixed(2)}; ` +
+            `server egress ${(egress / imageBytes).toFixed(2)}x the image (aim <= 1.5)`,
+        );
+      }
+      const per = (xs: number[], ys: number[]) => xs.map((x, i) => (x / ys[i]!).toFixed(2)).join(' ');
       console.log(
-        `  single device pull of ${FANOUT_SIZE / MiB} MiB: ${soloMs.toFixed(0)} ms; ${FANOUT} devices at once: ${wall.toFixed(0)} ms ` +
-          `(device cpu median ${median(rs.map((r) => r.cpuMs)).toFixed(0)} ms; server egress ${(egress / MiB).toFixed(1)} MiB: stream ${(stream / MiB).toFixed(1)}, unicast ${((egress - stream) / MiB).toFixed(1)}; ` +
-          `cpu all processes ${cpu.toFixed(0)} ms, floor on ${cores} cores ${(cpu / cores).toFixed(0)} ms); ` +
-          `raw MQTT.js 1 publisher -> ${FANOUT} subscriber processes: ${raw.ms.toFixed(0)} ms (cpu all processes ${raw.cpuMs.toFixed(0)} ms, floor ${(raw.cpuMs / cores).toFixed(0)} ms)`,
-      );
-      console.log(
-        `RESULT mqtt-fanout-${kind} ${FANOUT} device processes, ${FANOUT_SIZE / MiB} MiB: wall ${(wall / soloMs).toFixed(2)}x a single pull (aim <= 3), ` +
-          `${(wall / raw.ms).toFixed(2)}x raw MQTT.js fan-out to ${FANOUT} processes; wall / cpu-bound floor: berth ${(wall / (cpu / cores)).toFixed(2)}, raw ${(raw.ms / (raw.cpuMs / cores)).toFixed(2)}; ` +
-          `server egress ${(egress / imageBytes).toFixed(2)}x the image (aim <= 1.5)`,
+        `RESULT mqtt-fanout-${kind} ${FANOUT} device processes, ${FANOUT_SIZE / MiB} MiB, ${RUNS} runs: median wall ${median(walls).toFixed(0)} ms = ` +
+          `${(median(walls) / median(solos)).toFixed(2)}x a single pull (aim <= 3; per run ${per(walls, solos)}), ` +
+          `${(median(walls) / median(rawWalls)).toFixed(2)}x raw MQTT.js fan-out to ${FANOUT} processes (per run ${per(walls, rawWalls)}); ` +
+          `device cpu per pull median ${median(devCpus).toFixed(0)} ms vs raw subscriber ${median(subCpus).toFixed(0)} ms = ${(median(devCpus) / median(subCpus)).toFixed(2)}x (per run ${per(devCpus, subCpus)})`,
       );
     }
   } finally {
