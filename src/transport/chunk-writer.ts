@@ -107,11 +107,7 @@ parentPort.on('message', (m) => {
     reply = { error: { errno: err && err.code, message: String(err && err.message || err) } };
   }
   reply.seq = m.seq;
-  const give = reply.bits ? [reply.bits.buffer] : [];
-  // A chunk's buffer goes back to the thread that allocated it, to die young there: kept here it would
-  // wait for this isolate's rare GC, and the main thread's heap would grow by every chunk in between.
-  if (m.op === 'chunk' && m.data instanceof ArrayBuffer) { reply.buffer = m.data; give.push(m.data); }
-  parentPort.postMessage(reply, give);
+  parentPort.postMessage(reply, reply.bits ? [reply.bits.buffer] : []);
 });
 `;
 
