@@ -8,6 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { needPrivileges } from '../../helpers/privileged.js';
+import { waitUntil } from '../../helpers/runtime-cli.js';
 import {
   baseConfig,
   berthRuntimeBinary,
@@ -215,8 +216,8 @@ test('pause/resume: a frozen counter stops, state says paused, exec refused whil
     const pid = (await status(env, runtime, id)).pid;
     const counter = async () =>
       Number(await readFile(`/proc/${pid}/root/dev/shm/c`, 'utf8').catch(() => '0'));
-    await sleep(200);
-    t.true((await counter()) > 0, runtime);
+    // the shell counts once it runs (under load that can take longer than any fixed pause)
+    await waitUntil(`${runtime}: the counter counts`, async () => (await counter()) > 0, 20_000);
     const p = await runtimeExec(env, runtime, ['pause', id], opts);
     t.is(p.code, 0, p.stderr);
     t.is((await status(env, runtime, id)).status, 'paused', runtime);
@@ -233,8 +234,7 @@ test('pause/resume: a frozen counter stops, state says paused, exec refused whil
     const r = await runtimeExec(env, runtime, ['resume', id], opts);
     t.is(r.code, 0, r.stderr);
     t.is((await status(env, runtime, id)).status, 'running', runtime);
-    await sleep(400);
-    t.true((await counter()) > c1 + 3, `${runtime}: the counter moves again`);
+    await waitUntil(`${runtime}: the counter moves again`, async () => (await counter()) > c1 + 3, 20_000);
     if (runtime === 'berth') {
       // a paused container: delete refuses without --force; --force thaws and kills it
       t.is((await runtimeExec(env, runtime, ['pause', id], opts)).code, 0);
